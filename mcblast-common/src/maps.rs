@@ -1,0 +1,91 @@
+//! Keys and values of the kernel counter's maps. `#[repr(C)]`, no implicit
+//! padding, so the kernel and userspace agree byte for byte.
+
+use crate::tracker::FlowState;
+
+/// Identifies one flow: who sent it, to which group, in which run.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct FlowKey {
+    /// Sender IPv4 address, network byte order as it sits in the IP header.
+    pub sender: u32,
+    /// Destination (group) IPv4 address, network byte order.
+    pub group: u32,
+    /// The sender's run id.
+    pub run: u32,
+    /// The flow id within the run.
+    pub flow: u32,
+}
+
+/// A flow's entry in the kernel map: the tracker state behind a lock.
+/// `L` is `bpf_spin_lock` in the eBPF program and `u32` in userspace; both
+/// are 4 bytes, so the layouts are identical.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FlowEntry<L: Copy> {
+    pub lock: L,
+    pub _pad: u32,
+    pub state: FlowState,
+}
+
+/// Receiver configuration, element 0 of the `CONFIG` array map.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Config {
+    /// UDP destination port to count, host byte order.
+    pub port: u16,
+    pub _pad: u16,
+    /// Non-zero: only this run id is counted; others are foreign.
+    pub run_filter: u32,
+    /// Non-zero: drop counted mcblast datagrams (XDP_DROP) instead of passing them.
+    pub sink: u32,
+    /// Clock identity of this receiver (same hash as the header's `clock`).
+    pub clock: u32,
+}
+
+/// Indices into the per-CPU `GLOBAL` counter array.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GlobalCounter {
+    /// UDP datagrams to the port that are not valid mcblast datagrams
+    /// (short, bad magic, bad version, wrong length) or of a filtered run.
+    Foreign = 0,
+    /// Valid datagrams that found no room in the flow map.
+    MapFull = 1,
+    /// IPv4 fragments to the port seen (non-first fragments cannot be matched).
+    Fragments = 2,
+    /// All packets the program saw on the interface.
+    Packets = 3,
+}
+
+/// Number of entries in the `GLOBAL` array.
+pub const GLOBAL_COUNTERS: u32 = 4;
+
+/// Most flows one receiver tracks in the kernel.
+pub const MAX_FLOWS: u32 = 4096;
+
+#[cfg(feature = "user")]
+mod user {
+    #![allow(unsafe_code)]
+    use super::*;
+    // SAFETY: plain-old-data, `#[repr(C)]`, no padding, every bit pattern valid.
+    unsafe impl aya::Pod for FlowKey {}
+    // SAFETY: as above; `FlowState` is `#[repr(C)]` of u64/i64/u32 fields.
+    unsafe impl aya::Pod for FlowEntry<u32> {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for Config {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn sizes_have_no_padding() {
+        assert_eq!(core::mem::size_of::<FlowKey>(), 16);
+        assert_eq!(core::mem::size_of::<Config>(), 16);
+        assert_eq!(
+            core::mem::size_of::<FlowEntry<u32>>(),
+            8 + core::mem::size_of::<FlowState>()
+        );
+    }
+}

@@ -1,0 +1,314 @@
+//! Command-line flags (what the user typed). Each command turns its flags
+//! into a resolved plan before doing anything, so every error a user can
+//! cause is reported once, up front, in one line.
+
+use std::net::Ipv4Addr;
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mcblast",
+    version,
+    about = "Multicast saturation tester: line-rate sender, in-kernel per-flow counter, loss attribution",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Send multicast datagrams with mcblast headers.
+    Send(SendArgs),
+    /// Join group(s) and count every flow in the kernel (eBPF) and/or a socket.
+    Recv(RecvArgs),
+    /// The network-namespace lab: one sender and N receivers on a bridge.
+    #[command(subcommand)]
+    Lab(LabCommand),
+}
+
+/// Flags `send` and `recv` share.
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    /// Multicast group (repeat for several).
+    #[arg(short = 'g', long = "group", default_value = "239.0.0.1", value_name = "ADDR")]
+    pub groups: Vec<Ipv4Addr>,
+    /// UDP destination port.
+    #[arg(short = 'p', long, default_value_t = 5001)]
+    pub port: u16,
+    /// Interface (default: the one the route to the first group uses).
+    #[arg(short = 'I', long = "interface", value_name = "IF")]
+    pub interface: Option<String>,
+    /// Seconds between interval reports (0 = none).
+    #[arg(short = 'i', long, default_value_t = 1.0, value_name = "SECS")]
+    pub interval: f64,
+    /// JSON Lines output (one object per line) instead of human text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SendArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Engine: socket (one sendto per datagram, the iperf-like baseline) or mmsg (sendmmsg batches).
+    #[arg(short = 'e', long, value_enum, default_value_t = Engine::Mmsg)]
+    pub engine: Engine,
+    /// Multicast TTL.
+    #[arg(long, default_value_t = 1)]
+    pub ttl: u8,
+    /// Loop datagrams back to local receivers (IP_MULTICAST_LOOP).
+    #[arg(long = "loop")]
+    pub loopback: bool,
+    /// Datagram length in bytes, header included (16..65507; at least 40 for the header).
+    #[arg(short = 'l', long, default_value_t = 8192)]
+    pub length: usize,
+    /// Allow datagrams larger than the interface MTU (they fragment; AWS TGW drops fragmented multicast).
+    #[arg(long)]
+    pub allow_fragments: bool,
+    /// Rate in bits/s for all flows together, with k/M/G (e.g. 100M). Absent: as fast as possible.
+    #[arg(short = 'b', long, value_name = "RATE", value_parser = parse_rate, conflicts_with = "pps")]
+    pub rate: Option<f64>,
+    /// Rate in datagrams/s for all flows together, with k/M/G.
+    #[arg(long, value_name = "PPS", value_parser = parse_rate)]
+    pub pps: Option<f64>,
+    /// Seconds to send (default 10 unless --count is given).
+    #[arg(short = 't', long, value_name = "SECS")]
+    pub time: Option<f64>,
+    /// Datagrams to send per flow, then stop.
+    #[arg(short = 'n', long)]
+    pub count: Option<u64>,
+    /// Number of flows (distinct source ports and flow ids), spread over groups and threads.
+    #[arg(long, default_value_t = 1)]
+    pub flows: u32,
+    /// Worker threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: u32,
+    /// CPUs to pin workers to, e.g. 0,1 or 0-3 (worker k gets the k-th, round robin).
+    #[arg(long, value_name = "LIST", value_parser = parse_cpu_list)]
+    pub cpus: Option<Vec<usize>>,
+    /// Datagrams per sendmmsg batch (mmsg engine).
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Run id to put in the header (default: random).
+    #[arg(long)]
+    pub run_id: Option<u32>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RecvArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Source-specific join (IGMPv3 SSM) from this sender address.
+    #[arg(long, value_name = "ADDR")]
+    pub source: Option<Ipv4Addr>,
+    /// Which counters run: kernel (eBPF XDP), socket (recvmmsg), or both side by side.
+    #[arg(long, value_enum, default_value_t = CounterMode::Both)]
+    pub counter: CounterMode,
+    /// Stop after this many seconds (default: when every flow has ended, or Ctrl-C).
+    #[arg(short = 't', long, value_name = "SECS")]
+    pub time: Option<f64>,
+    /// Seconds to wait after the last flow ended before stopping.
+    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    pub grace: f64,
+    /// Exit with status 1 when any flow's loss exceeds this percentage.
+    #[arg(long, value_name = "PCT")]
+    pub max_loss: Option<f64>,
+    /// Count only this run id; datagrams of other runs count as foreign.
+    #[arg(long)]
+    pub run_id: Option<u32>,
+    /// XDP attach mode: auto (native, then generic with a message), native, or generic.
+    #[arg(long, value_enum, default_value_t = XdpMode::Auto)]
+    pub xdp_mode: XdpMode,
+    /// Socket receive buffer in bytes (socket counter).
+    #[arg(long, default_value_t = 4 << 20)]
+    pub rcvbuf: usize,
+    /// Exit once this many flows have ended (0 = wait for every flow seen).
+    #[arg(long, default_value_t = 0)]
+    pub expect_flows: u32,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum LabCommand {
+    /// Create the lab: namespaces sender, r1..rN on one bridge.
+    Up(LabUpArgs),
+    /// Show the lab's nodes, addresses and multicast group memberships.
+    Status,
+    /// Run a command in a lab node: mcblast lab exec r1 -- mcblast recv
+    Exec {
+        /// Node name: sender, r1, r2, ...
+        node: String,
+        /// The command and its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Remove the lab, including leftovers of a crashed run.
+    Down,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LabUpArgs {
+    /// Number of receiver namespaces.
+    #[arg(long, default_value_t = 9)]
+    pub receivers: u32,
+    /// MTU of every lab link.
+    #[arg(long, default_value_t = 9000, value_parser = parse_lab_mtu)]
+    pub mtu: u32,
+    /// IGMP snooping on the bridge.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    pub snooping: OnOff,
+    /// The bridge acts as IGMP querier (IGMPv3 queries).
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    pub querier: OnOff,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Socket,
+    Mmsg,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CounterMode {
+    Kernel,
+    Socket,
+    Both,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpMode {
+    Auto,
+    Native,
+    Generic,
+}
+
+/// Parses `100M`, `1.5G`, `64k`, `2500` (SI: k = 1000).
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_lowercase() {
+                'k' => 1e3,
+                'm' => 1e6,
+                'g' => 1e9,
+                't' => 1e12,
+                _ => return Err(format!("unknown unit '{c}' in '{s}': use k, M or G (e.g. 100M)")),
+            };
+            (&s[..i], m)
+        }
+        _ => (s, 1.0),
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a rate: use a number with k, M or G (e.g. 100M)"))?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err(format!("rate '{s}' must be positive"));
+    }
+    Ok(v * mult)
+}
+
+/// Parses `0,2,4-7`.
+pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || format!("'{part}' is not a CPU or range: use e.g. 0,1 or 0-3");
+        if let Some((a, b)) = part.split_once('-') {
+            let a: usize = a.parse().map_err(|_| bad())?;
+            let b: usize = b.parse().map_err(|_| bad())?;
+            if a > b {
+                return Err(bad());
+            }
+            out.extend(a..=b);
+        } else {
+            out.push(part.parse().map_err(|_| bad())?);
+        }
+    }
+    if out.is_empty() {
+        return Err("empty CPU list: use e.g. 0,1 or 0-3".into());
+    }
+    Ok(out)
+}
+
+fn parse_lab_mtu(s: &str) -> Result<u32, String> {
+    match s {
+        "9000" => Ok(9000),
+        "1500" => Ok(1500),
+        _ => Err(format!("lab MTU '{s}' is not supported: use 9000 or 1500")),
+    }
+}
+
+/// Checks the groups are multicast addresses.
+pub fn check_groups(groups: &[Ipv4Addr]) -> Result<()> {
+    for g in groups {
+        if !g.is_multicast() {
+            bail!("{g} is not a multicast group: use an address in 224.0.0.0/4, e.g. 239.0.0.1");
+        }
+    }
+    Ok(())
+}
+
+/// Entry point: parse, run, print errors as one line, map to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = match &cli.command {
+        Command::Send(a) => a.common.json,
+        Command::Recv(a) => a.common.json,
+        Command::Lab(_) => false,
+    };
+    let res = match cli.command {
+        Command::Send(a) => crate::send::run(a),
+        Command::Recv(a) => crate::recv::run(a),
+        Command::Lab(c) => crate::lab::run(c),
+    };
+    match res {
+        Ok(code) => code,
+        Err(e) => {
+            if crate::output::is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            crate::output::print_error(json, &e);
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("100M").unwrap(), 100e6);
+        assert_eq!(parse_rate("1.5g").unwrap(), 1.5e9);
+        assert_eq!(parse_rate("2500").unwrap(), 2500.0);
+        assert!(parse_rate("10x").is_err());
+        assert!(parse_rate("-1M").is_err());
+        assert!(parse_rate("").is_err());
+    }
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0,2-4").unwrap(), vec![0, 2, 3, 4]);
+        assert!(parse_cpu_list("3-1").is_err());
+        assert!(parse_cpu_list("a").is_err());
+    }
+    #[test]
+    fn groups_must_be_multicast() {
+        assert!(check_groups(&["239.1.1.1".parse().unwrap()]).is_ok());
+        let e = check_groups(&["10.0.0.1".parse().unwrap()]).unwrap_err().to_string();
+        assert!(e.contains("not a multicast group"));
+    }
+    #[test]
+    fn clap_definition_is_valid() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

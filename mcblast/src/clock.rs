@@ -1,0 +1,60 @@
+//! Clocks. Datagram timestamps are CLOCK_TAI nanoseconds: the clock eBPF
+//! reads with `bpf_ktime_get_tai_ns`, so kernel and userspace receivers
+//! compare like with like.
+
+use std::sync::OnceLock;
+
+/// Now, in ns of CLOCK_TAI.
+#[inline]
+pub fn tai_ns() -> u64 {
+    crate::sys::clock_ns(libc::CLOCK_TAI)
+}
+
+/// Now, in ns of CLOCK_MONOTONIC (for pacing and intervals).
+#[inline]
+pub fn mono_ns() -> u64 {
+    crate::sys::clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// This kernel's clock identity: FNV-1a of the boot id. Two hosts (or
+/// namespaces) with the same value read the same clock.
+pub fn clock_id() -> u32 {
+    static ID: OnceLock<u32> = OnceLock::new();
+    *ID.get_or_init(|| {
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+        let mut h: u32 = 0x811c_9dc5;
+        for b in boot.trim().bytes() {
+            h ^= b as u32;
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        if h == 0 { 1 } else { h }
+    })
+}
+
+/// Whether the kernel says the clock is synchronised (adjtimex: TIME_OK or a
+/// leap state, and STA_UNSYNC clear).
+pub fn synchronized() -> bool {
+    match crate::sys::adjtimex_state() {
+        Ok((state, status)) => state != libc::TIME_ERROR && status & libc::STA_UNSYNC == 0,
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn clock_id_is_stable_and_nonzero() {
+        assert_eq!(super::clock_id(), super::clock_id());
+        assert_ne!(super::clock_id(), 0);
+    }
+    #[test]
+    fn tai_is_close_to_realtime() {
+        let tai = super::tai_ns();
+        let real = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        // TAI is realtime plus the kernel's TAI offset (0 or ~37 s).
+        assert!(tai + 1_000_000_000 >= real && tai < real + 60_000_000_000);
+    }
+}

@@ -1,0 +1,21 @@
+//! mcblast: multicast saturation tester.
+//!
+//! * [`send`]: the sender and its engines;
+//! * [`recv`]: the receiver: the eBPF kernel counter ([`kernel`]) and the
+//!   socket baseline ([`sink`]) feeding the same tracker;
+//! * [`lab`]: the network-namespace lab;
+//! * [`output`]: the human and JSON Lines output contract.
+//!
+//! Unsafe code lives only in [`sys`], where the OS is called.
+#![deny(unsafe_code)]
+
+pub mod cli;
+pub mod clock;
+pub mod iface;
+pub mod output;
+
+#[allow(unsafe_code)]
+pub mod sys;
+pub mod lab;
+pub mod recv;
+pub mod send;

@@ -1,0 +1,315 @@
+//! The output contract. Human text by default; with `--json`, JSON Lines:
+//! one object per line, each with `"type"` = `"begin"`, `"interval"`,
+//! `"summary"` or `"error"`. The types here are serialize-only; tests
+//! deserialize the program's real output to check the contract.
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use mcblast_common::tracker::{DELAY_BUCKETS, FlowState, bucket_floor_us};
+
+/// Writes human text or JSON Lines to stdout.
+pub struct Printer {
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Tagged<'a, T: Serialize> {
+    #[serde(rename = "type")]
+    ty: &'a str,
+    #[serde(flatten)]
+    inner: &'a T,
+}
+
+impl Printer {
+    pub fn new(json: bool) -> Self {
+        Printer { json }
+    }
+
+    pub fn json(&self) -> bool {
+        self.json
+    }
+
+    /// Emits one JSON line of the given type (JSON mode only).
+    pub fn emit<T: Serialize>(&mut self, ty: &str, v: &T) -> io::Result<()> {
+        if !self.json {
+            return Ok(());
+        }
+        let mut out = io::stdout().lock();
+        serde_json::to_writer(&mut out, &Tagged { ty, inner: v })?;
+        out.write_all(b"\n")?;
+        out.flush()
+    }
+
+    /// Prints human text (human mode only).
+    pub fn human(&mut self, text: &str) -> io::Result<()> {
+        if self.json {
+            return Ok(());
+        }
+        let mut out = io::stdout().lock();
+        out.write_all(text.as_bytes())?;
+        if !text.ends_with('\n') {
+            out.write_all(b"\n")?;
+        }
+        out.flush()
+    }
+}
+
+/// Whether an error chain bottoms out in a broken pipe (`mcblast ... | head`).
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe))
+}
+
+#[derive(Serialize)]
+struct ErrorLine {
+    message: String,
+}
+
+/// Prints an error as one line: `mcblast: ...` on stderr, or a JSON error line.
+pub fn print_error(json: bool, e: &anyhow::Error) {
+    let msg = format!("{e:#}");
+    if json {
+        let _ = Printer::new(true).emit("error", &ErrorLine { message: msg.clone() });
+    }
+    eprintln!("mcblast: {msg}");
+}
+
+// ---------------------------------------------------------------- sender
+
+#[derive(Serialize, Debug, Clone)]
+pub struct SendBegin {
+    pub role: &'static str,
+    pub version: &'static str,
+    pub run: u32,
+    pub engine: String,
+    pub interface: String,
+    pub groups: Vec<String>,
+    pub port: u16,
+    pub length: usize,
+    pub flows: u32,
+    pub threads: u32,
+    /// Target rate in bit/s, absent when sending as fast as possible.
+    pub target_bps: Option<f64>,
+    pub target_pps: Option<f64>,
+    pub time_s: Option<f64>,
+    pub count: Option<u64>,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct SendInterval {
+    pub role: &'static str,
+    pub start_s: f64,
+    pub end_s: f64,
+    pub sent: u64,
+    pub bytes: u64,
+    pub errors: u64,
+    pub rate_bps: f64,
+    pub rate_pps: f64,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct SendFlow {
+    pub flow: u32,
+    pub group: String,
+    pub src_port: u16,
+    pub sent: u64,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct SendSummary {
+    pub role: &'static str,
+    pub run: u32,
+    pub engine: String,
+    pub duration_s: f64,
+    /// Data datagrams handed to the kernel successfully.
+    pub sent: u64,
+    pub bytes: u64,
+    /// Send calls that failed (ENOBUFS, EAGAIN, others); not fatal.
+    pub errors: u64,
+    pub errors_enobufs: u64,
+    pub errors_eagain: u64,
+    pub errors_other: u64,
+    /// End-of-flow markers sent (several per flow).
+    pub end_markers: u64,
+    pub rate_bps: f64,
+    pub rate_pps: f64,
+    /// CPU seconds (user + system) the sender used.
+    pub cpu_s: f64,
+    pub flows: Vec<SendFlow>,
+}
+
+// ---------------------------------------------------------------- receiver
+
+#[derive(Serialize, Debug, Clone)]
+pub struct RecvBegin {
+    pub role: &'static str,
+    pub version: &'static str,
+    pub interface: String,
+    pub groups: Vec<String>,
+    pub port: u16,
+    pub source: Option<String>,
+    pub counters: Vec<&'static str>,
+    /// XDP attach mode in use: "native" or "generic" (absent without the kernel counter).
+    pub xdp_mode: Option<&'static str>,
+    pub clock_synced: bool,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct FlowReport {
+    pub sender: String,
+    pub group: String,
+    pub run: u32,
+    pub flow: u32,
+    pub received: u64,
+    pub bytes: u64,
+    pub lost: u64,
+    pub loss_pct: f64,
+    pub reordered: u64,
+    pub duplicates: u64,
+    pub stale: u64,
+    /// Datagrams the flow is known to have sent (highest sequence + 1, or the end marker's count).
+    pub expected: u64,
+    pub ended: bool,
+    pub jitter_us: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay: Option<Delay>,
+}
+
+/// One-way delay of a flow (receive time minus the header's send time).
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct Delay {
+    /// True when the sender and receiver share a clock, or both are synchronised.
+    pub trusted: bool,
+    pub min_us: f64,
+    pub mean_us: f64,
+    pub max_us: f64,
+    /// Non-empty buckets as `[ge_us, count]`: delays of at least `ge_us` µs
+    /// (and below the next power of two).
+    pub histogram: Vec<(u64, u64)>,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct RecvInterval {
+    pub role: &'static str,
+    pub counter: &'static str,
+    pub start_s: f64,
+    pub end_s: f64,
+    pub received: u64,
+    pub bytes: u64,
+    pub lost: u64,
+    pub rate_bps: f64,
+    pub rate_pps: f64,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct RecvSummary {
+    pub role: &'static str,
+    pub counter: &'static str,
+    pub duration_s: f64,
+    /// Datagrams to the port that were not mcblast's, were malformed, or of another run.
+    pub foreign: u64,
+    pub flows: Vec<FlowReport>,
+    /// Kernel counter only: valid datagrams that found no room in the flow map.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub map_full: Option<u64>,
+}
+
+/// Builds a flow's report from its tracker state. `trusted_clock` is whether
+/// this receiver's clock is synchronised; delays are trusted when the sender
+/// shares our clock or both clocks are synchronised.
+pub fn flow_report(key: &mcblast_common::FlowKey, st: &FlowState, our_clock: u32, our_synced: bool) -> FlowReport {
+    let ip = |v: u32| std::net::Ipv4Addr::from(u32::from_be(v)).to_string();
+    let expected = st.expected();
+    let loss_pct = if expected == 0 { 0.0 } else { st.lost as f64 * 100.0 / expected as f64 };
+    let delay = (st.delay_count > 0).then(|| {
+        let sender_synced = st.flags & mcblast_common::tracker::STATE_SENDER_SYNCED != 0;
+        Delay {
+            trusted: st.sender_clock == our_clock || (sender_synced && our_synced),
+            min_us: st.delay_min_ns as f64 / 1e3,
+            mean_us: st.delay_mean_ns().unwrap_or(0) as f64 / 1e3,
+            max_us: st.delay_max_ns as f64 / 1e3,
+            histogram: (0..DELAY_BUCKETS)
+                .filter(|&b| st.delay_hist[b] > 0)
+                .map(|b| (bucket_floor_us(b), st.delay_hist[b]))
+                .collect(),
+        }
+    });
+    FlowReport {
+        sender: ip(key.sender),
+        group: ip(key.group),
+        run: key.run,
+        flow: key.flow,
+        received: st.received,
+        bytes: st.bytes,
+        lost: st.lost,
+        loss_pct,
+        reordered: st.reordered,
+        duplicates: st.duplicates,
+        stale: st.stale,
+        expected,
+        ended: st.ended != 0,
+        jitter_us: st.jitter_ns() as f64 / 1e3,
+        delay,
+    }
+}
+
+/// Human rate: 1.23 Gbit/s.
+pub fn fmt_bps(bps: f64) -> String {
+    if bps >= 1e9 {
+        format!("{:.2} Gbit/s", bps / 1e9)
+    } else if bps >= 1e6 {
+        format!("{:.2} Mbit/s", bps / 1e6)
+    } else if bps >= 1e3 {
+        format!("{:.2} kbit/s", bps / 1e3)
+    } else {
+        format!("{bps:.0} bit/s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_lines_carry_type() {
+        #[derive(Serialize)]
+        struct X {
+            a: u32,
+        }
+        let s = serde_json::to_string(&Tagged { ty: "summary", inner: &X { a: 1 } }).unwrap();
+        assert_eq!(s, r#"{"type":"summary","a":1}"#);
+    }
+
+    #[test]
+    fn flow_report_from_state() {
+        let mut st = FlowState::new();
+        for s in [0u64, 1, 3] {
+            st.on_data(s, 100, 1000, 3000, 0, 7);
+        }
+        st.on_end(5, 4000, 0, 7);
+        let key = mcblast_common::FlowKey {
+            sender: u32::from(std::net::Ipv4Addr::new(10, 0, 0, 1)).to_be(),
+            group: u32::from(std::net::Ipv4Addr::new(239, 0, 0, 1)).to_be(),
+            run: 9,
+            flow: 2,
+        };
+        let r = flow_report(&key, &st, 7, false);
+        assert_eq!(r.sender, "10.0.0.1");
+        assert_eq!(r.group, "239.0.0.1");
+        assert_eq!((r.received, r.lost, r.expected), (3, 2, 5));
+        assert!((r.loss_pct - 40.0).abs() < 1e-9);
+        let d = r.delay.unwrap();
+        assert!(d.trusted, "same clock id means the delay is trusted");
+        assert_eq!(d.min_us, 2.0);
+        assert_eq!(d.histogram, vec![(2, 3)]);
+        let r2 = flow_report(&key, &st, 8, false);
+        assert!(!r2.delay.unwrap().trusted);
+    }
+
+    #[test]
+    fn rates_format() {
+        assert_eq!(fmt_bps(1.5e9), "1.50 Gbit/s");
+        assert_eq!(fmt_bps(100e6), "100.00 Mbit/s");
+    }
+}
