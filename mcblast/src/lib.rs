@@ -17,5 +17,6 @@ pub mod output;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod lab;
+pub mod netns;
 pub mod recv;
 pub mod send;
