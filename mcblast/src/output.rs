@@ -197,7 +197,8 @@ pub struct RecvInterval {
     pub end_s: f64,
     pub received: u64,
     pub bytes: u64,
-    pub lost: u64,
+    /// Change of the lost count (negative when late datagrams filled gaps).
+    pub lost: i64,
     pub rate_bps: f64,
     pub rate_pps: f64,
 }
@@ -219,7 +220,7 @@ pub struct RecvSummary {
 /// this receiver's clock is synchronised; delays are trusted when the sender
 /// shares our clock or both clocks are synchronised.
 pub fn flow_report(key: &mcblast_common::FlowKey, st: &FlowState, our_clock: u32, our_synced: bool) -> FlowReport {
-    let ip = |v: u32| std::net::Ipv4Addr::from(u32::from_be(v)).to_string();
+    let ip = |v: u32| std::net::Ipv4Addr::from(v.to_ne_bytes()).to_string();
     let expected = st.expected();
     let loss_pct = if expected == 0 { 0.0 } else { st.lost as f64 * 100.0 / expected as f64 };
     let delay = (st.delay_count > 0).then(|| {
@@ -289,8 +290,8 @@ mod tests {
         }
         st.on_end(5, 4000, 0, 7);
         let key = mcblast_common::FlowKey {
-            sender: u32::from(std::net::Ipv4Addr::new(10, 0, 0, 1)).to_be(),
-            group: u32::from(std::net::Ipv4Addr::new(239, 0, 0, 1)).to_be(),
+            sender: u32::from_ne_bytes([10, 0, 0, 1]),
+            group: u32::from_ne_bytes([239, 0, 0, 1]),
             run: 9,
             flow: 2,
         };

@@ -1,1 +1,316 @@
-fn main(){}
+//! Project tasks. `cargo xtask <task>`:
+//!
+//! * `setup` — install what the build and the tests need, if missing: Debian
+//!   packages (iproute2, nftables), the pinned nightly with rust-src for the
+//!   eBPF build, bpf-linker.
+//! * `test`  — setup, then every test (unit, property, privileged
+//!   integration tests in throwaway namespaces, a bounded fuzz run), then a
+//!   check that nothing the tests made outlived them.
+//! * `demo`  — setup, build, bring up a lab of 1 sender + 9 receivers, send
+//!   10 s of 8192-byte multicast at 100 Mbit/s, print each receiver's
+//!   report, remove the lab.
+//! * `fuzz [--seconds N]` — run the wire-header parser fuzz target.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// The nightly that builds the eBPF programs (see ARCHITECTURE.md).
+const NIGHTLY: &str = "nightly-2026-05-20";
+const BPF_LINKER: &str = "0.10.4";
+const CARGO_FUZZ: &str = "0.13.2";
+/// Debian packages: (command that proves it is installed, package).
+const DEBIAN: &[(&str, &str)] = &[("ip", "iproute2"), ("nft", "nftables"), ("bridge", "iproute2")];
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let res = match args.first().map(String::as_str) {
+        Some("setup") => setup(),
+        Some("test") => test(),
+        Some("demo") => demo(),
+        Some("fuzz") => {
+            let secs = args
+                .iter()
+                .position(|a| a == "--seconds")
+                .and_then(|i| args.get(i + 1))
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(30);
+            setup().and_then(|_| fuzz(secs))
+        }
+        _ => {
+            eprintln!("usage: cargo xtask <setup|test|demo|fuzz [--seconds N]>");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = res {
+        eprintln!("xtask: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: running {cmd:?}");
+    let st = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed: {st}");
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> String {
+    cmd.output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+}
+
+fn is_root() -> bool {
+    output(Command::new("id").arg("-u")).trim() == "0"
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// Installs what is missing; says what it did.
+fn setup() -> Result<()> {
+    let missing: Vec<&str> = DEBIAN.iter().filter(|(c, _)| !have(c)).map(|(_, p)| *p).collect();
+    if !missing.is_empty() {
+        if !is_root() {
+            bail!("missing Debian packages {}: run as root, or apt-get install {}", missing.join(" "), missing.join(" "));
+        }
+        run(Command::new("apt-get").arg("update").arg("-q"))?;
+        run(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing))?;
+    }
+
+    let installed = output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", NIGHTLY]));
+    if !installed.lines().any(|l| l.starts_with("rust-src")) {
+        run(Command::new("rustup").args(["toolchain", "install", NIGHTLY, "--profile", "minimal", "--component", "rust-src"]))?;
+    }
+
+    let linker = output(Command::new("bpf-linker").arg("--version"));
+    if !linker.contains(BPF_LINKER) {
+        run(cargo().args(["install", "bpf-linker", "--version", BPF_LINKER, "--locked", "--force"]))?;
+    }
+    eprintln!("xtask: setup complete ({NIGHTLY} + rust-src, bpf-linker {BPF_LINKER}, iproute2, nftables)");
+    Ok(())
+}
+
+/// Sums cargo's `test result:` lines.
+#[derive(Default, Debug)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+fn tally_line(t: &mut Tally, line: &str) {
+    // test result: ok. 17 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.51s
+    let Some(rest) = line.trim().strip_prefix("test result: ") else { return };
+    for part in rest.split(';') {
+        let words: Vec<&str> = part.split_whitespace().collect();
+        let n = words.iter().rev().nth(1).and_then(|w| w.parse::<u64>().ok());
+        match (n, words.last()) {
+            (Some(n), Some(&"passed")) => t.passed += n,
+            (Some(n), Some(&"failed")) => t.failed += n,
+            (Some(n), Some(&"ignored")) => t.ignored += n,
+            _ => {}
+        }
+    }
+}
+
+/// Runs cargo test with the given arguments, echoing its output and tallying results.
+fn cargo_test(args: &[&str], t: &mut Tally) -> Result<bool> {
+    let mut cmd = cargo();
+    cmd.current_dir(root()).arg("test").args(args).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    eprintln!("xtask: running {cmd:?}");
+    let mut child = cmd.spawn().context("cannot start cargo test")?;
+    for line in BufReader::new(child.stdout.take().expect("stdout")).lines() {
+        let line = line?;
+        println!("{line}");
+        tally_line(t, &line);
+    }
+    Ok(child.wait()?.success())
+}
+
+/// Namespaces our tests and the lab create start with one of these.
+const NS_PREFIXES: &[&str] = &["mcbt", "mcb-"];
+
+fn leftovers() -> Vec<String> {
+    let mut v: Vec<String> = output(Command::new("ip").args(["netns", "list"]))
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| NS_PREFIXES.iter().any(|p| n.starts_with(p)))
+        .map(|n| format!("network namespace {n}"))
+        .collect();
+    v.extend(
+        output(Command::new("ip").args(["-d", "link", "show"]))
+            .lines()
+            .filter(|l| l.contains("prog/xdp") || l.contains(" xdp"))
+            .map(|l| format!("XDP program still attached: {}", l.trim())),
+    );
+    v
+}
+
+fn test() -> Result<()> {
+    setup()?;
+    if !is_root() {
+        eprintln!("xtask: not root: privileged integration tests will skip with a message");
+    }
+    let before = leftovers();
+    let mut t = Tally::default();
+    let mut ok = cargo_test(&["--workspace", "--no-fail-fast", "--lib", "--bins", "--tests"], &mut t)?;
+    ok &= cargo_test(&["--workspace", "--doc"], &mut t)?;
+    if let Err(e) = fuzz(20) {
+        eprintln!("xtask: fuzz run failed: {e:#}");
+        t.failed += 1;
+        ok = false;
+    } else {
+        t.passed += 1;
+    }
+    let after: Vec<String> = leftovers().into_iter().filter(|l| !before.contains(l)).collect();
+    if !after.is_empty() {
+        eprintln!("xtask: the tests left these behind:\n  {}", after.join("\n  "));
+        t.failed += 1;
+        ok = false;
+    }
+    println!("xtask test: {} passed, {} failed, {} skipped", t.passed, t.failed, t.ignored);
+    if !ok {
+        bail!("tests failed");
+    }
+    Ok(())
+}
+
+fn fuzz(secs: u64) -> Result<()> {
+    let have_fuzz = output(cargo().args(["fuzz", "--version"])).contains(CARGO_FUZZ);
+    if !have_fuzz {
+        run(cargo().args(["install", "cargo-fuzz", "--version", CARGO_FUZZ, "--locked", "--force"]))?;
+    }
+    run(cargo()
+        .current_dir(root().join("fuzz"))
+        .env("RUSTUP_TOOLCHAIN", NIGHTLY)
+        .args(["fuzz", "run", "wire_header", "--", &format!("-max_total_time={secs}"), "-max_len=9000"]))
+}
+
+/// Children killed (SIGTERM, then reaped) when dropped.
+struct Procs(Vec<(String, Child)>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.0 {
+            let _ = Command::new("kill").arg(c.id().to_string()).status();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Removes the lab when dropped, however the demo ends.
+struct LabGuard(PathBuf);
+
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.0).args(["lab", "down"]).status();
+    }
+}
+
+fn demo() -> Result<()> {
+    setup()?;
+    if !is_root() {
+        bail!("the demo creates network namespaces and attaches XDP programs: run it as root");
+    }
+    run(cargo().current_dir(root()).args(["build", "--release", "-p", "mcblast"]))?;
+    let bin = root().join("target/release/mcblast");
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    ctrlc::set_handler(move || s.store(true, Ordering::SeqCst)).context("installing Ctrl-C handler")?;
+
+    run(Command::new(&bin).args(["lab", "down"]))?;
+    run(Command::new(&bin).args(["lab", "up", "--receivers", "9"]))?;
+    let _lab = LabGuard(bin.clone());
+
+    let mut procs = Procs(Vec::new());
+    let mut readers = Vec::new();
+    for i in 1..=9 {
+        let node = format!("r{i}");
+        let mut child = Command::new(&bin)
+            .args(["lab", "exec", &node, "--", "mcblast", "recv", "--interface", "eth0", "-i", "0", "-t", "40"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting the receiver in {node}"))?;
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut first = String::new();
+        out.read_line(&mut first)?;
+        if first.is_empty() {
+            bail!("receiver {node} exited before it was ready");
+        }
+        readers.push((node.clone(), first, out));
+        procs.0.push((node, child));
+    }
+    wait_for_members(9)?;
+    eprintln!("xtask: 9 receivers joined 239.0.0.1; sending 10 s at 100 Mbit/s with 8192-byte datagrams");
+    let st = Command::new(&bin)
+        .args(["lab", "exec", "sender", "--", "mcblast", "send", "--interface", "eth0", "-b", "100M", "-l", "8192", "-t", "10"])
+        .status()?;
+    if !st.success() {
+        bail!("the sender failed: {st}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (_, c) in &mut procs.0 {
+        while c.try_wait()?.is_none() {
+            if Instant::now() > deadline || stop.load(Ordering::SeqCst) {
+                bail!("receivers did not finish in time");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    for (node, first, mut rest) in readers {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut rest, &mut text)?;
+        println!("===== receiver {node} =====\n{first}{text}");
+    }
+    procs.0.clear();
+    Ok(())
+}
+
+/// Waits (bounded) until the lab bridge lists `n` members of the default group.
+fn wait_for_members(n: usize) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mdb = output(Command::new("ip").args(["netns", "exec", "mcb-sw", "bridge", "mdb", "show"]));
+        let members = mdb.lines().filter(|l| l.contains("239.0.0.1")).count();
+        if members >= n {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("only {members} of {n} receivers appear in the bridge's group table after 15 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn tallies_cargo_lines() {
+        let mut t = Tally::default();
+        tally_line(&mut t, "test result: ok. 17 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.51s");
+        tally_line(&mut t, "test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out");
+        tally_line(&mut t, "running 3 tests");
+        assert_eq!((t.passed, t.failed, t.ignored), (20, 1, 2));
+    }
+}
