@@ -53,16 +53,7 @@ impl NetNs {
 
     /// Runs `f` on a new thread that has entered this namespace, and returns its result.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-        let path = format!("/run/netns/{}", self.name);
-        let file = File::open(&path).with_context(|| format!("open {path}"))?;
-        let handle = std::thread::spawn(move || -> Result<T> {
-            crate::sys::setns_net(file.as_fd()).context("setns")?;
-            Ok(f())
-        });
-        match handle.join() {
-            Ok(r) => r,
-            Err(p) => std::panic::resume_unwind(p),
-        }
+        run_in(&self.name, f)
     }
 
     /// Enters the namespace on the calling thread (for threads that stay there).
@@ -82,4 +73,18 @@ impl Drop for NetNs {
 /// Whether we may create namespaces (root with CAP_SYS_ADMIN and CAP_NET_ADMIN).
 pub fn privileged() -> bool {
     crate::sys::has_capability(21) && crate::sys::has_capability(12)
+}
+
+/// Runs `f` on a new thread inside the existing namespace `name` (as listed by `ip netns`).
+pub fn run_in<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    let path = format!("/run/netns/{name}");
+    let file = File::open(&path).with_context(|| format!("open {path}: is the namespace there?"))?;
+    let handle = std::thread::spawn(move || -> Result<T> {
+        crate::sys::setns_net(file.as_fd()).context("setns")?;
+        Ok(f())
+    });
+    match handle.join() {
+        Ok(r) => r,
+        Err(p) => std::panic::resume_unwind(p),
+    }
 }

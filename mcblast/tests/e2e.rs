@@ -1,0 +1,270 @@
+//! End-to-end tests on the lab: the real `mcblast` binary sends and
+//! receives inside throwaway network namespaces, and the receivers' JSON
+//! output is checked against ground truth (what the sender says it sent,
+//! what nftables says it dropped). Privileged: skipped with a message when
+//! not root. Every lab is removed when its test ends, pass or fail.
+
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mcblast::lab::{Lab, LabConfig};
+use mcblast_common::wire::{Header, Kind, Packet};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mcblast");
+
+/// The tests here load the 2-core machine with real traffic: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn skip() -> bool {
+    if !mcblast::netns::privileged() {
+        eprintln!("SKIP: needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF) for namespaces and XDP");
+        return true;
+    }
+    false
+}
+
+fn lab(tag: &str, receivers: u32) -> Lab {
+    let cfg = LabConfig {
+        prefix: format!("mcbt{}{tag}-", std::process::id()),
+        receivers,
+        ..LabConfig::default()
+    };
+    Lab::up(&cfg).expect("lab up").with_mcblast(BIN)
+}
+
+/// A receiver process whose stdout (JSON Lines) is read after it exits.
+struct Recv {
+    node: String,
+    child: Child,
+    out: BufReader<std::process::ChildStdout>,
+    begin: Value,
+}
+
+impl Drop for Recv {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_recv(lab: &Lab, node: &str, extra: &[&str]) -> Recv {
+    let mut argv = vec!["mcblast", "recv", "--interface", "eth0", "--json", "-i", "0", "-t", "30"];
+    argv.extend_from_slice(extra);
+    let mut child = lab.exec_cmd(node, &argv).stdout(Stdio::piped()).spawn().expect("spawn recv");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).expect("read begin line");
+    let begin: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{node}: bad begin line {line:?}: {e}"));
+    assert_eq!(begin["type"], "begin", "{node}: {line}");
+    Recv { node: node.into(), child, out, begin }
+}
+
+/// Waits for the receiver to exit (bounded) and returns its JSON lines.
+fn finish(mut r: Recv) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        if let Some(st) = r.child.try_wait().unwrap() {
+            assert!(st.success(), "{}: recv exited with {st}", r.node);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}: recv did not stop", r.node);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut r.out, &mut text).unwrap();
+    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}"))).collect()
+}
+
+fn summary<'a>(lines: &'a [Value], counter: &str) -> &'a Value {
+    lines
+        .iter()
+        .find(|l| l["type"] == "summary" && l["counter"] == counter)
+        .unwrap_or_else(|| panic!("no {counter} summary in {lines:?}"))
+}
+
+/// Waits until the bridge lists `n` members of 239.0.0.1 (bounded).
+fn wait_members(lab: &Lab, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &lab.ns_name("sw"), "bridge", "mdb", "show"])
+            .output()
+            .unwrap();
+        let count = String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("239.0.0.1")).count();
+        if count >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "only {count} of {n} members joined");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs the sender with arguments; returns its JSON summary line.
+fn send(lab: &Lab, args: &[&str]) -> Value {
+    let mut argv = vec!["mcblast", "send", "--interface", "eth0", "--json"];
+    argv.extend_from_slice(args);
+    let out = lab.exec_cmd("sender", &argv).output().expect("run sender");
+    assert!(out.status.success(), "sender failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let s = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v["type"] == "summary")
+        .expect("sender summary");
+    assert_eq!(s["role"], "send");
+    s
+}
+
+fn only_flow(s: &Value) -> &Value {
+    let flows = s["flows"].as_array().expect("flows");
+    assert_eq!(flows.len(), 1, "expected one flow: {s}");
+    &flows[0]
+}
+
+#[test]
+fn clean_run_one_to_nine_no_loss_kernel_equals_socket() {
+    if skip() {
+        return;
+    }
+    let _serial = serial();
+    let lab = lab("a", 9);
+    let recvs: Vec<Recv> = lab.receivers().iter().map(|n| start_recv(&lab, n, &[])).collect();
+    for r in &recvs {
+        assert!(r.begin["xdp_mode"] == "native" || r.begin["xdp_mode"] == "generic", "{}", r.begin);
+    }
+    wait_members(&lab, 9);
+    let s = send(&lab, &["-b", "100M", "-l", "8192", "-t", "3"]);
+    let sent = s["sent"].as_u64().unwrap();
+    assert!(sent > 0);
+    assert_eq!(s["bytes"].as_u64().unwrap(), sent * 8192);
+    for r in recvs {
+        let node = r.node.clone();
+        let lines = finish(r);
+        let k = summary(&lines, "kernel");
+        let so = summary(&lines, "socket");
+        let (kf, sf) = (only_flow(k), only_flow(so));
+        for f in [kf, sf] {
+            assert_eq!(f["received"].as_u64(), Some(sent), "{node}: {f}");
+            assert_eq!(f["expected"].as_u64(), Some(sent), "{node}: {f}");
+            assert_eq!(f["lost"].as_u64(), Some(0), "{node}: {f}");
+            assert_eq!(f["duplicates"].as_u64(), Some(0), "{node}: {f}");
+            assert_eq!(f["bytes"].as_u64(), Some(sent * 8192), "{node}: {f}");
+            assert_eq!(f["ended"], true, "{node}: {f}");
+        }
+        for field in ["sender", "group", "run", "flow", "received", "lost", "reordered", "duplicates", "bytes"] {
+            assert_eq!(kf[field], sf[field], "{node}: kernel and socket disagree on {field}");
+        }
+        assert_eq!(k["foreign"].as_u64(), Some(0), "{node}");
+    }
+}
+
+#[test]
+fn loss_on_one_receivers_path_is_counted_exactly_there_only() {
+    if skip() {
+        return;
+    }
+    let _serial = serial();
+    let lab = lab("b", 3);
+    lab.drop_every_nth("r2", 10).expect("nft rule");
+    let recvs: Vec<Recv> = lab.receivers().iter().map(|n| start_recv(&lab, n, &[])).collect();
+    wait_members(&lab, 3);
+    let s = send(&lab, &["-n", "1000", "--pps", "5000", "-l", "8192"]);
+    assert_eq!(s["sent"].as_u64(), Some(1000));
+    let dropped = lab.nft_dropped("r2").expect("nft counter");
+    assert_eq!(dropped, 100, "every 10th of 1000 data datagrams");
+    for r in recvs {
+        let node = r.node.clone();
+        let lines = finish(r);
+        let want = if node == "r2" { dropped } else { 0 };
+        for counter in ["kernel", "socket"] {
+            let f = only_flow(summary(&lines, counter));
+            assert_eq!(f["lost"].as_u64(), Some(want), "{node} {counter}: {f}");
+            assert_eq!(f["received"].as_u64(), Some(1000 - want), "{node} {counter}: {f}");
+            assert_eq!(f["expected"].as_u64(), Some(1000), "{node} {counter}: {f}");
+        }
+    }
+}
+
+fn xdp_attached(lab: &Lab, node: &str) -> bool {
+    let out = Command::new("ip").args(["-n", &lab.ns_name(node), "-d", "link", "show", "eth0"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).contains("xdp")
+}
+
+#[test]
+fn sigkilled_receiver_leaves_no_xdp_program() {
+    if skip() {
+        return;
+    }
+    let _serial = serial();
+    let lab = lab("c", 1);
+    let mut r = start_recv(&lab, "r1", &[]);
+    assert!(xdp_attached(&lab, "r1"), "XDP program should be attached while recv runs");
+    r.child.kill().unwrap(); // SIGKILL
+    r.child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while xdp_attached(&lab, "r1") {
+        assert!(Instant::now() < deadline, "XDP program outlived a SIGKILLed receiver");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sends `payloads` to 239.0.0.1:5001 from inside the sender namespace.
+fn send_raw(lab: &Lab, payloads: Vec<Vec<u8>>) {
+    mcblast::netns::run_in(&lab.ns_name("sender"), move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_multicast_ttl_v4(1).unwrap();
+        for p in &payloads {
+            s.send_to(p, (Ipv4Addr::new(239, 0, 0, 1), 5001)).unwrap();
+        }
+    })
+    .unwrap();
+}
+
+#[test]
+fn foreign_and_malformed_datagrams_leave_flows_unchanged() {
+    if skip() {
+        return;
+    }
+    let _serial = serial();
+    let lab = lab("d", 1);
+    let r = start_recv(&lab, "r1", &[]);
+    wait_members(&lab, 1);
+    let valid = |len: usize| {
+        let mut b = vec![0u8; len];
+        Header { kind: Kind::Data, flags: 0, run: 42, flow: 0, seq: 0, tx_ns: 0, len: len as u32, clock: 0 }
+            .emit(&mut Packet::new_unchecked(&mut b[..]));
+        b
+    };
+    let mut bad = Vec::new();
+    bad.push(b"not mcblast at all, just some bytes..............".to_vec()); // bad magic
+    bad.push(valid(100)[..20].to_vec()); // short
+    let mut v = valid(100);
+    v[4] = 9; // version
+    bad.push(v);
+    let mut v = valid(100);
+    v[35] = 99; // length field says 99, datagram is 100
+    bad.push(v);
+    let mut v = valid(100);
+    v[5] = 7; // kind
+    bad.push(v);
+    let n_bad = bad.len() as u64;
+    send_raw(&lab, bad);
+    let s = send(&lab, &["-n", "200", "--pps", "2000", "-l", "1470"]);
+    assert_eq!(s["sent"].as_u64(), Some(200));
+    let lines = finish(r);
+    for counter in ["kernel", "socket"] {
+        let sm = summary(&lines, counter);
+        assert_eq!(sm["foreign"].as_u64(), Some(n_bad), "{counter}: {sm}");
+        let f = only_flow(sm);
+        assert_eq!(f["received"].as_u64(), Some(200), "{counter}: {f}");
+        assert_eq!(f["lost"].as_u64(), Some(0), "{counter}: {f}");
+        assert_eq!(f["duplicates"].as_u64(), Some(0), "{counter}: {f}");
+    }
+}
