@@ -37,6 +37,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 
@@ -69,6 +70,16 @@ pub const QUERY_INTERVAL_CS: u64 = 12_500;
 /// Startup queries 1 s apart, so memberships appear (and snooping takes effect) fast.
 pub const STARTUP_QUERY_INTERVAL_CS: u64 = 100;
 pub const STARTUP_QUERY_COUNT: u32 = 3;
+/// Max response time hosts are told to answer queries within: 1 s instead of
+/// the RFC's 10 s. The bridge also waits this long after its querier starts
+/// before it trusts its group table, flooding every group until then; the
+/// short value makes snooping take effect about 1 s after `lab up`.
+pub const QUERY_RESPONSE_INTERVAL_CS: u64 = 100;
+
+/// How long after its querier starts the bridge floods every group (one
+/// query response interval) plus a margin; [`Lab::up`] and
+/// [`Lab::restart_querier`] return only after it, so snooping is in effect.
+pub const SNOOPING_SETTLE: Duration = Duration::from_millis(QUERY_RESPONSE_INTERVAL_CS * 10 + 300);
 
 /// Errors a user can cause, each saying what to do.
 #[derive(Debug, thiserror::Error)]
@@ -332,7 +343,8 @@ impl Lab {
     }
 
     /// Makes the bridge send a fresh round of startup general queries now
-    /// (toggles `mcast_querier`). Fails when the lab's querier is off.
+    /// (toggles `mcast_querier`), and returns once snooping is in effect
+    /// again ([`SNOOPING_SETTLE`]). Fails when the lab's querier is off.
     pub fn restart_querier(&self) -> Result<()> {
         if !self.cfg.querier {
             bail!("the querier of lab {} is off: use `mcblast lab up --querier on`", self.cfg.prefix);
@@ -341,7 +353,9 @@ impl Lab {
         ip_batch(
             &sw,
             &format!("link set {BRIDGE} type bridge mcast_querier 0\nlink set {BRIDGE} type bridge mcast_querier 1\n"),
-        )
+        )?;
+        std::thread::sleep(SNOOPING_SETTLE);
+        Ok(())
     }
 
     fn build(&self) -> Result<()> {
@@ -369,14 +383,22 @@ impl Lab {
         let on = |b: bool| if b { 1 } else { 0 };
         let mut b = String::new();
         let _ = writeln!(b, "link set lo up");
+        // The querier is switched on in a second step, after the timers are
+        // set: enabling it starts the bridge's "wait one query response
+        // interval before trusting the group table" delay with whatever
+        // response interval is set at that moment (the 10 s default if both
+        // come in one netlink message).
         let _ = writeln!(
             b,
-            "link add {BRIDGE} type bridge mcast_snooping {} mcast_querier {} mcast_igmp_version 3 \
+            "link add {BRIDGE} type bridge mcast_snooping {} mcast_querier 0 mcast_igmp_version 3 \
              mcast_query_use_ifaddr 1 mcast_query_interval {QUERY_INTERVAL_CS} \
+             mcast_query_response_interval {QUERY_RESPONSE_INTERVAL_CS} \
              mcast_startup_query_interval {STARTUP_QUERY_INTERVAL_CS} mcast_startup_query_count {STARTUP_QUERY_COUNT}",
-            on(cfg.snooping),
-            on(cfg.querier)
+            on(cfg.snooping)
         );
+        if cfg.querier {
+            let _ = writeln!(b, "link set {BRIDGE} type bridge mcast_querier 1");
+        }
         for n in &nodes {
             let ns = self.ns_name(n);
             let m = cfg.mtu;
@@ -389,6 +411,7 @@ impl Lab {
         let _ = writeln!(b, "link set {BRIDGE} up");
         check_interrupted()?;
         ip_batch(&sw, &b)?;
+        let querier_started = Instant::now();
 
         for n in &nodes {
             check_interrupted()?;
@@ -398,6 +421,9 @@ impl Lab {
                 self.addr(n)
             );
             ip_batch(&self.ns_name(n), &script)?;
+        }
+        if cfg.querier && cfg.snooping {
+            std::thread::sleep(SNOOPING_SETTLE.saturating_sub(querier_started.elapsed()));
         }
         Ok(())
     }
