@@ -63,12 +63,7 @@ fn root_links() -> BTreeSet<String> {
 }
 
 fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "command failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "command failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -346,20 +341,26 @@ fn snooping_forwards_only_to_joined_receivers_and_queries_are_igmpv3() {
 }
 
 #[test]
-fn without_snooping_the_bridge_floods_every_port() {
-    if !privileged("without_snooping_the_bridge_floods_every_port") {
+fn without_snooping_the_bridge_floods_every_port_and_drops_stay_per_port() {
+    if !privileged("without_snooping_the_bridge_floods_every_port_and_drops_stay_per_port") {
         return;
     }
-    let lab = Lab::up(&config("f", 2, false)).unwrap();
+    let lab = Lab::up(&config("f", 3, false)).unwrap();
     let group = Ipv4Addr::new(239, 77, 2, 1);
-    lab.watch_ports().unwrap();
-    let r1 = receiver(&lab, "r1", group);
+    lab.drop_every_nth("r1", 2).unwrap();
+    let (r1, r2) = (receiver(&lab, "r1", group), receiver(&lab, "r2", group));
     let count = 50;
     send(&lab, group, count);
-    assert_eq!(r1.join().unwrap(), (0..count).collect::<Vec<_>>());
-    // r2 never joined, yet the bridge forwarded everything toward it.
-    assert_eq!(lab.nft_offered("r2").unwrap(), count + 3);
-    assert_eq!(lab.nft_offered("r1").unwrap(), count + 3);
+    // The forward hook sees each port's copy of the flooded datagram: the
+    // drop toward r1 leaves r2's copy alone.
+    assert_eq!(r1.join().unwrap(), (0..count).filter(|s| s % 2 != 0).collect::<Vec<_>>());
+    assert_eq!(r2.join().unwrap(), (0..count).collect::<Vec<_>>());
+    assert_eq!(lab.nft_dropped("r1").unwrap(), count / 2);
+    assert_eq!(lab.nft_dropped("r2").unwrap(), 0);
+    // r3 never joined, yet the bridge forwarded everything toward it.
+    for n in ["r1", "r2", "r3"] {
+        assert_eq!(lab.nft_offered(n).unwrap(), count + 3, "{n}");
+    }
     assert!(lab.mdb().unwrap().is_empty(), "no group table without snooping");
 }
 

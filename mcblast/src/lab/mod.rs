@@ -12,9 +12,15 @@
 //! ```
 //!
 //! The bridge does IGMP snooping and is the IGMP querier (both switchable),
-//! and sends IGMPv3 queries. Every link and the bridge share one MTU. Each
+//! and sends IGMPv3 queries (1 s apart at startup, then every 125 s; hosts
+//! answer within 1 s). The bridge floods every group for one query response
+//! interval after its querier starts; [`Lab::up`] returns after that, so
+//! snooping is in effect. Every link and the bridge share one MTU. Each
 //! node routes 224.0.0.0/4 to eth0, has rp_filter off and IPv6 off (so no
 //! MLD/ND noise shows up in the bridge's group table or counters).
+//! Like any Linux bridge (and unlike OVN's default), a group nobody joined
+//! is flooded to every port even with snooping on; once one port joins,
+//! only members get it.
 //!
 //! Loss injection ([`Lab::drop_every_nth`]) is an nftables rule in the
 //! switch namespace, on the bridge forward hook, per output port: the loss
@@ -126,19 +132,14 @@ impl LabConfig {
     /// Checks the settings before anything is created.
     pub fn validate(&self) -> Result<(), LabError> {
         let p = &self.prefix;
-        if p.is_empty()
-            || p.len() > 40
-            || !p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        if p.is_empty() || p.len() > 40 || !p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         {
             return Err(LabError::Config(format!(
                 "prefix '{p}' must be 1..40 characters of letters, digits, '-', '_' or '.'"
             )));
         }
         if !(1..=MAX_RECEIVERS).contains(&self.receivers) {
-            return Err(LabError::Config(format!(
-                "{} receivers: use 1..={MAX_RECEIVERS}",
-                self.receivers
-            )));
+            return Err(LabError::Config(format!("{} receivers: use 1..={MAX_RECEIVERS}", self.receivers)));
         }
         if !(68..=65535).contains(&self.mtu) {
             return Err(LabError::Config(format!("MTU {}: use 68..=65535 (e.g. 9000 or 1500)", self.mtu)));
@@ -175,8 +176,7 @@ fn receiver_index(node: &str) -> Option<u32> {
 
 /// Whether `ns` is one of the namespaces a lab with `prefix` creates.
 fn is_lab_ns(prefix: &str, ns: &str) -> bool {
-    ns.strip_prefix(prefix)
-        .is_some_and(|rest| rest == SWITCH || rest == SENDER || receiver_index(rest).is_some())
+    ns.strip_prefix(prefix).is_some_and(|rest| rest == SWITCH || rest == SENDER || receiver_index(rest).is_some())
 }
 
 /// A running lab. One returned by [`Lab::up`] is a guard: dropping it removes
@@ -191,8 +191,9 @@ pub struct Lab {
 
 impl Lab {
     /// Builds a lab. Removes a stale lab of the same prefix first; on any
-    /// failure midway removes what it made. The lab is removed again when
-    /// the returned value is dropped, unless [`Lab::keep`] is called.
+    /// failure midway removes what it made. Returns once snooping is in
+    /// effect (about 1.3 s). The lab is removed again when the returned
+    /// value is dropped, unless [`Lab::keep`] is called.
     pub fn up(cfg: &LabConfig) -> Result<Lab> {
         cfg.validate()?;
         require_root()?;
@@ -220,11 +221,7 @@ impl Lab {
         let receivers = (1..=MAX_RECEIVERS).take_while(|k| has(&format!("r{k}"))).count() as u32;
         let extra = names.len() as u32 - 2 - receivers;
         if receivers == 0 || extra != 0 {
-            return Err(incomplete(format!(
-                "receiver namespaces are not r1..rN: {}",
-                names.join(", ")
-            ))
-            .into());
+            return Err(incomplete(format!("receiver namespaces are not r1..rN: {}", names.join(", "))).into());
         }
         let sw = format!("{prefix}{SWITCH}");
         let info = status::bridge_info(&sw).map_err(|e| incomplete(format!("{e:#}")))?;
@@ -316,10 +313,7 @@ impl Lab {
     }
 
     fn mcblast_path(&self) -> PathBuf {
-        self.mcblast
-            .clone()
-            .or_else(|| std::env::current_exe().ok())
-            .unwrap_or_else(|| PathBuf::from("mcblast"))
+        self.mcblast.clone().or_else(|| std::env::current_exe().ok()).unwrap_or_else(|| PathBuf::from("mcblast"))
     }
 
     /// Runs `f` on a new thread inside a node's network namespace (sockets it
@@ -431,10 +425,10 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        if self.owned {
-            if let Err(e) = down(&self.cfg.prefix) {
-                eprintln!("mcblast: removing lab {}: {e:#}", self.cfg.prefix);
-            }
+        if self.owned
+            && let Err(e) = down(&self.cfg.prefix)
+        {
+            eprintln!("mcblast: removing lab {}: {e:#}", self.cfg.prefix);
         }
     }
 }
@@ -716,9 +710,10 @@ pub fn down_counted(prefix: &str) -> Result<usize> {
                 pids.join(", ")
             );
         }
-        let out = Command::new("ip").args(["netns", "del", ns]).output().map_err(|e| {
-            spawn_error(Command::new("ip").args(["netns", "del", ns]), e)
-        })?;
+        let out = Command::new("ip")
+            .args(["netns", "del", ns])
+            .output()
+            .map_err(|e| spawn_error(Command::new("ip").args(["netns", "del", ns]), e))?;
         if !out.status.success() && netns_path(ns).exists() {
             bail!("ip netns del {ns} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
         }

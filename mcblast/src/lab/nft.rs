@@ -187,11 +187,9 @@ impl Lab {
                 self.prefix()
             );
         }
-        self.port_rules(node)?
-            .iter()
-            .find(|r| r.comment == OFFERED)
-            .map(|r| r.packets)
-            .ok_or_else(|| LabError::Incomplete { prefix: self.prefix().into(), detail: format!("no counter toward {node}") }.into())
+        self.port_rules(node)?.iter().find(|r| r.comment == OFFERED).map(|r| r.packets).ok_or_else(|| {
+            LabError::Incomplete { prefix: self.prefix().into(), detail: format!("no counter toward {node}") }.into()
+        })
     }
 
     /// Per-port counters and drop rules, when the table exists (for status).

@@ -79,7 +79,9 @@ fn flag(v: &Value) -> bool {
 
 fn is_up(link: &Value) -> bool {
     let admin = link["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "UP"));
-    admin && link["operstate"].as_str() != Some("DOWN") && !link["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "NO-CARRIER"))
+    admin
+        && link["operstate"].as_str() != Some("DOWN")
+        && !link["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "NO-CARRIER"))
 }
 
 fn ipv4_of(link: &Value) -> Option<Ipv4Addr> {
