@@ -142,3 +142,18 @@ pub fn install_stop_signals() -> io::Result<()> {
 pub fn stop_requested() -> bool {
     STOP.load(std::sync::atomic::Ordering::SeqCst)
 }
+
+/// An IPv4 raw socket for one IP protocol (e.g. `libc::IPPROTO_IGMP`), in the
+/// calling thread's network namespace; it receives a copy of every packet of
+/// that protocol the host receives, IP header included. Needs CAP_NET_RAW.
+pub fn raw_ipv4_socket(protocol: libc::c_int) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket(2) call with constant arguments; no pointers involved.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor from socket(2) that nothing else owns,
+    // so the OwnedFd becomes its only owner and closes it exactly once.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}

@@ -1,0 +1,253 @@
+//! Loss injection on the path: nftables rules in the switch namespace.
+//!
+//! ```text
+//! table bridge mcblast {
+//!   chain forward {            # bridge forward hook: sees each per-port copy of
+//!     type filter hook forward priority filter; policy accept;   # flooded/snooped multicast
+//!     oifname "r1" meta l4proto udp @th,64,32 0x4d43424c jump to-r1    # mcblast datagrams only
+//!     ...
+//!   }
+//!   chain to-r1 {
+//!     counter comment "offered"                                 # everything toward r1
+//!     @th,104,8 0 numgen inc mod 4 0 counter drop comment "drop every 4"   # data only
+//!   }
+//! }
+//! ```
+//! `@th,64,32` is the mcblast magic right after the 8-byte UDP header and
+//! `@th,104,8` the kind byte (payload offset 5; 0 = data, so end-of-flow
+//! markers are never dropped). A fragmented datagram (MTU 1500 with 8192-byte
+//! datagrams) is matched by its first fragment only; dropping that fragment
+//! loses the datagram, so the counters still count datagrams.
+//!
+//! The table is created on first use, so a lab without impairment keeps
+//! netfilter off its data path.
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use mcblast_common::wire::{Kind, MAGIC};
+use serde_json::Value;
+
+use super::{Lab, LabError, SWITCH, output, output_with_stdin, parse_json, require_tool};
+use crate::lab::status::PortLoss;
+
+const TABLE: &str = "mcblast";
+/// Bit offset of the mcblast magic in the transport header (after the UDP header).
+const TH_MAGIC_BIT: u32 = 8 * 8;
+/// Bit offset of the kind byte (payload offset 5).
+const TH_KIND_BIT: u32 = (8 + 5) * 8;
+const OFFERED: &str = "offered";
+const DROP: &str = "drop every ";
+
+fn port_chain(node: &str) -> String {
+    format!("to-{node}")
+}
+
+/// One rule of a port chain, as nft lists it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct RuleInfo {
+    handle: u64,
+    comment: String,
+    packets: u64,
+    every: Option<u64>,
+}
+
+/// Rules of a chain from `nft -j list chain ...` output.
+fn parse_rules(v: &Value) -> Vec<RuleInfo> {
+    let items = v["nftables"].as_array().map(Vec::as_slice).unwrap_or_default();
+    items
+        .iter()
+        .filter_map(|i| i.get("rule"))
+        .map(|r| {
+            let exprs = r["expr"].as_array().map(Vec::as_slice).unwrap_or_default();
+            RuleInfo {
+                handle: r["handle"].as_u64().unwrap_or(0),
+                comment: r["comment"].as_str().unwrap_or("").to_string(),
+                packets: exprs.iter().find_map(|e| e["counter"]["packets"].as_u64()).unwrap_or(0),
+                every: exprs.iter().find_map(|e| e["match"]["left"]["numgen"]["mod"].as_u64()),
+            }
+        })
+        .collect()
+}
+
+impl Lab {
+    fn nft_cmd(&self) -> Result<Command> {
+        require_tool("nft")?;
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns_name(SWITCH), "nft"]);
+        Ok(c)
+    }
+
+    /// Applies an nft script atomically in the switch namespace.
+    fn nft_apply(&self, script: &str) -> Result<()> {
+        output_with_stdin(self.nft_cmd()?.args(["-f", "-"]), script).map(|_| ())
+    }
+
+    fn nft_json(&self, args: &[&str]) -> Result<Value> {
+        let text = output(self.nft_cmd()?.arg("-j").args(args))?;
+        parse_json(&text).with_context(|| format!("output of nft -j {}", args.join(" ")))
+    }
+
+    fn loss_table_exists(&self) -> Result<bool> {
+        let v = self.nft_json(&["list", "tables", "bridge"])?;
+        let items = v["nftables"].as_array().map(Vec::as_slice).unwrap_or_default();
+        Ok(items.iter().any(|i| i["table"]["name"].as_str() == Some(TABLE)))
+    }
+
+    fn port_rules(&self, node: &str) -> Result<Vec<RuleInfo>> {
+        Ok(parse_rules(&self.nft_json(&["list", "chain", "bridge", TABLE, &port_chain(node)])?))
+    }
+
+    fn check_port(&self, node: &str) -> Result<()> {
+        if node == SWITCH {
+            bail!("the switch has no port of its own: use sender or r1..r{}", self.config().receivers);
+        }
+        self.check_node(node)?;
+        Ok(())
+    }
+
+    /// Counts mcblast datagrams the bridge forwards toward every port (see
+    /// [`Lab::nft_offered`]) from now on. Idempotent; [`Lab::drop_every_nth`]
+    /// calls it.
+    pub fn watch_ports(&self) -> Result<()> {
+        if self.loss_table_exists()? {
+            return Ok(());
+        }
+        let magic = u32::from_be_bytes(MAGIC);
+        let mut s = format!(
+            "add table bridge {TABLE}\n\
+             add chain bridge {TABLE} forward {{ type filter hook forward priority filter; policy accept; }}\n"
+        );
+        for n in self.nodes() {
+            let chain = port_chain(&n);
+            s += &format!("add chain bridge {TABLE} {chain}\n");
+            s += &format!(
+                "add rule bridge {TABLE} forward oifname \"{n}\" meta l4proto udp \
+                 @th,{TH_MAGIC_BIT},32 {magic:#010x} jump {chain}\n"
+            );
+            s += &format!("add rule bridge {TABLE} {chain} counter comment \"{OFFERED}\"\n");
+        }
+        self.nft_apply(&s).context("installing the lab's nftables table")
+    }
+
+    /// Drops every n-th mcblast data datagram the bridge forwards toward
+    /// `node` (the 1st, (n+1)-th, ...; n = 1 drops all), counting what it drops
+    /// ([`Lab::nft_dropped`]). Replaces an earlier drop rule for that node
+    /// (its count restarts at 0). End-of-flow markers are never dropped.
+    pub fn drop_every_nth(&self, node: &str, n: u64) -> Result<()> {
+        self.check_port(node)?;
+        if !(1..=u64::from(u32::MAX)).contains(&n) {
+            bail!("drop every {n}th: n must be 1..={}", u32::MAX);
+        }
+        self.watch_ports()?;
+        let chain = port_chain(node);
+        let mut s = String::new();
+        for r in self.port_rules(node)?.iter().filter(|r| r.comment.starts_with(DROP)) {
+            s += &format!("delete rule bridge {TABLE} {chain} handle {}\n", r.handle);
+        }
+        s += &format!(
+            "add rule bridge {TABLE} {chain} @th,{TH_KIND_BIT},8 {} numgen inc mod {n} 0 counter drop comment \"{DROP}{n}\"\n",
+            Kind::Data as u8
+        );
+        self.nft_apply(&s).with_context(|| format!("installing the drop rule toward {node}"))
+    }
+
+    /// Removes the drop rule toward `node`, if any.
+    pub fn clear_drop(&self, node: &str) -> Result<()> {
+        self.check_port(node)?;
+        if !self.loss_table_exists()? {
+            return Ok(());
+        }
+        let chain = port_chain(node);
+        let s: String = self
+            .port_rules(node)?
+            .iter()
+            .filter(|r| r.comment.starts_with(DROP))
+            .map(|r| format!("delete rule bridge {TABLE} {chain} handle {}\n", r.handle))
+            .collect();
+        if s.is_empty() { Ok(()) } else { self.nft_apply(&s) }
+    }
+
+    /// Datagrams the drop rule toward `node` has dropped (0 when there is none).
+    pub fn nft_dropped(&self, node: &str) -> Result<u64> {
+        self.check_port(node)?;
+        if !self.loss_table_exists()? {
+            return Ok(0);
+        }
+        Ok(self.port_rules(node)?.iter().filter(|r| r.comment.starts_with(DROP)).map(|r| r.packets).sum())
+    }
+
+    /// mcblast datagrams (data and end markers; first fragments) the bridge
+    /// forwarded toward `node` since [`Lab::watch_ports`], before any drop.
+    pub fn nft_offered(&self, node: &str) -> Result<u64> {
+        self.check_port(node)?;
+        if !self.loss_table_exists()? {
+            bail!(
+                "lab {} does not count port traffic yet: call watch_ports() (or drop_every_nth()) before sending",
+                self.prefix()
+            );
+        }
+        self.port_rules(node)?.iter().find(|r| r.comment == OFFERED).map(|r| r.packets).ok_or_else(|| {
+            LabError::Incomplete { prefix: self.prefix().into(), detail: format!("no counter toward {node}") }.into()
+        })
+    }
+
+    /// Per-port counters and drop rules, when the table exists (for status).
+    pub(crate) fn port_loss(&self) -> Result<Option<Vec<PortLoss>>> {
+        if !super::on_path("nft") || !self.loss_table_exists()? {
+            return Ok(None);
+        }
+        let mut v = Vec::new();
+        for n in self.nodes() {
+            let rules = self.port_rules(&n)?;
+            let drop = rules.iter().find(|r| r.comment.starts_with(DROP));
+            v.push(PortLoss {
+                node: n,
+                offered: rules.iter().find(|r| r.comment == OFFERED).map_or(0, |r| r.packets),
+                drop_every: drop.and_then(|r| r.every),
+                dropped: drop.map_or(0, |r| r.packets),
+            });
+        }
+        Ok(Some(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mcblast_common::wire::Packet;
+
+    #[test]
+    fn match_offsets_agree_with_the_wire_format() {
+        let mut buf = [0xffu8; 64];
+        let mut p = Packet::new_unchecked(&mut buf[..]);
+        p.set_magic();
+        p.set_kind(Kind::Data);
+        // a UDP header in front, as the transport header nft sees
+        let mut th = vec![0u8; 8];
+        th.extend_from_slice(&buf);
+        fn at(th: &[u8], bit: u32, len: usize) -> &[u8] {
+            &th[(bit / 8) as usize..(bit / 8) as usize + len]
+        }
+        assert_eq!(at(&th, TH_MAGIC_BIT, 4), &u32::from_be_bytes(MAGIC).to_be_bytes());
+        assert_eq!(at(&th, TH_MAGIC_BIT, 4), b"MCBL");
+        assert_eq!(at(&th, TH_KIND_BIT, 1), &[0]);
+        let mut p = Packet::new_unchecked(&mut th[8..]);
+        p.set_kind(Kind::End);
+        assert_eq!(at(&th, TH_KIND_BIT, 1), &[1]);
+    }
+
+    #[test]
+    fn parses_nft_json_rules() {
+        // real `nft -j -a list chain` output of nftables 1.0.6
+        let text = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"chain": {"family": "bridge", "table": "mcblast", "name": "to-r1", "handle": 2}}, {"rule": {"family": "bridge", "table": "mcblast", "chain": "to-r1", "handle": 6, "comment": "offered", "expr": [{"counter": {"packets": 105, "bytes": 7770}}]}}, {"rule": {"family": "bridge", "table": "mcblast", "chain": "to-r1", "handle": 8, "comment": "drop every 3", "expr": [{"match": {"op": "==", "left": {"payload": {"base": "th", "offset": 104, "len": 8}}, "right": 0}}, {"match": {"op": "==", "left": {"numgen": {"mode": "inc", "mod": 3, "offset": 0}}, "right": 0}}, {"counter": {"packets": 34, "bytes": 2516}}, {"drop": null}]}}]}"#;
+        let rules = parse_rules(&serde_json::from_str(text).unwrap());
+        assert_eq!(
+            rules,
+            vec![
+                RuleInfo { handle: 6, comment: "offered".into(), packets: 105, every: None },
+                RuleInfo { handle: 8, comment: "drop every 3".into(), packets: 34, every: Some(3) },
+            ]
+        );
+    }
+}
