@@ -9,6 +9,8 @@
 //! * `demo`  — setup, build, bring up a lab of 1 sender + 9 receivers, send
 //!   10 s of 8192-byte multicast at 100 Mbit/s, print each receiver's
 //!   report, remove the lab.
+//! * `bench [flags]` — build release binaries and run `benches/` lab-bench
+//!   (engines × length × receivers, ratios against a reference in the same run).
 //! * `fuzz [--seconds N]` — run the wire-header parser fuzz target.
 
 use std::io::{BufRead, BufReader};
@@ -33,6 +35,7 @@ fn main() {
         Some("setup") => setup(),
         Some("test") => test(),
         Some("demo") => demo(),
+        Some("bench") => bench(&args[1..]),
         Some("fuzz") => {
             let secs = args
                 .iter()
@@ -43,7 +46,7 @@ fn main() {
             setup().and_then(|_| fuzz(secs))
         }
         _ => {
-            eprintln!("usage: cargo xtask <setup|test|demo|fuzz [--seconds N]>");
+            eprintln!("usage: cargo xtask <setup|test|demo|bench [lab-bench flags]|fuzz [--seconds N]>");
             std::process::exit(2);
         }
     };
@@ -284,6 +287,20 @@ fn demo() -> Result<()> {
     }
     procs.0.clear();
     Ok(())
+}
+
+fn bench(args: &[String]) -> Result<()> {
+    setup()?;
+    if !is_root() {
+        bail!("the benchmark creates network namespaces and attaches XDP programs: run it as root");
+    }
+    run(cargo().current_dir(root()).args(["build", "--release", "-p", "mcblast", "-p", "mcblast-benches"]))?;
+    let _ = Command::new(root().join("target/release/mcblast")).env("MCBLAST_LAB_PREFIX", "mcbb-").args(["lab", "down"]).status();
+    run(Command::new(root().join("target/release/lab-bench"))
+        .current_dir(root())
+        .arg("--mcblast")
+        .arg(root().join("target/release/mcblast"))
+        .args(args))
 }
 
 /// Waits (bounded) until the lab bridge lists `n` members of the default group.
