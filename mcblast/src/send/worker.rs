@@ -330,6 +330,162 @@ impl Ctx {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::send::engine::Sent;
+
+    /// An engine that takes random prefixes and fails at random, and checks
+    /// on every call that the worker asks for exactly the next sequence
+    /// number of the flow: no skip, no repeat.
+    struct Flaky {
+        rng: u64,
+        next: Vec<u64>,
+        calls: u64,
+        enobufs: u64,
+        eagain: u64,
+        other: u64,
+        batch: usize,
+        /// (mono time, worker datagrams sent before this call) per call that took something.
+        sends: Vec<(u64, u64)>,
+        ends: Vec<(usize, u64)>,
+        fail: bool,
+    }
+
+    impl Flaky {
+        fn new(flows: usize, batch: usize, fail: bool) -> Flaky {
+            Flaky {
+                rng: 0x9e37_79b9_7f4a_7c15,
+                next: vec![0; flows],
+                calls: 0,
+                enobufs: 0,
+                eagain: 0,
+                other: 0,
+                batch,
+                sends: Vec::new(),
+                ends: Vec::new(),
+                fail,
+            }
+        }
+        fn rand(&mut self) -> u64 {
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            self.rng
+        }
+    }
+
+    impl Engine for Flaky {
+        fn name(&self) -> &'static str {
+            "flaky"
+        }
+        fn send_data(&mut self, slot: usize, seq: u64, n: usize) -> Sent {
+            assert_eq!(seq, self.next[slot], "flow slot {slot}: asked for {seq}, next unsent is {}", self.next[slot]);
+            assert!(n >= 1 && n <= self.batch, "batch of {n}");
+            self.calls += 1;
+            let before: u64 = self.next.iter().sum();
+            let err = |e| Some(io::Error::from_raw_os_error(e));
+            let (k, e) = match if self.fail { self.rand() % 12 } else { 99 } {
+                0 => {
+                    self.enobufs += 1;
+                    (0, err(libc::ENOBUFS))
+                }
+                1 => {
+                    self.eagain += 1;
+                    (0, err(libc::EAGAIN))
+                }
+                2 => (0, err(libc::EINTR)),
+                3 if self.other < 3 => {
+                    self.other += 1;
+                    (0, err(libc::ENETUNREACH))
+                }
+                4 | 5 => (1 + self.rand() as usize % n, None), // short sendmmsg
+                6 if n > 1 => {
+                    self.enobufs += 1;
+                    (1 + self.rand() as usize % (n - 1), err(libc::ENOBUFS))
+                } // socket engine stopping mid-batch
+                _ => (n, None),
+            };
+            self.next[slot] += k as u64;
+            if k > 0 {
+                self.sends.push((mono_ns(), before));
+            }
+            Sent { n: k, err: e }
+        }
+        fn send_end(&mut self, slot: usize, count: u64) -> io::Result<()> {
+            self.ends.push((slot, count));
+            Ok(())
+        }
+    }
+
+    fn ctx(flows: usize, pps: Option<f64>, batch: usize, count: Option<u64>, duration_ns: Option<u64>) -> Ctx {
+        Ctx {
+            index: 0,
+            pps,
+            batch,
+            count,
+            duration_ns,
+            length: 100,
+            ids: (0..flows as u32).map(|i| 10 + i).collect(),
+            counters: (0..1).map(|_| WorkerCounters::default()).collect(),
+            abort: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    #[test]
+    fn partial_sends_and_errors_never_skip_or_repeat_a_sequence_number() {
+        let x = ctx(3, None, 8, Some(1000), Some(60_000_000_000));
+        let mut e = Flaky::new(3, 8, true);
+        let mut seq = vec![0u64; 3];
+        let mut c = Counts::default();
+        assert_eq!(x.send_data(&mut e, mono_ns(), &mut seq, &mut c), None);
+        assert_eq!(seq, vec![1000; 3]);
+        assert_eq!(e.next, vec![1000; 3]);
+        assert!(e.calls > 400, "{} calls: the flaky paths were exercised", e.calls);
+        assert_eq!((c.sent, c.bytes), (3000, 300_000));
+        assert_eq!((c.enobufs, c.eagain, c.other), (e.enobufs, e.eagain, e.other));
+        assert!(c.enobufs > 0 && c.eagain > 0 && c.other > 0);
+        assert_eq!(x.counters[0].read(), c, "published");
+        x.send_ends(&mut e, &seq, &mut c);
+        assert_eq!(e.ends.len(), 3 * END_MARKERS as usize);
+        assert!(e.ends.iter().all(|&(_, n)| n == 1000));
+        assert_eq!(c.end_markers, 9);
+    }
+
+    #[test]
+    fn flows_take_turns_one_batch_each() {
+        let x = ctx(2, None, 4, Some(10), None);
+        let mut e = Flaky::new(2, 4, false);
+        let mut seq = vec![0u64; 2];
+        let mut c = Counts::default();
+        x.send_data(&mut e, mono_ns(), &mut seq, &mut c);
+        // 4,4 | 4,4 | 2,2: each flow alternately, the last batch cut at the count.
+        let totals: Vec<u64> = e.sends.iter().map(|s| s.1).collect();
+        assert_eq!(totals, vec![0, 4, 8, 12, 16, 18]);
+        assert_eq!(seq, vec![10, 10]);
+    }
+
+    #[test]
+    fn paced_worker_never_sends_before_due_and_stops_at_deadline() {
+        // 20,000 datagrams/s, 2 flows of 300: about 30 ms.
+        let pps = 20_000.0;
+        let x = ctx(2, Some(pps), 32, Some(300), None);
+        let mut e = Flaky::new(2, 32, false);
+        let mut seq = vec![0u64; 2];
+        let mut c = Counts::default();
+        let start = mono_ns();
+        x.send_data(&mut e, start, &mut seq, &mut c);
+        let p = Pacer::new(start, pps);
+        for &(t, before) in &e.sends {
+            assert!(t >= p.due_ns(before), "datagram {before} sent {} ns early", p.due_ns(before) - t);
+        }
+        assert_eq!(c.sent, 600);
+        // A time limit stops a flat-out worker with contiguous sequence numbers.
+        let x = ctx(2, None, 32, None, Some(5_000_000));
+        let mut e = Flaky::new(2, 32, true);
+        let mut seq = vec![0u64; 2];
+        let mut c = Counts::default();
+        x.send_data(&mut e, mono_ns(), &mut seq, &mut c);
+        assert_eq!(seq, e.next);
+        assert_eq!(c.sent, seq.iter().sum::<u64>());
+    }
 
     #[test]
     fn errors_are_classified_and_counted_by_kind() {
