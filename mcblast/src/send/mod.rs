@@ -121,15 +121,25 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
         let _ = s.send(Some(start_ns));
     }
     let mut reporter = report::Reporter::new(start_ns, plan.interval_s);
+    let mut report_err = None;
     while !handles.iter().all(|h| h.is_finished()) {
         let now = mono_ns();
         let wake = reporter.next_due().map_or(now + 50_000_000, |d| d.min(now + 50_000_000));
         crate::sys::send::sleep_until_mono(wake);
-        reporter.tick(&mut out, mono_ns(), &merge(&counters))?;
+        if let Err(e) = reporter.tick(&mut out, mono_ns(), &merge(&counters)) {
+            // Output is gone (e.g. `| head` exited): stop the workers, so
+            // they still send their end markers, then report the error.
+            abort.store(true, std::sync::atomic::Ordering::Relaxed);
+            report_err = Some(e);
+            break;
+        }
     }
     let mut outcomes: Vec<Outcome> = Vec::new();
     for h in handles {
         outcomes.push(h.join().map_err(|_| anyhow!("a worker thread panicked"))?);
+    }
+    if let Some(e) = report_err {
+        return Err(e.into());
     }
     let totals = merge(&counters);
     let data_end = outcomes.iter().filter_map(|o| o.data_end_ns).max().unwrap_or_else(mono_ns);
