@@ -64,7 +64,7 @@ pub struct SendArgs {
     /// Loop datagrams back to local receivers (IP_MULTICAST_LOOP).
     #[arg(long = "loop")]
     pub loopback: bool,
-    /// Datagram length in bytes, header included (16..65507; at least 40 for the header).
+    /// Datagram length in bytes, header included (40..65507: the mcblast header is 40 bytes).
     #[arg(short = 'l', long, default_value_t = 8192)]
     pub length: usize,
     /// Allow datagrams larger than the interface MTU (they fragment; AWS TGW drops fragmented multicast).
@@ -89,8 +89,9 @@ pub struct SendArgs {
     #[arg(long, default_value_t = 1)]
     pub threads: u32,
     /// CPUs to pin workers to, e.g. 0,1 or 0-3 (worker k gets the k-th, round robin).
+    // Fully qualified Vec: one value parsed into a whole list, not clap's repeated-value Vec.
     #[arg(long, value_name = "LIST", value_parser = parse_cpu_list)]
-    pub cpus: Option<Vec<usize>>,
+    pub cpus: Option<::std::vec::Vec<usize>>,
     /// Datagrams per sendmmsg batch (mmsg engine).
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
@@ -305,6 +306,13 @@ mod tests {
         assert!(check_groups(&["239.1.1.1".parse().unwrap()]).is_ok());
         let e = check_groups(&["10.0.0.1".parse().unwrap()]).unwrap_err().to_string();
         assert!(e.contains("not a multicast group"));
+    }
+    #[test]
+    fn send_cpus_parse_as_one_list() {
+        let Command::Send(a) = Cli::try_parse_from(["mcblast", "send", "--cpus", "0,2-3"]).unwrap().command else {
+            panic!("not send")
+        };
+        assert_eq!(a.cpus, Some(vec![0, 2, 3]));
     }
     #[test]
     fn clap_definition_is_valid() {

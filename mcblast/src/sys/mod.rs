@@ -8,6 +8,8 @@ pub mod net;
 use std::io;
 use std::net::Ipv4Addr;
 
+pub mod send;
+
 /// Nanoseconds of the given clock.
 pub fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };

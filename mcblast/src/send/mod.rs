@@ -1,0 +1,229 @@
+//! `mcblast send`: the sender.
+//!
+//! ```text
+//! flags → Plan (plan.rs) → sockets → N pinned workers (worker.rs)
+//!           { Pacer (pacer.rs) → Engine (engine/: socket | mmsg) }
+//!         → per-worker counters (counters.rs) → reporter (report.rs)
+//! ```
+//!
+//! Sockets are blocking, with a 200 ms send timeout: when the socket buffer
+//! is full the kernel puts the worker to sleep until the device frees room,
+//! which is exactly the back-pressure a flat-out sender wants (no spinning
+//! on EAGAIN, and the CPU figure is the real cost of sending); pacing is
+//! done with absolute sleeps, so nothing needs poll. The timeout bounds a
+//! stall (link down) so Ctrl-C and the deadline are still noticed; each
+//! expiry is counted as EAGAIN.
+
+use std::net::{Ipv4Addr, UdpSocket};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+
+use crate::cli::SendArgs;
+use crate::clock::mono_ns;
+use crate::output::Printer;
+use crate::sys::send::{Buffer, set_buffer, set_dont_fragment, set_multicast_if, set_recverr};
+
+pub mod counters;
+pub mod engine;
+pub mod pacer;
+pub mod plan;
+pub mod report;
+pub mod worker;
+
+use counters::{WorkerCounters, merge};
+use engine::{FlowSocket, Template};
+pub use plan::Plan;
+use worker::{Outcome, Worker};
+
+/// Socket send buffer asked for (SO_SNDBUFFORCE as root, else capped by net.core.wmem_max).
+pub const SNDBUF: usize = 4 << 20;
+/// How long a send may block on a full socket buffer before it counts as EAGAIN.
+pub const SEND_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Runs `mcblast send`.
+pub fn run(args: SendArgs) -> Result<ExitCode> {
+    let plan = Plan::resolve(&args, &plan::System)?;
+    crate::sys::install_stop_signals().context("cannot install the Ctrl-C handler")?;
+    let run_id = plan.run_id.unwrap_or_else(random_run_id);
+    let template = Template {
+        run: run_id,
+        clock: crate::clock::clock_id(),
+        clock_synced: crate::clock::synchronized(),
+        length: plan.length,
+    };
+
+    // Sockets first: an error here (open-file limit, permissions) stops the
+    // run before anything is sent.
+    let mut sockets: Vec<Option<FlowSocket>> = Vec::with_capacity(plan.flows.len());
+    let mut src_ports = Vec::with_capacity(plan.flows.len());
+    for f in &plan.flows {
+        let s = open_socket(&plan, f.group).with_context(|| format!("flow {}: cannot set up its socket", f.id))?;
+        src_ports.push(s.local_addr().map(|a| a.port()).unwrap_or(0));
+        sockets.push(Some(FlowSocket { id: f.id, socket: s }));
+    }
+
+    let mut out = Printer::new(plan.json);
+    report::begin(&mut out, &plan, run_id)?;
+
+    let counters: Arc<[WorkerCounters]> = (0..plan.workers.len()).map(|_| WorkerCounters::default()).collect();
+    let abort = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut starts = Vec::new();
+    let mut handles = Vec::new();
+    for w in &plan.workers {
+        let (start_tx, start_rx) = mpsc::channel();
+        starts.push(start_tx);
+        let flows = w.flows.iter().map(|&id| sockets[id as usize].take().expect("each flow has one worker")).collect();
+        let worker = Worker {
+            index: w.index,
+            cpu: w.cpu,
+            pps: w.pps,
+            engine: plan.engine,
+            batch: plan.batch,
+            count: plan.count,
+            duration_ns: plan.duration_s.map(|s| (s * 1e9) as u64),
+            template,
+            flows,
+            counters: counters.clone(),
+            abort: abort.clone(),
+        };
+        match worker.spawn(ready_tx.clone(), start_rx) {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                abort_workers(&starts, handles);
+                return Err(anyhow!("cannot start worker thread {}: {e}", w.index));
+            }
+        }
+    }
+    drop(ready_tx);
+    // Every worker pinned and set up, or the first reason one could not be.
+    for _ in 0..handles.len() {
+        match ready_rx.recv() {
+            Ok((_, Ok(()))) => {}
+            Ok((_, Err(msg))) => {
+                abort_workers(&starts, handles);
+                return Err(anyhow!(msg));
+            }
+            Err(_) => {
+                abort_workers(&starts, handles);
+                return Err(anyhow!("a worker thread died while setting up"));
+            }
+        }
+    }
+
+    let start_ns = mono_ns();
+    for s in &starts {
+        let _ = s.send(Some(start_ns));
+    }
+    let mut reporter = report::Reporter::new(start_ns, plan.interval_s);
+    let mut report_err = None;
+    while !handles.iter().all(|h| h.is_finished()) {
+        let now = mono_ns();
+        let wake = reporter.next_due().map_or(now + 50_000_000, |d| d.min(now + 50_000_000));
+        crate::sys::send::sleep_until_mono(wake);
+        if let Err(e) = reporter.tick(&mut out, mono_ns(), &merge(&counters)) {
+            // Output is gone (e.g. `| head` exited): stop the workers, so
+            // they still send their end markers, then report the error.
+            abort.store(true, std::sync::atomic::Ordering::Relaxed);
+            report_err = Some(e);
+            break;
+        }
+    }
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    for h in handles {
+        outcomes.push(h.join().map_err(|_| anyhow!("a worker thread panicked"))?);
+    }
+    if let Some(e) = report_err {
+        return Err(e.into());
+    }
+    let totals = merge(&counters);
+    let data_end = outcomes.iter().filter_map(|o| o.data_end_ns).max().unwrap_or_else(mono_ns);
+    reporter.last(&mut out, data_end, &totals)?;
+
+    let mut per_flow: Vec<(u32, u64)> = outcomes.iter().flat_map(|o| o.flows.iter().copied()).collect();
+    per_flow.sort_unstable();
+    report::summary(
+        &mut out,
+        &report::Final {
+            plan: &plan,
+            run_id,
+            duration_s: data_end.saturating_sub(start_ns) as f64 / 1e9,
+            totals,
+            per_flow: &per_flow,
+            src_ports: &src_ports,
+            cpu_s: crate::sys::process_cpu_seconds(),
+        },
+    )?;
+    if let Some(msg) = outcomes.into_iter().find_map(|o| o.fatal) {
+        return Err(anyhow!(msg));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Tells set-up workers not to start, and waits for them.
+fn abort_workers(starts: &[mpsc::Sender<Option<u64>>], handles: Vec<std::thread::JoinHandle<Outcome>>) {
+    for s in starts {
+        let _ = s.send(None);
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+}
+
+/// One flow's socket: its own ephemeral source port, connected to the
+/// group, multicast out of the plan's interface.
+fn open_socket(plan: &Plan, group: Ipv4Addr) -> Result<UdpSocket> {
+    let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EMFILE) {
+            anyhow!("{e}: too many open files for this many flows; raise the limit (ulimit -n) or use fewer --flows")
+        } else {
+            anyhow!("cannot open a UDP socket: {e}")
+        }
+    })?;
+    if let Some((ifc, _)) = &plan.iface {
+        set_multicast_if(&s, ifc.index, ifc.addr).with_context(|| format!("IP_MULTICAST_IF {}", ifc.name))?;
+    }
+    s.set_multicast_ttl_v4(plan.ttl as u32).context("IP_MULTICAST_TTL")?;
+    s.set_multicast_loop_v4(plan.loopback).context("IP_MULTICAST_LOOP")?;
+    set_buffer(&s, Buffer::Send, SNDBUF).context("SO_SNDBUF")?;
+    set_recverr(&s).context("IP_RECVERR")?;
+    if !plan.allow_fragments {
+        set_dont_fragment(&s).context("IP_MTU_DISCOVER")?;
+    }
+    s.set_write_timeout(Some(SEND_TIMEOUT)).context("SO_SNDTIMEO")?;
+    // Connected: the route is looked up once, not per datagram.
+    s.connect((group, plan.port)).with_context(|| {
+        format!(
+            "cannot send to {group}:{}: is there a route for it? (add one, or pick an interface with -I)",
+            plan.port
+        )
+    })?;
+    Ok(s)
+}
+
+/// A random run id from the kernel's generator (never 0).
+pub fn random_run_id() -> u32 {
+    use std::io::Read;
+    let mut b = [0u8; 4];
+    let v = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map(|_| u32::from_ne_bytes(b))
+        // No /dev/urandom: the clock's low bits are unpredictable enough for a run id.
+        .unwrap_or_else(|_| crate::clock::tai_ns() as u32 ^ std::process::id().rotate_left(16));
+    v.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn run_ids_differ() {
+        let ids: std::collections::HashSet<u32> = (0..16).map(|_| super::random_run_id()).collect();
+        assert!(ids.len() > 14);
+        assert!(!ids.contains(&0));
+    }
+}

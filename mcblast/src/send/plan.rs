@@ -1,0 +1,446 @@
+//! Flags → plan. Everything a user can get wrong is found here, before a
+//! socket is opened, and reported as one line that says what to do.
+
+use std::net::Ipv4Addr;
+
+use anyhow::{Result, bail};
+use mcblast_common::wire::HEADER_LEN;
+
+use crate::cli::{self, SendArgs};
+use crate::iface::Iface;
+
+/// IPv4 (20) + UDP (8) header bytes around a datagram.
+pub const IP_UDP_OVERHEAD: usize = 28;
+/// The largest UDP payload in an IPv4 packet.
+pub const MAX_DATAGRAM: usize = 65_535 - IP_UDP_OVERHEAD;
+/// The kernel's limit on messages per `sendmmsg` (UIO_MAXIOV).
+pub const MAX_BATCH: usize = 1024;
+/// Run length when neither `-t` nor `-n` is given.
+pub const DEFAULT_SECONDS: f64 = 10.0;
+
+/// What the plan needs from the machine (a fake one in tests).
+pub trait Host {
+    /// Resolves an interface by name; the error lists the real ones.
+    fn lookup(&self, name: &str) -> Result<Iface>;
+    /// The interface the route to `group` uses, if any.
+    fn route_iface(&self, group: Ipv4Addr) -> Option<String>;
+    /// CPUs this process may use.
+    fn cpus(&self) -> Vec<usize>;
+}
+
+/// The real machine.
+pub struct System;
+
+impl Host for System {
+    fn lookup(&self, name: &str) -> Result<Iface> {
+        crate::iface::lookup(name)
+    }
+    fn route_iface(&self, group: Ipv4Addr) -> Option<String> {
+        crate::iface::default_for_group(group)
+    }
+    fn cpus(&self) -> Vec<usize> {
+        crate::sys::send::allowed_cpus().unwrap_or_default()
+    }
+}
+
+/// How the outgoing interface was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfaceSource {
+    /// `--interface`.
+    Flag,
+    /// The route to the first group.
+    Route,
+}
+
+/// One flow: its own socket, flow id, group and worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlowPlan {
+    pub id: u32,
+    pub group: Ipv4Addr,
+    pub worker: usize,
+}
+
+/// One worker thread.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerPlan {
+    pub index: usize,
+    /// Pin to this CPU (from `--cpus`, round robin).
+    pub cpu: Option<usize>,
+    /// Flow ids this worker sends, ascending.
+    pub flows: Vec<u32>,
+    /// This worker's share of the datagram rate (None: flat out).
+    pub pps: Option<f64>,
+}
+
+/// The resolved plan of a send run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub engine: cli::Engine,
+    pub groups: Vec<Ipv4Addr>,
+    pub port: u16,
+    /// None: no route and no flag, the kernel chooses per datagram.
+    pub iface: Option<(Iface, IfaceSource)>,
+    pub ttl: u8,
+    pub loopback: bool,
+    /// Datagram (UDP payload) length, header included.
+    pub length: usize,
+    pub allow_fragments: bool,
+    /// Target datagrams/s for all flows together (from `--pps`, or `-b`
+    /// divided by `length × 8`); None: as fast as possible.
+    pub pps: Option<f64>,
+    /// The `-b` the user gave, if any (for reports).
+    pub bps: Option<f64>,
+    pub duration_s: Option<f64>,
+    pub count: Option<u64>,
+    pub batch: usize,
+    pub run_id: Option<u32>,
+    pub interval_s: f64,
+    pub json: bool,
+    pub flows: Vec<FlowPlan>,
+    pub workers: Vec<WorkerPlan>,
+}
+
+/// Datagrams/s for a rate in bits/s: `-b` counts UDP payload bits (the
+/// datagram with its mcblast header, without UDP/IP/Ethernet headers), as
+/// iperf does, so `-b 100M -l 1250` is 10,000 datagrams/s.
+pub fn pps_for_bps(bps: f64, length: usize) -> f64 {
+    bps / (length as f64 * 8.0)
+}
+
+/// Flow `i` of `groups` groups sends to group `i % groups`.
+pub fn group_of(flow: u32, groups: usize) -> usize {
+    flow as usize % groups
+}
+
+/// Flow `i` of `threads` workers runs on worker `i % threads`.
+pub fn worker_of(flow: u32, threads: usize) -> usize {
+    flow as usize % threads
+}
+
+/// Worker `w` is pinned to the `w % len`-th CPU of the list.
+pub fn cpu_of(worker: usize, cpus: &[usize]) -> Option<usize> {
+    (!cpus.is_empty()).then(|| cpus[worker % cpus.len()])
+}
+
+/// A worker's share of the total rate: proportional to its flows, so every
+/// flow gets the same rate whether or not flows divide evenly over threads.
+pub fn worker_pps(total: f64, worker_flows: usize, all_flows: usize) -> f64 {
+    total * worker_flows as f64 / all_flows as f64
+}
+
+/// `0-3,6` for a CPU list.
+pub fn fmt_cpus(cpus: &[usize]) -> String {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < cpus.len() {
+        let mut j = i;
+        while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
+            j += 1;
+        }
+        out.push(if j > i { format!("{}-{}", cpus[i], cpus[j]) } else { cpus[i].to_string() });
+        i = j + 1;
+    }
+    out.join(",")
+}
+
+impl Plan {
+    /// Resolves the flags against the machine, or says what is wrong.
+    pub fn resolve(a: &SendArgs, host: &dyn Host) -> Result<Plan> {
+        let c = &a.common;
+        cli::check_groups(&c.groups)?;
+        if c.groups.is_empty() {
+            bail!("no multicast group: give one with -g, e.g. -g 239.0.0.1");
+        }
+        if !(c.interval.is_finite() && c.interval >= 0.0) {
+            bail!("-i {} is not an interval: give seconds between reports, or 0 for none", c.interval);
+        }
+        if a.length < HEADER_LEN {
+            bail!(
+                "datagram length {} is too short: the mcblast header alone is {HEADER_LEN} bytes; use -l {HEADER_LEN} or more",
+                a.length
+            );
+        }
+        if a.length > MAX_DATAGRAM {
+            bail!(
+                "datagram length {} is too long: the largest UDP payload over IPv4 is {MAX_DATAGRAM} bytes; use -l {MAX_DATAGRAM} or less",
+                a.length
+            );
+        }
+        let iface = match &c.interface {
+            Some(name) => Some((host.lookup(name)?, IfaceSource::Flag)),
+            None => host.route_iface(c.groups[0]).and_then(|n| host.lookup(&n).ok()).map(|i| (i, IfaceSource::Route)),
+        };
+        if let Some((ifc, _)) = &iface {
+            let packet = a.length + IP_UDP_OVERHEAD;
+            if packet > ifc.mtu as usize && !a.allow_fragments {
+                bail!(
+                    "-l {} makes {packet}-byte IP packets, more than the {}-byte MTU of {}: they would fragment, \
+                     and AWS Transit Gateway drops fragmented multicast; use -l {} or less, or --allow-fragments to send anyway",
+                    a.length,
+                    ifc.mtu,
+                    ifc.name,
+                    (ifc.mtu as usize).saturating_sub(IP_UDP_OVERHEAD).max(HEADER_LEN)
+                );
+            }
+        }
+        if a.flows == 0 {
+            bail!("--flows 0 sends nothing: use --flows 1 or more");
+        }
+        if a.threads == 0 {
+            bail!("--threads 0 leaves no one to send: use --threads 1 or more");
+        }
+        if a.threads > a.flows {
+            bail!(
+                "--threads {} is more than --flows {}: each thread sends whole flows, so use --flows {} or more, or fewer threads",
+                a.threads,
+                a.flows,
+                a.threads
+            );
+        }
+        let cpus = match &a.cpus {
+            Some(list) => {
+                let have = host.cpus();
+                if let Some(bad) = list.iter().find(|c| !have.contains(c)) {
+                    bail!(
+                        "CPU {bad} in --cpus is not available: this machine lets mcblast use CPUs {}",
+                        fmt_cpus(&have)
+                    );
+                }
+                list.clone()
+            }
+            None => Vec::new(),
+        };
+        if a.batch == 0 || a.batch > MAX_BATCH {
+            bail!("--batch {} is out of range: use 1..{MAX_BATCH} (the kernel's limit for one sendmmsg)", a.batch);
+        }
+        if let Some(t) = a.time
+            && !(t.is_finite() && t > 0.0)
+        {
+            bail!("-t {t} is not a duration: give a positive number of seconds");
+        }
+        if a.count == Some(0) {
+            bail!("-n 0 sends nothing: give the datagrams per flow, e.g. -n 1000");
+        }
+        let pps = match (a.pps, a.rate) {
+            (Some(p), _) => Some(p),
+            (None, Some(b)) => Some(pps_for_bps(b, a.length)),
+            (None, None) => None,
+        };
+        let duration_s = match (a.time, a.count) {
+            (Some(t), _) => Some(t),
+            (None, Some(_)) => None,
+            (None, None) => Some(DEFAULT_SECONDS),
+        };
+
+        let threads = a.threads as usize;
+        let flows: Vec<FlowPlan> = (0..a.flows)
+            .map(|id| FlowPlan { id, group: c.groups[group_of(id, c.groups.len())], worker: worker_of(id, threads) })
+            .collect();
+        let workers = (0..threads)
+            .map(|w| {
+                let mine: Vec<u32> = flows.iter().filter(|f| f.worker == w).map(|f| f.id).collect();
+                WorkerPlan {
+                    index: w,
+                    cpu: cpu_of(w, &cpus),
+                    pps: pps.map(|p| worker_pps(p, mine.len(), flows.len())),
+                    flows: mine,
+                }
+            })
+            .collect();
+
+        Ok(Plan {
+            engine: a.engine,
+            groups: c.groups.clone(),
+            port: c.port,
+            iface,
+            ttl: a.ttl,
+            loopback: a.loopback,
+            length: a.length,
+            allow_fragments: a.allow_fragments,
+            pps,
+            bps: if a.pps.is_some() { None } else { a.rate },
+            duration_s,
+            count: a.count,
+            batch: a.batch,
+            run_id: a.run_id,
+            interval_s: c.interval,
+            json: c.json,
+            flows,
+            workers,
+        })
+    }
+
+    /// The interface's name for reports ("default" when the kernel chooses).
+    pub fn iface_name(&self) -> String {
+        self.iface.as_ref().map_or_else(|| "default".to_string(), |(i, _)| i.name.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    struct Fake {
+        mtu: u32,
+        route: Option<&'static str>,
+    }
+    impl Host for Fake {
+        fn lookup(&self, name: &str) -> Result<Iface> {
+            match name {
+                "eth0" | "lo" => {
+                    Ok(Iface { name: name.into(), index: 2, mtu: self.mtu, addr: Some(Ipv4Addr::new(10, 0, 0, 1)) })
+                }
+                _ => anyhow::bail!("interface {name} not found; interfaces here: eth0, lo"),
+            }
+        }
+        fn route_iface(&self, _g: Ipv4Addr) -> Option<String> {
+            self.route.map(str::to_string)
+        }
+        fn cpus(&self) -> Vec<usize> {
+            vec![0, 1, 2, 3]
+        }
+    }
+    const HOST: Fake = Fake { mtu: 9001, route: Some("eth0") };
+
+    fn args(extra: &[&str]) -> SendArgs {
+        let mut v = vec!["mcblast", "send"];
+        v.extend_from_slice(extra);
+        match cli::Cli::try_parse_from(v).unwrap().command {
+            cli::Command::Send(a) => a,
+            _ => unreachable!(),
+        }
+    }
+    fn plan(extra: &[&str]) -> Result<Plan> {
+        Plan::resolve(&args(extra), &HOST)
+    }
+    fn err(extra: &[&str]) -> String {
+        let e = format!("{:#}", plan(extra).unwrap_err());
+        assert!(!e.contains('\n'), "one line: {e}");
+        e
+    }
+
+    #[test]
+    fn defaults() {
+        let p = plan(&[]).unwrap();
+        assert_eq!(p.groups, vec![Ipv4Addr::new(239, 0, 0, 1)]);
+        assert_eq!(p.length, 8192);
+        assert_eq!(p.duration_s, Some(10.0));
+        assert_eq!(p.count, None);
+        assert_eq!(p.pps, None);
+        assert_eq!(p.batch, 32);
+        let (i, src) = p.iface.as_ref().unwrap();
+        assert_eq!((i.name.as_str(), *src), ("eth0", IfaceSource::Route));
+        assert_eq!(p.workers.len(), 1);
+        assert_eq!(p.workers[0].flows, vec![0]);
+        assert_eq!(p.workers[0].cpu, None);
+    }
+
+    #[test]
+    fn count_alone_means_no_time_limit_and_both_apply_together() {
+        let p = plan(&["-n", "100"]).unwrap();
+        assert_eq!((p.count, p.duration_s), (Some(100), None));
+        let p = plan(&["-n", "100", "-t", "2"]).unwrap();
+        assert_eq!((p.count, p.duration_s), (Some(100), Some(2.0)));
+    }
+
+    #[test]
+    fn no_route_lets_the_kernel_choose_and_skips_the_mtu_check() {
+        let p = Plan::resolve(&args(&["-l", "9000"]), &Fake { mtu: 1500, route: None }).unwrap();
+        assert!(p.iface.is_none());
+        assert_eq!(p.iface_name(), "default");
+    }
+
+    #[test]
+    fn group_must_be_multicast() {
+        let e = err(&["-g", "10.1.1.1"]);
+        assert!(e.contains("10.1.1.1 is not a multicast group"), "{e}");
+    }
+
+    #[test]
+    fn unknown_interface_lists_real_ones() {
+        let e = err(&["-I", "eth9"]);
+        assert!(e.contains("interface eth9 not found; interfaces here: eth0, lo"), "{e}");
+        // And on the real machine.
+        let e = format!("{:#}", Plan::resolve(&args(&["-I", "mcb-nope0"]), &System).unwrap_err());
+        assert!(e.contains("mcb-nope0 not found") && e.contains("lo"), "{e}");
+    }
+
+    #[test]
+    fn length_bounds_explain_the_header_and_udp_limit() {
+        let e = err(&["-l", "16"]);
+        assert!(e.contains("too short") && e.contains("header alone is 40 bytes") && e.contains("-l 40"), "{e}");
+        let e = err(&["-l", "65508", "--allow-fragments"]);
+        assert!(e.contains("too long") && e.contains("65507"), "{e}");
+        assert!(plan(&["-l", "40"]).is_ok());
+        assert!(plan(&["-l", "65507", "--allow-fragments"]).is_ok());
+    }
+
+    #[test]
+    fn over_mtu_says_fragments_and_tgw_and_the_way_out() {
+        let host = Fake { mtu: 1500, route: Some("eth0") };
+        let e = format!("{:#}", Plan::resolve(&args(&["-l", "1473"]), &host).unwrap_err());
+        assert!(e.contains("1501-byte IP packets") && e.contains("1500-byte MTU of eth0"), "{e}");
+        assert!(e.contains("fragment") && e.contains("Transit Gateway"), "{e}");
+        assert!(e.contains("-l 1472 or less") && e.contains("--allow-fragments"), "{e}");
+        assert!(Plan::resolve(&args(&["-l", "1472"]), &host).is_ok());
+        let p = Plan::resolve(&args(&["-l", "8192", "--allow-fragments"]), &host).unwrap();
+        assert!(p.allow_fragments);
+        // Explicit interface too.
+        let e = format!("{:#}", Plan::resolve(&args(&["-I", "lo", "-l", "2000"]), &host).unwrap_err());
+        assert!(e.contains("MTU of lo"), "{e}");
+    }
+
+    #[test]
+    fn zero_threads_flows_count_batch_time() {
+        assert!(err(&["--threads", "0"]).contains("--threads 0"));
+        assert!(err(&["--flows", "0"]).contains("--flows 0"));
+        let e = err(&["--threads", "3", "--flows", "2"]);
+        assert!(e.contains("--threads 3 is more than --flows 2"), "{e}");
+        assert!(err(&["-n", "0"]).contains("-n 0 sends nothing"));
+        assert!(err(&["--batch", "0"]).contains("--batch 0 is out of range"));
+        assert!(err(&["--batch", "1025"]).contains("1..1024"));
+        assert!(err(&["-t", "0"]).contains("-t 0 is not a duration"));
+        assert!(err(&["--interval=-1"]).contains("-i -1 is not an interval"));
+    }
+
+    #[test]
+    fn cpus_must_exist() {
+        let e = err(&["--cpus", "1,7", "--threads", "2", "--flows", "2"]);
+        assert!(e.contains("CPU 7 in --cpus is not available") && e.contains("CPUs 0-3"), "{e}");
+        let p = plan(&["--cpus", "2-3", "--threads", "3", "--flows", "3"]).unwrap();
+        let cpus: Vec<_> = p.workers.iter().map(|w| w.cpu).collect();
+        assert_eq!(cpus, vec![Some(2), Some(3), Some(2)]);
+    }
+
+    #[test]
+    fn flows_map_to_groups_and_threads_round_robin() {
+        let p = plan(&["-g", "239.1.1.1", "-g", "239.1.1.2", "--flows", "5", "--threads", "2"]).unwrap();
+        let g: Vec<_> = p.flows.iter().map(|f| f.group.octets()[3]).collect();
+        assert_eq!(g, vec![1, 2, 1, 2, 1]);
+        let w: Vec<_> = p.flows.iter().map(|f| f.worker).collect();
+        assert_eq!(w, vec![0, 1, 0, 1, 0]);
+        assert_eq!(p.workers[0].flows, vec![0, 2, 4]);
+        assert_eq!(p.workers[1].flows, vec![1, 3]);
+        assert_eq!((group_of(7, 3), worker_of(7, 4)), (1, 3));
+    }
+
+    #[test]
+    fn rate_splits_per_flow_and_bits_count_udp_payload() {
+        let p = plan(&["-b", "100M", "-l", "1250", "--flows", "5", "--threads", "2"]).unwrap();
+        assert_eq!(p.pps, Some(10_000.0));
+        assert_eq!(p.bps, Some(100e6));
+        let w: Vec<_> = p.workers.iter().map(|w| w.pps.unwrap()).collect();
+        assert_eq!(w, vec![6_000.0, 4_000.0]);
+        let p = plan(&["--pps", "20k", "--flows", "3"]).unwrap();
+        assert_eq!(p.pps, Some(20_000.0));
+        assert_eq!(p.workers[0].pps, Some(20_000.0));
+        assert!(plan(&[]).unwrap().workers[0].pps.is_none());
+    }
+
+    #[test]
+    fn cpu_lists_format_as_ranges() {
+        assert_eq!(fmt_cpus(&[0, 1, 2, 3, 6, 8, 9]), "0-3,6,8-9");
+        assert_eq!(fmt_cpus(&[5]), "5");
+    }
+}

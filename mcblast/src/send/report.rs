@@ -1,0 +1,319 @@
+//! What the sender prints: a begin line, one line per interval, a summary;
+//! human text (iperf-like) or JSON Lines (`output::Send*`).
+//!
+//! Rates count UDP payload bits (the datagrams, mcblast header included), the
+//! same unit `-b` takes.
+
+use std::io;
+
+use super::counters::Counts;
+use super::plan::{IP_UDP_OVERHEAD, IfaceSource, Plan};
+use crate::output::{Printer, SendBegin, SendFlow, SendInterval, SendSummary, fmt_bps};
+
+/// Flows listed one by one in the human summary (all of them in JSON).
+const HUMAN_FLOWS: usize = 16;
+
+fn engine_name(p: &Plan) -> String {
+    match p.engine {
+        crate::cli::Engine::Socket => "socket".into(),
+        crate::cli::Engine::Mmsg => "mmsg".into(),
+    }
+}
+
+/// `1.50 MiB`.
+pub fn fmt_bytes(b: u64) -> String {
+    let b = b as f64;
+    if b >= (1u64 << 30) as f64 {
+        format!("{:.2} GiB", b / (1u64 << 30) as f64)
+    } else if b >= (1u64 << 20) as f64 {
+        format!("{:.2} MiB", b / (1u64 << 20) as f64)
+    } else if b >= 1024.0 {
+        format!("{:.2} KiB", b / 1024.0)
+    } else {
+        format!("{b:.0} B")
+    }
+}
+
+const TABLE_HEAD: &str = "[ ID] Interval           Datagrams     Transfer      Bandwidth   Datagrams/s   Errors";
+
+/// One human table row.
+pub fn fmt_row(id: &str, start_s: f64, end_s: f64, c: &Counts, secs: f64) -> String {
+    let (bps, pps) = rates(c, secs);
+    format!(
+        "[{id:>3}] {start_s:6.2}-{end_s:<6.2} sec {:>10} {:>12} {:>14} {:>11.0}/s {:>8}",
+        c.sent,
+        fmt_bytes(c.bytes),
+        fmt_bps(bps),
+        pps,
+        c.errors()
+    )
+}
+
+/// (bit/s, datagrams/s) over `secs`.
+pub fn rates(c: &Counts, secs: f64) -> (f64, f64) {
+    if secs > 0.0 { (c.bytes as f64 * 8.0 / secs, c.sent as f64 / secs) } else { (0.0, 0.0) }
+}
+
+/// The begin line.
+pub fn begin(out: &mut Printer, p: &Plan, run: u32) -> io::Result<()> {
+    let target_pps = p.pps;
+    let target_bps = p.pps.map(|pps| pps * p.length as f64 * 8.0);
+    out.emit(
+        "begin",
+        &SendBegin {
+            role: "send",
+            version: env!("CARGO_PKG_VERSION"),
+            run,
+            engine: engine_name(p),
+            interface: p.iface_name(),
+            groups: p.groups.iter().map(|g| g.to_string()).collect(),
+            port: p.port,
+            length: p.length,
+            flows: p.flows.len() as u32,
+            threads: p.workers.len() as u32,
+            target_bps,
+            target_pps,
+            time_s: p.duration_s,
+            count: p.count,
+        },
+    )?;
+    if out.json() {
+        return Ok(());
+    }
+    let groups: Vec<String> = p.groups.iter().map(|g| format!("{g}:{}", p.port)).collect();
+    let via = match &p.iface {
+        Some((i, src)) => {
+            format!("{} (MTU {}{})", i.name, i.mtu, if *src == IfaceSource::Route { ", from the route" } else { "" })
+        }
+        None => "the kernel's choice (no route, no -I)".into(),
+    };
+    let pin = match p.workers.iter().map(|w| w.cpu).collect::<Option<Vec<_>>>() {
+        Some(cpus) => format!("pinned to CPUs {}", cpus.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",")),
+        None => "not pinned".into(),
+    };
+    let rate = match (p.pps, p.bps) {
+        (None, _) => "as fast as possible".to_string(),
+        (Some(pps), Some(bps)) => format!("{} ({pps:.0} datagrams/s) for all flows", fmt_bps(bps)),
+        (Some(pps), None) => format!("{pps:.0} datagrams/s ({}) for all flows", fmt_bps(pps * p.length as f64 * 8.0)),
+    };
+    let until = match (p.duration_s, p.count) {
+        (Some(t), Some(n)) => format!("{n} datagrams per flow or {t} s, whichever comes first"),
+        (Some(t), None) => format!("{t} s"),
+        (None, Some(n)) => format!("{n} datagrams per flow"),
+        (None, None) => "Ctrl-C".into(),
+    };
+    let mut text = format!(
+        "mcblast send: run {run:08x}, engine {}, {} flow(s) on {} thread(s), {pin}\n\
+         \x20 to {} via {via}, TTL {}, loop {}\n\
+         \x20 {}-byte datagrams ({}-byte IP packets{}), {rate}, until {until}\n",
+        engine_name(p),
+        p.flows.len(),
+        p.workers.len(),
+        groups.join(" "),
+        p.ttl,
+        if p.loopback { "on" } else { "off" },
+        p.length,
+        p.length + IP_UDP_OVERHEAD,
+        if p.allow_fragments && p.iface.as_ref().is_some_and(|(i, _)| p.length + IP_UDP_OVERHEAD > i.mtu as usize) {
+            ", fragmented"
+        } else {
+            ""
+        },
+    );
+    if p.interval_s > 0.0 {
+        text.push_str(TABLE_HEAD);
+    }
+    out.human(&text)
+}
+
+/// Interval reports every `-i` seconds.
+#[derive(Debug)]
+pub struct Reporter {
+    start_ns: u64,
+    interval_ns: Option<u64>,
+    /// Interval boundaries reported so far.
+    k: u64,
+    prev: Counts,
+    prev_ns: u64,
+}
+
+impl Reporter {
+    pub fn new(start_ns: u64, interval_s: f64) -> Reporter {
+        let interval_ns = (interval_s > 0.0).then(|| ((interval_s * 1e9) as u64).max(1_000_000));
+        Reporter { start_ns, interval_ns, k: 0, prev: Counts::default(), prev_ns: start_ns }
+    }
+
+    /// When the next interval ends (None: no interval reports).
+    pub fn next_due(&self) -> Option<u64> {
+        self.interval_ns.map(|iv| self.start_ns + (self.k + 1) * iv)
+    }
+
+    /// Reports the interval that ended, if one did by `now`.
+    pub fn tick(&mut self, out: &mut Printer, now: u64, totals: &Counts) -> io::Result<()> {
+        let Some(iv) = self.interval_ns else { return Ok(()) };
+        if now < self.start_ns + (self.k + 1) * iv {
+            return Ok(());
+        }
+        // Normally one interval; more if we woke very late (then one line spans them).
+        let k_end = (now - self.start_ns) / iv;
+        let (a, b) = (self.k as f64 * iv as f64 / 1e9, k_end as f64 * iv as f64 / 1e9);
+        self.k = k_end;
+        self.emit(out, a, b, now, totals)
+    }
+
+    /// The last, partial interval up to `end` (when the data stopped).
+    pub fn last(&mut self, out: &mut Printer, end: u64, totals: &Counts) -> io::Result<()> {
+        let Some(iv) = self.interval_ns else { return Ok(()) };
+        let a = self.k as f64 * iv as f64 / 1e9;
+        let b = end.saturating_sub(self.start_ns) as f64 / 1e9;
+        // Skip a sliver (the run ended right at a boundary) unless it holds data.
+        if b - a < 0.01 && totals.since(&self.prev).sent == 0 {
+            return Ok(());
+        }
+        self.emit(out, a, b.max(a), end.max(self.prev_ns), totals)
+    }
+
+    fn emit(&mut self, out: &mut Printer, a: f64, b: f64, now: u64, totals: &Counts) -> io::Result<()> {
+        let d = totals.since(&self.prev);
+        // Rates over the time that really passed since the last report.
+        let secs = now.saturating_sub(self.prev_ns) as f64 / 1e9;
+        let (rate_bps, rate_pps) = rates(&d, secs);
+        self.prev = *totals;
+        self.prev_ns = now;
+        out.emit(
+            "interval",
+            &SendInterval {
+                role: "send",
+                start_s: a,
+                end_s: b,
+                sent: d.sent,
+                bytes: d.bytes,
+                errors: d.errors(),
+                rate_bps,
+                rate_pps,
+            },
+        )?;
+        out.human(&fmt_row("SUM", a, b, &d, secs))
+    }
+}
+
+/// What the summary needs.
+pub struct Final<'a> {
+    pub plan: &'a Plan,
+    pub run_id: u32,
+    pub duration_s: f64,
+    pub totals: Counts,
+    /// (flow id, sent), by flow id.
+    pub per_flow: &'a [(u32, u64)],
+    /// Source port of each flow, by flow id.
+    pub src_ports: &'a [u16],
+    pub cpu_s: f64,
+}
+
+pub fn summary_of(f: &Final<'_>) -> SendSummary {
+    let (rate_bps, rate_pps) = rates(&f.totals, f.duration_s);
+    let t = &f.totals;
+    SendSummary {
+        role: "send",
+        run: f.run_id,
+        engine: engine_name(f.plan),
+        duration_s: f.duration_s,
+        sent: t.sent,
+        bytes: t.bytes,
+        errors: t.errors(),
+        errors_enobufs: t.enobufs,
+        errors_eagain: t.eagain,
+        errors_other: t.other,
+        end_markers: t.end_markers,
+        rate_bps,
+        rate_pps,
+        cpu_s: f.cpu_s,
+        flows: f
+            .per_flow
+            .iter()
+            .map(|&(id, sent)| SendFlow {
+                flow: id,
+                group: f.plan.flows[id as usize].group.to_string(),
+                src_port: f.src_ports[id as usize],
+                sent,
+            })
+            .collect(),
+    }
+}
+
+/// The summary line / block.
+pub fn summary(out: &mut Printer, f: &Final<'_>) -> io::Result<()> {
+    let s = summary_of(f);
+    out.emit("summary", &s)?;
+    if out.json() {
+        return Ok(());
+    }
+    let t = &f.totals;
+    let mut text = String::new();
+    text.push_str("- - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - -\n");
+    if f.plan.interval_s <= 0.0 {
+        text.push_str(TABLE_HEAD);
+        text.push('\n');
+    }
+    text.push_str(&fmt_row("SUM", 0.0, f.duration_s, t, f.duration_s));
+    text.push_str("  sender\n");
+    text.push_str(&format!(
+        "      errors {} (ENOBUFS {}, EAGAIN {}, other {}), end markers {}, CPU {:.2} s ({:.0}% of one core)\n",
+        t.errors(),
+        t.enobufs,
+        t.eagain,
+        t.other,
+        t.end_markers,
+        f.cpu_s,
+        if f.duration_s > 0.0 { f.cpu_s / f.duration_s * 100.0 } else { 0.0 }
+    ));
+    for fl in s.flows.iter().take(HUMAN_FLOWS) {
+        text.push_str(&format!(
+            "[{:>3}] {}:{} from port {}: {} datagrams\n",
+            fl.flow, fl.group, f.plan.port, fl.src_port, fl.sent
+        ));
+    }
+    if s.flows.len() > HUMAN_FLOWS {
+        text.push_str(&format!("      … and {} more flows (all of them with --json)\n", s.flows.len() - HUMAN_FLOWS));
+    }
+    out.human(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_and_rows_read_well() {
+        assert_eq!(fmt_bytes(512), "512 B");
+        assert_eq!(fmt_bytes(3 << 20), "3.00 MiB");
+        let c = Counts { sent: 20_000, bytes: 20_000 * 8192, enobufs: 2, ..Default::default() };
+        let row = fmt_row("SUM", 0.0, 1.0, &c, 1.0);
+        assert!(row.starts_with("[SUM]   0.00-1.00   sec"), "{row}");
+        assert!(
+            row.contains("20000")
+                && row.contains("156.25 MiB")
+                && row.contains("1.31 Gbit/s")
+                && row.contains("20000/s"),
+            "{row}"
+        );
+        assert!(row.trim_end().ends_with(" 2"), "{row}");
+    }
+
+    #[test]
+    fn reporter_reports_each_interval_once_with_its_own_counts() {
+        let mut out = Printer::new(true);
+        let mut r = Reporter::new(1_000, 1.0);
+        assert_eq!(r.next_due(), Some(1_000 + 1_000_000_000));
+        let c1 = Counts { sent: 10, bytes: 100, ..Default::default() };
+        r.tick(&mut out, 500_000_000, &c1).unwrap();
+        assert_eq!(r.k, 0, "nothing before the first boundary");
+        r.tick(&mut out, 1_000_001_000, &c1).unwrap();
+        assert_eq!((r.k, r.prev), (1, c1));
+        assert_eq!(r.next_due(), Some(1_000 + 2_000_000_000));
+        // Woke 2.5 intervals late: one line covering both boundaries.
+        r.tick(&mut out, 3_500_000_000, &c1).unwrap();
+        assert_eq!(r.k, 3);
+        assert!(Reporter::new(0, 0.0).next_due().is_none());
+    }
+}

@@ -1,0 +1,520 @@
+//! A worker thread: pinned to its CPU inside the thread, it builds its
+//! engine there (so buffers are allocated on its NUMA node), waits for the
+//! common start time, then sends its flows round robin, one batch per flow
+//! in turn, paced on an absolute schedule or flat out, until its flows reach
+//! their count, the time is up, or Ctrl-C. Then it sends every flow's end
+//! marker three times, a few milliseconds apart.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::thread::JoinHandle;
+
+use super::counters::{Counts, WorkerCounters};
+use super::engine::{Engine, FlowSocket, MmsgEngine, SocketEngine, Template};
+use super::pacer::{Pacer, Step, batch_len, quantum};
+use crate::cli;
+use crate::clock::mono_ns;
+use crate::sys::send::{pin_current_thread, set_timer_slack_ns, sleep_until_mono};
+
+/// End markers per flow, and the gap between them.
+pub const END_MARKERS: u32 = 3;
+pub const END_GAP_NS: u64 = 5_000_000;
+/// At most one error message per worker this often (the counts are exact anyway).
+pub const LOG_EVERY_NS: u64 = 5_000_000_000;
+/// A worker whose sends all fail (other than ENOBUFS/EAGAIN) this long gives up.
+pub const GIVE_UP_NS: u64 = 2_000_000_000;
+/// Pause after an unexpected error before trying again, so a dead route does not spin a core.
+const ERROR_BACKOFF_NS: u64 = 1_000_000;
+
+/// Everything a worker needs; moved into its thread.
+pub struct Worker {
+    pub index: usize,
+    pub cpu: Option<usize>,
+    /// This worker's datagrams/s (None: flat out).
+    pub pps: Option<f64>,
+    pub engine: cli::Engine,
+    pub batch: usize,
+    /// Datagrams per flow.
+    pub count: Option<u64>,
+    pub duration_ns: Option<u64>,
+    pub template: Template,
+    pub flows: Vec<FlowSocket>,
+    pub counters: Arc<[WorkerCounters]>,
+    /// Set by any worker that gives up, so the others stop too.
+    pub abort: Arc<AtomicBool>,
+}
+
+/// What a worker reports when it is done.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub index: usize,
+    /// (flow id, data datagrams sent).
+    pub flows: Vec<(u32, u64)>,
+    /// When it stopped sending data (CLOCK_MONOTONIC), before the end markers.
+    pub data_end_ns: Option<u64>,
+    /// Why it gave up, if it did.
+    pub fatal: Option<String>,
+}
+
+/// How a send error is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrKind {
+    /// A signal interrupted the call: not an error, try again.
+    Interrupted,
+    /// The local queue (qdisc/driver) dropped it.
+    Enobufs,
+    /// The socket buffer stayed full for the whole send timeout.
+    Eagain,
+    /// The datagram does not fit the route's MTU and fragmenting is off.
+    TooBig,
+    Other,
+}
+
+pub fn classify(e: &io::Error) -> ErrKind {
+    match e.raw_os_error() {
+        Some(libc::EINTR) => ErrKind::Interrupted,
+        Some(libc::ENOBUFS) => ErrKind::Enobufs,
+        Some(libc::EAGAIN) => ErrKind::Eagain,
+        Some(libc::EMSGSIZE) => ErrKind::TooBig,
+        _ if e.kind() == io::ErrorKind::Interrupted => ErrKind::Interrupted,
+        _ => ErrKind::Other,
+    }
+}
+
+/// Counts an error of kind `k` (not `Interrupted`).
+pub fn count_error(c: &mut Counts, k: ErrKind) {
+    match k {
+        ErrKind::Enobufs => c.enobufs += 1,
+        ErrKind::Eagain => c.eagain += 1,
+        ErrKind::Interrupted => {}
+        ErrKind::TooBig | ErrKind::Other => c.other += 1,
+    }
+}
+
+/// Rate-limited error messages on stderr (the hot path must not print a
+/// line per failed datagram).
+#[derive(Debug)]
+pub struct ErrLog {
+    worker: usize,
+    last_ns: Option<u64>,
+    suppressed: u64,
+}
+
+impl ErrLog {
+    pub fn new(worker: usize) -> ErrLog {
+        ErrLog { worker, last_ns: None, suppressed: 0 }
+    }
+
+    /// The message to print for this error now, or None when one was
+    /// printed less than [`LOG_EVERY_NS`] ago (then it is only counted).
+    pub fn note(&mut self, now_ns: u64, flow: u32, e: &io::Error) -> Option<String> {
+        if let Some(t) = self.last_ns
+            && now_ns.saturating_sub(t) < LOG_EVERY_NS
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        let more = match self.suppressed {
+            0 => String::new(),
+            n => format!(" ({n} more send errors since the last message)"),
+        };
+        self.last_ns = Some(now_ns);
+        self.suppressed = 0;
+        Some(format!("mcblast: worker {}, flow {flow}: send failed: {e}; counted, sending goes on{more}", self.worker))
+    }
+}
+
+impl Worker {
+    /// Starts the thread. It reports on `ready` once pinned and set up (or
+    /// why it could not be), then waits on `start` for the common start time
+    /// (None: abort without sending).
+    pub fn spawn(
+        self,
+        ready: Sender<(usize, Result<(), String>)>,
+        start: Receiver<Option<u64>>,
+    ) -> io::Result<JoinHandle<Outcome>> {
+        std::thread::Builder::new().name(format!("mcblast-send-{}", self.index)).spawn(move || self.run(ready, start))
+    }
+
+    fn run(self, ready: Sender<(usize, Result<(), String>)>, start: Receiver<Option<u64>>) -> Outcome {
+        let idle =
+            Outcome { index: self.index, flows: self.flows.iter().map(|f| (f.id, 0)).collect(), ..Default::default() };
+        if let Some(cpu) = self.cpu
+            && let Err(e) = pin_current_thread(cpu)
+        {
+            let _ = ready.send((self.index, Err(format!("cannot pin worker {} to CPU {cpu}: {e}", self.index))));
+            return idle;
+        }
+        if self.pps.is_some() {
+            // Paced: wake when asked, not up to 50 µs later. Failure only costs precision.
+            let _ = set_timer_slack_ns(1_000);
+        }
+        let Worker { index, pps, engine, batch, count, duration_ns, template, flows, counters, abort, .. } = self;
+        let ids: Vec<u32> = flows.iter().map(|f| f.id).collect();
+        let ctx = Ctx { index, pps, batch, count, duration_ns, length: template.length as u64, ids, counters, abort };
+        match engine {
+            cli::Engine::Socket => ctx.go(SocketEngine::new(flows, template), ready, start),
+            cli::Engine::Mmsg => ctx.go(MmsgEngine::new(flows, template, batch), ready, start),
+        }
+    }
+}
+
+struct Ctx {
+    index: usize,
+    pps: Option<f64>,
+    batch: usize,
+    count: Option<u64>,
+    duration_ns: Option<u64>,
+    length: u64,
+    ids: Vec<u32>,
+    counters: Arc<[WorkerCounters]>,
+    abort: Arc<AtomicBool>,
+}
+
+impl Ctx {
+    fn stopping(&self) -> bool {
+        crate::sys::stop_requested() || self.abort.load(Ordering::Relaxed)
+    }
+
+    fn go<E: Engine>(
+        self,
+        mut e: E,
+        ready: Sender<(usize, Result<(), String>)>,
+        start: Receiver<Option<u64>>,
+    ) -> Outcome {
+        let mut out =
+            Outcome { index: self.index, flows: self.ids.iter().map(|&id| (id, 0)).collect(), ..Default::default() };
+        if ready.send((self.index, Ok(()))).is_err() {
+            return out;
+        }
+        let Ok(Some(start_ns)) = start.recv() else { return out };
+        let mut c = Counts::default();
+        let mut seq = vec![0u64; self.ids.len()];
+        out.fatal = self.send_data(&mut e, start_ns, &mut seq, &mut c);
+        out.data_end_ns = Some(mono_ns());
+        if out.fatal.is_some() {
+            self.abort.store(true, Ordering::Relaxed);
+        }
+        self.send_ends(&mut e, &seq, &mut c);
+        for (o, s) in out.flows.iter_mut().zip(&seq) {
+            o.1 = *s;
+        }
+        out
+    }
+
+    /// The data loop. `seq[slot]` is the flow's next sequence number, which
+    /// is also how many it has sent. Returns why it gave up, if it did.
+    fn send_data<E: Engine>(&self, e: &mut E, start_ns: u64, seq: &mut [u64], c: &mut Counts) -> Option<String> {
+        let me = &self.counters[self.index];
+        let q = quantum(self.pps, self.batch);
+        let pacer = self.pps.map(|p| Pacer::new(start_ns, p));
+        let deadline = self.duration_ns.map(|d| start_ns + d).unwrap_or(u64::MAX);
+        let mut active: Vec<usize> = (0..seq.len()).collect();
+        let mut rr = 0usize;
+        let mut log = ErrLog::new(self.index);
+        let mut failing_since: Option<u64> = None;
+
+        'run: while !active.is_empty() {
+            if self.stopping() {
+                break;
+            }
+            let now = mono_ns();
+            if now >= deadline {
+                break;
+            }
+            if let Some(p) = &pacer
+                && let Step::Sleep(t) = p.step(now, c.sent)
+            {
+                sleep_until_mono(t.min(deadline));
+                continue;
+            }
+            if rr >= active.len() {
+                rr = 0;
+            }
+            let slot = active[rr];
+            let mut left = batch_len(q, seq[slot], self.count);
+            while left > 0 {
+                let s = e.send_data(slot, seq[slot], left);
+                if s.n > 0 {
+                    seq[slot] += s.n as u64;
+                    left -= s.n;
+                    c.sent += s.n as u64;
+                    c.bytes += s.n as u64 * self.length;
+                    failing_since = None;
+                }
+                let err = match s.err {
+                    Some(err) => err,
+                    None if s.n == 0 => io::Error::other("the kernel took no datagram and gave no reason"),
+                    None => continue,
+                };
+                let kind = classify(&err);
+                count_error(c, kind);
+                let now = mono_ns();
+                if kind != ErrKind::Interrupted
+                    && let Some(line) = log.note(now, self.ids[slot], &err)
+                {
+                    eprintln!("{line}");
+                }
+                match kind {
+                    ErrKind::TooBig => {
+                        me.publish(c);
+                        return Some(format!(
+                            "{}-byte datagrams do not fit the route's MTU ({err}); use a smaller -l, or --allow-fragments to let the kernel fragment them",
+                            self.length
+                        ));
+                    }
+                    ErrKind::Other => {
+                        let since = *failing_since.get_or_insert(now);
+                        if now - since >= GIVE_UP_NS {
+                            me.publish(c);
+                            return Some(format!(
+                                "flow {}: every send failed for {} s: {err}",
+                                self.ids[slot],
+                                GIVE_UP_NS / 1_000_000_000
+                            ));
+                        }
+                        sleep_until_mono(now + ERROR_BACKOFF_NS);
+                    }
+                    ErrKind::Enobufs => std::thread::yield_now(),
+                    ErrKind::Eagain | ErrKind::Interrupted => {}
+                }
+                if self.stopping() || now >= deadline {
+                    break 'run;
+                }
+            }
+            me.publish(c);
+            if self.count.is_some_and(|n| seq[slot] >= n) {
+                active.remove(rr);
+            } else {
+                rr += 1;
+            }
+        }
+        me.publish(c);
+        None
+    }
+
+    /// Every flow's end marker, [`END_MARKERS`] times, [`END_GAP_NS`] apart.
+    fn send_ends<E: Engine>(&self, e: &mut E, seq: &[u64], c: &mut Counts) {
+        let me = &self.counters[self.index];
+        let mut log = ErrLog::new(self.index);
+        for round in 0..END_MARKERS {
+            if round > 0 {
+                sleep_until_mono(mono_ns() + END_GAP_NS);
+            }
+            for (slot, &n) in seq.iter().enumerate() {
+                // One retry when a signal interrupts the call.
+                for _ in 0..2 {
+                    match e.send_end(slot, n) {
+                        Ok(()) => c.end_markers += 1,
+                        Err(err) => {
+                            let kind = classify(&err);
+                            if kind == ErrKind::Interrupted {
+                                continue;
+                            }
+                            count_error(c, kind);
+                            if let Some(line) = log.note(mono_ns(), self.ids[slot], &err) {
+                                eprintln!("{line}");
+                            }
+                        }
+                    }
+                    break;
+                }
+            }
+            me.publish(c);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::send::engine::Sent;
+
+    /// An engine that takes random prefixes and fails at random, and checks
+    /// on every call that the worker asks for exactly the next sequence
+    /// number of the flow: no skip, no repeat.
+    struct Flaky {
+        rng: u64,
+        next: Vec<u64>,
+        calls: u64,
+        enobufs: u64,
+        eagain: u64,
+        other: u64,
+        batch: usize,
+        /// (mono time, worker datagrams sent before this call) per call that took something.
+        sends: Vec<(u64, u64)>,
+        ends: Vec<(usize, u64)>,
+        fail: bool,
+    }
+
+    impl Flaky {
+        fn new(flows: usize, batch: usize, fail: bool) -> Flaky {
+            Flaky {
+                rng: 0x9e37_79b9_7f4a_7c15,
+                next: vec![0; flows],
+                calls: 0,
+                enobufs: 0,
+                eagain: 0,
+                other: 0,
+                batch,
+                sends: Vec::new(),
+                ends: Vec::new(),
+                fail,
+            }
+        }
+        fn rand(&mut self) -> u64 {
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            self.rng
+        }
+    }
+
+    impl Engine for Flaky {
+        fn name(&self) -> &'static str {
+            "flaky"
+        }
+        fn send_data(&mut self, slot: usize, seq: u64, n: usize) -> Sent {
+            assert_eq!(seq, self.next[slot], "flow slot {slot}: asked for {seq}, next unsent is {}", self.next[slot]);
+            assert!(n >= 1 && n <= self.batch, "batch of {n}");
+            self.calls += 1;
+            let before: u64 = self.next.iter().sum();
+            let err = |e| Some(io::Error::from_raw_os_error(e));
+            let (k, e) = match if self.fail { self.rand() % 12 } else { 99 } {
+                0 => {
+                    self.enobufs += 1;
+                    (0, err(libc::ENOBUFS))
+                }
+                1 => {
+                    self.eagain += 1;
+                    (0, err(libc::EAGAIN))
+                }
+                2 => (0, err(libc::EINTR)),
+                3 if self.other < 3 => {
+                    self.other += 1;
+                    (0, err(libc::ENETUNREACH))
+                }
+                4 | 5 => (1 + self.rand() as usize % n, None), // short sendmmsg
+                6 if n > 1 => {
+                    self.enobufs += 1;
+                    (1 + self.rand() as usize % (n - 1), err(libc::ENOBUFS))
+                } // socket engine stopping mid-batch
+                _ => (n, None),
+            };
+            self.next[slot] += k as u64;
+            if k > 0 {
+                self.sends.push((mono_ns(), before));
+            }
+            Sent { n: k, err: e }
+        }
+        fn send_end(&mut self, slot: usize, count: u64) -> io::Result<()> {
+            self.ends.push((slot, count));
+            Ok(())
+        }
+    }
+
+    fn ctx(flows: usize, pps: Option<f64>, batch: usize, count: Option<u64>, duration_ns: Option<u64>) -> Ctx {
+        Ctx {
+            index: 0,
+            pps,
+            batch,
+            count,
+            duration_ns,
+            length: 100,
+            ids: (0..flows as u32).map(|i| 10 + i).collect(),
+            counters: (0..1).map(|_| WorkerCounters::default()).collect(),
+            abort: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    #[test]
+    fn partial_sends_and_errors_never_skip_or_repeat_a_sequence_number() {
+        let x = ctx(3, None, 8, Some(1000), Some(60_000_000_000));
+        let mut e = Flaky::new(3, 8, true);
+        let mut seq = vec![0u64; 3];
+        let mut c = Counts::default();
+        assert_eq!(x.send_data(&mut e, mono_ns(), &mut seq, &mut c), None);
+        assert_eq!(seq, vec![1000; 3]);
+        assert_eq!(e.next, vec![1000; 3]);
+        assert!(e.calls > 400, "{} calls: the flaky paths were exercised", e.calls);
+        assert_eq!((c.sent, c.bytes), (3000, 300_000));
+        assert_eq!((c.enobufs, c.eagain, c.other), (e.enobufs, e.eagain, e.other));
+        assert!(c.enobufs > 0 && c.eagain > 0 && c.other > 0);
+        assert_eq!(x.counters[0].read(), c, "published");
+        x.send_ends(&mut e, &seq, &mut c);
+        assert_eq!(e.ends.len(), 3 * END_MARKERS as usize);
+        assert!(e.ends.iter().all(|&(_, n)| n == 1000));
+        assert_eq!(c.end_markers, 9);
+    }
+
+    #[test]
+    fn flows_take_turns_one_batch_each() {
+        let x = ctx(2, None, 4, Some(10), None);
+        let mut e = Flaky::new(2, 4, false);
+        let mut seq = vec![0u64; 2];
+        let mut c = Counts::default();
+        x.send_data(&mut e, mono_ns(), &mut seq, &mut c);
+        // 4,4 | 4,4 | 2,2: each flow alternately, the last batch cut at the count.
+        let totals: Vec<u64> = e.sends.iter().map(|s| s.1).collect();
+        assert_eq!(totals, vec![0, 4, 8, 12, 16, 18]);
+        assert_eq!(seq, vec![10, 10]);
+    }
+
+    #[test]
+    fn paced_worker_never_sends_before_due_and_stops_at_deadline() {
+        // 20,000 datagrams/s, 2 flows of 300: about 30 ms.
+        let pps = 20_000.0;
+        let x = ctx(2, Some(pps), 32, Some(300), None);
+        let mut e = Flaky::new(2, 32, false);
+        let mut seq = vec![0u64; 2];
+        let mut c = Counts::default();
+        let start = mono_ns();
+        x.send_data(&mut e, start, &mut seq, &mut c);
+        let p = Pacer::new(start, pps);
+        for &(t, before) in &e.sends {
+            assert!(t >= p.due_ns(before), "datagram {before} sent {} ns early", p.due_ns(before) - t);
+        }
+        assert_eq!(c.sent, 600);
+        // A time limit stops a flat-out worker with contiguous sequence numbers.
+        let x = ctx(2, None, 32, None, Some(5_000_000));
+        let mut e = Flaky::new(2, 32, true);
+        let mut seq = vec![0u64; 2];
+        let mut c = Counts::default();
+        x.send_data(&mut e, mono_ns(), &mut seq, &mut c);
+        assert_eq!(seq, e.next);
+        assert_eq!(c.sent, seq.iter().sum::<u64>());
+    }
+
+    #[test]
+    fn errors_are_classified_and_counted_by_kind() {
+        let e = |n| io::Error::from_raw_os_error(n);
+        assert_eq!(classify(&e(libc::ENOBUFS)), ErrKind::Enobufs);
+        assert_eq!(classify(&e(libc::EAGAIN)), ErrKind::Eagain);
+        assert_eq!(classify(&e(libc::EINTR)), ErrKind::Interrupted);
+        assert_eq!(classify(&e(libc::EMSGSIZE)), ErrKind::TooBig);
+        assert_eq!(classify(&e(libc::ENETUNREACH)), ErrKind::Other);
+        let mut c = Counts::default();
+        for k in
+            [ErrKind::Enobufs, ErrKind::Enobufs, ErrKind::Eagain, ErrKind::Interrupted, ErrKind::Other, ErrKind::TooBig]
+        {
+            count_error(&mut c, k);
+        }
+        assert_eq!((c.enobufs, c.eagain, c.other, c.errors()), (2, 1, 2, 5));
+    }
+
+    #[test]
+    fn error_log_is_rate_limited_and_says_how_many_it_hid() {
+        let mut l = ErrLog::new(1);
+        let e = io::Error::from_raw_os_error(libc::ENOBUFS);
+        let first = l.note(1_000, 7, &e).unwrap();
+        assert!(first.contains("worker 1, flow 7") && first.contains("counted"), "{first}");
+        for i in 0..1000 {
+            assert!(l.note(1_000 + i * 1_000_000, 7, &e).is_none());
+        }
+        let next = l.note(1_000 + LOG_EVERY_NS, 7, &e).unwrap();
+        assert!(next.contains("1000 more send errors"), "{next}");
+        assert!(l.note(2_000 + LOG_EVERY_NS, 7, &e).is_none());
+    }
+}
