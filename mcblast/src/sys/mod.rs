@@ -3,6 +3,8 @@
 //!
 //! Every `unsafe` block carries a `// SAFETY:` note.
 
+pub mod bpf;
+
 use std::io;
 use std::net::Ipv4Addr;
 
