@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use mcblast::cli::XdpMode;
 use mcblast::kernel::KernelCounter;
 use mcblast::netns::NetNs;
-use mcblast_common::maps::{Config, FlowKey, GlobalCounter};
+use mcblast_common::maps::{Config, FlowKey, GlobalCounter, MAX_FLOWS};
 use mcblast_common::tracker::{FlowState, STATE_SENDER_SYNCED};
 use mcblast_common::wire::{FLAG_CLOCK_SYNCED, HEADER_LEN, Header, Kind, Packet};
 
@@ -166,6 +166,7 @@ fn header_datagram(h: Header) -> Vec<u8> {
 /// by several senders).
 struct Tx<'a> {
     sock: UdpSocket,
+    raw: mcblast::sys::packet::PacketSocket,
     counter: &'a KernelCounter,
     base: u64,
     sent: &'a AtomicU64,
@@ -177,12 +178,25 @@ impl<'a> Tx<'a> {
         let sock = UdpSocket::bind((SENDER, 0)).expect("bind sender socket");
         sock.set_multicast_ttl_v4(1).unwrap();
         sock.set_multicast_loop_v4(false).unwrap();
-        Tx { sock, counter, base, sent }
+        let va = mcblast::sys::if_index("va").expect("va in namespace a");
+        let raw = mcblast::sys::packet::PacketSocket::open(va).expect("open AF_PACKET socket");
+        Tx { sock, raw, counter, base, sent }
     }
 
     fn send_to(&self, buf: &[u8], group: Ipv4Addr, port: u16) {
         let n = self.sock.send_to(buf, (group, port)).expect("send datagram");
         assert_eq!(n, buf.len());
+        self.sent_one();
+    }
+
+    /// Sends a whole Ethernet frame, as built.
+    fn send_frame(&self, frame: &[u8]) {
+        let n = self.raw.send(frame).expect("send frame");
+        assert_eq!(n, frame.len());
+        self.sent_one();
+    }
+
+    fn sent_one(&self) {
         let sent = self.sent.fetch_add(1, Ordering::SeqCst) + 1;
         wait_seen(self.counter, self.base, sent.saturating_sub(IN_FLIGHT));
     }
@@ -225,6 +239,45 @@ fn send_all(pair: &Pair, counter: &KernelCounter, f: impl FnOnce(&Tx<'_>) + Send
     let n = sent.load(Ordering::SeqCst);
     wait_seen(counter, base, n);
     n
+}
+
+// ---------------------------------------------------------------------------
+// Hand-made frames
+
+/// Ethernet frame to `group`'s multicast MAC: optional 802.1Q tag (or any
+/// outer tag type), IPv4 with `opts` (a multiple of 4 bytes) and the given
+/// flags/fragment-offset field, UDP to `port` carrying `payload`.
+fn frame(tag: Option<(u16, u16)>, opts: &[u8], frag: u16, group: Ipv4Addr, port: u16, payload: &[u8]) -> Vec<u8> {
+    assert_eq!(opts.len() % 4, 0);
+    let g = group.octets();
+    let mut f = vec![0x01, 0x00, 0x5e, g[1] & 0x7f, g[2], g[3], 0x02, 0, 0, 0, 0, 0x01];
+    if let Some((tpid, vid)) = tag {
+        f.extend_from_slice(&tpid.to_be_bytes());
+        f.extend_from_slice(&vid.to_be_bytes());
+    }
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    let ihl = 20 + opts.len();
+    let total = (ihl + 8 + payload.len()) as u16;
+    let mut ip = vec![0x40 | (ihl / 4) as u8, 0];
+    ip.extend_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&[0x12, 0x34]);
+    ip.extend_from_slice(&frag.to_be_bytes());
+    ip.extend_from_slice(&[1, 17, 0, 0]);
+    ip.extend_from_slice(&SENDER.octets());
+    ip.extend_from_slice(&g);
+    ip.extend_from_slice(opts);
+    let mut sum: u32 = ip.chunks(2).map(|w| u16::from_be_bytes([w[0], w[1]]) as u32).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&40000u16.to_be_bytes());
+    f.extend_from_slice(&port.to_be_bytes());
+    f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]); // no UDP checksum
+    f.extend_from_slice(payload);
+    f
 }
 
 // ---------------------------------------------------------------------------
@@ -642,6 +695,83 @@ fn sink_drops_counted_datagrams_only() {
         assert_eq!(valid, if sink == 1 { 0 } else { 20 }, "sink={sink}");
         drop(counter);
     }
+}
+
+/// Frames the IP stack would not send: an 802.1Q tag in the frame data,
+/// the longest IPv4 options (IHL 15), both at once; all counted exactly.
+/// A frame with an outer tag of another type (802.1ad) is not parsed, and
+/// hand-made fragments are counted as Fragments (first) or ignored (later).
+#[test]
+fn vlan_tags_ip_options_and_fragments_are_parsed() {
+    if skip_unless_root("vlan_tags_ip_options_and_fragments_are_parsed") {
+        return;
+    }
+    let pair = Pair::new("frames", 1);
+    let counter = pair.attach(XdpMode::Native, config());
+    let group = Ipv4Addr::new(239, 6, 0, 1);
+    let opts = [1u8; 40]; // 40 NOP options: a 60-byte IPv4 header
+    let dot1q = Some((0x8100, 100));
+    let cases: [(FlowId, Option<(u16, u16)>, &[u8]); 4] = [
+        (FlowId { group, run: 9, flow: 0, len: 100 }, None, &[]),
+        (FlowId { group, run: 9, flow: 1, len: 100 }, dot1q, &[]),
+        (FlowId { group, run: 9, flow: 2, len: 1000 }, None, &opts),
+        (FlowId { group, run: 9, flow: 3, len: 8000 }, dot1q, &opts),
+    ];
+    let qinq = FlowId { group, run: 9, flow: 4, len: 100 };
+    let first_frag = FlowId { group, run: 9, flow: 5, len: 100 };
+    let ev = script(10, &[2], &[(5, 7)], &[(8, 1)], 1);
+
+    send_all(&pair, &counter, |tx| {
+        for e in &ev {
+            for (f, tag, opts) in &cases {
+                tx.send_frame(&frame(*tag, opts, 0, group, PORT, &f.datagram(*e)));
+            }
+        }
+        // 802.1ad outer tag: not an 802.1Q tag, so not looked into.
+        tx.send_frame(&frame(Some((0x88a8, 100)), &[], 0, group, PORT, &qinq.datagram(Ev::Data(0))));
+        // A first fragment (MF set) to the port, and a later one (offset 185).
+        tx.send_frame(&frame(None, &[], 0x2000, group, PORT, &first_frag.datagram(Ev::Data(0))));
+        tx.send_frame(&frame(None, &[], 185, group, PORT, &first_frag.datagram(Ev::Data(1))));
+    });
+
+    let got = counter.flows().unwrap();
+    assert_eq!(got.len(), cases.len(), "flows: {got:?}");
+    for (f, _, _) in &cases {
+        let st = flow_state(&got, f);
+        assert_eq!(observed(&st), model(f, &ev), "flow {f:?}");
+        check_timing(&st);
+    }
+    let g = counter.globals().unwrap();
+    assert_eq!(g[GlobalCounter::Fragments as usize], 1);
+    assert_eq!(g[GlobalCounter::Foreign as usize], 0);
+    assert_eq!(g[GlobalCounter::Packets as usize], (ev.len() * cases.len() + 3) as u64);
+}
+
+/// Flows beyond MAX_FLOWS find no room: counted in MapFull, while the
+/// flows already in the map go on counting.
+#[test]
+fn full_flow_map_counts_map_full() {
+    if skip_unless_root("full_flow_map_counts_map_full") {
+        return;
+    }
+    let pair = Pair::new("full", 1);
+    let counter = pair.attach(XdpMode::Native, config());
+    let group = Ipv4Addr::new(239, 7, 0, 1);
+    let flow = |i: u32| FlowId { group, run: 3, flow: i, len: 64 };
+    const EXTRA: u32 = 3;
+    send_all(&pair, &counter, |tx| {
+        for i in 0..MAX_FLOWS + EXTRA {
+            tx.send(&flow(i), Ev::Data(0));
+        }
+        tx.send(&flow(0), Ev::Data(1));
+    });
+    let got = counter.flows().unwrap();
+    assert_eq!(got.len(), MAX_FLOWS as usize);
+    assert_eq!(counter.global(GlobalCounter::MapFull).unwrap(), EXTRA as u64);
+    let first = flow_state(&got, &flow(0));
+    assert_eq!((first.received, first.next_seq, first.lost), (2, 2, 0));
+    let counted: u64 = got.iter().map(|(_, st)| st.received).sum();
+    assert_eq!(counted, MAX_FLOWS as u64 + 1);
 }
 
 /// Auto mode picks native XDP on veth; dropping the counter detaches it.

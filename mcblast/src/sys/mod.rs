@@ -4,6 +4,7 @@
 //! Every `unsafe` block carries a `// SAFETY:` note.
 
 pub mod bpf;
+pub mod packet;
 
 use std::io;
 use std::net::Ipv4Addr;
