@@ -12,6 +12,7 @@
 pub mod cli;
 pub mod clock;
 pub mod iface;
+pub mod kernel;
 pub mod output;
 
 #[allow(unsafe_code)]

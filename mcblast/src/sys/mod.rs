@@ -3,7 +3,9 @@
 //!
 //! Every `unsafe` block carries a `// SAFETY:` note.
 
+pub mod bpf;
 pub mod net;
+pub mod packet;
 
 use std::io;
 use std::net::Ipv4Addr;

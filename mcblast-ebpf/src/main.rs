@@ -1,0 +1,247 @@
+//! The in-kernel per-flow counter: an XDP program that finds mcblast
+//! datagrams (Ethernet, optional 802.1Q tag, IPv4, UDP to the configured
+//! port) and runs the shared sequence tracker of `mcblast-common` on the
+//! flow's map entry under `bpf_spin_lock`, so the counts stay exact when
+//! one flow is processed on several CPUs at once.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::{BPF_F_RDONLY_PROG, BPF_NOEXIST, bpf_spin_lock, xdp_action},
+    btf_maps::{Array, HashMap, PerCpuArray},
+    helpers::generated::{
+        bpf_ktime_get_tai_ns, bpf_spin_lock as spin_lock, bpf_spin_unlock as spin_unlock,
+        bpf_xdp_load_bytes,
+    },
+    macros::{btf_map, xdp},
+    programs::XdpContext,
+};
+use mcblast_common::{
+    maps::{Config, FlowEntry, FlowKey, GLOBAL_COUNTERS, GlobalCounter, MAX_FLOWS},
+    wire::{HEADER_LEN, Header, Kind, Packet},
+};
+
+/// The map value: tracker state behind the kernel's spin lock. The lock
+/// field's BTF type must be the struct named `bpf_spin_lock`.
+type Entry = FlowEntry<bpf_spin_lock>;
+
+/// Bytes of one entry; the zero source below must be at least this big.
+const ENTRY_LEN: usize = core::mem::size_of::<Entry>();
+const ZERO_WORDS: usize = ENTRY_LEN.div_ceil(8);
+
+/// Per-flow state, keyed by sender, group, run and flow.
+#[btf_map]
+static FLOWS: HashMap<FlowKey, Entry, { MAX_FLOWS as usize }> = HashMap::new();
+
+/// Per-CPU counters indexed by [`GlobalCounter`].
+#[btf_map]
+static GLOBAL: PerCpuArray<u64, { GLOBAL_COUNTERS as usize }> = PerCpuArray::new();
+
+/// Element 0: the receiver's [`Config`], written by userspace before attach.
+#[btf_map]
+static CONFIG: Array<Config, 1> = Array::new();
+
+/// One all-zero entry-sized value, the source new flow entries are copied
+/// from (an entry is larger than the 512-byte BPF stack). Read-only for the
+/// program; userspace never writes it.
+#[btf_map]
+static ZERO: Array<[u64; ZERO_WORDS], 1, { BPF_F_RDONLY_PROG as usize }> = Array::new();
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_8021Q: u16 = 0x8100;
+const VLAN_HLEN: usize = 4;
+const IPPROTO_UDP: u8 = 17;
+const UDP_HLEN: usize = 8;
+/// IPv4 flags/fragment offset field: MF bit and offset bits.
+const IP_MF_OR_OFFSET: u16 = 0x3fff;
+
+#[xdp(frags)]
+pub fn mcblast_counter(ctx: XdpContext) -> u32 {
+    count(GlobalCounter::Packets);
+    match try_count(&ctx) {
+        Verdict::Pass => xdp_action::XDP_PASS,
+        Verdict::Counted => {
+            let sink = CONFIG.get(0).is_some_and(|c| c.sink != 0);
+            if sink { xdp_action::XDP_DROP } else { xdp_action::XDP_PASS }
+        }
+    }
+}
+
+enum Verdict {
+    /// Not ours, or not counted in a flow: let it through.
+    Pass,
+    /// Accounted in a flow.
+    Counted,
+}
+
+#[inline(always)]
+fn count(c: GlobalCounter) {
+    if let Some(p) = GLOBAL.get_ptr_mut(c as u32) {
+        // SAFETY: a per-CPU array slot of this CPU; XDP runs with preemption
+        // disabled, so nothing else writes it concurrently.
+        unsafe { *p += 1 };
+    }
+}
+
+/// A pointer to `T` at `offset` in the linear part of the frame, if it fits.
+#[inline(always)]
+fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + core::mem::size_of::<T>() > end {
+        return None;
+    }
+    Some((start + offset) as *const T)
+}
+
+#[inline(always)]
+fn be16_at(ctx: &XdpContext, offset: usize) -> Option<u16> {
+    // SAFETY: `ptr_at` checked the two bytes lie inside the linear frame.
+    ptr_at::<[u8; 2]>(ctx, offset).map(|p| u16::from_be_bytes(unsafe { *p }))
+}
+
+#[inline(always)]
+fn try_count(ctx: &XdpContext) -> Verdict {
+    let Some(cfg) = CONFIG.get(0) else { return Verdict::Pass };
+    let port = cfg.port;
+    let run_filter = cfg.run_filter;
+    if port == 0 {
+        return Verdict::Pass;
+    }
+
+    // Ethernet, with at most one 802.1Q tag.
+    let Some(mut proto) = be16_at(ctx, 12) else { return Verdict::Pass };
+    let mut l3 = ETH_HLEN;
+    if proto == ETH_P_8021Q {
+        let Some(inner) = be16_at(ctx, ETH_HLEN + 2) else { return Verdict::Pass };
+        proto = inner;
+        l3 += VLAN_HLEN;
+    }
+    if proto != ETH_P_IP {
+        return Verdict::Pass;
+    }
+
+    // IPv4.
+    let Some(ip) = ptr_at::<[u8; 20]>(ctx, l3) else { return Verdict::Pass };
+    // SAFETY: `ptr_at` checked the 20-byte fixed header is inside the frame.
+    let ip = unsafe { *ip };
+    if ip[0] >> 4 != 4 || ip[9] != IPPROTO_UDP {
+        return Verdict::Pass;
+    }
+    let ihl = ((ip[0] & 0x0f) as usize) * 4;
+    if ihl < 20 {
+        return Verdict::Pass;
+    }
+    let frag = u16::from_be_bytes([ip[6], ip[7]]);
+    let saddr = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
+    let daddr = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
+    if frag & 0x1fff != 0 {
+        // A non-first fragment carries no UDP header: it cannot be matched
+        // to the port, so it is neither counted nor touched.
+        return Verdict::Pass;
+    }
+
+    // UDP.
+    let l4 = l3 + ihl;
+    let Some(udp) = ptr_at::<[u8; UDP_HLEN]>(ctx, l4) else { return Verdict::Pass };
+    // SAFETY: `ptr_at` checked the UDP header is inside the frame.
+    let udp = unsafe { *udp };
+    if u16::from_be_bytes([udp[2], udp[3]]) != port {
+        return Verdict::Pass;
+    }
+    if frag & IP_MF_OR_OFFSET != 0 {
+        // First fragment of a fragmented datagram to the port.
+        count(GlobalCounter::Fragments);
+        return Verdict::Pass;
+    }
+    let udp_len = u16::from_be_bytes([udp[4], udp[5]]) as usize;
+    if udp_len < UDP_HLEN + HEADER_LEN {
+        count(GlobalCounter::Foreign);
+        return Verdict::Pass;
+    }
+    let payload_len = udp_len - UDP_HLEN;
+
+    // The mcblast header: directly from the linear part when it is there,
+    // else copied out of the (multi-buffer) frame.
+    let off = l4 + UDP_HLEN;
+    let parsed = match ptr_at::<[u8; HEADER_LEN]>(ctx, off) {
+        Some(p) => {
+            // SAFETY: `ptr_at` checked the 40 header bytes are inside the
+            // linear frame; the slice lives only during this call.
+            let bytes: &[u8; HEADER_LEN] = unsafe { &*p };
+            Header::parse(&Packet::new_unchecked(&bytes[..]), payload_len)
+        }
+        None => {
+            let mut buf = [0u8; HEADER_LEN];
+            // SAFETY: `buf` is a writable stack buffer of HEADER_LEN bytes.
+            let rc = unsafe {
+                bpf_xdp_load_bytes(ctx.ctx, off as u32, buf.as_mut_ptr().cast(), HEADER_LEN as u32)
+            };
+            if rc != 0 {
+                count(GlobalCounter::Foreign);
+                return Verdict::Pass;
+            }
+            Header::parse(&Packet::new_unchecked(&buf[..]), payload_len)
+        }
+    };
+    let Ok(h) = parsed else {
+        count(GlobalCounter::Foreign);
+        return Verdict::Pass;
+    };
+    if run_filter != 0 && h.run != run_filter {
+        count(GlobalCounter::Foreign);
+        return Verdict::Pass;
+    }
+
+    let key = FlowKey { sender: saddr, group: daddr, run: h.run, flow: h.flow };
+    let Some(entry) = flow_entry(&key) else {
+        count(GlobalCounter::MapFull);
+        return Verdict::Pass;
+    };
+
+    // Read the clock before taking the lock: no helper calls while it is held.
+    // SAFETY: a helper without arguments.
+    let rx_ns = unsafe { bpf_ktime_get_tai_ns() };
+    // SAFETY: `entry` points to a live value of FLOWS (hash map values stay
+    // valid for the program's run, RCU); the lock field is the value's
+    // bpf_spin_lock, and every path below unlocks it before returning.
+    unsafe {
+        spin_lock(&raw mut (*entry).lock);
+        let st = &mut (*entry).state;
+        match h.kind {
+            Kind::Data => st.on_data(h.seq, h.len, h.tx_ns, rx_ns, h.flags, h.clock),
+            Kind::End => st.on_end(h.seq, rx_ns, h.flags, h.clock),
+        }
+        spin_unlock(&raw mut (*entry).lock);
+    }
+    Verdict::Counted
+}
+
+/// The flow's entry, created from the all-zero (fresh) state if missing.
+/// None when the map is full.
+#[inline(always)]
+fn flow_entry(key: &FlowKey) -> Option<*mut Entry> {
+    if let Some(p) = FLOWS.get_ptr_mut(key) {
+        return Some(p);
+    }
+    let zero = ZERO.get_ptr(0)?;
+    // SAFETY: ZERO's value is ZERO_WORDS*8 >= size_of::<Entry>() bytes,
+    // 8-aligned, all zero; all-zero is a valid Entry (unlocked lock, fresh
+    // tracker state).
+    let zero: &Entry = unsafe { &*zero.cast::<Entry>() };
+    // NOEXIST: another CPU may have created it meanwhile; then this fails
+    // harmlessly and the lookup below finds that entry.
+    let _ = FLOWS.insert(key, zero, BPF_NOEXIST as u64);
+    FLOWS.get_ptr_mut(key)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

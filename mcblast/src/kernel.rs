@@ -1,0 +1,281 @@
+//! The in-kernel counter, user side: loads the XDP program built from
+//! `mcblast-ebpf`, configures it, attaches it to an interface through a BPF
+//! link, and reads its per-flow state and global counters.
+//!
+//! The attachment is a BPF link owned by this process: it goes away when
+//! the [`KernelCounter`] is dropped, and also when the process dies in any
+//! other way (SIGKILL included), because the kernel releases the link with
+//! its last file descriptor. Nothing stays attached to the interface.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray};
+use aya::programs::{ProgramError, Xdp};
+use aya::{Ebpf, EbpfError, EbpfLoader};
+use mcblast_common::maps::{Config, FlowEntry, FlowKey, GLOBAL_COUNTERS, GlobalCounter};
+use mcblast_common::tracker::FlowState;
+
+use crate::cli::XdpMode;
+use crate::iface::Iface;
+
+/// The eBPF object built by `build.rs` (empty when built with `AYA_BUILD_SKIP`).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcblast"));
+
+/// Name of the XDP program in the object.
+const PROGRAM: &str = "mcblast_counter";
+/// `BPF_F_LOCK`: copy a map value while holding its `bpf_spin_lock`.
+const BPF_F_LOCK: u64 = 4;
+/// `XDP_FLAGS_SKB_MODE` / `XDP_FLAGS_DRV_MODE` from `if_link.h`.
+const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+/// Capability numbers (`linux/capability.h`).
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_BPF: u32 = 39;
+/// Lines of the verifier log shown when the program is rejected.
+const VERIFIER_TAIL: usize = 20;
+
+/// The XDP per-flow counter, attached to one interface.
+pub struct KernelCounter {
+    /// The BPF link; closing it detaches the program. Declared first so it
+    /// is closed before the program and maps are released.
+    link: Option<OwnedFd>,
+    ebpf: Ebpf,
+    mode: &'static str,
+}
+
+impl std::fmt::Debug for KernelCounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KernelCounter").field("mode", &self.mode).finish_non_exhaustive()
+    }
+}
+
+impl KernelCounter {
+    /// Loads the counter, writes `cfg` and attaches it to `iface`.
+    ///
+    /// [`XdpMode::Auto`] tries native (driver) XDP first and falls back to
+    /// generic XDP, saying why on stderr; `Native` and `Generic` force one.
+    pub fn attach(iface: &Iface, mode: XdpMode, cfg: Config) -> Result<KernelCounter> {
+        if OBJECT.is_empty() {
+            bail!("this mcblast was built without its eBPF program (AYA_BUILD_SKIP); rebuild without it");
+        }
+        if !privileged() {
+            bail!("{}", privilege_message());
+        }
+        if cfg.port == 0 {
+            bail!("the kernel counter needs a UDP port (got 0)");
+        }
+        crate::sys::bpf::raise_memlock_limit();
+
+        let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(explain_load)?;
+        {
+            let mut config: Array<&mut MapData, Config> =
+                Array::try_from(ebpf.map_mut("CONFIG").context("eBPF object has no CONFIG map")?)?;
+            config.set(0, cfg, 0).context("cannot write the counter's configuration")?;
+        }
+        let prog: &mut Xdp = ebpf
+            .program_mut(PROGRAM)
+            .with_context(|| format!("eBPF object has no program {PROGRAM}"))?
+            .try_into()?;
+        prog.load().map_err(explain_program)?;
+        let prog_fd = prog.fd()?.as_fd();
+
+        let attach = |flags: u32| crate::sys::bpf::xdp_link_create(prog_fd, iface.index, flags);
+        let (link, mode) = match mode {
+            XdpMode::Native => {
+                (attach(XDP_FLAGS_DRV_MODE).map_err(|e| attach_error(iface, "native", &e))?, "native")
+            }
+            XdpMode::Generic => {
+                (attach(XDP_FLAGS_SKB_MODE).map_err(|e| attach_error(iface, "generic", &e))?, "generic")
+            }
+            XdpMode::Auto => match attach(XDP_FLAGS_DRV_MODE) {
+                Ok(link) => (link, "native"),
+                Err(native) => {
+                    if let Some(fatal) = fatal_attach_error(iface, &native) {
+                        return Err(fatal);
+                    }
+                    let link = attach(XDP_FLAGS_SKB_MODE).map_err(|generic| {
+                        anyhow!(
+                            "XDP is not usable on {}: native attach failed ({native}), generic attach failed ({generic})",
+                            iface.name
+                        )
+                    })?;
+                    eprintln!(
+                        "mcblast: native XDP on {} failed ({}); counting with generic XDP instead",
+                        iface.name,
+                        native_reason(&native)
+                    );
+                    (link, "generic")
+                }
+            },
+        };
+        Ok(KernelCounter { link: Some(link), ebpf, mode })
+    }
+
+    /// The attach mode in use: `"native"` or `"generic"`.
+    pub fn mode(&self) -> &'static str {
+        self.mode
+    }
+
+    /// Every flow the counter has seen, each value copied under its spin
+    /// lock (`BPF_F_LOCK`), so each state is consistent. Sorted by key.
+    pub fn flows(&self) -> Result<Vec<(FlowKey, FlowState)>> {
+        let map: HashMap<&MapData, FlowKey, FlowEntry<u32>> =
+            HashMap::try_from(self.ebpf.map("FLOWS").context("eBPF object has no FLOWS map")?)?;
+        let mut out = Vec::new();
+        for key in map.keys() {
+            let key = key.context("cannot list the kernel counter's flows")?;
+            match map.get(&key, BPF_F_LOCK) {
+                Ok(entry) => out.push((key, entry.state)),
+                // Entries are never deleted, but be robust to it.
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(e).context("cannot read a flow of the kernel counter"),
+            }
+        }
+        out.sort_by_key(|(k, _)| *k);
+        Ok(out)
+    }
+
+    /// The global counters ([`GlobalCounter`] indices), summed over CPUs.
+    pub fn globals(&self) -> Result<[u64; GLOBAL_COUNTERS as usize]> {
+        let mut sum = [0u64; GLOBAL_COUNTERS as usize];
+        for cpu in self.globals_per_cpu()? {
+            for (s, v) in sum.iter_mut().zip(cpu) {
+                *s += v;
+            }
+        }
+        Ok(sum)
+    }
+
+    /// The global counters of each possible CPU (index = CPU number).
+    pub fn globals_per_cpu(&self) -> Result<Vec<[u64; GLOBAL_COUNTERS as usize]>> {
+        let map: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.ebpf.map("GLOBAL").context("eBPF object has no GLOBAL map")?)?;
+        let mut out: Vec<[u64; GLOBAL_COUNTERS as usize]> = Vec::new();
+        for i in 0..GLOBAL_COUNTERS {
+            let values = map.get(&i, 0).context("cannot read the kernel counter's global counters")?;
+            if out.is_empty() {
+                out = vec![[0; GLOBAL_COUNTERS as usize]; values.len()];
+            }
+            for (cpu, v) in values.iter().enumerate() {
+                out[cpu][i as usize] = *v;
+            }
+        }
+        Ok(out)
+    }
+
+    /// One global counter, summed over CPUs.
+    pub fn global(&self, c: GlobalCounter) -> Result<u64> {
+        Ok(self.globals()?[c as usize])
+    }
+}
+
+impl Drop for KernelCounter {
+    fn drop(&mut self) {
+        // Closing the link's only descriptor detaches the program now;
+        // the program and maps go with `ebpf` afterwards.
+        drop(self.link.take());
+    }
+}
+
+/// Whether this process may load and attach XDP programs.
+fn privileged() -> bool {
+    let cap = crate::sys::has_capability;
+    (cap(CAP_BPF) || cap(CAP_SYS_ADMIN)) && cap(CAP_NET_ADMIN)
+}
+
+fn privilege_message() -> &'static str {
+    "the kernel counter needs CAP_BPF and CAP_NET_ADMIN (or run as root)"
+}
+
+fn no_btf() -> bool {
+    !Path::new("/sys/kernel/btf/vmlinux").exists()
+}
+
+const NO_BTF: &str = "this kernel has no BTF (/sys/kernel/btf/vmlinux is missing); the kernel counter needs a kernel built with CONFIG_DEBUG_INFO_BTF=y";
+
+fn is_eperm(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
+}
+
+/// Turns a load failure (maps, BTF) into one line a user can act on.
+fn explain_load(e: EbpfError) -> anyhow::Error {
+    match e {
+        EbpfError::MapError(aya::maps::MapError::CreateError { name, io_error }) => {
+            if is_eperm(&io_error) {
+                anyhow!("{}", privilege_message())
+            } else if no_btf() {
+                anyhow!("{NO_BTF}")
+            } else {
+                anyhow!("the kernel refused to create the counter's map {name}: {io_error}")
+            }
+        }
+        EbpfError::BtfError(e) => {
+            if no_btf() {
+                anyhow!("{NO_BTF}")
+            } else {
+                anyhow!("the kernel refused the counter's BTF: {e}")
+            }
+        }
+        EbpfError::ProgramError(e) => explain_program(e),
+        e => anyhow!("cannot load the kernel counter: {e}"),
+    }
+}
+
+/// Turns a program load failure into a clear error; verifier rejections
+/// carry the end of the verifier log.
+fn explain_program(e: ProgramError) -> anyhow::Error {
+    match e {
+        ProgramError::LoadError { io_error, verifier_log } => {
+            if is_eperm(&io_error) {
+                return anyhow!("{}", privilege_message());
+            }
+            let log = verifier_log.to_string();
+            let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+            if lines.is_empty() {
+                if no_btf() {
+                    return anyhow!("{NO_BTF}");
+                }
+                return anyhow!("the kernel refused the XDP program: {io_error} (is XDP supported by this kernel?)");
+            }
+            let tail = lines[lines.len().saturating_sub(VERIFIER_TAIL)..].join("\n");
+            anyhow!("the kernel verifier rejected the XDP program ({io_error}); end of the verifier log:\n{tail}")
+        }
+        e => anyhow!("cannot load the XDP program: {e}"),
+    }
+}
+
+/// Attach errors that no other mode can fix.
+fn fatal_attach_error(iface: &Iface, e: &std::io::Error) -> Option<anyhow::Error> {
+    match e.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::EACCES) => Some(anyhow!("{}", privilege_message())),
+        Some(libc::EBUSY) | Some(libc::EEXIST) => Some(busy(iface)),
+        _ => None,
+    }
+}
+
+fn busy(iface: &Iface) -> anyhow::Error {
+    anyhow!(
+        "another XDP program is already attached to {}; see `ip link show {}` and detach it first",
+        iface.name,
+        iface.name
+    )
+}
+
+fn native_reason(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::EOPNOTSUPP) | Some(524 /* ENOTSUPP */) => "the driver has no native XDP".to_string(),
+        Some(libc::ERANGE) => "the MTU is too large for the driver's native XDP".to_string(),
+        _ => e.to_string(),
+    }
+}
+
+fn attach_error(iface: &Iface, mode: &str, e: &std::io::Error) -> anyhow::Error {
+    if let Some(fatal) = fatal_attach_error(iface, e) {
+        return fatal;
+    }
+    let why = if mode == "native" { native_reason(e) } else { e.to_string() };
+    anyhow!("cannot attach XDP in {mode} mode to {}: {why}", iface.name)
+}
