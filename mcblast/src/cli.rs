@@ -110,7 +110,7 @@ pub struct RecvArgs {
     /// Which counters run: kernel (eBPF XDP), socket (recvmmsg), or both side by side.
     #[arg(long, value_enum, default_value_t = CounterMode::Both)]
     pub counter: CounterMode,
-    /// Stop after this many seconds (default: when every flow has ended, or Ctrl-C).
+    /// Stop after this many seconds at the latest (recv also stops once every flow has ended, plus --grace, and on Ctrl-C).
     #[arg(short = 't', long, value_name = "SECS")]
     pub time: Option<f64>,
     /// Seconds to wait after the last flow ended before stopping.

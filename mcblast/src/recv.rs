@@ -1,3 +1,470 @@
-//! placeholder until the recv branch lands
+//! `mcblast recv`: join the group(s), count every flow in the kernel (eBPF
+//! XDP) and/or in a socket (recvmmsg) with the same tracker, report per
+//! interval and at the end.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::os::fd::OwnedFd;
 use std::process::ExitCode;
-pub fn run(_a: impl std::fmt::Debug) -> anyhow::Result<ExitCode> { anyhow::bail!("recv: not built yet") }
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use mcblast_common::{Config, FlowKey, FlowState, GlobalCounter, Header};
+
+use crate::cli::{CounterMode, RecvArgs, check_groups};
+use crate::clock;
+use crate::iface::{self, Iface};
+use crate::kernel::KernelCounter;
+use crate::output::{self, FlowReport, Printer, RecvBegin, RecvInterval, RecvSummary};
+use crate::sys::{self, net};
+
+/// What one counter knows at one moment.
+#[derive(Default, Clone)]
+pub struct Snapshot {
+    pub flows: Vec<(FlowKey, FlowState)>,
+    pub foreign: u64,
+    /// Kernel counter only.
+    pub map_full: Option<u64>,
+}
+
+impl Snapshot {
+    fn totals(&self) -> (u64, u64, i64) {
+        self.flows.iter().fold((0, 0, 0), |(r, b, l), (_, s)| (r + s.received, b + s.bytes, l + s.lost as i64))
+    }
+}
+
+/// State the socket thread shares with the reporter.
+#[derive(Default)]
+struct SocketView {
+    flows: HashMap<FlowKey, FlowState>,
+    foreign: u64,
+    /// The socket's own drop counter (SO_RXQ_OVFL).
+    drops: u64,
+}
+
+/// The socket-mode baseline: a thread reading the group(s) with recvmmsg.
+struct SocketCounter {
+    view: Arc<Mutex<SocketView>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+/// Key bits for an address, as the kernel counter stores them (network order).
+fn addr_key(a: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(a.octets())
+}
+
+impl SocketCounter {
+    fn start(fd: OwnedFd, default_group: Ipv4Addr, run_filter: Option<u32>) -> SocketCounter {
+        let view = Arc::new(Mutex::new(SocketView::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (v, s) = (view.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("mcblast-sock".into())
+            .spawn(move || -> Result<()> {
+                let mut batch = net::RecvBatch::new(32, 65536);
+                loop {
+                    let n = batch.recv(&fd).context("receiving datagrams")?;
+                    if n == 0 {
+                        // Timed out: the queue is empty. Stop only then, so
+                        // everything queued before the stop is counted.
+                        if s.load(Ordering::Relaxed) {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                    let now = clock::tai_ns();
+                    let mut g = v.lock().expect("socket view lock");
+                    for i in 0..n {
+                        let (buf, meta) = batch.get(i);
+                        match Header::parse_datagram(buf) {
+                            Ok(h) if run_filter.is_none_or(|r| r == h.run) => {
+                                let key = FlowKey {
+                                    sender: addr_key(meta.src),
+                                    group: addr_key(meta.dst.unwrap_or(default_group)),
+                                    run: h.run,
+                                    flow: h.flow,
+                                };
+                                g.flows.entry(key).or_default().on_header(&h, now);
+                            }
+                            _ => g.foreign += 1,
+                        }
+                    }
+                    if let Some(d) = batch.drops {
+                        g.drops = d as u64;
+                    }
+                }
+            })
+            .expect("spawn socket thread");
+        SocketCounter { view, stop, thread: Some(thread) }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let g = self.view.lock().expect("socket view lock");
+        let mut flows: Vec<_> = g.flows.iter().map(|(k, v)| (*k, *v)).collect();
+        flows.sort_by_key(|(k, _)| *k);
+        Snapshot { flows, foreign: g.foreign, map_full: None }
+    }
+
+    /// Drains what is queued, stops the thread, and surfaces its error.
+    fn finish(&mut self) -> Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(p)) => std::panic::resume_unwind(p),
+            None => Ok(()),
+        }
+    }
+}
+
+fn kernel_snapshot(k: &KernelCounter) -> Result<Snapshot> {
+    let mut flows = k.flows()?;
+    flows.sort_by_key(|(key, _)| *key);
+    let g = k.globals()?;
+    Ok(Snapshot {
+        flows,
+        foreign: g[GlobalCounter::Foreign as usize],
+        map_full: Some(g[GlobalCounter::MapFull as usize]),
+    })
+}
+
+/// The resolved receive plan.
+struct Plan {
+    iface: Iface,
+    groups: Vec<Ipv4Addr>,
+    port: u16,
+    source: Option<Ipv4Addr>,
+    kernel: bool,
+    socket: bool,
+    interval: Option<Duration>,
+    time: Option<Duration>,
+    grace: Duration,
+}
+
+fn plan(a: &RecvArgs) -> Result<Plan> {
+    check_groups(&a.common.groups)?;
+    let name = match &a.common.interface {
+        Some(n) => n.clone(),
+        None => iface::default_for_group(a.common.groups[0]).with_context(|| {
+            format!(
+                "no route for {} and no --interface: name the interface to join on, e.g. --interface eth0 (interfaces here: {})",
+                a.common.groups[0],
+                iface::names().join(", ")
+            )
+        })?,
+    };
+    let iface = iface::lookup(&name)?;
+    if a.source.is_some() && iface.addr.is_none() {
+        bail!("interface {} has no IPv4 address: a source-specific join (--source) needs one", iface.name);
+    }
+    let (kernel, socket) = match a.counter {
+        CounterMode::Kernel => (true, false),
+        CounterMode::Socket => (false, true),
+        CounterMode::Both => (true, true),
+    };
+    if kernel && !(sys::has_capability(39) || sys::has_capability(21)) || kernel && !sys::has_capability(12) {
+        bail!(
+            "the kernel counter needs CAP_BPF and CAP_NET_ADMIN to load and attach its XDP program: run as root, or use --counter socket"
+        );
+    }
+    let secs = |s: f64, what: &str| -> Result<Duration> {
+        if s.is_finite() && s >= 0.0 {
+            Ok(Duration::from_secs_f64(s))
+        } else {
+            bail!("{what} must be a non-negative number of seconds, not {s}")
+        }
+    };
+    if let Some(p) = a.max_loss
+        && !(0.0..=100.0).contains(&p)
+    {
+        bail!("--max-loss is a percentage from 0 to 100, not {p}");
+    }
+    Ok(Plan {
+        groups: a.common.groups.clone(),
+        port: a.common.port,
+        source: a.source,
+        kernel,
+        socket,
+        interval: Some(secs(a.common.interval, "--interval")?).filter(|d| !d.is_zero()),
+        time: a.time.map(|t| secs(t, "--time")).transpose()?,
+        grace: secs(a.grace, "--grace")?,
+        iface,
+    })
+}
+
+/// Runs `mcblast recv`.
+pub fn run(a: RecvArgs) -> Result<ExitCode> {
+    let p = plan(&a)?;
+    let mut out = Printer::new(a.common.json);
+    sys::install_stop_signals().context("installing signal handlers")?;
+
+    // Attach the kernel counter before joining, so the first datagram is counted.
+    let kernel = if p.kernel {
+        let cfg = Config {
+            port: p.port,
+            _pad: 0,
+            run_filter: a.run_id.unwrap_or(0),
+            sink: 0,
+            clock: clock::clock_id(),
+        };
+        Some(KernelCounter::attach(&p.iface, a.xdp_mode, cfg)?)
+    } else {
+        None
+    };
+
+    // The membership socket: the socket counter's own socket, or (kernel
+    // only) an unbound socket that joins but never queues datagrams.
+    let (fd, granted) = if p.socket {
+        net::recv_socket(&net::RecvSocketOpts { port: p.port, rcvbuf: a.rcvbuf })
+            .with_context(|| format!("cannot bind UDP port {}", p.port))?
+    } else {
+        (net::udp_socket().context("creating a socket")?, 0)
+    };
+    for g in &p.groups {
+        match (p.source, p.iface.addr) {
+            (Some(src), Some(ifa)) => net::join_source(&fd, *g, src, ifa),
+            _ => net::join_group(&fd, *g, p.iface.index),
+        }
+        .with_context(|| format!("cannot join {g} on {}", p.iface.name))?;
+    }
+    // In kernel-only mode the joined socket is only kept alive (with its membership).
+    let (mut socket, _membership) = if p.socket {
+        (Some(SocketCounter::start(fd, p.groups[0], a.run_id)), None)
+    } else {
+        (None, Some(fd))
+    };
+
+    let counters: Vec<&'static str> =
+        [(p.kernel, "kernel"), (p.socket, "socket")].into_iter().filter(|c| c.0).map(|c| c.1).collect();
+    let synced = clock::synchronized();
+    let begin = RecvBegin {
+        role: "recv",
+        version: env!("CARGO_PKG_VERSION"),
+        interface: p.iface.name.clone(),
+        groups: p.groups.iter().map(|g| g.to_string()).collect(),
+        port: p.port,
+        source: p.source.map(|s| s.to_string()),
+        counters: counters.clone(),
+        xdp_mode: kernel.as_ref().map(|k| k.mode()),
+        clock_synced: synced,
+    };
+    out.emit("begin", &begin)?;
+    out.human(&format!(
+        "mcblast recv on {} (ifindex {}), group {} port {}{}; counters: {}{}",
+        p.iface.name,
+        p.iface.index,
+        begin.groups.join(","),
+        p.port,
+        p.source.map(|s| format!(" from {s}")).unwrap_or_default(),
+        counters.join(" + "),
+        kernel.as_ref().map(|k| format!(" (XDP {})", k.mode())).unwrap_or_default(),
+    ))?;
+    if p.socket && granted < a.rcvbuf / 2 {
+        out.human(&format!("note: socket receive buffer is {granted} bytes, not the {} asked for", a.rcvbuf))?;
+    }
+
+    let snap_all = |socket: &Option<SocketCounter>| -> Result<Vec<(&'static str, Snapshot)>> {
+        let mut v = Vec::new();
+        if let Some(k) = &kernel {
+            v.push(("kernel", kernel_snapshot(k)?));
+        }
+        if let Some(s) = socket {
+            v.push(("socket", s.snapshot()));
+        }
+        Ok(v)
+    };
+
+    let start = clock::mono_ns();
+    let secs_since = |t: u64| (t - start) as f64 / 1e9;
+    let mut last_tick = start;
+    let mut prev: HashMap<&'static str, (u64, u64, i64)> = HashMap::new();
+    let mut ended_at: Option<u64> = None;
+    let step = Duration::from_millis(50);
+    loop {
+        std::thread::sleep(step);
+        let now = clock::mono_ns();
+        let elapsed = Duration::from_nanos(now - start);
+        let mut snaps = None;
+        if let Some(iv) = p.interval
+            && now - last_tick >= iv.as_nanos() as u64
+        {
+            let s = snap_all(&socket)?;
+            interval_lines(&mut out, &s, &mut prev, secs_since(last_tick), secs_since(now))?;
+            last_tick = now;
+            snaps = Some(s);
+        }
+        if sys::stop_requested() || p.time.is_some_and(|t| elapsed >= t) {
+            break;
+        }
+        {
+            // Stop once every flow the first counter saw has ended, plus the grace.
+            let s = match snaps {
+                Some(s) => s,
+                None => snap_all(&socket)?,
+            };
+            let flows = &s[0].1.flows;
+            let all_ended = !flows.is_empty()
+                && flows.iter().all(|(_, f)| f.ended != 0)
+                && (a.expect_flows == 0 || flows.len() >= a.expect_flows as usize);
+            if !all_ended {
+                ended_at = None;
+            } else if ended_at.is_none() {
+                ended_at = Some(now);
+            }
+            if ended_at.is_some_and(|t| now - t >= p.grace.as_nanos() as u64) {
+                break;
+            }
+        }
+    }
+    let end = clock::mono_ns();
+    if let Some(s) = socket.as_mut() {
+        s.finish()?;
+    }
+    let finals = snap_all(&socket)?;
+    let socket_drops = socket.as_ref().map(|s| s.view.lock().expect("socket view lock").drops);
+    drop(kernel);
+
+    let our_clock = clock::clock_id();
+    let duration = secs_since(end);
+    let mut worst: f64 = 0.0;
+    let mut reports: Vec<(&'static str, Vec<FlowReport>)> = Vec::new();
+    for (name, snap) in &finals {
+        let flows: Vec<FlowReport> =
+            snap.flows.iter().map(|(k, s)| output::flow_report(k, s, our_clock, synced)).collect();
+        worst = flows.iter().map(|f| f.loss_pct).fold(worst, f64::max);
+        let summary = RecvSummary {
+            role: "recv",
+            counter: name,
+            duration_s: duration,
+            foreign: snap.foreign,
+            flows: flows.clone(),
+            map_full: snap.map_full,
+        };
+        out.emit("summary", &summary)?;
+        out.human(&human_summary(&summary, if *name == "socket" { socket_drops } else { None }))?;
+        reports.push((name, flows));
+    }
+    if let [(_, k), (_, s)] = reports.as_slice() {
+        out.human(&compare(k, s))?;
+    }
+    if let Some(max) = a.max_loss
+        && worst > max
+    {
+        out.human(&format!("loss {worst:.3} % exceeds --max-loss {max} %"))?;
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn interval_lines(
+    out: &mut Printer,
+    snaps: &[(&'static str, Snapshot)],
+    prev: &mut HashMap<&'static str, (u64, u64, i64)>,
+    t0: f64,
+    t1: f64,
+) -> Result<()> {
+    let dt = (t1 - t0).max(1e-9);
+    let mut human = format!("[{t0:6.1}-{t1:6.1} s]");
+    for (name, s) in snaps {
+        let (r, b, l) = s.totals();
+        let (pr, pb, pl) = prev.insert(name, (r, b, l)).unwrap_or((0, 0, 0));
+        let iv = RecvInterval {
+            role: "recv",
+            counter: name,
+            start_s: t0,
+            end_s: t1,
+            received: r - pr,
+            bytes: b - pb,
+            lost: l - pl,
+            rate_bps: (b - pb) as f64 * 8.0 / dt,
+            rate_pps: (r - pr) as f64 / dt,
+        };
+        out.emit("interval", &iv)?;
+        human.push_str(&format!(
+            "  {name}: {:>8} dgrams {:>14} lost {:>6}",
+            iv.received,
+            output::fmt_bps(iv.rate_bps),
+            iv.lost
+        ));
+    }
+    out.human(&human)?;
+    Ok(())
+}
+
+fn human_summary(s: &RecvSummary, socket_drops: Option<u64>) -> String {
+    let mut t = format!("--- {} counter, {:.1} s ---\n", s.counter, s.duration_s);
+    t.push_str(&format!(
+        "{:<15} {:<15} {:>8} {:>4} {:>10} {:>8} {:>8} {:>6} {:>5} {:>10}  {}\n",
+        "sender", "group", "run", "flow", "received", "lost", "loss%", "reord", "dup", "jitter_us", "delay_us min/mean/max"
+    ));
+    for f in &s.flows {
+        let delay = f
+            .delay
+            .as_ref()
+            .map(|d| {
+                format!(
+                    "{:.0}/{:.0}/{:.0}{}",
+                    d.min_us,
+                    d.mean_us,
+                    d.max_us,
+                    if d.trusted { "" } else { " (clocks not synchronised)" }
+                )
+            })
+            .unwrap_or_else(|| "-".into());
+        t.push_str(&format!(
+            "{:<15} {:<15} {:>8x} {:>4} {:>10} {:>8} {:>8.3} {:>6} {:>5} {:>10.1}  {}{}\n",
+            f.sender,
+            f.group,
+            f.run,
+            f.flow,
+            f.received,
+            f.lost,
+            f.loss_pct,
+            f.reordered,
+            f.duplicates,
+            f.jitter_us,
+            delay,
+            if f.ended { "" } else { "  (no end marker yet)" }
+        ));
+    }
+    if s.flows.is_empty() {
+        t.push_str("(no mcblast flows seen)\n");
+    }
+    t.push_str(&format!("foreign datagrams: {}", s.foreign));
+    if let Some(m) = s.map_full.filter(|m| *m > 0) {
+        t.push_str(&format!(", flows not tracked (map full): {m}"));
+    }
+    if let Some(d) = socket_drops {
+        t.push_str(&format!(", socket buffer drops (SO_RXQ_OVFL): {d}"));
+    }
+    t
+}
+
+/// One line saying whether the kernel and socket views agree, flow by flow.
+fn compare(kernel: &[FlowReport], socket: &[FlowReport]) -> String {
+    let key = |f: &FlowReport| (f.sender.clone(), f.group.clone(), f.run, f.flow);
+    let sk: HashMap<_, _> = socket.iter().map(|f| (key(f), f)).collect();
+    let mut diffs = Vec::new();
+    for k in kernel {
+        match sk.get(&key(k)) {
+            None => diffs.push(format!("flow {} of {} seen only by the kernel counter", k.flow, k.sender)),
+            Some(s) if (s.received, s.lost, s.duplicates) != (k.received, k.lost, k.duplicates) => diffs.push(format!(
+                "flow {} of {}: kernel received {} lost {}, socket received {} lost {} (the difference died between the driver and the application)",
+                k.flow, k.sender, k.received, k.lost, s.received, s.lost
+            )),
+            Some(_) => {}
+        }
+    }
+    if socket.len() > kernel.len() {
+        diffs.push(format!("{} flow(s) seen only by the socket counter", socket.len() - kernel.len()));
+    }
+    if diffs.is_empty() {
+        "kernel and socket counters agree on every flow".into()
+    } else {
+        diffs.join("\n")
+    }
+}
