@@ -142,10 +142,12 @@ impl RecvBatch {
         let mut b = RecvBatch {
             slot,
             bufs: vec![0u8; n * slot],
-            // SAFETY: all-zero sockaddr_in / iovec / mmsghdr are valid values (null pointers, zero lengths).
+            // SAFETY: an all-zero sockaddr_in is a valid value.
             names: vec![unsafe { zeroed() }; n],
             ctrl: vec![[0u8; CMSG_SPACE]; n],
+            // SAFETY: an all-zero iovec (null base, zero length) is a valid value.
             iovs: vec![unsafe { zeroed() }; n],
+            // SAFETY: an all-zero mmsghdr (null pointers, zero lengths) is a valid value.
             msgs: vec![unsafe { zeroed() }; n],
             metas: vec![Meta { len: 0, src: Ipv4Addr::UNSPECIFIED, dst: None }; n],
             drops: None,
