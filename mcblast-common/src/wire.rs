@@ -85,6 +85,9 @@ pub enum WireError {
     BadKind,
     /// The length field disagrees with the datagram's real length.
     BadLength,
+    /// Sequence number (or end-marker count) u64::MAX: no sender gets there,
+    /// and accepting it would wrap the tracker's arithmetic.
+    BadSeq,
 }
 
 impl core::fmt::Display for WireError {
@@ -95,6 +98,7 @@ impl core::fmt::Display for WireError {
             WireError::BadVersion => "unsupported mcblast header version",
             WireError::BadKind => "unknown mcblast datagram kind",
             WireError::BadLength => "length field disagrees with the datagram length",
+            WireError::BadSeq => "sequence number out of range",
         })
     }
 }
@@ -254,12 +258,16 @@ impl Header {
         if len as usize != datagram_len || (len as usize) < HEADER_LEN {
             return Err(WireError::BadLength);
         }
+        let seq = p.seq();
+        if seq == u64::MAX {
+            return Err(WireError::BadSeq);
+        }
         Ok(Header {
             kind,
             flags: p.flags(),
             run: p.run(),
             flow: p.flow(),
-            seq: p.seq(),
+            seq,
             tx_ns: p.tx_ns(),
             len,
             clock: p.clock(),
@@ -352,6 +360,9 @@ mod tests {
         let mut long = [0u8; 41];
         long[..40].copy_from_slice(&BYTES);
         assert_eq!(Header::parse_datagram(&long), Err(WireError::BadLength));
+        let mut b = BYTES;
+        b[16..24].copy_from_slice(&[0xff; 8]);
+        assert_eq!(Header::parse_datagram(&b), Err(WireError::BadSeq));
         let mut b = BYTES;
         b[35] = 39; // claims shorter than a header
         assert_eq!(Header::parse(&Packet::new_unchecked(&b[..]), 39), Err(WireError::BadLength));

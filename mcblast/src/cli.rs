@@ -128,7 +128,7 @@ pub struct RecvArgs {
     /// Socket receive buffer in bytes (socket counter).
     #[arg(long, default_value_t = 4 << 20)]
     pub rcvbuf: usize,
-    /// Exit once this many flows have ended (0 = wait for every flow seen).
+    /// Wait until at least this many flows have been seen and every one has ended (0 = any number).
     #[arg(long, default_value_t = 0)]
     pub expect_flows: u32,
 }

@@ -39,8 +39,7 @@ pub fn lookup(name: &str) -> Result<Iface> {
 }
 
 /// The interface the kernel would use for a multicast group: the one with a
-/// route for it, from `ip route get`, else the first non-loopback interface
-/// that is up. Returns None when nothing fits.
+/// route for it, from `ip route get`. Returns None when there is no route.
 pub fn default_for_group(group: Ipv4Addr) -> Option<String> {
     let out = std::process::Command::new("ip")
         .args(["-o", "route", "get", &group.to_string()])

@@ -2,7 +2,7 @@
 //!
 //! * [`send`]: the sender and its engines;
 //! * [`recv`]: the receiver: the eBPF kernel counter ([`kernel`]) and the
-//!   socket baseline ([`sink`]) feeding the same tracker;
+//!   socket baseline (recvmmsg) feeding the same tracker;
 //! * [`lab`]: the network-namespace lab;
 //! * [`output`]: the human and JSON Lines output contract.
 //!

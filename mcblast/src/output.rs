@@ -214,6 +214,9 @@ pub struct RecvSummary {
     /// Kernel counter only: valid datagrams that found no room in the flow map.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub map_full: Option<u64>,
+    /// Kernel counter only: IPv4 fragments to the port, which it cannot attribute to a flow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fragments: Option<u64>,
 }
 
 /// Builds a flow's report from its tracker state. `trusted_clock` is whether

@@ -27,8 +27,10 @@ use crate::sys::{self, net};
 pub struct Snapshot {
     pub flows: Vec<(FlowKey, FlowState)>,
     pub foreign: u64,
-    /// Kernel counter only.
+    /// Kernel counter only: valid datagrams with no room in the flow map.
     pub map_full: Option<u64>,
+    /// Kernel counter only: IPv4 fragments to the port (not attributable to a flow).
+    pub fragments: Option<u64>,
 }
 
 impl Snapshot {
@@ -107,7 +109,7 @@ impl SocketCounter {
         let g = self.view.lock().expect("socket view lock");
         let mut flows: Vec<_> = g.flows.iter().map(|(k, v)| (*k, *v)).collect();
         flows.sort_by_key(|(k, _)| *k);
-        Snapshot { flows, foreign: g.foreign, map_full: None }
+        Snapshot { flows, foreign: g.foreign, map_full: None, fragments: None }
     }
 
     /// Drains what is queued, stops the thread, and surfaces its error.
@@ -129,8 +131,15 @@ fn kernel_snapshot(k: &KernelCounter) -> Result<Snapshot> {
         flows,
         foreign: g[GlobalCounter::Foreign as usize],
         map_full: Some(g[GlobalCounter::MapFull as usize]),
+        fragments: Some(g[GlobalCounter::Fragments as usize]),
     })
 }
+
+/// Longest duration a flag may ask for (115 days).
+const MAX_SECS: f64 = 1e7;
+
+/// How often the receiver checks whether every flow has ended.
+const END_CHECK: Duration = Duration::from_millis(250);
 
 /// The resolved receive plan.
 struct Plan {
@@ -172,12 +181,15 @@ fn plan(a: &RecvArgs) -> Result<Plan> {
         );
     }
     let secs = |s: f64, what: &str| -> Result<Duration> {
-        if s.is_finite() && s >= 0.0 {
+        if (0.0..=MAX_SECS).contains(&s) {
             Ok(Duration::from_secs_f64(s))
         } else {
-            bail!("{what} must be a non-negative number of seconds, not {s}")
+            bail!("{what} must be a number of seconds from 0 to {MAX_SECS:e}, not {s}")
         }
     };
+    if a.run_id == Some(0) {
+        bail!("--run-id 0 is not a run id: run ids are non-zero (the sender prints its run id)");
+    }
     if let Some(p) = a.max_loss
         && !(0.0..=100.0).contains(&p)
     {
@@ -283,6 +295,7 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
     let mut last_tick = start;
     let mut prev: HashMap<&'static str, (u64, u64, i64)> = HashMap::new();
     let mut ended_at: Option<u64> = None;
+    let mut last_end_check = start;
     let step = Duration::from_millis(50);
     loop {
         std::thread::sleep(step);
@@ -300,16 +313,17 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
         if sys::stop_requested() || p.time.is_some_and(|t| elapsed >= t) {
             break;
         }
-        {
-            // Stop once every flow the first counter saw has ended, plus the grace.
+        if now - last_end_check >= END_CHECK.as_nanos() as u64 {
+            last_end_check = now;
+            // Stop once every flow any counter saw has ended, plus the grace.
             let s = match snaps {
                 Some(s) => s,
                 None => snap_all(&socket)?,
             };
-            let flows = &s[0].1.flows;
-            let all_ended = !flows.is_empty()
-                && flows.iter().all(|(_, f)| f.ended != 0)
-                && (a.expect_flows == 0 || flows.len() >= a.expect_flows as usize);
+            let seen = s.iter().map(|(_, c)| c.flows.len()).max().unwrap_or(0);
+            let all_ended = seen > 0
+                && s.iter().all(|(_, c)| c.flows.iter().all(|(_, f)| f.ended != 0))
+                && (a.expect_flows == 0 || seen >= a.expect_flows as usize);
             if !all_ended {
                 ended_at = None;
             } else if ended_at.is_none() {
@@ -321,9 +335,9 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
         }
     }
     let end = clock::mono_ns();
-    if let Some(s) = socket.as_mut() {
-        s.finish()?;
-    }
+    // A failed socket thread must not cost the kernel counter's summary:
+    // report what both counted, then the error.
+    let socket_error = socket.as_mut().and_then(|s| s.finish().err());
     let finals = snap_all(&socket)?;
     let socket_drops = socket.as_ref().map(|s| s.view.lock().expect("socket view lock").drops);
     drop(kernel);
@@ -343,6 +357,7 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
             foreign: snap.foreign,
             flows: flows.clone(),
             map_full: snap.map_full,
+            fragments: snap.fragments,
         };
         out.emit("summary", &summary)?;
         out.human(&human_summary(&summary, if *name == "socket" { socket_drops } else { None }))?;
@@ -350,6 +365,9 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
     }
     if let [(_, k), (_, s)] = reports.as_slice() {
         out.human(&compare(k, s))?;
+    }
+    if let Some(e) = socket_error {
+        return Err(e.context("the socket counter failed (the summaries above are up to that point)"));
     }
     if let Some(max) = a.max_loss
         && worst > max
@@ -437,6 +455,12 @@ fn human_summary(s: &RecvSummary, socket_drops: Option<u64>) -> String {
     t.push_str(&format!("foreign datagrams: {}", s.foreign));
     if let Some(m) = s.map_full.filter(|m| *m > 0) {
         t.push_str(&format!(", flows not tracked (map full): {m}"));
+    }
+    if let Some(f) = s.fragments.filter(|f| *f > 0) {
+        t.push_str(&format!(
+            "\nwarning: {f} IPv4 fragments arrived for the port: the kernel counter cannot follow fragmented \
+             datagrams (the socket counter counts them after reassembly); send datagrams that fit the MTU"
+        ));
     }
     if let Some(d) = socket_drops {
         t.push_str(&format!(", socket buffer drops (SO_RXQ_OVFL): {d}"));

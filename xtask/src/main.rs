@@ -170,10 +170,10 @@ fn leftovers() -> Vec<String> {
 }
 
 fn test() -> Result<()> {
-    setup()?;
     if !is_root() {
-        eprintln!("xtask: not root: privileged integration tests will skip with a message");
+        bail!("the tests create network namespaces and attach XDP programs: run them as root (sudo -E cargo xtask test)");
     }
+    setup()?;
     let before = leftovers();
     let mut t = Tally::default();
     let mut ok = cargo_test(&["--workspace", "--exclude", "mcblast-ebpf", "--no-fail-fast", "--lib", "--bins", "--tests"], &mut t)?;
@@ -307,7 +307,8 @@ fn bench(args: &[String]) -> Result<()> {
 fn wait_for_members(n: usize) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let mdb = output(Command::new("ip").args(["netns", "exec", "mcb-sw", "bridge", "mdb", "show"]));
+        let prefix = std::env::var("MCBLAST_LAB_PREFIX").unwrap_or_else(|_| "mcb-".into());
+        let mdb = output(Command::new("bridge").args(["-n", &format!("{prefix}sw"), "mdb", "show"]));
         let members = mdb.lines().filter(|l| l.contains("239.0.0.1")).count();
         if members >= n {
             return Ok(());
