@@ -10,7 +10,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use mcblast::lab::{Lab, LabConfig};
@@ -118,7 +118,6 @@ impl Drop for Receivers {
 }
 
 fn run_case(lab: &Lab, o: &Opts, engine: &str, length: usize) -> Result<Sample> {
-    let n = lab.receivers().len();
     let mut rx = Receivers(Vec::new());
     for node in lab.receivers() {
         let t = format!("{}", o.seconds + 30.0);
@@ -133,13 +132,7 @@ fn run_case(lab: &Lab, o: &Opts, engine: &str, length: usize) -> Result<Sample> 
         }
         rx.0.push((node, child));
     }
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while lab.mdb()?.iter().filter(|e| e.group == "239.0.0.1" && e.port != "br0").count() < n {
-        if Instant::now() > deadline {
-            bail!("receivers did not all join within 15 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    lab.wait_members("239.0.0.1".parse()?, &lab.receivers(), Duration::from_secs(15))?;
     let secs = format!("{}", o.seconds);
     let len = length.to_string();
     let out = lab

@@ -69,13 +69,17 @@ impl SocketCounter {
             .name("mcblast-sock".into())
             .spawn(move || -> Result<()> {
                 let mut batch = net::RecvBatch::new(32, 65536);
+                // Once stopped, read only what is already queued (non-blocking),
+                // for at most DRAIN: traffic may still be arriving.
+                let mut drain_until: Option<u64> = None;
                 loop {
-                    let n = batch.recv(&fd).context("receiving datagrams")?;
+                    if drain_until.is_none() && s.load(Ordering::Relaxed) {
+                        drain_until = Some(clock::mono_ns() + DRAIN.as_nanos() as u64);
+                    }
+                    let n = batch.recv(&fd, drain_until.is_some()).context("receiving datagrams")?;
                     if n == 0 {
-                        // Timed out: the queue is empty. Stop only then, so
-                        // everything queued before the stop is counted.
-                        if s.load(Ordering::Relaxed) {
-                            return Ok(());
+                        if drain_until.is_some() {
+                            return Ok(()); // the queue is empty
                         }
                         continue;
                     }
@@ -98,6 +102,9 @@ impl SocketCounter {
                     }
                     if let Some(d) = batch.drops {
                         g.drops = d as u64;
+                    }
+                    if drain_until.is_some_and(|t| clock::mono_ns() >= t) {
+                        return Ok(());
                     }
                 }
             })
@@ -137,6 +144,9 @@ fn kernel_snapshot(k: &KernelCounter) -> Result<Snapshot> {
 
 /// Longest duration a flag may ask for (115 days).
 const MAX_SECS: f64 = 1e7;
+
+/// Longest the socket counter keeps reading its queue after the stop.
+const DRAIN: Duration = Duration::from_millis(200);
 
 /// How often the receiver checks whether every flow has ended.
 const END_CHECK: Duration = Duration::from_millis(250);

@@ -66,12 +66,17 @@ fn start_recv(lab: &Lab, node: &str, extra: &[&str]) -> Recv {
     Recv { node: node.into(), child, out, begin }
 }
 
-/// Waits for the receiver to exit (bounded) and returns its JSON lines.
-fn finish(mut r: Recv) -> Vec<Value> {
+/// Waits for the receiver to exit (bounded) with status 0 and returns its JSON lines.
+fn finish(r: Recv) -> Vec<Value> {
+    finish_with(r, 0)
+}
+
+/// Waits for the receiver to exit (bounded) with `code` and returns its JSON lines.
+fn finish_with(mut r: Recv, code: i32) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
         if let Some(st) = r.child.try_wait().unwrap() {
-            assert!(st.success(), "{}: recv exited with {st}", r.node);
+            assert_eq!(st.code(), Some(code), "{}: recv exited with {st}", r.node);
             break;
         }
         assert!(Instant::now() < deadline, "{}: recv did not stop", r.node);
@@ -89,21 +94,9 @@ fn summary<'a>(lines: &'a [Value], counter: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {counter} summary in {lines:?}"))
 }
 
-/// Waits until the bridge lists `n` members of 239.0.0.1 (bounded).
-fn wait_members(lab: &Lab, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &lab.ns_name("sw"), "bridge", "mdb", "show"])
-            .output()
-            .unwrap();
-        let count = String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("239.0.0.1")).count();
-        if count >= n {
-            return;
-        }
-        assert!(Instant::now() < deadline, "only {count} of {n} members joined");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// Waits until every receiver of the lab is a member of 239.0.0.1 (bounded).
+fn wait_members(lab: &Lab) {
+    lab.wait_members(Ipv4Addr::new(239, 0, 0, 1), &lab.receivers(), Duration::from_secs(15)).expect("joins");
 }
 
 /// Runs the sender with arguments; returns its JSON summary line.
@@ -139,7 +132,7 @@ fn clean_run_one_to_nine_no_loss_kernel_equals_socket() {
     for r in &recvs {
         assert!(r.begin["xdp_mode"] == "native" || r.begin["xdp_mode"] == "generic", "{}", r.begin);
     }
-    wait_members(&lab, 9);
+    wait_members(&lab);
     let s = send(&lab, &["-b", "100M", "-l", "8192", "-t", "3"]);
     let sent = s["sent"].as_u64().unwrap();
     assert!(sent > 0);
@@ -173,15 +166,16 @@ fn loss_on_one_receivers_path_is_counted_exactly_there_only() {
     let _serial = serial();
     let lab = lab("b", 3);
     lab.drop_every_nth("r2", 10).expect("nft rule");
-    let recvs: Vec<Recv> = lab.receivers().iter().map(|n| start_recv(&lab, n, &[])).collect();
-    wait_members(&lab, 3);
+    // --max-loss 5: r2 loses 10 % and must exit with status 1, the others 0.
+    let recvs: Vec<Recv> = lab.receivers().iter().map(|n| start_recv(&lab, n, &["--max-loss", "5"])).collect();
+    wait_members(&lab);
     let s = send(&lab, &["-n", "1000", "--pps", "5000", "-l", "8192"]);
     assert_eq!(s["sent"].as_u64(), Some(1000));
     let dropped = lab.nft_dropped("r2").expect("nft counter");
     assert_eq!(dropped, 100, "every 10th of 1000 data datagrams");
     for r in recvs {
         let node = r.node.clone();
-        let lines = finish(r);
+        let lines = finish_with(r, if node == "r2" { 1 } else { 0 });
         let want = if node == "r2" { dropped } else { 0 };
         for counter in ["kernel", "socket"] {
             let f = only_flow(summary(&lines, counter));
@@ -234,37 +228,97 @@ fn foreign_and_malformed_datagrams_leave_flows_unchanged() {
     }
     let _serial = serial();
     let lab = lab("d", 1);
-    let r = start_recv(&lab, "r1", &[]);
-    wait_members(&lab, 1);
-    let valid = |len: usize| {
+    // Count only run 77: a valid datagram of another run is foreign too.
+    let r = start_recv(&lab, "r1", &["--run-id", "77"]);
+    wait_members(&lab);
+    let header = |run: u32, len: usize, seq: u64| {
         let mut b = vec![0u8; len];
-        Header { kind: Kind::Data, flags: 0, run: 42, flow: 0, seq: 0, tx_ns: 0, len: len as u32, clock: 0 }
+        Header { kind: Kind::Data, flags: 0, run, flow: 0, seq, tx_ns: 0, len: len as u32, clock: 0 }
             .emit(&mut Packet::new_unchecked(&mut b[..]));
         b
     };
     let mut bad = Vec::new();
     bad.push(b"not mcblast at all, just some bytes..............".to_vec()); // bad magic
-    bad.push(valid(100)[..20].to_vec()); // short
-    let mut v = valid(100);
+    bad.push(header(77, 100, 0)[..20].to_vec()); // short
+    let mut v = header(77, 100, 0);
     v[4] = 9; // version
     bad.push(v);
-    let mut v = valid(100);
+    let mut v = header(77, 100, 0);
     v[35] = 99; // length field says 99, datagram is 100
     bad.push(v);
-    let mut v = valid(100);
+    let mut v = header(77, 100, 0);
     v[5] = 7; // kind
     bad.push(v);
+    bad.push(header(77, 100, u64::MAX)); // sequence out of range
+    bad.push(header(5, 100, 3)); // a valid datagram of another run
     let n_bad = bad.len() as u64;
+    // Foreign datagrams before, during and after the real flow.
+    send_raw(&lab, bad.clone());
+    let mut sender = lab
+        .exec_cmd("sender", &["mcblast", "send", "--interface", "eth0", "--json", "-i", "0", "--run-id", "77", "-n", "300", "--pps", "600", "-l", "1470"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn sender");
+    std::thread::sleep(Duration::from_millis(200));
+    send_raw(&lab, bad.clone());
+    let mut text = String::new();
+    std::io::Read::read_to_string(sender.stdout.as_mut().unwrap(), &mut text).unwrap();
+    assert!(sender.wait().unwrap().success());
+    let s: Value = text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).find(|v| v["type"] == "summary").unwrap();
+    assert_eq!(s["sent"].as_u64(), Some(300));
     send_raw(&lab, bad);
-    let s = send(&lab, &["-n", "200", "--pps", "2000", "-l", "1470"]);
-    assert_eq!(s["sent"].as_u64(), Some(200));
     let lines = finish(r);
     for counter in ["kernel", "socket"] {
         let sm = summary(&lines, counter);
-        assert_eq!(sm["foreign"].as_u64(), Some(n_bad), "{counter}: {sm}");
+        assert_eq!(sm["foreign"].as_u64(), Some(3 * n_bad), "{counter}: {sm}");
         let f = only_flow(sm);
-        assert_eq!(f["received"].as_u64(), Some(200), "{counter}: {f}");
+        assert_eq!(f["run"].as_u64(), Some(77), "{counter}: {f}");
+        assert_eq!(f["received"].as_u64(), Some(300), "{counter}: {f}");
         assert_eq!(f["lost"].as_u64(), Some(0), "{counter}: {f}");
         assert_eq!(f["duplicates"].as_u64(), Some(0), "{counter}: {f}");
     }
+}
+
+#[test]
+fn socket_only_counter_and_ctrl_c_still_reports() {
+    if skip() {
+        return;
+    }
+    let _serial = serial();
+    let lab = lab("e", 2);
+    let r1 = start_recv(&lab, "r1", &["--counter", "socket"]);
+    let r2 = start_recv(&lab, "r2", &[]);
+    assert!(r1.begin["xdp_mode"].is_null(), "socket-only receiver loads no XDP program: {}", r1.begin);
+    assert!(!xdp_attached(&lab, "r1"));
+    wait_members(&lab);
+    // r1 sees a whole flow; r2 is interrupted (SIGINT) in the middle of it.
+    let mut sender = lab
+        .exec_cmd("sender", &["mcblast", "send", "--interface", "eth0", "--json", "-i", "0", "-n", "3000", "--pps", "1500", "-l", "1470"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn sender");
+    std::thread::sleep(Duration::from_millis(700));
+    let st = Command::new("kill").args(["-INT", &r2.child.id().to_string()]).status().unwrap();
+    assert!(st.success());
+    let l2 = finish(r2);
+    let mut text = String::new();
+    std::io::Read::read_to_string(sender.stdout.as_mut().unwrap(), &mut text).unwrap();
+    assert!(sender.wait().unwrap().success());
+    let s: Value = text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).find(|v| v["type"] == "summary").unwrap();
+    let sent = s["sent"].as_u64().unwrap();
+    assert_eq!(sent, 3000);
+    for counter in ["kernel", "socket"] {
+        let f = only_flow(summary(&l2, counter));
+        let got = f["received"].as_u64().unwrap();
+        assert!(got > 0 && got < sent, "{counter}: interrupted receiver saw part of the flow: {f}");
+        assert_eq!(f["ended"], false, "{counter}: {f}");
+        assert_eq!(f["lost"].as_u64(), Some(0), "{counter}: no gap before the interruption: {f}");
+    }
+    assert!(!xdp_attached(&lab, "r2"), "Ctrl-C must detach the XDP program");
+    let l1 = finish(r1);
+    assert!(l1.iter().all(|l| l["type"] != "summary" || l["counter"] == "socket"), "{l1:?}");
+    let f = only_flow(summary(&l1, "socket"));
+    assert_eq!(f["received"].as_u64(), Some(sent), "{f}");
+    assert_eq!(f["lost"].as_u64(), Some(0), "{f}");
+    assert_eq!(f["ended"], true, "{f}");
 }

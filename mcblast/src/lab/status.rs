@@ -172,6 +172,31 @@ impl Lab {
     pub fn mdb(&self) -> Result<Vec<MdbEntry>> {
         mdb(&self.ns_name(SWITCH))
     }
+
+    /// Waits until `ports` (node names) are all members of `group` in the
+    /// bridge's table, polling every 50 ms for at most `timeout`; returns the
+    /// table, or an error naming the ports that never joined. Without
+    /// snooping the table stays empty: don't wait then.
+    pub fn wait_members(&self, group: Ipv4Addr, ports: &[String], timeout: std::time::Duration) -> Result<Vec<MdbEntry>> {
+        let g = group.to_string();
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let table = self.mdb()?;
+            let missing: Vec<&String> =
+                ports.iter().filter(|p| !table.iter().any(|e| e.group == g && &e.port == *p)).collect();
+            if missing.is_empty() {
+                return Ok(table);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(anyhow!(
+                    "{} did not join {group} within {:.1} s",
+                    missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                    timeout.as_secs_f64()
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
 }
 
 fn on_off(b: bool) -> &'static str {

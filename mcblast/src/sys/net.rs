@@ -159,8 +159,9 @@ impl RecvBatch {
         b
     }
 
-    /// Receives up to a batch; returns how many (0 on timeout or EINTR).
-    pub fn recv(&mut self, fd: &OwnedFd) -> io::Result<usize> {
+    /// Receives up to a batch; returns how many (0 on timeout, EINTR, or,
+    /// with `nonblocking`, an empty queue).
+    pub fn recv(&mut self, fd: &OwnedFd, nonblocking: bool) -> io::Result<usize> {
         let n = self.msgs.len();
         for i in 0..n {
             let h = &mut self.msgs[i].msg_hdr;
@@ -175,9 +176,8 @@ impl RecvBatch {
         }
         // SAFETY: every mmsghdr points at buffers owned by `self` that stay
         // alive and unaliased for the duration of the call.
-        let rc = unsafe {
-            libc::recvmmsg(fd.as_raw_fd(), self.msgs.as_mut_ptr(), n as u32, libc::MSG_WAITFORONE, std::ptr::null_mut())
-        };
+        let flags = if nonblocking { libc::MSG_DONTWAIT } else { libc::MSG_WAITFORONE };
+        let rc = unsafe { libc::recvmmsg(fd.as_raw_fd(), self.msgs.as_mut_ptr(), n as u32, flags, std::ptr::null_mut()) };
         if rc < 0 {
             let e = io::Error::last_os_error();
             return match e.kind() {
