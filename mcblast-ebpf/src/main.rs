@@ -59,12 +59,12 @@ const IP_MF_OR_OFFSET: u16 = 0x3fff;
 #[xdp(frags)]
 pub fn mcblast_counter(ctx: XdpContext) -> u32 {
     count(GlobalCounter::Packets);
-    match try_count(&ctx) {
+    // The configuration is read once per packet, here.
+    let Some(&cfg) = CONFIG.get(0) else { return xdp_action::XDP_PASS };
+    match try_count(&ctx, &cfg) {
         Verdict::Pass => xdp_action::XDP_PASS,
-        Verdict::Counted => {
-            let sink = CONFIG.get(0).is_some_and(|c| c.sink != 0);
-            if sink { xdp_action::XDP_DROP } else { xdp_action::XDP_PASS }
-        }
+        Verdict::Counted if cfg.sink != 0 => xdp_action::XDP_DROP,
+        Verdict::Counted => xdp_action::XDP_PASS,
     }
 }
 
@@ -102,8 +102,7 @@ fn be16_at(ctx: &XdpContext, offset: usize) -> Option<u16> {
 }
 
 #[inline(always)]
-fn try_count(ctx: &XdpContext) -> Verdict {
-    let Some(cfg) = CONFIG.get(0) else { return Verdict::Pass };
+fn try_count(ctx: &XdpContext, cfg: &Config) -> Verdict {
     let port = cfg.port;
     let run_filter = cfg.run_filter;
     if port == 0 {
