@@ -18,7 +18,7 @@ use mcblast::kernel::KernelCounter;
 use mcblast::netns::NetNs;
 use mcblast_common::maps::{Config, FlowKey, GlobalCounter, MAX_FLOWS};
 use mcblast_common::tracker::{FlowState, STATE_SENDER_SYNCED};
-use mcblast_common::wire::{FLAG_CLOCK_SYNCED, HEADER_LEN, Header, Kind, Packet};
+use mcblast_common::wire::{FLAG_CLOCK_SYNCED, FLAG_TAI_SHIFT, HEADER_LEN, Header, Kind, Packet};
 
 const PORT: u16 = 47001;
 const SENDER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -26,6 +26,8 @@ const SENDER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const SENDER2: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
 const RECEIVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 const CLOCK: u32 = 0x00c0_ffee;
+/// The TAI−UTC offset (s) the test's datagrams carry in flags bits 8..15.
+const TAI_OFFSET: u8 = 37;
 /// Most datagrams a sender lets run ahead of what the counter has seen:
 /// well below veth's 256-slot rings and the 1000-packet backlog, so the
 /// test itself never makes the kernel drop a datagram.
@@ -147,7 +149,7 @@ impl FlowId {
         };
         header_datagram(Header {
             kind,
-            flags: FLAG_CLOCK_SYNCED,
+            flags: FLAG_CLOCK_SYNCED | ((TAI_OFFSET as u16) << FLAG_TAI_SHIFT),
             run: self.run,
             flow: self.flow,
             seq,
@@ -362,6 +364,7 @@ fn observed(st: &FlowState) -> Expect {
 fn check_timing(st: &FlowState) {
     assert_eq!(st.sender_clock, CLOCK);
     assert_ne!(st.flags & STATE_SENDER_SYNCED, 0);
+    assert_eq!(st.sender_tai_offset(), TAI_OFFSET);
     assert_eq!(st.delay_count, st.received - st.duplicates - st.stale);
     assert_eq!(st.delay_hist.iter().sum::<u64>(), st.delay_count);
     if st.delay_count > 0 {
