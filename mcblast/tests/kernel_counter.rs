@@ -251,7 +251,7 @@ fn send_all(pair: &Pair, counter: &KernelCounter, f: impl FnOnce(&Tx<'_>) + Send
     std::thread::scope(|s| {
         s.spawn(|| {
             pair.a.enter().expect("enter namespace a");
-            mcblast::sys::bpf::pin_thread_to_cpu(0).expect("pin sender");
+            mcblast::sys::send::pin_current_thread(0).expect("pin sender");
             let tx = Tx::new(counter, base, &sent);
             f(&tx);
         });
@@ -777,7 +777,7 @@ fn two_cpus(mode: XdpMode, tag: &str) {
             let (pair, counter, sent, next_seq, f, barrier) = (&pair, &counter, &sent, &next_seq, &f, &barrier);
             s.spawn(move || {
                 pair.a.enter().expect("enter namespace a");
-                mcblast::sys::bpf::pin_thread_to_cpu(cpu).expect("pin sender");
+                mcblast::sys::send::pin_current_thread(cpu).expect("pin sender");
                 let tx = Tx::new(counter, base, sent);
                 for round in 0..N / ROUND {
                     let end = (round + 1) * ROUND;
