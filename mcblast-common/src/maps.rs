@@ -52,17 +52,25 @@ pub enum GlobalCounter {
     Foreign = 0,
     /// Valid datagrams that found no room in the flow map.
     MapFull = 1,
-    /// IPv4 fragments to the port seen (non-first fragments cannot be matched).
+    /// First IPv4 fragments to the port (and a joined group) seen; later
+    /// fragments carry no UDP header and cannot be matched.
     Fragments = 2,
     /// All packets the program saw on the interface.
     Packets = 3,
+    /// UDP datagrams to the port whose destination group the receiver did
+    /// not join, or whose source a source-specific join excludes (only
+    /// counted once the joined groups are listed); left untouched.
+    OtherGroup = 4,
 }
 
 /// Number of entries in the `GLOBAL` array.
-pub const GLOBAL_COUNTERS: u32 = 4;
+pub const GLOBAL_COUNTERS: u32 = 5;
 
 /// Most flows one receiver tracks in the kernel.
 pub const MAX_FLOWS: u32 = 4096;
+
+/// Most joined groups the kernel counter's `GROUPS` map holds.
+pub const MAX_GROUPS: u32 = 256;
 
 #[cfg(feature = "user")]
 mod user {
@@ -83,6 +91,8 @@ mod tests {
     fn sizes_have_no_padding() {
         assert_eq!(core::mem::size_of::<FlowKey>(), 16);
         assert_eq!(core::mem::size_of::<Config>(), 16);
+        // The last counter's index is the array's last slot.
+        assert_eq!(GlobalCounter::OtherGroup as u32 + 1, GLOBAL_COUNTERS);
         assert_eq!(
             core::mem::size_of::<FlowEntry<u32>>(),
             8 + core::mem::size_of::<FlowState>()

@@ -33,6 +33,10 @@ pub const DELAY_BUCKETS: usize = 32;
 
 /// Flag in [`FlowState::flags`]: the sender reported a synchronised clock.
 pub const STATE_SENDER_SYNCED: u32 = 1;
+/// Bits 8..15 of [`FlowState::flags`]: the sender's TAI−UTC offset in
+/// seconds, from the last datagram's header (see
+/// [`crate::wire::FLAG_TAI_SHIFT`]); read it with [`FlowState::sender_tai_offset`].
+pub const STATE_SENDER_TAI_MASK: u32 = 0xff << 8;
 
 /// Everything a receiver knows about one flow.
 #[repr(C)]
@@ -56,7 +60,7 @@ pub struct FlowState {
     pub end_count: u64,
     /// Non-zero once an end-of-flow marker arrived.
     pub ended: u32,
-    /// `STATE_*` flags.
+    /// `STATE_*` flags; bits 8..15 hold the sender's TAI−UTC offset.
     pub flags: u32,
     /// The sender's clock identity from the header.
     pub sender_clock: u32,
@@ -236,6 +240,15 @@ impl FlowState {
         } else {
             self.flags &= !STATE_SENDER_SYNCED;
         }
+        // The header's bits 8..15 (TAI−UTC offset) land in the same bits here.
+        let tai = ((flags >> crate::wire::FLAG_TAI_SHIFT) & 0xff) as u32;
+        self.flags = (self.flags & !STATE_SENDER_TAI_MASK) | (tai << 8);
+    }
+
+    /// The sender's TAI−UTC offset in seconds, as its last datagram carried
+    /// it (0: unknown, or nothing arrived).
+    pub fn sender_tai_offset(&self) -> u8 {
+        ((self.flags & STATE_SENDER_TAI_MASK) >> 8) as u8
     }
 
     /// Accounts one data datagram.
@@ -428,6 +441,26 @@ mod tests {
         st.on_data(u64::MAX - 3, 40, 0, 1, 0, 0);
         st.on_end(u64::MAX, 2, 0, 0);
         assert_eq!(st.reordered, 1);
+    }
+
+    #[test]
+    fn sender_flags_follow_the_last_datagram() {
+        use crate::wire::{FLAG_CLOCK_SYNCED, FLAG_TAI_SHIFT};
+        let mut st = FlowState::new();
+        assert_eq!((st.sender_tai_offset(), st.flags), (0, 0));
+        st.on_data(0, 40, 0, 1, FLAG_CLOCK_SYNCED | (37 << FLAG_TAI_SHIFT), 0);
+        assert_eq!(st.sender_tai_offset(), 37);
+        assert_eq!(st.flags, STATE_SENDER_SYNCED | (37 << 8));
+        // Unknown flag bits (1..7) are not kept; the offset is replaced, not or-ed.
+        st.on_data(1, 40, 0, 2, 0xfe | (0x90 << FLAG_TAI_SHIFT), 0);
+        assert_eq!(st.sender_tai_offset(), 0x90);
+        assert_eq!(st.flags, 0x90 << 8);
+        // The end marker's flags count too, and the largest offset fits.
+        st.on_end(2, 3, FLAG_CLOCK_SYNCED | (0xff << FLAG_TAI_SHIFT), 0);
+        assert_eq!(st.sender_tai_offset(), 0xff);
+        assert_eq!(st.flags, STATE_SENDER_SYNCED | 0xff00);
+        st.on_data(2, 40, 0, 4, FLAG_CLOCK_SYNCED, 0);
+        assert_eq!((st.sender_tai_offset(), st.flags), (0, STATE_SENDER_SYNCED));
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub const VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 40;
 /// Flag: the sender's clock was synchronised when the run started.
 pub const FLAG_CLOCK_SYNCED: u16 = 1;
+/// Flags bits 8..15 carry the sender's TAI−UTC offset in seconds (0 when
+/// unknown): the offset is `(flags >> FLAG_TAI_SHIFT) & 0xff`.
+pub const FLAG_TAI_SHIFT: u16 = 8;
 
 mod field {
     use core::ops::Range;

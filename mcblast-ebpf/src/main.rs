@@ -3,6 +3,12 @@
 //! port) and runs the shared sequence tracker of `mcblast-common` on the
 //! flow's map entry under `bpf_spin_lock`, so the counts stay exact when
 //! one flow is processed on several CPUs at once.
+//!
+//! When userspace lists the joined groups (`GROUPS`, `GROUP_COUNT`), only
+//! datagrams to those groups (from the listed source, for a source-specific
+//! join) are counted: a bridge that floods unjoined groups to every port
+//! delivers others to the interface, but the receiver's socket never sees
+//! them, so neither does the counter.
 #![no_std]
 #![no_main]
 
@@ -17,7 +23,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use mcblast_common::{
-    maps::{Config, FlowEntry, FlowKey, GLOBAL_COUNTERS, GlobalCounter, MAX_FLOWS},
+    maps::{Config, FlowEntry, FlowKey, GLOBAL_COUNTERS, GlobalCounter, MAX_FLOWS, MAX_GROUPS},
     wire::{HEADER_LEN, Header, Kind, Packet},
 };
 
@@ -41,6 +47,17 @@ static GLOBAL: PerCpuArray<u64, { GLOBAL_COUNTERS as usize }> = PerCpuArray::new
 #[btf_map]
 static CONFIG: Array<Config, 1> = Array::new();
 
+/// The joined groups: destination group (network byte order, as in the IP
+/// header) to the one source joined for it (network byte order), or 0 for
+/// any source. Only consulted when `GROUP_COUNT` is non-zero.
+#[btf_map]
+static GROUPS: HashMap<u32, u32, { MAX_GROUPS as usize }> = HashMap::new();
+
+/// Element 0: how many entries userspace wrote to `GROUPS`; 0 means no group
+/// filter (every group is counted). Written after the entries.
+#[btf_map]
+static GROUP_COUNT: Array<u32, 1> = Array::new();
+
 /// One all-zero entry-sized value, the source new flow entries are copied
 /// from (an entry is larger than the 512-byte BPF stack). Read-only for the
 /// program; userspace never writes it.
@@ -59,12 +76,12 @@ const IP_MF_OR_OFFSET: u16 = 0x3fff;
 #[xdp(frags)]
 pub fn mcblast_counter(ctx: XdpContext) -> u32 {
     count(GlobalCounter::Packets);
-    match try_count(&ctx) {
+    // The configuration is read once per packet, here.
+    let Some(&cfg) = CONFIG.get(0) else { return xdp_action::XDP_PASS };
+    match try_count(&ctx, &cfg) {
         Verdict::Pass => xdp_action::XDP_PASS,
-        Verdict::Counted => {
-            let sink = CONFIG.get(0).is_some_and(|c| c.sink != 0);
-            if sink { xdp_action::XDP_DROP } else { xdp_action::XDP_PASS }
-        }
+        Verdict::Counted if cfg.sink != 0 => xdp_action::XDP_DROP,
+        Verdict::Counted => xdp_action::XDP_PASS,
     }
 }
 
@@ -101,9 +118,23 @@ fn be16_at(ctx: &XdpContext, offset: usize) -> Option<u16> {
     ptr_at::<[u8; 2]>(ctx, offset).map(|p| u16::from_be_bytes(unsafe { *p }))
 }
 
+/// Whether a datagram from `source` to `group` (both network byte order)
+/// belongs to a group the receiver joined. True for every group when
+/// userspace listed none.
 #[inline(always)]
-fn try_count(ctx: &XdpContext) -> Verdict {
-    let Some(cfg) = CONFIG.get(0) else { return Verdict::Pass };
+fn joined(group: u32, source: u32) -> bool {
+    if GROUP_COUNT.get(0).is_none_or(|&n| n == 0) {
+        return true;
+    }
+    let Some(p) = GROUPS.get_ptr(group) else { return false };
+    // SAFETY: `p` points to a live u32 value of GROUPS (hash map values stay
+    // valid for the program's run, RCU); an aligned 4-byte read.
+    let want = unsafe { *p };
+    want == 0 || want == source
+}
+
+#[inline(always)]
+fn try_count(ctx: &XdpContext, cfg: &Config) -> Verdict {
     let port = cfg.port;
     let run_filter = cfg.run_filter;
     if port == 0 {
@@ -148,6 +179,12 @@ fn try_count(ctx: &XdpContext) -> Verdict {
     // SAFETY: `ptr_at` checked the UDP header is inside the frame.
     let udp = unsafe { *udp };
     if u16::from_be_bytes([udp[2], udp[3]]) != port {
+        return Verdict::Pass;
+    }
+    if !joined(daddr, saddr) {
+        // Flooded to this interface, but not a group (or source) the
+        // receiver joined: not ours, whatever it carries.
+        count(GlobalCounter::OtherGroup);
         return Verdict::Pass;
     }
     if frag & IP_MF_OR_OFFSET != 0 {

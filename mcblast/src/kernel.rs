@@ -2,19 +2,25 @@
 //! `mcblast-ebpf`, configures it, attaches it to an interface through a BPF
 //! link, and reads its per-flow state and global counters.
 //!
+//! [`KernelCounter::set_groups`] limits counting to the groups (and sources)
+//! the receiver joined; without it every group to the port is counted.
+//!
 //! The attachment is a BPF link owned by this process: it goes away when
 //! the [`KernelCounter`] is dropped, and also when the process dies in any
 //! other way (SIGKILL included), because the kernel releases the link with
 //! its last file descriptor. Nothing stays attached to the interface.
 
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use aya::programs::{ProgramError, Xdp};
 use aya::{Ebpf, EbpfError, EbpfLoader};
-use mcblast_common::maps::{Config, FlowEntry, FlowKey, GLOBAL_COUNTERS, GlobalCounter};
+use mcblast_common::maps::{Config, FlowEntry, FlowKey, GLOBAL_COUNTERS, GlobalCounter, MAX_GROUPS};
 use mcblast_common::tracker::FlowState;
 
 use crate::cli::XdpMode;
@@ -42,8 +48,19 @@ pub struct KernelCounter {
     /// The BPF link; closing it detaches the program. Declared first so it
     /// is closed before the program and maps are released.
     link: Option<OwnedFd>,
+    /// The group filter's maps, taken out of `ebpf` so `set_groups` can write
+    /// them through `&self`; the lock keeps two calls from interleaving.
+    groups: Mutex<GroupMaps>,
     ebpf: Ebpf,
     mode: &'static str,
+}
+
+/// The `GROUPS` and `GROUP_COUNT` maps of the program.
+struct GroupMaps {
+    /// Group to its joined source (0: any), both in network byte order.
+    groups: HashMap<MapData, u32, u32>,
+    /// Element 0: number of entries in `groups`; 0 turns the filter off.
+    count: Array<MapData, u32>,
 }
 
 impl std::fmt::Debug for KernelCounter {
@@ -75,6 +92,12 @@ impl KernelCounter {
                 Array::try_from(ebpf.map_mut("CONFIG").context("eBPF object has no CONFIG map")?)?;
             config.set(0, cfg, 0).context("cannot write the counter's configuration")?;
         }
+        // The program keeps references to its maps; these handles stay open
+        // with the counter. GROUP_COUNT starts at 0: no group filter.
+        let groups = GroupMaps {
+            groups: HashMap::try_from(ebpf.take_map("GROUPS").context("eBPF object has no GROUPS map")?)?,
+            count: Array::try_from(ebpf.take_map("GROUP_COUNT").context("eBPF object has no GROUP_COUNT map")?)?,
+        };
         let prog: &mut Xdp = ebpf
             .program_mut(PROGRAM)
             .with_context(|| format!("eBPF object has no program {PROGRAM}"))?
@@ -111,7 +134,71 @@ impl KernelCounter {
                 }
             },
         };
-        Ok(KernelCounter { link: Some(link), ebpf, mode })
+        Ok(KernelCounter { link: Some(link), groups: Mutex::new(groups), ebpf, mode })
+    }
+
+    /// Counts only datagrams to these groups from now on, each with the one
+    /// source joined for it (`Some`: a source-specific join) or any source
+    /// (`None`). Datagrams to the port for other groups, or from another
+    /// source of a source-specific group, are passed untouched and counted
+    /// in [`GlobalCounter::OtherGroup`], never as flows or Foreign. An empty
+    /// list counts every group again, as after [`attach`](Self::attach).
+    ///
+    /// Call it before traffic starts: while one list replaces another, a
+    /// datagram may be judged by either. Fails, changing nothing, with more
+    /// than [`MAX_GROUPS`] groups, two different sources for one group, or
+    /// source 0.0.0.0 (a map error part-way, which should not happen, may
+    /// leave the list half replaced).
+    pub fn set_groups(&self, groups: &[(Ipv4Addr, Option<Ipv4Addr>)]) -> Result<()> {
+        let ne = |a: Ipv4Addr| u32::from_ne_bytes(a.octets());
+        let mut want: BTreeMap<u32, u32> = BTreeMap::new();
+        for &(group, source) in groups {
+            let src = match source {
+                Some(s) if s.is_unspecified() => {
+                    bail!("source 0.0.0.0 for group {group} is no source address (None means any source)")
+                }
+                Some(s) => ne(s),
+                None => 0,
+            };
+            if let Some(&prev) = want.get(&ne(group))
+                && prev != src
+            {
+                let show =
+                    |s: u32| if s == 0 { "any".to_string() } else { Ipv4Addr::from(s.to_ne_bytes()).to_string() };
+                bail!(
+                    "group {group} is listed with two sources ({} and {}); the kernel counter holds one per group",
+                    show(prev),
+                    show(src)
+                );
+            }
+            want.insert(ne(group), src);
+        }
+        if want.len() > MAX_GROUPS as usize {
+            bail!("the kernel counter can filter at most {MAX_GROUPS} groups, {} given", want.len());
+        }
+
+        // The lock guards no memory (the list lives in the kernel maps), so
+        // a poisoned one is taken all the same.
+        let mut m = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        if want.is_empty() {
+            m.count.set(0, 0, 0).context("cannot turn off the kernel counter's group filter")?;
+        }
+        // Old entries go first, so old and new together never need more
+        // than MAX_GROUPS slots.
+        let old: Vec<u32> =
+            m.groups.keys().collect::<Result<_, _>>().context("cannot list the kernel counter's joined groups")?;
+        for group in old.into_iter().filter(|g| !want.contains_key(g)) {
+            match m.groups.remove(&group) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(e).context("cannot remove a group from the kernel counter"),
+            }
+        }
+        for (&group, &src) in &want {
+            m.groups.insert(group, src, 0).context("cannot write the kernel counter's joined groups")?;
+        }
+        // Last: the filter takes effect once every entry is in place.
+        m.count.set(0, want.len() as u32, 0).context("cannot turn on the kernel counter's group filter")?;
+        Ok(())
     }
 
     /// The attach mode in use: `"native"` or `"generic"`.

@@ -18,12 +18,16 @@ use mcblast::kernel::KernelCounter;
 use mcblast::netns::NetNs;
 use mcblast_common::maps::{Config, FlowKey, GlobalCounter, MAX_FLOWS};
 use mcblast_common::tracker::{FlowState, STATE_SENDER_SYNCED};
-use mcblast_common::wire::{FLAG_CLOCK_SYNCED, HEADER_LEN, Header, Kind, Packet};
+use mcblast_common::wire::{FLAG_CLOCK_SYNCED, FLAG_TAI_SHIFT, HEADER_LEN, Header, Kind, Packet};
 
 const PORT: u16 = 47001;
 const SENDER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+/// A second address of the sender's veth end, for source-specific tests.
+const SENDER2: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
 const RECEIVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 const CLOCK: u32 = 0x00c0_ffee;
+/// The TAI−UTC offset (s) the test's datagrams carry in flags bits 8..15.
+const TAI_OFFSET: u8 = 37;
 /// Most datagrams a sender lets run ahead of what the counter has seen:
 /// well below veth's 256-slot rings and the 1000-packet backlog, so the
 /// test itself never makes the kernel drop a datagram.
@@ -34,8 +38,8 @@ const STALL: Duration = Duration::from_secs(20);
 // ---------------------------------------------------------------------------
 // Namespaces
 
-/// Two namespaces joined by a veth pair: `va` (sender side, 10.77.0.1) in
-/// `a`, `vb` (receiver side, 10.77.0.2) in `b`. Removed on drop.
+/// Two namespaces joined by a veth pair: `va` (sender side, 10.77.0.1 and
+/// 10.77.0.3) in `a`, `vb` (receiver side, 10.77.0.2) in `b`. Removed on drop.
 struct Pair {
     a: NetNs,
     b: NetNs,
@@ -76,6 +80,7 @@ impl Pair {
         .expect("create veth pair");
         a.exec("ip", &["link", "set", "va", "mtu", "9000", "up"]).unwrap();
         a.exec("ip", &["addr", "add", "10.77.0.1/24", "dev", "va"]).unwrap();
+        a.exec("ip", &["addr", "add", "10.77.0.3/24", "dev", "va"]).unwrap();
         a.exec("ip", &["route", "add", "224.0.0.0/4", "dev", "va"]).unwrap();
         b.exec("ip", &["link", "set", "vb", "mtu", "9000", "up"]).unwrap();
         b.exec("ip", &["addr", "add", "10.77.0.2/24", "dev", "vb"]).unwrap();
@@ -128,9 +133,9 @@ struct FlowId {
 }
 
 impl FlowId {
-    fn key(&self) -> FlowKey {
+    fn key_from(&self, sender: Ipv4Addr) -> FlowKey {
         FlowKey {
-            sender: u32::from_ne_bytes(SENDER.octets()),
+            sender: u32::from_ne_bytes(sender.octets()),
             group: u32::from_ne_bytes(self.group.octets()),
             run: self.run,
             flow: self.flow,
@@ -144,7 +149,7 @@ impl FlowId {
         };
         header_datagram(Header {
             kind,
-            flags: FLAG_CLOCK_SYNCED,
+            flags: FLAG_CLOCK_SYNCED | ((TAI_OFFSET as u16) << FLAG_TAI_SHIFT),
             run: self.run,
             flow: self.flow,
             seq,
@@ -175,9 +180,7 @@ struct Tx<'a> {
 impl<'a> Tx<'a> {
     /// Must be called on a thread inside namespace a.
     fn new(counter: &'a KernelCounter, base: u64, sent: &'a AtomicU64) -> Tx<'a> {
-        let sock = UdpSocket::bind((SENDER, 0)).expect("bind sender socket");
-        sock.set_multicast_ttl_v4(1).unwrap();
-        sock.set_multicast_loop_v4(false).unwrap();
+        let sock = sender_socket(SENDER);
         let va = mcblast::sys::if_index("va").expect("va in namespace a");
         let raw = mcblast::sys::packet::PacketSocket::open(va).expect("open AF_PACKET socket");
         Tx { sock, raw, counter, base, sent }
@@ -204,6 +207,23 @@ impl<'a> Tx<'a> {
     fn send(&self, f: &FlowId, ev: Ev) {
         self.send_to(&f.datagram(ev), f.group, PORT);
     }
+
+    /// Like [`Tx::send`], from another socket (another source address).
+    fn send_via(&self, sock: &UdpSocket, f: &FlowId, ev: Ev) {
+        let buf = f.datagram(ev);
+        let n = sock.send_to(&buf, (f.group, PORT)).expect("send datagram");
+        assert_eq!(n, buf.len());
+        self.sent_one();
+    }
+}
+
+/// A UDP socket bound to one of the sender's addresses; call it on a
+/// thread inside namespace a.
+fn sender_socket(addr: Ipv4Addr) -> UdpSocket {
+    let sock = UdpSocket::bind((addr, 0)).expect("bind sender socket");
+    sock.set_multicast_ttl_v4(1).unwrap();
+    sock.set_multicast_loop_v4(false).unwrap();
+    sock
 }
 
 fn packets(counter: &KernelCounter) -> u64 {
@@ -231,7 +251,7 @@ fn send_all(pair: &Pair, counter: &KernelCounter, f: impl FnOnce(&Tx<'_>) + Send
     std::thread::scope(|s| {
         s.spawn(|| {
             pair.a.enter().expect("enter namespace a");
-            mcblast::sys::bpf::pin_thread_to_cpu(0).expect("pin sender");
+            mcblast::sys::send::pin_current_thread(0).expect("pin sender");
             let tx = Tx::new(counter, base, &sent);
             f(&tx);
         });
@@ -344,6 +364,7 @@ fn observed(st: &FlowState) -> Expect {
 fn check_timing(st: &FlowState) {
     assert_eq!(st.sender_clock, CLOCK);
     assert_ne!(st.flags & STATE_SENDER_SYNCED, 0);
+    assert_eq!(st.sender_tai_offset(), TAI_OFFSET);
     assert_eq!(st.delay_count, st.received - st.duplicates - st.stale);
     assert_eq!(st.delay_hist.iter().sum::<u64>(), st.delay_count);
     if st.delay_count > 0 {
@@ -357,10 +378,14 @@ fn check_timing(st: &FlowState) {
 }
 
 fn flow_state(flows: &[(FlowKey, FlowState)], f: &FlowId) -> FlowState {
+    flow_state_from(flows, f, SENDER)
+}
+
+fn flow_state_from(flows: &[(FlowKey, FlowState)], f: &FlowId, sender: Ipv4Addr) -> FlowState {
     flows
         .iter()
-        .find(|(k, _)| *k == f.key())
-        .unwrap_or_else(|| panic!("no flow {f:?} among {} flows", flows.len()))
+        .find(|(k, _)| *k == f.key_from(sender))
+        .unwrap_or_else(|| panic!("no flow {f:?} from {sender} among {} flows", flows.len()))
         .1
 }
 
@@ -547,6 +572,163 @@ fn foreign_and_malformed_datagrams_touch_no_flow() {
     assert_eq!(g[GlobalCounter::Packets as usize], packets);
 }
 
+/// With the joined groups listed, only they are counted: a group the
+/// receiver did not join (flooded to it by a bridge), or another source of a
+/// source-specific group, is OtherGroup (malformed or fragmented or not),
+/// never Foreign and never a flow. Replacing the list removes old entries;
+/// an empty list counts every group again; bad lists change nothing.
+#[test]
+fn only_joined_groups_and_sources_are_counted() {
+    if skip_unless_root("only_joined_groups_and_sources_are_counted") {
+        return;
+    }
+    let pair = Pair::new("groups", 1);
+    let counter = pair.attach(XdpMode::Native, config());
+    let any = Ipv4Addr::new(239, 8, 0, 1); // joined, any source
+    let ssm = Ipv4Addr::new(232, 8, 0, 2); // joined, from SENDER2 only
+    let other = Ipv4Addr::new(239, 8, 0, 3); // not joined
+    counter.set_groups(&[(any, None), (ssm, Some(SENDER2)), (any, None)]).expect("set groups");
+
+    // Bad lists fail with one line and leave the filter as it was.
+    let too_many: Vec<_> = (0..=mcblast_common::maps::MAX_GROUPS)
+        .map(|i| (Ipv4Addr::from(u32::from(Ipv4Addr::new(239, 9, 0, 0)) + i), None))
+        .collect();
+    for bad in [
+        &too_many[..],
+        &[(other, None), (any, Some(SENDER)), (any, None)][..],
+        &[(other, Some(Ipv4Addr::UNSPECIFIED))][..],
+    ] {
+        let e = format!("{:#}", counter.set_groups(bad).expect_err("a bad group list"));
+        assert!(!e.contains('\n') && !e.is_empty(), "{e}");
+    }
+
+    let run = 0x6e0u32;
+    let a1 = FlowId { group: any, run, flow: 0, len: 700 };
+    let a1_ev = script(50, &[3, 49], &[(10, 12)], &[(20, 1)], 1);
+    let a2 = FlowId { group: any, run, flow: 1, len: 100 }; // from both sources
+    let s1 = FlowId { group: ssm, run, flow: 2, len: 300 }; // from both sources
+    let s1_ev = script(30, &[7], &[], &[], 1);
+    let o1 = FlowId { group: other, run, flow: 3, len: 200 };
+    let data = |n: u64| (0..n).map(Ev::Data).collect::<Vec<_>>();
+
+    let sent = send_all(&pair, &counter, |tx| {
+        let alt = sender_socket(SENDER2);
+        for &e in &a1_ev {
+            tx.send(&a1, e);
+        }
+        for s in 0..10 {
+            tx.send(&a2, Ev::Data(s));
+            tx.send_via(&alt, &a2, Ev::Data(s));
+        }
+        for &e in &s1_ev {
+            tx.send_via(&alt, &s1, e);
+        }
+        for s in 0..17 {
+            tx.send(&s1, Ev::Data(s)); // wrong source: other
+        }
+        for &e in data(23).iter().chain(&[Ev::End(23)]) {
+            tx.send(&o1, e); // unjoined: other
+        }
+        let mut bad = o1.datagram(Ev::Data(100));
+        bad[0] = b'X';
+        tx.send_to(&bad, other, PORT); // malformed, unjoined: other, not foreign
+        tx.send_to(&bad, any, PORT); // malformed, joined: foreign
+        // Two fragments to the unjoined group: the first is other, not a
+        // fragment; the second is not matched at all.
+        tx.send_to(&header_datagram(Header { len: 10_000, ..header(&o1, 101) }), other, PORT);
+        tx.send_to(&header_datagram(header(&o1, 102)), other, PORT + 1); // another port: nothing
+    });
+    let mut packets = sent + 1;
+    wait_seen(&counter, 0, packets);
+    let mut other_group = 17 + 24 + 1 + 1;
+
+    let got = counter.flows().unwrap();
+    assert_eq!(got.len(), 4, "flows: {got:?}");
+    for (f, from, ev) in
+        [(&a1, SENDER, &a1_ev), (&a2, SENDER, &data(10)), (&a2, SENDER2, &data(10)), (&s1, SENDER2, &s1_ev)]
+    {
+        let st = flow_state_from(&got, f, from);
+        assert_eq!(observed(&st), model(f, ev), "flow {f:?} from {from}");
+        check_timing(&st);
+    }
+    let g = counter.globals().unwrap();
+    assert_eq!(g[GlobalCounter::OtherGroup as usize], other_group);
+    assert_eq!(g[GlobalCounter::Foreign as usize], 1);
+    assert_eq!(g[GlobalCounter::Fragments as usize], 0);
+    assert_eq!(g[GlobalCounter::MapFull as usize], 0);
+    assert_eq!(g[GlobalCounter::Packets as usize], packets);
+
+    // A new list replaces the old one: `any` and `ssm` are gone.
+    counter.set_groups(&[(other, Some(SENDER))]).expect("replace groups");
+    packets += send_all(&pair, &counter, |tx| {
+        let alt = sender_socket(SENDER2);
+        for s in 0..5 {
+            tx.send(&o1, Ev::Data(s));
+        }
+        for s in 0..3 {
+            tx.send_via(&alt, &o1, Ev::Data(s)); // wrong source: other
+        }
+        for s in 50..54 {
+            tx.send(&a1, Ev::Data(s)); // no longer joined: other
+        }
+        tx.send_via(&alt, &s1, Ev::Data(30)); // no longer joined: other
+    });
+    other_group += 3 + 4 + 1;
+    let got = counter.flows().unwrap();
+    assert_eq!(got.len(), 5, "flows: {got:?}");
+    assert_eq!(observed(&flow_state(&got, &o1)), model(&o1, &data(5)));
+    assert_eq!(observed(&flow_state(&got, &a1)), model(&a1, &a1_ev), "a flow no longer joined changed");
+    assert_eq!(observed(&flow_state_from(&got, &s1, SENDER2)), model(&s1, &s1_ev));
+
+    // The map holds MAX_GROUPS groups.
+    let full: Vec<_> = too_many[1..256].iter().copied().chain([(ssm, None)]).collect();
+    assert_eq!(full.len(), mcblast_common::maps::MAX_GROUPS as usize);
+    counter.set_groups(&full).expect("MAX_GROUPS groups");
+    packets += send_all(&pair, &counter, |tx| {
+        for s in 0..2 {
+            tx.send(&s1, Ev::Data(s)); // any source now
+        }
+        tx.send(&o1, Ev::Data(5)); // no longer joined: other
+    });
+    other_group += 1;
+
+    // An empty list counts every group again.
+    counter.set_groups(&[]).expect("clear groups");
+    packets += send_all(&pair, &counter, |tx| {
+        let alt = sender_socket(SENDER2);
+        for s in 0..3 {
+            tx.send_via(&alt, &o1, Ev::Data(s));
+        }
+    });
+    let got = counter.flows().unwrap();
+    assert_eq!(got.len(), 7, "flows: {got:?}");
+    assert_eq!(observed(&flow_state(&got, &s1)), model(&s1, &data(2)));
+    assert_eq!(observed(&flow_state_from(&got, &o1, SENDER2)), model(&o1, &data(3)));
+    assert_eq!(observed(&flow_state(&got, &o1)), model(&o1, &data(5)));
+    for (_, st) in &got {
+        check_timing(st);
+    }
+    let g = counter.globals().unwrap();
+    assert_eq!(g[GlobalCounter::OtherGroup as usize], other_group);
+    assert_eq!(g[GlobalCounter::Foreign as usize], 1);
+    assert_eq!(g[GlobalCounter::Fragments as usize], 0);
+    assert_eq!(g[GlobalCounter::Packets as usize], packets);
+}
+
+/// A valid data header of flow `f` with sequence `seq` (any flags).
+fn header(f: &FlowId, seq: u64) -> Header {
+    Header {
+        kind: Kind::Data,
+        flags: 0,
+        run: f.run,
+        flow: f.flow,
+        seq,
+        tx_ns: mcblast::clock::tai_ns(),
+        len: f.len as u32,
+        clock: CLOCK,
+    }
+}
+
 /// One flow sent from two threads pinned to different CPUs at once (veth
 /// runs XDP on the sending CPU; two queues with XPS give each CPU its own),
 /// in native and in generic mode: the totals are exact, so no update was
@@ -595,7 +777,7 @@ fn two_cpus(mode: XdpMode, tag: &str) {
             let (pair, counter, sent, next_seq, f, barrier) = (&pair, &counter, &sent, &next_seq, &f, &barrier);
             s.spawn(move || {
                 pair.a.enter().expect("enter namespace a");
-                mcblast::sys::bpf::pin_thread_to_cpu(cpu).expect("pin sender");
+                mcblast::sys::send::pin_current_thread(cpu).expect("pin sender");
                 let tx = Tx::new(counter, base, sent);
                 for round in 0..N / ROUND {
                     let end = (round + 1) * ROUND;
