@@ -217,6 +217,9 @@ pub struct RecvSummary {
     /// Kernel counter only: IPv4 fragments to the port, which it cannot attribute to a flow.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fragments: Option<u64>,
+    /// Kernel counter only: datagrams to the port for groups (or from sources) this receiver did not join.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub other_group: Option<u64>,
 }
 
 /// Builds a flow's report from its tracker state. `trusted_clock` is whether

@@ -31,6 +31,8 @@ pub struct Snapshot {
     pub map_full: Option<u64>,
     /// Kernel counter only: IPv4 fragments to the port (not attributable to a flow).
     pub fragments: Option<u64>,
+    /// Kernel counter only: datagrams to the port for groups (or from sources) not joined.
+    pub other_group: Option<u64>,
 }
 
 impl Snapshot {
@@ -116,7 +118,7 @@ impl SocketCounter {
         let g = self.view.lock().expect("socket view lock");
         let mut flows: Vec<_> = g.flows.iter().map(|(k, v)| (*k, *v)).collect();
         flows.sort_by_key(|(k, _)| *k);
-        Snapshot { flows, foreign: g.foreign, map_full: None, fragments: None }
+        Snapshot { flows, foreign: g.foreign, ..Snapshot::default() }
     }
 
     /// Drains what is queued, stops the thread, and surfaces its error.
@@ -139,6 +141,7 @@ fn kernel_snapshot(k: &KernelCounter) -> Result<Snapshot> {
         foreign: g[GlobalCounter::Foreign as usize],
         map_full: Some(g[GlobalCounter::MapFull as usize]),
         fragments: Some(g[GlobalCounter::Fragments as usize]),
+        other_group: Some(g[GlobalCounter::OtherGroup as usize]),
     })
 }
 
@@ -233,7 +236,11 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
             sink: 0,
             clock: clock::clock_id(),
         };
-        Some(KernelCounter::attach(&p.iface, a.xdp_mode, cfg)?)
+        let k = KernelCounter::attach(&p.iface, a.xdp_mode, cfg)?;
+        // Count only the groups (and source) we join, as the socket does.
+        let joined: Vec<_> = p.groups.iter().map(|g| (*g, p.source)).collect();
+        k.set_groups(&joined)?;
+        Some(k)
     } else {
         None
     };
@@ -368,6 +375,7 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
             flows: flows.clone(),
             map_full: snap.map_full,
             fragments: snap.fragments,
+            other_group: snap.other_group,
         };
         out.emit("summary", &summary)?;
         out.human(&human_summary(&summary, if *name == "socket" { socket_drops } else { None }))?;
@@ -465,6 +473,9 @@ fn human_summary(s: &RecvSummary, socket_drops: Option<u64>) -> String {
     t.push_str(&format!("foreign datagrams: {}", s.foreign));
     if let Some(m) = s.map_full.filter(|m| *m > 0) {
         t.push_str(&format!(", flows not tracked (map full): {m}"));
+    }
+    if let Some(o) = s.other_group.filter(|o| *o > 0) {
+        t.push_str(&format!(", for groups or sources not joined (not counted): {o}"));
     }
     if let Some(f) = s.fragments.filter(|f| *f > 0) {
         t.push_str(&format!(

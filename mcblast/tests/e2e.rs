@@ -55,7 +55,10 @@ impl Drop for Recv {
 }
 
 fn start_recv(lab: &Lab, node: &str, extra: &[&str]) -> Recv {
-    let mut argv = vec!["mcblast", "recv", "--interface", "eth0", "--json", "-i", "0", "-t", "30"];
+    let mut argv = vec!["mcblast", "recv", "--interface", "eth0", "--json", "-i", "0"];
+    if !extra.contains(&"-t") {
+        argv.extend_from_slice(&["-t", "30"]); // a bound, in case a flow never ends
+    }
     argv.extend_from_slice(extra);
     let mut child = lab.exec_cmd(node, &argv).stdout(Stdio::piped()).spawn().expect("spawn recv");
     let mut out = BufReader::new(child.stdout.take().unwrap());
@@ -321,4 +324,49 @@ fn socket_only_counter_and_ctrl_c_still_reports() {
     assert_eq!(f["received"].as_u64(), Some(sent), "{f}");
     assert_eq!(f["lost"].as_u64(), Some(0), "{f}");
     assert_eq!(f["ended"], true, "{f}");
+}
+
+#[test]
+fn source_specific_join_and_unjoined_groups_are_not_flows() {
+    if skip() {
+        return;
+    }
+    let _serial = serial();
+    // Snooping off: the bridge floods every group to every port, so each
+    // receiver's XDP program sees traffic it did not join and must set it
+    // aside (other_group) instead of making flows of it.
+    let cfg = LabConfig {
+        prefix: format!("mcbt{}f-", std::process::id()),
+        receivers: 2,
+        snooping: false,
+        ..LabConfig::default()
+    };
+    let lab = Lab::up(&cfg).expect("lab up").with_mcblast(BIN);
+    let sender = lab.addr("sender").to_string();
+    // r1 joins 239.0.0.1 from the sender only; r2 from an address that never sends.
+    let r1 = start_recv(&lab, "r1", &["--source", &sender]);
+    let r2 = start_recv(&lab, "r2", &["--source", "10.77.0.99", "-t", "4"]);
+    let s2 = send(&lab, &["-g", "239.0.0.2", "-n", "50", "--pps", "1000", "-l", "1470"]);
+    assert_eq!(s2["sent"].as_u64(), Some(50));
+    let s1 = send(&lab, &["-n", "300", "--pps", "1000", "-l", "1470"]);
+    assert_eq!(s1["sent"].as_u64(), Some(300));
+    let l1 = finish(r1);
+    for counter in ["kernel", "socket"] {
+        let f = only_flow(summary(&l1, counter));
+        assert_eq!(f["group"], "239.0.0.1", "{counter}: {f}");
+        assert_eq!(f["sender"], sender.as_str(), "{counter}: {f}");
+        assert_eq!(f["received"].as_u64(), Some(300), "{counter}: {f}");
+        assert_eq!(f["lost"].as_u64(), Some(0), "{counter}: {f}");
+    }
+    let k = summary(&l1, "kernel");
+    // 50 data datagrams + 3 end markers to the group r1 did not join.
+    assert_eq!(k["other_group"].as_u64(), Some(53), "{k}");
+    assert_eq!(k["foreign"].as_u64(), Some(0), "{k}");
+    let l2 = finish(r2);
+    for counter in ["kernel", "socket"] {
+        let s = summary(&l2, counter);
+        assert_eq!(s["flows"].as_array().map(Vec::len), Some(0), "{counter}: wrong-source receiver has no flows: {s}");
+    }
+    // r2 saw both groups flooded: 53 to 239.0.0.2, and 303 to 239.0.0.1 from a source it did not join.
+    assert_eq!(summary(&l2, "kernel")["other_group"].as_u64(), Some(53 + 303));
 }

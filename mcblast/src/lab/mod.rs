@@ -18,9 +18,10 @@
 //! snooping is in effect. Every link and the bridge share one MTU. Each
 //! node routes 224.0.0.0/4 to eth0, has rp_filter off and IPv6 off (so no
 //! MLD/ND noise shows up in the bridge's group table or counters).
-//! Like any Linux bridge (and unlike OVN's default), a group nobody joined
-//! is flooded to every port even with snooping on; once one port joins,
-//! only members get it.
+//! With snooping on and the querier running, a group nobody joined reaches
+//! no receiver port (measured on kernel 6.18: a receiver's eth0 sees only
+//! the IGMP queries; `tests/e2e.rs` relies on flooding only with snooping
+//! off). With snooping off, every group floods to every port.
 //!
 //! Loss injection ([`Lab::drop_every_nth`]) is an nftables rule in the
 //! switch namespace, on the bridge forward hook, per output port: the loss
