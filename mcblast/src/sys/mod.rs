@@ -9,8 +9,42 @@ pub mod packet;
 
 use std::io;
 use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, AsRawFd};
 
 pub mod send;
+
+/// A C return code as an `io::Result`: negative means failure, with the
+/// reason in `errno`.
+pub(crate) fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) }
+}
+
+/// Sets a socket option from a plain C value (an `int`, `ip_mreqn`, `timeval`, …).
+pub(crate) fn setsockopt<T: Copy>(fd: impl AsFd, level: libc::c_int, name: libc::c_int, val: &T) -> io::Result<()> {
+    // SAFETY: `val` points to a live, initialised `T` of exactly the length
+    // passed; the kernel only reads that many bytes and rejects lengths it
+    // does not expect for the option with EINVAL.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_fd().as_raw_fd(),
+            level,
+            name,
+            (val as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    cvt(rc).map(drop)
+}
+
+/// Reads an `int` socket option.
+pub(crate) fn getsockopt_int(fd: impl AsFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `v` and `len` are valid and writable; `len` says how much room `v` has.
+    let rc =
+        unsafe { libc::getsockopt(fd.as_fd().as_raw_fd(), level, name, (&mut v as *mut libc::c_int).cast(), &mut len) };
+    cvt(rc).map(|_| v)
+}
 
 /// Nanoseconds of the given clock.
 pub fn clock_ns(clock: libc::clockid_t) -> u64 {
