@@ -331,10 +331,13 @@ impl Ctx {
 mod tests {
     use super::*;
     use crate::send::engine::Sent;
+    use mcblast_common::wire::{Header, Kind};
+    use std::net::UdpSocket;
 
     /// An engine that takes random prefixes and fails at random, and checks
     /// on every call that the worker asks for exactly the next sequence
-    /// number of the flow: no skip, no repeat.
+    /// number of the flow: no skip, no repeat. Its data go nowhere; its end
+    /// markers are the trait's own, sent on real loopback sockets to `rxs`.
     struct Flaky {
         rng: u64,
         next: Vec<u64>,
@@ -345,12 +348,24 @@ mod tests {
         batch: usize,
         /// (mono time, worker datagrams sent before this call) per call that took something.
         sends: Vec<(u64, u64)>,
-        ends: Vec<(usize, u64)>,
         fail: bool,
+        flows: Vec<FlowSocket>,
+        template: Template,
+        /// One receiving socket per flow slot.
+        rxs: Vec<UdpSocket>,
     }
 
     impl Flaky {
         fn new(flows: usize, batch: usize, fail: bool) -> Flaky {
+            let (mut socks, mut rxs) = (Vec::new(), Vec::new());
+            for i in 0..flows {
+                let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+                rx.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+                let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+                tx.connect(rx.local_addr().unwrap()).unwrap();
+                socks.push(FlowSocket { id: 10 + i as u32, socket: tx });
+                rxs.push(rx);
+            }
             Flaky {
                 rng: 0x9e37_79b9_7f4a_7c15,
                 next: vec![0; flows],
@@ -360,8 +375,10 @@ mod tests {
                 other: 0,
                 batch,
                 sends: Vec::new(),
-                ends: Vec::new(),
                 fail,
+                flows: socks,
+                template: Template { run: 7, clock: 1, clock_synced: false, length: 100 },
+                rxs,
             }
         }
         fn rand(&mut self) -> u64 {
@@ -409,9 +426,11 @@ mod tests {
             }
             Sent { n: k, err: e }
         }
-        fn send_end(&mut self, slot: usize, count: u64) -> io::Result<()> {
-            self.ends.push((slot, count));
-            Ok(())
+        fn flows(&self) -> &[FlowSocket] {
+            &self.flows
+        }
+        fn template(&self) -> &Template {
+            &self.template
         }
     }
 
@@ -444,9 +463,16 @@ mod tests {
         assert!(c.enobufs > 0 && c.eagain > 0 && c.other > 0);
         assert_eq!(x.counters[0].read(), c, "published");
         x.send_ends(&mut e, &seq, &mut c);
-        assert_eq!(e.ends.len(), 3 * END_MARKERS as usize);
-        assert!(e.ends.iter().all(|&(_, n)| n == 1000));
-        assert_eq!(c.end_markers, 9);
+        assert_eq!(c.end_markers, 3 * END_MARKERS as u64);
+        // Each flow's socket carried its end markers, with the flow's id and count.
+        let mut buf = [0u8; 256];
+        for (slot, rx) in e.rxs.iter().enumerate() {
+            for _ in 0..END_MARKERS {
+                let n = rx.recv(&mut buf).unwrap();
+                let h = Header::parse_datagram(&buf[..n]).unwrap();
+                assert_eq!((h.kind, h.flow, h.seq, h.run), (Kind::End, 10 + slot as u32, 1000, 7));
+            }
+        }
     }
 
     #[test]

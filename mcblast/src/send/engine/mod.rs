@@ -41,9 +41,19 @@ pub trait Engine {
     /// docs for the prefix contract.
     fn send_data(&mut self, slot: usize, seq: u64, n: usize) -> Sent;
 
+    /// The flows it was built with, by slot.
+    fn flows(&self) -> &[FlowSocket];
+
+    /// The run's header template.
+    fn template(&self) -> &Template;
+
     /// Sends one end-of-flow marker for `slot`, carrying `count`, the number
-    /// of data datagrams the flow sent.
-    fn send_end(&mut self, slot: usize, count: u64) -> io::Result<()>;
+    /// of data datagrams the flow sent: a header-only datagram on the flow's
+    /// socket, whatever the engine (end markers are rare, so no batching).
+    fn send_end(&mut self, slot: usize, count: u64) -> io::Result<()> {
+        let f = &self.flows()[slot];
+        f.socket.send(&self.template().end_marker(f.id, count)).map(drop)
+    }
 }
 
 /// What every datagram of a run carries besides sequence and time.
