@@ -397,6 +397,12 @@ fn user_errors_are_one_line() {
         (&["-I", "mcb-nope0"], "interface mcb-nope0 not found; interfaces here:"),
         (&["-I", "lo", "--cpus", "1000"], "CPU 1000 in --cpus is not available"),
         (&["-I", "lo", "-l", "65508"], "largest UDP payload"),
+        (&["-I", "lo", "-t", "2e10"], "-t must be at most 1e7 seconds"),
+        (&["-I", "lo", "-i", "2e10"], "-i must be at most 1e7 seconds"),
+        (&["-I", "lo", "--pps", "2G"], "more than mcblast can pace"),
+        (&["-I", "lo", "-b", "1e300"], "more than mcblast can pace"),
+        (&["-I", "lo", "--pps", "1e-9"], "less than one datagram per 1000 s"),
+        (&["-I", "lo", "--run-id", "0"], "run ids are non-zero"),
     ];
     for (args, want) in cases {
         let out = Command::new(BIN).arg("send").args(*args).output().unwrap();
@@ -411,5 +417,23 @@ fn user_errors_are_one_line() {
         let v: Value = serde_json::from_str(stdout.trim()).unwrap();
         assert_eq!(v["type"], "error", "{stdout}");
         assert!(v["message"].as_str().unwrap().contains(want), "{stdout}");
+    }
+}
+
+/// Values clap's parsers refuse: exit status 2 and the reason, at once
+/// (no allocation for an absurd CPU range, no infinite rate).
+#[test]
+fn unparseable_rates_and_cpu_lists_are_refused() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["-b", "1e300G"], "rate '1e300G' is too large"),
+        (&["--pps", "0"], "must be positive"),
+        (&["--cpus", "0-99999999999"], "CPU 99999999999 in '0-99999999999' is out of range"),
+    ];
+    for (args, want) in cases {
+        let out = Command::new(BIN).arg("send").args(*args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
     }
 }

@@ -145,13 +145,14 @@ impl Reporter {
 
     /// When the next interval ends (None: no interval reports).
     pub fn next_due(&self) -> Option<u64> {
-        self.interval_ns.map(|iv| self.start_ns + (self.k + 1) * iv)
+        self.interval_ns.map(|iv| self.start_ns.saturating_add((self.k + 1).saturating_mul(iv)))
     }
 
     /// Reports the interval that ended, if one did by `now`.
     pub fn tick(&mut self, out: &mut Printer, now: u64, totals: &Counts) -> io::Result<()> {
         let Some(iv) = self.interval_ns else { return Ok(()) };
-        if now < self.start_ns + (self.k + 1) * iv {
+        // The plan caps -i far below overflow; saturating all the same.
+        if now < self.start_ns.saturating_add((self.k + 1).saturating_mul(iv)) {
             return Ok(());
         }
         // Normally one interval; more if we woke very late (then one line spans them).

@@ -210,7 +210,8 @@ impl Ctx {
         let me = &self.counters[self.index];
         let q = quantum(self.pps, self.batch);
         let pacer = self.pps.map(|p| Pacer::new(start_ns, p));
-        let deadline = self.duration_ns.map(|d| start_ns + d).unwrap_or(u64::MAX);
+        // The plan caps -t far below overflow; saturating all the same.
+        let deadline = self.duration_ns.map_or(u64::MAX, |d| start_ns.saturating_add(d));
         let mut active: Vec<usize> = (0..seq.len()).collect();
         let mut rr = 0usize;
         let mut log = ErrLog::new(self.index);
