@@ -27,6 +27,33 @@ pub const LOG_EVERY_NS: u64 = 5_000_000_000;
 pub const GIVE_UP_NS: u64 = 2_000_000_000;
 /// Pause after an unexpected error before trying again, so a dead route does not spin a core.
 const ERROR_BACKOFF_NS: u64 = 1_000_000;
+/// After ENOBUFS (the local queue is full) the worker waits this long before
+/// sending again, twice as long after each further ENOBUFS in a row, up to
+/// [`ENOBUFS_BACKOFF_MAX_NS`]; a datagram taken resets it. The queue drains
+/// at line rate, so a short wait is enough, and sleeping instead of spinning
+/// keeps the CPU figure the cost of sending.
+pub const ENOBUFS_BACKOFF_MIN_NS: u64 = 20_000;
+pub const ENOBUFS_BACKOFF_MAX_NS: u64 = 1_000_000;
+
+/// Exponential back-off for ENOBUFS retries.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    next_ns: u64,
+}
+
+impl Backoff {
+    /// How long to wait after this failure.
+    pub fn next(&mut self) -> u64 {
+        let d = self.next_ns.max(ENOBUFS_BACKOFF_MIN_NS);
+        self.next_ns = (d * 2).min(ENOBUFS_BACKOFF_MAX_NS);
+        d
+    }
+
+    /// A send succeeded: the next failure waits the shortest time again.
+    pub fn reset(&mut self) {
+        self.next_ns = 0;
+    }
+}
 
 /// Everything a worker needs; moved into its thread.
 pub struct Worker {
@@ -216,6 +243,7 @@ impl Ctx {
         let mut rr = 0usize;
         let mut log = ErrLog::new(self.index);
         let mut failing_since: Option<u64> = None;
+        let mut enobufs = Backoff::default();
 
         'run: while !active.is_empty() {
             if self.stopping() {
@@ -244,6 +272,7 @@ impl Ctx {
                     c.sent += s.n as u64;
                     c.bytes += s.n as u64 * self.length;
                     failing_since = None;
+                    enobufs.reset();
                 }
                 let err = match s.err {
                     Some(err) => err,
@@ -278,7 +307,7 @@ impl Ctx {
                         }
                         sleep_until_mono(now + ERROR_BACKOFF_NS);
                     }
-                    ErrKind::Enobufs => std::thread::yield_now(),
+                    ErrKind::Enobufs => sleep_until_mono(now.saturating_add(enobufs.next()).min(deadline)),
                     ErrKind::Eagain | ErrKind::Interrupted => {}
                 }
                 if self.stopping() || now >= deadline {
@@ -512,6 +541,51 @@ mod tests {
         x.send_data(&mut e, mono_ns(), &mut seq, &mut c);
         assert_eq!(seq, e.next);
         assert_eq!(c.sent, seq.iter().sum::<u64>());
+    }
+
+    #[test]
+    fn enobufs_backoff_doubles_to_a_cap_and_resets() {
+        let mut b = Backoff::default();
+        let waits: Vec<u64> = (0..8).map(|_| b.next()).collect();
+        assert_eq!(waits, vec![20_000, 40_000, 80_000, 160_000, 320_000, 640_000, 1_000_000, 1_000_000]);
+        b.reset();
+        assert_eq!(b.next(), ENOBUFS_BACKOFF_MIN_NS);
+    }
+
+    /// An engine whose queue is always full: the worker waits between tries
+    /// instead of spinning, so in 30 ms it can try only a few dozen times
+    /// (the sleeps alone add up to 30 ms by the 30th try); a slower machine
+    /// only makes that fewer. It stops at the deadline.
+    #[test]
+    fn a_full_queue_is_retried_with_sleeps_not_spins() {
+        struct Full {
+            calls: u64,
+            flows: Vec<FlowSocket>,
+            template: Template,
+        }
+        impl Engine for Full {
+            fn name(&self) -> &'static str {
+                "full"
+            }
+            fn send_data(&mut self, _slot: usize, _seq: u64, _n: usize) -> Sent {
+                self.calls += 1;
+                Sent { n: 0, err: Some(io::Error::from_raw_os_error(libc::ENOBUFS)) }
+            }
+            fn flows(&self) -> &[FlowSocket] {
+                &self.flows
+            }
+            fn template(&self) -> &Template {
+                &self.template
+            }
+        }
+        let x = ctx(1, None, 8, None, Some(30_000_000));
+        let flaky = Flaky::new(1, 8, false);
+        let mut e = Full { calls: 0, flows: flaky.flows, template: flaky.template };
+        let mut seq = vec![0u64];
+        let mut c = Counts::default();
+        assert_eq!(x.send_data(&mut e, mono_ns(), &mut seq, &mut c), None);
+        assert!(e.calls >= 1 && e.calls <= 40, "{} tries in 30 ms", e.calls);
+        assert_eq!((c.enobufs, c.sent, seq[0]), (e.calls, 0, 0));
     }
 
     #[test]
