@@ -106,6 +106,11 @@ pub struct SendInterval {
     pub errors: u64,
     pub rate_bps: f64,
     pub rate_pps: f64,
+    /// Paced runs: times a worker fell more than a batch interval behind
+    /// its schedule in this interval (the missed time is given up, not
+    /// caught up in a burst), and the datagrams' worth of time given up.
+    pub pacing_slips: u64,
+    pub pacing_deficit: u64,
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -134,6 +139,19 @@ pub struct SendSummary {
     pub end_markers: u64,
     pub rate_bps: f64,
     pub rate_pps: f64,
+    /// The rate asked for (as in the begin line), absent when sending as
+    /// fast as possible: compare with `rate_bps`/`rate_pps`.
+    pub target_bps: Option<f64>,
+    pub target_pps: Option<f64>,
+    /// Paced runs: times a worker fell more than a batch interval behind its
+    /// schedule; each time its schedule restarted from then and the missed
+    /// time was given up, not caught up in a burst.
+    pub pacing_slips: u64,
+    /// The datagrams' worth of time those slips gave up.
+    pub pacing_deficit: u64,
+    /// Paced runs: shortest and longest time between two batches of one worker, µs.
+    pub pacing_gap_min_us: Option<f64>,
+    pub pacing_gap_max_us: Option<f64>,
     /// CPU seconds (user + system) the sender used.
     pub cpu_s: f64,
     pub flows: Vec<SendFlow>,

@@ -39,6 +39,11 @@ struct Summary {
     errors_other: u64,
     end_markers: u64,
     cpu_s: f64,
+    target_pps: Option<f64>,
+    pacing_slips: u64,
+    pacing_deficit: u64,
+    pacing_gap_min_us: Option<f64>,
+    pacing_gap_max_us: Option<f64>,
     flows: Vec<SummaryFlow>,
 }
 
@@ -53,6 +58,8 @@ struct SummaryFlow {
 #[derive(Deserialize, Debug)]
 struct Interval {
     sent: u64,
+    pacing_slips: u64,
+    pacing_deficit: u64,
 }
 
 /// What the receiver saw of one flow.
@@ -270,6 +277,20 @@ fn check(c: &Case<'_>, r: &Run, count: Option<u64>) {
     assert_eq!(s.bytes, s.sent * c.length as u64, "{ctx}");
     if !r.intervals.is_empty() {
         assert_eq!(r.intervals.iter().map(|i| i.sent).sum::<u64>(), s.sent, "intervals add up to the total\n{ctx}");
+        let slips: u64 = r.intervals.iter().map(|i| i.pacing_slips).sum();
+        let deficit: u64 = r.intervals.iter().map(|i| i.pacing_deficit).sum();
+        assert_eq!((slips, deficit), (s.pacing_slips, s.pacing_deficit), "{ctx}");
+    }
+    // Pacing is reported for paced runs only; how often the schedule
+    // slipped depends on the machine, so it is only checked for coherence.
+    let paced = c.extra.iter().any(|a| a == "--pps" || a == "-b");
+    assert_eq!(s.target_pps.is_some(), paced, "{ctx}");
+    if paced {
+        assert_eq!(s.pacing_slips == 0, s.pacing_deficit == 0, "slips without a deficit or back\n{ctx}");
+        let (a, b) = (s.pacing_gap_min_us.unwrap(), s.pacing_gap_max_us.unwrap());
+        assert!(a <= b, "{ctx}");
+    } else {
+        assert_eq!((s.pacing_slips, s.pacing_deficit, s.pacing_gap_min_us), (0, 0, None), "{ctx}");
     }
     assert_eq!(r.flows.len(), c.flows as usize, "every flow arrived\n{ctx}");
     let mut total = 0;

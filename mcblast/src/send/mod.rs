@@ -36,9 +36,10 @@ pub mod report;
 pub mod worker;
 
 use counters::{WorkerCounters, merge};
+use pacer::PaceStats;
 use engine::{FlowSocket, Template};
 pub use plan::Plan;
-use worker::{Outcome, Worker};
+use worker::{Outcome, START_LEAD_NS, Worker};
 
 /// Socket send buffer asked for (SO_SNDBUFFORCE as root, else capped by net.core.wmem_max).
 pub const SNDBUF: usize = 4 << 20;
@@ -116,7 +117,7 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
         }
     }
 
-    let start_ns = mono_ns();
+    let start_ns = mono_ns() + START_LEAD_NS;
     for s in &starts {
         let _ = s.send(Some(start_ns));
     }
@@ -157,6 +158,7 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
             per_flow: &per_flow,
             src_ports: &src_ports,
             cpu_s: crate::sys::process_cpu_seconds(),
+            pacing: outcomes.iter().filter_map(|o| o.pacing).reduce(PaceStats::merge),
         },
     )?;
     if let Some(msg) = outcomes.into_iter().find_map(|o| o.fatal) {

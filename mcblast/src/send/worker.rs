@@ -13,11 +13,15 @@ use std::thread::JoinHandle;
 
 use super::counters::{Counts, WorkerCounters};
 use super::engine::{Engine, FlowSocket, MmsgEngine, SocketEngine, Template};
-use super::pacer::{Pacer, Step, batch_len, quantum};
+use super::pacer::{PaceStats, Pacer, Step, batch_len, quantum};
 use crate::cli;
 use crate::clock::mono_ns;
 use crate::sys::send::{pin_current_thread, set_timer_slack_ns, sleep_until_mono};
 
+/// The common start time is this far after the workers are told it, so
+/// each has woken and is waiting when it comes (a paced worker that started
+/// late would begin with a schedule slip).
+pub const START_LEAD_NS: u64 = 1_000_000;
 /// End markers per flow, and the gap between them.
 pub const END_MARKERS: u32 = 3;
 pub const END_GAP_NS: u64 = 5_000_000;
@@ -83,6 +87,8 @@ pub struct Outcome {
     pub data_end_ns: Option<u64>,
     /// Why it gave up, if it did.
     pub fatal: Option<String>,
+    /// How it kept to its schedule (None: not paced).
+    pub pacing: Option<PaceStats>,
 }
 
 /// How a send error is counted.
@@ -217,9 +223,15 @@ impl Ctx {
             return out;
         }
         let Ok(Some(start_ns)) = start.recv() else { return out };
+        // Everyone starts together (bounded: the start is at most START_LEAD_NS away).
+        while mono_ns() < start_ns && !self.stopping() {
+            sleep_until_mono(start_ns);
+        }
         let mut c = Counts::default();
         let mut seq = vec![0u64; self.ids.len()];
-        out.fatal = self.send_data(&mut e, start_ns, &mut seq, &mut c);
+        let (fatal, pacing) = self.send_data(&mut e, start_ns, &mut seq, &mut c);
+        out.fatal = fatal;
+        out.pacing = pacing;
         out.data_end_ns = Some(mono_ns());
         if out.fatal.is_some() {
             self.abort.store(true, Ordering::Relaxed);
@@ -232,11 +244,31 @@ impl Ctx {
     }
 
     /// The data loop. `seq[slot]` is the flow's next sequence number, which
-    /// is also how many it has sent. Returns why it gave up, if it did.
-    fn send_data<E: Engine>(&self, e: &mut E, start_ns: u64, seq: &mut [u64], c: &mut Counts) -> Option<String> {
-        let me = &self.counters[self.index];
+    /// is also how many it has sent. Returns why it gave up, if it did, and
+    /// how it kept to its schedule when paced.
+    fn send_data<E: Engine>(
+        &self,
+        e: &mut E,
+        start_ns: u64,
+        seq: &mut [u64],
+        c: &mut Counts,
+    ) -> (Option<String>, Option<PaceStats>) {
         let q = quantum(self.pps, self.batch);
-        let pacer = self.pps.map(|p| Pacer::new(start_ns, p));
+        let mut pacer = self.pps.map(|p| Pacer::new(start_ns, p, q));
+        let fatal = self.data_loop(e, start_ns, q, pacer.as_mut(), seq, c);
+        (fatal, pacer.map(|p| p.stats()))
+    }
+
+    fn data_loop<E: Engine>(
+        &self,
+        e: &mut E,
+        start_ns: u64,
+        q: usize,
+        mut pacer: Option<&mut Pacer>,
+        seq: &mut [u64],
+        c: &mut Counts,
+    ) -> Option<String> {
+        let me = &self.counters[self.index];
         // The plan caps -t far below overflow; saturating all the same.
         let deadline = self.duration_ns.map_or(u64::MAX, |d| start_ns.saturating_add(d));
         let mut active: Vec<usize> = (0..seq.len()).collect();
@@ -253,11 +285,18 @@ impl Ctx {
             if now >= deadline {
                 break;
             }
-            if let Some(p) = &pacer
-                && let Step::Sleep(t) = p.step(now, c.sent)
-            {
-                sleep_until_mono(t.min(deadline));
-                continue;
+            if let Some(p) = pacer.as_deref_mut() {
+                match p.step(now, c.sent) {
+                    Step::Sleep(t) => {
+                        sleep_until_mono(t.min(deadline));
+                        continue;
+                    }
+                    Step::Send => {
+                        let s = p.stats();
+                        c.slips = s.slips;
+                        c.deficit = s.deficit as u64;
+                    }
+                }
             }
             if rr >= active.len() {
                 rr = 0;
@@ -484,7 +523,7 @@ mod tests {
         let mut e = Flaky::new(3, 8, true);
         let mut seq = vec![0u64; 3];
         let mut c = Counts::default();
-        assert_eq!(x.send_data(&mut e, mono_ns(), &mut seq, &mut c), None);
+        assert_eq!(x.send_data(&mut e, mono_ns(), &mut seq, &mut c).0, None);
         assert_eq!(seq, vec![1000; 3]);
         assert_eq!(e.next, vec![1000; 3]);
         assert!(e.calls > 400, "{} calls: the flaky paths were exercised", e.calls);
@@ -527,8 +566,11 @@ mod tests {
         let mut seq = vec![0u64; 2];
         let mut c = Counts::default();
         let start = mono_ns();
-        x.send_data(&mut e, start, &mut seq, &mut c);
-        let p = Pacer::new(start, pps);
+        let (fatal, pacing) = x.send_data(&mut e, start, &mut seq, &mut c);
+        assert!(fatal.is_none() && pacing.is_some());
+        // A slip only ever moves the schedule later, so nothing goes out
+        // before it is due on the original one.
+        let p = Pacer::new(start, pps, quantum(Some(pps), 32));
         for &(t, before) in &e.sends {
             assert!(t >= p.due_ns(before), "datagram {before} sent {} ns early", p.due_ns(before) - t);
         }
@@ -583,9 +625,52 @@ mod tests {
         let mut e = Full { calls: 0, flows: flaky.flows, template: flaky.template };
         let mut seq = vec![0u64];
         let mut c = Counts::default();
-        assert_eq!(x.send_data(&mut e, mono_ns(), &mut seq, &mut c), None);
+        assert_eq!(x.send_data(&mut e, mono_ns(), &mut seq, &mut c).0, None);
         assert!(e.calls >= 1 && e.calls <= 40, "{} tries in 30 ms", e.calls);
         assert_eq!((c.enobufs, c.sent, seq[0]), (e.calls, 0, 0));
+    }
+
+    /// A send that stalls 3 ms (15 batch intervals at 20,000/s in batches
+    /// of 4) makes the worker slip: counted, with at least the stall less
+    /// one batch interval given up, and published with the other counts.
+    #[test]
+    fn a_stalled_worker_counts_its_slip() {
+        struct Stall {
+            calls: u64,
+            flows: Vec<FlowSocket>,
+            template: Template,
+        }
+        impl Engine for Stall {
+            fn name(&self) -> &'static str {
+                "stall"
+            }
+            fn send_data(&mut self, _slot: usize, _seq: u64, n: usize) -> Sent {
+                self.calls += 1;
+                if self.calls == 10 {
+                    sleep_until_mono(mono_ns() + 3_000_000);
+                }
+                Sent { n, err: None }
+            }
+            fn flows(&self) -> &[FlowSocket] {
+                &self.flows
+            }
+            fn template(&self) -> &Template {
+                &self.template
+            }
+        }
+        let pps = 20_000.0;
+        let x = ctx(1, Some(pps), 32, Some(200), None);
+        let flaky = Flaky::new(1, 32, false);
+        let mut e = Stall { calls: 0, flows: flaky.flows, template: flaky.template };
+        let mut seq = vec![0u64];
+        let mut c = Counts::default();
+        let (fatal, pacing) = x.send_data(&mut e, mono_ns(), &mut seq, &mut c);
+        assert!(fatal.is_none());
+        let s = pacing.unwrap();
+        assert!(s.slips >= 1 && s.deficit >= (3_000_000.0 - 200_000.0) / 50_000.0, "{s:?}");
+        assert_eq!((c.sent, c.slips, c.deficit), (200, s.slips, s.deficit as u64));
+        assert_eq!(x.counters[0].read(), c, "published");
+        assert!(s.gap_max_ns.unwrap() >= 3_000_000, "{s:?}");
     }
 
     #[test]
