@@ -212,6 +212,8 @@ fn receive(
     let t0 = Instant::now();
     let mut last_data = Instant::now();
     let clock = mcblast::clock::clock_id();
+    // Header flags bits 8..15: the sender's kernel TAI-UTC offset (same kernel here).
+    let tai = mcblast::sys::tai_offset_s().unwrap().clamp(0, 255) as u16;
     loop {
         let mut got = false;
         for (g, s) in &socks {
@@ -226,7 +228,7 @@ fn receive(
                 match Header::parse_datagram(&buf[..n]) {
                     Err(e) => problems.push(format!("{n}-byte datagram from {from}: {e}")),
                     Ok(h) => {
-                        if h.run != c.run_id || h.clock != clock || h.tx_ns == 0 {
+                        if h.run != c.run_id || h.clock != clock || h.tx_ns == 0 || h.flags >> 8 != tai {
                             problems.push(format!("bad header fields: {h:?}"));
                         }
                         let f = flows.entry(h.flow).or_default();

@@ -55,6 +55,7 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
         run: run_id,
         clock: crate::clock::clock_id(),
         clock_synced: crate::clock::synchronized(),
+        tai_offset: plan.tai_offset,
         length: plan.length,
     };
 

@@ -36,6 +36,8 @@ pub trait Host {
     fn route_iface(&self, group: Ipv4Addr) -> Option<String>;
     /// CPUs this process may use.
     fn cpus(&self) -> Vec<usize>;
+    /// The kernel's TAI−UTC offset in seconds (0 when it cannot be read).
+    fn tai_offset_s(&self) -> i32;
 }
 
 /// The real machine.
@@ -50,6 +52,9 @@ impl Host for System {
     }
     fn cpus(&self) -> Vec<usize> {
         crate::sys::send::allowed_cpus().unwrap_or_default()
+    }
+    fn tai_offset_s(&self) -> i32 {
+        crate::sys::tai_offset_s().unwrap_or(0)
     }
 }
 
@@ -104,6 +109,9 @@ pub struct Plan {
     pub count: Option<u64>,
     pub batch: usize,
     pub run_id: Option<u32>,
+    /// The kernel's TAI−UTC offset in seconds, read once here and carried
+    /// in every header's flags (clamped to 0..=255, the 8 bits it has).
+    pub tai_offset: u8,
     pub interval_s: f64,
     pub json: bool,
     pub flows: Vec<FlowPlan>,
@@ -320,6 +328,7 @@ impl Plan {
             count: a.count,
             batch: a.batch,
             run_id: a.run_id,
+            tai_offset: host.tai_offset_s().clamp(0, 255) as u8,
             interval_s: c.interval,
             json: c.json,
             flows,
@@ -341,6 +350,7 @@ mod tests {
     struct Fake {
         mtu: u32,
         route: Option<&'static str>,
+        tai: i32,
     }
     impl Host for Fake {
         fn lookup(&self, name: &str) -> Result<Iface> {
@@ -357,8 +367,11 @@ mod tests {
         fn cpus(&self) -> Vec<usize> {
             vec![0, 1, 2, 3]
         }
+        fn tai_offset_s(&self) -> i32 {
+            self.tai
+        }
     }
-    const HOST: Fake = Fake { mtu: 9001, route: Some("eth0") };
+    const HOST: Fake = Fake { mtu: 9001, route: Some("eth0"), tai: 37 };
 
     fn args(extra: &[&str]) -> SendArgs {
         let mut v = vec!["mcblast", "send"];
@@ -403,7 +416,7 @@ mod tests {
 
     #[test]
     fn no_route_lets_the_kernel_choose_and_skips_the_mtu_check() {
-        let p = Plan::resolve(&args(&["-l", "9000"]), &Fake { mtu: 1500, route: None }).unwrap();
+        let p = Plan::resolve(&args(&["-l", "9000"]), &Fake { mtu: 1500, route: None, tai: 0 }).unwrap();
         assert!(p.iface.is_none());
         assert_eq!(p.iface_name(), "default");
     }
@@ -435,7 +448,7 @@ mod tests {
 
     #[test]
     fn over_mtu_says_fragments_and_tgw_and_the_way_out() {
-        let host = Fake { mtu: 1500, route: Some("eth0") };
+        let host = Fake { mtu: 1500, route: Some("eth0"), tai: 0 };
         let e = format!("{:#}", Plan::resolve(&args(&["-l", "1473"]), &host).unwrap_err());
         assert!(e.contains("1501-byte IP packets") && e.contains("1500-byte MTU of eth0"), "{e}");
         assert!(e.contains("fragment") && e.contains("Transit Gateway"), "{e}");
@@ -483,6 +496,15 @@ mod tests {
         assert!(e.contains("-b 1 with -l 1000 is 1.25e-4 datagrams/s, which is less than one datagram per 1000 s"), "{e}");
         assert_eq!(plan(&["--pps", "1G"]).unwrap().pps, Some(1e9));
         assert_eq!(plan(&["--pps", "0.001"]).unwrap().pps, Some(1e-3));
+    }
+
+    #[test]
+    fn tai_offset_is_read_once_and_fits_eight_bits() {
+        assert_eq!(plan(&[]).unwrap().tai_offset, 37);
+        for (tai, want) in [(0, 0), (-5, 0), (300, 255)] {
+            let p = Plan::resolve(&args(&[]), &Fake { tai, ..HOST }).unwrap();
+            assert_eq!(p.tai_offset, want, "tai {tai}");
+        }
     }
 
     #[test]

@@ -446,7 +446,7 @@ mod tests {
                 sends: Vec::new(),
                 fail,
                 flows: socks,
-                template: Template { run: 7, clock: 1, clock_synced: false, length: 100 },
+                template: Template { run: 7, clock: 1, clock_synced: false, tai_offset: 0, length: 100 },
                 rxs,
             }
         }

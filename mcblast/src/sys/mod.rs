@@ -55,8 +55,8 @@ pub fn clock_ns(clock: libc::clockid_t) -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// `adjtimex` read-only query: (return state, status flags).
-pub fn adjtimex_state() -> io::Result<(i32, i32)> {
+/// `adjtimex` read-only query: its return state and the kernel's `timex`.
+fn adjtimex_read() -> io::Result<(i32, libc::timex)> {
     // SAFETY: a zeroed timex with modes = 0 is a valid read-only query.
     let mut tx: libc::timex = unsafe { std::mem::zeroed() };
     tx.modes = 0;
@@ -65,7 +65,19 @@ pub fn adjtimex_state() -> io::Result<(i32, i32)> {
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok((rc, tx.status))
+    Ok((rc, tx))
+}
+
+/// `adjtimex` read-only query: (return state, status flags).
+pub fn adjtimex_state() -> io::Result<(i32, i32)> {
+    adjtimex_read().map(|(rc, tx)| (rc, tx.status))
+}
+
+/// The kernel's TAI−UTC offset in seconds (adjtimex `tai`): what
+/// CLOCK_TAI is ahead of CLOCK_REALTIME. 0 until something (chrony, ptp4l,
+/// ntpd with a leap-second file) sets it; 37 since 2017 when set.
+pub fn tai_offset_s() -> io::Result<i32> {
+    adjtimex_read().map(|(_, tx)| tx.tai)
 }
 
 /// CPU seconds (user + system) used by this process so far.
@@ -194,4 +206,18 @@ pub fn raw_ipv4_socket(protocol: libc::c_int) -> io::Result<std::os::fd::OwnedFd
     // SAFETY: `fd` is a fresh descriptor from socket(2) that nothing else owns,
     // so the OwnedFd becomes its only owner and closes it exactly once.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod tests {
+    /// The offset adjtimex reports is the one the kernel applies: CLOCK_TAI
+    /// minus CLOCK_REALTIME, to the nearest second.
+    #[test]
+    fn tai_offset_is_what_separates_the_clocks() {
+        let tai = super::tai_offset_s().unwrap();
+        let real = super::clock_ns(libc::CLOCK_REALTIME) as i64;
+        let tai_ns = super::clock_ns(libc::CLOCK_TAI) as i64;
+        assert_eq!(((tai_ns - real) as f64 / 1e9).round() as i32, tai);
+        assert!(super::adjtimex_state().is_ok());
+    }
 }
