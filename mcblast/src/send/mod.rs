@@ -218,6 +218,11 @@ pub fn random_run_id() -> u32 {
         .map(|_| u32::from_ne_bytes(b))
         // No /dev/urandom: the clock's low bits are unpredictable enough for a run id.
         .unwrap_or_else(|_| crate::clock::tai_ns() as u32 ^ std::process::id().rotate_left(16));
+    nonzero(v)
+}
+
+/// A run id from random bits: 0 means "any run" to a receiver, so it becomes 1.
+fn nonzero(v: u32) -> u32 {
     v.max(1)
 }
 
@@ -228,5 +233,6 @@ mod tests {
         let ids: std::collections::HashSet<u32> = (0..16).map(|_| super::random_run_id()).collect();
         assert!(ids.len() > 14);
         assert!(!ids.contains(&0));
+        assert_eq!((super::nonzero(0), super::nonzero(7)), (1, 7));
     }
 }
