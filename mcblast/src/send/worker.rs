@@ -47,7 +47,7 @@ pub struct Backoff {
 
 impl Backoff {
     /// How long to wait after this failure.
-    pub fn next(&mut self) -> u64 {
+    pub fn wait_ns(&mut self) -> u64 {
         let d = self.next_ns.max(ENOBUFS_BACKOFF_MIN_NS);
         self.next_ns = (d * 2).min(ENOBUFS_BACKOFF_MAX_NS);
         d
@@ -346,7 +346,7 @@ impl Ctx {
                         }
                         sleep_until_mono(now + ERROR_BACKOFF_NS);
                     }
-                    ErrKind::Enobufs => sleep_until_mono(now.saturating_add(enobufs.next()).min(deadline)),
+                    ErrKind::Enobufs => sleep_until_mono(now.saturating_add(enobufs.wait_ns()).min(deadline)),
                     ErrKind::Eagain | ErrKind::Interrupted => {}
                 }
                 if self.stopping() || now >= deadline {
@@ -588,10 +588,10 @@ mod tests {
     #[test]
     fn enobufs_backoff_doubles_to_a_cap_and_resets() {
         let mut b = Backoff::default();
-        let waits: Vec<u64> = (0..8).map(|_| b.next()).collect();
+        let waits: Vec<u64> = (0..8).map(|_| b.wait_ns()).collect();
         assert_eq!(waits, vec![20_000, 40_000, 80_000, 160_000, 320_000, 640_000, 1_000_000, 1_000_000]);
         b.reset();
-        assert_eq!(b.next(), ENOBUFS_BACKOFF_MIN_NS);
+        assert_eq!(b.wait_ns(), ENOBUFS_BACKOFF_MIN_NS);
     }
 
     /// An engine whose queue is always full: the worker waits between tries
