@@ -215,23 +215,40 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
     if !(v.is_finite() && v > 0.0) {
         return Err(format!("rate '{s}' must be positive"));
     }
-    Ok(v * mult)
+    let r = v * mult;
+    if !r.is_finite() {
+        return Err(format!("rate '{s}' is too large to be a number"));
+    }
+    Ok(r)
 }
 
-/// Parses `0,2,4-7`.
+/// The highest CPU number `--cpus` accepts (Linux's NR_CPUS is at most 4096).
+pub const MAX_CPU: usize = 4095;
+
+/// Parses `0,2,4-7`. CPU numbers above [`MAX_CPU`] are refused before any
+/// range is expanded, so a silly range cannot allocate much.
 pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let bad = || format!("'{part}' is not a CPU or range: use e.g. 0,1 or 0-3");
+        let cpu = |n: &str| -> Result<usize, String> {
+            // Digits only: a number too big for usize is out of range, not malformed.
+            if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            match n.parse::<usize>() {
+                Ok(c) if c <= MAX_CPU => Ok(c),
+                _ => Err(format!("CPU {n} in '{part}' is out of range: CPU numbers go up to {MAX_CPU}")),
+            }
+        };
         if let Some((a, b)) = part.split_once('-') {
-            let a: usize = a.parse().map_err(|_| bad())?;
-            let b: usize = b.parse().map_err(|_| bad())?;
+            let (a, b) = (cpu(a)?, cpu(b)?);
             if a > b {
                 return Err(bad());
             }
             out.extend(a..=b);
         } else {
-            out.push(part.parse().map_err(|_| bad())?);
+            out.push(cpu(part)?);
         }
     }
     if out.is_empty() {
@@ -294,12 +311,24 @@ mod tests {
         assert!(parse_rate("10x").is_err());
         assert!(parse_rate("-1M").is_err());
         assert!(parse_rate("").is_err());
+        // Finite before the unit, infinite after it.
+        let e = parse_rate("1e300G").unwrap_err();
+        assert!(e.contains("too large"), "{e}");
+        assert!(parse_rate("inf").is_err());
+        assert_eq!(parse_rate("1e300").unwrap(), 1e300);
     }
     #[test]
     fn cpu_lists() {
         assert_eq!(parse_cpu_list("0,2-4").unwrap(), vec![0, 2, 3, 4]);
         assert!(parse_cpu_list("3-1").is_err());
         assert!(parse_cpu_list("a").is_err());
+        assert!(parse_cpu_list("+1").is_err());
+        assert_eq!(parse_cpu_list("4090-4095").unwrap().len(), 6);
+        // Refused before the range is built (this one would be 800 GB).
+        let e = parse_cpu_list("0-99999999999").unwrap_err();
+        assert!(e.contains("CPU 99999999999 in '0-99999999999' is out of range") && e.contains("4095"), "{e}");
+        assert!(parse_cpu_list("4096").unwrap_err().contains("out of range"));
+        assert!(parse_cpu_list("0-999999999999999999999999").unwrap_err().contains("out of range"));
     }
     #[test]
     fn groups_must_be_multicast() {

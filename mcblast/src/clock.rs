@@ -31,6 +31,26 @@ pub fn clock_id() -> u32 {
     })
 }
 
+/// What a receiver knows about its own clock, to judge one-way delays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalClock {
+    /// [`clock_id`]: equal on sender and receiver means one shared clock.
+    pub id: u32,
+    /// [`synchronized`].
+    pub synced: bool,
+    /// The kernel's TAI−UTC offset in seconds (0..=255), as senders put it in the header.
+    pub tai_offset: u8,
+}
+
+/// This host's clock identity, synchronisation and TAI offset.
+pub fn local() -> LocalClock {
+    LocalClock {
+        id: clock_id(),
+        synced: synchronized(),
+        tai_offset: crate::sys::tai_offset_s().unwrap_or(0).clamp(0, 255) as u8,
+    }
+}
+
 /// Whether the kernel says the clock is synchronised (adjtimex: TIME_OK or a
 /// leap state, and STA_UNSYNC clear).
 pub fn synchronized() -> bool {

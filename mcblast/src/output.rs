@@ -106,6 +106,11 @@ pub struct SendInterval {
     pub errors: u64,
     pub rate_bps: f64,
     pub rate_pps: f64,
+    /// Paced runs: times a worker fell more than a batch interval behind
+    /// its schedule in this interval (the missed time is given up, not
+    /// caught up in a burst), and the datagrams' worth of time given up.
+    pub pacing_slips: u64,
+    pub pacing_deficit: u64,
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -134,6 +139,19 @@ pub struct SendSummary {
     pub end_markers: u64,
     pub rate_bps: f64,
     pub rate_pps: f64,
+    /// The rate asked for (as in the begin line), absent when sending as
+    /// fast as possible: compare with `rate_bps`/`rate_pps`.
+    pub target_bps: Option<f64>,
+    pub target_pps: Option<f64>,
+    /// Paced runs: times a worker fell more than a batch interval behind its
+    /// schedule; each time its schedule restarted from then and the missed
+    /// time was given up, not caught up in a burst.
+    pub pacing_slips: u64,
+    /// The datagrams' worth of time those slips gave up.
+    pub pacing_deficit: u64,
+    /// Paced runs: shortest and longest time between two batches of one worker, µs.
+    pub pacing_gap_min_us: Option<f64>,
+    pub pacing_gap_max_us: Option<f64>,
     /// CPU seconds (user + system) the sender used.
     pub cpu_s: f64,
     pub flows: Vec<SendFlow>,
@@ -222,17 +240,19 @@ pub struct RecvSummary {
     pub other_group: Option<u64>,
 }
 
-/// Builds a flow's report from its tracker state. `trusted_clock` is whether
-/// this receiver's clock is synchronised; delays are trusted when the sender
-/// shares our clock or both clocks are synchronised.
-pub fn flow_report(key: &mcblast_common::FlowKey, st: &FlowState, our_clock: u32, our_synced: bool) -> FlowReport {
+/// Builds a flow's report from its tracker state. One-way delays are
+/// trusted when the sender shares our clock (same boot id), or both clocks
+/// are synchronised and agree on the TAI−UTC offset (timestamps are
+/// CLOCK_TAI; hosts that disagree on the offset differ by whole seconds).
+pub fn flow_report(key: &mcblast_common::FlowKey, st: &FlowState, local: &crate::clock::LocalClock) -> FlowReport {
     let ip = |v: u32| std::net::Ipv4Addr::from(v.to_ne_bytes()).to_string();
     let expected = st.expected();
     let loss_pct = if expected == 0 { 0.0 } else { st.lost as f64 * 100.0 / expected as f64 };
     let delay = (st.delay_count > 0).then(|| {
         let sender_synced = st.flags & mcblast_common::tracker::STATE_SENDER_SYNCED != 0;
         Delay {
-            trusted: st.sender_clock == our_clock || (sender_synced && our_synced),
+            trusted: st.sender_clock == local.id
+                || (sender_synced && local.synced && st.sender_tai_offset() == local.tai_offset),
             min_us: st.delay_min_ns as f64 / 1e3,
             mean_us: st.delay_mean_ns().unwrap_or(0) as f64 / 1e3,
             max_us: st.delay_max_ns as f64 / 1e3,
@@ -301,7 +321,8 @@ mod tests {
             run: 9,
             flow: 2,
         };
-        let r = flow_report(&key, &st, 7, false);
+        let here = |id, synced, tai_offset| crate::clock::LocalClock { id, synced, tai_offset };
+        let r = flow_report(&key, &st, &here(7, false, 0));
         assert_eq!(r.sender, "10.0.0.1");
         assert_eq!(r.group, "239.0.0.1");
         assert_eq!((r.received, r.lost, r.expected), (3, 2, 5));
@@ -310,8 +331,14 @@ mod tests {
         assert!(d.trusted, "same clock id means the delay is trusted");
         assert_eq!(d.min_us, 2.0);
         assert_eq!(d.histogram, vec![(2, 3)]);
-        let r2 = flow_report(&key, &st, 8, false);
-        assert!(!r2.delay.unwrap().trusted);
+        let r2 = flow_report(&key, &st, &here(8, false, 0));
+        assert!(!r2.delay.unwrap().trusted, "another clock, not synchronised");
+        // Another host, both synchronised, sender's TAI offset 37 (flags bits 8..15).
+        let mut synced = FlowState::new();
+        synced.on_data(0, 100, 1000, 3000, mcblast_common::wire::FLAG_CLOCK_SYNCED | (37 << 8), 9);
+        assert!(flow_report(&key, &synced, &here(8, true, 37)).delay.unwrap().trusted);
+        assert!(!flow_report(&key, &synced, &here(8, true, 0)).delay.unwrap().trusted, "TAI offsets differ");
+        assert!(!flow_report(&key, &synced, &here(8, false, 37)).delay.unwrap().trusted, "we are not synchronised");
     }
 
     #[test]

@@ -359,13 +359,13 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
     let socket_drops = socket.as_ref().map(|s| s.view.lock().expect("socket view lock").drops);
     drop(kernel);
 
-    let our_clock = clock::clock_id();
+    let local = clock::LocalClock { synced, ..clock::local() };
     let duration = secs_since(end);
     let mut worst: f64 = 0.0;
     let mut reports: Vec<(&'static str, Vec<FlowReport>)> = Vec::new();
     for (name, snap) in &finals {
         let flows: Vec<FlowReport> =
-            snap.flows.iter().map(|(k, s)| output::flow_report(k, s, our_clock, synced)).collect();
+            snap.flows.iter().map(|(k, s)| output::flow_report(k, s, &local)).collect();
         worst = flows.iter().map(|f| f.loss_pct).fold(worst, f64::max);
         let summary = RecvSummary {
             role: "recv",

@@ -39,6 +39,11 @@ struct Summary {
     errors_other: u64,
     end_markers: u64,
     cpu_s: f64,
+    target_pps: Option<f64>,
+    pacing_slips: u64,
+    pacing_deficit: u64,
+    pacing_gap_min_us: Option<f64>,
+    pacing_gap_max_us: Option<f64>,
     flows: Vec<SummaryFlow>,
 }
 
@@ -53,6 +58,8 @@ struct SummaryFlow {
 #[derive(Deserialize, Debug)]
 struct Interval {
     sent: u64,
+    pacing_slips: u64,
+    pacing_deficit: u64,
 }
 
 /// What the receiver saw of one flow.
@@ -205,6 +212,8 @@ fn receive(
     let t0 = Instant::now();
     let mut last_data = Instant::now();
     let clock = mcblast::clock::clock_id();
+    // Header flags bits 8..15: the sender's kernel TAI-UTC offset (same kernel here).
+    let tai = mcblast::sys::tai_offset_s().unwrap().clamp(0, 255) as u16;
     loop {
         let mut got = false;
         for (g, s) in &socks {
@@ -219,7 +228,7 @@ fn receive(
                 match Header::parse_datagram(&buf[..n]) {
                     Err(e) => problems.push(format!("{n}-byte datagram from {from}: {e}")),
                     Ok(h) => {
-                        if h.run != c.run_id || h.clock != clock || h.tx_ns == 0 {
+                        if h.run != c.run_id || h.clock != clock || h.tx_ns == 0 || h.flags >> 8 != tai {
                             problems.push(format!("bad header fields: {h:?}"));
                         }
                         let f = flows.entry(h.flow).or_default();
@@ -270,6 +279,20 @@ fn check(c: &Case<'_>, r: &Run, count: Option<u64>) {
     assert_eq!(s.bytes, s.sent * c.length as u64, "{ctx}");
     if !r.intervals.is_empty() {
         assert_eq!(r.intervals.iter().map(|i| i.sent).sum::<u64>(), s.sent, "intervals add up to the total\n{ctx}");
+        let slips: u64 = r.intervals.iter().map(|i| i.pacing_slips).sum();
+        let deficit: u64 = r.intervals.iter().map(|i| i.pacing_deficit).sum();
+        assert_eq!((slips, deficit), (s.pacing_slips, s.pacing_deficit), "{ctx}");
+    }
+    // Pacing is reported for paced runs only; how often the schedule
+    // slipped depends on the machine, so it is only checked for coherence.
+    let paced = c.extra.iter().any(|a| a == "--pps" || a == "-b");
+    assert_eq!(s.target_pps.is_some(), paced, "{ctx}");
+    if paced {
+        assert_eq!(s.pacing_slips == 0, s.pacing_deficit == 0, "slips without a deficit or back\n{ctx}");
+        let (a, b) = (s.pacing_gap_min_us.unwrap(), s.pacing_gap_max_us.unwrap());
+        assert!(a <= b, "{ctx}");
+    } else {
+        assert_eq!((s.pacing_slips, s.pacing_deficit, s.pacing_gap_min_us), (0, 0, None), "{ctx}");
     }
     assert_eq!(r.flows.len(), c.flows as usize, "every flow arrived\n{ctx}");
     let mut total = 0;
@@ -397,6 +420,12 @@ fn user_errors_are_one_line() {
         (&["-I", "mcb-nope0"], "interface mcb-nope0 not found; interfaces here:"),
         (&["-I", "lo", "--cpus", "1000"], "CPU 1000 in --cpus is not available"),
         (&["-I", "lo", "-l", "65508"], "largest UDP payload"),
+        (&["-I", "lo", "-t", "2e10"], "-t must be at most 1e7 seconds"),
+        (&["-I", "lo", "-i", "2e10"], "-i must be at most 1e7 seconds"),
+        (&["-I", "lo", "--pps", "2G"], "more than mcblast can pace"),
+        (&["-I", "lo", "-b", "1e300"], "more than mcblast can pace"),
+        (&["-I", "lo", "--pps", "1e-9"], "less than one datagram per 1000 s"),
+        (&["-I", "lo", "--run-id", "0"], "run ids are non-zero"),
     ];
     for (args, want) in cases {
         let out = Command::new(BIN).arg("send").args(*args).output().unwrap();
@@ -411,5 +440,23 @@ fn user_errors_are_one_line() {
         let v: Value = serde_json::from_str(stdout.trim()).unwrap();
         assert_eq!(v["type"], "error", "{stdout}");
         assert!(v["message"].as_str().unwrap().contains(want), "{stdout}");
+    }
+}
+
+/// Values clap's parsers refuse: exit status 2 and the reason, at once
+/// (no allocation for an absurd CPU range, no infinite rate).
+#[test]
+fn unparseable_rates_and_cpu_lists_are_refused() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["-b", "1e300G"], "rate '1e300G' is too large"),
+        (&["--pps", "0"], "must be positive"),
+        (&["--cpus", "0-99999999999"], "CPU 99999999999 in '0-99999999999' is out of range"),
+    ];
+    for (args, want) in cases {
+        let out = Command::new(BIN).arg("send").args(*args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
     }
 }

@@ -18,6 +18,10 @@ pub struct Counts {
     pub other: u64,
     /// End markers the kernel took.
     pub end_markers: u64,
+    /// Pacing: schedule slips, and the datagrams' worth of time they gave up
+    /// (see `pacer`).
+    pub slips: u64,
+    pub deficit: u64,
 }
 
 impl Counts {
@@ -32,6 +36,8 @@ impl Counts {
         self.eagain += o.eagain;
         self.other += o.other;
         self.end_markers += o.end_markers;
+        self.slips += o.slips;
+        self.deficit += o.deficit;
     }
 
     /// What happened between `earlier` and `self`.
@@ -43,6 +49,8 @@ impl Counts {
             eagain: self.eagain - earlier.eagain,
             other: self.other - earlier.other,
             end_markers: self.end_markers - earlier.end_markers,
+            slips: self.slips - earlier.slips,
+            deficit: self.deficit - earlier.deficit,
         }
     }
 }
@@ -58,6 +66,8 @@ pub struct WorkerCounters {
     eagain: AtomicU64,
     other: AtomicU64,
     end_markers: AtomicU64,
+    slips: AtomicU64,
+    deficit: AtomicU64,
 }
 
 impl WorkerCounters {
@@ -70,6 +80,8 @@ impl WorkerCounters {
         self.eagain.store(c.eagain, Relaxed);
         self.other.store(c.other, Relaxed);
         self.end_markers.store(c.end_markers, Relaxed);
+        self.slips.store(c.slips, Relaxed);
+        self.deficit.store(c.deficit, Relaxed);
     }
 
     pub fn read(&self) -> Counts {
@@ -80,6 +92,8 @@ impl WorkerCounters {
             eagain: self.eagain.load(Relaxed),
             other: self.other.load(Relaxed),
             end_markers: self.end_markers.load(Relaxed),
+            slips: self.slips.load(Relaxed),
+            deficit: self.deficit.load(Relaxed),
         }
     }
 }
@@ -110,12 +124,15 @@ mod tests {
     fn publish_merge_and_difference() {
         let w: Vec<WorkerCounters> = (0..3).map(|_| WorkerCounters::default()).collect();
         w[0].publish(&Counts { sent: 10, bytes: 100, enobufs: 1, ..Default::default() });
-        w[2].publish(&Counts { sent: 5, bytes: 50, eagain: 2, other: 3, end_markers: 6, ..Default::default() });
+        w[2].publish(&Counts { sent: 5, bytes: 50, eagain: 2, other: 3, end_markers: 6, slips: 4, deficit: 7, ..Default::default() });
         let t = merge(&w);
-        assert_eq!(t, Counts { sent: 15, bytes: 150, enobufs: 1, eagain: 2, other: 3, end_markers: 6 });
+        assert_eq!(
+            t,
+            Counts { sent: 15, bytes: 150, enobufs: 1, eagain: 2, other: 3, end_markers: 6, slips: 4, deficit: 7 }
+        );
         assert_eq!(t.errors(), 6);
-        let later = Counts { sent: 20, bytes: 210, ..t };
-        assert_eq!(later.since(&t), Counts { sent: 5, bytes: 60, ..Default::default() });
+        let later = Counts { sent: 20, bytes: 210, slips: 5, ..t };
+        assert_eq!(later.since(&t), Counts { sent: 5, bytes: 60, slips: 1, ..Default::default() });
     }
 
     #[test]

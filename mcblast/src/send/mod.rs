@@ -36,9 +36,10 @@ pub mod report;
 pub mod worker;
 
 use counters::{WorkerCounters, merge};
+use pacer::PaceStats;
 use engine::{FlowSocket, Template};
 pub use plan::Plan;
-use worker::{Outcome, Worker};
+use worker::{Outcome, START_LEAD_NS, Worker};
 
 /// Socket send buffer asked for (SO_SNDBUFFORCE as root, else capped by net.core.wmem_max).
 pub const SNDBUF: usize = 4 << 20;
@@ -54,6 +55,7 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
         run: run_id,
         clock: crate::clock::clock_id(),
         clock_synced: crate::clock::synchronized(),
+        tai_offset: plan.tai_offset,
         length: plan.length,
     };
 
@@ -116,7 +118,7 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
         }
     }
 
-    let start_ns = mono_ns();
+    let start_ns = mono_ns() + START_LEAD_NS;
     for s in &starts {
         let _ = s.send(Some(start_ns));
     }
@@ -157,6 +159,7 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
             per_flow: &per_flow,
             src_ports: &src_ports,
             cpu_s: crate::sys::process_cpu_seconds(),
+            pacing: outcomes.iter().filter_map(|o| o.pacing).reduce(PaceStats::merge),
         },
     )?;
     if let Some(msg) = outcomes.into_iter().find_map(|o| o.fatal) {
@@ -215,6 +218,11 @@ pub fn random_run_id() -> u32 {
         .map(|_| u32::from_ne_bytes(b))
         // No /dev/urandom: the clock's low bits are unpredictable enough for a run id.
         .unwrap_or_else(|_| crate::clock::tai_ns() as u32 ^ std::process::id().rotate_left(16));
+    nonzero(v)
+}
+
+/// A run id from random bits: 0 means "any run" to a receiver, so it becomes 1.
+fn nonzero(v: u32) -> u32 {
     v.max(1)
 }
 
@@ -225,5 +233,6 @@ mod tests {
         let ids: std::collections::HashSet<u32> = (0..16).map(|_| super::random_run_id()).collect();
         assert!(ids.len() > 14);
         assert!(!ids.contains(&0));
+        assert_eq!((super::nonzero(0), super::nonzero(7)), (1, 7));
     }
 }

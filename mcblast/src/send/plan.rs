@@ -17,6 +17,16 @@ pub const MAX_DATAGRAM: usize = 65_535 - IP_UDP_OVERHEAD;
 pub const MAX_BATCH: usize = 1024;
 /// Run length when neither `-t` nor `-n` is given.
 pub const DEFAULT_SECONDS: f64 = 10.0;
+/// The longest `-t` and `-i` (about 115 days): in nanoseconds, added to a
+/// CLOCK_MONOTONIC time, it stays far from u64 overflow.
+pub const MAX_SECONDS: f64 = 1e7;
+/// The highest total rate that can be paced, in datagrams/s (no link
+/// carries it: 100 Gbit/s of 40-byte datagrams is 312.5 M/s).
+pub const MAX_PPS: f64 = 1e9;
+/// The lowest total rate, in datagrams/s: one datagram per 1000 s.
+pub const MIN_PPS: f64 = 1e-3;
+/// At most this many flows: each has its own socket and source port.
+pub const MAX_FLOWS: u32 = 65_535;
 
 /// What the plan needs from the machine (a fake one in tests).
 pub trait Host {
@@ -26,6 +36,8 @@ pub trait Host {
     fn route_iface(&self, group: Ipv4Addr) -> Option<String>;
     /// CPUs this process may use.
     fn cpus(&self) -> Vec<usize>;
+    /// The kernel's TAI−UTC offset in seconds (0 when it cannot be read).
+    fn tai_offset_s(&self) -> i32;
 }
 
 /// The real machine.
@@ -40,6 +52,9 @@ impl Host for System {
     }
     fn cpus(&self) -> Vec<usize> {
         crate::sys::send::allowed_cpus().unwrap_or_default()
+    }
+    fn tai_offset_s(&self) -> i32 {
+        crate::sys::tai_offset_s().unwrap_or(0)
     }
 }
 
@@ -94,6 +109,9 @@ pub struct Plan {
     pub count: Option<u64>,
     pub batch: usize,
     pub run_id: Option<u32>,
+    /// The kernel's TAI−UTC offset in seconds, read once here and carried
+    /// in every header's flags (clamped to 0..=255, the 8 bits it has).
+    pub tai_offset: u8,
     pub interval_s: f64,
     pub json: bool,
     pub flows: Vec<FlowPlan>,
@@ -105,6 +123,11 @@ pub struct Plan {
 /// iperf does, so `-b 100M -l 1250` is 10,000 datagrams/s.
 pub fn pps_for_bps(bps: f64, length: usize) -> f64 {
     bps / (length as f64 * 8.0)
+}
+
+/// A number as a user would write it: `2e10` rather than `20000000000`.
+fn num(v: f64) -> String {
+    if v != 0.0 && !(1e-3..1e6).contains(&v.abs()) { format!("{v:e}") } else { format!("{v}") }
 }
 
 /// Flow `i` of `groups` groups sends to group `i % groups`.
@@ -154,6 +177,18 @@ impl Plan {
         if !(c.interval.is_finite() && c.interval >= 0.0) {
             bail!("-i {} is not an interval: give seconds between reports, or 0 for none", c.interval);
         }
+        if c.interval > MAX_SECONDS {
+            bail!(
+                "-i {} is too long: -i must be at most {} seconds (about 115 days), or 0 for no interval reports",
+                num(c.interval),
+                num(MAX_SECONDS)
+            );
+        }
+        if a.run_id == Some(0) {
+            bail!(
+                "--run-id 0: run ids are non-zero (0 means \"any run\" to a receiver); give 1 or more, or leave it out for a random one"
+            );
+        }
         if a.length < HEADER_LEN {
             bail!(
                 "datagram length {} is too short: the mcblast header alone is {HEADER_LEN} bytes; use -l {HEADER_LEN} or more",
@@ -185,6 +220,9 @@ impl Plan {
         }
         if a.flows == 0 {
             bail!("--flows 0 sends nothing: use --flows 1 or more");
+        }
+        if a.flows > MAX_FLOWS {
+            bail!("--flows {} is too many: each flow has its own socket and source port, so use at most {MAX_FLOWS}", a.flows);
         }
         if a.threads == 0 {
             bail!("--threads 0 leaves no one to send: use --threads 1 or more");
@@ -218,6 +256,11 @@ impl Plan {
         {
             bail!("-t {t} is not a duration: give a positive number of seconds");
         }
+        if let Some(t) = a.time
+            && t > MAX_SECONDS
+        {
+            bail!("-t {} is too long: -t must be at most {} seconds (about 115 days)", num(t), num(MAX_SECONDS));
+        }
         if a.count == Some(0) {
             bail!("-n 0 sends nothing: give the datagrams per flow, e.g. -n 1000");
         }
@@ -226,6 +269,23 @@ impl Plan {
             (None, Some(b)) => Some(pps_for_bps(b, a.length)),
             (None, None) => None,
         };
+        if let Some(p) = pps {
+            // Named as the user gave it: --pps, or -b with the length it is divided by.
+            let given = match a.pps {
+                Some(_) => format!("--pps {}", num(p)),
+                None => format!("-b {} with -l {} is {} datagrams/s, which", num(a.rate.unwrap_or(0.0)), a.length, num(p)),
+            };
+            let flag = if a.pps.is_some() { "--pps" } else { "-b" };
+            if p > MAX_PPS {
+                bail!(
+                    "{given} is more than mcblast can pace ({} datagrams/s at most); leave out {flag} to send as fast as possible",
+                    num(MAX_PPS)
+                );
+            }
+            if p < MIN_PPS {
+                bail!("{given} is less than one datagram per {} s: give a higher rate", num(1.0 / MIN_PPS));
+            }
+        }
         let duration_s = match (a.time, a.count) {
             (Some(t), _) => Some(t),
             (None, Some(_)) => None,
@@ -236,9 +296,14 @@ impl Plan {
         let flows: Vec<FlowPlan> = (0..a.flows)
             .map(|id| FlowPlan { id, group: c.groups[group_of(id, c.groups.len())], worker: worker_of(id, threads) })
             .collect();
-        let workers = (0..threads)
-            .map(|w| {
-                let mine: Vec<u32> = flows.iter().filter(|f| f.worker == w).map(|f| f.id).collect();
+        let mut per_worker: Vec<Vec<u32>> = vec![Vec::new(); threads];
+        for f in &flows {
+            per_worker[f.worker].push(f.id);
+        }
+        let workers = per_worker
+            .into_iter()
+            .enumerate()
+            .map(|(w, mine)| {
                 WorkerPlan {
                     index: w,
                     cpu: cpu_of(w, &cpus),
@@ -263,6 +328,7 @@ impl Plan {
             count: a.count,
             batch: a.batch,
             run_id: a.run_id,
+            tai_offset: host.tai_offset_s().clamp(0, 255) as u8,
             interval_s: c.interval,
             json: c.json,
             flows,
@@ -284,6 +350,7 @@ mod tests {
     struct Fake {
         mtu: u32,
         route: Option<&'static str>,
+        tai: i32,
     }
     impl Host for Fake {
         fn lookup(&self, name: &str) -> Result<Iface> {
@@ -300,8 +367,11 @@ mod tests {
         fn cpus(&self) -> Vec<usize> {
             vec![0, 1, 2, 3]
         }
+        fn tai_offset_s(&self) -> i32 {
+            self.tai
+        }
     }
-    const HOST: Fake = Fake { mtu: 9001, route: Some("eth0") };
+    const HOST: Fake = Fake { mtu: 9001, route: Some("eth0"), tai: 37 };
 
     fn args(extra: &[&str]) -> SendArgs {
         let mut v = vec!["mcblast", "send"];
@@ -346,7 +416,7 @@ mod tests {
 
     #[test]
     fn no_route_lets_the_kernel_choose_and_skips_the_mtu_check() {
-        let p = Plan::resolve(&args(&["-l", "9000"]), &Fake { mtu: 1500, route: None }).unwrap();
+        let p = Plan::resolve(&args(&["-l", "9000"]), &Fake { mtu: 1500, route: None, tai: 0 }).unwrap();
         assert!(p.iface.is_none());
         assert_eq!(p.iface_name(), "default");
     }
@@ -378,7 +448,7 @@ mod tests {
 
     #[test]
     fn over_mtu_says_fragments_and_tgw_and_the_way_out() {
-        let host = Fake { mtu: 1500, route: Some("eth0") };
+        let host = Fake { mtu: 1500, route: Some("eth0"), tai: 0 };
         let e = format!("{:#}", Plan::resolve(&args(&["-l", "1473"]), &host).unwrap_err());
         assert!(e.contains("1501-byte IP packets") && e.contains("1500-byte MTU of eth0"), "{e}");
         assert!(e.contains("fragment") && e.contains("Transit Gateway"), "{e}");
@@ -402,6 +472,57 @@ mod tests {
         assert!(err(&["--batch", "1025"]).contains("1..1024"));
         assert!(err(&["-t", "0"]).contains("-t 0 is not a duration"));
         assert!(err(&["--interval=-1"]).contains("-i -1 is not an interval"));
+    }
+
+    #[test]
+    fn huge_durations_and_intervals_are_refused_up_front() {
+        let e = err(&["-t", "2e10"]);
+        assert!(e.contains("-t 2e10 is too long") && e.contains("at most 1e7 seconds"), "{e}");
+        let e = err(&["-i", "2e10"]);
+        assert!(e.contains("-i 2e10 is too long") && e.contains("at most 1e7 seconds"), "{e}");
+        assert_eq!(plan(&["-t", "1e7", "-i", "1e7"]).unwrap().duration_s, Some(1e7));
+    }
+
+    #[test]
+    fn rates_must_be_paceable() {
+        let e = err(&["--pps", "2G"]);
+        assert!(e.contains("--pps 2e9 is more than mcblast can pace") && e.contains("leave out --pps"), "{e}");
+        let e = err(&["-b", "1e300", "-l", "1000"]);
+        assert!(e.contains("-b 1e300 with -l 1000 is 1.25e296 datagrams/s"), "{e}");
+        assert!(e.contains("more than mcblast can pace") && e.contains("leave out -b"), "{e}");
+        let e = err(&["--pps", "1e-9"]);
+        assert!(e.contains("--pps 1e-9 is less than one datagram per 1000 s"), "{e}");
+        let e = err(&["-b", "1", "-l", "1000"]);
+        assert!(e.contains("-b 1 with -l 1000 is 1.25e-4 datagrams/s, which is less than one datagram per 1000 s"), "{e}");
+        assert_eq!(plan(&["--pps", "1G"]).unwrap().pps, Some(1e9));
+        assert_eq!(plan(&["--pps", "0.001"]).unwrap().pps, Some(1e-3));
+    }
+
+    #[test]
+    fn tai_offset_is_read_once_and_fits_eight_bits() {
+        assert_eq!(plan(&[]).unwrap().tai_offset, 37);
+        for (tai, want) in [(0, 0), (-5, 0), (300, 255)] {
+            let p = Plan::resolve(&args(&[]), &Fake { tai, ..HOST }).unwrap();
+            assert_eq!(p.tai_offset, want, "tai {tai}");
+        }
+    }
+
+    #[test]
+    fn run_id_zero_is_refused() {
+        let e = err(&["--run-id", "0"]);
+        assert!(e.contains("run ids are non-zero"), "{e}");
+        assert_eq!(plan(&["--run-id", "1"]).unwrap().run_id, Some(1));
+        assert_eq!(plan(&[]).unwrap().run_id, None);
+    }
+
+    #[test]
+    fn flows_are_capped_and_many_threads_plan_quickly() {
+        let e = err(&["--flows", "65536"]);
+        assert!(e.contains("--flows 65536 is too many") && e.contains("at most 65535"), "{e}");
+        // Every flow on its own worker: built in one pass over the flows.
+        let p = plan(&["--flows", "65535", "--threads", "65535"]).unwrap();
+        assert_eq!(p.workers.len(), 65_535);
+        assert!(p.workers.iter().enumerate().all(|(i, w)| w.flows == vec![i as u32]));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 use std::io;
 
 use super::counters::Counts;
+use super::pacer::PaceStats;
 use super::plan::{IP_UDP_OVERHEAD, IfaceSource, Plan};
 use crate::output::{Printer, SendBegin, SendFlow, SendInterval, SendSummary, fmt_bps};
 
@@ -36,17 +37,21 @@ pub fn fmt_bytes(b: u64) -> String {
 
 const TABLE_HEAD: &str = "[ ID] Interval           Datagrams     Transfer      Bandwidth   Datagrams/s   Errors";
 
-/// One human table row.
+/// One human table row (schedule slips, when there were any, after the table).
 pub fn fmt_row(id: &str, start_s: f64, end_s: f64, c: &Counts, secs: f64) -> String {
     let (bps, pps) = rates(c, secs);
-    format!(
+    let mut row = format!(
         "[{id:>3}] {start_s:6.2}-{end_s:<6.2} sec {:>10} {:>12} {:>14} {:>11.0}/s {:>8}",
         c.sent,
         fmt_bytes(c.bytes),
         fmt_bps(bps),
         pps,
         c.errors()
-    )
+    );
+    if c.slips > 0 {
+        row.push_str(&format!("   {} slip{}", c.slips, if c.slips == 1 { "" } else { "s" }));
+    }
+    row
 }
 
 /// (bit/s, datagrams/s) over `secs`.
@@ -145,13 +150,14 @@ impl Reporter {
 
     /// When the next interval ends (None: no interval reports).
     pub fn next_due(&self) -> Option<u64> {
-        self.interval_ns.map(|iv| self.start_ns + (self.k + 1) * iv)
+        self.interval_ns.map(|iv| self.start_ns.saturating_add((self.k + 1).saturating_mul(iv)))
     }
 
     /// Reports the interval that ended, if one did by `now`.
     pub fn tick(&mut self, out: &mut Printer, now: u64, totals: &Counts) -> io::Result<()> {
         let Some(iv) = self.interval_ns else { return Ok(()) };
-        if now < self.start_ns + (self.k + 1) * iv {
+        // The plan caps -i far below overflow; saturating all the same.
+        if now < self.start_ns.saturating_add((self.k + 1).saturating_mul(iv)) {
             return Ok(());
         }
         // Normally one interval; more if we woke very late (then one line spans them).
@@ -191,6 +197,8 @@ impl Reporter {
                 errors: d.errors(),
                 rate_bps,
                 rate_pps,
+                pacing_slips: d.slips,
+                pacing_deficit: d.deficit,
             },
         )?;
         out.human(&fmt_row("SUM", a, b, &d, secs))
@@ -208,6 +216,8 @@ pub struct Final<'a> {
     /// Source port of each flow, by flow id.
     pub src_ports: &'a [u16],
     pub cpu_s: f64,
+    /// All workers' pacing (None: not paced).
+    pub pacing: Option<PaceStats>,
 }
 
 pub fn summary_of(f: &Final<'_>) -> SendSummary {
@@ -227,6 +237,12 @@ pub fn summary_of(f: &Final<'_>) -> SendSummary {
         end_markers: t.end_markers,
         rate_bps,
         rate_pps,
+        target_bps: f.plan.pps.map(|pps| pps * f.plan.length as f64 * 8.0),
+        target_pps: f.plan.pps,
+        pacing_slips: t.slips,
+        pacing_deficit: t.deficit,
+        pacing_gap_min_us: f.pacing.and_then(|p| p.gap_min_ns).map(|g| g as f64 / 1e3),
+        pacing_gap_max_us: f.pacing.and_then(|p| p.gap_max_ns).map(|g| g as f64 / 1e3),
         cpu_s: f.cpu_s,
         flows: f
             .per_flow
@@ -267,6 +283,10 @@ pub fn summary(out: &mut Printer, f: &Final<'_>) -> io::Result<()> {
         f.cpu_s,
         if f.duration_s > 0.0 { f.cpu_s / f.duration_s * 100.0 } else { 0.0 }
     ));
+    if let Some(line) = fmt_pacing(&s) {
+        text.push_str(&line);
+        text.push('\n');
+    }
     for fl in s.flows.iter().take(HUMAN_FLOWS) {
         text.push_str(&format!(
             "[{:>3}] {}:{} from port {}: {} datagrams\n",
@@ -277,6 +297,29 @@ pub fn summary(out: &mut Printer, f: &Final<'_>) -> io::Result<()> {
         text.push_str(&format!("      … and {} more flows (all of them with --json)\n", s.flows.len() - HUMAN_FLOWS));
     }
     out.human(&text)
+}
+
+/// The human pacing line: the rate asked for against the rate achieved, and
+/// whether the sender fell behind (None when not paced).
+pub fn fmt_pacing(s: &SendSummary) -> Option<String> {
+    let target = s.target_pps?;
+    let mut line = format!(
+        "      paced: target {target:.0} datagrams/s, achieved {:.0} ({:.1}%)",
+        s.rate_pps,
+        if target > 0.0 { s.rate_pps / target * 100.0 } else { 0.0 }
+    );
+    if s.pacing_slips == 0 {
+        line.push_str(", on schedule");
+    } else {
+        line.push_str(&format!(
+            ", fell behind {} times: {} datagrams' worth of time given up, not caught up",
+            s.pacing_slips, s.pacing_deficit
+        ));
+    }
+    if let (Some(a), Some(b)) = (s.pacing_gap_min_us, s.pacing_gap_max_us) {
+        line.push_str(&format!("; batches {a:.0}-{b:.0} µs apart"));
+    }
+    Some(line)
 }
 
 #[cfg(test)]
@@ -298,6 +341,49 @@ mod tests {
             "{row}"
         );
         assert!(row.trim_end().ends_with(" 2"), "{row}");
+        let row = fmt_row("SUM", 0.0, 1.0, &Counts { slips: 3, ..c }, 1.0);
+        assert!(row.ends_with(" 2   3 slips"), "{row}");
+        let row = fmt_row("SUM", 0.0, 1.0, &Counts { slips: 1, ..c }, 1.0);
+        assert!(row.ends_with(" 2   1 slip"), "{row}");
+    }
+
+    #[test]
+    fn pacing_line_compares_target_and_achieved() {
+        let plan = {
+            use clap::Parser;
+            let crate::cli::Command::Send(a) =
+                crate::cli::Cli::try_parse_from(["mcblast", "send", "-I", "lo", "-l", "1250", "--pps", "10k"])
+                    .unwrap()
+                    .command
+            else {
+                unreachable!()
+            };
+            Plan::resolve(&a, &crate::send::plan::System).unwrap()
+        };
+        let f = Final {
+            plan: &plan,
+            run_id: 1,
+            duration_s: 2.0,
+            totals: Counts { sent: 15_000, bytes: 15_000 * 1250, slips: 4, deficit: 5_000, ..Default::default() },
+            per_flow: &[(0, 15_000)],
+            src_ports: &[4000],
+            cpu_s: 0.5,
+            pacing: Some(PaceStats { slips: 4, deficit: 5_000.4, gap_min_ns: Some(150_000), gap_max_ns: Some(9_000_000) }),
+        };
+        let s = summary_of(&f);
+        assert_eq!((s.target_pps, s.target_bps), (Some(10_000.0), Some(100e6)));
+        assert_eq!((s.rate_pps, s.pacing_slips, s.pacing_deficit), (7_500.0, 4, 5_000));
+        assert_eq!((s.pacing_gap_min_us, s.pacing_gap_max_us), (Some(150.0), Some(9_000.0)));
+        let line = fmt_pacing(&s).unwrap();
+        assert_eq!(
+            line,
+            "      paced: target 10000 datagrams/s, achieved 7500 (75.0%), fell behind 4 times: \
+             5000 datagrams' worth of time given up, not caught up; batches 150-9000 µs apart"
+        );
+        let on_time = SendSummary { pacing_slips: 0, pacing_deficit: 0, ..s.clone() };
+        assert!(fmt_pacing(&on_time).unwrap().contains(", on schedule;"));
+        let flat = SendSummary { target_pps: None, ..s };
+        assert!(fmt_pacing(&flat).is_none());
     }
 
     #[test]

@@ -13,11 +13,15 @@ use std::thread::JoinHandle;
 
 use super::counters::{Counts, WorkerCounters};
 use super::engine::{Engine, FlowSocket, MmsgEngine, SocketEngine, Template};
-use super::pacer::{Pacer, Step, batch_len, quantum};
+use super::pacer::{PaceStats, Pacer, Step, batch_len, quantum};
 use crate::cli;
 use crate::clock::mono_ns;
 use crate::sys::send::{pin_current_thread, set_timer_slack_ns, sleep_until_mono};
 
+/// The common start time is this far after the workers are told it, so
+/// each has woken and is waiting when it comes (a paced worker that started
+/// late would begin with a schedule slip).
+pub const START_LEAD_NS: u64 = 1_000_000;
 /// End markers per flow, and the gap between them.
 pub const END_MARKERS: u32 = 3;
 pub const END_GAP_NS: u64 = 5_000_000;
@@ -27,6 +31,33 @@ pub const LOG_EVERY_NS: u64 = 5_000_000_000;
 pub const GIVE_UP_NS: u64 = 2_000_000_000;
 /// Pause after an unexpected error before trying again, so a dead route does not spin a core.
 const ERROR_BACKOFF_NS: u64 = 1_000_000;
+/// After ENOBUFS (the local queue is full) the worker waits this long before
+/// sending again, twice as long after each further ENOBUFS in a row, up to
+/// [`ENOBUFS_BACKOFF_MAX_NS`]; a datagram taken resets it. The queue drains
+/// at line rate, so a short wait is enough, and sleeping instead of spinning
+/// keeps the CPU figure the cost of sending.
+pub const ENOBUFS_BACKOFF_MIN_NS: u64 = 20_000;
+pub const ENOBUFS_BACKOFF_MAX_NS: u64 = 1_000_000;
+
+/// Exponential back-off for ENOBUFS retries.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    next_ns: u64,
+}
+
+impl Backoff {
+    /// How long to wait after this failure.
+    pub fn wait_ns(&mut self) -> u64 {
+        let d = self.next_ns.max(ENOBUFS_BACKOFF_MIN_NS);
+        self.next_ns = (d * 2).min(ENOBUFS_BACKOFF_MAX_NS);
+        d
+    }
+
+    /// A send succeeded: the next failure waits the shortest time again.
+    pub fn reset(&mut self) {
+        self.next_ns = 0;
+    }
+}
 
 /// Everything a worker needs; moved into its thread.
 pub struct Worker {
@@ -56,6 +87,8 @@ pub struct Outcome {
     pub data_end_ns: Option<u64>,
     /// Why it gave up, if it did.
     pub fatal: Option<String>,
+    /// How it kept to its schedule (None: not paced).
+    pub pacing: Option<PaceStats>,
 }
 
 /// How a send error is counted.
@@ -190,9 +223,15 @@ impl Ctx {
             return out;
         }
         let Ok(Some(start_ns)) = start.recv() else { return out };
+        // Everyone starts together (bounded: the start is at most START_LEAD_NS away).
+        while mono_ns() < start_ns && !self.stopping() {
+            sleep_until_mono(start_ns);
+        }
         let mut c = Counts::default();
         let mut seq = vec![0u64; self.ids.len()];
-        out.fatal = self.send_data(&mut e, start_ns, &mut seq, &mut c);
+        let (fatal, pacing) = self.send_data(&mut e, start_ns, &mut seq, &mut c);
+        out.fatal = fatal;
+        out.pacing = pacing;
         out.data_end_ns = Some(mono_ns());
         if out.fatal.is_some() {
             self.abort.store(true, Ordering::Relaxed);
@@ -205,16 +244,38 @@ impl Ctx {
     }
 
     /// The data loop. `seq[slot]` is the flow's next sequence number, which
-    /// is also how many it has sent. Returns why it gave up, if it did.
-    fn send_data<E: Engine>(&self, e: &mut E, start_ns: u64, seq: &mut [u64], c: &mut Counts) -> Option<String> {
-        let me = &self.counters[self.index];
+    /// is also how many it has sent. Returns why it gave up, if it did, and
+    /// how it kept to its schedule when paced.
+    fn send_data<E: Engine>(
+        &self,
+        e: &mut E,
+        start_ns: u64,
+        seq: &mut [u64],
+        c: &mut Counts,
+    ) -> (Option<String>, Option<PaceStats>) {
         let q = quantum(self.pps, self.batch);
-        let pacer = self.pps.map(|p| Pacer::new(start_ns, p));
-        let deadline = self.duration_ns.map(|d| start_ns + d).unwrap_or(u64::MAX);
+        let mut pacer = self.pps.map(|p| Pacer::new(start_ns, p, q));
+        let fatal = self.data_loop(e, start_ns, q, pacer.as_mut(), seq, c);
+        (fatal, pacer.map(|p| p.stats()))
+    }
+
+    fn data_loop<E: Engine>(
+        &self,
+        e: &mut E,
+        start_ns: u64,
+        q: usize,
+        mut pacer: Option<&mut Pacer>,
+        seq: &mut [u64],
+        c: &mut Counts,
+    ) -> Option<String> {
+        let me = &self.counters[self.index];
+        // The plan caps -t far below overflow; saturating all the same.
+        let deadline = self.duration_ns.map_or(u64::MAX, |d| start_ns.saturating_add(d));
         let mut active: Vec<usize> = (0..seq.len()).collect();
         let mut rr = 0usize;
         let mut log = ErrLog::new(self.index);
         let mut failing_since: Option<u64> = None;
+        let mut enobufs = Backoff::default();
 
         'run: while !active.is_empty() {
             if self.stopping() {
@@ -224,11 +285,18 @@ impl Ctx {
             if now >= deadline {
                 break;
             }
-            if let Some(p) = &pacer
-                && let Step::Sleep(t) = p.step(now, c.sent)
-            {
-                sleep_until_mono(t.min(deadline));
-                continue;
+            if let Some(p) = pacer.as_deref_mut() {
+                match p.step(now, c.sent) {
+                    Step::Sleep(t) => {
+                        sleep_until_mono(t.min(deadline));
+                        continue;
+                    }
+                    Step::Send => {
+                        let s = p.stats();
+                        c.slips = s.slips;
+                        c.deficit = s.deficit as u64;
+                    }
+                }
             }
             if rr >= active.len() {
                 rr = 0;
@@ -243,6 +311,7 @@ impl Ctx {
                     c.sent += s.n as u64;
                     c.bytes += s.n as u64 * self.length;
                     failing_since = None;
+                    enobufs.reset();
                 }
                 let err = match s.err {
                     Some(err) => err,
@@ -277,7 +346,7 @@ impl Ctx {
                         }
                         sleep_until_mono(now + ERROR_BACKOFF_NS);
                     }
-                    ErrKind::Enobufs => std::thread::yield_now(),
+                    ErrKind::Enobufs => sleep_until_mono(now.saturating_add(enobufs.wait_ns()).min(deadline)),
                     ErrKind::Eagain | ErrKind::Interrupted => {}
                 }
                 if self.stopping() || now >= deadline {
@@ -331,10 +400,13 @@ impl Ctx {
 mod tests {
     use super::*;
     use crate::send::engine::Sent;
+    use mcblast_common::wire::{Header, Kind};
+    use std::net::UdpSocket;
 
     /// An engine that takes random prefixes and fails at random, and checks
     /// on every call that the worker asks for exactly the next sequence
-    /// number of the flow: no skip, no repeat.
+    /// number of the flow: no skip, no repeat. Its data go nowhere; its end
+    /// markers are the trait's own, sent on real loopback sockets to `rxs`.
     struct Flaky {
         rng: u64,
         next: Vec<u64>,
@@ -345,12 +417,24 @@ mod tests {
         batch: usize,
         /// (mono time, worker datagrams sent before this call) per call that took something.
         sends: Vec<(u64, u64)>,
-        ends: Vec<(usize, u64)>,
         fail: bool,
+        flows: Vec<FlowSocket>,
+        template: Template,
+        /// One receiving socket per flow slot.
+        rxs: Vec<UdpSocket>,
     }
 
     impl Flaky {
         fn new(flows: usize, batch: usize, fail: bool) -> Flaky {
+            let (mut socks, mut rxs) = (Vec::new(), Vec::new());
+            for i in 0..flows {
+                let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+                rx.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+                let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+                tx.connect(rx.local_addr().unwrap()).unwrap();
+                socks.push(FlowSocket { id: 10 + i as u32, socket: tx });
+                rxs.push(rx);
+            }
             Flaky {
                 rng: 0x9e37_79b9_7f4a_7c15,
                 next: vec![0; flows],
@@ -360,8 +444,10 @@ mod tests {
                 other: 0,
                 batch,
                 sends: Vec::new(),
-                ends: Vec::new(),
                 fail,
+                flows: socks,
+                template: Template { run: 7, clock: 1, clock_synced: false, tai_offset: 0, length: 100 },
+                rxs,
             }
         }
         fn rand(&mut self) -> u64 {
@@ -409,9 +495,11 @@ mod tests {
             }
             Sent { n: k, err: e }
         }
-        fn send_end(&mut self, slot: usize, count: u64) -> io::Result<()> {
-            self.ends.push((slot, count));
-            Ok(())
+        fn flows(&self) -> &[FlowSocket] {
+            &self.flows
+        }
+        fn template(&self) -> &Template {
+            &self.template
         }
     }
 
@@ -435,7 +523,7 @@ mod tests {
         let mut e = Flaky::new(3, 8, true);
         let mut seq = vec![0u64; 3];
         let mut c = Counts::default();
-        assert_eq!(x.send_data(&mut e, mono_ns(), &mut seq, &mut c), None);
+        assert_eq!(x.send_data(&mut e, mono_ns(), &mut seq, &mut c).0, None);
         assert_eq!(seq, vec![1000; 3]);
         assert_eq!(e.next, vec![1000; 3]);
         assert!(e.calls > 400, "{} calls: the flaky paths were exercised", e.calls);
@@ -444,9 +532,16 @@ mod tests {
         assert!(c.enobufs > 0 && c.eagain > 0 && c.other > 0);
         assert_eq!(x.counters[0].read(), c, "published");
         x.send_ends(&mut e, &seq, &mut c);
-        assert_eq!(e.ends.len(), 3 * END_MARKERS as usize);
-        assert!(e.ends.iter().all(|&(_, n)| n == 1000));
-        assert_eq!(c.end_markers, 9);
+        assert_eq!(c.end_markers, 3 * END_MARKERS as u64);
+        // Each flow's socket carried its end markers, with the flow's id and count.
+        let mut buf = [0u8; 256];
+        for (slot, rx) in e.rxs.iter().enumerate() {
+            for _ in 0..END_MARKERS {
+                let n = rx.recv(&mut buf).unwrap();
+                let h = Header::parse_datagram(&buf[..n]).unwrap();
+                assert_eq!((h.kind, h.flow, h.seq, h.run), (Kind::End, 10 + slot as u32, 1000, 7));
+            }
+        }
     }
 
     #[test]
@@ -471,8 +566,11 @@ mod tests {
         let mut seq = vec![0u64; 2];
         let mut c = Counts::default();
         let start = mono_ns();
-        x.send_data(&mut e, start, &mut seq, &mut c);
-        let p = Pacer::new(start, pps);
+        let (fatal, pacing) = x.send_data(&mut e, start, &mut seq, &mut c);
+        assert!(fatal.is_none() && pacing.is_some());
+        // A slip only ever moves the schedule later, so nothing goes out
+        // before it is due on the original one.
+        let p = Pacer::new(start, pps, quantum(Some(pps), 32));
         for &(t, before) in &e.sends {
             assert!(t >= p.due_ns(before), "datagram {before} sent {} ns early", p.due_ns(before) - t);
         }
@@ -485,6 +583,94 @@ mod tests {
         x.send_data(&mut e, mono_ns(), &mut seq, &mut c);
         assert_eq!(seq, e.next);
         assert_eq!(c.sent, seq.iter().sum::<u64>());
+    }
+
+    #[test]
+    fn enobufs_backoff_doubles_to_a_cap_and_resets() {
+        let mut b = Backoff::default();
+        let waits: Vec<u64> = (0..8).map(|_| b.wait_ns()).collect();
+        assert_eq!(waits, vec![20_000, 40_000, 80_000, 160_000, 320_000, 640_000, 1_000_000, 1_000_000]);
+        b.reset();
+        assert_eq!(b.wait_ns(), ENOBUFS_BACKOFF_MIN_NS);
+    }
+
+    /// An engine whose queue is always full: the worker waits between tries
+    /// instead of spinning, so in 30 ms it can try only a few dozen times
+    /// (the sleeps alone add up to 30 ms by the 30th try); a slower machine
+    /// only makes that fewer. It stops at the deadline.
+    #[test]
+    fn a_full_queue_is_retried_with_sleeps_not_spins() {
+        struct Full {
+            calls: u64,
+            flows: Vec<FlowSocket>,
+            template: Template,
+        }
+        impl Engine for Full {
+            fn name(&self) -> &'static str {
+                "full"
+            }
+            fn send_data(&mut self, _slot: usize, _seq: u64, _n: usize) -> Sent {
+                self.calls += 1;
+                Sent { n: 0, err: Some(io::Error::from_raw_os_error(libc::ENOBUFS)) }
+            }
+            fn flows(&self) -> &[FlowSocket] {
+                &self.flows
+            }
+            fn template(&self) -> &Template {
+                &self.template
+            }
+        }
+        let x = ctx(1, None, 8, None, Some(30_000_000));
+        let flaky = Flaky::new(1, 8, false);
+        let mut e = Full { calls: 0, flows: flaky.flows, template: flaky.template };
+        let mut seq = vec![0u64];
+        let mut c = Counts::default();
+        assert_eq!(x.send_data(&mut e, mono_ns(), &mut seq, &mut c).0, None);
+        assert!(e.calls >= 1 && e.calls <= 40, "{} tries in 30 ms", e.calls);
+        assert_eq!((c.enobufs, c.sent, seq[0]), (e.calls, 0, 0));
+    }
+
+    /// A send that stalls 3 ms (15 batch intervals at 20,000/s in batches
+    /// of 4) makes the worker slip: counted, with at least the stall less
+    /// one batch interval given up, and published with the other counts.
+    #[test]
+    fn a_stalled_worker_counts_its_slip() {
+        struct Stall {
+            calls: u64,
+            flows: Vec<FlowSocket>,
+            template: Template,
+        }
+        impl Engine for Stall {
+            fn name(&self) -> &'static str {
+                "stall"
+            }
+            fn send_data(&mut self, _slot: usize, _seq: u64, n: usize) -> Sent {
+                self.calls += 1;
+                if self.calls == 10 {
+                    sleep_until_mono(mono_ns() + 3_000_000);
+                }
+                Sent { n, err: None }
+            }
+            fn flows(&self) -> &[FlowSocket] {
+                &self.flows
+            }
+            fn template(&self) -> &Template {
+                &self.template
+            }
+        }
+        let pps = 20_000.0;
+        let x = ctx(1, Some(pps), 32, Some(200), None);
+        let flaky = Flaky::new(1, 32, false);
+        let mut e = Stall { calls: 0, flows: flaky.flows, template: flaky.template };
+        let mut seq = vec![0u64];
+        let mut c = Counts::default();
+        let (fatal, pacing) = x.send_data(&mut e, mono_ns(), &mut seq, &mut c);
+        assert!(fatal.is_none());
+        let s = pacing.unwrap();
+        assert!(s.slips >= 1 && s.deficit >= (3_000_000.0 - 200_000.0) / 50_000.0, "{s:?}");
+        assert_eq!((c.sent, c.slips, c.deficit), (200, s.slips, s.deficit as u64));
+        assert_eq!(x.counters[0].read(), c, "published");
+        assert!(s.gap_max_ns.unwrap() >= 3_000_000, "{s:?}");
     }
 
     #[test]

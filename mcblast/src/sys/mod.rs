@@ -9,8 +9,42 @@ pub mod packet;
 
 use std::io;
 use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, AsRawFd};
 
 pub mod send;
+
+/// A C return code as an `io::Result`: negative means failure, with the
+/// reason in `errno`.
+pub(crate) fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) }
+}
+
+/// Sets a socket option from a plain C value (an `int`, `ip_mreqn`, `timeval`, …).
+pub(crate) fn setsockopt<T: Copy>(fd: impl AsFd, level: libc::c_int, name: libc::c_int, val: &T) -> io::Result<()> {
+    // SAFETY: `val` points to a live, initialised `T` of exactly the length
+    // passed; the kernel only reads that many bytes and rejects lengths it
+    // does not expect for the option with EINVAL.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_fd().as_raw_fd(),
+            level,
+            name,
+            (val as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    cvt(rc).map(drop)
+}
+
+/// Reads an `int` socket option.
+pub(crate) fn getsockopt_int(fd: impl AsFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `v` and `len` are valid and writable; `len` says how much room `v` has.
+    let rc =
+        unsafe { libc::getsockopt(fd.as_fd().as_raw_fd(), level, name, (&mut v as *mut libc::c_int).cast(), &mut len) };
+    cvt(rc).map(|_| v)
+}
 
 /// Nanoseconds of the given clock.
 pub fn clock_ns(clock: libc::clockid_t) -> u64 {
@@ -21,8 +55,8 @@ pub fn clock_ns(clock: libc::clockid_t) -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// `adjtimex` read-only query: (return state, status flags).
-pub fn adjtimex_state() -> io::Result<(i32, i32)> {
+/// `adjtimex` read-only query: its return state and the kernel's `timex`.
+fn adjtimex_read() -> io::Result<(i32, libc::timex)> {
     // SAFETY: a zeroed timex with modes = 0 is a valid read-only query.
     let mut tx: libc::timex = unsafe { std::mem::zeroed() };
     tx.modes = 0;
@@ -31,7 +65,19 @@ pub fn adjtimex_state() -> io::Result<(i32, i32)> {
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok((rc, tx.status))
+    Ok((rc, tx))
+}
+
+/// `adjtimex` read-only query: (return state, status flags).
+pub fn adjtimex_state() -> io::Result<(i32, i32)> {
+    adjtimex_read().map(|(rc, tx)| (rc, tx.status))
+}
+
+/// The kernel's TAI−UTC offset in seconds (adjtimex `tai`): what
+/// CLOCK_TAI is ahead of CLOCK_REALTIME. 0 until something (chrony, ptp4l,
+/// ntpd with a leap-second file) sets it; 37 since 2017 when set.
+pub fn tai_offset_s() -> io::Result<i32> {
+    adjtimex_read().map(|(_, tx)| tx.tai)
 }
 
 /// CPU seconds (user + system) used by this process so far.
@@ -160,4 +206,18 @@ pub fn raw_ipv4_socket(protocol: libc::c_int) -> io::Result<std::os::fd::OwnedFd
     // SAFETY: `fd` is a fresh descriptor from socket(2) that nothing else owns,
     // so the OwnedFd becomes its only owner and closes it exactly once.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod tests {
+    /// The offset adjtimex reports is the one the kernel applies: CLOCK_TAI
+    /// minus CLOCK_REALTIME, to the nearest second.
+    #[test]
+    fn tai_offset_is_what_separates_the_clocks() {
+        let tai = super::tai_offset_s().unwrap();
+        let real = super::clock_ns(libc::CLOCK_REALTIME) as i64;
+        let tai_ns = super::clock_ns(libc::CLOCK_TAI) as i64;
+        assert_eq!(((tai_ns - real) as f64 / 1e9).round() as i32, tai);
+        assert!(super::adjtimex_state().is_ok());
+    }
 }

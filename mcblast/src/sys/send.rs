@@ -10,32 +10,7 @@ use std::sync::Arc;
 
 use mcblast_common::wire::HEADER_LEN;
 
-/// Sets a socket option from a plain value.
-fn setsockopt<T: Copy>(fd: impl AsFd, level: libc::c_int, name: libc::c_int, val: &T) -> io::Result<()> {
-    // SAFETY: `val` points to a live, initialised `T` of exactly the length
-    // passed; the kernel only reads that many bytes and rejects lengths it
-    // does not expect for the option with EINVAL.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_fd().as_raw_fd(),
-            level,
-            name,
-            (val as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
-}
-
-/// Reads an `int` socket option.
-fn getsockopt_int(fd: impl AsFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
-    let mut v: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `v` and `len` are valid and writable; `len` says how much room `v` has.
-    let rc =
-        unsafe { libc::getsockopt(fd.as_fd().as_raw_fd(), level, name, (&mut v as *mut libc::c_int).cast(), &mut len) };
-    if rc != 0 { Err(io::Error::last_os_error()) } else { Ok(v) }
-}
+use super::{getsockopt_int, setsockopt};
 
 /// Which socket buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +61,8 @@ pub fn set_dont_fragment(fd: impl AsFd) -> io::Result<()> {
     setsockopt(fd, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, &libc::IP_PMTUDISC_DO)
 }
 
-/// Pins the calling thread to one CPU.
+/// Pins the calling thread to one CPU (`cpu` < CPU_SETSIZE, else EINVAL).
+/// The crate's one pinning function, for senders and tests alike.
 pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
     if cpu >= libc::CPU_SETSIZE as usize {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));

@@ -4,8 +4,6 @@
 //! time, and the filler is one shared read-only buffer every message points
 //! to, so it costs nothing per datagram and stays in cache.
 
-use std::io;
-
 use mcblast_common::wire::{Kind, Packet};
 
 use super::{Engine, FlowSocket, Sent, Template};
@@ -53,8 +51,11 @@ impl Engine for MmsgEngine {
         }
     }
 
-    fn send_end(&mut self, slot: usize, count: u64) -> io::Result<()> {
-        let f = &self.flows[slot];
-        f.socket.send(&self.template.end_marker(f.id, count)).map(drop)
+    fn flows(&self) -> &[FlowSocket] {
+        &self.flows
+    }
+
+    fn template(&self) -> &Template {
+        &self.template
     }
 }

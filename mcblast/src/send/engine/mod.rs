@@ -13,7 +13,7 @@ use std::io;
 use std::net::UdpSocket;
 use std::sync::Arc;
 
-use mcblast_common::wire::{FLAG_CLOCK_SYNCED, HEADER_LEN, Header, Kind, Packet};
+use mcblast_common::wire::{FLAG_CLOCK_SYNCED, FLAG_TAI_SHIFT, HEADER_LEN, Header, Kind, Packet};
 
 pub mod mmsg;
 pub mod socket;
@@ -41,9 +41,19 @@ pub trait Engine {
     /// docs for the prefix contract.
     fn send_data(&mut self, slot: usize, seq: u64, n: usize) -> Sent;
 
+    /// The flows it was built with, by slot.
+    fn flows(&self) -> &[FlowSocket];
+
+    /// The run's header template.
+    fn template(&self) -> &Template;
+
     /// Sends one end-of-flow marker for `slot`, carrying `count`, the number
-    /// of data datagrams the flow sent.
-    fn send_end(&mut self, slot: usize, count: u64) -> io::Result<()>;
+    /// of data datagrams the flow sent: a header-only datagram on the flow's
+    /// socket, whatever the engine (end markers are rare, so no batching).
+    fn send_end(&mut self, slot: usize, count: u64) -> io::Result<()> {
+        let f = &self.flows()[slot];
+        f.socket.send(&self.template().end_marker(f.id, count)).map(drop)
+    }
 }
 
 /// What every datagram of a run carries besides sequence and time.
@@ -52,17 +62,24 @@ pub struct Template {
     pub run: u32,
     pub clock: u32,
     pub clock_synced: bool,
+    /// The sender's kernel TAI−UTC offset in seconds (see [`FLAG_TAI_SHIFT`]).
+    pub tai_offset: u8,
     /// Data datagram length (header included).
     pub length: usize,
 }
 
 impl Template {
+    /// The header flags: clock synchronised (bit 0), TAI offset (bits 8..15).
+    pub fn flags(&self) -> u16 {
+        (if self.clock_synced { FLAG_CLOCK_SYNCED } else { 0 }) | (self.tai_offset as u16) << FLAG_TAI_SHIFT
+    }
+
     /// The 40-byte header of flow `flow`, kind `kind`, for a datagram of `len` bytes.
     pub fn header(&self, kind: Kind, flow: u32, seq: u64, len: usize) -> [u8; HEADER_LEN] {
         let mut h = [0u8; HEADER_LEN];
         Header {
             kind,
-            flags: if self.clock_synced { FLAG_CLOCK_SYNCED } else { 0 },
+            flags: self.flags(),
             run: self.run,
             flow,
             seq,
@@ -115,7 +132,7 @@ mod tests {
         (flows, rxs)
     }
 
-    const T: Template = Template { run: 0xfeed, clock: 99, clock_synced: true, length: 100 };
+    const T: Template = Template { run: 0xfeed, clock: 99, clock_synced: true, tai_offset: 37, length: 100 };
 
     fn check_engine(mut e: impl Engine, rxs: &[UdpSocket]) {
         // Flow slot 1 then slot 0 then slot 1 again: ids and sequence numbers
@@ -132,17 +149,26 @@ mod tests {
         for seq in 0..4 {
             let (h, fill) = got(&rxs[1]);
             assert_eq!((h.kind, h.flow, h.seq, h.len), (Kind::Data, 11, seq, 100));
-            assert_eq!((h.run, h.clock, h.flags), (0xfeed, 99, FLAG_CLOCK_SYNCED));
+            assert_eq!((h.run, h.clock, h.flags), (0xfeed, 99, FLAG_CLOCK_SYNCED | 37 << 8));
             assert!(h.tx_ns > 0);
             assert_eq!(fill, T.filler().to_vec());
         }
         let (h, fill) = got(&rxs[1]);
         assert_eq!((h.kind, h.flow, h.seq, h.len), (Kind::End, 11, 4, 40));
+        assert_eq!(h.flags, FLAG_CLOCK_SYNCED | 37 << 8);
         assert!(fill.is_empty());
         for seq in 0..2 {
             let (h, _) = got(&rxs[0]);
             assert_eq!((h.kind, h.flow, h.seq), (Kind::Data, 10, seq));
         }
+    }
+
+    #[test]
+    fn flags_carry_sync_and_tai_offset() {
+        assert_eq!(T.flags(), 0x2501);
+        let t = Template { clock_synced: false, tai_offset: 255, ..T };
+        assert_eq!(t.flags(), 0xff00);
+        assert_eq!(Template { tai_offset: 0, ..t }.flags(), 0);
     }
 
     #[test]

@@ -1,8 +1,6 @@
 //! `socket`: one `send` per datagram on a connected UDP socket (the kernel's
 //! sendto(2) with no address, as iperf does) — the baseline.
 
-use std::io;
-
 use mcblast_common::wire::{HEADER_LEN, Kind, Packet};
 
 use super::{Engine, FlowSocket, Sent, Template};
@@ -52,8 +50,11 @@ impl Engine for SocketEngine {
         Sent { n, err: None }
     }
 
-    fn send_end(&mut self, slot: usize, count: u64) -> io::Result<()> {
-        let f = &self.flows[slot];
-        f.socket.send(&self.template.end_marker(f.id, count)).map(drop)
+    fn flows(&self) -> &[FlowSocket] {
+        &self.flows
+    }
+
+    fn template(&self) -> &Template {
+        &self.template
     }
 }
