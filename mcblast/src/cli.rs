@@ -277,7 +277,10 @@ pub fn check_groups(groups: &[Ipv4Addr]) -> Result<()> {
 
 /// Entry point: parse, run, print errors as one line, map to an exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return parse_error(e),
+    };
     let json = match &cli.command {
         Command::Send(a) => a.common.json,
         Command::Recv(a) => a.common.json,
@@ -300,9 +303,48 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Help and version print as clap renders them; a usage error becomes one
+/// line, `mcblast: <what is wrong> (see --help)`, and exit status 2.
+fn parse_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("mcblast: {} (see --help)", one_line(&e.render().to_string()));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The first line of a clap error without its `error: ` prefix, with a
+/// `tip:` line folded in when clap offers one.
+fn one_line(rendered: &str) -> String {
+    let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("invalid arguments");
+    let first = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    match lines.find(|l| l.starts_with("tip:")) {
+        Some(tip) => format!("{first}; {tip}"),
+        None => first,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[test]
+    fn clap_errors_fold_to_one_line() {
+        let e = Cli::try_parse_from(["mcblast", "send", "-b", "12x"]).unwrap_err();
+        let line = one_line(&e.render().to_string());
+        assert!(!line.contains('\n'));
+        assert!(line.contains("unknown unit 'x'"), "{line}");
+        let e = Cli::try_parse_from(["mcblast", "send", "--nope"]).unwrap_err();
+        let line = one_line(&e.render().to_string());
+        assert!(line.starts_with("unexpected argument '--nope'"), "{line}");
+    }
+
     #[test]
     fn rates() {
         assert_eq!(parse_rate("100M").unwrap(), 100e6);
