@@ -102,20 +102,29 @@ fn wait_members(lab: &Lab) {
     lab.wait_members(Ipv4Addr::new(239, 0, 0, 1), &lab.receivers(), Duration::from_secs(15)).expect("joins");
 }
 
-/// Runs the sender with arguments; returns its JSON summary line.
-fn send(lab: &Lab, args: &[&str]) -> Value {
-    let mut argv = vec!["mcblast", "send", "--interface", "eth0", "--json"];
+/// Starts the sender with arguments (JSON output, no interval lines).
+fn spawn_send(lab: &Lab, args: &[&str]) -> Child {
+    let mut argv = vec!["mcblast", "send", "--interface", "eth0", "--json", "-i", "0"];
     argv.extend_from_slice(args);
-    let out = lab.exec_cmd("sender", &argv).output().expect("run sender");
+    lab.exec_cmd("sender", &argv).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn sender")
+}
+
+/// Waits for a sender started with [`spawn_send`]; returns its JSON summary line.
+fn wait_send(child: Child) -> Value {
+    let out = child.wait_with_output().expect("wait for sender");
     assert!(out.status.success(), "sender failed: {}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8_lossy(&out.stdout);
-    let s = text
+    let s = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .find(|v| v["type"] == "summary")
         .expect("sender summary");
     assert_eq!(s["role"], "send");
     s
+}
+
+/// Runs the sender with arguments; returns its JSON summary line.
+fn send(lab: &Lab, args: &[&str]) -> Value {
+    wait_send(spawn_send(lab, args))
 }
 
 fn only_flow(s: &Value) -> &Value {
@@ -257,18 +266,10 @@ fn foreign_and_malformed_datagrams_leave_flows_unchanged() {
     let n_bad = bad.len() as u64;
     // Foreign datagrams before, during and after the real flow.
     send_raw(&lab, bad.clone());
-    let mut sender = lab
-        .exec_cmd("sender", &["mcblast", "send", "--interface", "eth0", "--json", "-i", "0", "--run-id", "77", "-n", "300", "--pps", "600", "-l", "1470"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn sender");
+    let sender = spawn_send(&lab, &["--run-id", "77", "-n", "300", "--pps", "600", "-l", "1470"]);
     std::thread::sleep(Duration::from_millis(200));
     send_raw(&lab, bad.clone());
-    let mut text = String::new();
-    std::io::Read::read_to_string(sender.stdout.as_mut().unwrap(), &mut text).unwrap();
-    assert!(sender.wait().unwrap().success());
-    let s: Value = text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).find(|v| v["type"] == "summary").unwrap();
-    assert_eq!(s["sent"].as_u64(), Some(300));
+    assert_eq!(wait_send(sender)["sent"].as_u64(), Some(300));
     send_raw(&lab, bad);
     let lines = finish(r);
     for counter in ["kernel", "socket"] {
@@ -295,20 +296,12 @@ fn socket_only_counter_and_ctrl_c_still_reports() {
     assert!(!xdp_attached(&lab, "r1"));
     wait_members(&lab);
     // r1 sees a whole flow; r2 is interrupted (SIGINT) in the middle of it.
-    let mut sender = lab
-        .exec_cmd("sender", &["mcblast", "send", "--interface", "eth0", "--json", "-i", "0", "-n", "3000", "--pps", "1500", "-l", "1470"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn sender");
+    let sender = spawn_send(&lab, &["-n", "3000", "--pps", "1500", "-l", "1470"]);
     std::thread::sleep(Duration::from_millis(700));
     let st = Command::new("kill").args(["-INT", &r2.child.id().to_string()]).status().unwrap();
     assert!(st.success());
     let l2 = finish(r2);
-    let mut text = String::new();
-    std::io::Read::read_to_string(sender.stdout.as_mut().unwrap(), &mut text).unwrap();
-    assert!(sender.wait().unwrap().success());
-    let s: Value = text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).find(|v| v["type"] == "summary").unwrap();
-    let sent = s["sent"].as_u64().unwrap();
+    let sent = wait_send(sender)["sent"].as_u64().unwrap();
     assert_eq!(sent, 3000);
     for counter in ["kernel", "socket"] {
         let f = only_flow(summary(&l2, counter));
