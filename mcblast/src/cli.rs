@@ -135,7 +135,7 @@ pub struct RecvArgs {
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum LabCommand {
-    /// Create the lab: namespaces sender, r1..rN on one bridge.
+    /// Create the lab: namespaces sender, r1..rN on one bridge, or on emulated hosts (--hosts, --preset).
     Up(LabUpArgs),
     /// Show the lab's nodes, addresses and multicast group memberships.
     Status,
@@ -151,20 +151,64 @@ pub enum LabCommand {
     Down,
 }
 
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, Default)]
 pub struct LabUpArgs {
-    /// Number of receiver namespaces.
-    #[arg(long, default_value_t = 9)]
-    pub receivers: u32,
-    /// MTU of every lab link.
-    #[arg(long, default_value_t = 9000, value_parser = parse_lab_mtu)]
-    pub mtu: u32,
-    /// IGMP snooping on the bridge.
-    #[arg(long, value_enum, default_value_t = OnOff::On)]
-    pub snooping: OnOff,
-    /// The bridge acts as IGMP querier (IGMPv3 queries).
-    #[arg(long, value_enum, default_value_t = OnOff::On)]
-    pub querier: OnOff,
+    /// Number of receiver namespaces on the one bridge (flat lab; default 9).
+    #[arg(long, conflicts_with_all = ["hosts", "per_host", "preset", "fabric", "placement"])]
+    pub receivers: Option<u32>,
+    /// Platform preset: tgw (AWS Transit Gateway) or ovn (OpenStack OVN); other flags override it.
+    #[arg(long, value_enum)]
+    pub preset: Option<LabPreset>,
+    /// Emulated receiver hosts, each a namespace with its own bridge (default 3 with --per-host, --fabric or --preset).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub hosts: Option<u32>,
+    /// Receivers per emulated host (default 3).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=243))]
+    pub per_host: Option<u32>,
+    /// How the hosts are joined: bridge (one shared switch, TGW-like) or vxlan (head-end replication, OVN-like).
+    #[arg(long, value_enum)]
+    pub fabric: Option<LabFabric>,
+    /// spread: --per-host receivers on each host; same-host: all of them on host h1.
+    #[arg(long, value_enum)]
+    pub placement: Option<LabPlacement>,
+    /// MTU of every lab link (the overlay with --fabric vxlan; the underlay gets MTU + 50). Default 9000.
+    #[arg(long, value_parser = parse_lab_mtu)]
+    pub mtu: Option<u32>,
+    /// IGMP snooping on the bridges (default on).
+    #[arg(long, value_enum)]
+    pub snooping: Option<OnOff>,
+    /// The querier bridge sends IGMP queries (default on).
+    #[arg(long, value_enum)]
+    pub querier: Option<OnOff>,
+    /// IGMP version of the queries, 2 or 3 (default 3); 2 also forces every node's eth0 to IGMPv2.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(2..=3))]
+    pub igmp_version: Option<u8>,
+    /// Seconds between general queries (default 125).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub query_interval: Option<u64>,
+    /// Seconds a member stays without answering queries (default 2 x query interval + 10).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(2..=10000))]
+    pub membership_interval: Option<u64>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabPreset {
+    /// AWS TGW multicast: shared switch, IGMPv2 querier every 120 s, member dropped after 3 missed queries, MTU 8500.
+    Tgw,
+    /// OpenStack OVN: VXLAN head-end replication, snooping, queries every 150 s, idle timeout 300 s.
+    Ovn,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabFabric {
+    Bridge,
+    Vxlan,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabPlacement {
+    Spread,
+    SameHost,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,10 +302,9 @@ pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
 }
 
 fn parse_lab_mtu(s: &str) -> Result<u32, String> {
-    match s {
-        "9000" => Ok(9000),
-        "1500" => Ok(1500),
-        _ => Err(format!("lab MTU '{s}' is not supported: use 9000 or 1500")),
+    match s.parse::<u32>() {
+        Ok(m) if (1280..=9000).contains(&m) => Ok(m),
+        _ => Err(format!("lab MTU '{s}' is not supported: use 1280..9000, e.g. 9000, 8500 (AWS TGW) or 1500")),
     }
 }
 

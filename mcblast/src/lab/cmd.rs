@@ -4,8 +4,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
+use super::topo::{Fabric, IgmpConfig, LabSpec, Placement, Preset, Topology, default_membership_cs};
 use super::{Lab, LabConfig, SWITCH, down_counted, prefix_from_env, require_root};
-use crate::cli::{LabCommand, LabUpArgs, OnOff};
+use crate::cli::{LabCommand, LabFabric, LabPlacement, LabPreset, LabUpArgs, OnOff};
 
 /// Runs a lab command. The prefix comes from `$MCBLAST_LAB_PREFIX` (default `mcb-`).
 pub fn run(cmd: LabCommand) -> Result<ExitCode> {
@@ -30,24 +31,96 @@ pub fn run(cmd: LabCommand) -> Result<ExitCode> {
     }
 }
 
-fn up(prefix: String, a: LabUpArgs) -> Result<ExitCode> {
-    let cfg = LabConfig {
-        prefix,
-        receivers: a.receivers,
-        mtu: a.mtu,
-        snooping: a.snooping == OnOff::On,
-        querier: a.querier == OnOff::On,
+/// What `lab up` builds from its flags: the flat lab unless a topology flag
+/// (--hosts, --per-host, --fabric, --placement, --preset) is given; a
+/// preset's settings, overridden by any flag given explicitly.
+pub fn spec_from_args(prefix: String, a: &LabUpArgs) -> Result<LabSpec> {
+    let preset = a.preset.map(|p| match p {
+        LabPreset::Tgw => Preset::Tgw,
+        LabPreset::Ovn => Preset::Ovn,
+    });
+    let hierarchical =
+        preset.is_some() || a.hosts.is_some() || a.per_host.is_some() || a.fabric.is_some() || a.placement.is_some();
+    let (p_fabric, p_igmp, p_mtu, p_snoop, p_querier) = match preset {
+        Some(p) => p.settings(),
+        None => (Fabric::Bridge, IgmpConfig::default(), 9000, true, true),
     };
-    cfg.validate()?;
+    let query_interval_cs = a.query_interval.map_or(p_igmp.query_interval_cs, |s| s * 100);
+    let membership_interval_cs = match (a.membership_interval, a.query_interval) {
+        (Some(m), _) => m * 100,
+        // a new query interval without a membership interval: the RFC default for it
+        (None, Some(_)) => default_membership_cs(query_interval_cs),
+        (None, None) => p_igmp.membership_interval_cs,
+    };
+    let igmp = IgmpConfig {
+        version: a.igmp_version.unwrap_or(p_igmp.version),
+        query_interval_cs,
+        membership_interval_cs,
+    };
+    let topology = hierarchical.then(|| Topology {
+        hosts: a.hosts.unwrap_or(3),
+        per_host: a.per_host.unwrap_or(3),
+        fabric: match a.fabric {
+            Some(LabFabric::Bridge) => Fabric::Bridge,
+            Some(LabFabric::Vxlan) => Fabric::Vxlan,
+            None => p_fabric,
+        },
+        placement: match a.placement {
+            Some(LabPlacement::SameHost) => Placement::SameHost,
+            Some(LabPlacement::Spread) | None => Placement::Spread,
+        },
+    });
+    let base = LabConfig {
+        prefix,
+        receivers: topology.map_or(a.receivers.unwrap_or(9), |t| t.receivers()),
+        mtu: a.mtu.unwrap_or(p_mtu),
+        snooping: a.snooping.map_or(p_snoop, |x| x == OnOff::On),
+        querier: a.querier.map_or(p_querier, |x| x == OnOff::On),
+    };
+    let spec = LabSpec { base, igmp, topology };
+    spec.validate()?;
+    Ok(spec)
+}
+
+fn up(prefix: String, a: LabUpArgs) -> Result<ExitCode> {
+    let spec = spec_from_args(prefix, &a)?;
     require_root()?;
     // Ctrl-C while building: stop, remove the half-built lab, exit.
     crate::sys::install_stop_signals().context("installing signal handlers")?;
-    let lab = Lab::up(&cfg)?.keep();
+    let lab = Lab::up_spec(&spec)?.keep();
+    let cfg = &spec.base;
     let on = |b: bool| if b { "on" } else { "off" };
+    if let Some(t) = &spec.topology {
+        let ig = &spec.igmp;
+        println!(
+            "lab {p} is up: sender {s} on host h0, r1..r{n} on hosts h1..h{h} ({pl}, {ph} per host), fabric {f}{ul} (mtu {m}, IGMP snooping {sn}, querier {q} in {p}{qn}, IGMPv{v}, queries every {qi} s, membership {mi} s)",
+            p = cfg.prefix,
+            s = lab.addr("sender"),
+            n = t.receivers(),
+            h = t.hosts,
+            pl = t.placement.as_str(),
+            ph = t.per_host,
+            f = t.fabric.as_str(),
+            ul = if t.fabric == Fabric::Vxlan {
+                format!(" (underlay {}ul mtu {})", cfg.prefix, cfg.mtu + super::VXLAN_OVERHEAD)
+            } else {
+                String::new()
+            },
+            m = cfg.mtu,
+            sn = on(cfg.snooping),
+            q = on(cfg.querier),
+            qn = t.querier_node(),
+            v = ig.version,
+            qi = ig.query_interval_cs as f64 / 100.0,
+            mi = ig.membership_interval_cs as f64 / 100.0,
+        );
+        println!("  try: mcblast lab exec r1 -- mcblast recv    |    mcblast lab status    |    mcblast lab down");
+        return Ok(ExitCode::SUCCESS);
+    }
     let last = cfg.receivers;
     println!(
         "lab {p} is up: sender {s}, r1..r{last} {r1}..{rn} on bridge br0 in {p}{SWITCH} \
-         (mtu {m}, IGMP snooping {sn}, querier {q}, IGMPv3)",
+         (mtu {m}, IGMP snooping {sn}, querier {q}, IGMPv{v})",
         p = cfg.prefix,
         s = lab.addr("sender"),
         r1 = lab.addr("r1"),
@@ -55,6 +128,7 @@ fn up(prefix: String, a: LabUpArgs) -> Result<ExitCode> {
         m = cfg.mtu,
         sn = on(cfg.snooping),
         q = on(cfg.querier),
+        v = spec.igmp.version,
     );
     println!("  try: mcblast lab exec r1 -- mcblast recv    |    mcblast lab status    |    mcblast lab down");
     Ok(ExitCode::SUCCESS)
@@ -67,4 +141,64 @@ fn exec(prefix: &str, node: &str, argv: &[String]) -> Result<ExitCode> {
     // Replace this process: stdio, signals and the exit status are the command's own.
     let err = std::os::unix::process::CommandExt::exec(&mut cmd);
     Err(super::spawn_error(&cmd, err))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn spec(args: &[&str]) -> Result<LabSpec> {
+        #[derive(Parser)]
+        struct T {
+            #[command(flatten)]
+            a: LabUpArgs,
+        }
+        let t = T::try_parse_from(std::iter::once("t").chain(args.iter().copied())).map_err(|e| anyhow::anyhow!("{e}"))?;
+        spec_from_args("x-".into(), &t.a)
+    }
+
+    #[test]
+    fn no_topology_flag_is_the_flat_lab_unchanged() {
+        let s = spec(&[]).unwrap();
+        assert_eq!(s, LabSpec::from(LabConfig { prefix: "x-".into(), ..LabConfig::default() }));
+        let s = spec(&["--receivers", "3", "--mtu", "1500", "--snooping", "off"]).unwrap();
+        assert_eq!((s.base.receivers, s.base.mtu, s.base.snooping, s.topology), (3, 1500, false, None));
+        // IGMP knobs apply to the flat lab too
+        let s = spec(&["--igmp-version", "2", "--query-interval", "10"]).unwrap();
+        assert_eq!((s.igmp.version, s.igmp.query_interval_cs, s.igmp.membership_interval_cs), (2, 1000, 3000));
+        assert!(s.topology.is_none());
+    }
+
+    #[test]
+    fn topology_flags_and_defaults() {
+        let s = spec(&["--hosts", "3", "--per-host", "3", "--fabric", "vxlan", "--placement", "same-host"]).unwrap();
+        let t = s.topology.unwrap();
+        assert_eq!((t.hosts, t.per_host, t.fabric, t.placement), (3, 3, Fabric::Vxlan, Placement::SameHost));
+        assert_eq!(s.base.receivers, 9);
+        let t = spec(&["--fabric", "bridge"]).unwrap().topology.unwrap();
+        assert_eq!((t.hosts, t.per_host, t.placement), (3, 3, Placement::Spread));
+        assert!(spec(&["--receivers", "3", "--hosts", "2"]).is_err(), "--receivers is the flat lab's");
+        assert!(spec(&["--hosts", "0"]).is_err());
+        assert!(spec(&["--hosts", "30", "--per-host", "9"]).unwrap_err().to_string().contains("at most 243"));
+        assert!(spec(&["--query-interval", "100", "--membership-interval", "50"]).unwrap_err().to_string().contains("membership"));
+        assert!(spec(&["--mtu", "100"]).is_err());
+    }
+
+    #[test]
+    fn presets_and_overrides() {
+        let s = spec(&["--preset", "tgw"]).unwrap();
+        let t = s.topology.unwrap();
+        assert_eq!((t.fabric, t.hosts, t.per_host), (Fabric::Bridge, 3, 3));
+        assert_eq!((s.igmp.version, s.igmp.query_interval_cs, s.igmp.membership_interval_cs), (2, 12_000, 36_100));
+        assert_eq!((s.base.mtu, s.base.snooping, s.base.querier), (8500, true, true));
+        let s = spec(&["--preset", "ovn", "--querier", "off", "--placement", "same-host"]).unwrap();
+        let t = s.topology.unwrap();
+        assert_eq!((t.fabric, t.placement), (Fabric::Vxlan, Placement::SameHost));
+        assert_eq!((s.igmp.query_interval_cs, s.igmp.membership_interval_cs), (15_000, 30_000));
+        assert!(!s.base.querier && s.base.snooping);
+        // an explicit query interval without membership: derived from it, not the preset's
+        let s = spec(&["--preset", "tgw", "--query-interval", "10"]).unwrap();
+        assert_eq!((s.igmp.version, s.igmp.membership_interval_cs), (2, 3000));
+    }
 }

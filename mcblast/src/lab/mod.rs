@@ -33,6 +33,7 @@ mod cmd;
 mod igmp;
 mod nft;
 mod status;
+mod topo;
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
@@ -50,7 +51,11 @@ use anyhow::{Context, Result, anyhow, bail};
 
 pub use cmd::run;
 pub use igmp::{IgmpListener, IgmpQuery, parse_igmp_query};
-pub use status::{BridgeStatus, LabStatus, MdbEntry, NodeStatus, PortLoss};
+pub use status::{BridgeStatus, HostStatus, LabStatus, MdbEntry, NodeStatus, PortLoss, TopologyStatus};
+pub use topo::{
+    Fabric, HOST_PREFIX, IgmpConfig, LabSpec, Placement, Preset, Topology, UNDERLAY, VXLAN_OVERHEAD, host_name,
+    tunnel_port, underlay_addr,
+};
 
 /// Namespace-name prefix used when none is given.
 pub const DEFAULT_PREFIX: &str = "mcb-";
@@ -101,8 +106,8 @@ pub enum LabError {
     NotUp { prefix: String },
     #[error("lab {prefix} is incomplete ({detail}): run `mcblast lab down`, then `mcblast lab up`")]
     Incomplete { prefix: String, detail: String },
-    #[error("no lab node {node}; nodes: {}, and {SWITCH} (the switch)", nodes.join(", "))]
-    UnknownNode { node: String, nodes: Vec<String> },
+    #[error("no lab node {node}; nodes: {}, and {} ({})", nodes.join(", "), infra.join(", "), if infra.len() == 1 { "the switch" } else { "hosts and switches" })]
+    UnknownNode { node: String, nodes: Vec<String>, infra: Vec<String> },
     #[error("invalid lab setting: {0}")]
     Config(String),
 }
@@ -175,9 +180,16 @@ fn receiver_index(node: &str) -> Option<u32> {
     digits.parse().ok().filter(|&k| (1..=MAX_RECEIVERS).contains(&k))
 }
 
-/// Whether `ns` is one of the namespaces a lab with `prefix` creates.
+/// Whether `ns` is one of the namespaces a lab with `prefix` creates (flat:
+/// switch, sender, receivers; hierarchical also hosts `hK` and the underlay `ul`).
 fn is_lab_ns(prefix: &str, ns: &str) -> bool {
-    ns.strip_prefix(prefix).is_some_and(|rest| rest == SWITCH || rest == SENDER || receiver_index(rest).is_some())
+    ns.strip_prefix(prefix).is_some_and(|rest| {
+        rest == SWITCH
+            || rest == SENDER
+            || rest == topo::UNDERLAY
+            || receiver_index(rest).is_some()
+            || topo::host_index(rest).is_some()
+    })
 }
 
 /// A running lab. One returned by [`Lab::up`] is a guard: dropping it removes
@@ -186,6 +198,8 @@ fn is_lab_ns(prefix: &str, ns: &str) -> bool {
 #[derive(Debug)]
 pub struct Lab {
     cfg: LabConfig,
+    igmp: IgmpConfig,
+    topology: Option<Topology>,
     mcblast: Option<PathBuf>,
     owned: bool,
 }
@@ -196,11 +210,23 @@ impl Lab {
     /// effect (about 1.3 s). The lab is removed again when the returned
     /// value is dropped, unless [`Lab::keep`] is called.
     pub fn up(cfg: &LabConfig) -> Result<Lab> {
-        cfg.validate()?;
+        Lab::up_spec(&LabSpec::from(cfg.clone()))
+    }
+
+    /// Builds a lab from a full spec: the flat lab with other IGMP settings,
+    /// or emulated hosts joined by a fabric (see [`topo`](Topology)). Same
+    /// guarantees as [`Lab::up`].
+    pub fn up_spec(spec: &LabSpec) -> Result<Lab> {
+        spec.validate()?;
         require_root()?;
+        let cfg = &spec.base;
         down(&cfg.prefix).context("removing a stale lab")?;
-        let lab = Lab { cfg: cfg.clone(), mcblast: None, owned: true };
-        lab.build().with_context(|| format!("building lab {}", cfg.prefix))?;
+        let lab = Lab { cfg: cfg.clone(), igmp: spec.igmp, topology: spec.topology, mcblast: None, owned: true };
+        let built = match &spec.topology {
+            None => lab.build(),
+            Some(t) => lab.build_hierarchical(t),
+        };
+        built.with_context(|| format!("building lab {}", cfg.prefix))?;
         Ok(lab)
     }
 
@@ -214,6 +240,16 @@ impl Lab {
             return Err(LabError::NotUp { prefix: prefix.to_string() }.into());
         }
         let incomplete = |detail: String| LabError::Incomplete { prefix: prefix.to_string(), detail };
+        if topo::is_hierarchical(&names, prefix) {
+            let spec = topo::open_spec(prefix, &names).map_err(|e| incomplete(format!("{e:#}")))?;
+            return Ok(Lab {
+                cfg: spec.base,
+                igmp: spec.igmp,
+                topology: spec.topology,
+                mcblast: None,
+                owned: false,
+            });
+        }
         for n in [SWITCH, SENDER] {
             if !has(n) {
                 return Err(incomplete(format!("namespace {prefix}{n} is missing")).into());
@@ -233,7 +269,12 @@ impl Lab {
             snooping: info.snooping,
             querier: info.querier,
         };
-        Ok(Lab { cfg, mcblast: None, owned: false })
+        let igmp = IgmpConfig {
+            version: info.igmp_version as u8,
+            query_interval_cs: info.query_interval_cs,
+            membership_interval_cs: info.membership_interval_cs,
+        };
+        Ok(Lab { cfg, igmp, topology: None, mcblast: None, owned: false })
     }
 
     /// Leaves the lab running when this value is dropped (for `mcblast lab up`).
@@ -259,6 +300,54 @@ impl Lab {
         &self.cfg
     }
 
+    /// The IGMP settings of the lab's bridges.
+    pub fn igmp(&self) -> &IgmpConfig {
+        &self.igmp
+    }
+
+    /// The emulated hosts, or None for the flat lab.
+    pub fn topology(&self) -> Option<&Topology> {
+        self.topology.as_ref()
+    }
+
+    /// The whole spec (what [`Lab::up_spec`] would build again).
+    pub fn spec(&self) -> LabSpec {
+        LabSpec { base: self.cfg.clone(), igmp: self.igmp, topology: self.topology }
+    }
+
+    /// The namespace holding the bridge port a node (`sender`, `rK`) hangs
+    /// off: the switch in the flat lab, the node's host otherwise.
+    pub fn access_ns(&self, node: &str) -> String {
+        match self.topology.as_ref().and_then(|t| t.host_of(node)) {
+            Some(k) => self.ns_name(&host_name(k)),
+            None => self.ns_name(SWITCH),
+        }
+    }
+
+    /// The host a node lives on (`h0` for the sender), None in the flat lab.
+    pub fn host_of(&self, node: &str) -> Option<String> {
+        self.topology.as_ref()?.host_of(node).map(host_name)
+    }
+
+    /// The node (without prefix) whose bridge is the IGMP querier: `sw`, or
+    /// `h0` with the VXLAN fabric.
+    pub fn querier_node(&self) -> String {
+        self.topology.as_ref().map_or(SWITCH.to_string(), |t| t.querier_node())
+    }
+
+    /// Namespaces that are not nodes but that `exec` accepts: `sw` in the
+    /// flat lab; hosts and the fabric switch otherwise.
+    pub fn infra_nodes(&self) -> Vec<String> {
+        match &self.topology {
+            None => vec![SWITCH.to_string()],
+            Some(t) => {
+                let mut v = t.host_names();
+                v.push(t.fabric_node().to_string());
+                v
+            }
+        }
+    }
+
     pub fn prefix(&self) -> &str {
         &self.cfg.prefix
     }
@@ -273,8 +362,7 @@ impl Lab {
     /// # Panics
     /// When `node` is not a node of this lab; check user input with [`Lab::check_node`].
     pub fn addr(&self, node: &str) -> Ipv4Addr {
-        node_addr(node, self.cfg.receivers)
-            .unwrap_or_else(|| panic!("{}", LabError::UnknownNode { node: node.into(), nodes: self.nodes() }))
+        node_addr(node, self.cfg.receivers).unwrap_or_else(|| panic!("{}", self.unknown(node)))
     }
 
     /// `sender`, `r1` .. `rN`.
@@ -289,12 +377,19 @@ impl Lab {
         (1..=self.cfg.receivers).map(|k| format!("r{k}")).collect()
     }
 
-    /// Ok for a node of this lab or `sw`; otherwise an error listing the nodes.
+    fn unknown(&self, node: &str) -> LabError {
+        LabError::UnknownNode { node: node.to_string(), nodes: self.nodes(), infra: self.infra_nodes() }
+    }
+
+    /// Ok for a node of this lab, or a host or switch namespace (`sw`;
+    /// `h0`.. and `ul` with emulated hosts); otherwise an error listing them.
     pub fn check_node(&self, node: &str) -> Result<(), LabError> {
-        if node == SWITCH || node_addr(node, self.cfg.receivers).is_some() {
+        if self.infra_nodes().iter().any(|n| n == node)
+            || (node != SWITCH && node_addr(node, self.cfg.receivers).is_some())
+        {
             Ok(())
         } else {
-            Err(LabError::UnknownNode { node: node.to_string(), nodes: self.nodes() })
+            Err(self.unknown(node))
         }
     }
 
@@ -344,7 +439,7 @@ impl Lab {
         if !self.cfg.querier {
             bail!("the querier of lab {} is off: use `mcblast lab up --querier on`", self.cfg.prefix);
         }
-        let sw = self.ns_name(SWITCH);
+        let sw = self.ns_name(&self.querier_node());
         ip_batch(
             &sw,
             &format!("link set {BRIDGE} type bridge mcast_querier 0\nlink set {BRIDGE} type bridge mcast_querier 1\n"),
@@ -375,7 +470,6 @@ impl Lab {
         // The switch: bridge, one veth per node (the peer lands in the node as
         // eth0), MTU everywhere. The bridge goes up last, so its startup
         // queries reach every port.
-        let on = |b: bool| if b { 1 } else { 0 };
         let mut b = String::new();
         let _ = writeln!(b, "link set lo up");
         // The querier is switched on in a second step, after the timers are
@@ -383,14 +477,7 @@ impl Lab {
         // interval before trusting the group table" delay with whatever
         // response interval is set at that moment (the 10 s default if both
         // come in one netlink message).
-        let _ = writeln!(
-            b,
-            "link add {BRIDGE} type bridge mcast_snooping {} mcast_querier 0 mcast_igmp_version 3 \
-             mcast_query_use_ifaddr 1 mcast_query_interval {QUERY_INTERVAL_CS} \
-             mcast_query_response_interval {QUERY_RESPONSE_INTERVAL_CS} \
-             mcast_startup_query_interval {STARTUP_QUERY_INTERVAL_CS} mcast_startup_query_count {STARTUP_QUERY_COUNT}",
-            on(cfg.snooping)
-        );
+        let _ = writeln!(b, "{}", topo::bridge_line(cfg.snooping, &self.igmp, false));
         if cfg.querier {
             let _ = writeln!(b, "link set {BRIDGE} type bridge mcast_querier 1");
         }
@@ -416,9 +503,64 @@ impl Lab {
                 self.addr(n)
             );
             ip_batch(&self.ns_name(n), &script)?;
+            self.force_igmp(n)?;
         }
         if cfg.querier && cfg.snooping {
             std::thread::sleep(SNOOPING_SETTLE.saturating_sub(querier_started.elapsed()));
+        }
+        Ok(())
+    }
+
+    /// Sysctls of a node namespace: the common ones, and with IGMPv2 the
+    /// node's eth0 forced to IGMPv2 (called once eth0 exists).
+    fn force_igmp(&self, node: &str) -> Result<()> {
+        if self.igmp.version == 2 {
+            run_in_ns(&self.ns_name(node), || sysctl("net.ipv4.conf.eth0.force_igmp_version", "2", false))??;
+        }
+        Ok(())
+    }
+
+    fn build_hierarchical(&self, t: &Topology) -> Result<()> {
+        let cfg = &self.cfg;
+        let nodes = self.nodes();
+        let mut infra = vec![t.fabric_node().to_string()];
+        infra.extend(t.host_names());
+        for n in infra.iter().chain(&nodes) {
+            check_interrupted()?;
+            output(Command::new("ip").args(["netns", "add", &self.ns_name(n)]))?;
+        }
+        for n in &infra {
+            check_interrupted()?;
+            run_in_ns(&self.ns_name(n), switch_sysctls)??;
+        }
+        for n in &nodes {
+            check_interrupted()?;
+            run_in_ns(&self.ns_name(n), node_sysctls)??;
+        }
+        let plan = topo::plan(&cfg.prefix, &self.spec(), t);
+        for (ns, script) in &plan.steps {
+            check_interrupted()?;
+            ip_batch(ns, script)?;
+        }
+        for (ns, script) in &plan.fdb {
+            check_interrupted()?;
+            output_with_stdin(Command::new("bridge").args(["-n", ns, "-batch", "-"]), script)?;
+        }
+        for n in &nodes {
+            check_interrupted()?;
+            let script = format!(
+                "link set lo up\nlink set {NODE_IF} up\naddr add {}/{SUBNET_LEN} dev {NODE_IF}\n\
+                 route add 224.0.0.0/4 dev {NODE_IF}\n",
+                self.addr(n)
+            );
+            ip_batch(&self.ns_name(n), &script)?;
+            self.force_igmp(n)?;
+        }
+        // The querier's bridge last, so its startup queries reach every host and node.
+        check_interrupted()?;
+        ip_batch(&plan.querier_up.0, &plan.querier_up.1)?;
+        if cfg.querier && cfg.snooping {
+            std::thread::sleep(SNOOPING_SETTLE);
         }
         Ok(())
     }
@@ -657,9 +799,10 @@ fn all_namespaces() -> Result<Vec<String>> {
 fn lab_namespaces(prefix: &str) -> Result<Vec<String>> {
     let mut v: Vec<String> = all_namespaces()?.into_iter().filter(|ns| is_lab_ns(prefix, ns)).collect();
     let rank = |ns: &String| match &ns[prefix.len()..] {
-        SWITCH => 0,
-        SENDER => 1,
-        r => 1 + receiver_index(r).unwrap_or(u32::MAX - 1),
+        SWITCH | topo::UNDERLAY => (0, 0),
+        h if topo::host_index(h).is_some() => (1, topo::host_index(h).unwrap_or(0)),
+        SENDER => (2, 0),
+        r => (3, receiver_index(r).unwrap_or(u32::MAX)),
     };
     v.sort_by_key(rank);
     Ok(v)
@@ -771,7 +914,13 @@ mod tests {
 
     #[test]
     fn unknown_node_error_lists_nodes() {
-        let lab = Lab { cfg: LabConfig { receivers: 2, ..Default::default() }, mcblast: None, owned: false };
+        let lab = Lab {
+            cfg: LabConfig { receivers: 2, ..Default::default() },
+            igmp: IgmpConfig::default(),
+            topology: None,
+            mcblast: None,
+            owned: false,
+        };
         let e = lab.check_node("r9").unwrap_err().to_string();
         assert_eq!(e, "no lab node r9; nodes: sender, r1, r2, and sw (the switch)");
         assert!(lab.check_node("r2").is_ok());
@@ -780,7 +929,7 @@ mod tests {
 
     #[test]
     fn exec_cmd_substitutes_mcblast_only_as_program() {
-        let lab = Lab { cfg: LabConfig::default(), mcblast: None, owned: false }.with_mcblast("/x/mcblast-bin");
+        let lab = Lab { cfg: LabConfig::default(), igmp: IgmpConfig::default(), topology: None, mcblast: None, owned: false }.with_mcblast("/x/mcblast-bin");
         let c = lab.exec_cmd("r1", &["mcblast", "recv", "mcblast"]);
         let args: Vec<_> = c.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         assert_eq!(args, ["netns", "exec", "mcb-r1", "/x/mcblast-bin", "recv", "mcblast"]);

@@ -20,7 +20,15 @@
 //! loses the datagram, so the counters still count datagrams.
 //!
 //! The table is created on first use, so a lab without impairment keeps
-//! netfilter off its data path.
+//! netfilter off its data path. With emulated hosts, each host namespace
+//! gets this table for the nodes whose ports are on its bridge (loss is
+//! injected on the receiver's access port, after the fabric).
+//!
+//! Fabric counters ([`Lab::watch_fabric`]): table `bridge mcblast_fabric`
+//! in the shared switch (`sw`) or the underlay switch (`ul`), one counter
+//! per host port of mcblast datagrams delivered toward that host; on the
+//! underlay they are matched inside the VXLAN packet (outer UDP dport 4789,
+//! the magic 8 + 8 + 14 + 20 + 8 bytes into the outer UDP header).
 
 use std::process::Command;
 
@@ -28,15 +36,21 @@ use anyhow::{Context, Result, bail};
 use mcblast_common::wire::{Kind, MAGIC};
 use serde_json::Value;
 
-use super::{Lab, LabError, SWITCH, output, output_with_stdin, parse_json, require_tool};
+use super::topo::{Fabric, VXLAN_PORT, host_name};
+use super::{Lab, LabError, output, output_with_stdin, parse_json, require_tool};
 use crate::lab::status::PortLoss;
 
 const TABLE: &str = "mcblast";
+const FABRIC_TABLE: &str = "mcblast_fabric";
+/// Bit offset of the inner mcblast magic from the outer UDP header of a VXLAN
+/// packet: outer UDP 8 + VXLAN 8 + inner Ethernet 14 + inner IPv4 20 + inner UDP 8.
+const TH_VXLAN_MAGIC_BIT: u32 = (8 + 8 + 14 + 20 + 8) * 8;
 /// Bit offset of the mcblast magic in the transport header (after the UDP header).
 const TH_MAGIC_BIT: u32 = 8 * 8;
 /// Bit offset of the kind byte (payload offset 5).
 const TH_KIND_BIT: u32 = (8 + 5) * 8;
 const OFFERED: &str = "offered";
+const SENDER_NODE: &str = super::SENDER;
 const DROP: &str = "drop every ";
 
 fn port_chain(node: &str) -> String {
@@ -70,64 +84,131 @@ fn parse_rules(v: &Value) -> Vec<RuleInfo> {
         .collect()
 }
 
+fn nft_cmd(ns: &str) -> Result<Command> {
+    require_tool("nft")?;
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns, "nft"]);
+    Ok(c)
+}
+
+/// Applies an nft script atomically in a namespace.
+fn nft_apply(ns: &str, script: &str) -> Result<()> {
+    output_with_stdin(nft_cmd(ns)?.args(["-f", "-"]), script).map(|_| ())
+}
+
+fn nft_json(ns: &str, args: &[&str]) -> Result<Value> {
+    let text = output(nft_cmd(ns)?.arg("-j").args(args))?;
+    parse_json(&text).with_context(|| format!("output of nft -j {} in {ns}", args.join(" ")))
+}
+
+fn table_exists(ns: &str, table: &str) -> Result<bool> {
+    let v = nft_json(ns, &["list", "tables", "bridge"])?;
+    let items = v["nftables"].as_array().map(Vec::as_slice).unwrap_or_default();
+    Ok(items.iter().any(|i| i["table"]["name"].as_str() == Some(table)))
+}
+
 impl Lab {
-    fn nft_cmd(&self) -> Result<Command> {
-        require_tool("nft")?;
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.ns_name(SWITCH), "nft"]);
-        Ok(c)
-    }
-
-    /// Applies an nft script atomically in the switch namespace.
-    fn nft_apply(&self, script: &str) -> Result<()> {
-        output_with_stdin(self.nft_cmd()?.args(["-f", "-"]), script).map(|_| ())
-    }
-
-    fn nft_json(&self, args: &[&str]) -> Result<Value> {
-        let text = output(self.nft_cmd()?.arg("-j").args(args))?;
-        parse_json(&text).with_context(|| format!("output of nft -j {}", args.join(" ")))
-    }
-
-    fn loss_table_exists(&self) -> Result<bool> {
-        let v = self.nft_json(&["list", "tables", "bridge"])?;
-        let items = v["nftables"].as_array().map(Vec::as_slice).unwrap_or_default();
-        Ok(items.iter().any(|i| i["table"]["name"].as_str() == Some(TABLE)))
+    fn loss_table_exists(&self, node: &str) -> Result<bool> {
+        table_exists(&self.access_ns(node), TABLE)
     }
 
     fn port_rules(&self, node: &str) -> Result<Vec<RuleInfo>> {
-        Ok(parse_rules(&self.nft_json(&["list", "chain", "bridge", TABLE, &port_chain(node)])?))
+        Ok(parse_rules(&nft_json(&self.access_ns(node), &["list", "chain", "bridge", TABLE, &port_chain(node)])?))
     }
 
     fn check_port(&self, node: &str) -> Result<()> {
-        if node == SWITCH {
-            bail!("the switch has no port of its own: use sender or r1..r{}", self.config().receivers);
-        }
         self.check_node(node)?;
+        if !self.nodes().iter().any(|n| n == node) {
+            bail!("{node} has no access port of its own: use sender or r1..r{}", self.config().receivers);
+        }
         Ok(())
+    }
+
+    /// The access namespaces (switch, or hosts) and the nodes whose ports they hold.
+    fn access_groups(&self) -> Vec<(String, Vec<String>)> {
+        let mut v: Vec<(String, Vec<String>)> = Vec::new();
+        for n in self.nodes() {
+            let ns = self.access_ns(&n);
+            match v.iter_mut().find(|(x, _)| *x == ns) {
+                Some((_, nodes)) => nodes.push(n),
+                None => v.push((ns, vec![n])),
+            }
+        }
+        v
     }
 
     /// Counts mcblast datagrams the bridge forwards toward every port (see
     /// [`Lab::nft_offered`]) from now on. Idempotent; [`Lab::drop_every_nth`]
     /// calls it.
     pub fn watch_ports(&self) -> Result<()> {
-        if self.loss_table_exists()? {
+        let magic = u32::from_be_bytes(MAGIC);
+        for (ns, nodes) in self.access_groups() {
+            if table_exists(&ns, TABLE)? {
+                continue;
+            }
+            let mut s = format!(
+                "add table bridge {TABLE}\n\
+                 add chain bridge {TABLE} forward {{ type filter hook forward priority filter; policy accept; }}\n"
+            );
+            for n in nodes {
+                let chain = port_chain(&n);
+                s += &format!("add chain bridge {TABLE} {chain}\n");
+                s += &format!(
+                    "add rule bridge {TABLE} forward oifname \"{n}\" meta l4proto udp \
+                     @th,{TH_MAGIC_BIT},32 {magic:#010x} jump {chain}\n"
+                );
+                s += &format!("add rule bridge {TABLE} {chain} counter comment \"{OFFERED}\"\n");
+            }
+            nft_apply(&ns, &s).with_context(|| format!("installing the lab's nftables table in {ns}"))?;
+        }
+        Ok(())
+    }
+
+    /// Counts, from now on, the mcblast datagrams (data and end markers) the
+    /// fabric delivers toward each emulated host: on the shared switch's
+    /// port to the host, or on the underlay switch's port to it (VXLAN
+    /// packets, matched inside). Idempotent. Fails on the flat lab.
+    pub fn watch_fabric(&self) -> Result<()> {
+        let Some(t) = self.topology() else {
+            bail!("lab {} has no emulated hosts: build it with hosts (mcblast lab up --hosts H)", self.prefix());
+        };
+        let ns = self.ns_name(t.fabric_node());
+        if table_exists(&ns, FABRIC_TABLE)? {
             return Ok(());
         }
         let magic = u32::from_be_bytes(MAGIC);
         let mut s = format!(
-            "add table bridge {TABLE}\n\
-             add chain bridge {TABLE} forward {{ type filter hook forward priority filter; policy accept; }}\n"
+            "add table bridge {FABRIC_TABLE}\n\
+             add chain bridge {FABRIC_TABLE} forward {{ type filter hook forward priority filter; policy accept; }}\n"
         );
-        for n in self.nodes() {
-            let chain = port_chain(&n);
-            s += &format!("add chain bridge {TABLE} {chain}\n");
-            s += &format!(
-                "add rule bridge {TABLE} forward oifname \"{n}\" meta l4proto udp \
-                 @th,{TH_MAGIC_BIT},32 {magic:#010x} jump {chain}\n"
-            );
-            s += &format!("add rule bridge {TABLE} {chain} counter comment \"{OFFERED}\"\n");
+        for h in t.host_names() {
+            let m = match t.fabric {
+                Fabric::Bridge => format!("meta l4proto udp @th,{TH_MAGIC_BIT},32 {magic:#010x}"),
+                Fabric::Vxlan => format!("udp dport {VXLAN_PORT} @th,{TH_VXLAN_MAGIC_BIT},32 {magic:#010x}"),
+            };
+            s += &format!("add rule bridge {FABRIC_TABLE} forward oifname \"{h}\" {m} counter comment \"to {h}\"\n");
         }
-        self.nft_apply(&s).context("installing the lab's nftables table")
+        nft_apply(&ns, &s).context("installing the fabric counters")
+    }
+
+    /// mcblast datagrams the fabric delivered toward host `hK` (K = 0 is the
+    /// sender's) since [`Lab::watch_fabric`].
+    pub fn fabric_delivered(&self, host: u32) -> Result<u64> {
+        let Some(t) = self.topology() else {
+            bail!("lab {} has no emulated hosts", self.prefix());
+        };
+        if host > t.hosts {
+            bail!("no host h{host}: hosts are h0..h{}", t.hosts);
+        }
+        let ns = self.ns_name(t.fabric_node());
+        if !table_exists(&ns, FABRIC_TABLE)? {
+            bail!("lab {} does not count fabric traffic yet: call watch_fabric() before sending", self.prefix());
+        }
+        let v = nft_json(&ns, &["list", "chain", "bridge", FABRIC_TABLE, "forward"])?;
+        let want = format!("to {}", host_name(host));
+        parse_rules(&v).iter().find(|r| r.comment == want).map(|r| r.packets).ok_or_else(|| {
+            LabError::Incomplete { prefix: self.prefix().into(), detail: format!("no fabric counter {want}") }.into()
+        })
     }
 
     /// Drops every n-th mcblast data datagram the bridge forwards toward
@@ -141,6 +222,7 @@ impl Lab {
         }
         self.watch_ports()?;
         let chain = port_chain(node);
+        let ns = self.access_ns(node);
         let mut s = String::new();
         for r in self.port_rules(node)?.iter().filter(|r| r.comment.starts_with(DROP)) {
             s += &format!("delete rule bridge {TABLE} {chain} handle {}\n", r.handle);
@@ -149,13 +231,13 @@ impl Lab {
             "add rule bridge {TABLE} {chain} @th,{TH_KIND_BIT},8 {} numgen inc mod {n} 0 counter drop comment \"{DROP}{n}\"\n",
             Kind::Data as u8
         );
-        self.nft_apply(&s).with_context(|| format!("installing the drop rule toward {node}"))
+        nft_apply(&ns, &s).with_context(|| format!("installing the drop rule toward {node}"))
     }
 
     /// Removes the drop rule toward `node`, if any.
     pub fn clear_drop(&self, node: &str) -> Result<()> {
         self.check_port(node)?;
-        if !self.loss_table_exists()? {
+        if !self.loss_table_exists(node)? {
             return Ok(());
         }
         let chain = port_chain(node);
@@ -165,13 +247,13 @@ impl Lab {
             .filter(|r| r.comment.starts_with(DROP))
             .map(|r| format!("delete rule bridge {TABLE} {chain} handle {}\n", r.handle))
             .collect();
-        if s.is_empty() { Ok(()) } else { self.nft_apply(&s) }
+        if s.is_empty() { Ok(()) } else { nft_apply(&self.access_ns(node), &s) }
     }
 
     /// Datagrams the drop rule toward `node` has dropped (0 when there is none).
     pub fn nft_dropped(&self, node: &str) -> Result<u64> {
         self.check_port(node)?;
-        if !self.loss_table_exists()? {
+        if !self.loss_table_exists(node)? {
             return Ok(0);
         }
         Ok(self.port_rules(node)?.iter().filter(|r| r.comment.starts_with(DROP)).map(|r| r.packets).sum())
@@ -181,7 +263,7 @@ impl Lab {
     /// forwarded toward `node` since [`Lab::watch_ports`], before any drop.
     pub fn nft_offered(&self, node: &str) -> Result<u64> {
         self.check_port(node)?;
-        if !self.loss_table_exists()? {
+        if !self.loss_table_exists(node)? {
             bail!(
                 "lab {} does not count port traffic yet: call watch_ports() (or drop_every_nth()) before sending",
                 self.prefix()
@@ -194,7 +276,7 @@ impl Lab {
 
     /// Per-port counters and drop rules, when the table exists (for status).
     pub(crate) fn port_loss(&self) -> Result<Option<Vec<PortLoss>>> {
-        if !super::on_path("nft") || !self.loss_table_exists()? {
+        if !super::on_path("nft") || !self.loss_table_exists(SENDER_NODE)? {
             return Ok(None);
         }
         let mut v = Vec::new();

@@ -8,15 +8,19 @@ use anyhow::{Context, Result, anyhow};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{BRIDGE, Lab, NODE_IF, SWITCH, ip_json, output, parse_json};
+use super::topo::{Fabric, UNDERLAY_IF, UPLINK, host_name, tunnel_port};
+use super::{BRIDGE, Lab, NODE_IF, ip_json, output, parse_json};
 
 /// The whole lab.
 #[derive(Debug, Clone, Serialize)]
 pub struct LabStatus {
     pub prefix: String,
+    /// The querier's bridge: the switch's (`sw`), or with the VXLAN fabric the sender host's (`h0`).
     pub bridge: BridgeStatus,
+    /// Emulated hosts, None for the flat lab.
+    pub topology: Option<TopologyStatus>,
     pub nodes: Vec<NodeStatus>,
-    /// The bridge's multicast group table (`bridge mdb show`).
+    /// The querier bridge's multicast group table (`bridge mdb show`).
     pub mdb: Vec<MdbEntry>,
     /// Per-port counters and drop rules, when loss injection is in use.
     pub loss: Option<Vec<PortLoss>>,
@@ -37,11 +41,42 @@ pub struct BridgeStatus {
     pub membership_interval_cs: u64,
 }
 
+/// The emulated hosts and how they are joined.
+#[derive(Debug, Clone, Serialize)]
+pub struct TopologyStatus {
+    /// `bridge` or `vxlan`.
+    pub fabric: String,
+    /// `spread` or `same-host`.
+    pub placement: String,
+    pub per_host: u32,
+    /// The shared switch's (`sw`) or underlay switch's (`ul`) namespace.
+    pub fabric_namespace: String,
+    /// h0 (the sender's) .. hH.
+    pub hosts: Vec<HostStatus>,
+}
+
+/// One emulated host: its bridge, nodes, fabric ports and group table.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostStatus {
+    pub name: String,
+    pub namespace: String,
+    pub bridge: BridgeStatus,
+    /// Nodes whose access ports are on this host's bridge.
+    pub nodes: Vec<String>,
+    /// Ports toward the fabric: `up0`, or one VXLAN port `vx-hJ` per remote host.
+    pub fabric_ports: Vec<String>,
+    /// The underlay interface's address and MTU (VXLAN fabric).
+    pub underlay: Option<(Ipv4Addr, u32)>,
+    pub mdb: Vec<MdbEntry>,
+}
+
 /// One node and its switch port.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NodeStatus {
     pub name: String,
     pub namespace: String,
+    /// The emulated host it lives on (None in the flat lab).
+    pub host: Option<String>,
     /// eth0's IPv4 address.
     pub addr: Option<Ipv4Addr>,
     /// eth0 is administratively up and has a carrier.
@@ -92,7 +127,7 @@ fn ipv4_of(link: &Value) -> Option<Ipv4Addr> {
         .find_map(|a| a["local"].as_str()?.parse().ok())
 }
 
-/// Reads the bridge's settings (`ip -d -j addr show br0` in the switch namespace).
+/// Reads the bridge's settings (`ip -d -j addr show br0` in a namespace).
 pub(super) fn bridge_info(sw: &str) -> Result<BridgeStatus> {
     let v = ip_json(sw, &["-d", "addr", "show", "dev", BRIDGE])?;
     let link = v.get(0).ok_or_else(|| anyhow!("no bridge {BRIDGE} in {sw}"))?;
@@ -143,19 +178,27 @@ pub(super) fn mdb(sw: &str) -> Result<Vec<MdbEntry>> {
 }
 
 impl Lab {
-    /// Reads the lab's state: bridge settings, every node's eth0 and port, the group table.
+    /// Reads the lab's state: bridge settings, every node's eth0 and port,
+    /// the group tables, and the emulated hosts.
     pub fn status(&self) -> Result<LabStatus> {
-        let sw = self.ns_name(SWITCH);
+        let sw = self.ns_name(&self.querier_node());
         let bridge = bridge_info(&sw)?;
-        let ports = ip_json(&sw, &["link", "show", "master", BRIDGE])?;
-        let port = |n: &str| ports.as_array().into_iter().flatten().find(|p| p["ifname"] == n).cloned();
+        let mut ports_of: Vec<(String, Value)> = Vec::new();
         let mut nodes = Vec::new();
         for n in self.nodes() {
+            let ans = self.access_ns(&n);
+            if !ports_of.iter().any(|(x, _)| *x == ans) {
+                let v = ip_json(&ans, &["link", "show", "master", BRIDGE])?;
+                ports_of.push((ans.clone(), v));
+            }
+            let ports = &ports_of.iter().find(|(x, _)| *x == ans).expect("just added").1;
+            let p = ports.as_array().into_iter().flatten().find(|p| p["ifname"] == n.as_str()).cloned();
             let ns = self.ns_name(&n);
             let eth = ip_json(&ns, &["addr", "show", "dev", NODE_IF])?;
             let eth = eth.get(0).cloned().unwrap_or(Value::Null);
-            let p = port(&n).unwrap_or(Value::Null);
+            let p = p.unwrap_or(Value::Null);
             nodes.push(NodeStatus {
+                host: self.host_of(&n),
                 name: n,
                 namespace: ns,
                 addr: ipv4_of(&eth),
@@ -165,27 +208,117 @@ impl Lab {
                 port_mtu: p["mtu"].as_u64().unwrap_or(0) as u32,
             });
         }
-        Ok(LabStatus { prefix: self.prefix().to_string(), bridge, nodes, mdb: mdb(&sw)?, loss: self.port_loss()? })
+        let topology = match self.topology() {
+            None => None,
+            Some(t) => {
+                let mut hosts = Vec::new();
+                for k in 0..=t.hosts {
+                    let h = host_name(k);
+                    let ns = self.ns_name(&h);
+                    let underlay = match t.fabric {
+                        Fabric::Bridge => None,
+                        Fabric::Vxlan => {
+                            let v = ip_json(&ns, &["addr", "show", "dev", UNDERLAY_IF])?;
+                            let l = v.get(0).cloned().unwrap_or(Value::Null);
+                            ipv4_of(&l).map(|a| (a, l["mtu"].as_u64().unwrap_or(0) as u32))
+                        }
+                    };
+                    let fabric_ports = match t.fabric {
+                        Fabric::Bridge => vec![UPLINK.to_string()],
+                        Fabric::Vxlan => (0..=t.hosts).filter(|&j| j != k).map(tunnel_port).collect(),
+                    };
+                    hosts.push(HostStatus {
+                        bridge: bridge_info(&ns)?,
+                        nodes: self.nodes().into_iter().filter(|n| t.host_of(n) == Some(k)).collect(),
+                        fabric_ports,
+                        underlay,
+                        mdb: mdb(&ns)?,
+                        name: h,
+                        namespace: ns,
+                    });
+                }
+                Some(TopologyStatus {
+                    fabric: t.fabric.as_str().to_string(),
+                    placement: t.placement.as_str().to_string(),
+                    per_host: t.per_host,
+                    fabric_namespace: self.ns_name(t.fabric_node()),
+                    hosts,
+                })
+            }
+        };
+        Ok(LabStatus {
+            prefix: self.prefix().to_string(),
+            bridge,
+            topology,
+            nodes,
+            mdb: mdb(&sw)?,
+            loss: self.port_loss()?,
+        })
     }
 
-    /// The bridge's multicast group table alone (cheaper than [`Lab::status`]).
+    /// The querier bridge's multicast group table alone (cheaper than
+    /// [`Lab::status`]): the switch's in the flat lab.
     pub fn mdb(&self) -> Result<Vec<MdbEntry>> {
-        mdb(&self.ns_name(SWITCH))
+        mdb(&self.ns_name(&self.querier_node()))
+    }
+
+    /// The multicast group table of the bridge in a host or switch namespace
+    /// (`sw`, `h0`, `h1`, ...).
+    pub fn mdb_of(&self, node: &str) -> Result<Vec<MdbEntry>> {
+        self.check_node(node)?;
+        mdb(&self.ns_name(node))
+    }
+
+    /// Where a receiver's membership must show for traffic to reach it:
+    /// (namespace node, port) pairs — its port on its access bridge, and with
+    /// emulated hosts also its host's port on the querier's bridge (`hK` on
+    /// the shared switch, `vx-hK` on the sender's host).
+    fn membership_path(&self, port: &str) -> Vec<(String, String)> {
+        match self.topology() {
+            None => vec![(self.querier_node(), port.to_string())],
+            Some(t) => match t.host_of(port) {
+                Some(k) if k > 0 => {
+                    let up = match t.fabric {
+                        Fabric::Bridge => host_name(k),
+                        Fabric::Vxlan => tunnel_port(k),
+                    };
+                    vec![(host_name(k), port.to_string()), (t.querier_node(), up)]
+                }
+                Some(k) => vec![(host_name(k), port.to_string())],
+                None => vec![(self.querier_node(), port.to_string())],
+            },
+        }
     }
 
     /// Waits until `ports` (node names) are all members of `group` in the
     /// bridge's table, polling every 50 ms for at most `timeout`; returns the
-    /// table, or an error naming the ports that never joined. Without
-    /// snooping the table stays empty: don't wait then.
+    /// (querier bridge's) table, or an error naming the ports that never
+    /// joined. With emulated hosts a receiver counts once both its host's
+    /// bridge and the querier's bridge (the shared switch, or the sender's
+    /// host for VXLAN) list it. Without snooping the tables stay empty:
+    /// don't wait then.
     pub fn wait_members(&self, group: Ipv4Addr, ports: &[String], timeout: std::time::Duration) -> Result<Vec<MdbEntry>> {
         let g = group.to_string();
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            let table = self.mdb()?;
-            let missing: Vec<&String> =
-                ports.iter().filter(|p| !table.iter().any(|e| e.group == g && &e.port == *p)).collect();
+            let mut tables: Vec<(String, Vec<MdbEntry>)> = Vec::new();
+            let mut missing: Vec<&String> = Vec::new();
+            for p in ports {
+                let mut ok = true;
+                for (node, port) in self.membership_path(p) {
+                    if !tables.iter().any(|(n, _)| *n == node) {
+                        let t = mdb(&self.ns_name(&node))?;
+                        tables.push((node.clone(), t));
+                    }
+                    let t = &tables.iter().find(|(n, _)| *n == node).expect("just added").1;
+                    ok &= t.iter().any(|e| e.group == g && e.port == port);
+                }
+                if !ok {
+                    missing.push(p);
+                }
+            }
             if missing.is_empty() {
-                return Ok(table);
+                return self.mdb();
             }
             if std::time::Instant::now() >= deadline {
                 return Err(anyhow!(
@@ -195,6 +328,25 @@ impl Lab {
                 ));
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+/// Appends a group table: `title`, then one line per group with its ports.
+fn render_groups(s: &mut String, title: &str, indent: &str, mdb: &[MdbEntry]) {
+    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+    for e in mdb {
+        match groups.last_mut() {
+            Some((g, ports)) if *g == e.group => ports.push(&e.port),
+            _ => groups.push((&e.group, vec![&e.port])),
+        }
+    }
+    if groups.is_empty() {
+        let _ = writeln!(s, "{}: none joined", title.trim_end_matches(':').trim_end_matches(" (bridge mdb)"));
+    } else {
+        let _ = writeln!(s, "{title}");
+        for (g, ports) in groups {
+            let _ = writeln!(s, "{indent}  {g:<15} {}", ports.join(" "));
         }
     }
 }
@@ -227,27 +379,59 @@ impl LabStatus {
             b.query_interval_cs as f64 / 100.0,
             b.membership_interval_cs as f64 / 100.0
         );
+        if let Some(t) = &self.topology {
+            let receivers = self.nodes.len().saturating_sub(1);
+            let _ = writeln!(
+                s,
+                "topology: {} receiver hosts + the sender's host h0, {receivers} receivers ({}, {} per host), fabric {}",
+                t.hosts.len().saturating_sub(1),
+                t.placement,
+                t.per_host,
+                match t.fabric.as_str() {
+                    "vxlan" => format!(
+                        "vxlan over the underlay switch in {} (head-end replication: one tunnel port per remote host)",
+                        t.fabric_namespace
+                    ),
+                    _ => format!("bridge: the shared switch in {}", t.fabric_namespace),
+                }
+            );
+        }
         let w = self.nodes.iter().map(|n| n.namespace.len()).max().unwrap_or(9).max(9);
-        let _ = writeln!(s, "{:<8} {:<w$} {:<15} {:<18} port", "node", "namespace", "address", NODE_IF);
+        let host_col = if self.topology.is_some() { " host" } else { "" };
+        let _ = writeln!(s, "{:<8} {:<w$} {:<15} {:<18} port{host_col}", "node", "namespace", "address", NODE_IF);
         for n in &self.nodes {
             let eth = format!("{} mtu {}", if n.up { "up" } else { "DOWN" }, n.mtu);
-            let port = format!("{} mtu {}", if n.port_up { "up" } else { "DOWN" }, n.port_mtu);
+            let mut port = format!("{} mtu {}", if n.port_up { "up" } else { "DOWN" }, n.port_mtu);
+            if let Some(h) = &n.host {
+                port = format!("{port:<12} {h}");
+            }
             let addr = n.addr.map_or("none".to_string(), |a| a.to_string());
             let _ = writeln!(s, "{:<8} {:<w$} {:<15} {:<18} {}", n.name, n.namespace, addr, eth, port);
         }
-        let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
-        for e in &self.mdb {
-            match groups.last_mut() {
-                Some((g, ports)) if *g == e.group => ports.push(&e.port),
-                _ => groups.push((&e.group, vec![&e.port])),
-            }
-        }
-        if groups.is_empty() {
-            let _ = writeln!(s, "multicast groups: none joined");
-        } else {
-            let _ = writeln!(s, "multicast groups (bridge mdb):");
-            for (g, ports) in groups {
-                let _ = writeln!(s, "  {g:<15} {}", ports.join(" "));
+        match &self.topology {
+            None => render_groups(&mut s, "multicast groups (bridge mdb):", "", &self.mdb),
+            Some(t) => {
+                if !t.hosts.iter().any(|h| h.namespace == self.bridge.namespace) {
+                    render_groups(&mut s, &format!("multicast groups on the switch {}:", self.bridge.namespace), "", &self.mdb);
+                }
+                for h in &t.hosts {
+                    let b = &h.bridge;
+                    let ul = h.underlay.map_or(String::new(), |(a, m)| format!(", underlay {UNDERLAY_IF} {a} mtu {m}"));
+                    let _ = writeln!(
+                        s,
+                        "host {} ({}): {} {} mtu {}, snooping {}, querier {}{ul}",
+                        h.name,
+                        h.namespace,
+                        b.name,
+                        if b.up { "up" } else { "DOWN" },
+                        b.mtu,
+                        on_off(b.snooping),
+                        on_off(b.querier),
+                    );
+                    let nodes = if h.nodes.is_empty() { "none".to_string() } else { h.nodes.join(" ") };
+                    let _ = writeln!(s, "  nodes: {nodes}; fabric ports: {}", h.fabric_ports.join(" "));
+                    render_groups(&mut s, "  groups:", "    ", &h.mdb);
+                }
             }
         }
         if let Some(loss) = &self.loss {
@@ -292,7 +476,9 @@ mod tests {
                 query_interval_cs: 12500,
                 membership_interval_cs: 26000,
             },
+            topology: None,
             nodes: vec![NodeStatus {
+                host: None,
                 name: "r1".into(),
                 namespace: "mcb-r1".into(),
                 addr: Some(Ipv4Addr::new(10, 77, 0, 11)),
