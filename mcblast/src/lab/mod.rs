@@ -23,9 +23,16 @@
 //! the IGMP queries; `tests/e2e.rs` relies on flooding only with snooping
 //! off). With snooping off, every group floods to every port.
 //!
+//! With emulated hosts ([`Lab::up_spec`] with a [`Topology`]; `mcblast lab
+//! up --hosts/--preset`) each host is a namespace `<prefix>hK` with its own
+//! bridge, the sender on `h0`, receivers on `h1`..; the hosts are joined by
+//! a shared switch (`sw`) or by VXLAN over an underlay switch (`ul`): see
+//! `topo.rs`. Node names, addresses and [`Lab::exec_cmd`] stay the same.
+//!
 //! Loss injection ([`Lab::drop_every_nth`]) is an nftables rule in the
-//! switch namespace, on the bridge forward hook, per output port: the loss
-//! happens on the path, before the receiver's driver. The nftables table is
+//! switch namespace (with emulated hosts: the receiver's host), on the
+//! bridge forward hook, per output port: the loss happens on the path,
+//! before the receiver's driver. The nftables table is
 //! created only on first use, so a lab without impairment has no netfilter
 //! hook on its data path.
 
@@ -214,7 +221,7 @@ impl Lab {
     }
 
     /// Builds a lab from a full spec: the flat lab with other IGMP settings,
-    /// or emulated hosts joined by a fabric (see [`topo`](Topology)). Same
+    /// or emulated hosts joined by a fabric (see [`Topology`]). Same
     /// guarantees as [`Lab::up`].
     pub fn up_spec(spec: &LabSpec) -> Result<Lab> {
         spec.validate()?;
