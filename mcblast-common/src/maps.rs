@@ -72,6 +72,77 @@ pub const MAX_FLOWS: u32 = 4096;
 /// Most joined groups the kernel counter's `GROUPS` map holds.
 pub const MAX_GROUPS: u32 = 256;
 
+/// Configuration of the drop tracer (the `skb:kfree_skb` tp_btf program),
+/// element 0 of the `DROP_CONFIG` array map. The field offsets are resolved
+/// by userspace from the running kernel's BTF (`/sys/kernel/btf/vmlinux`),
+/// so the program reads `struct sk_buff` and friends without CO-RE.
+/// `netns == 0` disables the tracer.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DropConfig {
+    /// Inode number of the receiver's network namespace (`/proc/self/ns/net`).
+    pub netns: u32,
+    /// Index of the receiving interface (in that namespace).
+    pub ifindex: u32,
+    /// Byte offsets in `struct sk_buff`: `dev`, `head`, `data`, `len`,
+    /// `data_len`, `network_header`.
+    pub skb_dev: u32,
+    pub skb_head: u32,
+    pub skb_data: u32,
+    pub skb_len: u32,
+    pub skb_data_len: u32,
+    pub skb_network_header: u32,
+    /// Byte offsets in `struct net_device`: `ifindex`, `nd_net.net`.
+    pub dev_ifindex: u32,
+    pub dev_net: u32,
+    /// Byte offset of `__sk_common.skc_net.net` in `struct sock`.
+    pub sk_net: u32,
+    /// Byte offset of `ns.inum` in `struct net`.
+    pub net_inum: u32,
+}
+
+/// What a dropped datagram to the receiver's port was.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DropClass {
+    /// An mcblast data datagram of a counted flow (joined group, run filter).
+    Data = 0,
+    /// An mcblast end-of-flow marker of a counted flow.
+    End = 1,
+    /// Anything else to the port: not mcblast, another run, a group or
+    /// source not joined, or a header the tracer could not read (not in the
+    /// skb's linear part).
+    Other = 2,
+    /// A first IPv4 fragment to the port (a joined group).
+    Fragment = 3,
+}
+
+impl DropClass {
+    /// The class for its number in a [`DropKey`].
+    pub fn from_u32(v: u32) -> Option<DropClass> {
+        match v {
+            0 => Some(DropClass::Data),
+            1 => Some(DropClass::End),
+            2 => Some(DropClass::Other),
+            3 => Some(DropClass::Fragment),
+            _ => None,
+        }
+    }
+}
+
+/// Key of the per-CPU `DROPS` map: the kernel's drop reason (a value of the
+/// running kernel's `enum skb_drop_reason`, subsystem bits included) and the
+/// [`DropClass`] of the datagram.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct DropKey {
+    pub reason: u32,
+    pub class: u32,
+}
+
+/// Most (reason, class) pairs the `DROPS` map holds.
+pub const MAX_DROP_KEYS: u32 = 1024;
+
 #[cfg(feature = "user")]
 mod user {
     #![allow(unsafe_code)]
@@ -82,6 +153,10 @@ mod user {
     unsafe impl aya::Pod for FlowEntry<u32> {}
     // SAFETY: as above.
     unsafe impl aya::Pod for Config {}
+    // SAFETY: as above; u32 fields only.
+    unsafe impl aya::Pod for DropConfig {}
+    // SAFETY: as above; two u32 fields.
+    unsafe impl aya::Pod for DropKey {}
 }
 
 #[cfg(test)]
@@ -91,6 +166,12 @@ mod tests {
     fn sizes_have_no_padding() {
         assert_eq!(core::mem::size_of::<FlowKey>(), 16);
         assert_eq!(core::mem::size_of::<Config>(), 16);
+        assert_eq!(core::mem::size_of::<DropConfig>(), 48);
+        assert_eq!(core::mem::size_of::<DropKey>(), 8);
+        for c in [DropClass::Data, DropClass::End, DropClass::Other, DropClass::Fragment] {
+            assert_eq!(DropClass::from_u32(c as u32), Some(c));
+        }
+        assert_eq!(DropClass::from_u32(4), None);
         // The last counter's index is the array's last slot.
         assert_eq!(GlobalCounter::OtherGroup as u32 + 1, GLOBAL_COUNTERS);
         assert_eq!(

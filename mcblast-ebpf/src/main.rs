@@ -9,21 +9,31 @@
 //! join) are counted: a bridge that floods unjoined groups to every port
 //! delivers others to the interface, but the receiver's socket never sees
 //! them, so neither does the counter.
+//!
+//! A second program, `mcblast_drops`, runs on the `skb:kfree_skb`
+//! tracepoint (tp_btf) and counts, per drop reason, the datagrams to the
+//! port that the kernel freed without delivering them, in the receiver's
+//! network namespace only (see [`drops`]).
 #![no_std]
 #![no_main]
 
+mod drops;
+
 use aya_ebpf::{
     bindings::{BPF_F_RDONLY_PROG, BPF_NOEXIST, bpf_spin_lock, xdp_action},
-    btf_maps::{Array, HashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
     helpers::generated::{
         bpf_ktime_get_tai_ns, bpf_spin_lock as spin_lock, bpf_spin_unlock as spin_unlock,
         bpf_xdp_load_bytes,
     },
-    macros::{btf_map, xdp},
-    programs::XdpContext,
+    macros::{btf_map, btf_tracepoint, xdp},
+    programs::{BtfTracePointContext, XdpContext},
 };
 use mcblast_common::{
-    maps::{Config, FlowEntry, FlowKey, GLOBAL_COUNTERS, GlobalCounter, MAX_FLOWS, MAX_GROUPS},
+    maps::{
+        Config, DropConfig, DropKey, FlowEntry, FlowKey, GLOBAL_COUNTERS, GlobalCounter, MAX_DROP_KEYS, MAX_FLOWS,
+        MAX_GROUPS,
+    },
     wire::{HEADER_LEN, Header, Kind, Packet},
 };
 
@@ -63,6 +73,22 @@ static GROUP_COUNT: Array<u32, 1> = Array::new();
 /// program; userspace never writes it.
 #[btf_map]
 static ZERO: Array<[u64; ZERO_WORDS], 1, { BPF_F_RDONLY_PROG as usize }> = Array::new();
+
+/// Element 0: the drop tracer's [`DropConfig`], written by userspace
+/// before the tracer is attached.
+#[btf_map]
+static DROP_CONFIG: Array<DropConfig, 1> = Array::new();
+
+/// Datagrams to the port freed by the kernel, per (reason, class), per CPU.
+#[btf_map]
+static DROPS: PerCpuHashMap<DropKey, u64, { MAX_DROP_KEYS as usize }> = PerCpuHashMap::new();
+
+/// The drop tracer: `trace_kfree_skb(skb, location, reason, rx_sk)`.
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn mcblast_drops(ctx: BtfTracePointContext) -> i32 {
+    drops::on_kfree_skb(&ctx);
+    0
+}
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;

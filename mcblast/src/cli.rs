@@ -131,6 +131,10 @@ pub struct RecvArgs {
     /// Wait until at least this many flows have been seen and every one has ended (0 = any number).
     #[arg(long, default_value_t = 0)]
     pub expect_flows: u32,
+    /// Test aid (hidden): the socket counter sleeps this many microseconds
+    /// per datagram read, so its socket buffer overflows on purpose.
+    #[arg(long, default_value_t = 0, hide = true, value_name = "US")]
+    pub read_delay_us: u64,
 }
 
 #[derive(Subcommand, Debug, Clone)]

@@ -17,10 +17,10 @@ use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use aya::maps::{Array, HashMap, MapData, PerCpuArray};
-use aya::programs::{ProgramError, Xdp};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap};
+use aya::programs::{BtfTracePoint, ProgramError, Xdp};
 use aya::{Ebpf, EbpfError, EbpfLoader};
-use mcblast_common::maps::{Config, FlowEntry, FlowKey, GLOBAL_COUNTERS, GlobalCounter, MAX_GROUPS};
+use mcblast_common::maps::{Config, DropConfig, DropKey, FlowEntry, FlowKey, GLOBAL_COUNTERS, GlobalCounter, MAX_GROUPS};
 use mcblast_common::tracker::FlowState;
 
 use crate::cli::XdpMode;
@@ -31,6 +31,10 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mc
 
 /// Name of the XDP program in the object.
 const PROGRAM: &str = "mcblast_counter";
+/// Name of the drop tracer (tp_btf `kfree_skb`) in the object.
+const DROP_PROGRAM: &str = "mcblast_drops";
+/// The tracepoint the drop tracer attaches to.
+const DROP_TRACEPOINT: &str = "kfree_skb";
 /// `BPF_F_LOCK`: copy a map value while holding its `bpf_spin_lock`.
 const BPF_F_LOCK: u64 = 4;
 /// `XDP_FLAGS_SKB_MODE` / `XDP_FLAGS_DRV_MODE` from `if_link.h`.
@@ -199,6 +203,68 @@ impl KernelCounter {
         // Last: the filter takes effect once every entry is in place.
         m.count.set(0, want.len() as u32, 0).context("cannot turn on the kernel counter's group filter")?;
         Ok(())
+    }
+
+    /// Starts the drop tracer: a tp_btf program on `skb:kfree_skb`, from the
+    /// same object (it shares the port, run filter and joined groups), that
+    /// counts per drop reason the datagrams to the port the kernel dropped
+    /// in this process's network namespace on `iface` (or in a socket of
+    /// this namespace). Read them with [`drops`](Self::drops).
+    ///
+    /// The attachment is a BPF link held by the loaded object: it goes with
+    /// the [`KernelCounter`], and with the process however it dies.
+    pub fn trace_drops(&mut self, iface: &Iface) -> Result<()> {
+        let btf = crate::btf::Btf::from_kernel()?;
+        let off = |s: &str, p: &str| btf.offset(s, p);
+        let netns = crate::sys::netns_inode().context("cannot identify this network namespace")?;
+        let dc = DropConfig {
+            netns: u32::try_from(netns).context("network namespace inode above 2^32")?,
+            ifindex: iface.index,
+            skb_dev: off("sk_buff", "dev")?,
+            skb_head: off("sk_buff", "head")?,
+            skb_data: off("sk_buff", "data")?,
+            skb_len: off("sk_buff", "len")?,
+            skb_data_len: off("sk_buff", "data_len")?,
+            skb_network_header: off("sk_buff", "network_header")?,
+            dev_ifindex: off("net_device", "ifindex")?,
+            dev_net: off("net_device", "nd_net.net")?,
+            sk_net: off("sock", "__sk_common.skc_net.net")?,
+            net_inum: off("net", "ns.inum")?,
+        };
+        {
+            let mut m: Array<&mut MapData, DropConfig> =
+                Array::try_from(self.ebpf.map_mut("DROP_CONFIG").context("eBPF object has no DROP_CONFIG map")?)?;
+            m.set(0, dc, 0).context("cannot write the drop tracer's configuration")?;
+        }
+        let kbtf = aya::Btf::from_sys_fs().context("cannot read the kernel's BTF")?;
+        let prog: &mut BtfTracePoint = self
+            .ebpf
+            .program_mut(DROP_PROGRAM)
+            .with_context(|| format!("eBPF object has no program {DROP_PROGRAM}"))?
+            .try_into()?;
+        prog.load(DROP_TRACEPOINT, &kbtf).map_err(|e| match e {
+            ProgramError::LoadError { io_error, verifier_log } if !is_eperm(&io_error) => {
+                let log = verifier_log.to_string();
+                let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+                let tail = lines[lines.len().saturating_sub(VERIFIER_TAIL)..].join("\n");
+                anyhow!("the kernel refused the drop tracer ({io_error}); end of the verifier log:\n{tail}")
+            }
+            e => anyhow!("cannot load the drop tracer on tp_btf/{DROP_TRACEPOINT}: {e}"),
+        })?;
+        prog.attach().with_context(|| format!("cannot attach the drop tracer to tp_btf/{DROP_TRACEPOINT}"))?;
+        Ok(())
+    }
+
+    /// What the drop tracer counted: (reason, class) to datagrams, summed over CPUs.
+    pub fn drops(&self) -> Result<BTreeMap<DropKey, u64>> {
+        let map: PerCpuHashMap<&MapData, DropKey, u64> =
+            PerCpuHashMap::try_from(self.ebpf.map("DROPS").context("eBPF object has no DROPS map")?)?;
+        let mut out = BTreeMap::new();
+        for item in map.iter() {
+            let (k, values) = item.context("cannot read the drop tracer's counts")?;
+            out.insert(k, values.iter().sum());
+        }
+        Ok(out)
     }
 
     /// The attach mode in use: `"native"` or `"generic"`.

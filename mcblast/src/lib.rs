@@ -9,6 +9,8 @@
 //! Unsafe code lives only in [`sys`], where the OS is called.
 #![deny(unsafe_code)]
 
+pub mod attrib;
+pub mod btf;
 pub mod cli;
 pub mod clock;
 pub mod iface;

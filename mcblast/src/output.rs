@@ -240,6 +240,17 @@ pub struct RecvSummary {
     pub other_group: Option<u64>,
 }
 
+/// The receiver's loss attribution (`"counter":"layers"` summary line):
+/// where every data datagram of the run went, see [`crate::attrib`].
+#[derive(Serialize, Debug, Clone)]
+pub struct LayersSummary {
+    pub role: &'static str,
+    pub counter: &'static str,
+    pub duration_s: f64,
+    #[serde(flatten)]
+    pub layers: crate::attrib::Layers,
+}
+
 /// Builds a flow's report from its tracker state. One-way delays are
 /// trusted when the sender shares our clock (same boot id), or both clocks
 /// are synchronised and agree on the TAI−UTC offset (timestamps are

@@ -18,8 +18,9 @@ use mcblast_common::{Config, FlowKey, FlowState, GlobalCounter, Header};
 use crate::cli::{CounterMode, RecvArgs, check_groups};
 use crate::clock;
 use crate::iface::{self, Iface};
+use crate::attrib::{self, HostCounters, Measured, ReasonNames};
 use crate::kernel::KernelCounter;
-use crate::output::{self, FlowReport, Printer, RecvBegin, RecvInterval, RecvSummary};
+use crate::output::{self, FlowReport, LayersSummary, Printer, RecvBegin, RecvInterval, RecvSummary};
 use crate::sys::{self, net};
 
 /// What one counter knows at one moment.
@@ -63,7 +64,8 @@ fn addr_key(a: Ipv4Addr) -> u32 {
 }
 
 impl SocketCounter {
-    fn start(fd: OwnedFd, default_group: Ipv4Addr, run_filter: Option<u32>) -> SocketCounter {
+    /// `read_delay`: a pause per datagram read (test aid: a slow reader).
+    fn start(fd: OwnedFd, default_group: Ipv4Addr, run_filter: Option<u32>, read_delay: Duration) -> SocketCounter {
         let view = Arc::new(Mutex::new(SocketView::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let (v, s) = (view.clone(), stop.clone());
@@ -104,6 +106,10 @@ impl SocketCounter {
                     }
                     if let Some(d) = batch.drops {
                         g.drops = d as u64;
+                    }
+                    drop(g);
+                    if !read_delay.is_zero() && drain_until.is_none() {
+                        std::thread::sleep(read_delay * n as u32);
                     }
                     if drain_until.is_some_and(|t| clock::mono_ns() >= t) {
                         return Ok(());
@@ -228,6 +234,7 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
     sys::install_stop_signals().context("installing signal handlers")?;
 
     // Attach the kernel counter before joining, so the first datagram is counted.
+    let mut reason_names: Option<ReasonNames> = None;
     let kernel = if p.kernel {
         let cfg = Config {
             port: p.port,
@@ -236,14 +243,26 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
             sink: 0,
             clock: clock::clock_id(),
         };
-        let k = KernelCounter::attach(&p.iface, a.xdp_mode, cfg)?;
+        let mut k = KernelCounter::attach(&p.iface, a.xdp_mode, cfg)?;
         // Count only the groups (and source) we join, as the socket does.
         let joined: Vec<_> = p.groups.iter().map(|g| (*g, p.source)).collect();
         k.set_groups(&joined)?;
+        // Loss attribution needs both counters and the drop tracer; without
+        // the tracer the receiver still counts, and says why there is no waterfall.
+        if p.socket {
+            match crate::btf::Btf::from_kernel()
+                .and_then(|btf| ReasonNames::from_btf(&btf))
+                .and_then(|names| k.trace_drops(&p.iface).map(|()| names))
+            {
+                Ok(names) => reason_names = Some(names),
+                Err(e) => eprintln!("mcblast: no loss attribution (layers): {e:#}"),
+            }
+        }
         Some(k)
     } else {
         None
     };
+    let host_start = HostCounters::read(&p.iface.name);
 
     // The membership socket: the socket counter's own socket, or (kernel
     // only) an unbound socket that joins but never queues datagrams.
@@ -262,7 +281,7 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
     }
     // In kernel-only mode the joined socket is only kept alive (with its membership).
     let (mut socket, _membership) = if p.socket {
-        (Some(SocketCounter::start(fd, p.groups[0], a.run_id)), None)
+        (Some(SocketCounter::start(fd, p.groups[0], a.run_id, Duration::from_micros(a.read_delay_us))), None)
     } else {
         (None, Some(fd))
     };
@@ -357,6 +376,12 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
     let socket_error = socket.as_mut().and_then(|s| s.finish().err());
     let finals = snap_all(&socket)?;
     let socket_drops = socket.as_ref().map(|s| s.view.lock().expect("socket view lock").drops);
+    // The tracer's counts, read after the socket closed (its unread queue is freed then).
+    let drops = match (&kernel, &reason_names) {
+        (Some(k), Some(_)) => Some(k.drops()?),
+        _ => None,
+    };
+    let host_end = HostCounters::read(&p.iface.name);
     drop(kernel);
 
     let local = clock::LocalClock { synced, ..clock::local() };
@@ -383,6 +408,22 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
     }
     if let [(_, k), (_, s)] = reports.as_slice() {
         out.human(&compare(k, s))?;
+    }
+    if let (Some(drops), Some(names)) = (&drops, &reason_names) {
+        let total = |name: &str| finals.iter().find(|(n, _)| *n == name).map(|(_, s)| s.flows.as_slice()).unwrap_or_default();
+        let sum = |flows: &[(FlowKey, FlowState)], f: fn(&FlowState) -> u64| flows.iter().map(|(_, s)| f(s)).sum::<u64>();
+        let (kf, sf) = (total("kernel"), total("socket"));
+        let m = Measured {
+            expected: sum(kf, |s| s.expected()),
+            at_driver: sum(kf, |s| s.received),
+            path_lost: sum(kf, |s| s.lost),
+            path_duplicates: sum(kf, |s| s.duplicates + s.stale),
+            read: sum(sf, |s| s.received),
+            so_rxq_ovfl: socket_drops.unwrap_or(0),
+        };
+        let layers = attrib::layers(&m, attrib::reason_counts(drops, names), host_end.since(&host_start));
+        out.human(&attrib::human(&layers))?;
+        out.emit("summary", &LayersSummary { role: "recv", counter: "layers", duration_s: duration, layers })?;
     }
     if let Some(e) = socket_error {
         return Err(e.context("the socket counter failed (the summaries above are up to that point)"));

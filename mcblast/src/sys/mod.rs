@@ -155,6 +155,13 @@ pub fn has_capability(cap: u32) -> bool {
         .is_some_and(|mask| mask & (1u64 << cap) != 0)
 }
 
+/// Inode number of the calling thread's network namespace (what
+/// `ns.inum` of its `struct net` holds in the kernel).
+pub fn netns_inode() -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino())
+}
+
 /// Moves the calling thread into the network namespace behind `fd`.
 pub fn setns_net(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
     use std::os::fd::AsRawFd;

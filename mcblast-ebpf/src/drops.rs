@@ -1,0 +1,155 @@
+//! The drop tracer: on `skb:kfree_skb` (every skb the kernel frees as a
+//! drop, with its `enum skb_drop_reason`; normal frees go to
+//! `consume_skb` instead), count the datagrams to the receiver's port.
+//!
+//! The tracepoint fires for every namespace on the machine, so a drop is
+//! ours only when it happened in the receiver's network namespace: the
+//! namespace of the receiving socket (`rx_sk`, set for socket-level drops,
+//! whose `skb->dev` the UDP code may already have overwritten), else that of
+//! `skb->dev`, which must also be the receiver's interface. The IPv4 and
+//! UDP headers are read at `skb->head + skb->network_header`, which the
+//! stack sets on receive before any of its drop points; the mcblast header
+//! only when it lies in the skb's linear part.
+//!
+//! Every kernel read goes through `bpf_probe_read_kernel` at offsets
+//! userspace resolved from the running kernel's BTF ([`DropConfig`]): a
+//! failed read just means "not ours".
+
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_probe_read_kernel, programs::BtfTracePointContext};
+use mcblast_common::{
+    maps::{Config, DropClass, DropConfig, DropKey},
+    wire::{HEADER_LEN, Header, Kind, Packet},
+};
+
+use super::{CONFIG, DROP_CONFIG, DROPS, IPPROTO_UDP, UDP_HLEN, joined};
+
+/// `tp_btf/kfree_skb` arguments, by position.
+const ARG_SKB: usize = 0;
+const ARG_REASON: usize = 2;
+const ARG_RX_SK: usize = 3;
+
+/// Reads a `T` at `base + off` in kernel memory.
+#[inline(always)]
+fn read<T>(base: u64, off: u32) -> Option<T> {
+    if base == 0 {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel copies size_of::<T>() bytes from a kernel
+    // address into a local; a bad address makes it fail (returns an error),
+    // never fault. `T` is plain data (integers, byte arrays).
+    unsafe { bpf_probe_read_kernel((base + off as u64) as *const T) }.ok()
+}
+
+#[inline(always)]
+pub fn on_kfree_skb(ctx: &BtfTracePointContext) {
+    let Some(&dc) = DROP_CONFIG.get(0) else { return };
+    if dc.netns == 0 {
+        return;
+    }
+    let Some(&cfg) = CONFIG.get(0) else { return };
+    let skb: u64 = ctx.arg(ARG_SKB);
+    let reason: u32 = ctx.arg(ARG_REASON);
+    let rx_sk: u64 = ctx.arg(ARG_RX_SK);
+    if let Some(class) = classify(&dc, &cfg, skb, rx_sk) {
+        count(DropKey { reason, class: class as u32 });
+    }
+}
+
+/// Whether the drop happened in the receiver's namespace (and, unless a
+/// socket of that namespace dropped it, on the receiver's interface).
+#[inline(always)]
+fn in_our_namespace(dc: &DropConfig, skb: u64, rx_sk: u64) -> bool {
+    let net: u64 = if rx_sk != 0 {
+        match read(rx_sk, dc.sk_net) {
+            Some(n) => n,
+            None => return false,
+        }
+    } else {
+        let Some(dev) = read::<u64>(skb, dc.skb_dev) else { return false };
+        if read::<u32>(dev, dc.dev_ifindex) != Some(dc.ifindex) {
+            return false;
+        }
+        match read(dev, dc.dev_net) {
+            Some(n) => n,
+            None => return false,
+        }
+    };
+    read::<u32>(net, dc.net_inum) == Some(dc.netns)
+}
+
+/// The class of a dropped skb when it is a datagram to our port in our
+/// namespace; None otherwise.
+#[inline(always)]
+fn classify(dc: &DropConfig, cfg: &Config, skb: u64, rx_sk: u64) -> Option<DropClass> {
+    if cfg.port == 0 || !in_our_namespace(dc, skb, rx_sk) {
+        return None;
+    }
+    let head: u64 = read(skb, dc.skb_head)?;
+    let nh: u16 = read(skb, dc.skb_network_header)?;
+    let l3 = head + nh as u64;
+    let ip: [u8; 20] = read(l3, 0)?;
+    if ip[0] >> 4 != 4 || ip[9] != IPPROTO_UDP {
+        return None;
+    }
+    let ihl = ((ip[0] & 0x0f) as u64) * 4;
+    if ihl < 20 {
+        return None;
+    }
+    let frag = u16::from_be_bytes([ip[6], ip[7]]);
+    if frag & 0x1fff != 0 {
+        return None; // a later fragment: no UDP header
+    }
+    let l4 = l3 + ihl;
+    let udp: [u8; UDP_HLEN] = read(l4, 0)?;
+    if u16::from_be_bytes([udp[2], udp[3]]) != cfg.port {
+        return None;
+    }
+    let saddr = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
+    let daddr = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
+    if !joined(daddr, saddr) {
+        return Some(DropClass::Other);
+    }
+    if frag & 0x2000 != 0 {
+        return Some(DropClass::Fragment);
+    }
+    let udp_len = u16::from_be_bytes([udp[4], udp[5]]) as usize;
+    if udp_len < UDP_HLEN + HEADER_LEN {
+        return Some(DropClass::Other);
+    }
+    // The mcblast header must lie in the linear part: data + (len - data_len).
+    let hdr = l4 + UDP_HLEN as u64;
+    let data: u64 = read(skb, dc.skb_data)?;
+    let len: u32 = read(skb, dc.skb_len)?;
+    let data_len: u32 = read(skb, dc.skb_data_len)?;
+    let linear_end = data + len.saturating_sub(data_len) as u64;
+    if hdr + HEADER_LEN as u64 > linear_end || hdr < head {
+        return Some(DropClass::Other);
+    }
+    let bytes: [u8; HEADER_LEN] = read(hdr, 0)?;
+    let Ok(h) = Header::parse(&Packet::new_unchecked(&bytes[..]), udp_len - UDP_HLEN) else {
+        return Some(DropClass::Other);
+    };
+    if cfg.run_filter != 0 && h.run != cfg.run_filter {
+        return Some(DropClass::Other);
+    }
+    Some(match h.kind {
+        Kind::Data => DropClass::Data,
+        Kind::End => DropClass::End,
+    })
+}
+
+#[inline(always)]
+fn count(key: DropKey) {
+    if DROPS.get_ptr_mut(key).is_none() {
+        // NOEXIST: an entry another CPU made meanwhile stays; per-CPU values
+        // start at zero on every CPU.
+        let _ = DROPS.insert(key, 0u64, BPF_NOEXIST as u64);
+    }
+    if let Some(p) = DROPS.get_ptr_mut(key) {
+        // SAFETY: this CPU's slot of a per-CPU hash value, live during the
+        // program's run (RCU). The tracer is not re-entered on one CPU (the
+        // kernel skips a nested run of the same program), so nothing else
+        // writes this slot concurrently.
+        unsafe { *p += 1 };
+    }
+}
