@@ -99,6 +99,10 @@ pub struct DropConfig {
     pub sk_net: u32,
     /// Byte offset of `ns.inum` in `struct net`.
     pub net_inum: u32,
+    /// The value of `SKB_DROP_REASON_NOT_SPECIFIED` in this kernel: drops
+    /// with this reason are also keyed by where they happened (`location`).
+    pub locate_reason: u32,
+    pub _pad: u32,
 }
 
 /// What a dropped datagram to the receiver's port was.
@@ -132,12 +136,14 @@ impl DropClass {
 
 /// Key of the per-CPU `DROPS` map: the kernel's drop reason (a value of the
 /// running kernel's `enum skb_drop_reason`, subsystem bits included) and the
-/// [`DropClass`] of the datagram.
+/// [`DropClass`] of the datagram; for [`DropConfig::locate_reason`] also
+/// the kernel address that freed it (the tracepoint's `location`), else 0.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct DropKey {
     pub reason: u32,
     pub class: u32,
+    pub location: u64,
 }
 
 /// Most (reason, class) pairs the `DROPS` map holds.
@@ -155,7 +161,7 @@ mod user {
     unsafe impl aya::Pod for Config {}
     // SAFETY: as above; u32 fields only.
     unsafe impl aya::Pod for DropConfig {}
-    // SAFETY: as above; two u32 fields.
+    // SAFETY: as above; two u32 fields and a u64, no padding.
     unsafe impl aya::Pod for DropKey {}
 }
 
@@ -166,8 +172,8 @@ mod tests {
     fn sizes_have_no_padding() {
         assert_eq!(core::mem::size_of::<FlowKey>(), 16);
         assert_eq!(core::mem::size_of::<Config>(), 16);
-        assert_eq!(core::mem::size_of::<DropConfig>(), 48);
-        assert_eq!(core::mem::size_of::<DropKey>(), 8);
+        assert_eq!(core::mem::size_of::<DropConfig>(), 56);
+        assert_eq!(core::mem::size_of::<DropKey>(), 16);
         for c in [DropClass::Data, DropClass::End, DropClass::Other, DropClass::Fragment] {
             assert_eq!(DropClass::from_u32(c as u32), Some(c));
         }

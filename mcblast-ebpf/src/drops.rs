@@ -25,6 +25,7 @@ use super::{CONFIG, DROP_CONFIG, DROPS, IPPROTO_UDP, UDP_HLEN, joined};
 
 /// `tp_btf/kfree_skb` arguments, by position.
 const ARG_SKB: usize = 0;
+const ARG_LOCATION: usize = 1;
 const ARG_REASON: usize = 2;
 const ARG_RX_SK: usize = 3;
 
@@ -51,7 +52,8 @@ pub fn on_kfree_skb(ctx: &BtfTracePointContext) {
     let reason: u32 = ctx.arg(ARG_REASON);
     let rx_sk: u64 = ctx.arg(ARG_RX_SK);
     if let Some(class) = classify(&dc, &cfg, skb, rx_sk) {
-        count(DropKey { reason, class: class as u32 });
+        let location: u64 = if reason == dc.locate_reason { ctx.arg(ARG_LOCATION) } else { 0 };
+        count(DropKey { reason, class: class as u32, location });
     }
 }
 

@@ -56,6 +56,11 @@ impl ReasonNames {
         ReasonNames { names: pairs.iter().map(|(v, n)| (*v, n.to_string())).collect(), subsystems: BTreeMap::new() }
     }
 
+    /// The value of a reason, by its short name.
+    pub fn value(&self, name: &str) -> Option<u32> {
+        self.names.iter().find(|(_, n)| *n == name).map(|(v, _)| *v)
+    }
+
     /// The reason's name without the `SKB_DROP_REASON_` prefix, e.g. `NETFILTER_DROP`.
     pub fn name(&self, reason: u32) -> String {
         if let Some(n) = self.names.get(&reason) {
@@ -87,9 +92,16 @@ pub enum Layer {
 }
 
 impl Layer {
-    /// The layer of a drop reason, by its (short) name.
-    pub fn of(reason: &str) -> Layer {
+    /// The layer of a drop reason, by its (short) name, and for
+    /// NOT_SPECIFIED the function that freed the datagram.
+    pub fn of(reason: &str, function: Option<&str>) -> Layer {
         match reason {
+            // A multicast datagram no socket wants is freed with plain
+            // kfree_skb() in __udp4_lib_mcast_deliver (inlined into
+            // __udp4_lib_rcv); Udp IgnoredMulti counts it as well.
+            "NOT_SPECIFIED" if matches!(function, Some("__udp4_lib_mcast_deliver" | "__udp4_lib_rcv")) => {
+                Layer::NoListener
+            }
             "NOT_SPECIFIED" => Layer::Unspecified,
             "NO_SOCKET" => Layer::NoListener,
             "SOCKET_RCVBUFF" | "PROTO_MEM" => Layer::Socket,
@@ -103,6 +115,9 @@ impl Layer {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ReasonCount {
     pub reason: String,
+    /// For NOT_SPECIFIED: the kernel function that freed the datagrams (from /proc/kallsyms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
     pub layer: Layer,
     /// mcblast data datagrams of the counted flows.
     pub data: u64,
@@ -156,13 +171,19 @@ pub struct Layers {
     pub host: crate::attrib::HostDeltas,
 }
 
-/// Groups the tracer's counts by reason.
-pub fn reason_counts(drops: &BTreeMap<DropKey, u64>, names: &ReasonNames) -> Vec<ReasonCount> {
-    let mut by: BTreeMap<u32, ReasonCount> = BTreeMap::new();
+/// Groups the tracer's counts by reason (and, where the tracer recorded
+/// it, the function that freed the datagram, resolved by `symbol`).
+pub fn reason_counts(
+    drops: &BTreeMap<DropKey, u64>,
+    names: &ReasonNames,
+    symbol: impl Fn(u64) -> Option<String>,
+) -> Vec<ReasonCount> {
+    let mut by: BTreeMap<(u32, Option<String>), ReasonCount> = BTreeMap::new();
     for (k, &n) in drops {
-        let e = by.entry(k.reason).or_insert_with(|| {
+        let function = if k.location == 0 { None } else { Some(symbol(k.location).unwrap_or_else(|| format!("{:#x}", k.location))) };
+        let e = by.entry((k.reason, function.clone())).or_insert_with(|| {
             let reason = names.name(k.reason);
-            ReasonCount { layer: Layer::of(&reason), reason, data: 0, end: 0, other: 0, fragments: 0 }
+            ReasonCount { layer: Layer::of(&reason, function.as_deref()), reason, function, data: 0, end: 0, other: 0, fragments: 0 }
         });
         match DropClass::from_u32(k.class) {
             Some(DropClass::Data) => e.data += n,
@@ -211,7 +232,8 @@ pub fn human(l: &Layers) -> String {
     };
     let by = |t: &mut String, layer: Layer| {
         for r in l.reasons.iter().filter(|r| r.layer == layer && r.data > 0) {
-            row(t, &format!("      {}", r.reason), r.data.to_string(), "");
+            let f = r.function.as_ref().map(|f| format!("in {f}")).unwrap_or_default();
+            row(t, &format!("      {}", r.reason), r.data.to_string(), &f);
         }
     };
     row(&mut t, "sent (senders' end markers)", l.expected.to_string(), "");
@@ -220,20 +242,21 @@ pub fn human(l: &Layers) -> String {
         row(&mut t, "  + duplicated on the path", l.path_duplicates.to_string(), "");
     }
     row(&mut t, "reached the driver (XDP)", l.reached_driver.to_string(), "");
-    row(&mut t, "  - dropped in the kernel", l.kernel_dropped.to_string(), "kfree_skb reasons:");
+    row(&mut t, "  - dropped in the kernel", l.kernel_dropped.to_string(), if l.kernel_dropped > 0 { "by reason (kfree_skb):" } else { "" });
     by(&mut t, Layer::Kernel);
     if l.unspecified > 0 {
-        row(&mut t, "  - freed without a reason", l.unspecified.to_string(), "NOT_SPECIFIED");
+        row(&mut t, "  - freed without a reason", l.unspecified.to_string(), "NOT_SPECIFIED:");
+        by(&mut t, Layer::Unspecified);
     }
     if l.no_listener > 0 {
-        row(&mut t, "  - no listener on the port", l.no_listener.to_string(), "not loss");
+        row(&mut t, "  - no listener on the port", l.no_listener.to_string(), "not loss: no socket was bound to the port");
     }
     row(&mut t, "delivered to the socket", l.delivered_to_socket.to_string(), "");
     row(
         &mut t,
         "  - dropped at the socket",
         l.socket_dropped.to_string(),
-        &format!("receive buffer full; SO_RXQ_OVFL {}", l.so_rxq_ovfl),
+        &format!("the socket's own drop count: {}", l.so_rxq_ovfl),
     );
     by(&mut t, Layer::Socket);
     if l.unread_at_close > 0 {
@@ -256,6 +279,7 @@ pub fn human(l: &Layers) -> String {
         ("softnet dropped", h.softnet_dropped),
         ("Udp RcvbufErrors", h.udp_rcvbuf_errors),
         ("Udp InErrors", h.udp_in_errors),
+        ("Udp IgnoredMulti", h.udp_ignored_multi),
         ("Ip ReasmFails", h.ip_reasm_fails),
     ];
     let shown: Vec<String> = pairs.iter().filter_map(|(n, v)| v.map(|v| format!("{n} {v}"))).collect();
@@ -263,6 +287,39 @@ pub fn human(l: &Layers) -> String {
         t.push_str(&format!("\nhost counters during the run (whole interface / namespace): {}", shown.join(", ")));
     }
     t
+}
+
+/// Kernel text symbols from `/proc/kallsyms` (real addresses need root),
+/// to name the function a located drop happened in.
+#[derive(Debug, Default)]
+pub struct Symbols(Vec<(u64, String)>);
+
+impl Symbols {
+    /// Parses `/proc/kallsyms`; empty when unreadable or when addresses are hidden.
+    pub fn load() -> Symbols {
+        Symbols::parse(&std::fs::read_to_string("/proc/kallsyms").unwrap_or_default())
+    }
+
+    pub fn parse(text: &str) -> Symbols {
+        let mut v: Vec<(u64, String)> = text
+            .lines()
+            .filter_map(|l| {
+                let mut it = l.split_whitespace();
+                let addr = u64::from_str_radix(it.next()?, 16).ok().filter(|&a| a != 0)?;
+                let kind = it.next()?;
+                let name = it.next()?;
+                matches!(kind, "t" | "T").then(|| (addr, name.to_string()))
+            })
+            .collect();
+        v.sort();
+        Symbols(v)
+    }
+
+    /// The function containing `addr`: the nearest text symbol at or below it.
+    pub fn lookup(&self, addr: u64) -> Option<String> {
+        let i = self.0.partition_point(|(a, _)| *a <= addr);
+        i.checked_sub(1).map(|i| self.0[i].1.clone())
+    }
 }
 
 /// Kernel counters of the interface and the namespace, read at one moment.
@@ -274,6 +331,7 @@ pub struct HostCounters {
     pub softnet_dropped: Option<u64>,
     pub udp_rcvbuf_errors: Option<u64>,
     pub udp_in_errors: Option<u64>,
+    pub udp_ignored_multi: Option<u64>,
     pub ip_reasm_fails: Option<u64>,
 }
 
@@ -286,6 +344,8 @@ pub struct HostDeltas {
     pub softnet_dropped: Option<u64>,
     pub udp_rcvbuf_errors: Option<u64>,
     pub udp_in_errors: Option<u64>,
+    /// Multicast datagrams no socket wanted (no listener).
+    pub udp_ignored_multi: Option<u64>,
     pub ip_reasm_fails: Option<u64>,
 }
 
@@ -304,6 +364,7 @@ impl HostCounters {
             softnet_dropped: std::fs::read_to_string("/proc/net/softnet_stat").ok().and_then(|s| softnet_dropped(&s)),
             udp_rcvbuf_errors: snmp_field("Udp", "RcvbufErrors"),
             udp_in_errors: snmp_field("Udp", "InErrors"),
+            udp_ignored_multi: snmp_field("Udp", "IgnoredMulti"),
             ip_reasm_fails: snmp_field("Ip", "ReasmFails"),
         }
     }
@@ -318,6 +379,7 @@ impl HostCounters {
             softnet_dropped: d(self.softnet_dropped, start.softnet_dropped),
             udp_rcvbuf_errors: d(self.udp_rcvbuf_errors, start.udp_rcvbuf_errors),
             udp_in_errors: d(self.udp_in_errors, start.udp_in_errors),
+            udp_ignored_multi: d(self.udp_ignored_multi, start.udp_ignored_multi),
             ip_reasm_fails: d(self.ip_reasm_fails, start.ip_reasm_fails),
         }
     }
@@ -357,7 +419,7 @@ mod tests {
     }
 
     fn key(reason: u32, class: DropClass) -> DropKey {
-        DropKey { reason, class: class as u32 }
+        DropKey { reason, class: class as u32, location: 0 }
     }
 
     #[test]
@@ -366,9 +428,17 @@ mod tests {
         assert_eq!(n.name(12), "NETFILTER_DROP");
         assert_eq!(n.name(999), "REASON_999");
         assert_eq!(n.name(3 << 16 | 5), "SUBSYS_3:5");
-        assert_eq!(Layer::of("SOCKET_RCVBUFF"), Layer::Socket);
-        assert_eq!(Layer::of("IP_RPFILTER"), Layer::Kernel);
-        assert_eq!(Layer::of("NO_SOCKET"), Layer::NoListener);
+        assert_eq!(Layer::of("SOCKET_RCVBUFF", None), Layer::Socket);
+        assert_eq!(Layer::of("IP_RPFILTER", None), Layer::Kernel);
+        assert_eq!(Layer::of("NO_SOCKET", None), Layer::NoListener);
+        assert_eq!(Layer::of("NOT_SPECIFIED", Some("__udp4_lib_rcv")), Layer::NoListener);
+        assert_eq!(Layer::of("NOT_SPECIFIED", Some("ip_rcv_finish")), Layer::Unspecified);
+        assert_eq!(Layer::of("NOT_SPECIFIED", None), Layer::Unspecified);
+        assert_eq!(n.value("NETFILTER_DROP"), Some(12));
+        let syms = Symbols::parse("ffff0010 T a_func\nffff0000 t first\n0000000000000000 T hidden\nffff0020 D data\n");
+        assert_eq!(syms.lookup(0xffff0004).as_deref(), Some("first"));
+        assert_eq!(syms.lookup(0xffff0030).as_deref(), Some("a_func"));
+        assert_eq!(syms.lookup(0x10), None);
     }
 
     #[test]
@@ -380,7 +450,7 @@ mod tests {
             (key(4, DropClass::Data), 2),
             (key(2, DropClass::Other), 7),
         ]);
-        let r = reason_counts(&drops, &names());
+        let r = reason_counts(&drops, &names(), |_| None);
         assert_eq!(r[0].reason, "NETFILTER_DROP");
         assert_eq!((r[0].data, r[0].end), (100, 1));
         let m = Measured { expected: 1000, at_driver: 990, path_lost: 10, path_duplicates: 0, read: 848, so_rxq_ovfl: 40 };
@@ -396,7 +466,7 @@ mod tests {
         assert!(text.contains("every datagram is accounted for"), "{text}");
 
         let short = Measured { read: 840, ..m };
-        let l = layers(&short, reason_counts(&drops, &names()), HostDeltas::default());
+        let l = layers(&short, reason_counts(&drops, &names(), |_| None), HostDeltas::default());
         assert_eq!(l.unaccounted, 8);
         assert!(!l.adds_up);
     }

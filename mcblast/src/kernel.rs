@@ -209,11 +209,13 @@ impl KernelCounter {
     /// same object (it shares the port, run filter and joined groups), that
     /// counts per drop reason the datagrams to the port the kernel dropped
     /// in this process's network namespace on `iface` (or in a socket of
-    /// this namespace). Read them with [`drops`](Self::drops).
+    /// this namespace). Read them with [`drops`](Self::drops). Drops with
+    /// reason `locate_reason` (the kernel's value of NOT_SPECIFIED) are
+    /// also keyed by the address that freed them.
     ///
     /// The attachment is a BPF link held by the loaded object: it goes with
     /// the [`KernelCounter`], and with the process however it dies.
-    pub fn trace_drops(&mut self, iface: &Iface) -> Result<()> {
+    pub fn trace_drops(&mut self, iface: &Iface, locate_reason: u32) -> Result<()> {
         let btf = crate::btf::Btf::from_kernel()?;
         let off = |s: &str, p: &str| btf.offset(s, p);
         let netns = crate::sys::netns_inode().context("cannot identify this network namespace")?;
@@ -230,6 +232,8 @@ impl KernelCounter {
             dev_net: off("net_device", "nd_net.net")?,
             sk_net: off("sock", "__sk_common.skc_net.net")?,
             net_inum: off("net", "ns.inum")?,
+            locate_reason,
+            _pad: 0,
         };
         {
             let mut m: Array<&mut MapData, DropConfig> =

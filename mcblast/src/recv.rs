@@ -72,54 +72,73 @@ impl SocketCounter {
         let thread = std::thread::Builder::new()
             .name("mcblast-sock".into())
             .spawn(move || -> Result<()> {
-                let mut batch = net::RecvBatch::new(32, 65536);
-                // Once stopped, read only what is already queued (non-blocking),
-                // for at most DRAIN: traffic may still be arriving.
-                let mut drain_until: Option<u64> = None;
-                loop {
-                    if drain_until.is_none() && s.load(Ordering::Relaxed) {
-                        drain_until = Some(clock::mono_ns() + DRAIN.as_nanos() as u64);
-                    }
-                    let n = batch.recv(&fd, drain_until.is_some()).context("receiving datagrams")?;
-                    if n == 0 {
-                        if drain_until.is_some() {
-                            return Ok(()); // the queue is empty
-                        }
-                        continue;
-                    }
-                    let now = clock::tai_ns();
-                    let mut g = v.lock().expect("socket view lock");
-                    for i in 0..n {
-                        let (buf, meta) = batch.get(i);
-                        match Header::parse_datagram(buf) {
-                            Ok(h) if run_filter.is_none_or(|r| r == h.run) => {
-                                let key = FlowKey {
-                                    sender: addr_key(meta.src),
-                                    group: addr_key(meta.dst.unwrap_or(default_group)),
-                                    run: h.run,
-                                    flow: h.flow,
-                                };
-                                g.flows.entry(key).or_default().on_header(&h, now);
-                            }
-                            _ => g.foreign += 1,
-                        }
-                    }
-                    if let Some(d) = batch.drops {
-                        g.drops = d as u64;
-                    }
-                    drop(g);
-                    if !read_delay.is_zero() && drain_until.is_none() {
-                        std::thread::sleep(read_delay * n as u32);
-                    }
-                    if drain_until.is_some_and(|t| clock::mono_ns() >= t) {
-                        return Ok(());
-                    }
+                let r = read_loop(&fd, &v, &s, default_group, run_filter, read_delay);
+                // The drop count as of now: drops after the last datagram read count too.
+                if let Ok(d) = net::socket_drops(&fd) {
+                    v.lock().expect("socket view lock").drops = d as u64;
                 }
+                r
             })
             .expect("spawn socket thread");
         SocketCounter { view, stop, thread: Some(thread) }
     }
+}
 
+/// The socket thread's work: read batches until stopped, then drain.
+fn read_loop(
+    fd: &OwnedFd,
+    v: &Mutex<SocketView>,
+    s: &AtomicBool,
+    default_group: Ipv4Addr,
+    run_filter: Option<u32>,
+    read_delay: Duration,
+) -> Result<()> {
+        let mut batch = net::RecvBatch::new(32, 65536);
+        // Once stopped, read only what is already queued (non-blocking),
+        // for at most DRAIN: traffic may still be arriving.
+        let mut drain_until: Option<u64> = None;
+        loop {
+            if drain_until.is_none() && s.load(Ordering::Relaxed) {
+                drain_until = Some(clock::mono_ns() + DRAIN.as_nanos() as u64);
+            }
+            let n = batch.recv(fd, drain_until.is_some()).context("receiving datagrams")?;
+            if n == 0 {
+                if drain_until.is_some() {
+                    return Ok(()); // the queue is empty
+                }
+                continue;
+            }
+            let now = clock::tai_ns();
+            let mut g = v.lock().expect("socket view lock");
+            for i in 0..n {
+                let (buf, meta) = batch.get(i);
+                match Header::parse_datagram(buf) {
+                    Ok(h) if run_filter.is_none_or(|r| r == h.run) => {
+                        let key = FlowKey {
+                            sender: addr_key(meta.src),
+                            group: addr_key(meta.dst.unwrap_or(default_group)),
+                            run: h.run,
+                            flow: h.flow,
+                        };
+                        g.flows.entry(key).or_default().on_header(&h, now);
+                    }
+                    _ => g.foreign += 1,
+                }
+            }
+            if let Some(d) = batch.drops {
+                g.drops = d as u64;
+            }
+            drop(g);
+            if !read_delay.is_zero() && drain_until.is_none() {
+                std::thread::sleep(read_delay * n as u32);
+            }
+            if drain_until.is_some_and(|t| clock::mono_ns() >= t) {
+                return Ok(());
+            }
+        }
+}
+
+impl SocketCounter {
     fn snapshot(&self) -> Snapshot {
         let g = self.view.lock().expect("socket view lock");
         let mut flows: Vec<_> = g.flows.iter().map(|(k, v)| (*k, *v)).collect();
@@ -252,7 +271,10 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
         if p.socket {
             match crate::btf::Btf::from_kernel()
                 .and_then(|btf| ReasonNames::from_btf(&btf))
-                .and_then(|names| k.trace_drops(&p.iface).map(|()| names))
+                .and_then(|names| {
+                    let unspecified = names.value("NOT_SPECIFIED").context("the kernel has no drop reason NOT_SPECIFIED")?;
+                    k.trace_drops(&p.iface, unspecified).map(|()| names)
+                })
             {
                 Ok(names) => reason_names = Some(names),
                 Err(e) => eprintln!("mcblast: no loss attribution (layers): {e:#}"),
@@ -421,7 +443,9 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
             read: sum(sf, |s| s.received),
             so_rxq_ovfl: socket_drops.unwrap_or(0),
         };
-        let layers = attrib::layers(&m, attrib::reason_counts(drops, names), host_end.since(&host_start));
+        let syms = if drops.keys().any(|k| k.location != 0) { attrib::Symbols::load() } else { attrib::Symbols::default() };
+        let reasons = attrib::reason_counts(drops, names, |a| syms.lookup(a));
+        let layers = attrib::layers(&m, reasons, host_end.since(&host_start));
         out.human(&attrib::human(&layers))?;
         out.emit("summary", &LayersSummary { role: "recv", counter: "layers", duration_s: duration, layers })?;
     }

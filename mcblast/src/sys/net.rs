@@ -196,3 +196,24 @@ impl RecvBatch {
         (&self.bufs[i * self.slot..i * self.slot + m.len], m)
     }
 }
+
+/// `SK_MEMINFO_DROPS` and the length of `SO_MEMINFO`'s array (`linux/sock_diag.h`).
+const SK_MEMINFO_DROPS: usize = 8;
+const SK_MEMINFO_VARS: usize = 9;
+
+/// The socket's drop counter now (`SO_MEMINFO`, the value SO_RXQ_OVFL
+/// reports with each datagram): every datagram the kernel dropped for this
+/// socket, including after the last one read.
+pub fn socket_drops(fd: &OwnedFd) -> io::Result<u32> {
+    let mut v = [0u32; SK_MEMINFO_VARS];
+    let mut len = size_of::<[u32; SK_MEMINFO_VARS]>() as libc::socklen_t;
+    // SAFETY: `v` and `len` are valid and writable; `len` says how much room `v` has.
+    let rc = unsafe {
+        libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_MEMINFO, v.as_mut_ptr().cast(), &mut len)
+    };
+    cvt(rc)?;
+    if (len as usize) < (SK_MEMINFO_DROPS + 1) * size_of::<u32>() {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "SO_MEMINFO too short"));
+    }
+    Ok(v[SK_MEMINFO_DROPS])
+}
