@@ -1,0 +1,305 @@
+//! Loss attribution on the lab, against ground truth: loss injected at one
+//! layer at a time (nftables on the bridge = path, nftables in a receiver's
+//! namespace = kernel, a tiny socket buffer with a slow reader = socket)
+//! must be charged to that layer only, with the exact count the injector
+//! reports, and the receiver's waterfall must add up. Privileged: skipped
+//! with a message when not root. Every lab is removed when its test ends.
+
+use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mcblast::lab::{Lab, LabConfig};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mcblast");
+
+/// The tests load the 2-core machine with real traffic: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn skip() -> bool {
+    if !mcblast::netns::privileged() {
+        eprintln!("SKIP: needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF) for namespaces, XDP and tracepoints");
+        return true;
+    }
+    false
+}
+
+fn lab(tag: &str, receivers: u32) -> Lab {
+    let cfg = LabConfig { prefix: format!("mcbt{}{tag}-", std::process::id()), receivers, ..LabConfig::default() };
+    Lab::up(&cfg).expect("lab up").with_mcblast(BIN)
+}
+
+/// A receiver process whose stdout (JSON Lines) is read after it exits.
+struct Recv {
+    node: String,
+    child: Child,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl Drop for Recv {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_recv(lab: &Lab, node: &str, extra: &[&str]) -> Recv {
+    let mut argv = vec!["mcblast", "recv", "--interface", "eth0", "--json", "-i", "0", "-t", "30"];
+    argv.extend_from_slice(extra);
+    let mut child = lab.exec_cmd(node, &argv).stdout(Stdio::piped()).spawn().expect("spawn recv");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).expect("read begin line");
+    let begin: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{node}: bad begin line {line:?}: {e}"));
+    assert_eq!(begin["type"], "begin", "{node}: {line}");
+    Recv { node: node.into(), child, out }
+}
+
+/// Waits for the receiver to exit 0 (bounded) and returns its JSON lines.
+fn finish(mut r: Recv) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        if let Some(st) = r.child.try_wait().unwrap() {
+            assert_eq!(st.code(), Some(0), "{}: recv exited with {st}", r.node);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}: recv did not stop", r.node);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut r.out, &mut text).unwrap();
+    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}"))).collect()
+}
+
+fn layers(lines: &[Value]) -> &Value {
+    lines
+        .iter()
+        .find(|l| l["type"] == "summary" && l["counter"] == "layers")
+        .unwrap_or_else(|| panic!("no layers summary in {lines:?}"))
+}
+
+fn u(v: &Value, field: &str) -> u64 {
+    v[field].as_u64().unwrap_or_else(|| panic!("{field} is not a count: {v}"))
+}
+
+/// Data datagrams the tracer charged to `reason` (0 when absent).
+fn reason_data(l: &Value, reason: &str) -> u64 {
+    l["reasons"].as_array().unwrap().iter().filter(|r| r["reason"] == reason).map(|r| u(r, "data")).sum()
+}
+
+fn wait_members(lab: &Lab) {
+    lab.wait_members(Ipv4Addr::new(239, 0, 0, 1), &lab.receivers(), Duration::from_secs(15)).expect("joins");
+}
+
+/// Runs the sender; returns how many data datagrams it sent.
+fn send(lab: &Lab, args: &[&str]) -> u64 {
+    let mut argv = vec!["mcblast", "send", "--interface", "eth0", "--json", "-i", "0"];
+    argv.extend_from_slice(args);
+    let out = lab.exec_cmd("sender", &argv).output().expect("run sender");
+    assert!(out.status.success(), "sender failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let s = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v["type"] == "summary")
+        .expect("sender summary");
+    u(&s, "sent")
+}
+
+/// The checks every waterfall must pass: it adds up, and only the layers
+/// named in `charged` lost anything.
+fn check_waterfall(node: &str, l: &Value, sent: u64, charged: &[&str]) {
+    assert_eq!(l["adds_up"], true, "{node}: {l}");
+    assert_eq!(l["unaccounted"].as_i64(), Some(0), "{node}: {l}");
+    assert_eq!(u(l, "expected"), sent, "{node}: {l}");
+    assert_eq!(u(l, "path_duplicates"), 0, "{node}: {l}");
+    for field in ["path_lost", "kernel_dropped", "socket_dropped", "unspecified", "no_listener", "unread_at_close"] {
+        if !charged.contains(&field) {
+            assert_eq!(u(l, field), 0, "{node}: {field} charged for loss that happened elsewhere: {l}");
+        }
+    }
+    let lost = u(l, "path_lost") + u(l, "kernel_dropped") + u(l, "socket_dropped");
+    assert_eq!(u(l, "read") + lost, sent, "{node}: {l}");
+}
+
+/// Runs `nft` inside a node's namespace.
+fn nft(lab: &Lab, node: &str, args: &[&str]) -> String {
+    let out = Command::new("ip").args(["netns", "exec", &lab.ns_name(node), "nft"]).args(args).output().expect("nft");
+    assert!(out.status.success(), "nft {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A field of /proc/net/snmp in a node's namespace.
+fn snmp(lab: &Lab, node: &str, proto: &str, field: &str) -> u64 {
+    let out = Command::new("ip").args(["netns", "exec", &lab.ns_name(node), "cat", "/proc/net/snmp"]).output().unwrap();
+    mcblast::attrib::snmp_value(&String::from_utf8_lossy(&out.stdout), proto, field).expect("snmp field")
+}
+
+#[test]
+fn path_loss_is_charged_to_the_path_on_that_receiver_only() {
+    if skip() {
+        return;
+    }
+    let _serial = serial();
+    let lab = lab("a", 2);
+    lab.drop_every_nth("r2", 10).expect("nft rule");
+    let recvs: Vec<Recv> = lab.receivers().iter().map(|n| start_recv(&lab, n, &[])).collect();
+    wait_members(&lab);
+    let sent = send(&lab, &["-n", "1000", "--pps", "5000", "-l", "1470"]);
+    assert_eq!(sent, 1000);
+    let dropped = lab.nft_dropped("r2").expect("nft counter");
+    assert_eq!(dropped, 100, "every 10th of 1000 data datagrams");
+    for r in recvs {
+        let node = r.node.clone();
+        let lines = finish(r);
+        let l = layers(&lines);
+        if node == "r2" {
+            check_waterfall(&node, l, sent, &["path_lost"]);
+            assert_eq!(u(l, "path_lost"), dropped, "{node}: {l}");
+            assert_eq!(u(l, "reached_driver"), sent - dropped, "{node}: {l}");
+        } else {
+            check_waterfall(&node, l, sent, &[]);
+            assert_eq!(u(l, "read"), sent, "{node}: {l}");
+        }
+    }
+}
+
+#[test]
+fn netfilter_drop_in_the_receiver_is_charged_to_the_kernel_with_its_reason() {
+    if skip() {
+        return;
+    }
+    let _serial = serial();
+    let lab = lab("b", 2);
+    // Every 7th mcblast data datagram (magic after the UDP header, kind byte
+    // 0), on r1's input hook: after its driver, before its socket.
+    let rules = "table inet mcbt {\n\
+        chain input { type filter hook input priority filter; policy accept;\n\
+          udp dport 5001 @th,64,32 0x4d43424c @th,104,8 0 numgen inc mod 7 0 counter drop comment \"every 7th\"\n\
+        }\n\
+      }\n";
+    let file = std::env::temp_dir().join(format!("mcbt{}b.nft", std::process::id()));
+    std::fs::write(&file, rules).unwrap();
+    nft(&lab, "r1", &["-f", file.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&file);
+    let recvs: Vec<Recv> = lab.receivers().iter().map(|n| start_recv(&lab, n, &[])).collect();
+    wait_members(&lab);
+    let sent = send(&lab, &["-n", "1000", "--pps", "5000", "-l", "1470"]);
+    assert_eq!(sent, 1000);
+    let listing: Value = serde_json::from_str(&nft(&lab, "r1", &["-j", "list", "table", "inet", "mcbt"])).unwrap();
+    let dropped = listing["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i.get("rule"))
+        .flat_map(|r| r["expr"].as_array().unwrap().iter())
+        .find_map(|e| e["counter"]["packets"].as_u64())
+        .expect("rule counter");
+    assert_eq!(dropped, 143, "every 7th of 1000 data datagrams: 0, 7, ..., 994");
+    for r in recvs {
+        let node = r.node.clone();
+        let lines = finish(r);
+        let l = layers(&lines);
+        if node == "r1" {
+            check_waterfall(&node, l, sent, &["kernel_dropped"]);
+            assert_eq!(u(l, "kernel_dropped"), dropped, "{node}: {l}");
+            assert_eq!(reason_data(l, "NETFILTER_DROP"), dropped, "{node}: {l}");
+            assert_eq!(u(l, "reached_driver"), sent, "{node}: {l}");
+        } else {
+            check_waterfall(&node, l, sent, &[]);
+            assert_eq!(u(l, "read"), sent, "{node}: {l}");
+            assert_eq!(reason_data(l, "NETFILTER_DROP"), 0, "{node}: r1's drops are not r2's: {l}");
+        }
+    }
+}
+
+#[test]
+fn full_socket_buffer_is_charged_to_the_socket() {
+    if skip() {
+        return;
+    }
+    let _serial = serial();
+    let lab = lab("c", 1);
+    // A receive buffer of one datagram and a reader that sleeps 2 ms per
+    // datagram, against 5000 datagrams/s.
+    let r = start_recv(&lab, "r1", &["--rcvbuf", "2000", "--read-delay-us", "2000"]);
+    wait_members(&lab);
+    let before = snmp(&lab, "r1", "Udp", "RcvbufErrors");
+    let sent = send(&lab, &["-n", "1000", "--pps", "5000", "-l", "1470"]);
+    assert_eq!(sent, 1000);
+    let lines = finish(r);
+    let rcvbuf_errors = snmp(&lab, "r1", "Udp", "RcvbufErrors") - before;
+    let l = layers(&lines);
+    check_waterfall("r1", l, sent, &["socket_dropped"]);
+    let socket = u(l, "socket_dropped");
+    assert!(socket > 0, "the slow reader must overflow its buffer: {l}");
+    assert_eq!(reason_data(l, "SOCKET_RCVBUFF"), socket, "{l}");
+    // Ground truth: the namespace's RcvbufErrors and the socket's own drop
+    // counter count every datagram, end-of-flow markers included.
+    let markers: u64 = l["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["reason"] == "SOCKET_RCVBUFF")
+        .map(|r| u(r, "end"))
+        .sum();
+    assert_eq!(socket + markers, rcvbuf_errors, "{l}");
+    assert_eq!(u(l, "so_rxq_ovfl"), rcvbuf_errors, "{l}");
+    assert_eq!(l["host"]["udp_rcvbuf_errors"].as_u64(), Some(rcvbuf_errors), "{l}");
+}
+
+/// IDs of the BPF programs named `name` that process `pid` holds (its
+/// descriptors' fdinfo names each program's id; bpftool names the program).
+fn bpf_progs_of(name: &str, pid: u32) -> Vec<u64> {
+    let mut ids: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .flat_map(|t| t.lines().filter_map(|l| l.strip_prefix("prog_id:")?.trim().parse().ok()).collect::<Vec<u64>>())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids.retain(|id| {
+        let out = Command::new("bpftool").args(["-j", "prog", "show", "id", &id.to_string()]).output().unwrap();
+        serde_json::from_slice::<Value>(&out.stdout).is_ok_and(|v| v["name"] == name)
+    });
+    ids
+}
+
+#[test]
+fn sigkilled_receiver_leaves_no_drop_tracer() {
+    if skip() {
+        return;
+    }
+    if Command::new("bpftool").arg("version").output().is_err() {
+        eprintln!("SKIP: bpftool is not installed (apt-get install -y bpftool)");
+        return;
+    }
+    let _serial = serial();
+    let lab = lab("d", 1);
+    let mut r = start_recv(&lab, "r1", &[]);
+    let pid = r.child.id();
+    let ids = bpf_progs_of("mcblast_drops", pid);
+    assert_eq!(ids.len(), 1, "recv should hold one drop tracer");
+    r.child.kill().unwrap(); // SIGKILL
+    r.child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let gone = !Command::new("bpftool")
+            .args(["prog", "show", "id", &ids[0].to_string()])
+            .output()
+            .unwrap()
+            .status
+            .success();
+        if gone {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the drop tracer outlived a SIGKILLed receiver");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
