@@ -166,6 +166,15 @@ fn leftovers() -> Vec<String> {
             .filter(|l| l.contains("prog/xdp") || l.contains(" xdp"))
             .map(|l| format!("XDP program still attached: {}", l.trim())),
     );
+    // The receiver's drop tracer (tp_btf kfree_skb), when bpftool is there to list programs.
+    if let Ok(out) = Command::new("bpftool").args(["prog", "show", "name", "mcblast_drops"]).output() {
+        v.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| l.contains("mcblast_drops"))
+                .map(|l| format!("drop tracer still loaded: {}", l.trim())),
+        );
+    }
     v
 }
 
