@@ -303,3 +303,91 @@ fn sigkilled_receiver_leaves_no_drop_tracer() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Data datagrams the library-level test sends.
+const NO_LISTENER_N: u64 = 200;
+
+#[test]
+fn multicast_nobody_listens_to_is_no_listener_not_loss() {
+    use mcblast::attrib::{self, Layer, ReasonNames, Symbols};
+    use mcblast::kernel::KernelCounter;
+    use mcblast::netns::NetNs;
+    use mcblast_common::maps::Config;
+    use mcblast_common::wire::{Header, Kind, Packet};
+
+    if skip() {
+        return;
+    }
+    let _serial = serial();
+    const PORT: u16 = 47002;
+    let group = Ipv4Addr::new(239, 7, 7, 7);
+    let pid = std::process::id();
+    let a = NetNs::new(&format!("mcbt{pid}e-a")).expect("namespace a");
+    let b = NetNs::new(&format!("mcbt{pid}e-b")).expect("namespace b");
+    for ns in [&a, &b] {
+        ns.exec("sh", &["-c", "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6"]).unwrap();
+    }
+    a.exec("ip", &["link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", b.name()]).unwrap();
+    a.exec("ip", &["link", "set", "va", "up"]).unwrap();
+    a.exec("ip", &["addr", "add", "10.78.0.1/24", "dev", "va"]).unwrap();
+    a.exec("ip", &["route", "add", "224.0.0.0/4", "dev", "va"]).unwrap();
+    b.exec("ip", &["link", "set", "vb", "up"]).unwrap();
+    b.exec("ip", &["addr", "add", "10.78.0.2/24", "dev", "vb"]).unwrap();
+
+    let btf = mcblast::btf::Btf::from_kernel().expect("kernel BTF");
+    let names = ReasonNames::from_btf(&btf).expect("drop reasons");
+    let unspecified = names.value("NOT_SPECIFIED").expect("NOT_SPECIFIED");
+    // In b: the counter and the drop tracer, and a socket that joins the
+    // group but binds no port, so nobody receives the datagrams.
+    let (k, _membership) = b
+        .run(move || -> anyhow::Result<_> {
+            let iface = mcblast::iface::lookup("vb")?;
+            let cfg = Config { port: PORT, _pad: 0, run_filter: 0, sink: 0, clock: 0 };
+            let mut k = KernelCounter::attach(&iface, mcblast::cli::XdpMode::Auto, cfg)?;
+            k.trace_drops(&iface, unspecified)?;
+            let fd = mcblast::sys::net::udp_socket()?;
+            mcblast::sys::net::join_group(&fd, group, iface.index)?;
+            Ok((k, fd))
+        })
+        .expect("enter namespace b")
+        .expect("counter, tracer and join");
+    let ignored = |ns: &NetNs| {
+        let out = Command::new("ip").args(["netns", "exec", ns.name(), "cat", "/proc/net/snmp"]).output().unwrap();
+        attrib::snmp_value(&String::from_utf8_lossy(&out.stdout), "Udp", "IgnoredMulti").unwrap()
+    };
+    let before = ignored(&b);
+    a.run(move || {
+        let s = std::net::UdpSocket::bind("10.78.0.1:0").unwrap();
+        s.set_multicast_ttl_v4(1).unwrap();
+        for seq in 0..NO_LISTENER_N {
+            let mut buf = vec![0u8; 100];
+            Header { kind: Kind::Data, flags: 0, run: 9, flow: 0, seq, tx_ns: 0, len: 100, clock: 0 }
+                .emit(&mut Packet::new_unchecked(&mut buf[..]));
+            s.send_to(&buf, (group, PORT)).unwrap();
+            if seq % 32 == 31 {
+                std::thread::sleep(Duration::from_millis(2)); // well below veth's ring
+            }
+        }
+    })
+    .unwrap();
+    // The drops follow the XDP count within the same softirq: wait for both.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let drops = loop {
+        let d = k.drops().unwrap();
+        let seen: u64 = k.flows().unwrap().iter().map(|(_, s)| s.received).sum();
+        if seen == NO_LISTENER_N && d.values().sum::<u64>() >= NO_LISTENER_N {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "counted {seen} of {NO_LISTENER_N}; drops {d:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let ignored_multi = ignored(&b) - before;
+    assert_eq!(ignored_multi, NO_LISTENER_N, "ground truth: Udp IgnoredMulti");
+    let syms = Symbols::load();
+    let reasons = attrib::reason_counts(&drops, &names, |a| syms.lookup(a));
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert_eq!(reasons[0].reason, "NOT_SPECIFIED", "{reasons:?}");
+    assert_eq!(reasons[0].layer, Layer::NoListener, "{reasons:?}");
+    assert_eq!(reasons[0].data, NO_LISTENER_N, "{reasons:?}");
+    assert_eq!(reasons[0].end + reasons[0].other + reasons[0].fragments, 0, "{reasons:?}");
+}
