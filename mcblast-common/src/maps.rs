@@ -102,7 +102,11 @@ pub struct DropConfig {
     /// The value of `SKB_DROP_REASON_NOT_SPECIFIED` in this kernel: drops
     /// with this reason are also keyed by where they happened (`location`).
     pub locate_reason: u32,
-    pub _pad: u32,
+    /// Byte offset of `__sk_common.skc_cookie` in `struct sock`.
+    pub sk_cookie: u32,
+    /// Non-zero: a drop by a socket (`rx_sk`) counts only when it is this
+    /// socket (its SO_COOKIE), so other sockets on the port are not charged.
+    pub cookie: u64,
 }
 
 /// What a dropped datagram to the receiver's port was.
@@ -172,7 +176,7 @@ mod tests {
     fn sizes_have_no_padding() {
         assert_eq!(core::mem::size_of::<FlowKey>(), 16);
         assert_eq!(core::mem::size_of::<Config>(), 16);
-        assert_eq!(core::mem::size_of::<DropConfig>(), 56);
+        assert_eq!(core::mem::size_of::<DropConfig>(), 64);
         assert_eq!(core::mem::size_of::<DropKey>(), 16);
         for c in [DropClass::Data, DropClass::End, DropClass::Other, DropClass::Fragment] {
             assert_eq!(DropClass::from_u32(c as u32), Some(c));

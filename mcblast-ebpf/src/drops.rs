@@ -6,7 +6,9 @@
 //! ours only when it happened in the receiver's network namespace: the
 //! namespace of the receiving socket (`rx_sk`, set for socket-level drops,
 //! whose `skb->dev` the UDP code may already have overwritten), else that of
-//! `skb->dev`, which must also be the receiver's interface. The IPv4 and
+//! `skb->dev`, which must also be the receiver's interface; once userspace
+//! names its socket (`DropConfig::cookie`), a socket's drop counts only when
+//! it is that socket. The IPv4 and
 //! UDP headers are read at `skb->head + skb->network_header`, which the
 //! stack sets on receive before any of its drop points; the mcblast header
 //! only when it lies in the skb's linear part.
@@ -62,6 +64,9 @@ pub fn on_kfree_skb(ctx: &BtfTracePointContext) {
 #[inline(always)]
 fn in_our_namespace(dc: &DropConfig, skb: u64, rx_sk: u64) -> bool {
     let net: u64 = if rx_sk != 0 {
+        if dc.cookie != 0 && read::<u64>(rx_sk, dc.sk_cookie) != Some(dc.cookie) {
+            return false; // another socket's drop
+        }
         match read(rx_sk, dc.sk_net) {
             Some(n) => n,
             None => return false,

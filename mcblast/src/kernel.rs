@@ -233,7 +233,8 @@ impl KernelCounter {
             sk_net: off("sock", "__sk_common.skc_net.net")?,
             net_inum: off("net", "ns.inum")?,
             locate_reason,
-            _pad: 0,
+            sk_cookie: off("sock", "__sk_common.skc_cookie")?,
+            cookie: 0,
         };
         {
             let mut m: Array<&mut MapData, DropConfig> =
@@ -256,6 +257,17 @@ impl KernelCounter {
             e => anyhow!("cannot load the drop tracer on tp_btf/{DROP_TRACEPOINT}: {e}"),
         })?;
         prog.attach().with_context(|| format!("cannot attach the drop tracer to tp_btf/{DROP_TRACEPOINT}"))?;
+        Ok(())
+    }
+
+    /// From now on, socket-level drops count only when they are the socket
+    /// with this SO_COOKIE (the receiver's own). Call it before traffic starts.
+    pub fn set_drop_socket(&mut self, cookie: u64) -> Result<()> {
+        let mut m: Array<&mut MapData, DropConfig> =
+            Array::try_from(self.ebpf.map_mut("DROP_CONFIG").context("eBPF object has no DROP_CONFIG map")?)?;
+        let mut dc = m.get(&0, 0).context("cannot read the drop tracer's configuration")?;
+        dc.cookie = cookie;
+        m.set(0, dc, 0).context("cannot write the drop tracer's configuration")?;
         Ok(())
     }
 

@@ -254,7 +254,7 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
 
     // Attach the kernel counter before joining, so the first datagram is counted.
     let mut reason_names: Option<ReasonNames> = None;
-    let kernel = if p.kernel {
+    let mut kernel = if p.kernel {
         let cfg = Config {
             port: p.port,
             _pad: 0,
@@ -294,6 +294,11 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
     } else {
         (net::udp_socket().context("creating a socket")?, 0)
     };
+    // Socket-level drops are charged only when they are this socket's.
+    if let (Some(k), Some(_), true) = (kernel.as_mut(), &reason_names, p.socket) {
+        let cookie = net::socket_cookie(&fd).context("cannot read the socket's cookie (SO_COOKIE)")?;
+        k.set_drop_socket(cookie)?;
+    }
     for g in &p.groups {
         match (p.source, p.iface.addr) {
             (Some(src), Some(ifa)) => net::join_source(&fd, *g, src, ifa),

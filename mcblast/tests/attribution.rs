@@ -391,3 +391,37 @@ fn multicast_nobody_listens_to_is_no_listener_not_loss() {
     assert_eq!(reasons[0].data, NO_LISTENER_N, "{reasons:?}");
     assert_eq!(reasons[0].end + reasons[0].other + reasons[0].fragments, 0, "{reasons:?}");
 }
+
+#[test]
+fn another_sockets_overflow_on_the_port_is_not_charged() {
+    if skip() {
+        return;
+    }
+    let _serial = serial();
+    let lab = lab("f", 1);
+    let r = start_recv(&lab, "r1", &[]);
+    // A second socket on the same port and group in r1, with the smallest
+    // buffer and never read: multicast gives it a copy of every datagram,
+    // and it overflows; those drops are its own, not the receiver's.
+    let squatter = lab
+        .run_in("r1", || -> anyhow::Result<_> {
+            let (fd, _) = mcblast::sys::net::recv_socket(&mcblast::sys::net::RecvSocketOpts { port: 5001, rcvbuf: 1 })?;
+            let iface = mcblast::iface::lookup("eth0")?;
+            mcblast::sys::net::join_group(&fd, Ipv4Addr::new(239, 0, 0, 1), iface.index)?;
+            Ok(fd)
+        })
+        .expect("enter r1")
+        .expect("squatter socket");
+    wait_members(&lab);
+    let before = snmp(&lab, "r1", "Udp", "RcvbufErrors");
+    let sent = send(&lab, &["-n", "1000", "--pps", "5000", "-l", "1470"]);
+    assert_eq!(sent, 1000);
+    let lines = finish(r);
+    let squatter_drops = mcblast::sys::net::socket_drops(&squatter).unwrap() as u64;
+    assert!(squatter_drops > 900, "the squatter must overflow: {squatter_drops}");
+    assert_eq!(snmp(&lab, "r1", "Udp", "RcvbufErrors") - before, squatter_drops);
+    let l = layers(&lines);
+    check_waterfall("r1", l, sent, &[]);
+    assert_eq!(u(l, "read"), sent, "{l}");
+    assert_eq!(reason_data(l, "SOCKET_RCVBUFF"), 0, "another socket's drops: {l}");
+}

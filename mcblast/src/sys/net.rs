@@ -197,6 +197,18 @@ impl RecvBatch {
     }
 }
 
+/// The socket's cookie (`SO_COOKIE`): the kernel's unique id of the socket.
+pub fn socket_cookie(fd: &OwnedFd) -> io::Result<u64> {
+    let mut v: u64 = 0;
+    let mut len = size_of::<u64>() as libc::socklen_t;
+    // SAFETY: `v` and `len` are valid and writable; `len` says how much room `v` has.
+    let rc = unsafe {
+        libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_COOKIE, (&raw mut v).cast(), &mut len)
+    };
+    cvt(rc)?;
+    Ok(v)
+}
+
 /// `SK_MEMINFO_DROPS` and the length of `SO_MEMINFO`'s array (`linux/sock_diag.h`).
 const SK_MEMINFO_DROPS: usize = 8;
 const SK_MEMINFO_VARS: usize = 9;
