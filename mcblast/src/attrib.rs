@@ -197,11 +197,43 @@ pub fn reason_counts(
     v
 }
 
+/// Data datagrams the drop tracer charged to each layer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LayerDrops {
+    pub kernel: u64,
+    pub unspecified: u64,
+    pub no_listener: u64,
+    pub socket: u64,
+    pub unread: u64,
+}
+
+impl LayerDrops {
+    pub fn of(reasons: &[ReasonCount]) -> LayerDrops {
+        let data = |l: Layer| reasons.iter().filter(|r| r.layer == l).map(|r| r.data).sum::<u64>();
+        LayerDrops {
+            kernel: data(Layer::Kernel),
+            unspecified: data(Layer::Unspecified),
+            no_listener: data(Layer::NoListener),
+            socket: data(Layer::Socket),
+            unread: data(Layer::Unread),
+        }
+    }
+
+    /// The change since `prev` (counts only grow).
+    pub fn since(&self, prev: &LayerDrops) -> LayerDrops {
+        LayerDrops {
+            kernel: self.kernel.saturating_sub(prev.kernel),
+            unspecified: self.unspecified.saturating_sub(prev.unspecified),
+            no_listener: self.no_listener.saturating_sub(prev.no_listener),
+            socket: self.socket.saturating_sub(prev.socket),
+            unread: self.unread.saturating_sub(prev.unread),
+        }
+    }
+}
+
 /// Computes the waterfall.
 pub fn layers(m: &Measured, reasons: Vec<ReasonCount>, host: HostDeltas) -> Layers {
-    let data = |l: Layer| reasons.iter().filter(|r| r.layer == l).map(|r| r.data).sum::<u64>();
-    let (kernel, unspecified, no_listener) = (data(Layer::Kernel), data(Layer::Unspecified), data(Layer::NoListener));
-    let (socket, unread) = (data(Layer::Socket), data(Layer::Unread));
+    let LayerDrops { kernel, unspecified, no_listener, socket, unread } = LayerDrops::of(&reasons);
     let delivered = m.at_driver as i64 - (kernel + unspecified + no_listener) as i64;
     let unaccounted = delivered - (socket + unread + m.read) as i64;
     Layers {

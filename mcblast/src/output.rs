@@ -240,6 +240,21 @@ pub struct RecvSummary {
     pub other_group: Option<u64>,
 }
 
+/// Per interval, what the drop tracer charged to each layer (data datagrams;
+/// path loss per interval is the kernel counter's interval `lost`).
+#[derive(Serialize, Debug, Clone)]
+pub struct LayersInterval {
+    pub role: &'static str,
+    pub counter: &'static str,
+    pub start_s: f64,
+    pub end_s: f64,
+    pub kernel_dropped: u64,
+    pub unspecified: u64,
+    pub no_listener: u64,
+    pub socket_dropped: u64,
+    pub unread_at_close: u64,
+}
+
 /// The receiver's loss attribution (`"counter":"layers"` summary line):
 /// where every data datagram of the run went, see [`crate::attrib`].
 #[derive(Serialize, Debug, Clone)]

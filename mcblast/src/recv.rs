@@ -18,9 +18,9 @@ use mcblast_common::{Config, FlowKey, FlowState, GlobalCounter, Header};
 use crate::cli::{CounterMode, RecvArgs, check_groups};
 use crate::clock;
 use crate::iface::{self, Iface};
-use crate::attrib::{self, HostCounters, Measured, ReasonNames};
+use crate::attrib::{self, HostCounters, LayerDrops, Measured, ReasonCount, ReasonNames, Symbols};
 use crate::kernel::KernelCounter;
-use crate::output::{self, FlowReport, LayersSummary, Printer, RecvBegin, RecvInterval, RecvSummary};
+use crate::output::{self, FlowReport, LayersInterval, LayersSummary, Printer, RecvBegin, RecvInterval, RecvSummary};
 use crate::sys::{self, net};
 
 /// What one counter knows at one moment.
@@ -353,10 +353,22 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
         Ok(v)
     };
 
+    // The drop tracer's counts by reason; kernel symbols (for NOT_SPECIFIED
+    // drops) are loaded once, when first needed.
+    let mut syms: Option<Symbols> = None;
+    let mut tracer_reasons = |k: &KernelCounter, names: &ReasonNames| -> Result<Vec<ReasonCount>> {
+        let drops = k.drops()?;
+        if syms.is_none() && drops.keys().any(|d| d.location != 0) {
+            syms = Some(Symbols::load());
+        }
+        Ok(attrib::reason_counts(&drops, names, |a| syms.as_ref().and_then(|s| s.lookup(a))))
+    };
+
     let start = clock::mono_ns();
     let secs_since = |t: u64| (t - start) as f64 / 1e9;
     let mut last_tick = start;
     let mut prev: HashMap<&'static str, (u64, u64, i64)> = HashMap::new();
+    let mut prev_drops = LayerDrops::default();
     let mut ended_at: Option<u64> = None;
     let mut last_end_check = start;
     let step = Duration::from_millis(50);
@@ -369,7 +381,16 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
             && now - last_tick >= iv.as_nanos() as u64
         {
             let s = snap_all(&socket)?;
-            interval_lines(&mut out, &s, &mut prev, secs_since(last_tick), secs_since(now))?;
+            let drops = match (&kernel, &reason_names) {
+                (Some(k), Some(names)) => {
+                    let now_drops = LayerDrops::of(&tracer_reasons(k, names)?);
+                    let d = now_drops.since(&prev_drops);
+                    prev_drops = now_drops;
+                    Some(d)
+                }
+                _ => None,
+            };
+            interval_lines(&mut out, &s, drops, &mut prev, secs_since(last_tick), secs_since(now))?;
             last_tick = now;
             snaps = Some(s);
         }
@@ -403,9 +424,9 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
     let socket_error = socket.as_mut().and_then(|s| s.finish().err());
     let finals = snap_all(&socket)?;
     let socket_drops = socket.as_ref().map(|s| s.view.lock().expect("socket view lock").drops);
-    // The tracer's counts, read after the socket closed (its unread queue is freed then).
-    let drops = match (&kernel, &reason_names) {
-        (Some(k), Some(_)) => Some(k.drops()?),
+    // The tracer's counts, read after the socket closed.
+    let reasons = match (&kernel, &reason_names) {
+        (Some(k), Some(names)) => Some(tracer_reasons(k, names)?),
         _ => None,
     };
     let host_end = HostCounters::read(&p.iface.name);
@@ -436,7 +457,7 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
     if let [(_, k), (_, s)] = reports.as_slice() {
         out.human(&compare(k, s))?;
     }
-    if let (Some(drops), Some(names)) = (&drops, &reason_names) {
+    if let Some(reasons) = reasons {
         let total = |name: &str| finals.iter().find(|(n, _)| *n == name).map(|(_, s)| s.flows.as_slice()).unwrap_or_default();
         let sum = |flows: &[(FlowKey, FlowState)], f: fn(&FlowState) -> u64| flows.iter().map(|(_, s)| f(s)).sum::<u64>();
         let (kf, sf) = (total("kernel"), total("socket"));
@@ -448,8 +469,6 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
             read: sum(sf, |s| s.received),
             so_rxq_ovfl: socket_drops.unwrap_or(0),
         };
-        let syms = if drops.keys().any(|k| k.location != 0) { attrib::Symbols::load() } else { attrib::Symbols::default() };
-        let reasons = attrib::reason_counts(drops, names, |a| syms.lookup(a));
         let layers = attrib::layers(&m, reasons, host_end.since(&host_start));
         out.human(&attrib::human(&layers))?;
         out.emit("summary", &LayersSummary { role: "recv", counter: "layers", duration_s: duration, layers })?;
@@ -469,6 +488,7 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
 fn interval_lines(
     out: &mut Printer,
     snaps: &[(&'static str, Snapshot)],
+    drops: Option<LayerDrops>,
     prev: &mut HashMap<&'static str, (u64, u64, i64)>,
     t0: f64,
     t1: f64,
@@ -496,6 +516,23 @@ fn interval_lines(
             output::fmt_bps(iv.rate_bps),
             iv.lost
         ));
+    }
+    if let Some(d) = drops {
+        out.emit(
+            "interval",
+            &LayersInterval {
+                role: "recv",
+                counter: "layers",
+                start_s: t0,
+                end_s: t1,
+                kernel_dropped: d.kernel,
+                unspecified: d.unspecified,
+                no_listener: d.no_listener,
+                socket_dropped: d.socket,
+                unread_at_close: d.unread,
+            },
+        )?;
+        human.push_str(&format!("  dropped: kernel {:>6} socket {:>6}", d.kernel, d.socket));
     }
     out.human(&human)?;
     Ok(())

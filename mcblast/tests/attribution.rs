@@ -50,7 +50,10 @@ impl Drop for Recv {
 }
 
 fn start_recv(lab: &Lab, node: &str, extra: &[&str]) -> Recv {
-    let mut argv = vec!["mcblast", "recv", "--interface", "eth0", "--json", "-i", "0", "-t", "30"];
+    let mut argv = vec!["mcblast", "recv", "--interface", "eth0", "--json", "-t", "30"];
+    if !extra.contains(&"-i") {
+        argv.extend_from_slice(&["-i", "0"]);
+    }
     argv.extend_from_slice(extra);
     let mut child = lab.exec_cmd(node, &argv).stdout(Stdio::piped()).spawn().expect("spawn recv");
     let mut out = BufReader::new(child.stdout.take().unwrap());
@@ -188,7 +191,9 @@ fn netfilter_drop_in_the_receiver_is_charged_to_the_kernel_with_its_reason() {
     std::fs::write(&file, rules).unwrap();
     nft(&lab, "r1", &["-f", file.to_str().unwrap()]);
     let _ = std::fs::remove_file(&file);
-    let recvs: Vec<Recv> = lab.receivers().iter().map(|n| start_recv(&lab, n, &[])).collect();
+    // r1 also reports per interval.
+    let recvs: Vec<Recv> =
+        lab.receivers().iter().map(|n| start_recv(&lab, n, if n == "r1" { &["-i", "0.1"] } else { &[] })).collect();
     wait_members(&lab);
     let sent = send(&lab, &["-n", "1000", "--pps", "5000", "-l", "1470"]);
     assert_eq!(sent, 1000);
@@ -211,6 +216,13 @@ fn netfilter_drop_in_the_receiver_is_charged_to_the_kernel_with_its_reason() {
             assert_eq!(u(l, "kernel_dropped"), dropped, "{node}: {l}");
             assert_eq!(reason_data(l, "NETFILTER_DROP"), dropped, "{node}: {l}");
             assert_eq!(u(l, "reached_driver"), sent, "{node}: {l}");
+            // Interval lines: deltas that never exceed the run's total.
+            let ivs: Vec<&Value> =
+                lines.iter().filter(|v| v["type"] == "interval" && v["counter"] == "layers").collect();
+            assert!(!ivs.is_empty(), "{node}: no layers interval lines");
+            let sum: u64 = ivs.iter().map(|v| u(v, "kernel_dropped")).sum();
+            assert!(sum <= dropped, "{node}: intervals charged {sum} > {dropped}");
+            assert!(ivs.iter().all(|v| u(v, "socket_dropped") == 0 && v["end_s"].as_f64() > v["start_s"].as_f64()));
         } else {
             check_waterfall(&node, l, sent, &[]);
             assert_eq!(u(l, "read"), sent, "{node}: {l}");
