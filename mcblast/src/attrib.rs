@@ -144,6 +144,8 @@ pub struct Measured {
     pub read: u64,
     /// The socket's SO_RXQ_OVFL count at the end.
     pub so_rxq_ovfl: u64,
+    /// First IPv4 fragments of datagrams to the port seen at the driver.
+    pub fragments: u64,
 }
 
 /// The waterfall of one receiver's run (JSON: the `layers` summary line).
@@ -165,6 +167,10 @@ pub struct Layers {
     pub adds_up: bool,
     /// The socket's own drop counter (SO_RXQ_OVFL), every datagram to the port included.
     pub so_rxq_ovfl: u64,
+    /// Datagrams that arrived fragmented (first fragments at the driver):
+    /// the XDP counter cannot follow them, so they look lost on the path and
+    /// the waterfall cannot add up (`adds_up` is false).
+    pub fragments: u64,
     /// Every reason the drop tracer saw for datagrams to the port.
     pub reasons: Vec<ReasonCount>,
     /// Kernel counters read at start and end (deltas); null when unreadable.
@@ -249,8 +255,11 @@ pub fn layers(m: &Measured, reasons: Vec<ReasonCount>, host: HostDeltas) -> Laye
         unread_at_close: unread,
         read: m.read,
         unaccounted,
-        adds_up: unaccounted == 0 && m.expected + m.path_duplicates == m.at_driver + m.path_lost,
+        adds_up: unaccounted == 0
+            && m.fragments == 0
+            && m.expected + m.path_duplicates == m.at_driver + m.path_lost,
         so_rxq_ovfl: m.so_rxq_ovfl,
+        fragments: m.fragments,
         reasons,
         host,
     }
@@ -295,7 +304,13 @@ pub fn human(l: &Layers) -> String {
         row(&mut t, "  - unread when the socket closed", l.unread_at_close.to_string(), "");
     }
     row(&mut t, "read by the application", l.read.to_string(), "");
-    if l.adds_up {
+    if l.fragments > 0 {
+        t.push_str(&format!(
+            "{} datagrams arrived fragmented: the XDP counter cannot follow them, so they show as path loss and the \
+             waterfall does not add up; send datagrams that fit the MTU",
+            l.fragments
+        ));
+    } else if l.adds_up {
         t.push_str("every datagram is accounted for");
     } else {
         t.push_str(&format!(
@@ -485,7 +500,15 @@ mod tests {
         let r = reason_counts(&drops, &names(), |_| None);
         assert_eq!(r[0].reason, "NETFILTER_DROP");
         assert_eq!((r[0].data, r[0].end), (100, 1));
-        let m = Measured { expected: 1000, at_driver: 990, path_lost: 10, path_duplicates: 0, read: 848, so_rxq_ovfl: 40 };
+        let m = Measured {
+            expected: 1000,
+            at_driver: 990,
+            path_lost: 10,
+            path_duplicates: 0,
+            read: 848,
+            so_rxq_ovfl: 40,
+            fragments: 0,
+        };
         let l = layers(&m, r, HostDeltas::default());
         assert_eq!(l.kernel_dropped, 100);
         assert_eq!(l.unspecified, 0, "other datagrams are not charged");
@@ -501,6 +524,12 @@ mod tests {
         let l = layers(&short, reason_counts(&drops, &names(), |_| None), HostDeltas::default());
         assert_eq!(l.unaccounted, 8);
         assert!(!l.adds_up);
+
+        let fragmented = Measured { fragments: 3, ..m };
+        let l = layers(&fragmented, reason_counts(&drops, &names(), |_| None), HostDeltas::default());
+        assert_eq!(l.unaccounted, 0);
+        assert!(!l.adds_up, "fragmented datagrams cannot be followed");
+        assert!(human(&l).contains("3 datagrams arrived fragmented"));
     }
 
     #[test]

@@ -171,6 +171,8 @@ pub struct RecvBegin {
     /// XDP attach mode in use: "native" or "generic" (absent without the kernel counter).
     pub xdp_mode: Option<&'static str>,
     pub clock_synced: bool,
+    /// Whether the drop tracer runs, so the run ends with a `layers` summary.
+    pub drop_tracer: bool,
 }
 
 #[derive(Serialize, Debug, Clone, PartialEq)]

@@ -326,6 +326,7 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
         counters: counters.clone(),
         xdp_mode: kernel.as_ref().map(|k| k.mode()),
         clock_synced: synced,
+        drop_tracer: reason_names.is_some(),
     };
     out.emit("begin", &begin)?;
     out.human(&format!(
@@ -468,6 +469,11 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
             path_duplicates: sum(kf, |s| s.duplicates + s.stale),
             read: sum(sf, |s| s.received),
             so_rxq_ovfl: socket_drops.unwrap_or(0),
+            fragments: finals
+                .iter()
+                .find(|(n, _)| *n == "kernel")
+                .and_then(|(_, s)| s.fragments)
+                .unwrap_or(0),
         };
         let layers = attrib::layers(&m, reasons, host_end.since(&host_start));
         out.human(&attrib::human(&layers))?;
