@@ -44,7 +44,7 @@ fn read<T>(base: u64, off: u32) -> Option<T> {
 }
 
 #[inline(always)]
-pub fn on_kfree_skb(ctx: &BtfTracePointContext) {
+pub fn on_kfree_skb(ctx: &BtfTracePointContext, has_rx_sk: bool) {
     let Some(&dc) = DROP_CONFIG.get(0) else { return };
     if dc.netns == 0 {
         return;
@@ -52,7 +52,7 @@ pub fn on_kfree_skb(ctx: &BtfTracePointContext) {
     let Some(&cfg) = CONFIG.get(0) else { return };
     let skb: u64 = ctx.arg(ARG_SKB);
     let reason: u32 = ctx.arg(ARG_REASON);
-    let rx_sk: u64 = ctx.arg(ARG_RX_SK);
+    let rx_sk: u64 = if has_rx_sk { ctx.arg(ARG_RX_SK) } else { 0 };
     if let Some(class) = classify(&dc, &cfg, skb, rx_sk) {
         let location: u64 = if reason == dc.locate_reason { ctx.arg(ARG_LOCATION) } else { 0 };
         count(DropKey { reason, class: class as u32, location });

@@ -83,10 +83,18 @@ static DROP_CONFIG: Array<DropConfig, 1> = Array::new();
 #[btf_map]
 static DROPS: PerCpuHashMap<DropKey, u64, { MAX_DROP_KEYS as usize }> = PerCpuHashMap::new();
 
-/// The drop tracer: `trace_kfree_skb(skb, location, reason, rx_sk)`.
+/// The drop tracer: `trace_kfree_skb(skb, location, reason, rx_sk)` (6.11 and later).
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn mcblast_drops(ctx: BtfTracePointContext) -> i32 {
-    drops::on_kfree_skb(&ctx);
+    drops::on_kfree_skb(&ctx, true);
+    0
+}
+
+/// The drop tracer for kernels whose tracepoint has no receiving socket
+/// (5.17 to 6.10): `trace_kfree_skb(skb, location, reason)`.
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn mcblast_drops_nosk(ctx: BtfTracePointContext) -> i32 {
+    drops::on_kfree_skb(&ctx, false);
     0
 }
 

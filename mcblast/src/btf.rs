@@ -44,6 +44,9 @@ enum Type {
     /// Typedef, const, volatile, restrict, type tag: the type it stands for.
     Alias(u32),
     Enum { name: String, values: Vec<(String, u64)> },
+    Ptr(u32),
+    /// A function prototype with this many parameters.
+    Proto(usize),
     Other,
 }
 
@@ -104,8 +107,13 @@ impl Btf {
                     p += 4;
                     Type::Other
                 }
-                KIND_PTR | KIND_FWD | KIND_FUNC | KIND_FLOAT => Type::Other,
-                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => Type::Alias(size_or_type),
+                KIND_PTR => Type::Ptr(size_or_type),
+                KIND_FWD | KIND_FUNC | KIND_FLOAT => Type::Other,
+                KIND_TYPEDEF => {
+                    by_name.entry(format!("typedef:{}", name(name_off))).or_insert(types.len() as u32 + 1);
+                    Type::Alias(size_or_type)
+                }
+                KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => Type::Alias(size_or_type),
                 KIND_ARRAY => {
                     p += 12;
                     Type::Other
@@ -145,7 +153,7 @@ impl Btf {
                 }
                 KIND_FUNC_PROTO => {
                     p += 8 * vlen;
-                    Type::Other
+                    Type::Proto(vlen)
                 }
                 KIND_DATASEC => {
                     p += 12 * vlen;
@@ -217,6 +225,21 @@ impl Btf {
         Ok(bits / 8)
     }
 
+    /// How many arguments a BTF-enabled tracepoint passes (the parameters of
+    /// its `btf_trace_<name>` prototype, less the leading `void *` data).
+    pub fn tracepoint_args(&self, tracepoint: &str) -> Result<usize> {
+        let name = format!("btf_trace_{tracepoint}");
+        let mut id = *self.by_name.get(&format!("typedef:{name}")).ok_or_else(|| anyhow!("the kernel has no tracepoint {tracepoint} (no {name} in its BTF)"))?;
+        for _ in 0..8 {
+            match self.get(id) {
+                Some(Type::Alias(t) | Type::Ptr(t)) => id = *t,
+                Some(Type::Proto(n)) => return n.checked_sub(1).ok_or_else(|| anyhow!("{name} has no data parameter")),
+                _ => break,
+            }
+        }
+        bail!("{name} is not a pointer to a function prototype")
+    }
+
     /// The values of an enum, by name: (value, name).
     pub fn enum_values(&self, name: &str) -> Result<Vec<(u64, String)>> {
         let id = self.by_name.get(&format!("enum:{name}")).ok_or_else(|| anyhow!("the kernel's BTF has no enum {name}"))?;
@@ -243,6 +266,7 @@ mod tests {
         };
         let (n_int, n_outer, n_a, n_x, n_y, n_t, n_inner, n_net, n_e, n_ea, n_eb) =
             (s("int"), s("outer"), s("a"), s("x"), s("y"), s("t"), s("inner"), s("net"), s("e"), s("A"), s("B"));
+        let n_tp = s("btf_trace_tp");
         let mut t = Vec::new();
         let mut ty = |name: u32, kind: u32, vlen: u32, size: u32, extra: &[u32]| {
             for w in [name, kind << 24 | vlen, size].iter().chain(extra) {
@@ -256,6 +280,9 @@ mod tests {
         ty(n_t, KIND_TYPEDEF, 0, 4, &[]); // 5: typedef t = inner
         ty(n_outer, KIND_STRUCT, 3, 24, &[n_a, 1, 0, 0, 3, 64, n_t, 5, 128]); // 6: outer
         ty(n_e, KIND_ENUM, 2, 4, &[n_ea, 1, n_eb, 7]); // 7: enum e
+        ty(0, KIND_FUNC_PROTO, 3, 0, &[0, 0, 0, 1, 0, 4]); // 8: void (void *, int, struct inner)
+        ty(0, KIND_PTR, 0, 8, &[]); // 9: pointer to 8
+        ty(n_tp, KIND_TYPEDEF, 0, 9, &[]); // 10: typedef btf_trace_tp
         let mut b = Vec::new();
         for w in [MAGIC as u32 | 1 << 16, 24, 0, t.len() as u32, t.len() as u32, strs.len() as u32] {
             b.extend_from_slice(&w.to_le_bytes());
@@ -275,6 +302,8 @@ mod tests {
         assert!(btf.offset("outer", "nope").is_err());
         assert!(btf.offset("nope", "a").is_err());
         assert_eq!(btf.enum_values("e").unwrap(), vec![(1, "A".to_string()), (7, "B".to_string())]);
+        assert_eq!(btf.tracepoint_args("tp").unwrap(), 2);
+        assert!(btf.tracepoint_args("nope").is_err());
     }
 
     #[test]
@@ -305,6 +334,7 @@ mod tests {
         ] {
             btf.offset(s, p).unwrap_or_else(|e| panic!("{s}.{p}: {e}"));
         }
+        assert!(btf.tracepoint_args("kfree_skb").unwrap() >= 3, "skb, location, reason");
         let reasons = btf.enum_values("skb_drop_reason").unwrap();
         assert!(reasons.iter().any(|(_, n)| n == "SKB_DROP_REASON_NETFILTER_DROP"));
     }

@@ -31,8 +31,23 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mc
 
 /// Name of the XDP program in the object.
 const PROGRAM: &str = "mcblast_counter";
-/// Name of the drop tracer (tp_btf `kfree_skb`) in the object.
+/// Names of the drop tracer (tp_btf `kfree_skb`) in the object: for the
+/// tracepoint with the receiving socket (4 arguments), and without (3).
 const DROP_PROGRAM: &str = "mcblast_drops";
+const DROP_PROGRAM_NOSK: &str = "mcblast_drops_nosk";
+
+/// Which drop tracer program to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropTracer {
+    /// The one that fits the running kernel's tracepoint (from its BTF).
+    Auto,
+    /// `kfree_skb(skb, location, reason, rx_sk)`: socket drops are matched
+    /// to the receiver's socket ([`KernelCounter::set_drop_socket`]).
+    WithSocket,
+    /// `kfree_skb(skb, location, reason)` (kernels 5.17 to 6.10): every
+    /// drop is matched by `skb->dev`; any socket of the namespace counts.
+    WithoutSocket,
+}
 /// The tracepoint the drop tracer attaches to.
 const DROP_TRACEPOINT: &str = "kfree_skb";
 /// `BPF_F_LOCK`: copy a map value while holding its `bpf_spin_lock`.
@@ -215,8 +230,17 @@ impl KernelCounter {
     ///
     /// The attachment is a BPF link held by the loaded object: it goes with
     /// the [`KernelCounter`], and with the process however it dies.
-    pub fn trace_drops(&mut self, iface: &Iface, locate_reason: u32) -> Result<()> {
+    pub fn trace_drops(&mut self, iface: &Iface, locate_reason: u32, which: DropTracer) -> Result<DropTracer> {
         let btf = crate::btf::Btf::from_kernel()?;
+        let which = match which {
+            DropTracer::Auto => match btf.tracepoint_args(DROP_TRACEPOINT)? {
+                n if n >= 4 => DropTracer::WithSocket,
+                3 => DropTracer::WithoutSocket,
+                n => bail!("the kernel's {DROP_TRACEPOINT} tracepoint has {n} arguments: no drop reason (kernels before 5.17)"),
+            },
+            w => w,
+        };
+        let program = if which == DropTracer::WithSocket { DROP_PROGRAM } else { DROP_PROGRAM_NOSK };
         let off = |s: &str, p: &str| btf.offset(s, p);
         let netns = crate::sys::netns_inode().context("cannot identify this network namespace")?;
         let dc = DropConfig {
@@ -244,8 +268,8 @@ impl KernelCounter {
         let kbtf = aya::Btf::from_sys_fs().context("cannot read the kernel's BTF")?;
         let prog: &mut BtfTracePoint = self
             .ebpf
-            .program_mut(DROP_PROGRAM)
-            .with_context(|| format!("eBPF object has no program {DROP_PROGRAM}"))?
+            .program_mut(program)
+            .with_context(|| format!("eBPF object has no program {program}"))?
             .try_into()?;
         prog.load(DROP_TRACEPOINT, &kbtf).map_err(|e| match e {
             ProgramError::LoadError { io_error, verifier_log } if !is_eperm(&io_error) => {
@@ -257,7 +281,7 @@ impl KernelCounter {
             e => anyhow!("cannot load the drop tracer on tp_btf/{DROP_TRACEPOINT}: {e}"),
         })?;
         prog.attach().with_context(|| format!("cannot attach the drop tracer to tp_btf/{DROP_TRACEPOINT}"))?;
-        Ok(())
+        Ok(which)
     }
 
     /// From now on, socket-level drops count only when they are the socket

@@ -19,7 +19,7 @@ use crate::cli::{CounterMode, RecvArgs, check_groups};
 use crate::clock;
 use crate::iface::{self, Iface};
 use crate::attrib::{self, HostCounters, LayerDrops, Measured, ReasonCount, ReasonNames, Symbols};
-use crate::kernel::KernelCounter;
+use crate::kernel::{DropTracer, KernelCounter};
 use crate::output::{self, FlowReport, LayersInterval, LayersSummary, Printer, RecvBegin, RecvInterval, RecvSummary};
 use crate::sys::{self, net};
 
@@ -273,7 +273,7 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
                 .and_then(|btf| ReasonNames::from_btf(&btf))
                 .and_then(|names| {
                     let unspecified = names.value("NOT_SPECIFIED").context("the kernel has no drop reason NOT_SPECIFIED")?;
-                    k.trace_drops(&p.iface, unspecified).map(|()| names)
+                    k.trace_drops(&p.iface, unspecified, DropTracer::Auto).map(|_| names)
                 })
             {
                 Ok(names) => reason_names = Some(names),

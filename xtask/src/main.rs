@@ -167,7 +167,7 @@ fn leftovers() -> Vec<String> {
             .map(|l| format!("XDP program still attached: {}", l.trim())),
     );
     // The receiver's drop tracer (tp_btf kfree_skb), when bpftool is there to list programs.
-    if let Ok(out) = Command::new("bpftool").args(["prog", "show", "name", "mcblast_drops"]).output() {
+    if let Ok(out) = Command::new("bpftool").args(["prog", "show"]).output() {
         v.extend(
             String::from_utf8_lossy(&out.stdout)
                 .lines()
