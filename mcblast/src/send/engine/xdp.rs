@@ -452,7 +452,16 @@ impl XdpEngine {
             self.xsk.set_tx_desc(start.wrapping_add(i), invalid_addr, 0, 0);
         }
         let before = self.xsk.tx_stats().map_err(|e| format!("XDP_STATISTICS: {e}"))?.0;
-        let _ = self.xsk.kick();
+        // The kernel publishes its consumer index only when it next looks
+        // for descriptors and finds its cached ones used up, so a kick that
+        // ends on skipped descriptors leaves it behind: a second kick
+        // publishes it (bounded: a few kicks, each with nothing to send).
+        for _ in 0..4 {
+            let _ = self.xsk.kick();
+            if self.xsk.tx_consumer() == self.xsk.tx_producer() {
+                break;
+            }
+        }
         let after = self.xsk.tx_stats().map_err(|e| format!("XDP_STATISTICS: {e}"))?.0;
         if self.xsk.tx_consumer() != self.xsk.tx_producer() {
             return Err("the AF_XDP TX ring did not drain after a failed send; cannot account for its frames".into());
