@@ -139,7 +139,7 @@ fn raw_checker(lab: &Lab, node: &str, run: u32, length: usize) -> NodeThread<Raw
         let mut raw = Raw::default();
         let mut buf = vec![0u8; 65536];
         let deadline = Instant::now() + Duration::from_secs(30);
-        let mut bad = |raw: &mut Raw, why: String| {
+        let bad = |raw: &mut Raw, why: String| {
             raw.bad_count += 1;
             if raw.bad.len() < 5 {
                 raw.bad.push(why);
@@ -170,7 +170,15 @@ fn raw_checker(lab: &Lab, node: &str, run: u32, length: usize) -> NodeThread<Raw
                         continue;
                     }
                     if let Some(i) = (HEADER_LEN..n).find(|&i| d[i] != filler_byte(i - HEADER_LEN)) {
-                        bad(&mut raw, format!("seq {}: byte {i} is {:#04x}, sent {:#04x}", h.seq, d[i], filler_byte(i - HEADER_LEN)));
+                        bad(
+                            &mut raw,
+                            format!(
+                                "seq {}: byte {i} is {:#04x}, sent {:#04x}",
+                                h.seq,
+                                d[i],
+                                filler_byte(i - HEADER_LEN)
+                            ),
+                        );
                         continue;
                     }
                     let q = h.seq as usize;
@@ -230,7 +238,10 @@ fn paced_xdp_delivers_every_datagram_once_with_every_byte_right() {
         let recvs: Vec<Recv> = ["r1", "r2"].iter().map(|n| start_recv(&lab, n, &["--run-id", &run])).collect();
         let checker = raw_checker(&lab, "r3", 100 + k as u32, length);
         lab.wait_members(GROUP, &lab.receivers(), Duration::from_secs(15)).expect("joins");
-        let (_, s) = sender_done(spawn_send(&lab, &["--pps", "4000", "-n", "1500", "-l", &length.to_string(), "--run-id", &run]));
+        let (_, s) = sender_done(spawn_send(
+            &lab,
+            &["--pps", "4000", "-n", "1500", "-l", &length.to_string(), "--run-id", &run],
+        ));
         let sent = s["sent"].as_u64().unwrap();
         assert_eq!(sent, 1500, "{s}");
         assert_eq!(s["bytes"].as_u64(), Some(sent * length as u64), "{s}");

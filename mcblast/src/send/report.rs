@@ -32,6 +32,10 @@ struct WithXdpMode<'a, T: serde::Serialize> {
     xdp_mode: Option<&'a str>,
 }
 
+fn emit_with_mode<T: serde::Serialize>(out: &mut Printer, xdp_mode: Option<&str>, ty: &str, v: &T) -> io::Result<()> {
+    out.emit(ty, &WithXdpMode { inner: v, xdp_mode })
+}
+
 /// `1.50 MiB`.
 pub fn fmt_bytes(b: u64) -> String {
     let b = b as f64;
@@ -79,9 +83,11 @@ pub fn begin(out: &mut Printer, p: &Plan, run: u32) -> io::Result<()> {
 pub fn begin_with_mode(out: &mut Printer, p: &Plan, run: u32, xdp_mode: Option<&str>) -> io::Result<()> {
     let target_pps = p.pps;
     let target_bps = p.pps.map(|pps| pps * p.length as f64 * 8.0);
-    out.emit(
+    emit_with_mode(
+        out,
+        xdp_mode,
         "begin",
-        &WithXdpMode { xdp_mode, inner: &SendBegin {
+        &SendBegin {
             role: "send",
             version: env!("CARGO_PKG_VERSION"),
             run,
@@ -96,7 +102,7 @@ pub fn begin_with_mode(out: &mut Printer, p: &Plan, run: u32, xdp_mode: Option<&
             target_pps,
             time_s: p.duration_s,
             count: p.count,
-        } },
+        },
     )?;
     if out.json() {
         return Ok(());
@@ -281,7 +287,7 @@ pub fn summary_of(f: &Final<'_>) -> SendSummary {
 /// The summary line / block.
 pub fn summary(out: &mut Printer, f: &Final<'_>) -> io::Result<()> {
     let s = summary_of(f);
-    out.emit("summary", &WithXdpMode { inner: &s, xdp_mode: f.xdp_mode })?;
+    emit_with_mode(out, f.xdp_mode, "summary", &s)?;
     if out.json() {
         return Ok(());
     }

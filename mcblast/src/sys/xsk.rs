@@ -231,7 +231,10 @@ impl Xsk {
         };
         step("XDP_MMAP_OFFSETS", cvt(rc))?;
         if len as usize != std::mem::size_of::<libc::xdp_mmap_offsets>() {
-            return Err(XskError { step: "XDP_MMAP_OFFSETS (pre-5.4 kernel layout)", err: io::Error::from_raw_os_error(libc::ENOTSUP) });
+            return Err(XskError {
+                step: "XDP_MMAP_OFFSETS (pre-5.4 kernel layout)",
+                err: io::Error::from_raw_os_error(libc::ENOTSUP),
+            });
         }
         let desc = std::mem::size_of::<libc::xdp_desc>();
         let tx_map = step(
@@ -363,10 +366,7 @@ impl Xsk {
         // entries the kernel may be reading (copy mode reads only during
         // our own syscalls, which cannot run while we hold `&mut self`).
         unsafe {
-            std::ptr::write_volatile(
-                self.tx.desc.cast::<libc::xdp_desc>().add((idx & self.tx.mask) as usize),
-                d,
-            )
+            std::ptr::write_volatile(self.tx.desc.cast::<libc::xdp_desc>().add((idx & self.tx.mask) as usize), d)
         };
         true
     }
@@ -383,7 +383,8 @@ impl Xsk {
     pub fn kick(&self) -> io::Result<()> {
         // SAFETY: a zero-length send with no buffer and no address, the
         // AF_XDP wake-up; the kernel reads nothing from userspace.
-        let rc = unsafe { libc::sendto(self.fd.as_raw_fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0) };
+        let rc =
+            unsafe { libc::sendto(self.fd.as_raw_fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0) };
         if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
     }
 
@@ -437,5 +438,7 @@ pub fn tx_queues(ifname: &str) -> u32 {
 pub fn mac_address(ifname: &str) -> io::Result<[u8; 6]> {
     let s = std::fs::read_to_string(format!("/sys/class/net/{ifname}/address"))?;
     let parts: Vec<u8> = s.trim().split(':').filter_map(|h| u8::from_str_radix(h, 16).ok()).collect();
-    parts.try_into().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("{ifname} has no Ethernet address")))
+    parts
+        .try_into()
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("{ifname} has no Ethernet address")))
 }

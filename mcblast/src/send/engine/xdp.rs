@@ -189,10 +189,15 @@ pub fn check_plan(p: &Plan) -> Result<()> {
         bail!("the xdp engine needs an interface (it builds whole Ethernet frames): give one with -I, e.g. -I eth0");
     };
     if ifc.addr.is_none() {
-        bail!("the xdp engine needs an IPv4 address on {} for the frames' source; add one, or use --engine mmsg", ifc.name);
+        bail!(
+            "the xdp engine needs an IPv4 address on {} for the frames' source; add one, or use --engine mmsg",
+            ifc.name
+        );
     }
     if p.loopback {
-        bail!("--loop does not work with the xdp engine (its frames bypass the IP stack); use --engine mmsg for local listeners");
+        bail!(
+            "--loop does not work with the xdp engine (its frames bypass the IP stack); use --engine mmsg for local listeners"
+        );
     }
     let packet = p.length + IP_UDP_OVERHEAD;
     if packet > ifc.mtu as usize {
@@ -249,10 +254,12 @@ fn explain(e: &XskError, ifname: &str, queue: u32, length: usize, sg: bool) -> S
         }
         ("XDP_UMEM_REG", Some(libc::EPERM | libc::ENOMEM | libc::ENOBUFS)) => format!(
             "cannot lock {} MiB of UMEM: raise the locked-memory limit (ulimit -l) or run as root; or use --engine mmsg",
-            SLOTS * descs_for(length + L2_L4) * CHUNK >> 20
+            (SLOTS * descs_for(length + L2_L4) * CHUNK) >> 20
         ),
         ("bind", Some(libc::EBUSY)) => {
-            format!("queue {queue} of {ifname} already has an AF_XDP socket (another sender?); stop it, or use --engine mmsg")
+            format!(
+                "queue {queue} of {ifname} already has an AF_XDP socket (another sender?); stop it, or use --engine mmsg"
+            )
         }
         ("bind", Some(libc::EINVAL)) if sg => format!(
             "this kernel refuses multi-buffer AF_XDP frames (XDP_USE_SG), which -l {length} needs; use -l {} or less, or --engine mmsg",
@@ -372,7 +379,8 @@ impl XdpEngine {
             }
         }
         let desc_len = frame.chunks(CHUNK).map(|c| c.len() as u32).collect();
-        let budget = xsk.raise_tx_budget(XDP_MAX_TX_SKB_BUDGET, (slots * per) as u32).unwrap_or(DEFAULT_BUDGET) as usize;
+        let budget =
+            xsk.raise_tx_budget(XDP_MAX_TX_SKB_BUDGET, (slots * per) as u32).unwrap_or(DEFAULT_BUDGET) as usize;
         XdpEngine {
             flows,
             template,
