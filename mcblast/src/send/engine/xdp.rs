@@ -669,6 +669,36 @@ mod tests {
         }
     }
 
+    fn plan(args: &[&str]) -> Plan {
+        use clap::Parser;
+        let mut v = vec!["mcblast", "send", "-e", "xdp"];
+        v.extend_from_slice(args);
+        let crate::cli::Command::Send(a) = crate::cli::Cli::try_parse_from(v).unwrap().command else { unreachable!() };
+        Plan::resolve(&a, &crate::send::plan::System).unwrap()
+    }
+
+    fn refusal(args: &[&str]) -> String {
+        let e = check_plan(&plan(args)).unwrap_err().to_string();
+        assert!(!e.contains('\n'), "one line: {e}");
+        e
+    }
+
+    #[test]
+    fn plans_it_cannot_send_are_refused_with_the_way_out() {
+        let e = refusal(&["-I", "lo", "--loop"]);
+        assert!(e.contains("--loop") && e.contains("--engine mmsg"), "{e}");
+        // Loopback has one TX queue: one AF_XDP socket, one worker.
+        let e = refusal(&["-I", "lo", "--threads", "2", "--flows", "2"]);
+        assert!(e.contains("--threads 2 needs 2 queues on lo") && e.contains("use --threads 1"), "{e}");
+        let mtu = crate::iface::lookup("lo").unwrap().mtu as usize;
+        if mtu <= 65_000 {
+            let big = (mtu - 27).to_string();
+            let e = refusal(&["-I", "lo", "-l", &big, "--allow-fragments"]);
+            assert!(e.contains("does not fragment") && e.contains("--engine mmsg"), "{e}");
+        }
+        assert!(check_plan(&plan(&["-I", "lo", "-l", "8192"])).is_ok());
+    }
+
     #[test]
     fn descriptors_per_frame() {
         assert_eq!(descs_for(64 + L2_L4), 1);
