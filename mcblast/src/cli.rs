@@ -225,6 +225,8 @@ pub enum OnOff {
 pub enum Engine {
     Socket,
     Mmsg,
+    /// AF_XDP: whole frames through a UMEM and TX ring (zero-copy where the driver can).
+    Xdp,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -69,8 +69,17 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
         sockets.push(Some(FlowSocket { id: f.id, socket: s }));
     }
 
+    // The xdp engine's AF_XDP sockets, one per worker, before anything is sent.
+    let (mut xdp, xdp_mode) = match plan.engine {
+        crate::cli::Engine::Xdp => {
+            let (setups, mode) = engine::xdp::open_all(&plan, &src_ports)?;
+            (setups.into_iter().map(Some).collect(), Some(mode.name()))
+        }
+        _ => (Vec::new(), None),
+    };
+
     let mut out = Printer::new(plan.json);
-    report::begin(&mut out, &plan, run_id)?;
+    report::begin_with_mode(&mut out, &plan, run_id, xdp_mode)?;
 
     let counters: Arc<[WorkerCounters]> = (0..plan.workers.len()).map(|_| WorkerCounters::default()).collect();
     let abort = Arc::new(AtomicBool::new(false));
@@ -93,6 +102,7 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
             flows,
             counters: counters.clone(),
             abort: abort.clone(),
+            xdp: xdp.get_mut(w.index).and_then(Option::take),
         };
         match worker.spawn(ready_tx.clone(), start_rx) {
             Ok(h) => handles.push(h),
@@ -160,6 +170,7 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
             src_ports: &src_ports,
             cpu_s: crate::sys::process_cpu_seconds(),
             pacing: outcomes.iter().filter_map(|o| o.pacing).reduce(PaceStats::merge),
+            xdp_mode,
         },
     )?;
     if let Some(msg) = outcomes.into_iter().find_map(|o| o.fatal) {

@@ -18,7 +18,22 @@ fn engine_name(p: &Plan) -> String {
     match p.engine {
         crate::cli::Engine::Socket => "socket".into(),
         crate::cli::Engine::Mmsg => "mmsg".into(),
+        crate::cli::Engine::Xdp => "xdp".into(),
     }
+}
+
+/// A JSON line with `xdp_mode` (`"zerocopy"`/`"copy"`) added when the xdp
+/// engine runs; without it the line is unchanged.
+#[derive(serde::Serialize)]
+struct WithXdpMode<'a, T: serde::Serialize> {
+    #[serde(flatten)]
+    inner: &'a T,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    xdp_mode: Option<&'a str>,
+}
+
+fn emit_with_mode<T: serde::Serialize>(out: &mut Printer, xdp_mode: Option<&str>, ty: &str, v: &T) -> io::Result<()> {
+    out.emit(ty, &WithXdpMode { inner: v, xdp_mode })
 }
 
 /// `1.50 MiB`.
@@ -61,9 +76,16 @@ pub fn rates(c: &Counts, secs: f64) -> (f64, f64) {
 
 /// The begin line.
 pub fn begin(out: &mut Printer, p: &Plan, run: u32) -> io::Result<()> {
+    begin_with_mode(out, p, run, None)
+}
+
+/// The begin line, with the xdp engine's mode when it runs.
+pub fn begin_with_mode(out: &mut Printer, p: &Plan, run: u32, xdp_mode: Option<&str>) -> io::Result<()> {
     let target_pps = p.pps;
     let target_bps = p.pps.map(|pps| pps * p.length as f64 * 8.0);
-    out.emit(
+    emit_with_mode(
+        out,
+        xdp_mode,
         "begin",
         &SendBegin {
             role: "send",
@@ -107,11 +129,14 @@ pub fn begin(out: &mut Printer, p: &Plan, run: u32) -> io::Result<()> {
         (None, Some(n)) => format!("{n} datagrams per flow"),
         (None, None) => "Ctrl-C".into(),
     };
+    let engine = match xdp_mode {
+        Some(m) => format!("{} ({m} mode)", engine_name(p)),
+        None => engine_name(p),
+    };
     let mut text = format!(
-        "mcblast send: run {run:08x}, engine {}, {} flow(s) on {} thread(s), {pin}\n\
+        "mcblast send: run {run:08x}, engine {engine}, {} flow(s) on {} thread(s), {pin}\n\
          \x20 to {} via {via}, TTL {}, loop {}\n\
          \x20 {}-byte datagrams ({}-byte IP packets{}), {rate}, until {until}\n",
-        engine_name(p),
         p.flows.len(),
         p.workers.len(),
         groups.join(" "),
@@ -218,6 +243,8 @@ pub struct Final<'a> {
     pub cpu_s: f64,
     /// All workers' pacing (None: not paced).
     pub pacing: Option<PaceStats>,
+    /// The xdp engine's mode (None: another engine).
+    pub xdp_mode: Option<&'a str>,
 }
 
 pub fn summary_of(f: &Final<'_>) -> SendSummary {
@@ -260,7 +287,7 @@ pub fn summary_of(f: &Final<'_>) -> SendSummary {
 /// The summary line / block.
 pub fn summary(out: &mut Printer, f: &Final<'_>) -> io::Result<()> {
     let s = summary_of(f);
-    out.emit("summary", &s)?;
+    emit_with_mode(out, f.xdp_mode, "summary", &s)?;
     if out.json() {
         return Ok(());
     }
@@ -369,6 +396,7 @@ mod tests {
             src_ports: &[4000],
             cpu_s: 0.5,
             pacing: Some(PaceStats { slips: 4, deficit: 5_000.4, gap_min_ns: Some(150_000), gap_max_ns: Some(9_000_000) }),
+            xdp_mode: None,
         };
         let s = summary_of(&f);
         assert_eq!((s.target_pps, s.target_bps), (Some(10_000.0), Some(100e6)));

@@ -12,7 +12,8 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::thread::JoinHandle;
 
 use super::counters::{Counts, WorkerCounters};
-use super::engine::{Engine, FlowSocket, MmsgEngine, SocketEngine, Template};
+use super::engine::xdp::XdpSetup;
+use super::engine::{Engine, FlowSocket, MmsgEngine, SocketEngine, Template, XdpEngine};
 use super::pacer::{PaceStats, Pacer, Step, batch_len, quantum};
 use crate::cli;
 use crate::clock::mono_ns;
@@ -75,6 +76,8 @@ pub struct Worker {
     pub counters: Arc<[WorkerCounters]>,
     /// Set by any worker that gives up, so the others stop too.
     pub abort: Arc<AtomicBool>,
+    /// The xdp engine's AF_XDP socket for this worker (opened before the run).
+    pub xdp: Option<XdpSetup>,
 }
 
 /// What a worker reports when it is done.
@@ -184,12 +187,19 @@ impl Worker {
             // Paced: wake when asked, not up to 50 µs later. Failure only costs precision.
             let _ = set_timer_slack_ns(1_000);
         }
-        let Worker { index, pps, engine, batch, count, duration_ns, template, flows, counters, abort, .. } = self;
+        let Worker { index, pps, engine, batch, count, duration_ns, template, flows, counters, abort, xdp, .. } = self;
         let ids: Vec<u32> = flows.iter().map(|f| f.id).collect();
         let ctx = Ctx { index, pps, batch, count, duration_ns, length: template.length as u64, ids, counters, abort };
         match engine {
             cli::Engine::Socket => ctx.go(SocketEngine::new(flows, template), ready, start),
             cli::Engine::Mmsg => ctx.go(MmsgEngine::new(flows, template, batch), ready, start),
+            cli::Engine::Xdp => match xdp {
+                Some(x) => ctx.go(XdpEngine::new(flows, template, x), ready, start),
+                None => {
+                    let _ = ready.send((index, Err(format!("worker {index}: no AF_XDP socket was opened for it"))));
+                    idle
+                }
+            },
         }
     }
 }

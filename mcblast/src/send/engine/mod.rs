@@ -17,9 +17,11 @@ use mcblast_common::wire::{FLAG_CLOCK_SYNCED, FLAG_TAI_SHIFT, HEADER_LEN, Header
 
 pub mod mmsg;
 pub mod socket;
+pub mod xdp;
 
 pub use mmsg::MmsgEngine;
 pub use socket::SocketEngine;
+pub use xdp::XdpEngine;
 
 /// What one send call achieved.
 #[derive(Debug)]
