@@ -299,21 +299,25 @@ fn xdp_checks(i: &crate::iface::Iface) -> Vec<Check> {
     };
     v.push(check_line("interface driver", None, drv.as_deref().unwrap_or("unknown").to_string(), how_drv.clone()));
     v.push(check_line("interface MTU", None, i.mtu.to_string(), format!("/sys/class/net/{}/mtu", i.name)));
-    let (native, limit, how) = match drv.as_deref() {
+    let (native, limit, limit_how, how) = match drv.as_deref() {
         Ok("veth") => (
             Some(true),
-            "no fixed limit for a multi-buffer program (mcblast's counter is one); about 3.5 KB for a single-buffer program".to_string(),
-            "veth implements native XDP (since Linux 4.19); known from the driver name, nothing attached".to_string(),
+            "~73 KB",
+            "veth: one page less headroom (about 3.5 KB) for a single-buffer program, plus 17 pages for a \
+             multi-buffer (frags) program such as mcblast's counter; from the driver name",
+            "veth implements native XDP (since Linux 4.19); known from the driver name, nothing attached",
         ),
         Ok("ena") => (
             Some(true),
-            "about 3.5 KB (ENA has no XDP multi-buffer): 8220-byte packets need generic XDP".to_string(),
-            "ENA implements native XDP; known from the driver name, nothing attached".to_string(),
+            "~3.5 KB",
+            "ENA has no XDP multi-buffer: 8220-byte packets need generic XDP; from the driver name",
+            "ENA implements native XDP; known from the driver name, nothing attached",
         ),
         _ => (
             None,
-            "unknown".to_string(),
-            "not attached (probe attaches nothing); `mcblast recv --xdp-mode native` tells".to_string(),
+            "unknown",
+            "known only for veth and ENA; nothing attached",
+            "not attached (probe attaches nothing); `mcblast recv --xdp-mode native` tells",
         ),
     };
     v.push(check_line(
@@ -326,7 +330,7 @@ fn xdp_checks(i: &crate::iface::Iface) -> Vec<Check> {
         },
         how,
     ));
-    v.push(check_line("XDP native MTU limit", None, limit, how_drv));
+    v.push(check_line("XDP native MTU limit", None, limit, format!("{limit_how} ({how_drv})")));
     let bpf = std::path::Path::new("/sys/fs/bpf").exists() || std::path::Path::new("/sys/kernel/btf/vmlinux").exists();
     v.push(check_line(
         "XDP generic",

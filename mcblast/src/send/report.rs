@@ -78,7 +78,7 @@ pub fn begin(out: &mut Printer, p: &Plan, run: u32) -> io::Result<()> {
     if !out.json()
         && let Some(why) = &p.engine_reason
     {
-        eprintln!("mcblast: engine auto: {} ({why})", p.engine.name());
+        eprintln!("mcblast: engine auto chose {}: {why}", p.engine.name());
     }
     out.emit(
         "begin",
