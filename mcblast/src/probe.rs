@@ -62,7 +62,9 @@ pub fn engine_support(iface: Option<&str>) -> EngineSupport {
             let zc = match (&uring, p.send_zc) {
                 (Err(e), _) => Err(e.clone()),
                 (Ok(_), true) => Ok("IORING_REGISTER_PROBE: IORING_OP_SEND_ZC supported".to_string()),
-                (Ok(_), false) => Err("IORING_REGISTER_PROBE: IORING_OP_SEND_ZC not supported (kernel before 6.0)".into()),
+                (Ok(_), false) => {
+                    Err("IORING_REGISTER_PROBE: IORING_OP_SEND_ZC not supported (kernel before 6.0)".into())
+                }
             };
             (uring, zc)
         }
@@ -89,7 +91,9 @@ fn gso_kernel() -> Verdict {
 fn gso_iface(iface: &str) -> Verdict {
     match crate::sys::probe::tx_checksum(iface) {
         Ok(true) => Ok(format!("{iface} checksums in hardware (ETHTOOL_GTXCSUM on)")),
-        Ok(false) => Err(format!("{iface} does not checksum in hardware (ETHTOOL_GTXCSUM off): the kernel refuses UDP GSO sends with EIO")),
+        Ok(false) => Err(format!(
+            "{iface} does not checksum in hardware (ETHTOOL_GTXCSUM off): the kernel refuses UDP GSO sends with EIO"
+        )),
         Err(e) => Err(format!("ETHTOOL_GTXCSUM on {iface} failed: {e}")),
     }
 }
@@ -189,7 +193,12 @@ pub fn run(a: ProbeArgs) -> Result<ExitCode> {
                 ("io_uring IORING_OP_SEND_ZC", p.send_zc, "IORING_OP_SEND_ZC"),
                 ("io_uring IORING_OP_SENDMSG_ZC", p.sendmsg_zc, "IORING_OP_SENDMSG_ZC"),
             ] {
-                checks.push(check_line(n, Some(ok), if ok { "yes" } else { "no" }, format!("IORING_REGISTER_PROBE lists {op} as {}", if ok { "supported" } else { "unsupported" })));
+                checks.push(check_line(
+                    n,
+                    Some(ok),
+                    if ok { "yes" } else { "no" },
+                    format!("IORING_REGISTER_PROBE lists {op} as {}", if ok { "supported" } else { "unsupported" }),
+                ));
             }
             checks.push(check_line(
                 "io_uring IORING_FEAT_EXT_ARG",
@@ -209,10 +218,14 @@ pub fn run(a: ProbeArgs) -> Result<ExitCode> {
     checks.push(gso_loopback());
     match &name {
         Some(n) => checks.push(verdict("UDP GSO (device checksum offload)", &gso_iface(n), "")),
-        None => checks.push(check_line("UDP GSO (device checksum offload)", None, "not checked", "no --interface given")),
+        None => {
+            checks.push(check_line("UDP GSO (device checksum offload)", None, "not checked", "no --interface given"))
+        }
     }
     checks.push(match crate::sys::probe::af_xdp_socket() {
-        Ok(()) => check_line("AF_XDP socket", Some(true), "yes", "socket(AF_XDP, SOCK_RAW, 0) succeeded (and was closed)"),
+        Ok(()) => {
+            check_line("AF_XDP socket", Some(true), "yes", "socket(AF_XDP, SOCK_RAW, 0) succeeded (and was closed)")
+        }
         Err(e) => check_line("AF_XDP socket", Some(false), "no", format!("socket(AF_XDP, SOCK_RAW, 0) failed: {e}")),
     });
     if let Some(i) = &iface {
@@ -247,12 +260,7 @@ pub fn run(a: ProbeArgs) -> Result<ExitCode> {
         for c in &out.checks {
             t.push_str(&format!("{:<36} {:<12} {}\n", c.name, c.value, c.how));
         }
-        t.push_str(&format!(
-            "{:<36} {:<12} {}",
-            "send --engine auto would use",
-            out.auto_engine,
-            out.auto_reason
-        ));
+        t.push_str(&format!("{:<36} {:<12} {}", "send --engine auto would use", out.auto_engine, out.auto_reason));
         p.human(&t)?;
     }
     Ok(ExitCode::SUCCESS)
@@ -266,7 +274,12 @@ fn gso_loopback() -> Check {
         return check_line(NAME, None, "not tried", "loopback is down in this network namespace");
     }
     match gso_loopback_send() {
-        Ok(()) => check_line(NAME, Some(true), "yes", "one sendmsg with a UDP_SEGMENT cmsg to 127.0.0.1 arrived as 2 datagrams"),
+        Ok(()) => check_line(
+            NAME,
+            Some(true),
+            "yes",
+            "one sendmsg with a UDP_SEGMENT cmsg to 127.0.0.1 arrived as 2 datagrams",
+        ),
         Err(e) => check_line(NAME, Some(false), "no", format!("sendmsg with a UDP_SEGMENT cmsg to 127.0.0.1: {e}")),
     }
 }
@@ -351,7 +364,9 @@ fn btf_check() -> Check {
 /// The `skb:kfree_skb` tracepoint's format, from tracefs or debugfs.
 fn kfree_skb_check() -> Check {
     const NAME: &str = "tracepoint skb:kfree_skb reason";
-    for p in ["/sys/kernel/tracing/events/skb/kfree_skb/format", "/sys/kernel/debug/tracing/events/skb/kfree_skb/format"] {
+    for p in
+        ["/sys/kernel/tracing/events/skb/kfree_skb/format", "/sys/kernel/debug/tracing/events/skb/kfree_skb/format"]
+    {
         if let Ok(f) = std::fs::read_to_string(p) {
             let has = f.lines().any(|l| l.trim_start().starts_with("field:") && l.contains(" reason;"));
             return check_line(
@@ -362,7 +377,9 @@ fn kfree_skb_check() -> Check {
             );
         }
     }
-    if std::path::Path::new("/sys/kernel/tracing/events").exists() || std::path::Path::new("/sys/kernel/debug/tracing/events").exists() {
+    if std::path::Path::new("/sys/kernel/tracing/events").exists()
+        || std::path::Path::new("/sys/kernel/debug/tracing/events").exists()
+    {
         return check_line(NAME, Some(false), "no", "tracefs is mounted but has no skb/kfree_skb");
     }
     // No tracefs: the kernel's BTF has the tracepoint's typedef (what

@@ -48,7 +48,19 @@ impl Drop for Recv {
 fn start_recv(lab: &Lab, node: &str, flows: usize) -> Recv {
     let flows = flows.to_string();
     let argv = [
-        "mcblast", "recv", "--interface", "eth0", "--json", "-i", "0", "-t", "30", "--grace", "0.5", "--expect-flows", &flows,
+        "mcblast",
+        "recv",
+        "--interface",
+        "eth0",
+        "--json",
+        "-i",
+        "0",
+        "-t",
+        "30",
+        "--grace",
+        "0.5",
+        "--expect-flows",
+        &flows,
     ];
     let mut child = lab.exec_cmd(node, &argv).stdout(Stdio::piped()).spawn().expect("spawn recv");
     let mut out = BufReader::new(child.stdout.take().unwrap());
@@ -84,8 +96,23 @@ struct SendRun {
 fn send(lab: &Lab, engine: &str, length: usize) -> SendRun {
     let len = length.to_string();
     let n = COUNT.to_string();
-    let argv =
-        ["mcblast", "send", "--interface", "eth0", "--json", "-i", "0", "--engine", engine, "-l", &len, "-n", &n, "--pps", PPS];
+    let argv = [
+        "mcblast",
+        "send",
+        "--interface",
+        "eth0",
+        "--json",
+        "-i",
+        "0",
+        "--engine",
+        engine,
+        "-l",
+        &len,
+        "-n",
+        &n,
+        "--pps",
+        PPS,
+    ];
     let out = lab.exec_cmd("sender", &argv).output().expect("run sender");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{engine} -l {length}: sender failed: {stderr}");
@@ -135,10 +162,9 @@ fn conformance(engine: &str, tag: &str) {
             assert_eq!(flows.len(), runs.len(), "{engine} {node} {counter}: one flow per run: {s}");
             assert_eq!(s["foreign"].as_u64(), Some(0), "{engine} {node} {counter}");
             for run in &runs {
-                let f = flows
-                    .iter()
-                    .find(|f| f["run"].as_u64() == Some(run.run))
-                    .unwrap_or_else(|| panic!("{engine} {node} {counter}: no flow of run {:x} (-l {})", run.run, run.length));
+                let f = flows.iter().find(|f| f["run"].as_u64() == Some(run.run)).unwrap_or_else(|| {
+                    panic!("{engine} {node} {counter}: no flow of run {:x} (-l {})", run.run, run.length)
+                });
                 let what = format!("{engine} -l {} {node} {counter}: {f}", run.length);
                 assert_eq!(f["received"].as_u64(), Some(run.sent), "{what}");
                 assert_eq!(f["expected"].as_u64(), Some(run.sent), "{what}");
@@ -186,7 +212,8 @@ fn uring_zerocopy_delivers_every_datagram_once() {
     }
     let probe = std::process::Command::new(BIN).args(["probe", "--json"]).output().unwrap();
     let v: Value = serde_json::from_slice(&probe.stdout).unwrap();
-    let zc = v["checks"].as_array().unwrap().iter().any(|c| c["name"] == "io_uring IORING_OP_SEND_ZC" && c["ok"] == true);
+    let zc =
+        v["checks"].as_array().unwrap().iter().any(|c| c["name"] == "io_uring IORING_OP_SEND_ZC" && c["ok"] == true);
     if !zc {
         eprintln!("SKIP: no IORING_OP_SEND_ZC here");
         return;
@@ -202,8 +229,22 @@ fn conformance_zc() {
     lab.wait_members(Ipv4Addr::new(239, 0, 0, 1), &lab.receivers(), Duration::from_secs(15)).expect("joins");
     let n = COUNT.to_string();
     let argv = [
-        "mcblast", "send", "--interface", "eth0", "--json", "-i", "0", "--engine", "uring", "--zerocopy", "-l", "8192", "-n", &n,
-        "--pps", PPS,
+        "mcblast",
+        "send",
+        "--interface",
+        "eth0",
+        "--json",
+        "-i",
+        "0",
+        "--engine",
+        "uring",
+        "--zerocopy",
+        "-l",
+        "8192",
+        "-n",
+        &n,
+        "--pps",
+        PPS,
     ];
     let out = lab.exec_cmd("sender", &argv).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -219,7 +260,11 @@ fn conformance_zc() {
             let f = &s["flows"][0];
             let what = format!("zerocopy {node} {counter}: {f}");
             assert_eq!(f["received"].as_u64(), Some(COUNT), "{what}");
-            assert_eq!((f["lost"].as_u64(), f["duplicates"].as_u64(), f["reordered"].as_u64()), (Some(0), Some(0), Some(0)), "{what}");
+            assert_eq!(
+                (f["lost"].as_u64(), f["duplicates"].as_u64(), f["reordered"].as_u64()),
+                (Some(0), Some(0), Some(0)),
+                "{what}"
+            );
             assert_eq!(f["bytes"].as_u64(), Some(COUNT * 8192), "{what}");
             assert_eq!(f["ended"], true, "{what}");
         }

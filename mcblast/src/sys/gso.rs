@@ -58,7 +58,7 @@ impl GsoBuf {
     pub fn new(datagram: &[u8], segs: usize) -> GsoBuf {
         let length = datagram.len();
         assert!(length > 0 && length <= u16::MAX as usize, "segment size {length}");
-        assert!(segs >= 1 && segs <= MAX_SEGMENTS && segs * length <= MAX_PAYLOAD, "{segs} x {length}");
+        assert!((1..=MAX_SEGMENTS).contains(&segs) && segs * length <= MAX_PAYLOAD, "{segs} x {length}");
         let mut buf = vec![0u8; segs * length].into_boxed_slice();
         for chunk in buf.chunks_exact_mut(length) {
             chunk.copy_from_slice(datagram);

@@ -93,7 +93,13 @@ impl UringSender {
     /// `n` slots of `length`-byte datagrams starting as `datagram` (header,
     /// then filler), on sockets `fds`; zero-copy sends with `zerocopy`.
     /// Build it on the thread that sends: the ring is single-issuer.
-    pub fn new(fds: Vec<RawFd>, datagram: &[u8], n: usize, zerocopy: bool, timeout: Duration) -> io::Result<UringSender> {
+    pub fn new(
+        fds: Vec<RawFd>,
+        datagram: &[u8],
+        n: usize,
+        zerocopy: bool,
+        timeout: Duration,
+    ) -> io::Result<UringSender> {
         assert!(n > 0 && datagram.len() >= HEADER_LEN && !fds.is_empty());
         let entries = (2 * n).next_power_of_two().max(8) as u32;
         // Task work only when we wait (we always do): fewer interruptions.
@@ -264,7 +270,8 @@ impl UringSender {
                 continue;
             }
             if cancelled {
-                let why = format!("io_uring: {} sends neither completed nor were cancelled in {CANCEL_WAIT:?}", n - done);
+                let why =
+                    format!("io_uring: {} sends neither completed nor were cancelled in {CANCEL_WAIT:?}", n - done);
                 self.poisoned = Some(why.clone());
                 return (0, Some(io::Error::other(why)));
             }
