@@ -36,7 +36,7 @@ fn list<T: std::str::FromStr>(s: &str) -> Result<Vec<T>> {
 fn opts() -> Result<Opts> {
     let mut o = Opts {
         mcblast: std::env::current_exe()?.with_file_name("mcblast"),
-        engines: vec!["socket".into(), "mmsg".into()],
+        engines: vec!["socket".into(), "mmsg".into(), "gso".into(), "uring".into()],
         lengths: vec![512, 1470, 8192],
         receivers: vec![1, 9],
         seconds: 5.0,

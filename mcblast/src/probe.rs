@@ -14,11 +14,12 @@ use crate::output::Printer;
 use crate::sys::gso::max_segments;
 
 /// The engines `auto` tries, fastest first: the order measured on the lab
-/// (`cargo xtask bench --engines socket,mmsg,gso,uring`, see the README's
-/// performance section). gso was ×1.7–2.9 the others in every run; uring
-/// against mmsg went either way by up to 20 % between runs, so the simpler
-/// mmsg comes first.
-pub const PREFERENCE: [Engine; 4] = [Engine::Gso, Engine::Mmsg, Engine::Uring, Engine::Socket];
+/// (`cargo xtask bench`, see the README's performance section). gso was
+/// ×1.6–3.7 the socket engine in every case; mmsg about ×1 (0.94–1.09);
+/// uring below both on a quiet machine (×0.86–0.98), so it comes last and
+/// `auto` never picks it while socket works; it stays for machines where
+/// it measures better (`--engine uring`).
+pub const PREFERENCE: [Engine; 4] = [Engine::Gso, Engine::Mmsg, Engine::Socket, Engine::Uring];
 
 /// Whether an engine can run here: `Ok(how it was determined)` or
 /// `Err(which probe failed, and why)`.
