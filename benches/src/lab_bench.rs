@@ -6,6 +6,7 @@
 //! noisy: absolute figures drift, ratios hold).
 //!
 //! Run it with `cargo xtask bench` (builds release binaries, needs root).
+//! Engines are `mcblast send --engine` names; `uring+zc` adds `--zerocopy`.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -35,7 +36,7 @@ fn list<T: std::str::FromStr>(s: &str) -> Result<Vec<T>> {
 fn opts() -> Result<Opts> {
     let mut o = Opts {
         mcblast: std::env::current_exe()?.with_file_name("mcblast"),
-        engines: vec!["socket".into(), "mmsg".into()],
+        engines: vec!["socket".into(), "mmsg".into(), "gso".into(), "uring".into()],
         lengths: vec![512, 1470, 8192],
         receivers: vec![1, 9],
         seconds: 5.0,
@@ -57,7 +58,7 @@ fn opts() -> Result<Opts> {
             "--out" => o.out = v.into(),
             "--reference" => o.reference = v,
             a => bail!(
-                "unknown argument {a}; usage: lab-bench [--engines socket,mmsg] [--lengths 512,1470,8192] [--receivers 1,9] [--seconds 5] [--repeats 3] [--reference socket] [--out PATH] [--mcblast BIN]"
+                "unknown argument {a}; usage: lab-bench [--engines socket,mmsg,gso,uring,uring+zc] [--lengths 512,1470,8192] [--receivers 1,9] [--seconds 5] [--repeats 3] [--reference socket] [--out PATH] [--mcblast BIN]"
             ),
         }
         i += 2;
@@ -135,9 +136,16 @@ fn run_case(lab: &Lab, o: &Opts, engine: &str, length: usize) -> Result<Sample> 
     lab.wait_members("239.0.0.1".parse()?, &lab.receivers(), Duration::from_secs(15))?;
     let secs = format!("{}", o.seconds);
     let len = length.to_string();
-    let out = lab
-        .exec_cmd("sender", &["mcblast", "send", "--interface", "eth0", "--engine", engine, "-l", &len, "-t", &secs, "--json", "-i", "0"])
-        .output()?;
+    // `uring+zc` is the uring engine with --zerocopy.
+    let (name, zc) = match engine.strip_suffix("+zc") {
+        Some(base) => (base, true),
+        None => (engine, false),
+    };
+    let mut argv = vec!["mcblast", "send", "--interface", "eth0", "--engine", name, "-l", &len, "-t", &secs, "--json", "-i", "0"];
+    if zc {
+        argv.push("--zerocopy");
+    }
+    let out = lab.exec_cmd("sender", &argv).output()?;
     if !out.status.success() {
         bail!("sender failed: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -184,7 +192,8 @@ fn main() -> Result<()> {
     let command = format!("cargo xtask bench {}", shown.join(" ")).trim_end().to_string();
     let mut cases: Vec<Case> = Vec::new();
     for &r in &o.receivers {
-        let cfg = LabConfig { prefix: "mcbb-".into(), receivers: r, ..LabConfig::default() };
+        // A prefix of this run's own: two benchmarks at once must not share a lab.
+        let cfg = LabConfig { prefix: format!("mcbb{}-", std::process::id()), receivers: r, ..LabConfig::default() };
         let lab = Lab::up(&cfg)?.with_mcblast(&o.mcblast);
         for &len in &o.lengths {
             for engine in &o.engines {

@@ -29,6 +29,18 @@ pub enum Command {
     /// The network-namespace lab: one sender and N receivers on a bridge.
     #[command(subcommand)]
     Lab(LabCommand),
+    /// What this machine and interface support: io_uring, UDP GSO, AF_XDP, XDP, BTF, drop reasons, and the engine auto picks.
+    Probe(ProbeArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ProbeArgs {
+    /// Interface to check (XDP, checksum offload, MTU).
+    #[arg(short = 'I', long = "interface", value_name = "IF")]
+    pub interface: Option<String>,
+    /// One JSON line ({"type":"probe",...}) instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags `send` and `recv` share.
@@ -55,9 +67,14 @@ pub struct Common {
 pub struct SendArgs {
     #[command(flatten)]
     pub common: Common,
-    /// Engine: socket (one sendto per datagram, the iperf-like baseline) or mmsg (sendmmsg batches).
-    #[arg(short = 'e', long, value_enum, default_value_t = Engine::Mmsg)]
+    /// Engine: socket (one sendto per datagram, the iperf-like baseline), mmsg (sendmmsg batches),
+    /// gso (UDP GSO: up to 64 datagrams per sendmsg), uring (io_uring batches), or auto (the
+    /// fastest this machine and interface support, found by probing; the reason is printed).
+    #[arg(short = 'e', long, value_enum, default_value_t = Engine::Auto)]
     pub engine: Engine,
+    /// uring engine: zero-copy sends (IORING_OP_SEND_ZC from a registered buffer).
+    #[arg(long)]
+    pub zerocopy: bool,
     /// Multicast TTL.
     #[arg(long, default_value_t = 1)]
     pub ttl: u8,
@@ -92,7 +109,8 @@ pub struct SendArgs {
     // Fully qualified Vec: one value parsed into a whole list, not clap's repeated-value Vec.
     #[arg(long, value_name = "LIST", value_parser = parse_cpu_list)]
     pub cpus: Option<::std::vec::Vec<usize>>,
-    /// Datagrams per sendmmsg batch (mmsg engine).
+    /// Datagrams per batch: per sendmmsg (mmsg), per io_uring submission (uring); gso sends
+    /// min(batch, 64, 65507 / length) per sendmsg.
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
     /// Run id to put in the header (default: random).
@@ -225,8 +243,28 @@ pub enum OnOff {
 pub enum Engine {
     Socket,
     Mmsg,
+    /// UDP GSO (UDP_SEGMENT): one sendmsg carries up to 64 datagrams.
+    Gso,
+    /// io_uring batched sendmsg (zero-copy send with --zerocopy).
+    Uring,
     /// AF_XDP: whole frames through a UMEM and TX ring (zero-copy where the driver can).
     Xdp,
+    /// The fastest engine this machine and interface support, by probing.
+    Auto,
+}
+
+impl Engine {
+    /// The name the user types and the reports print.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Socket => "socket",
+            Engine::Mmsg => "mmsg",
+            Engine::Gso => "gso",
+            Engine::Uring => "uring",
+            Engine::Xdp => "xdp",
+            Engine::Auto => "auto",
+        }
+    }
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -334,11 +372,13 @@ pub fn main() -> ExitCode {
         Command::Send(a) => a.common.json,
         Command::Recv(a) => a.common.json,
         Command::Lab(_) => false,
+        Command::Probe(a) => a.json,
     };
     let res = match cli.command {
         Command::Send(a) => crate::send::run(a),
         Command::Recv(a) => crate::recv::run(a),
         Command::Lab(c) => crate::lab::run(c),
+        Command::Probe(a) => crate::probe::run(a),
     };
     match res {
         Ok(code) => code,

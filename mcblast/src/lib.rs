@@ -16,6 +16,7 @@ pub mod clock;
 pub mod iface;
 pub mod kernel;
 pub mod output;
+pub mod probe;
 
 #[allow(unsafe_code)]
 pub mod sys;

@@ -271,7 +271,13 @@ fn check(c: &Case<'_>, r: &Run, count: Option<u64>) {
     assert!(r.problems.is_empty(), "{:?}\n{ctx}", &r.problems[..r.problems.len().min(10)]);
     let s = &r.summary;
     assert_eq!((s.role.as_str(), s.run), ("send", c.run_id), "{ctx}");
-    assert!(s.engine == "socket" || s.engine == "mmsg");
+    assert!(["socket", "mmsg", "gso", "uring"].contains(&s.engine.as_str()), "{ctx}");
+    // The engine named is the one that ran (auto resolves to one of them).
+    if let Some(i) = c.extra.iter().position(|a| a == "-e")
+        && c.extra[i + 1] != "auto"
+    {
+        assert_eq!(s.engine, c.extra[i + 1], "{ctx}");
+    }
     assert_eq!(s.errors, s.errors_enobufs + s.errors_eagain + s.errors_other, "{ctx}");
     assert!(s.cpu_s > 0.0, "{ctx}");
     assert_eq!(s.flows.len(), c.flows as usize, "{ctx}");
@@ -324,13 +330,13 @@ fn check(c: &Case<'_>, r: &Run, count: Option<u64>) {
 }
 
 #[test]
-fn both_engines_every_length_exact_sequences() {
+fn every_engine_every_length_exact_sequences() {
     if skip() {
         return;
     }
     let ns = namespace("len");
     let mut port = 6100;
-    for engine in ["socket", "mmsg"] {
+    for engine in ["socket", "mmsg", "gso", "uring", "auto"] {
         for length in [40usize, 1470, 8192] {
             port += 1;
             let c = Case {
@@ -361,7 +367,7 @@ fn flat_out_groups_threads_pinned_odd_batch() {
     let cpus = mcblast::sys::send::allowed_cpus().unwrap();
     let cpus: Vec<String> = cpus.iter().take(2).map(|c| c.to_string()).collect();
     let mut port = 6200;
-    for engine in ["socket", "mmsg"] {
+    for engine in ["socket", "mmsg", "gso", "uring", "auto"] {
         port += 1;
         let c = Case {
             ns: &ns,
@@ -388,7 +394,7 @@ fn ctrl_c_ends_every_flow_cleanly() {
     }
     let ns = namespace("int");
     let mut port = 6300;
-    for engine in ["socket", "mmsg"] {
+    for engine in ["socket", "mmsg", "gso", "uring", "auto"] {
         port += 1;
         let c = Case {
             ns: &ns,
@@ -407,6 +413,44 @@ fn ctrl_c_ends_every_flow_cleanly() {
     }
 }
 
+/// A tap device nobody reads has no checksum offload (tun enables it only
+/// on TUNSETOFFLOAD), so the kernel would refuse UDP GSO with EIO: `--engine
+/// gso` is refused up front in one line naming the probe and the way out,
+/// and `auto` picks another engine and says why it skipped gso.
+#[test]
+fn no_checksum_offload_refuses_gso_and_auto_says_why() {
+    if skip() {
+        return;
+    }
+    let ns = namespace("tap");
+    ns.exec("ip", &["tuntap", "add", "dev", "mcbtap0", "mode", "tap"]).unwrap();
+    ns.exec("ip", &["link", "set", "mcbtap0", "up"]).unwrap();
+    ns.exec("ip", &["route", "add", "239.77.0.0/16", "dev", "mcbtap0"]).unwrap();
+    let run = |extra: &[&str]| {
+        let mut a = vec!["netns", "exec", ns.name(), BIN, "send", "-I", "mcbtap0", "-g", "239.77.0.1", "-n", "3", "-l", "1000", "-i", "0"];
+        a.extend_from_slice(extra);
+        Command::new("ip").args(&a).output().unwrap()
+    };
+    let out = run(&["--engine", "gso"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("mcblast: --engine gso: mcbtap0 does not checksum in hardware (ETHTOOL_GTXCSUM off)"), "{stderr}");
+    assert!(stderr.contains("use --engine mmsg"), "{stderr}");
+    let out = run(&["--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let begin: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(begin["type"], "begin");
+    assert!(begin["engine"] == "uring" || begin["engine"] == "mmsg", "{begin}");
+    let why = begin["engine_reason"].as_str().unwrap();
+    assert!(why.contains("skipped gso: mcbtap0 does not checksum in hardware"), "{why}");
+    // Human mode: the choice and the reason in one line on stderr.
+    let out = run(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr.lines().find(|l| l.starts_with("mcblast: engine auto chose ")).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(line.contains("skipped gso"), "{line}");
+}
+
 /// User errors: exit status 2, one line on stderr starting `mcblast: `, and
 /// with --json one error line on stdout. Fails before any socket: no namespace needed.
 #[test]
@@ -418,6 +462,7 @@ fn user_errors_are_one_line() {
         (&["-I", "lo", "--threads", "0"], "--threads 0"),
         (&["-I", "lo", "--flows", "0"], "--flows 0"),
         (&["-I", "mcb-nope0"], "interface mcb-nope0 not found; interfaces here:"),
+        (&["-I", "lo", "--engine", "socket", "--zerocopy"], "--zerocopy applies to the uring engine only"),
         (&["-I", "lo", "--cpus", "1000"], "CPU 1000 in --cpus is not available"),
         (&["-I", "lo", "-l", "65508"], "largest UDP payload"),
         (&["-I", "lo", "-t", "2e10"], "-t must be at most 1e7 seconds"),

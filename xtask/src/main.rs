@@ -151,7 +151,7 @@ fn cargo_test(args: &[&str], t: &mut Tally) -> Result<bool> {
 }
 
 /// Namespaces our tests and the lab create start with one of these.
-const NS_PREFIXES: &[&str] = &["mcbt", "mcb-"];
+const NS_PREFIXES: &[&str] = &["mcbt", "mcb-", "mcbb"];
 
 fn leftovers() -> Vec<String> {
     let mut v: Vec<String> = output(Command::new("ip").args(["netns", "list"]))
@@ -304,7 +304,6 @@ fn bench(args: &[String]) -> Result<()> {
         bail!("the benchmark creates network namespaces and attaches XDP programs: run it as root");
     }
     run(cargo().current_dir(root()).args(["build", "--release", "-p", "mcblast", "-p", "mcblast-benches"]))?;
-    let _ = Command::new(root().join("target/release/mcblast")).env("MCBLAST_LAB_PREFIX", "mcbb-").args(["lab", "down"]).status();
     run(Command::new(root().join("target/release/lab-bench"))
         .current_dir(root())
         .arg("--mcblast")

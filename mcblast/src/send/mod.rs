@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! flags → Plan (plan.rs) → sockets → N pinned workers (worker.rs)
-//!           { Pacer (pacer.rs) → Engine (engine/: socket | mmsg) }
+//!           { Pacer (pacer.rs) → Engine (engine/: socket | mmsg | gso | uring) }
 //!         → per-worker counters (counters.rs) → reporter (report.rs)
 //! ```
 //!
@@ -96,6 +96,7 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
             pps: w.pps,
             engine: plan.engine,
             batch: plan.batch,
+            zerocopy: plan.zerocopy,
             count: plan.count,
             duration_ns: plan.duration_s.map(|s| (s * 1e9) as u64),
             template,

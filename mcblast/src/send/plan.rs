@@ -38,6 +38,8 @@ pub trait Host {
     fn cpus(&self) -> Vec<usize>;
     /// The kernel's TAI−UTC offset in seconds (0 when it cannot be read).
     fn tai_offset_s(&self) -> i32;
+    /// What the engines' probes say for interface `iface`.
+    fn engines(&self, iface: Option<&str>) -> crate::probe::EngineSupport;
 }
 
 /// The real machine.
@@ -55,6 +57,9 @@ impl Host for System {
     }
     fn tai_offset_s(&self) -> i32 {
         crate::sys::tai_offset_s().unwrap_or(0)
+    }
+    fn engines(&self, iface: Option<&str>) -> crate::probe::EngineSupport {
+        crate::probe::engine_support(iface)
     }
 }
 
@@ -90,7 +95,12 @@ pub struct WorkerPlan {
 /// The resolved plan of a send run.
 #[derive(Debug, Clone)]
 pub struct Plan {
+    /// The engine the workers run: never `Auto` (resolved by probing).
     pub engine: cli::Engine,
+    /// Why `auto` chose `engine` (None when the user named the engine).
+    pub engine_reason: Option<String>,
+    /// uring engine: zero-copy sends.
+    pub zerocopy: bool,
     pub groups: Vec<Ipv4Addr>,
     pub port: u16,
     /// None: no route and no flag, the kernel chooses per datagram.
@@ -164,6 +174,40 @@ pub fn fmt_cpus(cpus: &[usize]) -> String {
         i = j + 1;
     }
     out.join(",")
+}
+
+/// The engine to run: the one named, if its probe passes (else one line
+/// saying which probe failed and what to use instead), or what `auto` picks.
+fn resolve_engine(
+    a: &SendArgs,
+    host: &dyn Host,
+    iface: Option<&str>,
+    mtu: Option<u32>,
+) -> Result<(cli::Engine, Option<String>)> {
+    use cli::Engine;
+    if a.zerocopy && !matches!(a.engine, Engine::Uring | Engine::Auto) {
+        bail!("--zerocopy applies to the uring engine only: use --engine uring --zerocopy, or leave out --zerocopy");
+    }
+    if matches!(a.engine, Engine::Socket | Engine::Mmsg) {
+        return Ok((a.engine, None));
+    }
+    let support = host.engines(iface);
+    if a.engine == Engine::Auto {
+        if a.zerocopy {
+            // Zero-copy is an io_uring feature: auto means "uring if it can".
+            return match crate::probe::check(Engine::Uring, &support, a.length, mtu, true) {
+                Ok(how) => Ok((Engine::Uring, Some(format!("--zerocopy needs io_uring ({how})")))),
+                Err(why) => bail!("--zerocopy: {why}; leave out --zerocopy"),
+            };
+        }
+        let (e, why) = crate::probe::choose(&support, a.length, mtu, false);
+        return Ok((e, Some(why)));
+    }
+    if let Err(why) = crate::probe::check(a.engine, &support, a.length, mtu, a.zerocopy) {
+        let instead = if a.engine == Engine::Uring && a.zerocopy { "--engine uring without --zerocopy" } else { "--engine mmsg" };
+        bail!("--engine {}{}: {why}; use {instead} (or --engine auto)", a.engine.name(), if a.zerocopy { " --zerocopy" } else { "" });
+    }
+    Ok((a.engine, None))
 }
 
 impl Plan {
@@ -292,6 +336,9 @@ impl Plan {
             (None, None) => Some(DEFAULT_SECONDS),
         };
 
+        let mtu = iface.as_ref().map(|(i, _)| i.mtu);
+        let (engine, engine_reason) = resolve_engine(a, host, iface.as_ref().map(|(i, _)| i.name.as_str()), mtu)?;
+
         let threads = a.threads as usize;
         let flows: Vec<FlowPlan> = (0..a.flows)
             .map(|id| FlowPlan { id, group: c.groups[group_of(id, c.groups.len())], worker: worker_of(id, threads) })
@@ -314,7 +361,9 @@ impl Plan {
             .collect();
 
         Ok(Plan {
-            engine: a.engine,
+            engine,
+            engine_reason,
+            zerocopy: a.zerocopy,
             groups: c.groups.clone(),
             port: c.port,
             iface,
@@ -369,6 +418,9 @@ mod tests {
         }
         fn tai_offset_s(&self) -> i32 {
             self.tai
+        }
+        fn engines(&self, _iface: Option<&str>) -> crate::probe::EngineSupport {
+            crate::probe::EngineSupport::all()
         }
     }
     const HOST: Fake = Fake { mtu: 9001, route: Some("eth0"), tai: 37 };
@@ -557,6 +609,72 @@ mod tests {
         assert_eq!(p.pps, Some(20_000.0));
         assert_eq!(p.workers[0].pps, Some(20_000.0));
         assert!(plan(&[]).unwrap().workers[0].pps.is_none());
+    }
+
+    /// HOST, but with the given engine probes.
+    struct Probed(crate::probe::EngineSupport);
+    impl Host for Probed {
+        fn lookup(&self, name: &str) -> Result<Iface> {
+            HOST.lookup(name)
+        }
+        fn route_iface(&self, g: Ipv4Addr) -> Option<String> {
+            HOST.route_iface(g)
+        }
+        fn cpus(&self) -> Vec<usize> {
+            HOST.cpus()
+        }
+        fn tai_offset_s(&self) -> i32 {
+            HOST.tai_offset_s()
+        }
+        fn engines(&self, _iface: Option<&str>) -> crate::probe::EngineSupport {
+            self.0.clone()
+        }
+    }
+
+    #[test]
+    fn auto_is_the_default_and_resolved_with_a_reason() {
+        let p = plan(&[]).unwrap();
+        assert_eq!(p.engine, crate::probe::PREFERENCE[0]);
+        assert!(p.engine_reason.as_deref().unwrap().contains("fastest supported"), "{:?}", p.engine_reason);
+        let p = plan(&["--engine", "mmsg"]).unwrap();
+        assert_eq!((p.engine, p.engine_reason), (cli::Engine::Mmsg, None));
+    }
+
+    #[test]
+    fn an_unsupported_engine_names_the_failed_probe_and_the_way_out() {
+        let no = crate::probe::EngineSupport {
+            gso: Err("setsockopt(UDP_SEGMENT) failed: Protocol not available".into()),
+            uring: Err("io_uring_setup failed: Operation not permitted".into()),
+            uring_zc: Err("io_uring_setup failed: Operation not permitted".into()),
+        };
+        let host = Probed(no);
+        let e = |extra: &[&str]| {
+            let e = format!("{:#}", Plan::resolve(&args(extra), &host).unwrap_err());
+            assert!(!e.contains('\n'), "{e}");
+            e
+        };
+        let g = e(&["--engine", "gso"]);
+        assert!(g.contains("--engine gso: setsockopt(UDP_SEGMENT) failed") && g.contains("use --engine mmsg"), "{g}");
+        let u = e(&["--engine", "uring"]);
+        assert!(u.contains("--engine uring: io_uring_setup failed") && u.contains("use --engine mmsg"), "{u}");
+        // auto falls through to mmsg and says why.
+        let p = Plan::resolve(&args(&[]), &host).unwrap();
+        assert_eq!(p.engine, cli::Engine::Mmsg);
+        let why = p.engine_reason.unwrap();
+        assert!(why.contains("skipped gso: setsockopt(UDP_SEGMENT) failed"), "{why}");
+        // Zero-copy: only for uring, and only with SEND_ZC.
+        let z = e(&["--engine", "uring", "--zerocopy"]);
+        assert!(z.contains("--engine uring --zerocopy: io_uring_setup failed"), "{z}");
+        let z = err(&["--engine", "mmsg", "--zerocopy"]);
+        assert!(z.contains("--zerocopy applies to the uring engine only"), "{z}");
+        let p = plan(&["--zerocopy"]).unwrap();
+        assert_eq!((p.engine, p.zerocopy), (cli::Engine::Uring, true));
+        // GSO cannot fragment.
+        let host = Fake { mtu: 1500, ..HOST };
+        let e = format!("{:#}", Plan::resolve(&args(&["--engine", "gso", "-l", "8192", "--allow-fragments"]), &host).unwrap_err());
+        assert!(e.contains("must fit the 1500-byte MTU"), "{e}");
+        let p = Plan::resolve(&args(&["-l", "8192", "--allow-fragments"]), &host).unwrap();
+        assert_ne!(p.engine, cli::Engine::Gso);
     }
 
     #[test]

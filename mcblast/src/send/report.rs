@@ -15,11 +15,22 @@ use crate::output::{Printer, SendBegin, SendFlow, SendInterval, SendSummary, fmt
 const HUMAN_FLOWS: usize = 16;
 
 fn engine_name(p: &Plan) -> String {
-    match p.engine {
-        crate::cli::Engine::Socket => "socket".into(),
-        crate::cli::Engine::Mmsg => "mmsg".into(),
-        crate::cli::Engine::Xdp => "xdp".into(),
+    let mut n = p.engine.name().to_string();
+    if p.zerocopy {
+        n.push_str(" (zero-copy)");
     }
+    n
+}
+
+/// The JSON begin line: the common fields, and why `auto` chose the engine.
+#[derive(serde::Serialize)]
+struct Begin {
+    #[serde(flatten)]
+    base: SendBegin,
+    /// Set when `--engine auto` chose: which probe decided, in one line.
+    engine_reason: Option<String>,
+    /// uring engine with `--zerocopy`.
+    zerocopy: bool,
 }
 
 /// A JSON line with `xdp_mode` (`"zerocopy"`/`"copy"`) added when the xdp
@@ -83,15 +94,23 @@ pub fn begin(out: &mut Printer, p: &Plan, run: u32) -> io::Result<()> {
 pub fn begin_with_mode(out: &mut Printer, p: &Plan, run: u32, xdp_mode: Option<&str>) -> io::Result<()> {
     let target_pps = p.pps;
     let target_bps = p.pps.map(|pps| pps * p.length as f64 * 8.0);
+    if !out.json()
+        && let Some(why) = &p.engine_reason
+    {
+        eprintln!("mcblast: engine auto chose {}: {why}", p.engine.name());
+    }
     emit_with_mode(
         out,
         xdp_mode,
         "begin",
-        &SendBegin {
+        &Begin {
+          engine_reason: p.engine_reason.clone(),
+          zerocopy: p.zerocopy,
+          base: SendBegin {
             role: "send",
             version: env!("CARGO_PKG_VERSION"),
             run,
-            engine: engine_name(p),
+            engine: p.engine.name().to_string(),
             interface: p.iface_name(),
             groups: p.groups.iter().map(|g| g.to_string()).collect(),
             port: p.port,
@@ -102,6 +121,7 @@ pub fn begin_with_mode(out: &mut Printer, p: &Plan, run: u32, xdp_mode: Option<&
             target_pps,
             time_s: p.duration_s,
             count: p.count,
+          },
         },
     )?;
     if out.json() {
@@ -253,7 +273,7 @@ pub fn summary_of(f: &Final<'_>) -> SendSummary {
     SendSummary {
         role: "send",
         run: f.run_id,
-        engine: engine_name(f.plan),
+        engine: f.plan.engine.name().to_string(),
         duration_s: f.duration_s,
         sent: t.sent,
         bytes: t.bytes,

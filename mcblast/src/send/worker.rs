@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 
 use super::counters::{Counts, WorkerCounters};
 use super::engine::xdp::XdpSetup;
-use super::engine::{Engine, FlowSocket, MmsgEngine, SocketEngine, Template, XdpEngine};
+use super::engine::{Engine, FlowSocket, GsoEngine, MmsgEngine, SocketEngine, Template, UringEngine, XdpEngine};
 use super::pacer::{PaceStats, Pacer, Step, batch_len, quantum};
 use crate::cli;
 use crate::clock::mono_ns;
@@ -68,6 +68,8 @@ pub struct Worker {
     pub pps: Option<f64>,
     pub engine: cli::Engine,
     pub batch: usize,
+    /// uring engine: zero-copy sends.
+    pub zerocopy: bool,
     /// Datagrams per flow.
     pub count: Option<u64>,
     pub duration_ns: Option<u64>,
@@ -187,7 +189,8 @@ impl Worker {
             // Paced: wake when asked, not up to 50 µs later. Failure only costs precision.
             let _ = set_timer_slack_ns(1_000);
         }
-        let Worker { index, pps, engine, batch, count, duration_ns, template, flows, counters, abort, xdp, .. } = self;
+        let Worker { index, pps, engine, batch, zerocopy, count, duration_ns, template, flows, counters, abort, xdp, .. } =
+            self;
         let ids: Vec<u32> = flows.iter().map(|f| f.id).collect();
         let ctx = Ctx { index, pps, batch, count, duration_ns, length: template.length as u64, ids, counters, abort };
         match engine {
@@ -200,6 +203,19 @@ impl Worker {
                     idle
                 }
             },
+            cli::Engine::Gso => ctx.go(GsoEngine::new(flows, template, batch, index), ready, start),
+            cli::Engine::Uring => match UringEngine::new(flows, template, batch, zerocopy, index) {
+                Ok(e) => ctx.go(e, ready, start),
+                Err(e) => {
+                    let _ = ready.send((index, Err(format!("worker {index}: cannot set up io_uring: {e}; use --engine mmsg"))));
+                    idle
+                }
+            },
+            // The plan resolves auto before any worker starts.
+            cli::Engine::Auto => {
+                let _ = ready.send((index, Err("internal error: engine auto was not resolved".into())));
+                idle
+            }
         }
     }
 }

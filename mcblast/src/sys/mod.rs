@@ -12,6 +12,9 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd};
 
 pub mod send;
+pub mod gso;
+pub mod probe;
+pub mod uring;
 pub mod xsk;
 
 /// A C return code as an `io::Result`: negative means failure, with the

@@ -15,12 +15,16 @@ use std::sync::Arc;
 
 use mcblast_common::wire::{FLAG_CLOCK_SYNCED, FLAG_TAI_SHIFT, HEADER_LEN, Header, Kind, Packet};
 
+pub mod gso;
 pub mod mmsg;
 pub mod socket;
+pub mod uring;
 pub mod xdp;
 
+pub use gso::GsoEngine;
 pub use mmsg::MmsgEngine;
 pub use socket::SocketEngine;
+pub use uring::UringEngine;
 pub use xdp::XdpEngine;
 
 /// What one send call achieved.
@@ -186,17 +190,76 @@ mod tests {
     }
 
     #[test]
+    fn gso_engine_sends_headers_right() {
+        let (flows, rxs) = pair(2);
+        let e = GsoEngine::new(flows, T, 8, 0);
+        assert_eq!(e.segments(), 8);
+        check_engine(e, &rxs);
+    }
+
+    #[test]
+    fn uring_engine_sends_headers_right() {
+        let (flows, rxs) = pair(2);
+        check_engine(UringEngine::new(flows, T, 8, false, 0).unwrap(), &rxs);
+        let (flows, rxs) = pair(2);
+        check_engine(UringEngine::new(flows, T, 8, true, 0).unwrap(), &rxs);
+    }
+
+    /// GSO segments per send: at most the batch, 64, and 65507 bytes.
+    #[test]
+    fn gso_segments_are_capped() {
+        let seg = |length: usize, batch: usize| {
+            let (flows, _rxs) = pair(1);
+            GsoEngine::new(flows, Template { length, ..T }, batch, 0).segments()
+        };
+        assert_eq!(seg(8192, 32), 7);
+        assert_eq!(seg(1470, 32), 32);
+        assert_eq!(seg(1470, 1024), 44);
+        assert_eq!(seg(64, 1024), 64);
+    }
+
+    /// A socket that does not checksum (SO_NO_CHECK) makes the kernel
+    /// refuse GSO with EINVAL: the engine falls back to sendmmsg for the
+    /// same datagrams (none lost, none repeated) and names itself mmsg.
+    #[test]
+    fn gso_falls_back_to_mmsg_on_einval() {
+        let (flows, rxs) = pair(2);
+        for f in &flows {
+            crate::sys::setsockopt(&f.socket, libc::SOL_SOCKET, libc::SO_NO_CHECK, &(1 as libc::c_int)).unwrap();
+        }
+        let e = GsoEngine::new(flows, T, 8, 0);
+        assert_eq!(e.name(), "gso");
+        let mut e = e;
+        assert_eq!(e.send_data(1, 0, 3).n, 3);
+        assert_eq!(e.name(), "mmsg");
+        assert_eq!(e.flows().len(), 2);
+        let mut buf = [0u8; 256];
+        for seq in 0..3 {
+            let n = rxs[1].recv(&mut buf).unwrap();
+            let h = Header::parse_datagram(&buf[..n]).unwrap();
+            assert_eq!((h.flow, h.seq, n), (11, seq, 100));
+        }
+        rxs[1].set_nonblocking(true).unwrap();
+        assert!(rxs[1].recv(&mut buf).is_err(), "each datagram once");
+    }
+
+    #[test]
     fn refused_datagram_is_reported_not_counted() {
         // A socket connected to a port nobody listens on: the first send
         // works, ICMP port unreachable makes a later one fail with
         // ECONNREFUSED. Whatever the engine, the error comes with n = the
         // datagrams taken before it, never more than asked. (sendmmsg drops
         // an error that stops it after the first message, so ask it for one.)
-        for mmsg in [false, true] {
+        for kind in 0..4 {
+            let mmsg = kind == 1;
             let (flows, rxs) = pair(1);
             drop(rxs);
-            let mut e: Box<dyn Engine> =
-                if mmsg { Box::new(MmsgEngine::new(flows, T, 4)) } else { Box::new(SocketEngine::new(flows, T)) };
+            let mut e: Box<dyn Engine> = match kind {
+                0 => Box::new(SocketEngine::new(flows, T)),
+                1 => Box::new(MmsgEngine::new(flows, T, 4)),
+                2 => Box::new(GsoEngine::new(flows, T, 4, 0)),
+                _ => Box::new(UringEngine::new(flows, T, 4, false, 0).unwrap()),
+            };
             let mut seq = 0u64;
             let mut refused = false;
             for _ in 0..50 {
@@ -211,7 +274,7 @@ mod tests {
                 }
                 std::thread::sleep(Duration::from_millis(2));
             }
-            assert!(refused, "mmsg={mmsg}: no ECONNREFUSED after 50 sends");
+            assert!(refused, "engine {kind}: no ECONNREFUSED after 50 sends");
         }
     }
 }

@@ -1,0 +1,467 @@
+//! What this machine and interface support, asked cheaply and without side
+//! effects: the engines' probes (used by `send` to check `--engine` and to
+//! resolve `auto`) and `mcblast probe`, which lists every check with how it
+//! was determined.
+
+use std::io;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::cli::{Engine, ProbeArgs};
+use crate::output::Printer;
+use crate::sys::gso::max_segments;
+
+/// The engines `auto` tries, fastest first: the order measured on the lab
+/// (`cargo xtask bench`, see the README's performance section). gso was
+/// ×1.6–3.7 the socket engine in every case; mmsg about ×1 (0.94–1.09);
+/// uring below both on a quiet machine (×0.86–0.98), so it comes last and
+/// `auto` never picks it while socket works; it stays for machines where
+/// it measures better (`--engine uring`).
+pub const PREFERENCE: [Engine; 4] = [Engine::Gso, Engine::Mmsg, Engine::Socket, Engine::Uring];
+
+/// Whether an engine can run here: `Ok(how it was determined)` or
+/// `Err(which probe failed, and why)`.
+pub type Verdict = std::result::Result<String, String>;
+
+/// The engine probes, for one interface (None: the route's, unknown).
+#[derive(Debug, Clone)]
+pub struct EngineSupport {
+    /// UDP_SEGMENT accepted by the kernel and the device checksums in hardware.
+    pub gso: Verdict,
+    /// io_uring with IORING_OP_SENDMSG and waits with a timeout.
+    pub uring: Verdict,
+    /// io_uring's IORING_OP_SEND_ZC.
+    pub uring_zc: Verdict,
+}
+
+impl EngineSupport {
+    /// Everything supported (for tests of the plan).
+    pub fn all() -> EngineSupport {
+        EngineSupport { gso: Ok("test".into()), uring: Ok("test".into()), uring_zc: Ok("test".into()) }
+    }
+}
+
+/// Probes the engines on this machine, for interface `iface`.
+pub fn engine_support(iface: Option<&str>) -> EngineSupport {
+    let gso = gso_kernel().and_then(|how| match iface {
+        Some(i) => gso_iface(i).map(|h| format!("{how}; {h}")),
+        None => Ok(format!("{how}; device checksum offload not checked (no interface)")),
+    });
+    let (uring, uring_zc) = match crate::sys::uring::probe() {
+        Err(e) => {
+            let why = format!("io_uring_setup failed: {e}{}", io_uring_disabled_note());
+            (Err(why.clone()), Err(why))
+        }
+        Ok(p) => {
+            let uring = if !p.sendmsg {
+                Err("IORING_REGISTER_PROBE: IORING_OP_SENDMSG not supported".to_string())
+            } else if !p.ext_arg {
+                Err("io_uring lacks IORING_FEAT_EXT_ARG (kernel before 5.11): waits cannot be bounded".to_string())
+            } else {
+                Ok("io_uring_setup + IORING_REGISTER_PROBE: IORING_OP_SENDMSG supported".to_string())
+            };
+            let zc = match (&uring, p.send_zc) {
+                (Err(e), _) => Err(e.clone()),
+                (Ok(_), true) => Ok("IORING_REGISTER_PROBE: IORING_OP_SEND_ZC supported".to_string()),
+                (Ok(_), false) => {
+                    Err("IORING_REGISTER_PROBE: IORING_OP_SEND_ZC not supported (kernel before 6.0)".into())
+                }
+            };
+            (uring, zc)
+        }
+    };
+    EngineSupport { gso, uring, uring_zc }
+}
+
+fn io_uring_disabled_note() -> String {
+    match std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").map(|s| s.trim().to_string()) {
+        Ok(v) if v != "0" => format!(" (kernel.io_uring_disabled = {v})"),
+        _ => String::new(),
+    }
+}
+
+/// UDP_SEGMENT set and cleared on a fresh UDP socket (quinn-udp's probe).
+fn gso_kernel() -> Verdict {
+    let s = crate::sys::net::udp_socket().map_err(|e| format!("cannot open a UDP socket: {e}"))?;
+    crate::sys::gso::probe_sockopt(&s)
+        .map(|()| "setsockopt(UDP_SEGMENT) accepted".to_string())
+        .map_err(|e| format!("setsockopt(UDP_SEGMENT) failed: {e} (kernel before 4.18?)"))
+}
+
+/// The device must checksum in hardware, else a GSO send fails with EIO.
+fn gso_iface(iface: &str) -> Verdict {
+    match crate::sys::probe::tx_checksum(iface) {
+        Ok(true) => Ok(format!("{iface} checksums in hardware (ETHTOOL_GTXCSUM on)")),
+        Ok(false) => Err(format!(
+            "{iface} does not checksum in hardware (ETHTOOL_GTXCSUM off): the kernel refuses UDP GSO sends with EIO"
+        )),
+        Err(e) => Err(format!("ETHTOOL_GTXCSUM on {iface} failed: {e}")),
+    }
+}
+
+/// Whether `engine` can send `length`-byte datagrams here: an error says
+/// which probe failed.
+pub fn check(engine: Engine, s: &EngineSupport, length: usize, mtu: Option<u32>, zerocopy: bool) -> Verdict {
+    match engine {
+        Engine::Socket => Ok("sendto needs no probe".into()),
+        Engine::Mmsg => Ok("sendmmsg needs no probe".into()),
+        Engine::Gso => {
+            let how = s.gso.clone()?;
+            if let Some(m) = mtu
+                && length + crate::send::plan::IP_UDP_OVERHEAD > m as usize
+            {
+                return Err(format!(
+                    "UDP GSO cannot fragment: each {length}-byte datagram must fit the {m}-byte MTU (the kernel answers EINVAL)"
+                ));
+            }
+            Ok(how)
+        }
+        Engine::Uring if zerocopy => s.uring_zc.clone(),
+        Engine::Uring => s.uring.clone(),
+        // The frame layout, MTU and queue checks are the engine's own
+        // (send::engine::xdp::check_plan); here only whether AF_XDP exists.
+        Engine::Xdp => crate::sys::probe::af_xdp_socket()
+            .map(|()| "socket(AF_XDP, SOCK_RAW, 0) succeeded".to_string())
+            .map_err(|e| format!("socket(AF_XDP, SOCK_RAW, 0) failed: {e} (no AF_XDP in this kernel, or no CAP_NET_RAW)")),
+        Engine::Auto => Ok("auto".into()),
+    }
+}
+
+/// The engine `auto` picks, and why, in one line.
+pub fn choose(s: &EngineSupport, length: usize, mtu: Option<u32>, zerocopy: bool) -> (Engine, String) {
+    let mut skipped = Vec::new();
+    for e in PREFERENCE {
+        if e == Engine::Gso && max_segments(length) < 2 {
+            skipped.push(format!("gso: {length}-byte datagrams leave room for only one per GSO send"));
+            continue;
+        }
+        match check(e, s, length, mtu, zerocopy) {
+            Ok(how) => {
+                let mut why = format!("fastest supported here ({how})");
+                if !skipped.is_empty() {
+                    why.push_str(&format!("; skipped {}", skipped.join("; ")));
+                }
+                return (e, why);
+            }
+            Err(why) => skipped.push(format!("{}: {why}", e.name())),
+        }
+    }
+    unreachable!("mmsg and socket always work")
+}
+
+/// One line of `mcblast probe`.
+#[derive(Serialize, Debug, Clone)]
+pub struct Check {
+    pub name: &'static str,
+    /// Supported (true/false), or null when it could not be told.
+    pub ok: Option<bool>,
+    /// What was found.
+    pub value: String,
+    /// How it was determined.
+    pub how: String,
+}
+
+fn check_line(name: &'static str, ok: Option<bool>, value: impl Into<String>, how: impl Into<String>) -> Check {
+    Check { name, ok, value: value.into(), how: how.into() }
+}
+
+#[derive(Serialize, Debug)]
+struct ProbeOut {
+    role: &'static str,
+    version: &'static str,
+    kernel: String,
+    interface: Option<String>,
+    checks: Vec<Check>,
+    auto_engine: String,
+    auto_reason: String,
+}
+
+fn verdict(name: &'static str, v: &Verdict, how: &str) -> Check {
+    match v {
+        Ok(h) => check_line(name, Some(true), "yes", h.clone()),
+        Err(e) => check_line(name, Some(false), "no", if how.is_empty() { e.clone() } else { format!("{how}: {e}") }),
+    }
+}
+
+/// Runs `mcblast probe`.
+pub fn run(a: ProbeArgs) -> Result<ExitCode> {
+    let iface = match &a.interface {
+        Some(n) => Some(crate::iface::lookup(n)?),
+        None => None,
+    };
+    let name = iface.as_ref().map(|i| i.name.clone());
+    let s = engine_support(name.as_deref());
+    let mut checks = Vec::new();
+    match crate::sys::uring::probe() {
+        Ok(p) => {
+            checks.push(check_line("io_uring", Some(true), "yes", "io_uring_setup(8 entries) succeeded"));
+            for (n, ok, op) in [
+                ("io_uring IORING_OP_SENDMSG", p.sendmsg, "IORING_OP_SENDMSG"),
+                ("io_uring IORING_OP_SEND_ZC", p.send_zc, "IORING_OP_SEND_ZC"),
+                ("io_uring IORING_OP_SENDMSG_ZC", p.sendmsg_zc, "IORING_OP_SENDMSG_ZC"),
+            ] {
+                checks.push(check_line(
+                    n,
+                    Some(ok),
+                    if ok { "yes" } else { "no" },
+                    format!("IORING_REGISTER_PROBE lists {op} as {}", if ok { "supported" } else { "unsupported" }),
+                ));
+            }
+            checks.push(check_line(
+                "io_uring IORING_FEAT_EXT_ARG",
+                Some(p.ext_arg),
+                if p.ext_arg { "yes" } else { "no" },
+                "io_uring_setup's feature flags (the uring engine needs bounded waits)",
+            ));
+        }
+        Err(e) => checks.push(check_line(
+            "io_uring",
+            Some(false),
+            "no",
+            format!("io_uring_setup failed: {e}{}", io_uring_disabled_note()),
+        )),
+    }
+    checks.push(verdict("UDP GSO (kernel)", &gso_kernel(), ""));
+    checks.push(gso_loopback());
+    match &name {
+        Some(n) => checks.push(verdict("UDP GSO (device checksum offload)", &gso_iface(n), "")),
+        None => {
+            checks.push(check_line("UDP GSO (device checksum offload)", None, "not checked", "no --interface given"))
+        }
+    }
+    checks.push(match crate::sys::probe::af_xdp_socket() {
+        Ok(()) => {
+            check_line("AF_XDP socket", Some(true), "yes", "socket(AF_XDP, SOCK_RAW, 0) succeeded (and was closed)")
+        }
+        Err(e) => check_line("AF_XDP socket", Some(false), "no", format!("socket(AF_XDP, SOCK_RAW, 0) failed: {e}")),
+    });
+    if let Some(i) = &iface {
+        checks.extend(xdp_checks(i));
+    } else {
+        checks.push(check_line("XDP native", None, "not checked", "no --interface given"));
+    }
+    checks.push(btf_check());
+    checks.push(kfree_skb_check());
+    let mtu = iface.as_ref().map(|i| i.mtu);
+    let (engine, reason) = choose(&s, 8192.min(mtu.map_or(8192, |m| m as usize - 28)), mtu, false);
+    let out = ProbeOut {
+        role: "probe",
+        version: env!("CARGO_PKG_VERSION"),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
+        interface: name.clone(),
+        checks,
+        auto_engine: engine.name().to_string(),
+        auto_reason: reason,
+    };
+    let mut p = Printer::new(a.json);
+    if a.json {
+        p.emit("probe", &out)?;
+    } else {
+        let mut t = format!(
+            "mcblast probe: kernel {}, interface {}\n{:<36} {:<12} how\n",
+            out.kernel,
+            name.as_deref().unwrap_or("(none: give --interface IF for the interface checks)"),
+            "check",
+            "result"
+        );
+        for c in &out.checks {
+            t.push_str(&format!("{:<36} {:<12} {}\n", c.name, c.value, c.how));
+        }
+        t.push_str(&format!("{:<36} {:<12} {}", "send --engine auto would use", out.auto_engine, out.auto_reason));
+        p.human(&t)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A real two-segment GSO send over loopback, when loopback is up.
+fn gso_loopback() -> Check {
+    const NAME: &str = "UDP GSO (2-segment send on lo)";
+    let up = std::fs::read_to_string("/sys/class/net/lo/operstate").map(|s| s.trim() != "down").unwrap_or(false);
+    if !up {
+        return check_line(NAME, None, "not tried", "loopback is down in this network namespace");
+    }
+    match gso_loopback_send() {
+        Ok(()) => check_line(
+            NAME,
+            Some(true),
+            "yes",
+            "one sendmsg with a UDP_SEGMENT cmsg to 127.0.0.1 arrived as 2 datagrams",
+        ),
+        Err(e) => check_line(NAME, Some(false), "no", format!("sendmsg with a UDP_SEGMENT cmsg to 127.0.0.1: {e}")),
+    }
+}
+
+fn gso_loopback_send() -> io::Result<()> {
+    use std::net::UdpSocket;
+    let rx = UdpSocket::bind("127.0.0.1:0")?;
+    rx.set_read_timeout(Some(std::time::Duration::from_millis(500)))?;
+    let tx = UdpSocket::bind("127.0.0.1:0")?;
+    tx.connect(rx.local_addr()?)?;
+    let mut b = crate::sys::gso::GsoBuf::new(&[0x42u8; 100], 2);
+    b.send(&tx, 2)?;
+    let mut buf = [0u8; 400];
+    for _ in 0..2 {
+        let n = rx.recv(&mut buf)?;
+        if n != 100 {
+            return Err(io::Error::other(format!("got a {n}-byte datagram, not 100")));
+        }
+    }
+    Ok(())
+}
+
+/// What can be said about XDP on `i` without attaching anything.
+fn xdp_checks(i: &crate::iface::Iface) -> Vec<Check> {
+    let mut v = Vec::new();
+    let drv = crate::sys::probe::driver(&i.name);
+    let how_drv = match &drv {
+        Ok(d) => format!("driver {d} (ETHTOOL_GDRVINFO)"),
+        Err(e) => format!("ETHTOOL_GDRVINFO failed: {e}"),
+    };
+    v.push(check_line("interface driver", None, drv.as_deref().unwrap_or("unknown").to_string(), how_drv.clone()));
+    v.push(check_line("interface MTU", None, i.mtu.to_string(), format!("/sys/class/net/{}/mtu", i.name)));
+    let (native, limit, limit_how, how) = match drv.as_deref() {
+        Ok("veth") => (
+            Some(true),
+            "~73 KB",
+            "veth: one page less headroom (about 3.5 KB) for a single-buffer program, plus 17 pages for a \
+             multi-buffer (frags) program such as mcblast's counter; from the driver name",
+            "veth implements native XDP (since Linux 4.19); known from the driver name, nothing attached",
+        ),
+        Ok("ena") => (
+            Some(true),
+            "~3.5 KB",
+            "ENA has no XDP multi-buffer: 8220-byte packets need generic XDP; from the driver name",
+            "ENA implements native XDP; known from the driver name, nothing attached",
+        ),
+        _ => (
+            None,
+            "unknown",
+            "known only for veth and ENA; nothing attached",
+            "not attached (probe attaches nothing); `mcblast recv --xdp-mode native` tells",
+        ),
+    };
+    v.push(check_line(
+        "XDP native",
+        native,
+        match native {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "unknown",
+        },
+        how,
+    ));
+    v.push(check_line("XDP native MTU limit", None, limit, format!("{limit_how} ({how_drv})")));
+    let bpf = std::path::Path::new("/sys/fs/bpf").exists() || std::path::Path::new("/sys/kernel/btf/vmlinux").exists();
+    v.push(check_line(
+        "XDP generic",
+        Some(bpf),
+        if bpf { "yes" } else { "unknown" },
+        "generic XDP works on every interface of a kernel with BPF (/sys/fs/bpf or BTF present)",
+    ));
+    v
+}
+
+fn btf_check() -> Check {
+    match std::fs::metadata("/sys/kernel/btf/vmlinux") {
+        Ok(m) => check_line("BTF", Some(true), "yes", format!("/sys/kernel/btf/vmlinux exists ({} bytes)", m.len())),
+        Err(e) => check_line("BTF", Some(false), "no", format!("/sys/kernel/btf/vmlinux: {e}")),
+    }
+}
+
+/// The `skb:kfree_skb` tracepoint's format, from tracefs or debugfs.
+fn kfree_skb_check() -> Check {
+    const NAME: &str = "tracepoint skb:kfree_skb reason";
+    for p in
+        ["/sys/kernel/tracing/events/skb/kfree_skb/format", "/sys/kernel/debug/tracing/events/skb/kfree_skb/format"]
+    {
+        if let Ok(f) = std::fs::read_to_string(p) {
+            let has = f.lines().any(|l| l.trim_start().starts_with("field:") && l.contains(" reason;"));
+            return check_line(
+                NAME,
+                Some(has),
+                if has { "yes" } else { "no" },
+                format!("{p} {} a `reason` field", if has { "has" } else { "has no" }),
+            );
+        }
+    }
+    if std::path::Path::new("/sys/kernel/tracing/events").exists()
+        || std::path::Path::new("/sys/kernel/debug/tracing/events").exists()
+    {
+        return check_line(NAME, Some(false), "no", "tracefs is mounted but has no skb/kfree_skb");
+    }
+    // No tracefs: the kernel's BTF has the tracepoint's typedef (what
+    // tp_btf programs attach to) and the enum its `reason` field has.
+    use aya_obj::btf::BtfKind;
+    let no_tracefs = "tracefs is not mounted (/sys/kernel/tracing, /sys/kernel/debug/tracing)";
+    match aya::Btf::from_sys_fs() {
+        Ok(btf) => {
+            let tp = btf.id_by_type_name_kind("btf_trace_kfree_skb", BtfKind::Typedef).is_ok();
+            let reason = btf.id_by_type_name_kind("skb_drop_reason", BtfKind::Enum).is_ok();
+            let ok = tp && reason;
+            check_line(
+                NAME,
+                Some(ok),
+                if ok { "yes" } else { "no" },
+                format!(
+                    "{no_tracefs}; kernel BTF {} typedef btf_trace_kfree_skb and {} enum skb_drop_reason",
+                    if tp { "has" } else { "lacks" },
+                    if reason { "has" } else { "lacks" }
+                ),
+            )
+        }
+        Err(e) => check_line(NAME, None, "unknown", format!("{no_tracefs}, and the kernel's BTF cannot be read: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sup(gso: bool, uring: bool, zc: bool) -> EngineSupport {
+        let v = |ok: bool, what: &str| if ok { Ok(format!("{what} ok")) } else { Err(format!("{what} probe failed")) };
+        EngineSupport { gso: v(gso, "gso"), uring: v(uring, "uring"), uring_zc: v(zc, "zc") }
+    }
+
+    #[test]
+    fn auto_takes_the_first_supported_in_preference_order() {
+        let (e, why) = choose(&sup(true, true, true), 8192, Some(9000), false);
+        assert_eq!(e, PREFERENCE[0], "{why}");
+        // Without GSO: the next one, and the line says why gso was skipped.
+        let (e, why) = choose(&sup(false, true, true), 8192, Some(9000), false);
+        assert_eq!(e, *PREFERENCE.iter().find(|&&e| e != Engine::Gso).unwrap());
+        assert!(why.contains("gso probe failed"), "{why}");
+        let (e, why) = choose(&sup(false, false, false), 8192, Some(9000), false);
+        assert_eq!(e, Engine::Mmsg, "{why}");
+        assert!(!why.contains('\n'));
+    }
+
+    #[test]
+    fn gso_needs_datagrams_that_fit_the_mtu_and_room_for_two() {
+        let s = sup(true, true, true);
+        let e = check(Engine::Gso, &s, 8192, Some(1500), false).unwrap_err();
+        assert!(e.contains("must fit the 1500-byte MTU"), "{e}");
+        assert!(check(Engine::Gso, &s, 1472, Some(1500), false).is_ok());
+        let (e, why) = choose(&s, 40_000, None, false);
+        assert_ne!(e, Engine::Gso, "{why}");
+        let (e, _) = choose(&s, 8192, Some(1500), false);
+        assert_ne!(e, Engine::Gso);
+    }
+
+    #[test]
+    fn zerocopy_needs_send_zc() {
+        let s = sup(true, true, false);
+        assert!(check(Engine::Uring, &s, 8192, None, false).is_ok());
+        assert!(check(Engine::Uring, &s, 8192, None, true).unwrap_err().contains("zc probe failed"));
+    }
+
+    #[test]
+    fn this_machine_probes_without_error() {
+        let s = engine_support(Some("lo"));
+        // The development machines have both (kernel 6.18).
+        assert!(s.gso.is_ok(), "{:?}", s.gso);
+        assert!(s.uring.is_ok(), "{:?}", s.uring);
+        assert!(engine_support(Some("mcb-nope0")).gso.unwrap_err().contains("ETHTOOL_GTXCSUM on mcb-nope0 failed"));
+    }
+}
