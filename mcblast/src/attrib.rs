@@ -6,6 +6,7 @@
 //!   - lost on the path            sequence gaps at the driver (XDP counter)
 //!   + duplicates                  (the path delivered some twice)
 //! = reached the driver            XDP counter's received
+//!   - sunk                        --sink: dropped by the counter itself, by design (not loss)
 //!   - dropped in the kernel       drop tracer (kfree_skb), by reason
 //!   - freed without a reason      drop tracer, NOT_SPECIFIED
 //!   - no listener                 drop tracer, NO_SOCKET (not loss: nobody bound the port)
@@ -146,6 +147,8 @@ pub struct Measured {
     pub so_rxq_ovfl: u64,
     /// First IPv4 fragments of datagrams to the port seen at the driver.
     pub fragments: u64,
+    /// `--sink`: data datagrams the kernel counter dropped after counting them.
+    pub sunk: u64,
 }
 
 /// The waterfall of one receiver's run (JSON: the `layers` summary line).
@@ -155,6 +158,9 @@ pub struct Layers {
     pub path_lost: u64,
     pub path_duplicates: u64,
     pub reached_driver: u64,
+    /// `--sink`: data datagrams the kernel counter dropped itself after
+    /// counting them (XDP_DROP), by design: not loss. 0 without --sink.
+    pub sunk: u64,
     pub kernel_dropped: u64,
     pub unspecified: u64,
     pub no_listener: u64,
@@ -240,13 +246,14 @@ impl LayerDrops {
 /// Computes the waterfall.
 pub fn layers(m: &Measured, reasons: Vec<ReasonCount>, host: HostDeltas) -> Layers {
     let LayerDrops { kernel, unspecified, no_listener, socket, unread } = LayerDrops::of(&reasons);
-    let delivered = m.at_driver as i64 - (kernel + unspecified + no_listener) as i64;
+    let delivered = m.at_driver as i64 - (m.sunk + kernel + unspecified + no_listener) as i64;
     let unaccounted = delivered - (socket + unread + m.read) as i64;
     Layers {
         expected: m.expected,
         path_lost: m.path_lost,
         path_duplicates: m.path_duplicates,
         reached_driver: m.at_driver,
+        sunk: m.sunk,
         kernel_dropped: kernel,
         unspecified,
         no_listener,
@@ -283,6 +290,9 @@ pub fn human(l: &Layers) -> String {
         row(&mut t, "  + duplicated on the path", l.path_duplicates.to_string(), "");
     }
     row(&mut t, "reached the driver (XDP)", l.reached_driver.to_string(), "");
+    if l.sunk > 0 {
+        row(&mut t, "  - sunk (--sink)", l.sunk.to_string(), "dropped by design after counting, not loss");
+    }
     row(&mut t, "  - dropped in the kernel", l.kernel_dropped.to_string(), if l.kernel_dropped > 0 { "by reason (kfree_skb):" } else { "" });
     by(&mut t, Layer::Kernel);
     if l.unspecified > 0 {
@@ -508,6 +518,7 @@ mod tests {
             read: 848,
             so_rxq_ovfl: 40,
             fragments: 0,
+            sunk: 0,
         };
         let l = layers(&m, r, HostDeltas::default());
         assert_eq!(l.kernel_dropped, 100);
@@ -530,6 +541,15 @@ mod tests {
         assert_eq!(l.unaccounted, 0);
         assert!(!l.adds_up, "fragmented datagrams cannot be followed");
         assert!(human(&l).contains("3 datagrams arrived fragmented"));
+
+        // --sink: everything that reached the driver was dropped by design.
+        let sunk = Measured { expected: 1000, at_driver: 990, path_lost: 10, sunk: 990, ..Measured::default() };
+        let l = layers(&sunk, Vec::new(), HostDeltas::default());
+        assert_eq!((l.sunk, l.delivered_to_socket, l.read, l.unaccounted), (990, 0, 0, 0));
+        assert!(l.adds_up);
+        assert!(human(&l).contains("sunk (--sink)"), "{}", human(&l));
+        let short = Measured { sunk: 980, ..sunk };
+        assert!(!layers(&short, Vec::new(), HostDeltas::default()).adds_up, "10 neither sunk nor delivered");
     }
 
     #[test]

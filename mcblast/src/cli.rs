@@ -125,9 +125,16 @@ pub struct RecvArgs {
     /// Source-specific join (IGMPv3 SSM) from this sender address.
     #[arg(long, value_name = "ADDR")]
     pub source: Option<Ipv4Addr>,
-    /// Which counters run: kernel (eBPF XDP), socket (recvmmsg), or both side by side.
-    #[arg(long, value_enum, default_value_t = CounterMode::Both)]
+    /// Which counters run: kernel (eBPF XDP), socket (recvmmsg), or both side by side
+    /// (default both; kernel with --sink).
+    #[arg(long, value_enum, default_value_t = CounterMode::Both,
+          default_value_if("sink", clap::builder::ArgPredicate::IsPresent, "kernel"))]
     pub counter: CounterMode,
+    /// Sink: the kernel counter drops every mcblast datagram it counted (XDP_DROP), so the
+    /// receiving stack never sees them and a saturation run measures the path. Needs the
+    /// kernel counter alone (implies --counter kernel).
+    #[arg(long)]
+    pub sink: bool,
     /// Stop after this many seconds at the latest (recv also stops once every flow has ended, plus --grace, and on Ctrl-C).
     #[arg(short = 't', long, value_name = "SECS")]
     pub time: Option<f64>,

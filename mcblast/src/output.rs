@@ -171,8 +171,11 @@ pub struct RecvBegin {
     /// XDP attach mode in use: "native" or "generic" (absent without the kernel counter).
     pub xdp_mode: Option<&'static str>,
     pub clock_synced: bool,
-    /// Whether the drop tracer runs, so the run ends with a `layers` summary.
+    /// Whether the drop tracer runs, so the run ends with a `layers` summary
+    /// (with `sink` the run ends with one too, without drop reasons).
     pub drop_tracer: bool,
+    /// `--sink`: the kernel counter drops the mcblast datagrams it counted.
+    pub sink: bool,
 }
 
 #[derive(Serialize, Debug, Clone, PartialEq)]

@@ -187,6 +187,7 @@ struct Plan {
     source: Option<Ipv4Addr>,
     kernel: bool,
     socket: bool,
+    sink: bool,
     interval: Option<Duration>,
     time: Option<Duration>,
     grace: Duration,
@@ -213,6 +214,9 @@ fn plan(a: &RecvArgs) -> Result<Plan> {
         CounterMode::Socket => (false, true),
         CounterMode::Both => (true, true),
     };
+    if a.sink && a.counter != CounterMode::Kernel {
+        bail!("--sink drops mcblast datagrams in the kernel counter, so no socket would see them: use --sink with --counter kernel");
+    }
     if kernel && !(sys::has_capability(39) || sys::has_capability(21)) || kernel && !sys::has_capability(12) {
         bail!(
             "the kernel counter needs CAP_BPF and CAP_NET_ADMIN to load and attach its XDP program: run as root, or use --counter socket"
@@ -239,6 +243,7 @@ fn plan(a: &RecvArgs) -> Result<Plan> {
         source: a.source,
         kernel,
         socket,
+        sink: a.sink,
         interval: Some(secs(a.common.interval, "--interval")?).filter(|d| !d.is_zero()),
         time: a.time.map(|t| secs(t, "--time")).transpose()?,
         grace: secs(a.grace, "--grace")?,
@@ -259,7 +264,7 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
             port: p.port,
             _pad: 0,
             run_filter: a.run_id.unwrap_or(0),
-            sink: 0,
+            sink: p.sink.into(),
             clock: clock::clock_id(),
         };
         let mut k = KernelCounter::attach(&p.iface, a.xdp_mode, cfg)?;
@@ -327,10 +332,11 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
         xdp_mode: kernel.as_ref().map(|k| k.mode()),
         clock_synced: synced,
         drop_tracer: reason_names.is_some(),
+        sink: p.sink,
     };
     out.emit("begin", &begin)?;
     out.human(&format!(
-        "mcblast recv on {} (ifindex {}), group {} port {}{}; counters: {}{}",
+        "mcblast recv on {} (ifindex {}), group {} port {}{}; counters: {}{}{}",
         p.iface.name,
         p.iface.index,
         begin.groups.join(","),
@@ -338,6 +344,7 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
         p.source.map(|s| format!(" from {s}")).unwrap_or_default(),
         counters.join(" + "),
         kernel.as_ref().map(|k| format!(" (XDP {})", k.mode())).unwrap_or_default(),
+        if p.sink { "; sink: counted datagrams are dropped there" } else { "" },
     ))?;
     if p.socket && granted < a.rcvbuf / 2 {
         out.human(&format!("note: socket receive buffer is {granted} bytes, not the {} asked for", a.rcvbuf))?;
@@ -458,7 +465,9 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
     if let [(_, k), (_, s)] = reports.as_slice() {
         out.human(&compare(k, s))?;
     }
-    if let Some(reasons) = reasons {
+    // With --sink nothing reaches the stack: the waterfall ends at the
+    // driver, where the counter dropped what it counted.
+    if let Some(reasons) = reasons.or_else(|| p.sink.then(Vec::new)) {
         let total = |name: &str| finals.iter().find(|(n, _)| *n == name).map(|(_, s)| s.flows.as_slice()).unwrap_or_default();
         let sum = |flows: &[(FlowKey, FlowState)], f: fn(&FlowState) -> u64| flows.iter().map(|(_, s)| f(s)).sum::<u64>();
         let (kf, sf) = (total("kernel"), total("socket"));
@@ -474,6 +483,8 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
                 .find(|(n, _)| *n == "kernel")
                 .and_then(|(_, s)| s.fragments)
                 .unwrap_or(0),
+            // The program drops every datagram it counted in a flow.
+            sunk: if p.sink { sum(kf, |s| s.received) } else { 0 },
         };
         let layers = attrib::layers(&m, reasons, host_end.since(&host_start));
         out.human(&attrib::human(&layers))?;

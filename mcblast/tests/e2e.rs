@@ -363,3 +363,69 @@ fn source_specific_join_and_unjoined_groups_are_not_flows() {
     // r2 saw both groups flooded: 53 to 239.0.0.2, and 303 to 239.0.0.1 from a source it did not join.
     assert_eq!(summary(&l2, "kernel")["other_group"].as_u64(), Some(53 + 303));
 }
+
+/// A field of /proc/net/snmp in a node's namespace.
+fn snmp(lab: &Lab, node: &str, proto: &str, field: &str) -> u64 {
+    let out = Command::new("ip").args(["netns", "exec", &lab.ns_name(node), "cat", "/proc/net/snmp"]).output().unwrap();
+    mcblast::attrib::snmp_value(&String::from_utf8_lossy(&out.stdout), proto, field).expect("snmp field")
+}
+
+/// Udp InDatagrams + IgnoredMulti of a node: every UDP datagram its stack saw.
+fn udp_seen(lab: &Lab, node: &str) -> u64 {
+    snmp(lab, node, "Udp", "InDatagrams") + snmp(lab, node, "Udp", "IgnoredMulti")
+}
+
+#[test]
+fn sink_counts_every_datagram_at_the_driver_and_none_reach_the_stack() {
+    if skip() {
+        return;
+    }
+    let _serial = serial();
+    let lab = lab("sk", 1);
+
+    // --sink with a socket counter is a one-line error.
+    let out = lab
+        .exec_cmd("r1", &["mcblast", "recv", "--interface", "eth0", "--sink", "--counter", "both", "-t", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "--sink --counter both must fail");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("--sink") && err.contains("--counter kernel"), "{err}");
+
+    // Control: the kernel counter alone passes what it counted on to the
+    // stack, which has no listener for it (Udp IgnoredMulti grows).
+    let before = udp_seen(&lab, "r1");
+    let r = start_recv(&lab, "r1", &["--counter", "kernel"]);
+    assert_eq!(r.begin["sink"], false);
+    wait_members(&lab);
+    let s = send(&lab, &["-n", "500", "--pps", "5000", "-l", "1470"]);
+    assert_eq!(s["sent"].as_u64(), Some(500));
+    finish(r);
+    assert!(udp_seen(&lab, "r1") - before >= 500, "without --sink the stack sees the datagrams");
+
+    // --sink (implies --counter kernel): counted exactly, and none reached the stack.
+    let before = udp_seen(&lab, "r1");
+    let r = start_recv(&lab, "r1", &["--sink"]);
+    assert_eq!(r.begin["sink"], true, "{}", r.begin);
+    assert_eq!(r.begin["counters"], serde_json::json!(["kernel"]), "{}", r.begin);
+    wait_members(&lab);
+    let s = send(&lab, &["-n", "2000", "--pps", "5000", "-l", "1470"]);
+    let sent = s["sent"].as_u64().unwrap();
+    assert_eq!(sent, 2000);
+    let lines = finish(r);
+    assert!(!lines.iter().any(|l| l["counter"] == "socket"), "no socket counter with --sink");
+    let f = only_flow(summary(&lines, "kernel"));
+    assert_eq!(f["received"].as_u64(), Some(sent), "{f}");
+    assert_eq!(f["expected"].as_u64(), Some(sent), "{f}");
+    assert_eq!(f["lost"].as_u64(), Some(0), "{f}");
+    assert_eq!(f["ended"], true, "{f}");
+    let l = summary(&lines, "layers");
+    assert_eq!(l["sunk"].as_u64(), Some(sent), "{l}");
+    assert_eq!(l["reached_driver"].as_u64(), Some(sent), "{l}");
+    assert_eq!(l["path_lost"].as_u64(), Some(0), "{l}");
+    assert_eq!(l["delivered_to_socket"].as_i64(), Some(0), "{l}");
+    assert_eq!(l["adds_up"], true, "{l}");
+    // Ground truth: the receiver's UDP stack saw none of them (nor the end markers).
+    assert_eq!(udp_seen(&lab, "r1") - before, 0, "sunk datagrams must not reach the UDP stack");
+}
