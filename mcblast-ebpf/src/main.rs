@@ -1,4 +1,6 @@
-//! The in-kernel per-flow counter: an XDP program that finds mcblast
+//! The in-kernel per-flow counter: an XDP program (`mcblast_counter`), or
+//! the same counter at tc ingress (`mcblast_tc`, for frames native XDP
+//! cannot take whole, e.g. above the ENA driver's ~3.5 KB XDP MTU), that finds mcblast
 //! datagrams (Ethernet, optional 802.1Q tag, IPv4, UDP to the configured
 //! port) and runs the shared sequence tracker of `mcblast-common` on the
 //! flow's map entry under `bpf_spin_lock`, so the counts stay exact when
@@ -20,14 +22,14 @@
 mod drops;
 
 use aya_ebpf::{
-    bindings::{BPF_F_RDONLY_PROG, BPF_NOEXIST, bpf_spin_lock, xdp_action},
+    bindings::{BPF_F_RDONLY_PROG, BPF_NOEXIST, TC_ACT_SHOT, TC_ACT_UNSPEC, bpf_spin_lock, xdp_action},
     btf_maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
     helpers::generated::{
         bpf_ktime_get_tai_ns, bpf_spin_lock as spin_lock, bpf_spin_unlock as spin_unlock,
         bpf_xdp_load_bytes,
     },
-    macros::{btf_map, btf_tracepoint, xdp},
-    programs::{BtfTracePointContext, XdpContext},
+    macros::{btf_map, btf_tracepoint, classifier, xdp},
+    programs::{BtfTracePointContext, TcContext, XdpContext},
 };
 use mcblast_common::{
     maps::{
@@ -112,10 +114,61 @@ pub fn mcblast_counter(ctx: XdpContext) -> u32 {
     count(GlobalCounter::Packets);
     // The configuration is read once per packet, here.
     let Some(&cfg) = CONFIG.get(0) else { return xdp_action::XDP_PASS };
-    match try_count(&ctx, &cfg) {
+    match try_count(&XdpFrame(&ctx), &cfg) {
         Verdict::Pass => xdp_action::XDP_PASS,
         Verdict::Counted if cfg.sink != 0 => xdp_action::XDP_DROP,
         Verdict::Counted => xdp_action::XDP_PASS,
+    }
+}
+
+/// The same counter at tc ingress (attached through a tcx link), for when
+/// XDP cannot see whole frames. It reads headers with `bpf_skb_load_bytes`,
+/// which works on non-linear skbs. Passing returns `TCX_NEXT` (the next
+/// tcx program, then the stack); with the sink on, a counted datagram is
+/// dropped (`TCX_DROP`).
+#[classifier]
+pub fn mcblast_tc(ctx: TcContext) -> i32 {
+    count(GlobalCounter::Packets);
+    let Some(&cfg) = CONFIG.get(0) else { return TC_ACT_UNSPEC };
+    match try_count(&TcFrame(&ctx), &cfg) {
+        Verdict::Counted if cfg.sink != 0 => TC_ACT_SHOT as i32,
+        _ => TC_ACT_UNSPEC,
+    }
+}
+
+/// Where the counter reads a frame from, offsets from the Ethernet header.
+trait Frame {
+    /// `N` bytes at `offset`, copied out; None past the end of the frame.
+    fn bytes<const N: usize>(&self, offset: usize) -> Option<[u8; N]>;
+}
+
+/// An XDP frame: the linear part directly, the rest (multi-buffer frames)
+/// with `bpf_xdp_load_bytes`.
+struct XdpFrame<'a>(&'a XdpContext);
+
+impl Frame for XdpFrame<'_> {
+    #[inline(always)]
+    fn bytes<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        if let Some(p) = ptr_at::<[u8; N]>(self.0, offset) {
+            // SAFETY: `ptr_at` checked the N bytes lie inside the linear frame.
+            return Some(unsafe { *p });
+        }
+        let mut buf = [0u8; N];
+        // SAFETY: `buf` is a writable stack buffer of N bytes; the helper
+        // checks the range against the frame.
+        let rc = unsafe { bpf_xdp_load_bytes(self.0.ctx, offset as u32, buf.as_mut_ptr().cast(), N as u32) };
+        (rc == 0).then_some(buf)
+    }
+}
+
+/// An skb at tc ingress (data starts at the Ethernet header there), read
+/// with `bpf_skb_load_bytes`.
+struct TcFrame<'a>(&'a TcContext);
+
+impl Frame for TcFrame<'_> {
+    #[inline(always)]
+    fn bytes<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        self.0.load::<[u8; N]>(offset).ok()
     }
 }
 
@@ -147,9 +200,8 @@ fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
 }
 
 #[inline(always)]
-fn be16_at(ctx: &XdpContext, offset: usize) -> Option<u16> {
-    // SAFETY: `ptr_at` checked the two bytes lie inside the linear frame.
-    ptr_at::<[u8; 2]>(ctx, offset).map(|p| u16::from_be_bytes(unsafe { *p }))
+fn be16_at<F: Frame>(f: &F, offset: usize) -> Option<u16> {
+    f.bytes::<2>(offset).map(u16::from_be_bytes)
 }
 
 /// Whether a datagram from `source` to `group` (both network byte order)
@@ -168,7 +220,7 @@ fn joined(group: u32, source: u32) -> bool {
 }
 
 #[inline(always)]
-fn try_count(ctx: &XdpContext, cfg: &Config) -> Verdict {
+fn try_count<F: Frame>(ctx: &F, cfg: &Config) -> Verdict {
     let port = cfg.port;
     let run_filter = cfg.run_filter;
     if port == 0 {
@@ -188,9 +240,7 @@ fn try_count(ctx: &XdpContext, cfg: &Config) -> Verdict {
     }
 
     // IPv4.
-    let Some(ip) = ptr_at::<[u8; 20]>(ctx, l3) else { return Verdict::Pass };
-    // SAFETY: `ptr_at` checked the 20-byte fixed header is inside the frame.
-    let ip = unsafe { *ip };
+    let Some(ip) = ctx.bytes::<20>(l3) else { return Verdict::Pass };
     if ip[0] >> 4 != 4 || ip[9] != IPPROTO_UDP {
         return Verdict::Pass;
     }
@@ -209,9 +259,7 @@ fn try_count(ctx: &XdpContext, cfg: &Config) -> Verdict {
 
     // UDP.
     let l4 = l3 + ihl;
-    let Some(udp) = ptr_at::<[u8; UDP_HLEN]>(ctx, l4) else { return Verdict::Pass };
-    // SAFETY: `ptr_at` checked the UDP header is inside the frame.
-    let udp = unsafe { *udp };
+    let Some(udp) = ctx.bytes::<UDP_HLEN>(l4) else { return Verdict::Pass };
     if u16::from_be_bytes([udp[2], udp[3]]) != port {
         return Verdict::Pass;
     }
@@ -233,29 +281,13 @@ fn try_count(ctx: &XdpContext, cfg: &Config) -> Verdict {
     }
     let payload_len = udp_len - UDP_HLEN;
 
-    // The mcblast header: directly from the linear part when it is there,
-    // else copied out of the (multi-buffer) frame.
-    let off = l4 + UDP_HLEN;
-    let parsed = match ptr_at::<[u8; HEADER_LEN]>(ctx, off) {
-        Some(p) => {
-            // SAFETY: `ptr_at` checked the 40 header bytes are inside the
-            // linear frame; the slice lives only during this call.
-            let bytes: &[u8; HEADER_LEN] = unsafe { &*p };
-            Header::parse(&Packet::new_unchecked(&bytes[..]), payload_len)
-        }
-        None => {
-            let mut buf = [0u8; HEADER_LEN];
-            // SAFETY: `buf` is a writable stack buffer of HEADER_LEN bytes.
-            let rc = unsafe {
-                bpf_xdp_load_bytes(ctx.ctx, off as u32, buf.as_mut_ptr().cast(), HEADER_LEN as u32)
-            };
-            if rc != 0 {
-                count(GlobalCounter::Foreign);
-                return Verdict::Pass;
-            }
-            Header::parse(&Packet::new_unchecked(&buf[..]), payload_len)
-        }
+    // The mcblast header, copied out (from a later buffer of a
+    // multi-buffer frame or a non-linear skb too).
+    let Some(buf) = ctx.bytes::<HEADER_LEN>(l4 + UDP_HLEN) else {
+        count(GlobalCounter::Foreign);
+        return Verdict::Pass;
     };
+    let parsed = Header::parse(&Packet::new_unchecked(&buf[..]), payload_len);
     let Ok(h) = parsed else {
         count(GlobalCounter::Foreign);
         return Verdict::Pass;

@@ -147,7 +147,9 @@ pub struct RecvArgs {
     /// Count only this run id; datagrams of other runs count as foreign.
     #[arg(long)]
     pub run_id: Option<u32>,
-    /// XDP attach mode: auto (native, then generic with a message), native, or generic.
+    /// Where the kernel counter attaches: auto (native XDP, then generic XDP, then tc
+    /// ingress, saying which and why), native, generic, or tc (tc ingress through a tcx
+    /// link, Linux 6.6+: whole frames of any size, where native XDP caps the MTU).
     #[arg(long, value_enum, default_value_t = XdpMode::Auto)]
     pub xdp_mode: XdpMode,
     /// Socket receive buffer in bytes (socket counter).
@@ -286,6 +288,8 @@ pub enum XdpMode {
     Auto,
     Native,
     Generic,
+    /// tc ingress (tcx link), not XDP.
+    Tc,
 }
 
 /// Parses `100M`, `1.5G`, `64k`, `2500` (SI: k = 1000).

@@ -1,6 +1,7 @@
 //! The in-kernel counter, user side: loads the XDP program built from
-//! `mcblast-ebpf`, configures it, attaches it to an interface through a BPF
-//! link, and reads its per-flow state and global counters.
+//! `mcblast-ebpf` (or its tc twin), configures it, attaches it to an
+//! interface through a BPF link (XDP native or generic, or tcx ingress),
+//! and reads its per-flow state and global counters.
 //!
 //! [`KernelCounter::set_groups`] limits counting to the groups (and sources)
 //! the receiver joined; without it every group to the port is counted.
@@ -18,7 +19,7 @@ use std::sync::{Mutex, PoisonError};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap};
-use aya::programs::{BtfTracePoint, ProgramError, Xdp};
+use aya::programs::{BtfTracePoint, ProgramError, SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use mcblast_common::maps::{Config, DropConfig, DropKey, FlowEntry, FlowKey, GLOBAL_COUNTERS, GlobalCounter, MAX_GROUPS};
 use mcblast_common::tracker::FlowState;
@@ -31,6 +32,8 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mc
 
 /// Name of the XDP program in the object.
 const PROGRAM: &str = "mcblast_counter";
+/// Name of the same counter as a tc (`sched_cls`) program.
+const TC_PROGRAM: &str = "mcblast_tc";
 /// Names of the drop tracer (tp_btf `kfree_skb`) in the object: for the
 /// tracepoint with the receiving socket (4 arguments), and without (3).
 const DROP_PROGRAM: &str = "mcblast_drops";
@@ -91,8 +94,9 @@ impl std::fmt::Debug for KernelCounter {
 impl KernelCounter {
     /// Loads the counter, writes `cfg` and attaches it to `iface`.
     ///
-    /// [`XdpMode::Auto`] tries native (driver) XDP first and falls back to
-    /// generic XDP, saying why on stderr; `Native` and `Generic` force one.
+    /// [`XdpMode::Auto`] tries native (driver) XDP first, then generic XDP,
+    /// then tc ingress (tcx), saying on stderr which one it uses and why;
+    /// `Native`, `Generic` and `Tc` force one.
     pub fn attach(iface: &Iface, mode: XdpMode, cfg: Config) -> Result<KernelCounter> {
         if OBJECT.is_empty() {
             bail!("this mcblast was built without its eBPF program (AYA_BUILD_SKIP); rebuild without it");
@@ -117,39 +121,65 @@ impl KernelCounter {
             groups: HashMap::try_from(ebpf.take_map("GROUPS").context("eBPF object has no GROUPS map")?)?,
             count: Array::try_from(ebpf.take_map("GROUP_COUNT").context("eBPF object has no GROUP_COUNT map")?)?,
         };
-        let prog: &mut Xdp = ebpf
-            .program_mut(PROGRAM)
-            .with_context(|| format!("eBPF object has no program {PROGRAM}"))?
-            .try_into()?;
-        prog.load().map_err(explain_program)?;
-        let prog_fd = prog.fd()?.as_fd();
-
-        let attach = |flags: u32| crate::sys::bpf::xdp_link_create(prog_fd, iface.index, flags);
+        // Each program is loaded when its attach point is first tried.
+        let xdp = |ebpf: &mut Ebpf, flags: u32| -> Result<std::io::Result<OwnedFd>> {
+            let prog: &mut Xdp = ebpf
+                .program_mut(PROGRAM)
+                .with_context(|| format!("eBPF object has no program {PROGRAM}"))?
+                .try_into()?;
+            if prog.fd().is_err() {
+                prog.load().map_err(explain_program)?;
+            }
+            Ok(crate::sys::bpf::xdp_link_create(prog.fd()?.as_fd(), iface.index, flags))
+        };
+        let tc = |ebpf: &mut Ebpf| -> Result<std::io::Result<OwnedFd>> {
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(TC_PROGRAM)
+                .with_context(|| format!("eBPF object has no program {TC_PROGRAM}"))?
+                .try_into()?;
+            prog.load().map_err(explain_program)?;
+            Ok(crate::sys::bpf::tcx_link_create(prog.fd()?.as_fd(), iface.index))
+        };
         let (link, mode) = match mode {
             XdpMode::Native => {
-                (attach(XDP_FLAGS_DRV_MODE).map_err(|e| attach_error(iface, "native", &e))?, "native")
+                (xdp(&mut ebpf, XDP_FLAGS_DRV_MODE)?.map_err(|e| attach_error(iface, "native", &e))?, "native")
             }
             XdpMode::Generic => {
-                (attach(XDP_FLAGS_SKB_MODE).map_err(|e| attach_error(iface, "generic", &e))?, "generic")
+                (xdp(&mut ebpf, XDP_FLAGS_SKB_MODE)?.map_err(|e| attach_error(iface, "generic", &e))?, "generic")
             }
-            XdpMode::Auto => match attach(XDP_FLAGS_DRV_MODE) {
+            XdpMode::Tc => (tc(&mut ebpf)?.map_err(|e| tc_attach_error(iface, &e))?, "tc"),
+            XdpMode::Auto => match xdp(&mut ebpf, XDP_FLAGS_DRV_MODE)? {
                 Ok(link) => (link, "native"),
                 Err(native) => {
                     if let Some(fatal) = fatal_attach_error(iface, &native) {
                         return Err(fatal);
                     }
-                    let link = attach(XDP_FLAGS_SKB_MODE).map_err(|generic| {
-                        anyhow!(
-                            "XDP is not usable on {}: native attach failed ({native}), generic attach failed ({generic})",
-                            iface.name
-                        )
-                    })?;
-                    eprintln!(
-                        "mcblast: native XDP on {} failed ({}); counting with generic XDP instead",
-                        iface.name,
-                        native_reason(&native)
-                    );
-                    (link, "generic")
+                    match xdp(&mut ebpf, XDP_FLAGS_SKB_MODE)? {
+                        Ok(link) => {
+                            eprintln!(
+                                "mcblast: native XDP on {} failed ({}); counting with generic XDP instead",
+                                iface.name,
+                                native_reason(&native)
+                            );
+                            (link, "generic")
+                        }
+                        Err(generic) => {
+                            let link = tc(&mut ebpf)?.map_err(|t| {
+                                anyhow!(
+                                    "no attach point for the kernel counter on {}: native XDP failed ({}), generic XDP failed ({generic}), tc ingress failed ({})",
+                                    iface.name,
+                                    native_reason(&native),
+                                    tc_reason(&t)
+                                )
+                            })?;
+                            eprintln!(
+                                "mcblast: native XDP on {} failed ({}) and generic XDP failed ({generic}); counting at tc ingress (tcx) instead",
+                                iface.name,
+                                native_reason(&native)
+                            );
+                            (link, "tc")
+                        }
+                    }
                 }
             },
         };
@@ -307,7 +337,7 @@ impl KernelCounter {
         Ok(out)
     }
 
-    /// The attach mode in use: `"native"` or `"generic"`.
+    /// The attach point in use: `"native"` or `"generic"` (XDP), or `"tc"` (tcx ingress).
     pub fn mode(&self) -> &'static str {
         self.mode
     }
@@ -462,6 +492,20 @@ fn native_reason(e: &std::io::Error) -> String {
         Some(libc::EOPNOTSUPP) | Some(524 /* ENOTSUPP */) => "the driver has no native XDP".to_string(),
         Some(libc::ERANGE) => "the MTU is too large for the driver's native XDP".to_string(),
         _ => e.to_string(),
+    }
+}
+
+fn tc_reason(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::EINVAL) => format!("{e}; tc ingress links (tcx) need Linux 6.6 or later"),
+        _ => e.to_string(),
+    }
+}
+
+fn tc_attach_error(iface: &Iface, e: &std::io::Error) -> anyhow::Error {
+    match e.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::EACCES) => anyhow!("{}", privilege_message()),
+        _ => anyhow!("cannot attach the counter at tc ingress (tcx) of {}: {}", iface.name, tc_reason(e)),
     }
 }
 

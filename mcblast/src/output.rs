@@ -168,7 +168,8 @@ pub struct RecvBegin {
     pub port: u16,
     pub source: Option<String>,
     pub counters: Vec<&'static str>,
-    /// XDP attach mode in use: "native" or "generic" (absent without the kernel counter).
+    /// The kernel counter's attach point: "native" or "generic" (XDP), or "tc"
+    /// (tc ingress through tcx); absent without the kernel counter.
     pub xdp_mode: Option<&'static str>,
     pub clock_synced: bool,
     /// Whether the drop tracer runs, so the run ends with a `layers` summary

@@ -343,7 +343,10 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
         p.port,
         p.source.map(|s| format!(" from {s}")).unwrap_or_default(),
         counters.join(" + "),
-        kernel.as_ref().map(|k| format!(" (XDP {})", k.mode())).unwrap_or_default(),
+        kernel
+            .as_ref()
+            .map(|k| if k.mode() == "tc" { " (tc ingress, tcx)".to_string() } else { format!(" (XDP {})", k.mode()) })
+            .unwrap_or_default(),
         if p.sink { "; sink: counted datagrams are dropped there" } else { "" },
     ))?;
     if p.socket && granted < a.rcvbuf / 2 {

@@ -429,3 +429,75 @@ fn sink_counts_every_datagram_at_the_driver_and_none_reach_the_stack() {
     // Ground truth: the receiver's UDP stack saw none of them (nor the end markers).
     assert_eq!(udp_seen(&lab, "r1") - before, 0, "sunk datagrams must not reach the UDP stack");
 }
+
+/// Programs on the tcx ingress hook of a node's eth0 (from the kernel, BPF_PROG_QUERY).
+fn tcx_programs(lab: &Lab, node: &str) -> u32 {
+    lab.run_in(node, || {
+        let idx = mcblast::iface::lookup("eth0").expect("eth0").index;
+        mcblast::sys::bpf::tcx_ingress_programs(idx).expect("BPF_PROG_QUERY tcx ingress")
+    })
+    .expect("run in node")
+}
+
+#[test]
+fn tc_attach_point_counts_exactly_and_leaves_nothing_behind() {
+    if skip() {
+        return;
+    }
+    let _serial = serial();
+    let lab = lab("stc", 2);
+    lab.drop_every_nth("r2", 10).expect("nft rule");
+    let recvs: Vec<Recv> =
+        lab.receivers().iter().map(|n| start_recv(&lab, n, &["--xdp-mode", "tc", "--max-loss", "5"])).collect();
+    for r in &recvs {
+        assert_eq!(r.begin["xdp_mode"], "tc", "{}", r.begin);
+        assert_eq!(tcx_programs(&lab, &r.node), 1, "{}: the counter is on tcx ingress", r.node);
+        assert!(!xdp_attached(&lab, &r.node), "{}: no XDP program with --xdp-mode tc", r.node);
+    }
+    wait_members(&lab);
+    let s = send(&lab, &["-n", "1000", "--pps", "5000", "-l", "8192"]);
+    assert_eq!(s["sent"].as_u64(), Some(1000));
+    let dropped = lab.nft_dropped("r2").expect("nft counter");
+    assert_eq!(dropped, 100, "every 10th of 1000 data datagrams");
+    for r in recvs {
+        let node = r.node.clone();
+        let lines = finish_with(r, if node == "r2" { 1 } else { 0 });
+        let want = if node == "r2" { dropped } else { 0 };
+        for counter in ["kernel", "socket"] {
+            let f = only_flow(summary(&lines, counter));
+            assert_eq!(f["lost"].as_u64(), Some(want), "{node} {counter}: {f}");
+            assert_eq!(f["received"].as_u64(), Some(1000 - want), "{node} {counter}: {f}");
+            assert_eq!(f["bytes"].as_u64(), Some((1000 - want) * 8192), "{node} {counter}: {f}");
+            assert_eq!(f["expected"].as_u64(), Some(1000), "{node} {counter}: {f}");
+        }
+        let l = summary(&lines, "layers");
+        assert_eq!(l["path_lost"].as_u64(), Some(want), "{node}: {l}");
+        assert_eq!(l["adds_up"], true, "{node}: {l}");
+        assert_eq!(tcx_programs(&lab, &node), 0, "{node}: a finished receiver detaches");
+    }
+
+    // --sink at tc ingress: counted, then dropped before the stack.
+    lab.clear_drop("r2").expect("clear nft rule");
+    let before = udp_seen(&lab, "r1");
+    let r = start_recv(&lab, "r1", &["--xdp-mode", "tc", "--sink", "--expect-flows", "1"]);
+    wait_members(&lab);
+    let s = send(&lab, &["-n", "500", "--pps", "5000", "-l", "8192"]);
+    assert_eq!(s["sent"].as_u64(), Some(500));
+    let lines = finish(r);
+    let f = only_flow(summary(&lines, "kernel"));
+    assert_eq!(f["received"].as_u64(), Some(500), "{f}");
+    assert_eq!(summary(&lines, "layers")["sunk"].as_u64(), Some(500));
+    assert_eq!(udp_seen(&lab, "r1") - before, 0, "sunk at tc ingress: nothing reached UDP");
+
+    // SIGKILL: the tcx link goes with the process.
+    let mut r = start_recv(&lab, "r1", &["--xdp-mode", "tc"]);
+    assert_eq!(tcx_programs(&lab, "r1"), 1);
+    r.child.kill().unwrap(); // SIGKILL
+    r.child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tcx_programs(&lab, "r1") != 0 {
+        assert!(Instant::now() < deadline, "tc program outlived a SIGKILLed receiver");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+

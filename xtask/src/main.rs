@@ -166,13 +166,14 @@ fn leftovers() -> Vec<String> {
             .filter(|l| l.contains("prog/xdp") || l.contains(" xdp"))
             .map(|l| format!("XDP program still attached: {}", l.trim())),
     );
-    // The receiver's drop tracer (tp_btf kfree_skb), when bpftool is there to list programs.
+    // The receiver's drop tracer (tp_btf kfree_skb) and its counter at tc
+    // ingress (tcx), when bpftool is there to list programs.
     if let Ok(out) = Command::new("bpftool").args(["prog", "show"]).output() {
         v.extend(
             String::from_utf8_lossy(&out.stdout)
                 .lines()
-                .filter(|l| l.contains("mcblast_drops"))
-                .map(|l| format!("drop tracer still loaded: {}", l.trim())),
+                .filter(|l| l.contains("mcblast_drops") || l.contains("mcblast_tc"))
+                .map(|l| format!("program still loaded: {}", l.trim())),
         );
     }
     v

@@ -5,8 +5,12 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// `BPF_LINK_CREATE` from `include/uapi/linux/bpf.h`.
 const BPF_LINK_CREATE: libc::c_long = 28;
+/// `BPF_PROG_QUERY` from `include/uapi/linux/bpf.h`.
+const BPF_PROG_QUERY: libc::c_long = 16;
 /// `enum bpf_attach_type`: `BPF_XDP`.
 const BPF_XDP: u32 = 37;
+/// `enum bpf_attach_type`: `BPF_TCX_INGRESS` (Linux 6.6).
+const BPF_TCX_INGRESS: u32 = 46;
 
 /// The `link_create` member of `union bpf_attr`, zero-padded: the kernel
 /// requires every byte past the fields it reads to be zero.
@@ -27,10 +31,26 @@ struct LinkCreateAttr {
 /// `Xdp::attach`, this never falls back to a netlink attachment (which
 /// would outlive the process).
 pub fn xdp_link_create(prog: BorrowedFd<'_>, ifindex: u32, flags: u32) -> io::Result<OwnedFd> {
+    link_create(prog, ifindex, BPF_XDP, flags)
+}
+
+/// Attaches a `sched_cls` program to an interface's ingress through a tcx
+/// BPF link (`BPF_LINK_CREATE`, `BPF_TCX_INGRESS`, Linux 6.6 and later),
+/// after any tcx program already there.
+///
+/// As with [`xdp_link_create`], the attachment lives exactly as long as the
+/// returned descriptor: nothing is left in the interface's tc setup.
+pub fn tcx_link_create(prog: BorrowedFd<'_>, ifindex: u32) -> io::Result<OwnedFd> {
+    link_create(prog, ifindex, BPF_TCX_INGRESS, 0)
+}
+
+fn link_create(prog: BorrowedFd<'_>, ifindex: u32, attach_type: u32, flags: u32) -> io::Result<OwnedFd> {
+    // For tcx, the zeroed rest is `relative_fd` 0 and `expected_revision`
+    // 0: append, whatever else is attached.
     let attr = LinkCreateAttr {
         prog_fd: prog.as_raw_fd() as u32,
         target_ifindex: ifindex,
-        attach_type: BPF_XDP,
+        attach_type,
         flags,
         _rest: [0; 4],
     };
@@ -51,6 +71,45 @@ pub fn xdp_link_create(prog: BorrowedFd<'_>, ifindex: u32, flags: u32) -> io::Re
     // SAFETY: on success BPF_LINK_CREATE returns a new descriptor that nothing
     // else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(rc as libc::c_int) })
+}
+
+/// The `query` member of `union bpf_attr` (`BPF_PROG_QUERY`).
+#[repr(C)]
+#[derive(Default)]
+struct QueryAttr {
+    target_ifindex: u32,
+    attach_type: u32,
+    query_flags: u32,
+    attach_flags: u32,
+    prog_ids: u64,
+    prog_cnt: u32,
+    _pad: u32,
+    prog_attach_flags: u64,
+    link_ids: u64,
+    link_attach_flags: u64,
+    revision: u64,
+}
+
+/// How many programs are attached to the ingress tcx hook of the interface
+/// `ifindex` of this network namespace (0 when the hook was never used).
+pub fn tcx_ingress_programs(ifindex: u32) -> io::Result<u32> {
+    let mut attr = QueryAttr { target_ifindex: ifindex, attach_type: BPF_TCX_INGRESS, ..QueryAttr::default() };
+    // SAFETY: `attr` is a fully initialised, zero-padded `bpf_attr.query`
+    // that outlives the call, and the size passed is its size. With
+    // `prog_ids` and `link_ids` null the kernel writes only into `attr`
+    // (the count, flags and revision).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_QUERY,
+            &mut attr as *mut QueryAttr,
+            std::mem::size_of::<QueryAttr>() as libc::c_uint,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(attr.prog_cnt)
 }
 
 /// Lifts `RLIMIT_MEMLOCK` for kernels before 5.11, which charge BPF maps to
