@@ -501,3 +501,112 @@ fn tc_attach_point_counts_exactly_and_leaves_nothing_behind() {
     }
 }
 
+/// Runs a command in a node's namespace; its stdout. Panics when it fails.
+fn in_ns(lab: &Lab, node: &str, argv: &[&str], stdin: Option<&str>) -> String {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", &lab.ns_name(node)]).args(argv).stdout(Stdio::piped()).stderr(Stdio::piped());
+    if stdin.is_some() {
+        c.stdin(Stdio::piped());
+    }
+    let mut child = c.spawn().unwrap();
+    if let Some(text) = stdin {
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{argv:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The sender's ledger, checked for what every run must satisfy.
+fn ledger(s: &Value) -> &Value {
+    let l = &s["ledger"];
+    assert_eq!(l["interface"], "eth0", "{s}");
+    let (sent, ends) = (s["sent"].as_u64().unwrap(), s["end_markers"].as_u64().unwrap());
+    assert_eq!(l["handed_to_kernel"].as_u64(), Some(sent + ends), "{s}");
+    assert_eq!(l["end_markers"].as_u64(), Some(ends), "{s}");
+    assert_eq!(l["refused"].as_u64(), s["errors"].as_u64(), "{s}");
+    assert_eq!(l["asked_to_send"].as_u64(), Some(sent + ends + s["errors"].as_u64().unwrap()), "{s}");
+    assert!(l["left_interface"].as_u64().unwrap() >= sent + ends, "everything the kernel took left: {s}");
+    assert_eq!(l["tx_dropped"].as_u64(), Some(0), "{s}");
+    assert_eq!(l["tx_errors"].as_u64(), Some(0), "{s}");
+    l
+}
+
+/// One receiver, one flow of `n` data datagrams, none lost on the path.
+fn assert_no_path_loss(lines: &[Value], n: u64) {
+    let f = only_flow(summary(lines, "kernel"));
+    assert_eq!((f["received"].as_u64(), f["lost"].as_u64(), f["expected"].as_u64()), (Some(n), Some(0), Some(n)), "{f}");
+    let l = summary(lines, "layers");
+    assert_eq!(l["path_lost"].as_u64(), Some(0), "{l}");
+    assert_eq!(l["adds_up"], true, "{l}");
+}
+
+#[test]
+fn sender_ledger_counts_drops_in_the_sending_host_apart_from_the_path() {
+    if skip() {
+        return;
+    }
+    let _serial = serial();
+    let lab = lab("sl", 1);
+    // One datagram per send call (socket engine): every refusal is one datagram.
+    let args = ["-n", "1000", "--pps", "5000", "-l", "1470", "--engine", "socket"];
+
+    // Clean: everything handed to the kernel left, nothing dropped.
+    let r = start_recv(&lab, "r1", &[]);
+    wait_members(&lab);
+    let s = send(&lab, &args);
+    assert_eq!(s["sent"].as_u64(), Some(1000));
+    let l = ledger(&s);
+    assert_eq!((l["refused"].as_u64(), l["qdisc_dropped"].as_u64()), (Some(0), Some(0)), "{s}");
+    eprintln!("clean: ledger {l}");
+    assert_no_path_loss(&finish(r), 1000);
+
+    // netfilter output drop of every 10th attempt in the sender: the send
+    // call fails (EPERM), the datagram is asked again; nothing is lost.
+    in_ns(
+        &lab,
+        "sender",
+        &["nft", "-f", "-"],
+        Some(
+            "table ip mcbtsl {\n chain out {\n  type filter hook output priority 0; policy accept;\n  \
+             udp dport 5001 numgen inc mod 10 == 0 counter drop\n }\n}\n",
+        ),
+    );
+    let r = start_recv(&lab, "r1", &[]);
+    wait_members(&lab);
+    let s = send(&lab, &args);
+    let rules = in_ns(&lab, "sender", &["nft", "list", "table", "ip", "mcbtsl"], None);
+    let nft: u64 = rules
+        .split("counter packets ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no counter in {rules}"));
+    in_ns(&lab, "sender", &["nft", "delete", "table", "ip", "mcbtsl"], None);
+    assert!(nft >= 100, "every 10th of at least 1000 attempts: {nft}");
+    assert_eq!(s["sent"].as_u64(), Some(1000));
+    let l = ledger(&s);
+    eprintln!("nft output drop ({nft}): ledger {l}");
+    assert_eq!(l["refused"].as_u64(), Some(nft), "ledger refused = nft counter: {s}");
+    assert_eq!(s["errors_other"].as_u64(), Some(nft), "{s}");
+    assert_eq!(l["qdisc_dropped"].as_u64(), Some(0), "{s}");
+    assert_no_path_loss(&finish(r), 1000);
+
+    // A tiny tbf qdisc on the sender's eth0 drops at the qdisc: ENOBUFS
+    // (IP_RECVERR), the datagram is asked again; nothing is lost.
+    in_ns(&lab, "sender", &["tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "20mbit", "burst", "3000", "limit", "3000"], None);
+    let r = start_recv(&lab, "r1", &[]);
+    wait_members(&lab);
+    let before = mcblast::send::ledger::root_qdisc_drops(&in_ns(&lab, "sender", &["tc", "-s", "-j", "qdisc", "show", "dev", "eth0"], None)).unwrap();
+    let s = send(&lab, &args);
+    let after = mcblast::send::ledger::root_qdisc_drops(&in_ns(&lab, "sender", &["tc", "-s", "-j", "qdisc", "show", "dev", "eth0"], None)).unwrap();
+    in_ns(&lab, "sender", &["tc", "qdisc", "del", "dev", "eth0", "root"], None);
+    let dropped = after - before;
+    assert!(dropped > 0, "5000 datagrams/s of 1470 bytes exceed 20 Mbit/s: the tbf must drop");
+    assert_eq!(s["sent"].as_u64(), Some(1000));
+    let l = ledger(&s);
+    eprintln!("tbf ({dropped} dropped): ledger {l}");
+    assert_eq!(l["qdisc_dropped"].as_u64(), Some(dropped), "ledger = tc's drop counter: {s}");
+    assert_eq!(s["errors_enobufs"].as_u64(), Some(dropped), "each qdisc drop came back as ENOBUFS: {s}");
+    assert_no_path_loss(&finish(r), 1000);
+}

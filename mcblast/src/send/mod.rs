@@ -30,6 +30,7 @@ use crate::sys::send::{Buffer, set_buffer, set_dont_fragment, set_multicast_if, 
 
 pub mod counters;
 pub mod engine;
+pub mod ledger;
 pub mod pacer;
 pub mod plan;
 pub mod report;
@@ -129,6 +130,8 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
         }
     }
 
+    // The interface's transmit counters before the first datagram.
+    let tx_start = plan.iface.as_ref().map(|(i, _)| ledger::TxCounters::read(&i.name));
     let start_ns = mono_ns() + START_LEAD_NS;
     for s in &starts {
         let _ = s.send(Some(start_ns));
@@ -158,6 +161,11 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
     let data_end = outcomes.iter().filter_map(|o| o.data_end_ns).max().unwrap_or_else(mono_ns);
     reporter.last(&mut out, data_end, &totals)?;
 
+    let ledger = match (&plan.iface, tx_start) {
+        (Some((i, _)), Some(start)) => Some(ledger::Ledger::new(&i.name, &totals, &start, &tx_settled(&i.name, &start, &totals))),
+        _ => None,
+    };
+
     let mut per_flow: Vec<(u32, u64)> = outcomes.iter().flat_map(|o| o.flows.iter().copied()).collect();
     per_flow.sort_unstable();
     report::summary(
@@ -172,12 +180,34 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
             cpu_s: crate::sys::process_cpu_seconds(),
             pacing: outcomes.iter().filter_map(|o| o.pacing).reduce(PaceStats::merge),
             xdp_mode,
+            ledger: ledger.as_ref(),
         },
     )?;
     if let Some(msg) = outcomes.into_iter().find_map(|o| o.fatal) {
         return Err(anyhow!(msg));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The interface's transmit counters once what the kernel took has left
+/// (or stopped leaving): packets may still sit in a queue when the workers
+/// return. Polls every 10 ms, for at most 300 ms.
+fn tx_settled(iface: &str, start: &ledger::TxCounters, totals: &counters::Counts) -> ledger::TxCounters {
+    let handed = totals.sent + totals.end_markers;
+    let mut last = ledger::TxCounters::read(iface);
+    for _ in 0..30 {
+        let left = last.tx_packets.zip(start.tx_packets).map(|(e, s)| e.wrapping_sub(s));
+        if left.is_none_or(|l| l >= handed) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        let now = ledger::TxCounters::read(iface);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    last
 }
 
 /// Tells set-up workers not to start, and waits for them.

@@ -7,6 +7,7 @@
 use std::io;
 
 use super::counters::Counts;
+use super::ledger::Ledger;
 use super::pacer::PaceStats;
 use super::plan::{IP_UDP_OVERHEAD, IfaceSource, Plan};
 use crate::output::{Printer, SendBegin, SendFlow, SendInterval, SendSummary, fmt_bps};
@@ -45,6 +46,16 @@ struct WithXdpMode<'a, T: serde::Serialize> {
 
 fn emit_with_mode<T: serde::Serialize>(out: &mut Printer, xdp_mode: Option<&str>, ty: &str, v: &T) -> io::Result<()> {
     out.emit(ty, &WithXdpMode { inner: v, xdp_mode })
+}
+
+/// The summary line with the sender's ledger (absent when the interface is
+/// not known: no route and no -I).
+#[derive(serde::Serialize)]
+struct WithLedger<'a, T: serde::Serialize> {
+    #[serde(flatten)]
+    inner: &'a T,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ledger: Option<&'a Ledger>,
 }
 
 /// `1.50 MiB`.
@@ -265,6 +276,8 @@ pub struct Final<'a> {
     pub pacing: Option<PaceStats>,
     /// The xdp engine's mode (None: another engine).
     pub xdp_mode: Option<&'a str>,
+    /// The sender's ledger (None: the interface is not known).
+    pub ledger: Option<&'a Ledger>,
 }
 
 pub fn summary_of(f: &Final<'_>) -> SendSummary {
@@ -307,7 +320,7 @@ pub fn summary_of(f: &Final<'_>) -> SendSummary {
 /// The summary line / block.
 pub fn summary(out: &mut Printer, f: &Final<'_>) -> io::Result<()> {
     let s = summary_of(f);
-    emit_with_mode(out, f.xdp_mode, "summary", &s)?;
+    emit_with_mode(out, f.xdp_mode, "summary", &WithLedger { inner: &s, ledger: f.ledger })?;
     if out.json() {
         return Ok(());
     }
@@ -332,6 +345,10 @@ pub fn summary(out: &mut Printer, f: &Final<'_>) -> io::Result<()> {
     ));
     if let Some(line) = fmt_pacing(&s) {
         text.push_str(&line);
+        text.push('\n');
+    }
+    if let Some(l) = f.ledger {
+        text.push_str(&l.human());
         text.push('\n');
     }
     for fl in s.flows.iter().take(HUMAN_FLOWS) {
@@ -417,6 +434,7 @@ mod tests {
             cpu_s: 0.5,
             pacing: Some(PaceStats { slips: 4, deficit: 5_000.4, gap_min_ns: Some(150_000), gap_max_ns: Some(9_000_000) }),
             xdp_mode: None,
+            ledger: None,
         };
         let s = summary_of(&f);
         assert_eq!((s.target_pps, s.target_bps), (Some(10_000.0), Some(100e6)));
