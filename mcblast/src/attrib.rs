@@ -181,6 +181,9 @@ pub struct Layers {
     pub reasons: Vec<ReasonCount>,
     /// Kernel counters read at start and end (deltas); null when unreadable.
     pub host: crate::attrib::HostDeltas,
+    /// Where the kernel counter ran, for the human table ("XDP" or "tc ingress").
+    #[serde(skip)]
+    pub counted_at: &'static str,
 }
 
 /// Groups the tracer's counts by reason (and, where the tracer recorded
@@ -269,6 +272,7 @@ pub fn layers(m: &Measured, reasons: Vec<ReasonCount>, host: HostDeltas) -> Laye
         fragments: m.fragments,
         reasons,
         host,
+        counted_at: "XDP",
     }
 }
 
@@ -289,7 +293,7 @@ pub fn human(l: &Layers) -> String {
     if l.path_duplicates > 0 {
         row(&mut t, "  + duplicated on the path", l.path_duplicates.to_string(), "");
     }
-    row(&mut t, "reached the driver (XDP)", l.reached_driver.to_string(), "");
+    row(&mut t, &format!("reached the driver ({})", l.counted_at), l.reached_driver.to_string(), "");
     if l.sunk > 0 {
         row(&mut t, "  - sunk (--sink)", l.sunk.to_string(), "dropped by design after counting, not loss");
     }

@@ -441,6 +441,7 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
         _ => None,
     };
     let host_end = HostCounters::read(&p.iface.name);
+    let kernel_mode = kernel.as_ref().map(|k| k.mode());
     drop(kernel);
 
     let local = clock::LocalClock { synced, ..clock::local() };
@@ -489,7 +490,10 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
             // The program drops every datagram it counted in a flow.
             sunk: if p.sink { sum(kf, |s| s.received) } else { 0 },
         };
-        let layers = attrib::layers(&m, reasons, host_end.since(&host_start));
+        let mut layers = attrib::layers(&m, reasons, host_end.since(&host_start));
+        if kernel_mode == Some("tc") {
+            layers.counted_at = "tc ingress";
+        }
         out.human(&attrib::human(&layers))?;
         out.emit("summary", &LayersSummary { role: "recv", counter: "layers", duration_s: duration, layers })?;
     }
