@@ -7,6 +7,10 @@
 //!
 //! Run it with `cargo xtask bench` (builds release binaries, needs root).
 //! Engines are `mcblast send --engine` names; `uring+zc` adds `--zerocopy`.
+//! Two pseudo-engines are references: `iperf2` (Debian's iperf 2 client,
+//! flat out, with an `iperf -s` per receiver namespace, `-w 4M`) and `trafgen`
+//! (netsniff-ng's PACKET_MMAP generator, one CPU, sending the frame mcblast
+//! sends, built by [`trafgen_conf`]). Ratios to both appear when they ran.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -58,7 +62,7 @@ fn opts() -> Result<Opts> {
             "--out" => o.out = v.into(),
             "--reference" => o.reference = v,
             a => bail!(
-                "unknown argument {a}; usage: lab-bench [--engines socket,mmsg,gso,uring,uring+zc] [--lengths 512,1470,8192] [--receivers 1,9] [--seconds 5] [--repeats 3] [--reference socket] [--out PATH] [--mcblast BIN]"
+                "unknown argument {a}; usage: lab-bench [--engines socket,mmsg,gso,uring,uring+zc,xdp,iperf2,trafgen] [--lengths 512,1470,8192] [--receivers 1,9] [--seconds 5] [--repeats 3] [--reference socket] [--out PATH] [--mcblast BIN]"
             ),
         }
         i += 2;
@@ -82,6 +86,12 @@ struct Sample {
     recv_lost: u64,
     /// Datagrams the kernel counters received, summed over receivers.
     recv_received: u64,
+    /// Packets the receivers' eth0 counted (rx_packets deltas), summed: a
+    /// cross-check of the kernel counter (also counts IGMP queries).
+    rx_if_packets: u64,
+    /// How `recv_lost` was measured: "kernel counter" (mcblast engines), or
+    /// "sent - rx_packets per receiver" (iperf2, trafgen: not mcblast flows).
+    loss_by: &'static str,
 }
 
 #[derive(Serialize)]
@@ -100,6 +110,9 @@ struct Case {
     pps_ratio_to_reference: f64,
     /// Reference CPU per datagram over this engine's (higher is better).
     cpu_efficiency_vs_reference: f64,
+    /// The same two ratios against iperf2 and trafgen when they ran (same
+    /// run, same length and receivers): engine -> [pps ratio, CPU efficiency].
+    ratios: std::collections::BTreeMap<String, [f64; 2]>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -118,7 +131,53 @@ impl Drop for Receivers {
     }
 }
 
+/// eth0's (rx_packets, tx_packets) in the network namespace of process `pid`.
+fn if_packets(pid: u32) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).ok()?;
+    let line = text.lines().find(|l| l.trim_start().starts_with("eth0:"))?;
+    let f: Vec<u64> = line.split(':').nth(1)?.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    Some((*f.get(1)?, *f.get(9)?))
+}
+
+/// CPU seconds (user + system) of this process's waited-for children so far.
+fn children_cpu_s() -> f64 {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// A trafgen configuration for the frame mcblast sends: Ethernet to the
+/// group's MAC, IPv4 239.0.0.1 TTL 1 (checksum by trafgen), UDP to 5001 with
+/// a zero checksum, and an mcblast data header (magic, version, kind 0, the
+/// datagram length) followed by zero filler. trafgen's runtime counters are
+/// one byte wide, so the sequence field is constant: the kernel counter counts
+/// these frames as received but its gap/duplicate figures mean nothing here.
+fn trafgen_conf(src_mac: &str, src: std::net::Ipv4Addr, length: usize) -> String {
+    let mut c = String::from("{\n");
+    c.push_str("  0x01, 0x00, 0x5e, 0x00, 0x00, 0x01,\n");
+    for b in src_mac.split(':') {
+        c.push_str(&format!("0x{b}, "));
+    }
+    c.push_str("\n  c16(0x0800),\n");
+    let ip_len = 20 + 8 + length;
+    let [a, b, cc, d] = src.octets();
+    c.push_str(&format!(
+        "  0x45, 0x00, c16({ip_len}), c16(0), c16(0x4000), 1, 17, csumip(14, 33),\n  {a}, {b}, {cc}, {d}, 239, 0, 0, 1,\n"
+    ));
+    c.push_str(&format!("  c16(5001), c16(5001), c16({}), c16(0),\n", 8 + length));
+    // mcblast header: magic, ver 1, kind 0 (data), flags 0, run id, flow id 0,
+    // sequence, tx time, length, clock.
+    c.push_str("  'M', 'C', 'B', 'L', 1, 0, c16(0), c32(0x7e7e7e7e), c32(0), c64(0), c64(0),\n");
+    c.push_str(&format!("  c32({length}), c32(0),\n"));
+    c.push_str(&format!("  fill(0x00, {}),\n}}\n", length - 40));
+    c
+}
+
 fn run_case(lab: &Lab, o: &Opts, engine: &str, length: usize) -> Result<Sample> {
+    if engine == "iperf2" || engine == "trafgen" {
+        return run_reference(lab, o, engine, length);
+    }
     let mut rx = Receivers(Vec::new());
     for node in lab.receivers() {
         let t = format!("{}", o.seconds + 30.0);
@@ -134,6 +193,7 @@ fn run_case(lab: &Lab, o: &Opts, engine: &str, length: usize) -> Result<Sample> 
         rx.0.push((node, child));
     }
     lab.wait_members("239.0.0.1".parse()?, &lab.receivers(), Duration::from_secs(15))?;
+    let rx0: Vec<u64> = rx.0.iter().map(|(_, c)| if_packets(c.id()).map_or(0, |p| p.0)).collect();
     let secs = format!("{}", o.seconds);
     let len = length.to_string();
     // `uring+zc` is the uring engine with --zerocopy.
@@ -154,6 +214,9 @@ fn run_case(lab: &Lab, o: &Opts, engine: &str, length: usize) -> Result<Sample> 
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .find(|v| v["type"] == "summary")
         .context("no sender summary")?;
+    std::thread::sleep(Duration::from_millis(200));
+    let rx_if_packets: u64 =
+        rx.0.iter().zip(&rx0).map(|((_, c), b)| if_packets(c.id()).map_or(0, |p| p.0).saturating_sub(*b)).sum();
     let (mut lost, mut received) = (0, 0);
     for (node, mut child) in std::mem::take(&mut rx.0) {
         let mut text = String::new();
@@ -180,6 +243,151 @@ fn run_case(lab: &Lab, o: &Opts, engine: &str, length: usize) -> Result<Sample> 
         send_errors: summary["errors"].as_u64().unwrap_or(0),
         recv_lost: lost,
         recv_received: received,
+        rx_if_packets,
+        loss_by: "kernel counter",
+    })
+}
+
+/// Starts the kernel-counter receivers (they join the group, so snooping
+/// forwards it), returns them once the bridge lists every receiver.
+fn start_receivers(lab: &Lab, o: &Opts) -> Result<Receivers> {
+    let mut rx = Receivers(Vec::new());
+    for node in lab.receivers() {
+        let t = format!("{}", o.seconds + 30.0);
+        let mut child = lab
+            .exec_cmd(&node, &["mcblast", "recv", "--interface", "eth0", "--counter", "kernel", "--json", "-i", "0", "-t", &t])
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut first = String::new();
+        BufReader::new(child.stdout.as_mut().expect("stdout")).read_line(&mut first)?;
+        if !first.contains("\"begin\"") {
+            bail!("receiver {node} did not start: {first}");
+        }
+        rx.0.push((node, child));
+    }
+    lab.wait_members("239.0.0.1".parse()?, &lab.receivers(), Duration::from_secs(15))?;
+    Ok(rx)
+}
+
+/// iperf2 or trafgen as the sender. Neither writes an mcblast flow the kernel
+/// counter can follow, so: sent = the sender's eth0 tx_packets delta, rate =
+/// tx_packets growth over the window it grew in (polled every 20 ms, so
+/// start-up is not counted), delivered = each receiver's eth0 rx_packets
+/// delta, loss = sent - delivered per receiver, CPU = the sender process's
+/// user+system time (rusage of the waited-for child).
+fn run_reference(lab: &Lab, o: &Opts, engine: &str, length: usize) -> Result<Sample> {
+    let mut rx = start_receivers(lab, o)?;
+    // A process that stays in the sender's namespace, to read its eth0 counters
+    // through /proc/<pid>/net/dev before, during and after the sender.
+    let life = format!("{}", o.seconds as u64 + 30);
+    let watch = Receivers(vec![("sender".into(), lab.exec_cmd("sender", &["sleep", &life]).spawn()?)]);
+    let wpid = watch.0[0].1.id();
+    let entered = std::time::Instant::now();
+    while std::fs::read_to_string(format!("/proc/{wpid}/comm")).is_ok_and(|c| c.trim() != "sleep")
+        && entered.elapsed() < Duration::from_secs(2)
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let len = length.to_string();
+    let secs = format!("{}", o.seconds);
+    // iperf2's own receivers, as its users run them (they compete for the CPU like real ones).
+    let mut iperf_rx = Receivers(Vec::new());
+    let tmp = std::env::temp_dir().join(format!("mcbb{}-trafgen.cfg", std::process::id()));
+    let mut sender = if engine == "iperf2" {
+        for node in lab.receivers() {
+            let c = lab
+                .exec_cmd(&node, &["iperf", "-s", "-u", "-B", "239.0.0.1%eth0", "-l", &len, "-w", "4M", "-t", &life])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            iperf_rx.0.push((node, c));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let src = format!("{}", lab.addr("sender"));
+        lab.exec_cmd("sender", &["iperf", "-c", "239.0.0.1", "-u", "-T", "1", "-l", &len, "-b", "100G", "-t", &secs, "-B", &src])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?
+    } else {
+        let mac = String::from_utf8(lab.exec_cmd("sender", &["cat", "/sys/class/net/eth0/address"]).output()?.stdout)?;
+        std::fs::write(&tmp, trafgen_conf(mac.trim(), lab.addr("sender"), length))?;
+        let tmp_s = tmp.display().to_string();
+        lab.exec_cmd("sender", &["timeout", "-s", "INT", &secs, "trafgen", "--dev", "eth0", "--conf", &tmp_s, "--cpus", "1", "-J"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?
+    };
+    let cpu0 = children_cpu_s();
+    let rx0: Vec<u64> = rx.0.iter().map(|(_, c)| if_packets(c.id()).map_or(0, |p| p.0)).collect();
+    let t0 = std::time::Instant::now();
+    let base = if_packets(wpid).map_or(0, |p| p.1);
+    let mut last = base;
+    let (mut first_t, mut first_p, mut last_t) = (None, base, 0.0);
+    let deadline = Duration::from_secs_f64(o.seconds + 20.0);
+    while sender.try_wait()?.is_none() {
+        if t0.elapsed() > deadline {
+            let _ = sender.kill();
+            break;
+        }
+        if let Some((_, tx)) = if_packets(wpid) {
+            let t = t0.elapsed().as_secs_f64();
+            if tx > last {
+                if first_t.is_none() {
+                    first_t = Some(t);
+                    first_p = tx;
+                }
+                last_t = t;
+                last = tx;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = sender.wait()?;
+    let cpu_s = children_cpu_s() - cpu0;
+    let mut err = String::new();
+    std::io::Read::read_to_string(sender.stderr.as_mut().expect("stderr"), &mut err)?;
+    let _ = std::fs::remove_file(&tmp);
+    // timeout(1) exits 124 when it stopped trafgen, as intended.
+    if !status.success() && status.code() != Some(124) {
+        bail!("{engine} failed ({status}): {err}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let delivered: Vec<u64> =
+        rx.0.iter().zip(&rx0).map(|((_, c), b)| if_packets(c.id()).map_or(0, |p| p.0).saturating_sub(*b)).collect();
+    let sent = if_packets(wpid).map_or(last, |p| p.1) - base;
+    drop(watch);
+    let span = last_t - first_t.unwrap_or(last_t);
+    let pps = if span > 0.0 { (last - first_p) as f64 / span } else { 0.0 };
+    drop(iperf_rx);
+    let mut received = 0;
+    for (node, mut child) in std::mem::take(&mut rx.0) {
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let mut text = String::new();
+        std::io::Read::read_to_string(child.stdout.as_mut().expect("stdout"), &mut text)?;
+        child.wait()?;
+        if let Some(s) = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["type"] == "summary" && v["counter"] == "kernel")
+        {
+            for f in s["flows"].as_array().into_iter().flatten() {
+                received += f["received"].as_u64().unwrap_or(0);
+            }
+        } else {
+            eprintln!("note: no kernel summary from {node}");
+        }
+    }
+    Ok(Sample {
+        sent,
+        pps,
+        gbps: pps * length as f64 * 8.0 / 1e9,
+        cpu_s,
+        cpu_us_per_dgram: if sent == 0 { 0.0 } else { cpu_s * 1e6 / sent as f64 },
+        send_errors: 0,
+        recv_lost: delivered.iter().map(|d| sent.saturating_sub(*d)).sum(),
+        recv_received: received,
+        rx_if_packets: delivered.iter().sum(),
+        loss_by: "sent - rx_packets per receiver",
     })
 }
 
@@ -224,44 +432,62 @@ fn main() -> Result<()> {
                     samples,
                     pps_ratio_to_reference: 0.0,
                     cpu_efficiency_vs_reference: 0.0,
+                    ratios: Default::default(),
                 });
             }
         }
     }
-    let refs: Vec<(usize, u32, f64, f64)> = cases
+    // Ratio columns: the reference, then iperf2 and trafgen when they ran.
+    let mut against = vec![o.reference.clone()];
+    for e in ["iperf2", "trafgen"] {
+        if o.engines.iter().any(|x| x == e) && !against.iter().any(|x| x == e) {
+            against.push(e.to_string());
+        }
+    }
+    let base: Vec<(String, usize, u32, f64, f64)> = cases
         .iter()
-        .filter(|c| c.engine == o.reference)
-        .map(|c| (c.length, c.receivers, c.median_pps, c.median_cpu_us_per_dgram))
+        .filter(|c| against.contains(&c.engine))
+        .map(|c| (c.engine.clone(), c.length, c.receivers, c.median_pps, c.median_cpu_us_per_dgram))
         .collect();
     for c in &mut cases {
-        if let Some(&(_, _, pps, cpu)) = refs.iter().find(|r| r.0 == c.length && r.1 == c.receivers) {
-            c.pps_ratio_to_reference = if pps > 0.0 { c.median_pps / pps } else { 0.0 };
-            c.cpu_efficiency_vs_reference =
-                if c.median_cpu_us_per_dgram > 0.0 { cpu / c.median_cpu_us_per_dgram } else { 0.0 };
+        for (e, _, _, pps, cpu) in base.iter().filter(|r| r.1 == c.length && r.2 == c.receivers) {
+            let pr = if *pps > 0.0 { c.median_pps / pps } else { 0.0 };
+            let ce = if c.median_cpu_us_per_dgram > 0.0 { cpu / c.median_cpu_us_per_dgram } else { 0.0 };
+            if *e == o.reference {
+                c.pps_ratio_to_reference = pr;
+                c.cpu_efficiency_vs_reference = ce;
+            }
+            c.ratios.insert(e.clone(), [pr, ce]);
         }
     }
     let mut md = format!(
         "Command: `{command}`  \nEach case: {} s flat out, {} repeats; median (min–max). Receivers: kernel counter only. \
-         Ratios are against the `{}` engine in the same run.\n\n\
-         | engine | length B | receivers | datagrams/s | Gbit/s | CPU µs/datagram | × {} (dgram/s) | CPU efficiency vs {} | receiver loss (max) |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-        o.seconds, o.repeats, o.reference, o.reference, o.reference
+         Ratios are against engines measured in the same run, same length and receivers; \
+         CPU efficiency = their CPU µs/datagram ÷ this one's (4 = a quarter of the CPU per datagram). \
+         Receiver loss: max over repeats of the loss summed over receivers, by the kernel counter for mcblast engines; \
+         iperf2 and trafgen datagrams are not mcblast flows, so for them it is the sender's eth0 tx_packets minus each \
+         receiver's eth0 rx_packets, and their datagrams/s is the sender's tx_packets growth.\n\n\
+         | engine | length B | receivers | datagrams/s | Gbit/s | CPU µs/datagram |",
+        o.seconds, o.repeats
     );
+    for e in &against {
+        md.push_str(&format!(" × {e} (dgram/s) | CPU efficiency vs {e} |"));
+    }
+    md.push_str(" receiver loss (max) |\n|---|---:|---:|---:|---:|---:|");
+    md.push_str(&"---:|---:|".repeat(against.len()));
+    md.push_str("---:|\n");
     for c in &cases {
         md.push_str(&format!(
-            "| {} | {} | {} | {:.0} ({:.0}–{:.0}) | {:.2} | {:.2} | {:.2} | {:.2} | {} |\n",
-            c.engine,
-            c.length,
-            c.receivers,
-            c.median_pps,
-            c.min_pps,
-            c.max_pps,
-            c.median_gbps,
-            c.median_cpu_us_per_dgram,
-            c.pps_ratio_to_reference,
-            c.cpu_efficiency_vs_reference,
-            c.max_recv_lost
+            "| {} | {} | {} | {:.0} ({:.0}–{:.0}) | {:.2} | {:.2} |",
+            c.engine, c.length, c.receivers, c.median_pps, c.min_pps, c.max_pps, c.median_gbps, c.median_cpu_us_per_dgram,
         ));
+        for e in &against {
+            match c.ratios.get(e) {
+                Some([p, ce]) => md.push_str(&format!(" {p:.2} | {ce:.2} |")),
+                None => md.push_str(" – | – |"),
+            }
+        }
+        md.push_str(&format!(" {} |\n", c.max_recv_lost));
     }
     print!("{md}");
     if let Some(dir) = o.out.parent() {

@@ -27,7 +27,17 @@ const NIGHTLY: &str = "nightly-2026-05-20";
 const BPF_LINKER: &str = "0.10.4";
 const CARGO_FUZZ: &str = "0.13.2";
 /// Debian packages: (command that proves it is installed, package).
-const DEBIAN: &[(&str, &str)] = &[("ip", "iproute2"), ("nft", "nftables"), ("bridge", "iproute2")];
+/// Commands the lab and the benchmark need, and the Debian package of each:
+/// iperf2 and trafgen are the benchmark's references, perf shows where the
+/// cycles go.
+const DEBIAN: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("nft", "nftables"),
+    ("bridge", "iproute2"),
+    ("iperf", "iperf"),
+    ("trafgen", "netsniff-ng"),
+    ("perf", "linux-perf"),
+];
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -109,7 +119,7 @@ fn setup() -> Result<()> {
     if !linker.contains(BPF_LINKER) {
         run(cargo().args(["install", "bpf-linker", "--version", BPF_LINKER, "--locked", "--force"]))?;
     }
-    eprintln!("xtask: setup complete ({NIGHTLY} + rust-src, bpf-linker {BPF_LINKER}, iproute2, nftables)");
+    eprintln!("xtask: setup complete ({NIGHTLY} + rust-src, bpf-linker {BPF_LINKER}, iproute2, nftables, iperf, netsniff-ng, linux-perf)");
     Ok(())
 }
 
