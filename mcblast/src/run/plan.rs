@@ -439,3 +439,23 @@ repeats = 2
         assert_eq!(p.repeats, 5);
     }
 }
+
+#[cfg(test)]
+mod seed_tests {
+    use super::*;
+
+    /// The shipped example parses, with and without the quick profile.
+    #[test]
+    fn seed_matrix_example() {
+        let text = include_str!("../../../examples/seed-matrix.toml");
+        let full = parse(text, "seed-matrix.toml", None, "x-").unwrap();
+        assert_eq!(full.repeats, 5);
+        let quick = parse(text, "seed-matrix.toml", Some("quick"), "x-").unwrap();
+        assert_eq!(quick.repeats, 2);
+        assert_eq!(quick.cases.len(), 12, "{:#?}", quick.cases.iter().map(|c| &c.block).collect::<Vec<_>>());
+        assert_eq!(quick.cases[1].block, "load+scaling+snooping+query-interval+placement");
+        // full: 4 loads, scaling 3 and 6, snooping off, query 10/125/300 at 300 s,
+        // durations 600 and 3600 (60 s at 100M/8192 is new too), loss 1/5 and 0 at 6, same-host
+        assert_eq!(full.cases.len(), 4 + 2 + 1 + 3 + 3 + 2 + 1);
+    }
+}
