@@ -74,7 +74,7 @@ fn unknown_key_is_one_line_naming_key_and_file() {
     let d = tmpdir("badkey");
     let plan = d.join("bad.toml");
     std::fs::write(&plan, "duration = 2\n[[matrix]]\nlaod = [\"1M/512\"]\n").unwrap();
-    let o = run(&plan, &d.join("out"), "mcbrtbad-", &[]);
+    let o = run(&plan, &d.join("out"), "mcbtbad-", &[]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -88,7 +88,7 @@ fn two_cases_two_repeats_injected_loss_exact() {
         return;
     }
     let _s = serial();
-    let prefix = format!("mcbrt{}a-", std::process::id());
+    let prefix = format!("mcbt{}run-", std::process::id());
     let _gone = LabGone(prefix.clone());
     let d = tmpdir("tiny");
     let plan = d.join("tiny.toml");
@@ -147,7 +147,7 @@ fn seed_matrix_quick() {
         return;
     }
     let _s = serial();
-    let prefix = format!("mcbrt{}s-", std::process::id());
+    let prefix = format!("mcbt{}seed-", std::process::id());
     let _gone = LabGone(prefix.clone());
     let out = tmpdir("seed").join("out");
     let plan = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/seed-matrix.toml");

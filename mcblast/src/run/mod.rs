@@ -27,7 +27,7 @@ use plan::{Case, Plan};
 use stats::{CaseSamples, RecvResult};
 
 /// Default namespace prefix of the run's labs (`MCBLAST_LAB_PREFIX` overrides, `[lab] prefix` too).
-pub const DEFAULT_RUN_PREFIX: &str = "mcbrun-";
+pub const DEFAULT_RUN_PREFIX: &str = "mcb-run-";
 
 fn check_stop() -> Result<()> {
     if crate::sys::stop_requested() { Err(anyhow::Error::msg("stopped")).context(StoppedMarker) } else { Ok(()) }
@@ -127,7 +127,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) if is_stop(&e) => {
+        Err(e) if is_stop(&e) || crate::sys::stop_requested() => {
             eprintln!(
                 "mcblast run: stopped; {finished} of {n} case(s) finished, their results (and every finished repeat's rows) are in {}",
                 out.display()

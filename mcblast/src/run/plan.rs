@@ -46,7 +46,7 @@ pub struct PlanFile {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LabSection {
-    /// Namespace prefix (default: $MCBLAST_LAB_PREFIX, else `mcbrun-`).
+    /// Namespace prefix (default: $MCBLAST_LAB_PREFIX, else `mcb-run-`).
     pub prefix: Option<String>,
     /// `tgw` or `ovn`: fabric, IGMP timers/version and MTU of the platform.
     pub preset: Option<String>,
