@@ -80,6 +80,7 @@ fn unknown_key_is_one_line_naming_key_and_file() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("bad.toml:3") && err.contains("laod"), "{err}");
     assert!(!d.join("out").exists(), "nothing is written for a bad plan");
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
@@ -139,6 +140,7 @@ fn two_cases_two_repeats_injected_loss_exact() {
     let mean: f64 = sum[1]["loss_pct_mean"].parse().unwrap();
     assert!((5.0..5.2).contains(&mean), "{mean}");
     assert!(mcblast::lab::Lab::open(&prefix).is_err(), "the run removed its lab");
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
@@ -149,7 +151,8 @@ fn seed_matrix_quick() {
     let _s = serial();
     let prefix = format!("mcbt{}seed-", std::process::id());
     let _gone = LabGone(prefix.clone());
-    let out = tmpdir("seed").join("out");
+    let d = tmpdir("seed");
+    let out = d.join("out");
     let plan = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/seed-matrix.toml");
     let o = run(&plan, &out, &prefix, &["--quick"]);
     assert!(o.status.success(), "mcblast run --quick failed: {}", String::from_utf8_lossy(&o.stderr));
@@ -164,4 +167,5 @@ fn seed_matrix_quick() {
     }
     assert!(sum.iter().any(|s| s["snooping"] == "off") && sum.iter().any(|s| s["placement"] == "same-host"));
     assert!(mcblast::lab::Lab::open(&prefix).is_err(), "the run removed its lab");
+    let _ = std::fs::remove_dir_all(&d);
 }
