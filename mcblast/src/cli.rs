@@ -31,6 +31,21 @@ pub enum Command {
     Lab(LabCommand),
     /// What this machine and interface support: io_uring, UDP GSO, AF_XDP, XDP, BTF, drop reasons, and the engine auto picks.
     Probe(ProbeArgs),
+    /// Run a test plan (TOML: lab, loads, matrix, repeats) on the lab; CSVs of every run and mean/sd per case.
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// The plan file (TOML), e.g. examples/seed-matrix.toml.
+    #[arg(value_name = "PLAN.toml")]
+    pub plan: std::path::PathBuf,
+    /// Use the plan's [profile.quick]: shorter runs, fewer repeats.
+    #[arg(long)]
+    pub quick: bool,
+    /// Directory for the results (default runs/<UTC timestamp>).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -384,12 +399,14 @@ pub fn main() -> ExitCode {
         Command::Recv(a) => a.common.json,
         Command::Lab(_) => false,
         Command::Probe(a) => a.json,
+        Command::Run(_) => false,
     };
     let res = match cli.command {
         Command::Send(a) => crate::send::run(a),
         Command::Recv(a) => crate::recv::run(a),
         Command::Lab(c) => crate::lab::run(c),
         Command::Probe(a) => crate::probe::run(a),
+        Command::Run(a) => crate::run::run(a),
     };
     match res {
         Ok(code) => code,

@@ -23,4 +23,5 @@ pub mod sys;
 pub mod lab;
 pub mod netns;
 pub mod recv;
+pub mod run;
 pub mod send;

@@ -1,0 +1,381 @@
+//! `mcblast run PLAN.toml`: the test matrix of a plan file, on the lab, with
+//! repeats, raw JSON Lines per run and node, `cases.csv` and `summary.csv`.
+//!
+//! Per case: the lab with the case's topology (one lab is reused by
+//! consecutive cases that share it), receivers started (`mcblast recv
+//! --json`), group membership awaited (the bridges' group tables with
+//! snooping, the receivers' `begin` lines without), optional warm-up traffic
+//! under another run id, injected loss installed, the measured send, the
+//! receivers' summaries collected. Results are written as each run ends, so
+//! Ctrl-C keeps every finished run and case.
+
+pub mod plan;
+pub mod stats;
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitCode, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::cli::RunArgs;
+use crate::lab::{Lab, LabSpec};
+use plan::{Case, Plan};
+use stats::{CaseSamples, RecvResult};
+
+/// Default namespace prefix of the run's labs (`MCBLAST_LAB_PREFIX` overrides, `[lab] prefix` too).
+pub const DEFAULT_RUN_PREFIX: &str = "mcb-run-";
+
+fn check_stop() -> Result<()> {
+    if crate::sys::stop_requested() { Err(anyhow::Error::msg("stopped")).context(StoppedMarker) } else { Ok(()) }
+}
+
+#[derive(Debug)]
+struct StoppedMarker;
+impl std::fmt::Display for StoppedMarker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stopped by a signal")
+    }
+}
+
+fn is_stop(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<StoppedMarker>().is_some()
+}
+
+/// UTC `YYYYmmddTHHMMSSZ` for the default output directory.
+fn timestamp(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // civil from days (H. Hinnant)
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+pub fn run(a: RunArgs) -> Result<ExitCode> {
+    let default_prefix = std::env::var(crate::lab::PREFIX_ENV)
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| DEFAULT_RUN_PREFIX.to_string());
+    let plan = plan::load(&a.plan, a.quick.then_some("quick"), &default_prefix)?;
+    crate::lab::require_root()?;
+    let out = a.out.clone().unwrap_or_else(|| {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        PathBuf::from("runs").join(timestamp(now))
+    });
+    std::fs::create_dir_all(out.join("raw")).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::copy(&a.plan, out.join("plan.toml")).with_context(|| format!("copying the plan into {}", out.display()))?;
+    crate::sys::install_stop_signals().context("installing signal handlers")?;
+    let mut w = Writer::create(&out)?;
+    let n = plan.cases.len();
+    eprintln!(
+        "mcblast run: {} case(s) x {} repeat(s), results in {}",
+        n,
+        plan.repeats,
+        out.display()
+    );
+    let mut progress = Progress { start: Instant::now(), total: n as u32 * plan.repeats, done: 0 };
+    let mut lab: Option<Lab> = None;
+    let mut finished = 0;
+    let res = (|| -> Result<()> {
+        for (i, case) in plan.cases.iter().enumerate() {
+            let k = i + 1;
+            let spec = plan.spec_for(case);
+            if lab.as_ref().is_none_or(|l| l.spec() != spec) {
+                lab = None; // removes the previous lab first
+                check_stop()?;
+                progress.show(k, n, 0, plan.repeats, "building the lab");
+                lab = Some(Lab::up_spec(&spec).with_context(|| format!("case {k}: building the lab"))?);
+            }
+            let l = lab.as_ref().unwrap();
+            let mut samples = CaseSamples::default();
+            for rep in 1..=plan.repeats {
+                check_stop()?;
+                progress.show(k, n, rep, plan.repeats, &case_label(case));
+                let (s, rs) = one_run(&plan, l, &spec, case, k, rep, &out)?;
+                for (node, r) in &rs {
+                    w.case_row(&stats::cases_row(k, case, rep, node, &s, r))?;
+                }
+                let rs: Vec<RecvResult> = rs.into_iter().map(|(_, r)| r).collect();
+                samples.add_repeat(&s, &rs);
+                progress.done += 1;
+            }
+            w.summary_row(&stats::summary_row(k, case, &samples))?;
+            finished += 1;
+        }
+        Ok(())
+    })();
+    drop(lab);
+    eprintln!();
+    match res {
+        Ok(()) => {
+            eprintln!(
+                "mcblast run: {finished} case(s) done in {:.0} s: {}/cases.csv, {}/summary.csv",
+                progress.start.elapsed().as_secs_f64(),
+                out.display(),
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) if is_stop(&e) || crate::sys::stop_requested() => {
+            eprintln!(
+                "mcblast run: stopped; {finished} of {n} case(s) finished, their results (and every finished repeat's rows) are in {}",
+                out.display()
+            );
+            Ok(ExitCode::from(130))
+        }
+        Err(e) => Err(e.context(format!(
+            "{finished} of {n} case(s) finished, their results are in {}",
+            out.display()
+        ))),
+    }
+}
+
+fn case_label(c: &Case) -> String {
+    format!(
+        "{} {} rx{} snoop {} q{}s loss {}% {} {}s",
+        c.block,
+        c.load.text,
+        c.receivers,
+        if c.snooping { "on" } else { "off" },
+        c.query_interval,
+        c.loss_pct,
+        c.placement.as_str(),
+        c.duration
+    )
+}
+
+struct Progress {
+    start: Instant,
+    total: u32,
+    done: u32,
+}
+
+impl Progress {
+    fn show(&self, k: usize, n: usize, rep: u32, reps: u32, what: &str) {
+        let el = self.start.elapsed().as_secs_f64();
+        let eta = if self.done > 0 {
+            format!("{:.0} s", el / f64::from(self.done) * f64::from(self.total - self.done))
+        } else {
+            "?".into()
+        };
+        eprint!("\r\x1b[2Kcase {k}/{n} repeat {rep}/{reps}  elapsed {el:.0} s  ETA {eta}  {what}");
+        let _ = std::io::stderr().flush();
+    }
+}
+
+/// `cases.csv` and `summary.csv`, a line written and flushed as soon as it is known.
+struct Writer {
+    cases: File,
+    summary: File,
+}
+
+impl Writer {
+    fn create(dir: &Path) -> Result<Writer> {
+        let open = |name: &str, header: String| -> Result<File> {
+            let p = dir.join(name);
+            let mut f = OpenOptions::new().create(true).write(true).truncate(true).open(&p).with_context(|| format!("creating {}", p.display()))?;
+            writeln!(f, "{header}")?;
+            Ok(f)
+        };
+        Ok(Writer { cases: open("cases.csv", stats::cases_header())?, summary: open("summary.csv", stats::summary_header())? })
+    }
+    fn case_row(&mut self, row: &str) -> Result<()> {
+        writeln!(self.cases, "{row}")?;
+        self.cases.flush()?;
+        Ok(())
+    }
+    fn summary_row(&mut self, row: &str) -> Result<()> {
+        writeln!(self.summary, "{row}")?;
+        self.summary.flush()?;
+        Ok(())
+    }
+}
+
+/// A child whose stdout is read on a thread; killed when dropped.
+struct Proc {
+    node: String,
+    child: Child,
+    out: Option<std::thread::JoinHandle<String>>,
+    first: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Proc {
+    fn spawn(lab: &Lab, node: &str, argv: &[String], read_first: bool) -> Result<Proc> {
+        let mut child = lab
+            .exec_cmd(node, argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("{node}: starting {}", argv.join(" ")))?;
+        let mut rd = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        if read_first {
+            rd.read_line(&mut first).with_context(|| format!("{node}: reading the begin line"))?;
+        }
+        let out = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = rd.read_to_string(&mut s);
+            s
+        });
+        Ok(Proc { node: node.to_string(), child, out: Some(out), first })
+    }
+
+    /// Waits (bounded, Ctrl-C aware) for exit; returns (status code, stdout, stderr).
+    fn finish(mut self, limit: Duration) -> Result<(Option<i32>, String, String)> {
+        let deadline = Instant::now() + limit;
+        let st = loop {
+            if let Some(st) = self.child.try_wait()? {
+                break st;
+            }
+            check_stop()?;
+            if Instant::now() > deadline {
+                bail!("{}: did not finish within {:.0} s", self.node, limit.as_secs_f64());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let out = self.first.clone() + &self.out.take().unwrap().join().unwrap_or_default();
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        Ok((st.code(), out, err))
+    }
+}
+
+fn json_lines(node: &str, text: &str) -> Result<Vec<Value>> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).with_context(|| format!("{node}: not a JSON line: {l}")))
+        .collect()
+}
+
+fn fmt_s(x: f64) -> String {
+    format!("{x}")
+}
+
+/// One repeat of one case: returns the sender's result and (node, result) per receiver.
+fn one_run(
+    plan: &Plan,
+    lab: &Lab,
+    spec: &LabSpec,
+    case: &Case,
+    k: usize,
+    rep: u32,
+    out: &Path,
+) -> Result<(stats::SendResult, Vec<(String, RecvResult)>)> {
+    let receivers = lab.receivers();
+    let ctx = |what: &str| format!("case {k} repeat {rep}: {what}");
+    for r in &receivers {
+        lab.clear_drop(r).with_context(|| ctx("clearing injected loss"))?;
+    }
+    // a run id per run: time-derived, low bit toggled for the warm-up
+    let run_id = (SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u32).unwrap_or(1) | 1) ^ (k as u32) << 8;
+    let warm_id = run_id ^ 1;
+    let group = plan.group.to_string();
+    let port = plan.port.to_string();
+    let bound = plan.warmup + case.duration + 30.0;
+    let recv_argv: Vec<String> = [
+        "mcblast", "recv", "--interface", "eth0", "--json", "-i", "0", "-g", &group, "-p", &port, "--run-id",
+        &run_id.to_string(), "--expect-flows", "1", "-t", &fmt_s(bound),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut recvs = Vec::new();
+    for r in &receivers {
+        let p = Proc::spawn(lab, r, &recv_argv, true)?;
+        let begin: Value = serde_json::from_str(&p.first).map_err(|_| {
+            anyhow::anyhow!("{}", ctx(&format!("{r}: recv did not start (first line {:?})", p.first.trim())))
+        })?;
+        if begin["type"] != "begin" {
+            bail!("{}", ctx(&format!("{r}: recv's first line is not begin: {}", p.first.trim())));
+        }
+        recvs.push(p);
+    }
+    // membership: the bridges' group tables when they snoop; otherwise every
+    // receiver's begin line (printed after its join) is the signal
+    if spec.base.snooping {
+        lab.wait_members(plan.group, &receivers, Duration::from_secs(20)).with_context(|| ctx("waiting for IGMP membership"))?;
+    }
+    check_stop()?;
+    let send_argv = |id: u32, secs: f64| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "mcblast", "send", "--interface", "eth0", "--json", "-i", "0", "-g", &group, "-p", &port, "-l",
+            &case.load.length.to_string(), "-t", &fmt_s(secs), "--run-id", &id.to_string(), "--engine", &plan.engine,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if let Some(r) = case.load.rate_bps {
+            v.extend(["-b".to_string(), format!("{r}")]);
+        }
+        v
+    };
+    let sender_node = crate::lab::SENDER;
+    if plan.warmup > 0.0 {
+        let (code, _, err) = Proc::spawn(lab, sender_node, &send_argv(warm_id, plan.warmup), false)?
+            .finish(Duration::from_secs_f64(plan.warmup + 30.0))?;
+        if code != Some(0) {
+            bail!("{}", ctx(&format!("warm-up sender failed: {}", err.trim())));
+        }
+    }
+    if let Some(nth) = case.drop_every() {
+        for r in &receivers {
+            lab.drop_every_nth(r, nth).with_context(|| ctx("injecting loss"))?;
+        }
+    }
+    let (code, sout, serr) = Proc::spawn(lab, sender_node, &send_argv(run_id, case.duration), false)?
+        .finish(Duration::from_secs_f64(case.duration + 30.0))?;
+    let base = format!("c{k:03}-r{rep}");
+    std::fs::write(out.join("raw").join(format!("{base}-sender.jsonl")), &sout)?;
+    if code != Some(0) {
+        bail!("{}", ctx(&format!("sender failed: {}", serr.trim())));
+    }
+    let s = stats::parse_send(&json_lines("sender", &sout)?).with_context(|| ctx("sender"))?;
+    let mut rows = Vec::new();
+    for p in recvs {
+        let node = p.node.clone();
+        let (code, text, err) = p.finish(Duration::from_secs_f64(bound + 10.0))?;
+        std::fs::write(out.join("raw").join(format!("{base}-{node}.jsonl")), &text)?;
+        if !matches!(code, Some(0) | Some(1)) {
+            bail!("{}", ctx(&format!("{node}: recv failed: {}", err.trim())));
+        }
+        let r = stats::parse_recv(&json_lines(&node, &text)?, run_id).with_context(|| ctx(&node))?;
+        rows.push((node, r));
+    }
+    for r in &receivers {
+        lab.clear_drop(r).with_context(|| ctx("clearing injected loss"))?;
+    }
+    Ok((s, rows))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamp_utc() {
+        assert_eq!(super::timestamp(0), "19700101T000000Z");
+        assert_eq!(super::timestamp(1_700_000_000), "20231114T221320Z");
+        assert_eq!(super::timestamp(951_782_400), "20000229T000000Z");
+    }
+}

@@ -1,0 +1,461 @@
+//! The plan file of `mcblast run` (TOML) and its expansion into cases.
+//!
+//! Every `[[matrix]]` block is a cartesian product of its lists; the plan's
+//! cases are the blocks' cases one after the other. A list left out of a
+//! block takes the plan's base value (`[lab]` and top-level keys).
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+use crate::lab::{Fabric, IgmpConfig, LabConfig, LabSpec, Placement, Preset, Topology};
+
+/// RFC 3376 membership interval for a query interval (as `mcblast lab up --query-interval`): 2 x q + 10 s.
+fn default_membership_cs(query_interval_cs: u64) -> u64 {
+    2 * query_interval_cs + 1000
+}
+
+/// The file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanFile {
+    /// Multicast group (default 239.0.0.1).
+    pub group: Option<Ipv4Addr>,
+    /// UDP port (default 5001).
+    pub port: Option<u16>,
+    /// Seconds of measured sending per run (default 10).
+    pub duration: Option<f64>,
+    /// Seconds of unmeasured traffic (another run id) before each measured run (default 0).
+    pub warmup: Option<f64>,
+    /// Runs per case (default 5).
+    pub repeats: Option<u32>,
+    /// Sender engine (default auto).
+    pub engine: Option<String>,
+    #[serde(default)]
+    pub lab: LabSection,
+    #[serde(default)]
+    pub matrix: Vec<MatrixBlock>,
+    #[serde(default)]
+    pub profile: BTreeMap<String, Profile>,
+}
+
+/// The lab every case runs on (the matrix may vary some of it).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabSection {
+    /// Namespace prefix (default: $MCBLAST_LAB_PREFIX, else `mcb-run-`).
+    pub prefix: Option<String>,
+    /// `tgw` or `ovn`: fabric, IGMP timers/version and MTU of the platform.
+    pub preset: Option<String>,
+    /// `bridge` or `vxlan`.
+    pub fabric: Option<String>,
+    /// Receiver hosts (default 3).
+    pub hosts: Option<u32>,
+    /// Receivers per host when the matrix has no `receivers` (default 3).
+    pub per_host: Option<u32>,
+    /// `spread` or `same-host`.
+    pub placement: Option<String>,
+    pub snooping: Option<bool>,
+    pub querier: Option<bool>,
+    /// Seconds between IGMP general queries.
+    pub query_interval: Option<u64>,
+    pub mtu: Option<u32>,
+}
+
+/// One block of the matrix: the cartesian product of its lists.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatrixBlock {
+    /// Optional label, copied into every case of the block.
+    pub name: Option<String>,
+    /// `rate/length`: `1M/512`, `100M/8192`, `max/8192` (flat out).
+    pub load: Option<Vec<String>>,
+    /// Total receivers; must be a multiple of the lab's hosts.
+    pub receivers: Option<Vec<u32>>,
+    pub snooping: Option<Vec<bool>>,
+    pub query_interval: Option<Vec<u64>>,
+    /// Injected loss, percent, per receiver (deterministic: every Nth data datagram).
+    pub loss: Option<Vec<f64>>,
+    pub placement: Option<Vec<String>>,
+    /// Seconds of measured sending.
+    pub duration: Option<Vec<f64>>,
+}
+
+/// `[profile.NAME]`: replaces durations, warm-up and repeats.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    pub duration: Option<f64>,
+    pub warmup: Option<f64>,
+    pub repeats: Option<u32>,
+}
+
+/// A load: rate in bit/s of UDP payload (None: flat out) and datagram length.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Load {
+    pub text: String,
+    pub rate_bps: Option<f64>,
+    pub length: u32,
+}
+
+/// Parses `RATE/LENGTH` (`10M/1470`, `max/8192`).
+pub fn parse_load(s: &str) -> Result<Load> {
+    let bad = || format!("load '{s}': write RATE/LENGTH, e.g. \"10M/1470\" or \"max/8192\" (rate in bit/s with k/M/G, length 40..65507 bytes)");
+    let (rate, len) = s.split_once('/').with_context(bad)?;
+    let length: u32 = len.trim().parse().ok().filter(|l| (40..=65507).contains(l)).with_context(bad)?;
+    let rate = rate.trim();
+    let rate_bps = if rate.eq_ignore_ascii_case("max") {
+        None
+    } else {
+        let (num, mult) = match rate.chars().last() {
+            Some('k' | 'K') => (&rate[..rate.len() - 1], 1e3),
+            Some('m' | 'M') => (&rate[..rate.len() - 1], 1e6),
+            Some('g' | 'G') => (&rate[..rate.len() - 1], 1e9),
+            _ => (rate, 1.0),
+        };
+        let v: f64 = num.parse().ok().filter(|v: &f64| v.is_finite() && *v > 0.0).with_context(bad)?;
+        Some(v * mult)
+    };
+    Ok(Load { text: s.trim().to_string(), rate_bps, length })
+}
+
+/// One case: everything a run needs besides the repeat number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Case {
+    pub block: String,
+    pub load: Load,
+    pub receivers: u32,
+    pub snooping: bool,
+    pub query_interval: u64,
+    pub loss_pct: f64,
+    pub placement: Placement,
+    pub duration: f64,
+}
+
+impl Case {
+    /// Every Nth data datagram is dropped toward each receiver: N = round(100 / loss %).
+    pub fn drop_every(&self) -> Option<u64> {
+        (self.loss_pct > 0.0).then(|| (100.0 / self.loss_pct).round().max(1.0) as u64)
+    }
+}
+
+/// The resolved plan.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub group: Ipv4Addr,
+    pub port: u16,
+    pub warmup: f64,
+    pub repeats: u32,
+    pub engine: String,
+    /// The lab for the base settings; cases change receivers, snooping, query interval, placement.
+    pub base: LabSpec,
+    pub cases: Vec<Case>,
+}
+
+impl Plan {
+    /// The lab a case runs on.
+    pub fn spec_for(&self, c: &Case) -> LabSpec {
+        let mut s = self.base.clone();
+        let mut t = s.topology.expect("run labs have hosts");
+        t.per_host = c.receivers / t.hosts;
+        t.placement = c.placement;
+        s.topology = Some(t);
+        s.base.receivers = t.receivers();
+        s.base.snooping = c.snooping;
+        if c.query_interval * 100 != s.igmp.query_interval_cs {
+            s.igmp.query_interval_cs = c.query_interval * 100;
+            s.igmp.membership_interval_cs = default_membership_cs(s.igmp.query_interval_cs);
+        }
+        s
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Reads and resolves a plan file; `profile` applies `[profile.NAME]`.
+pub fn load(path: &Path, profile: Option<&str>, default_prefix: &str) -> Result<Plan> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading plan {}", path.display()))?;
+    parse(&text, &path.display().to_string(), profile, default_prefix)
+}
+
+/// Parses plan text; `file` names it in errors.
+pub fn parse(text: &str, file: &str, profile: Option<&str>, default_prefix: &str) -> Result<Plan> {
+    let f: PlanFile = toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|sp| text[..sp.start.min(text.len())].matches('\n').count() + 1);
+        match line {
+            Some(l) => anyhow::anyhow!("{file}:{l}: {}", one_line(e.message())),
+            None => anyhow::anyhow!("{file}: {}", one_line(e.message())),
+        }
+    })?;
+    resolve(f, file, profile, default_prefix)
+}
+
+fn resolve(f: PlanFile, file: &str, profile: Option<&str>, default_prefix: &str) -> Result<Plan> {
+    let prof = match profile {
+        None => Profile::default(),
+        Some(p) => f.profile.get(p).cloned().with_context(|| {
+            format!("{file}: no [profile.{p}] (profiles: {})", f.profile.keys().cloned().collect::<Vec<_>>().join(", "))
+        })?,
+    };
+    let group = f.group.unwrap_or(Ipv4Addr::new(239, 0, 0, 1));
+    crate::cli::check_groups(&[group]).with_context(|| format!("{file}: group"))?;
+    let l = &f.lab;
+    let preset = match l.preset.as_deref() {
+        None => None,
+        Some("tgw") => Some(Preset::Tgw),
+        Some("ovn") => Some(Preset::Ovn),
+        Some(p) => bail!("{file}: lab.preset '{p}': use tgw or ovn"),
+    };
+    let (p_fabric, p_igmp, p_mtu, p_snoop, p_querier) = match preset {
+        Some(p) => p.settings(),
+        None => (Fabric::Bridge, IgmpConfig::default(), 9000, true, true),
+    };
+    let fabric = match l.fabric.as_deref() {
+        None => p_fabric,
+        Some("bridge") => Fabric::Bridge,
+        Some("vxlan") => Fabric::Vxlan,
+        Some(x) => bail!("{file}: lab.fabric '{x}': use bridge or vxlan"),
+    };
+    let placement_of = |x: &str| match x {
+        "spread" => Ok(Placement::Spread),
+        "same-host" => Ok(Placement::SameHost),
+        _ => Err(anyhow::anyhow!("{file}: placement '{x}': use spread or same-host")),
+    };
+    let placement = l.placement.as_deref().map(placement_of).transpose()?.unwrap_or(Placement::Spread);
+    let hosts = l.hosts.unwrap_or(3);
+    let per_host = l.per_host.unwrap_or(3);
+    let mut igmp = p_igmp;
+    if let Some(q) = l.query_interval {
+        igmp.query_interval_cs = q * 100;
+        igmp.membership_interval_cs = default_membership_cs(igmp.query_interval_cs);
+    }
+    let topology = Topology { hosts, per_host, fabric, placement };
+    let base = LabSpec {
+        base: LabConfig {
+            prefix: l.prefix.clone().unwrap_or_else(|| default_prefix.to_string()),
+            receivers: topology.receivers(),
+            mtu: l.mtu.unwrap_or(p_mtu),
+            snooping: l.snooping.unwrap_or(p_snoop),
+            querier: l.querier.unwrap_or(p_querier),
+        },
+        igmp,
+        topology: Some(topology),
+    };
+    base.validate().map_err(|e| anyhow::anyhow!("{file}: [lab]: {e}"))?;
+    let duration = prof.duration.or(f.duration).unwrap_or(10.0);
+    let warmup = prof.warmup.or(f.warmup).unwrap_or(0.0);
+    let repeats = prof.repeats.or(f.repeats).unwrap_or(5);
+    if !(duration > 0.0 && duration <= 86_400.0) {
+        bail!("{file}: duration {duration} s: use more than 0 and at most 86400");
+    }
+    if !(0.0..=3600.0).contains(&warmup) {
+        bail!("{file}: warmup {warmup} s: use 0..=3600");
+    }
+    if !(1..=1000).contains(&repeats) {
+        bail!("{file}: repeats {repeats}: use 1..=1000");
+    }
+    let engine = f.engine.clone().unwrap_or_else(|| "auto".into());
+    if !["auto", "socket", "mmsg", "gso", "uring", "xdp"].contains(&engine.as_str()) {
+        bail!("{file}: engine '{engine}': use auto, socket, mmsg, gso, uring or xdp");
+    }
+    let blocks = if f.matrix.is_empty() { vec![MatrixBlock::default()] } else { f.matrix.clone() };
+    let mut cases: Vec<Case> = Vec::new();
+    for (bi, b) in blocks.iter().enumerate() {
+        let name = b.name.clone().unwrap_or_else(|| format!("block{}", bi + 1));
+        let loads = match &b.load {
+            Some(v) => v.iter().map(|s| parse_load(s).map_err(|e| anyhow::anyhow!("{file}: {e:#}"))).collect::<Result<Vec<_>>>()?,
+            None => vec![parse_load("10M/1470")?],
+        };
+        let receivers = b.receivers.clone().unwrap_or(vec![topology.receivers()]);
+        for &r in &receivers {
+            if r == 0 || r % hosts != 0 {
+                bail!("{file}: receivers {r}: use a multiple of lab.hosts ({hosts}): each host gets receivers / hosts");
+            }
+        }
+        let snooping = b.snooping.clone().unwrap_or(vec![base.base.snooping]);
+        let qis = b.query_interval.clone().unwrap_or(vec![base.igmp.query_interval_cs / 100]);
+        for &q in &qis {
+            if !(1..=3600).contains(&q) {
+                bail!("{file}: query_interval {q} s: use 1..=3600");
+            }
+        }
+        let losses = b.loss.clone().unwrap_or(vec![0.0]);
+        for &p in &losses {
+            if !(0.0..=100.0).contains(&p) {
+                bail!("{file}: loss {p} %: use 0..=100");
+            }
+        }
+        let placements = match &b.placement {
+            Some(v) => v.iter().map(|s| placement_of(s)).collect::<Result<Vec<_>>>()?,
+            None => vec![placement],
+        };
+        let durations = b.duration.clone().unwrap_or(vec![duration]);
+        for ld in &loads {
+            if ld.length + 28 > base.base.mtu {
+                bail!("{file}: load {}: a {}-byte datagram does not fit the lab's MTU {}", ld.text, ld.length, base.base.mtu);
+            }
+        }
+        // Topology axes outermost, so consecutive cases share a lab.
+        for &pl in &placements {
+            for &r in &receivers {
+                for &sn in &snooping {
+                    for &q in &qis {
+                        for ld in &loads {
+                            for &loss in &losses {
+                                for &d in &durations {
+                                    let d = prof.duration.unwrap_or(d);
+                                    let c = Case {
+                                        block: name.clone(),
+                                        load: ld.clone(),
+                                        receivers: r,
+                                        snooping: sn,
+                                        query_interval: q,
+                                        loss_pct: loss,
+                                        placement: pl,
+                                        duration: d,
+                                    };
+                                    if !(d > 0.0 && d <= 86_400.0) {
+                                        bail!("{file}: duration {d} s: use more than 0 and at most 86400");
+                                    }
+                                    // identical cases (in two blocks, or made identical by a
+                                    // profile) run once; the case names every block it is in
+                                    match cases.iter_mut().find(|o| Case { block: c.block.clone(), ..(*o).clone() } == c) {
+                                        Some(o) => {
+                                            if !o.block.split('+').any(|b| b == name) {
+                                                o.block = format!("{}+{name}", o.block);
+                                            }
+                                        }
+                                        None => cases.push(c),
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(Plan { group, port: f.port.unwrap_or(5001), warmup, repeats, engine, base, cases })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+group = "239.0.0.1"
+duration = 30
+repeats = 5
+[lab]
+hosts = 3
+fabric = "vxlan"
+[[matrix]]
+name = "load"
+load = ["1M/512", "10M/1470", "100M/8192", "max/8192"]
+receivers = [3, 6, 9]
+[[matrix]]
+name = "loss"
+loss = [0, 1, 5]
+snooping = [true, false]
+[profile.quick]
+duration = 2
+repeats = 2
+"#;
+
+    #[test]
+    fn good_file_and_case_count() {
+        let p = parse(GOOD, "g.toml", None, "x-").unwrap();
+        assert_eq!(p.repeats, 5);
+        // 4 loads x 3 receiver counts, 3 losses x 2 snooping; 10M/1470 to 9 receivers is in both blocks
+        assert_eq!(p.cases.len(), 4 * 3 + 3 * 2 - 1);
+        assert_eq!(p.cases[9].block, "load+loss");
+        assert_eq!((p.cases[9].load.length, p.cases[9].receivers), (1470, 9));
+        assert_eq!(p.cases[0].duration, 30.0);
+        assert_eq!(p.base.topology.unwrap().fabric, Fabric::Vxlan);
+        assert_eq!(p.base.base.prefix, "x-");
+        let c = &p.cases[0];
+        assert_eq!(c.load, Load { text: "1M/512".into(), rate_bps: Some(1e6), length: 512 });
+        assert_eq!(p.cases[3].load.rate_bps, None);
+        let spec = p.spec_for(&p.cases[4]); // 6 receivers
+        assert_eq!(spec.topology.unwrap().per_host, 2);
+        assert_eq!(spec.base.receivers, 6);
+        assert_eq!(p.cases[12].drop_every(), Some(100));
+        assert_eq!(p.cases[13].drop_every(), Some(20));
+        assert_eq!(p.cases[14].drop_every(), None);
+        assert!(!p.cases[14].snooping);
+    }
+
+    #[test]
+    fn quick_profile_shortens() {
+        let p = parse(GOOD, "g.toml", Some("quick"), "x-").unwrap();
+        assert_eq!(p.repeats, 2);
+        assert!(p.cases.iter().all(|c| c.duration == 2.0));
+        assert_eq!(p.cases.len(), 17);
+        let e = parse(GOOD, "g.toml", Some("slow"), "x-").unwrap_err().to_string();
+        assert!(e.contains("no [profile.slow]"), "{e}");
+    }
+
+    #[test]
+    fn profile_merges_identical_cases() {
+        let t = "[[matrix]]\nduration = [60, 600, 3600]\n[profile.quick]\nduration = 1\n";
+        assert_eq!(parse(t, "d.toml", None, "x-").unwrap().cases.len(), 3);
+        assert_eq!(parse(t, "d.toml", Some("quick"), "x-").unwrap().cases.len(), 1);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        let e = parse("duration = 3\n[lab]\nhostz = 3\n", "plan.toml", None, "x-").unwrap_err().to_string();
+        assert!(e.starts_with("plan.toml:3:"), "{e}");
+        assert!(e.contains("hostz"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn bad_load_strings() {
+        for s in ["10M", "fast/1470", "10M/20", "10M/x", "-1M/512", "10Q/512"] {
+            assert!(parse_load(s).is_err(), "{s}");
+        }
+        assert_eq!(parse_load("2.5G/8192").unwrap().rate_bps, Some(2.5e9));
+        let e = parse("[[matrix]]\nload = [\"10M\"]\n", "p.toml", None, "x-").unwrap_err().to_string();
+        assert!(e.contains("p.toml") && e.contains("RATE/LENGTH"), "{e}");
+    }
+
+    #[test]
+    fn receivers_must_divide_by_hosts() {
+        let e = parse("[[matrix]]\nreceivers = [4]\n", "p.toml", None, "x-").unwrap_err().to_string();
+        assert!(e.contains("multiple of lab.hosts"), "{e}");
+    }
+
+    #[test]
+    fn no_matrix_is_one_case() {
+        let p = parse("", "e.toml", None, "x-").unwrap();
+        assert_eq!(p.cases.len(), 1);
+        assert_eq!(p.cases[0].receivers, 9);
+        assert_eq!(p.repeats, 5);
+    }
+}
+
+#[cfg(test)]
+mod seed_tests {
+    use super::*;
+
+    /// The shipped example parses, with and without the quick profile.
+    #[test]
+    fn seed_matrix_example() {
+        let text = include_str!("../../../examples/seed-matrix.toml");
+        let full = parse(text, "seed-matrix.toml", None, "x-").unwrap();
+        assert_eq!(full.repeats, 5);
+        let quick = parse(text, "seed-matrix.toml", Some("quick"), "x-").unwrap();
+        assert_eq!(quick.repeats, 2);
+        assert_eq!(quick.cases.len(), 12, "{:#?}", quick.cases.iter().map(|c| &c.block).collect::<Vec<_>>());
+        assert_eq!(quick.cases[1].block, "load+scaling+snooping+query-interval+placement");
+        // full: 4 loads, scaling 3 and 6, snooping off, query 10/125/300 at 300 s,
+        // durations 600 and 3600 (60 s at 100M/8192 is new too), loss 1/5 and 0 at 6, same-host
+        assert_eq!(full.cases.len(), 4 + 2 + 1 + 3 + 3 + 2 + 1);
+    }
+}

@@ -1,0 +1,335 @@
+//! Rows of `cases.csv`, their extraction from the JSON Lines of one run,
+//! and the per-case statistics of `summary.csv`.
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+use super::plan::Case;
+
+/// mean, sample standard deviation (n − 1; None for n < 2), min, max.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stats {
+    pub n: usize,
+    pub mean: f64,
+    pub sd: Option<f64>,
+    pub min: f64,
+    pub max: f64,
+}
+
+pub fn stats(xs: &[f64]) -> Option<Stats> {
+    if xs.is_empty() {
+        return None;
+    }
+    let n = xs.len();
+    let mean = xs.iter().sum::<f64>() / n as f64;
+    let sd = (n >= 2).then(|| (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt());
+    let min = xs.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    Some(Stats { n, mean, sd, min, max })
+}
+
+/// What the sender's summary line says.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SendResult {
+    pub run_id: u32,
+    pub sent: u64,
+    pub duration_s: f64,
+    pub rate_bps: f64,
+    pub cpu_s: f64,
+}
+
+/// One receiver in one run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RecvResult {
+    pub received: u64,
+    pub bytes: u64,
+    pub lost: u64,
+    pub loss_pct: f64,
+    pub jitter_us: f64,
+    pub delay_mean_us: Option<f64>,
+    /// From the `layers` summary, when the receiver had the drop tracer.
+    pub path_lost: Option<u64>,
+    pub kernel_dropped: Option<u64>,
+    pub socket_dropped: Option<u64>,
+}
+
+fn summary<'a>(lines: &'a [Value], role: &str, counter: Option<&str>) -> Option<&'a Value> {
+    lines
+        .iter()
+        .find(|l| l["type"] == "summary" && l["role"] == role && counter.is_none_or(|c| l["counter"] == c))
+}
+
+/// The sender's summary.
+pub fn parse_send(lines: &[Value]) -> Result<SendResult> {
+    let s = summary(lines, "send", None).context("the sender printed no summary line")?;
+    let begin = lines.iter().find(|l| l["type"] == "begin");
+    Ok(SendResult {
+        run_id: begin.and_then(|b| b["run"].as_u64()).unwrap_or(0) as u32,
+        sent: s["sent"].as_u64().context("sender summary without sent")?,
+        duration_s: s["duration_s"].as_f64().unwrap_or(0.0),
+        rate_bps: s["rate_bps"].as_f64().unwrap_or(0.0),
+        cpu_s: s["cpu_s"].as_f64().unwrap_or(0.0),
+    })
+}
+
+/// A receiver's kernel-counter flow of `run_id` (the path as the driver saw
+/// it) plus its `layers` line when present.
+pub fn parse_recv(lines: &[Value], run_id: u32) -> Result<RecvResult> {
+    let k = summary(lines, "recv", Some("kernel"))
+        .or_else(|| summary(lines, "recv", Some("socket")))
+        .context("the receiver printed no summary line")?;
+    let flows = k["flows"].as_array().context("summary without flows")?;
+    let mine: Vec<&Value> = flows.iter().filter(|f| f["run"].as_u64() == Some(u64::from(run_id))).collect();
+    let sum = |key: &str| mine.iter().map(|f| f[key].as_u64().unwrap_or(0)).sum::<u64>();
+    let received = sum("received");
+    let lost = sum("lost");
+    let total = received + lost;
+    let jitter = mine.iter().filter_map(|f| f["jitter_us"].as_f64()).fold(0.0, f64::max);
+    let delays: Vec<f64> = mine.iter().filter_map(|f| f["delay"]["mean_us"].as_f64()).collect();
+    let layers = summary(lines, "recv", Some("layers"));
+    let lay = |key: &str| layers.and_then(|l| l[key].as_u64());
+    Ok(RecvResult {
+        received,
+        bytes: sum("bytes"),
+        lost,
+        loss_pct: if total == 0 { 0.0 } else { 100.0 * lost as f64 / total as f64 },
+        jitter_us: jitter,
+        delay_mean_us: (!delays.is_empty()).then(|| delays.iter().sum::<f64>() / delays.len() as f64),
+        path_lost: lay("path_lost"),
+        kernel_dropped: lay("kernel_dropped"),
+        socket_dropped: lay("socket_dropped"),
+    })
+}
+
+/// Throughput at a receiver, Mbit/s of UDP payload: its bytes over the sender's duration.
+pub fn throughput_mbps(r: &RecvResult, s: &SendResult) -> f64 {
+    if s.duration_s > 0.0 { r.bytes as f64 * 8.0 / s.duration_s / 1e6 } else { 0.0 }
+}
+
+pub const CASE_PARAMS: &[&str] =
+    &["case", "block", "load", "rate_bps", "length", "receivers", "snooping", "query_interval_s", "loss_injected_pct", "placement", "duration_s"];
+
+pub fn case_params(k: usize, c: &Case) -> Vec<String> {
+    vec![
+        k.to_string(),
+        c.block.clone(),
+        c.load.text.clone(),
+        c.load.rate_bps.map(|r| format!("{r}")).unwrap_or_else(|| "max".into()),
+        c.load.length.to_string(),
+        c.receivers.to_string(),
+        if c.snooping { "on" } else { "off" }.into(),
+        c.query_interval.to_string(),
+        format!("{}", c.loss_pct),
+        c.placement.as_str().into(),
+        format!("{}", c.duration),
+    ]
+}
+
+pub fn cases_header() -> String {
+    let mut h: Vec<&str> = CASE_PARAMS.to_vec();
+    h.extend([
+        "repeat",
+        "run_id",
+        "receiver",
+        "sent",
+        "received",
+        "lost",
+        "loss_pct",
+        "jitter_us",
+        "delay_mean_us",
+        "throughput_mbps",
+        "sender_rate_mbps",
+        "sender_cpu_s",
+        "path_lost",
+        "kernel_dropped",
+        "socket_dropped",
+    ]);
+    h.join(",")
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map(|x| x.to_string()).unwrap_or_default()
+}
+
+fn f3(x: f64) -> String {
+    format!("{x:.3}")
+}
+
+/// A `cases.csv` row (no newline).
+pub fn cases_row(k: usize, c: &Case, repeat: u32, node: &str, s: &SendResult, r: &RecvResult) -> String {
+    let mut v = case_params(k, c);
+    v.extend([
+        repeat.to_string(),
+        s.run_id.to_string(),
+        node.to_string(),
+        s.sent.to_string(),
+        r.received.to_string(),
+        r.lost.to_string(),
+        format!("{:.4}", r.loss_pct),
+        f3(r.jitter_us),
+        opt(r.delay_mean_us.map(f3)),
+        f3(throughput_mbps(r, s)),
+        f3(s.rate_bps / 1e6),
+        f3(s.cpu_s),
+        opt(r.path_lost),
+        opt(r.kernel_dropped),
+        opt(r.socket_dropped),
+    ]);
+    v.iter().map(|x| csv_field(x)).collect::<Vec<_>>().join(",")
+}
+
+pub const METRICS: &[&str] = &["throughput_mbps", "loss_pct", "jitter_us", "sender_cpu_s"];
+
+pub fn summary_header() -> String {
+    let mut h: Vec<String> = CASE_PARAMS.iter().map(|s| s.to_string()).collect();
+    h.push("repeats".into());
+    h.push("samples".into());
+    for m in METRICS {
+        for s in ["mean", "sd", "min", "max"] {
+            h.push(format!("{m}_{s}"));
+        }
+    }
+    h.join(",")
+}
+
+/// Samples of one case: per receiver and repeat (throughput, loss, jitter), per repeat (sender CPU).
+#[derive(Debug, Default, Clone)]
+pub struct CaseSamples {
+    pub repeats: u32,
+    pub throughput: Vec<f64>,
+    pub loss: Vec<f64>,
+    pub jitter: Vec<f64>,
+    pub cpu: Vec<f64>,
+}
+
+impl CaseSamples {
+    pub fn add_repeat(&mut self, s: &SendResult, rs: &[RecvResult]) {
+        self.repeats += 1;
+        self.cpu.push(s.cpu_s);
+        for r in rs {
+            self.throughput.push(throughput_mbps(r, s));
+            self.loss.push(r.loss_pct);
+            self.jitter.push(r.jitter_us);
+        }
+    }
+}
+
+/// A `summary.csv` row (no newline).
+pub fn summary_row(k: usize, c: &Case, cs: &CaseSamples) -> String {
+    let mut v = case_params(k, c);
+    v.push(cs.repeats.to_string());
+    v.push(cs.throughput.len().to_string());
+    for xs in [&cs.throughput, &cs.loss, &cs.jitter, &cs.cpu] {
+        match stats(xs) {
+            Some(st) => v.extend([f3(st.mean), opt(st.sd.map(f3)), f3(st.min), f3(st.max)]),
+            None => v.extend(std::iter::repeat_n(String::new(), 4)),
+        }
+    }
+    v.iter().map(|x| csv_field(x)).collect::<Vec<_>>().join(",")
+}
+
+/// Quotes a field when it holds a comma, quote or newline (RFC 4180).
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lab::Placement;
+    use crate::run::plan::parse_load;
+
+    #[test]
+    fn stats_by_hand() {
+        // 2, 4, 4, 4, 5, 5, 7, 9: mean 5, squared deviations sum 32, sample variance 32/7
+        let s = stats(&[2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]).unwrap();
+        assert_eq!(s.n, 8);
+        assert_eq!(s.mean, 5.0);
+        assert!((s.sd.unwrap() - (32.0f64 / 7.0).sqrt()).abs() < 1e-12);
+        assert_eq!((s.min, s.max), (2.0, 9.0));
+        let one = stats(&[3.5]).unwrap();
+        assert_eq!((one.mean, one.sd, one.min, one.max), (3.5, None, 3.5, 3.5));
+        assert!(stats(&[]).is_none());
+        // 1, 2: mean 1.5, sd sqrt(0.5)
+        assert!((stats(&[1.0, 2.0]).unwrap().sd.unwrap() - 0.5f64.sqrt()).abs() < 1e-12);
+    }
+
+    fn case() -> Case {
+        Case {
+            block: "load".into(),
+            load: parse_load("10M/1470").unwrap(),
+            receivers: 3,
+            snooping: true,
+            query_interval: 125,
+            loss_pct: 5.0,
+            placement: Placement::SameHost,
+            duration: 2.0,
+        }
+    }
+
+    #[test]
+    fn parse_lines_and_rows() {
+        let send: Vec<Value> = [
+            r#"{"type":"begin","role":"send","run":77}"#,
+            r#"{"type":"summary","role":"send","sent":1000,"duration_s":2.0,"rate_bps":5880000.0,"cpu_s":0.25}"#,
+        ]
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+        let recv: Vec<Value> = [
+            r#"{"type":"begin","role":"recv"}"#,
+            r#"{"type":"summary","role":"recv","counter":"kernel","flows":[{"run":77,"received":950,"bytes":1396500,"lost":50,"jitter_us":3.5,"delay":{"mean_us":20.0}},{"run":5,"received":9,"bytes":9,"lost":9}]}"#,
+            r#"{"type":"summary","role":"recv","counter":"layers","path_lost":50,"kernel_dropped":0,"socket_dropped":1}"#,
+        ]
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+        let s = parse_send(&send).unwrap();
+        assert_eq!(s, SendResult { run_id: 77, sent: 1000, duration_s: 2.0, rate_bps: 5_880_000.0, cpu_s: 0.25 });
+        let r = parse_recv(&recv, 77).unwrap();
+        assert_eq!((r.received, r.lost, r.loss_pct), (950, 50, 5.0));
+        assert_eq!((r.path_lost, r.kernel_dropped, r.socket_dropped), (Some(50), Some(0), Some(1)));
+        assert_eq!(throughput_mbps(&r, &s), 1396500.0 * 8.0 / 2.0 / 1e6);
+        let header = cases_header();
+        let row = cases_row(3, &case(), 2, "r1", &s, &r);
+        assert_eq!(header.split(',').count(), row.split(',').count());
+        assert_eq!(
+            row,
+            "3,load,10M/1470,10000000,1470,3,on,125,5,same-host,2,2,77,r1,1000,950,50,5.0000,3.500,20.000,5.586,5.880,0.250,50,0,1"
+        );
+        assert!(header.starts_with("case,block,load,rate_bps,length,receivers,snooping,query_interval_s,loss_injected_pct,placement,duration_s,repeat,run_id,receiver,sent,received,lost,loss_pct"));
+        assert!(parse_send(&recv).is_err());
+    }
+
+    #[test]
+    fn summary_row_values() {
+        let mut cs = CaseSamples::default();
+        let s1 = SendResult { run_id: 1, sent: 10, duration_s: 1.0, rate_bps: 0.0, cpu_s: 1.0 };
+        let s2 = SendResult { cpu_s: 3.0, ..s1.clone() };
+        let r = |bytes, loss_pct, jitter_us| RecvResult { bytes, loss_pct, jitter_us, ..Default::default() };
+        cs.add_repeat(&s1, &[r(1_000_000, 0.0, 1.0), r(2_000_000, 5.0, 3.0)]);
+        cs.add_repeat(&s2, &[r(3_000_000, 5.0, 5.0), r(2_000_000, 10.0, 7.0)]);
+        // throughput 8, 16, 24, 16 Mbit/s: mean 16, sd sqrt(128/3); loss 0,5,5,10: mean 5, sd sqrt(50/3)
+        let row = summary_row(1, &case(), &cs);
+        let f: Vec<&str> = row.split(',').collect();
+        assert_eq!(summary_header().split(',').count(), f.len());
+        assert_eq!(&f[11..13], ["2", "4"]);
+        assert_eq!(&f[13..17], ["16.000", &format!("{:.3}", (128.0f64 / 3.0).sqrt()), "8.000", "24.000"]);
+        assert_eq!(&f[17..21], ["5.000", &format!("{:.3}", (50.0f64 / 3.0).sqrt()), "0.000", "10.000"]);
+        assert_eq!(&f[21..25], ["4.000", &format!("{:.3}", (20.0f64 / 3.0).sqrt()), "1.000", "7.000"]);
+        assert_eq!(&f[25..29], ["2.000", &format!("{:.3}", 2.0f64.sqrt()), "1.000", "3.000"]);
+        // one repeat: sd left empty
+        let mut one = CaseSamples::default();
+        one.add_repeat(&s1, &[r(1_000_000, 0.0, 1.0)]);
+        let f1: Vec<String> = summary_row(1, &case(), &one).split(',').map(String::from).collect();
+        assert_eq!(f1[14], "");
+        assert_eq!(f1[26], "");
+    }
+
+    #[test]
+    fn csv_quoting() {
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"x\""), "\"say \"\"x\"\"\"");
+        assert_eq!(csv_field("plain"), "plain");
+    }
+}

@@ -1,0 +1,171 @@
+//! `mcblast run` on the lab: the real binary runs plan files in throwaway
+//! namespaces (own prefix through MCBLAST_LAB_PREFIX) and its CSVs are
+//! checked against what the senders sent and the injected loss.
+//! Privileged: skipped with a message when not root.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mcblast");
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn skip() -> bool {
+    if !mcblast::netns::privileged() {
+        eprintln!("SKIP: needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF) for namespaces and XDP");
+        return true;
+    }
+    false
+}
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("mcblast-run-test-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Removes the lab of a prefix when the test ends (also on panic), in case the run left it.
+struct LabGone(String);
+impl Drop for LabGone {
+    fn drop(&mut self) {
+        let _ = mcblast::lab::down(&self.0);
+    }
+}
+
+/// A CSV file as (header, rows of name -> value).
+fn csv(path: &Path) -> (Vec<String>, Vec<HashMap<String, String>>) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut lines = text.lines();
+    let header: Vec<String> = lines.next().expect("header").split(',').map(String::from).collect();
+    let rows = lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            assert_eq!(f.len(), header.len(), "{}: row {l}", path.display());
+            header.iter().cloned().zip(f.iter().map(|s| s.to_string())).collect()
+        })
+        .collect();
+    (header, rows)
+}
+
+fn num(r: &HashMap<String, String>, k: &str) -> u64 {
+    r[k].parse().unwrap_or_else(|_| panic!("{k} = {:?} in {r:?}", r[k]))
+}
+
+fn run(plan: &Path, out: &Path, prefix: &str, extra: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .arg("run")
+        .arg(plan)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .env("MCBLAST_LAB_PREFIX", prefix)
+        .output()
+        .expect("run mcblast")
+}
+
+#[test]
+fn unknown_key_is_one_line_naming_key_and_file() {
+    let d = tmpdir("badkey");
+    let plan = d.join("bad.toml");
+    std::fs::write(&plan, "duration = 2\n[[matrix]]\nlaod = [\"1M/512\"]\n").unwrap();
+    let o = run(&plan, &d.join("out"), "mcbtbad-", &[]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("bad.toml:3") && err.contains("laod"), "{err}");
+    assert!(!d.join("out").exists(), "nothing is written for a bad plan");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn two_cases_two_repeats_injected_loss_exact() {
+    if skip() {
+        return;
+    }
+    let _s = serial();
+    let prefix = format!("mcbt{}run-", std::process::id());
+    let _gone = LabGone(prefix.clone());
+    let d = tmpdir("tiny");
+    let plan = d.join("tiny.toml");
+    std::fs::write(
+        &plan,
+        "duration = 2\nrepeats = 2\n[lab]\nhosts = 3\nper_host = 1\n\
+         [[matrix]]\nname = \"tiny\"\nload = [\"10M/1470\"]\nloss = [0, 5]\n",
+    )
+    .unwrap();
+    let out = d.join("out");
+    let o = run(&plan, &out, &prefix, &[]);
+    assert!(o.status.success(), "mcblast run failed: {}", String::from_utf8_lossy(&o.stderr));
+    let (_, rows) = csv(&out.join("cases.csv"));
+    assert_eq!(rows.len(), 2 * 2 * 3, "case x repeat x receiver");
+    for r in &rows {
+        let (sent, received, lost) = (num(r, "sent"), num(r, "received"), num(r, "lost"));
+        assert!(sent > 1000, "{r:?}");
+        let want = match r["loss_injected_pct"].as_str() {
+            "0" => 0,
+            // every 20th data datagram, the first included
+            "5" => sent.div_ceil(20),
+            x => panic!("unexpected loss {x}"),
+        };
+        assert_eq!(lost, want, "{r:?}");
+        assert_eq!(received, sent - want, "{r:?}");
+        assert_eq!(r["path_lost"], want.to_string(), "the waterfall puts it on the path: {r:?}");
+    }
+    let reps: Vec<(&str, &str, &str)> =
+        rows.iter().map(|r| (r["case"].as_str(), r["repeat"].as_str(), r["receiver"].as_str())).collect();
+    for c in ["1", "2"] {
+        for rep in ["1", "2"] {
+            for n in ["r1", "r2", "r3"] {
+                assert!(reps.contains(&(c, rep, n)), "missing case {c} repeat {rep} {n}");
+                assert!(out.join("raw").join(format!("c00{c}-r{rep}-{n}.jsonl")).is_file());
+            }
+            assert!(out.join("raw").join(format!("c00{c}-r{rep}-sender.jsonl")).is_file());
+        }
+    }
+    let (_, sum) = csv(&out.join("summary.csv"));
+    assert_eq!(sum.len(), 2);
+    assert_eq!((sum[0]["loss_injected_pct"].as_str(), sum[1]["loss_injected_pct"].as_str()), ("0", "5"));
+    for s in &sum {
+        assert_eq!((num(s, "repeats"), num(s, "samples")), (2, 6));
+        assert!(!s["throughput_mbps_sd"].is_empty() && !s["sender_cpu_s_sd"].is_empty());
+    }
+    assert_eq!(sum[0]["loss_pct_max"], "0.000");
+    // 5 % injected: between 5 and 5 + 100/sent % (the first datagram is always dropped)
+    let mean: f64 = sum[1]["loss_pct_mean"].parse().unwrap();
+    assert!((5.0..5.2).contains(&mean), "{mean}");
+    assert!(mcblast::lab::Lab::open(&prefix).is_err(), "the run removed its lab");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn seed_matrix_quick() {
+    if skip() {
+        return;
+    }
+    let _s = serial();
+    let prefix = format!("mcbt{}seed-", std::process::id());
+    let _gone = LabGone(prefix.clone());
+    let d = tmpdir("seed");
+    let out = d.join("out");
+    let plan = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/seed-matrix.toml");
+    let o = run(&plan, &out, &prefix, &["--quick"]);
+    assert!(o.status.success(), "mcblast run --quick failed: {}", String::from_utf8_lossy(&o.stderr));
+    let (_, sum) = csv(&out.join("summary.csv"));
+    assert_eq!(sum.len(), 12);
+    let (_, rows) = csv(&out.join("cases.csv"));
+    let receivers: u64 = sum.iter().map(|s| num(s, "receivers")).sum();
+    assert_eq!(rows.len() as u64, 2 * receivers, "2 repeats x every receiver of every case");
+    for r in rows.iter().filter(|r| r["loss_injected_pct"] != "0") {
+        let n = if r["loss_injected_pct"] == "1" { 100 } else { 20 };
+        assert_eq!(num(r, "lost"), num(r, "sent").div_ceil(n), "{r:?}");
+    }
+    assert!(sum.iter().any(|s| s["snooping"] == "off") && sum.iter().any(|s| s["placement"] == "same-host"));
+    assert!(mcblast::lab::Lab::open(&prefix).is_err(), "the run removed its lab");
+    let _ = std::fs::remove_dir_all(&d);
+}
