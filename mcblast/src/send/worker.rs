@@ -656,9 +656,9 @@ mod tests {
         assert_eq!((c.enobufs, c.sent, seq[0]), (e.calls, 0, 0));
     }
 
-    /// A send that stalls 3 ms (15 batch intervals at 20,000/s in batches
-    /// of 4) makes the worker slip: counted, with at least the stall less
-    /// one batch interval given up, and published with the other counts.
+    /// A send that stalls 150 ms (longer than the pacer catches up) makes
+    /// the worker slip: counted, with at least the stall less one batch
+    /// interval given up, and published with the other counts.
     #[test]
     fn a_stalled_worker_counts_its_slip() {
         struct Stall {
@@ -673,7 +673,8 @@ mod tests {
             fn send_data(&mut self, _slot: usize, _seq: u64, n: usize) -> Sent {
                 self.calls += 1;
                 if self.calls == 10 {
-                    sleep_until_mono(mono_ns() + 3_000_000);
+                    // Longer than the pacer catches up (CATCH_UP_NS): a slip.
+                    sleep_until_mono(mono_ns() + 150_000_000);
                 }
                 Sent { n, err: None }
             }
@@ -693,10 +694,10 @@ mod tests {
         let (fatal, pacing) = x.send_data(&mut e, mono_ns(), &mut seq, &mut c);
         assert!(fatal.is_none());
         let s = pacing.unwrap();
-        assert!(s.slips >= 1 && s.deficit >= (3_000_000.0 - 200_000.0) / 50_000.0, "{s:?}");
+        assert!(s.slips >= 1 && s.deficit >= (150_000_000.0 - 200_000.0) / 50_000.0, "{s:?}");
         assert_eq!((c.sent, c.slips, c.deficit), (200, s.slips, s.deficit as u64));
         assert_eq!(x.counters[0].read(), c, "published");
-        assert!(s.gap_max_ns.unwrap() >= 3_000_000, "{s:?}");
+        assert!(s.gap_max_ns.unwrap() >= 150_000_000, "{s:?}");
     }
 
     #[test]
