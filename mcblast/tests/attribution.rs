@@ -5,86 +5,20 @@
 //! reports, and the receiver's waterfall must add up. Privileged: skipped
 //! with a message when not root. Every lab is removed when its test ends.
 
-use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use mcblast::lab::{Lab, LabConfig};
+use mcblast::lab::Lab;
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mcblast");
+mod common;
+use common::*;
 
-/// The tests load the 2-core machine with real traffic: one at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn skip() -> bool {
-    if !mcblast::netns::privileged() {
-        eprintln!("SKIP: needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF) for namespaces, XDP and tracepoints");
-        return true;
-    }
-    false
-}
-
-fn lab(tag: &str, receivers: u32) -> Lab {
-    let cfg = LabConfig { prefix: format!("mcbt{}{tag}-", std::process::id()), receivers, ..LabConfig::default() };
-    Lab::up(&cfg).expect("lab up").with_mcblast(BIN)
-}
-
-/// A receiver process whose stdout (JSON Lines) is read after it exits.
-struct Recv {
-    node: String,
-    child: Child,
-    out: BufReader<std::process::ChildStdout>,
-}
-
-impl Drop for Recv {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_recv(lab: &Lab, node: &str, extra: &[&str]) -> Recv {
-    let mut argv = vec!["mcblast", "recv", "--interface", "eth0", "--json", "-t", "30"];
-    if !extra.contains(&"-i") {
-        argv.extend_from_slice(&["-i", "0"]);
-    }
-    argv.extend_from_slice(extra);
-    let mut child = lab.exec_cmd(node, &argv).stdout(Stdio::piped()).spawn().expect("spawn recv");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).expect("read begin line");
-    let begin: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{node}: bad begin line {line:?}: {e}"));
-    assert_eq!(begin["type"], "begin", "{node}: {line}");
-    Recv { node: node.into(), child, out }
-}
-
-/// Waits for the receiver to exit 0 (bounded) and returns its JSON lines.
-fn finish(mut r: Recv) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        if let Some(st) = r.child.try_wait().unwrap() {
-            assert_eq!(st.code(), Some(0), "{}: recv exited with {st}", r.node);
-            break;
-        }
-        assert!(Instant::now() < deadline, "{}: recv did not stop", r.node);
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut r.out, &mut text).unwrap();
-    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}"))).collect()
-}
+const NEEDS: &str = "needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF) for namespaces, XDP and tracepoints";
 
 fn layers(lines: &[Value]) -> &Value {
-    lines
-        .iter()
-        .find(|l| l["type"] == "summary" && l["counter"] == "layers")
-        .unwrap_or_else(|| panic!("no layers summary in {lines:?}"))
+    summary(lines, "layers")
 }
 
 fn u(v: &Value, field: &str) -> u64 {
@@ -96,23 +30,9 @@ fn reason_data(l: &Value, reason: &str) -> u64 {
     l["reasons"].as_array().unwrap().iter().filter(|r| r["reason"] == reason).map(|r| u(r, "data")).sum()
 }
 
-fn wait_members(lab: &Lab) {
-    lab.wait_members(Ipv4Addr::new(239, 0, 0, 1), &lab.receivers(), Duration::from_secs(15)).expect("joins");
-}
-
 /// Runs the sender; returns how many data datagrams it sent.
 fn send(lab: &Lab, args: &[&str]) -> u64 {
-    let mut argv = vec!["mcblast", "send", "--interface", "eth0", "--json", "-i", "0"];
-    argv.extend_from_slice(args);
-    let out = lab.exec_cmd("sender", &argv).output().expect("run sender");
-    assert!(out.status.success(), "sender failed: {}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8_lossy(&out.stdout);
-    let s = text
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .find(|v| v["type"] == "summary")
-        .expect("sender summary");
-    u(&s, "sent")
+    u(&sender_summary(spawn_send(lab, args)), "sent")
 }
 
 /// The checks every waterfall must pass: it adds up, and only the layers
@@ -146,7 +66,7 @@ fn snmp(lab: &Lab, node: &str, proto: &str, field: &str) -> u64 {
 
 #[test]
 fn path_loss_is_charged_to_the_path_on_that_receiver_only() {
-    if skip() {
+    if common::skip(NEEDS) {
         return;
     }
     let _serial = serial();
@@ -175,7 +95,7 @@ fn path_loss_is_charged_to_the_path_on_that_receiver_only() {
 
 #[test]
 fn netfilter_drop_in_the_receiver_is_charged_to_the_kernel_with_its_reason() {
-    if skip() {
+    if common::skip(NEEDS) {
         return;
     }
     let _serial = serial();
@@ -233,7 +153,7 @@ fn netfilter_drop_in_the_receiver_is_charged_to_the_kernel_with_its_reason() {
 
 #[test]
 fn full_socket_buffer_is_charged_to_the_socket() {
-    if skip() {
+    if common::skip(NEEDS) {
         return;
     }
     let _serial = serial();
@@ -285,7 +205,7 @@ fn bpf_progs_of(name: &str, pid: u32) -> Vec<u64> {
 
 #[test]
 fn sigkilled_receiver_leaves_no_drop_tracer() {
-    if skip() {
+    if common::skip(NEEDS) {
         return;
     }
     if Command::new("bpftool").arg("version").output().is_err() {
@@ -420,7 +340,7 @@ fn netfilter_and_no_listener(tag: &str, which: mcblast::kernel::DropTracer) {
 
 #[test]
 fn netfilter_and_no_listener_with_the_kernels_tracepoint() {
-    if skip() {
+    if common::skip(NEEDS) {
         return;
     }
     let _serial = serial();
@@ -431,7 +351,7 @@ fn netfilter_and_no_listener_with_the_kernels_tracepoint() {
 /// tracepoint) loads here too, and counts the same.
 #[test]
 fn netfilter_and_no_listener_with_the_older_tracepoint() {
-    if skip() {
+    if common::skip(NEEDS) {
         return;
     }
     let _serial = serial();
@@ -440,7 +360,7 @@ fn netfilter_and_no_listener_with_the_older_tracepoint() {
 
 #[test]
 fn another_sockets_overflow_on_the_port_is_not_charged() {
-    if skip() {
+    if common::skip(NEEDS) {
         return;
     }
     let _serial = serial();

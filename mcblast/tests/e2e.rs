@@ -4,7 +4,6 @@
 //! what nftables says it dropped). Privileged: skipped with a message when
 //! not root. Every lab is removed when its test ends, pass or fail.
 
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,129 +12,26 @@ use mcblast::lab::{Lab, LabConfig};
 use mcblast_common::wire::{Header, Kind, Packet};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mcblast");
+mod common;
+use common::*;
 
-/// The tests here load the 2-core machine with real traffic: one at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn skip() -> bool {
-    if !mcblast::netns::privileged() {
-        eprintln!("SKIP: needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF) for namespaces and XDP");
-        return true;
-    }
-    false
-}
-
-fn lab(tag: &str, receivers: u32) -> Lab {
-    let cfg = LabConfig {
-        prefix: format!("mcbt{}{tag}-", std::process::id()),
-        receivers,
-        ..LabConfig::default()
-    };
-    Lab::up(&cfg).expect("lab up").with_mcblast(BIN)
-}
-
-/// A receiver process whose stdout (JSON Lines) is read after it exits.
-struct Recv {
-    node: String,
-    child: Child,
-    out: BufReader<std::process::ChildStdout>,
-    begin: Value,
-}
-
-impl Drop for Recv {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_recv(lab: &Lab, node: &str, extra: &[&str]) -> Recv {
-    let mut argv = vec!["mcblast", "recv", "--interface", "eth0", "--json", "-i", "0"];
-    if !extra.contains(&"-t") {
-        argv.extend_from_slice(&["-t", "30"]); // a bound, in case a flow never ends
-    }
-    argv.extend_from_slice(extra);
-    let mut child = lab.exec_cmd(node, &argv).stdout(Stdio::piped()).spawn().expect("spawn recv");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).expect("read begin line");
-    let begin: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{node}: bad begin line {line:?}: {e}"));
-    assert_eq!(begin["type"], "begin", "{node}: {line}");
-    Recv { node: node.into(), child, out, begin }
-}
-
-/// Waits for the receiver to exit (bounded) with status 0 and returns its JSON lines.
-fn finish(r: Recv) -> Vec<Value> {
-    finish_with(r, 0)
-}
-
-/// Waits for the receiver to exit (bounded) with `code` and returns its JSON lines.
-fn finish_with(mut r: Recv, code: i32) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        if let Some(st) = r.child.try_wait().unwrap() {
-            assert_eq!(st.code(), Some(code), "{}: recv exited with {st}", r.node);
-            break;
-        }
-        assert!(Instant::now() < deadline, "{}: recv did not stop", r.node);
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut r.out, &mut text).unwrap();
-    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}"))).collect()
-}
-
-fn summary<'a>(lines: &'a [Value], counter: &str) -> &'a Value {
-    lines
-        .iter()
-        .find(|l| l["type"] == "summary" && l["counter"] == counter)
-        .unwrap_or_else(|| panic!("no {counter} summary in {lines:?}"))
-}
-
-/// Waits until every receiver of the lab is a member of 239.0.0.1 (bounded).
-fn wait_members(lab: &Lab) {
-    lab.wait_members(Ipv4Addr::new(239, 0, 0, 1), &lab.receivers(), Duration::from_secs(15)).expect("joins");
-}
-
-/// Starts the sender with arguments (JSON output, no interval lines).
-fn spawn_send(lab: &Lab, args: &[&str]) -> Child {
-    let mut argv = vec!["mcblast", "send", "--interface", "eth0", "--json", "-i", "0"];
-    argv.extend_from_slice(args);
-    lab.exec_cmd("sender", &argv).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn sender")
-}
-
-/// Waits for a sender started with [`spawn_send`]; returns its JSON summary line.
-fn wait_send(child: Child) -> Value {
-    let out = child.wait_with_output().expect("wait for sender");
-    assert!(out.status.success(), "sender failed: {}", String::from_utf8_lossy(&out.stderr));
-    let s = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .find(|v| v["type"] == "summary")
-        .expect("sender summary");
-    assert_eq!(s["role"], "send");
-    s
-}
+const NEEDS: &str = "needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF) for namespaces and XDP";
 
 /// Runs the sender with arguments; returns its JSON summary line.
 fn send(lab: &Lab, args: &[&str]) -> Value {
     wait_send(spawn_send(lab, args))
 }
 
-fn only_flow(s: &Value) -> &Value {
-    let flows = s["flows"].as_array().expect("flows");
-    assert_eq!(flows.len(), 1, "expected one flow: {s}");
-    &flows[0]
+/// Waits for a sender started with [`spawn_send`]; returns its JSON summary line.
+fn wait_send(child: Child) -> Value {
+    let s = sender_summary(child);
+    assert_eq!(s["role"], "send");
+    s
 }
 
 #[test]
 fn clean_run_one_to_nine_no_loss_kernel_equals_socket() {
-    if skip() {
+    if common::skip(NEEDS) {
         return;
     }
     let _serial = serial();
@@ -172,7 +68,7 @@ fn clean_run_one_to_nine_no_loss_kernel_equals_socket() {
 
 #[test]
 fn loss_on_one_receivers_path_is_counted_exactly_there_only() {
-    if skip() {
+    if common::skip(NEEDS) {
         return;
     }
     let _serial = serial();
@@ -198,14 +94,9 @@ fn loss_on_one_receivers_path_is_counted_exactly_there_only() {
     }
 }
 
-fn xdp_attached(lab: &Lab, node: &str) -> bool {
-    let out = Command::new("ip").args(["-n", &lab.ns_name(node), "-d", "link", "show", "eth0"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).contains("xdp")
-}
-
 #[test]
 fn sigkilled_receiver_leaves_no_xdp_program() {
-    if skip() {
+    if common::skip(NEEDS) {
         return;
     }
     let _serial = serial();
@@ -235,7 +126,7 @@ fn send_raw(lab: &Lab, payloads: Vec<Vec<u8>>) {
 
 #[test]
 fn foreign_and_malformed_datagrams_leave_flows_unchanged() {
-    if skip() {
+    if common::skip(NEEDS) {
         return;
     }
     let _serial = serial();
@@ -285,7 +176,7 @@ fn foreign_and_malformed_datagrams_leave_flows_unchanged() {
 
 #[test]
 fn socket_only_counter_and_ctrl_c_still_reports() {
-    if skip() {
+    if common::skip(NEEDS) {
         return;
     }
     let _serial = serial();
@@ -321,7 +212,7 @@ fn socket_only_counter_and_ctrl_c_still_reports() {
 
 #[test]
 fn source_specific_join_and_unjoined_groups_are_not_flows() {
-    if skip() {
+    if common::skip(NEEDS) {
         return;
     }
     let _serial = serial();
@@ -377,7 +268,7 @@ fn udp_seen(lab: &Lab, node: &str) -> u64 {
 
 #[test]
 fn sink_counts_every_datagram_at_the_driver_and_none_reach_the_stack() {
-    if skip() {
+    if common::skip(NEEDS) {
         return;
     }
     let _serial = serial();
@@ -441,7 +332,7 @@ fn tcx_programs(lab: &Lab, node: &str) -> u32 {
 
 #[test]
 fn tc_attach_point_counts_exactly_and_leaves_nothing_behind() {
-    if skip() {
+    if common::skip(NEEDS) {
         return;
     }
     let _serial = serial();
@@ -543,7 +434,7 @@ fn assert_no_path_loss(lines: &[Value], n: u64) {
 
 #[test]
 fn sender_ledger_counts_drops_in_the_sending_host_apart_from_the_path() {
-    if skip() {
+    if common::skip(NEEDS) {
         return;
     }
     let _serial = serial();

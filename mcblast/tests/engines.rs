@@ -4,86 +4,24 @@
 //! `mcblast` binary runs in a throwaway lab (1 sender, 2 receivers);
 //! privileged, skipped with a message when not root.
 
-use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mcblast::lab::{Lab, LabConfig};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mcblast");
+mod common;
+use common::*;
+
 const LENGTHS: [usize; 3] = [64, 1470, 8192];
 /// Datagrams per run, and the rate: low, so nothing may be lost.
 const COUNT: u64 = 300;
 const PPS: &str = "3000";
 
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn skip() -> bool {
-    if !mcblast::netns::privileged() {
-        eprintln!("SKIP: needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF) for namespaces and XDP");
-        return true;
-    }
-    false
-}
-
-struct Recv {
-    node: String,
-    child: Child,
-    out: BufReader<std::process::ChildStdout>,
-}
-
-impl Drop for Recv {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+const NEEDS: &str = "needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF) for namespaces and XDP";
 
 fn start_recv(lab: &Lab, node: &str, flows: usize) -> Recv {
-    let flows = flows.to_string();
-    let argv = [
-        "mcblast",
-        "recv",
-        "--interface",
-        "eth0",
-        "--json",
-        "-i",
-        "0",
-        "-t",
-        "30",
-        "--grace",
-        "0.5",
-        "--expect-flows",
-        &flows,
-    ];
-    let mut child = lab.exec_cmd(node, &argv).stdout(Stdio::piped()).spawn().expect("spawn recv");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).expect("read begin line");
-    let begin: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{node}: bad begin line {line:?}: {e}"));
-    assert_eq!(begin["type"], "begin", "{node}: {line}");
-    Recv { node: node.into(), child, out }
-}
-
-fn finish(mut r: Recv) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        if let Some(st) = r.child.try_wait().unwrap() {
-            assert_eq!(st.code(), Some(0), "{}: recv exited with {st}", r.node);
-            break;
-        }
-        assert!(Instant::now() < deadline, "{}: recv did not stop", r.node);
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut r.out, &mut text).unwrap();
-    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}"))).collect()
+    common::start_recv(lab, node, &["--grace", "0.5", "--expect-flows", &flows.to_string()])
 }
 
 /// One sender run: (run id, engine it reports, its summary).
@@ -141,12 +79,11 @@ fn send(lab: &Lab, engine: &str, length: usize) -> SendRun {
 /// Every length with `engine`, both receivers, both counters: each
 /// datagram exactly once.
 fn conformance(engine: &str, tag: &str) {
-    if skip() {
+    if common::skip(NEEDS) {
         return;
     }
     let _serial = serial();
-    let cfg = LabConfig { prefix: format!("mcbt{}{tag}-", std::process::id()), receivers: 2, ..LabConfig::default() };
-    let lab = Lab::up(&cfg).expect("lab up").with_mcblast(BIN);
+    let lab = lab(tag, 2);
     let recvs: Vec<Recv> = lab.receivers().iter().map(|n| start_recv(&lab, n, LENGTHS.len())).collect();
     lab.wait_members(Ipv4Addr::new(239, 0, 0, 1), &lab.receivers(), Duration::from_secs(15)).expect("joins");
     let runs: Vec<SendRun> = LENGTHS.iter().map(|&l| send(&lab, engine, l)).collect();
@@ -207,7 +144,7 @@ fn auto_engine_delivers_every_datagram_once() {
 /// With the zero-copy option too (the kernel may copy on veth; delivery must be exact either way).
 #[test]
 fn uring_zerocopy_delivers_every_datagram_once() {
-    if skip() {
+    if common::skip(NEEDS) {
         return;
     }
     let probe = std::process::Command::new(BIN).args(["probe", "--json"]).output().unwrap();

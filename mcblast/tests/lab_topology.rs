@@ -17,11 +17,8 @@ use std::time::{Duration, Instant};
 use mcblast::lab::{self, Fabric, IgmpConfig, Lab, LabConfig, LabSpec, NodeThread, Placement, Preset, Topology};
 use mcblast_common::wire::{HEADER_LEN, Kind, Packet, VERSION};
 
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
+mod common;
+use common::serial;
 
 fn privileged(test: &str) -> bool {
     if mcblast::netns::privileged() {

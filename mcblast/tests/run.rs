@@ -7,21 +7,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mcblast");
+mod common;
+use common::{BIN, serial};
 
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn skip() -> bool {
-    if !mcblast::netns::privileged() {
-        eprintln!("SKIP: needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF) for namespaces and XDP");
-        return true;
-    }
-    false
-}
+const NEEDS: &str = "needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF) for namespaces and XDP";
 
 fn tmpdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("mcblast-run-test-{}-{tag}", std::process::id()));
@@ -85,7 +74,7 @@ fn unknown_key_is_one_line_naming_key_and_file() {
 
 #[test]
 fn two_cases_two_repeats_injected_loss_exact() {
-    if skip() {
+    if common::skip(NEEDS) {
         return;
     }
     let _s = serial();
@@ -145,7 +134,7 @@ fn two_cases_two_repeats_injected_loss_exact() {
 
 #[test]
 fn seed_matrix_quick() {
-    if skip() {
+    if common::skip(NEEDS) {
         return;
     }
     let _s = serial();

@@ -6,102 +6,40 @@
 //! plain UDP socket in a third receiver that compares every byte of every
 //! payload with what the sender builds. Privileged: skipped when not root.
 
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use mcblast::lab::{Lab, LabConfig, NodeThread};
+use mcblast::lab::{Lab, NodeThread};
 use mcblast_common::wire::{HEADER_LEN, Header, Kind};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mcblast");
+mod common;
+use common::*;
+
 const GROUP: Ipv4Addr = Ipv4Addr::new(239, 0, 0, 1);
 
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn skip() -> bool {
-    if !mcblast::netns::privileged() {
-        eprintln!("SKIP: needs root (namespaces, XDP, AF_XDP)");
-        return true;
-    }
-    false
-}
+const NEEDS: &str = "needs root (namespaces, XDP, AF_XDP)";
 
 fn lab(tag: &str, receivers: u32) -> Lab {
-    let cfg = LabConfig { prefix: format!("mcbt{}x{tag}-", std::process::id()), receivers, ..LabConfig::default() };
-    Lab::up(&cfg).expect("lab up").with_mcblast(BIN)
-}
-
-struct Recv {
-    node: String,
-    child: Child,
-    out: BufReader<std::process::ChildStdout>,
-}
-
-impl Drop for Recv {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_recv(lab: &Lab, node: &str, extra: &[&str]) -> Recv {
-    let mut argv = vec!["mcblast", "recv", "--interface", "eth0", "--json", "-i", "0", "-t", "30"];
-    argv.extend_from_slice(extra);
-    let mut child = lab.exec_cmd(node, &argv).stdout(Stdio::piped()).spawn().expect("spawn recv");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).expect("begin line");
-    let begin: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{node}: bad begin {line:?}: {e}"));
-    assert_eq!(begin["type"], "begin", "{node}: {line}");
-    Recv { node: node.into(), child, out }
-}
-
-fn finish(mut r: Recv) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        if let Some(st) = r.child.try_wait().unwrap() {
-            assert!(st.success(), "{}: recv exited with {st}", r.node);
-            break;
-        }
-        assert!(Instant::now() < deadline, "{}: recv did not stop", r.node);
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut r.out, &mut text).unwrap();
-    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON {l:?}: {e}"))).collect()
+    common::lab(&format!("x{tag}"), receivers)
 }
 
 fn flow<'a>(lines: &'a [Value], counter: &str) -> &'a Value {
-    let s = lines
-        .iter()
-        .find(|l| l["type"] == "summary" && l["counter"] == counter)
-        .unwrap_or_else(|| panic!("no {counter} summary in {lines:?}"));
-    let flows = s["flows"].as_array().expect("flows");
-    assert_eq!(flows.len(), 1, "one flow: {s}");
-    &flows[0]
+    only_flow(summary(lines, counter))
 }
 
-/// Starts the sender; returns the child (JSON on stdout).
+/// Starts the sender with `-e xdp`; returns the child (JSON on stdout).
 fn spawn_send(lab: &Lab, args: &[&str]) -> Child {
-    let mut argv = vec!["mcblast", "send", "--interface", "eth0", "--json", "-i", "0", "-e", "xdp"];
+    let mut argv = vec!["-e", "xdp"];
     argv.extend_from_slice(args);
-    lab.exec_cmd("sender", &argv).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn sender")
+    common::spawn_send(lab, &argv)
 }
 
 /// Waits for the sender; returns its begin and summary lines.
 fn sender_done(child: Child) -> (Value, Value) {
-    let out = child.wait_with_output().expect("sender");
-    assert!(out.status.success(), "sender failed: {}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<Value> =
-        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let get = |t: &str| lines.iter().find(|v| v["type"] == t).unwrap_or_else(|| panic!("no sender {t}")).clone();
-    let (b, s) = (get("begin"), get("summary"));
+    let lines = sender_lines(child);
+    let (b, s) = (sender_line(&lines, "begin"), sender_line(&lines, "summary"));
     assert_eq!((&b["engine"], &s["engine"]), (&Value::from("xdp"), &Value::from("xdp")));
     // veth has no zero-copy: the report must say copy mode.
     assert_eq!(b["xdp_mode"], "copy", "{b}");
@@ -228,7 +166,7 @@ fn check_exact(lines: &[Value], node: &str, sent: u64, length: u64) {
 
 #[test]
 fn paced_xdp_delivers_every_datagram_once_with_every_byte_right() {
-    if skip() {
+    if common::skip(NEEDS) {
         return;
     }
     let _s = serial();
@@ -256,7 +194,7 @@ fn paced_xdp_delivers_every_datagram_once_with_every_byte_right() {
 
 #[test]
 fn flat_out_xdp_kernel_counters_equal_sent() {
-    if skip() {
+    if common::skip(NEEDS) {
         return;
     }
     let _s = serial();
@@ -292,7 +230,7 @@ fn flat_out_xdp_kernel_counters_equal_sent() {
 /// receiver sees every number exactly once and nothing the sender did not count.
 #[test]
 fn frames_the_driver_drops_are_counted_and_sent_again() {
-    if skip() {
+    if common::skip(NEEDS) {
         return;
     }
     let _s = serial();

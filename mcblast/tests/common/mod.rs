@@ -1,0 +1,149 @@
+//! Helpers shared by the privileged lab tests (`mod common;` in each test
+//! file): privilege skip, serialisation, labs, `mcblast recv` and
+//! `mcblast send` run on lab nodes, and picking lines out of their JSON.
+//! Not every test file uses every helper.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
+use std::process::{Child, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use mcblast::lab::{Lab, LabConfig};
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mcblast");
+
+/// The tests load the 2-core machine with real traffic: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// True (after saying why, `SKIP: {why}`) when not privileged.
+pub fn skip(why: &str) -> bool {
+    if !mcblast::netns::privileged() {
+        eprintln!("SKIP: {why}");
+        return true;
+    }
+    false
+}
+
+/// A lab with a prefix unique to this process and `tag`, `mcblast` installed.
+pub fn lab(tag: &str, receivers: u32) -> Lab {
+    let cfg = LabConfig { prefix: format!("mcbt{}{tag}-", std::process::id()), receivers, ..LabConfig::default() };
+    Lab::up(&cfg).expect("lab up").with_mcblast(BIN)
+}
+
+/// A receiver process whose stdout (JSON Lines) is read after it exits.
+pub struct Recv {
+    pub node: String,
+    pub child: Child,
+    pub out: BufReader<std::process::ChildStdout>,
+    pub begin: Value,
+}
+
+impl Drop for Recv {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `mcblast recv --interface eth0 --json` on `node` with `extra`
+/// arguments, plus `-i 0` and `-t 30` (a bound, in case a flow never ends)
+/// unless `extra` gives its own; reads and checks its begin line.
+pub fn start_recv(lab: &Lab, node: &str, extra: &[&str]) -> Recv {
+    let mut argv = vec!["mcblast", "recv", "--interface", "eth0", "--json"];
+    if !extra.contains(&"-i") {
+        argv.extend_from_slice(&["-i", "0"]);
+    }
+    if !extra.contains(&"-t") {
+        argv.extend_from_slice(&["-t", "30"]);
+    }
+    argv.extend_from_slice(extra);
+    let mut child = lab.exec_cmd(node, &argv).stdout(Stdio::piped()).spawn().expect("spawn recv");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).expect("read begin line");
+    let begin: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{node}: bad begin line {line:?}: {e}"));
+    assert_eq!(begin["type"], "begin", "{node}: {line}");
+    Recv { node: node.into(), child, out, begin }
+}
+
+/// Waits for the receiver to exit (bounded) with status 0 and returns its JSON lines.
+pub fn finish(r: Recv) -> Vec<Value> {
+    finish_with(r, 0)
+}
+
+/// Waits for the receiver to exit (bounded) with `code` and returns its JSON lines.
+pub fn finish_with(mut r: Recv, code: i32) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        if let Some(st) = r.child.try_wait().unwrap() {
+            assert_eq!(st.code(), Some(code), "{}: recv exited with {st}", r.node);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}: recv did not stop", r.node);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut r.out, &mut text).unwrap();
+    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}"))).collect()
+}
+
+/// The receiver's summary line for `counter`.
+pub fn summary<'a>(lines: &'a [Value], counter: &str) -> &'a Value {
+    lines
+        .iter()
+        .find(|l| l["type"] == "summary" && l["counter"] == counter)
+        .unwrap_or_else(|| panic!("no {counter} summary in {lines:?}"))
+}
+
+/// The one flow of a summary (asserts there is exactly one).
+pub fn only_flow(s: &Value) -> &Value {
+    let flows = s["flows"].as_array().expect("flows");
+    assert_eq!(flows.len(), 1, "expected one flow: {s}");
+    &flows[0]
+}
+
+/// Waits until every receiver of the lab is a member of 239.0.0.1 (bounded).
+pub fn wait_members(lab: &Lab) {
+    lab.wait_members(Ipv4Addr::new(239, 0, 0, 1), &lab.receivers(), Duration::from_secs(15)).expect("joins");
+}
+
+/// Starts `mcblast send --interface eth0 --json -i 0` with `args` on the sender.
+pub fn spawn_send(lab: &Lab, args: &[&str]) -> Child {
+    let mut argv = vec!["mcblast", "send", "--interface", "eth0", "--json", "-i", "0"];
+    argv.extend_from_slice(args);
+    lab.exec_cmd("sender", &argv).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn sender")
+}
+
+/// Waits for a sender started with [`spawn_send`], asserts it succeeded and
+/// returns its JSON lines.
+pub fn sender_lines(child: Child) -> Vec<Value> {
+    let out = child.wait_with_output().expect("wait for sender");
+    assert!(out.status.success(), "sender failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// The first line of `type` `t` among a sender's lines.
+pub fn sender_line(lines: &[Value], t: &str) -> Value {
+    lines.iter().find(|v| v["type"] == t).unwrap_or_else(|| panic!("no sender {t}")).clone()
+}
+
+/// Waits for a sender started with [`spawn_send`]; returns its JSON summary line.
+pub fn sender_summary(child: Child) -> Value {
+    sender_line(&sender_lines(child), "summary")
+}
+
+/// Whether an XDP program is attached to `node`'s eth0.
+pub fn xdp_attached(lab: &Lab, node: &str) -> bool {
+    let out = std::process::Command::new("ip")
+        .args(["-n", &lab.ns_name(node), "-d", "link", "show", "eth0"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains("xdp")
+}
