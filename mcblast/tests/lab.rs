@@ -6,13 +6,13 @@
 
 use std::collections::BTreeSet;
 use std::io;
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::Ipv4Addr;
 use std::process::{Command, Output};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use mcblast::lab::{self, Lab, LabConfig, MdbEntry, NodeThread};
-use mcblast_common::wire::{HEADER_LEN, Kind, Packet, VERSION};
+use mcblast::lab::{self, Lab, LabConfig, MdbEntry};
+mod common;
+use common::raw::Stream;
 
 fn privileged(test: &str) -> bool {
     if mcblast::netns::privileged() {
@@ -72,82 +72,7 @@ fn cat(lab: &Lab, node: &str, path: &str) -> String {
     ok(lab.exec_cmd(node, &["cat", path]).output().unwrap())
 }
 
-const PORT: u16 = 5001;
-const LEN: usize = 100;
-
-fn datagram(kind: Kind, seq: u64) -> Vec<u8> {
-    let mut b = vec![0u8; LEN];
-    let mut p = Packet::new_unchecked(&mut b[..]);
-    p.set_magic();
-    p.set_version(VERSION);
-    p.set_kind(kind);
-    p.set_run(7);
-    p.set_flow(1);
-    p.set_seq(seq);
-    p.set_len_field(LEN as u32);
-    b
-}
-
-/// Sends data datagrams 0..count, then 3 end markers, from the sender, paced
-/// so no receiver's socket buffer can overflow.
-fn send(lab: &Lab, group: Ipv4Addr, count: u64) {
-    lab.run_in("sender", move || -> io::Result<()> {
-        let s = UdpSocket::bind("0.0.0.0:0")?;
-        s.set_multicast_ttl_v4(1)?;
-        for seq in 0..count {
-            s.send_to(&datagram(Kind::Data, seq), (group, PORT))?;
-            std::thread::sleep(Duration::from_micros(300));
-        }
-        for _ in 0..3 {
-            s.send_to(&datagram(Kind::End, count), (group, PORT))?;
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        Ok(())
-    })
-    .unwrap()
-    .unwrap();
-}
-
-/// What a receiver got: data sequence numbers, in arrival order.
-type Seqs = Vec<u64>;
-
-/// A receiver in `node` joined to `group`, collecting data datagrams until the
-/// first end marker (bounded: 30 s). Returns once it has joined.
-fn receiver(lab: &Lab, node: &str, group: Ipv4Addr) -> NodeThread<io::Result<Seqs>> {
-    let addr = lab.addr(node);
-    let (tx, rx) = mpsc::channel();
-    let t = lab
-        .spawn(node, move || -> io::Result<Seqs> {
-            let s = UdpSocket::bind(("0.0.0.0", PORT))?;
-            s.join_multicast_v4(&group, &addr)?;
-            s.set_read_timeout(Some(Duration::from_millis(200)))?;
-            let _ = tx.send(());
-            let deadline = Instant::now() + Duration::from_secs(30);
-            let mut seqs = Vec::new();
-            let mut buf = [0u8; 2048];
-            while Instant::now() < deadline {
-                match s.recv(&mut buf) {
-                    Ok(n) if n >= HEADER_LEN => {
-                        let p = Packet::new_unchecked(&buf[..n]);
-                        match Kind::from_u8(p.kind_raw()) {
-                            Some(Kind::Data) => seqs.push(p.seq()),
-                            Some(Kind::End) => return Ok(seqs),
-                            None => {}
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            Err(io::Error::new(io::ErrorKind::TimedOut, format!("no end marker within 30 s; got {} data", seqs.len())))
-        })
-        .unwrap();
-    if rx.recv_timeout(Duration::from_secs(10)).is_err() {
-        panic!("receiver in {node} did not start: {:?}", t.join());
-    }
-    t
-}
+const STREAM: Stream = Stream { len: 100, run: 7, gap: Duration::from_micros(300) };
 
 /// Waits (bounded: 10 s) until the bridge lists every one of `ports` as a
 /// member of `group`; returns the table.
@@ -304,7 +229,7 @@ fn snooping_forwards_only_to_joined_receivers_and_queries_are_igmpv3() {
     lab.watch_ports().unwrap();
     let igmp = lab.igmp_listener("r4").unwrap();
 
-    let rx: Vec<_> = ["r1", "r2", "r3"].iter().map(|n| receiver(&lab, n, group)).collect();
+    let rx: Vec<_> = ["r1", "r2", "r3"].iter().map(|n| STREAM.receiver(&lab, n, group)).collect();
     let mdb = wait_members(&lab, group, &["r1", "r2", "r3"]);
     assert_eq!(members(&mdb, group), ["r1", "r2", "r3"], "{mdb:?}");
 
@@ -324,7 +249,7 @@ fn snooping_forwards_only_to_joined_receivers_and_queries_are_igmpv3() {
     }
 
     let count = 200;
-    send(&lab, group, count);
+    STREAM.send(&lab, group, count);
     for (n, t) in ["r1", "r2", "r3"].iter().zip(rx) {
         let got = t.join().unwrap();
         assert_eq!(got, (0..count).collect::<Vec<_>>(), "{n}");
@@ -348,9 +273,9 @@ fn without_snooping_the_bridge_floods_every_port_and_drops_stay_per_port() {
     let lab = Lab::up(&config("f", 3, false)).unwrap();
     let group = Ipv4Addr::new(239, 77, 2, 1);
     lab.drop_every_nth("r1", 2).unwrap();
-    let (r1, r2) = (receiver(&lab, "r1", group), receiver(&lab, "r2", group));
+    let (r1, r2) = (STREAM.receiver(&lab, "r1", group), STREAM.receiver(&lab, "r2", group));
     let count = 50;
-    send(&lab, group, count);
+    STREAM.send(&lab, group, count);
     // The forward hook sees each port's copy of the flooded datagram: the
     // drop toward r1 leaves r2's copy alone.
     assert_eq!(r1.join().unwrap(), (0..count).filter(|s| s % 2 != 0).collect::<Vec<_>>());
@@ -375,10 +300,10 @@ fn drop_every_nth_drops_exactly_what_it_counts_toward_one_port() {
     lab.drop_every_nth("r1", n).unwrap();
     assert_eq!(lab.nft_dropped("r1").unwrap(), 0);
 
-    let (r1, r2) = (receiver(&lab, "r1", group), receiver(&lab, "r2", group));
+    let (r1, r2) = (STREAM.receiver(&lab, "r1", group), STREAM.receiver(&lab, "r2", group));
     wait_members(&lab, group, &["r1", "r2"]);
     let count = 300;
-    send(&lab, group, count);
+    STREAM.send(&lab, group, count);
     let (got1, got2) = (r1.join().unwrap(), r2.join().unwrap());
 
     let dropped = lab.nft_dropped("r1").unwrap();
@@ -400,8 +325,8 @@ fn drop_every_nth_drops_exactly_what_it_counts_toward_one_port() {
     lab.drop_every_nth("r1", 1).unwrap();
     assert_eq!(lab.nft_dropped("r1").unwrap(), 0);
     lab.clear_drop("r1").unwrap();
-    let r1 = receiver(&lab, "r1", group);
-    send(&lab, group, 20);
+    let r1 = STREAM.receiver(&lab, "r1", group);
+    STREAM.send(&lab, group, 20);
     assert_eq!(r1.join().unwrap(), (0..20).collect::<Vec<_>>());
     assert_eq!(lab.nft_dropped("r1").unwrap(), 0);
 

@@ -8,14 +8,12 @@
 //! with a message, when not root.
 
 use std::collections::BTreeSet;
-use std::io;
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::Ipv4Addr;
 use std::process::{Command, Output};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use mcblast::lab::{self, Fabric, IgmpConfig, Lab, LabConfig, LabSpec, NodeThread, Placement, Preset, Topology};
-use mcblast_common::wire::{HEADER_LEN, Kind, Packet, VERSION};
+use mcblast::lab::{self, Fabric, IgmpConfig, Lab, LabConfig, LabSpec, Placement, Preset, Topology};
+use common::raw::{Seqs, Stream};
 
 mod common;
 use common::serial;
@@ -86,83 +84,10 @@ fn snmp(lab: &Lab, node: &str, proto: &str, field: &str) -> u64 {
     values.split_whitespace().nth(i).unwrap().parse().unwrap()
 }
 
-const PORT: u16 = 5001;
 /// 8192-byte datagrams: 8220-byte IP packets, as the platforms' MTUs must carry unfragmented.
 const LEN: usize = 8192;
 
-fn datagram(kind: Kind, seq: u64) -> Vec<u8> {
-    let mut b = vec![0u8; LEN];
-    let mut p = Packet::new_unchecked(&mut b[..]);
-    p.set_magic();
-    p.set_version(VERSION);
-    p.set_kind(kind);
-    p.set_run(9);
-    p.set_flow(1);
-    p.set_seq(seq);
-    p.set_len_field(LEN as u32);
-    b
-}
-
-/// Sends data datagrams 0..count then 3 end markers from the sender, paced
-/// (1 ms apart) so no receiver's socket buffer can overflow.
-fn send(lab: &Lab, group: Ipv4Addr, count: u64) {
-    lab.run_in("sender", move || -> io::Result<()> {
-        let s = UdpSocket::bind("0.0.0.0:0")?;
-        s.set_multicast_ttl_v4(1)?;
-        for seq in 0..count {
-            s.send_to(&datagram(Kind::Data, seq), (group, PORT))?;
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        for _ in 0..3 {
-            s.send_to(&datagram(Kind::End, count), (group, PORT))?;
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        Ok(())
-    })
-    .unwrap()
-    .unwrap();
-}
-
-type Seqs = Vec<u64>;
-
-/// A receiver thread in `node` joined to `group`, collecting data sequence
-/// numbers until the first end marker (bounded: 30 s). Returns once joined.
-fn receiver(lab: &Lab, node: &str, group: Ipv4Addr) -> NodeThread<io::Result<Seqs>> {
-    let addr = lab.addr(node);
-    let (tx, rx) = mpsc::channel();
-    let t = lab
-        .spawn(node, move || -> io::Result<Seqs> {
-            let s = UdpSocket::bind(("0.0.0.0", PORT))?;
-            s.join_multicast_v4(&group, &addr)?;
-            s.set_read_timeout(Some(Duration::from_millis(200)))?;
-            let _ = tx.send(());
-            let deadline = Instant::now() + Duration::from_secs(30);
-            let mut seqs = Vec::new();
-            let mut buf = vec![0u8; 9000];
-            while Instant::now() < deadline {
-                match s.recv(&mut buf) {
-                    Ok(n) if n >= HEADER_LEN => {
-                        assert_eq!(n, LEN, "datagram length");
-                        let p = Packet::new_unchecked(&buf[..n]);
-                        match Kind::from_u8(p.kind_raw()) {
-                            Some(Kind::Data) => seqs.push(p.seq()),
-                            Some(Kind::End) => return Ok(seqs),
-                            None => {}
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            Err(io::Error::new(io::ErrorKind::TimedOut, format!("no end marker within 30 s; got {} data", seqs.len())))
-        })
-        .unwrap();
-    if rx.recv_timeout(Duration::from_secs(10)).is_err() {
-        panic!("receiver in {node} did not start: {:?}", t.join());
-    }
-    t
-}
+const STREAM: Stream = Stream { len: LEN, run: 9, gap: Duration::from_millis(1) };
 
 fn all(count: u64) -> Seqs {
     (0..count).collect()
@@ -176,11 +101,11 @@ fn stream_reaches_every_receiver_once(lab: &Lab, group: Ipv4Addr, count: u64) {
     lab.watch_fabric().unwrap();
     lab.watch_ports().unwrap();
     let receivers = lab.receivers();
-    let threads: Vec<_> = receivers.iter().map(|n| receiver(lab, n, group)).collect();
+    let threads: Vec<_> = receivers.iter().map(|n| STREAM.receiver(lab, n, group)).collect();
     lab.wait_members(group, &receivers, Duration::from_secs(15)).unwrap();
     let reasm_before: Vec<u64> = receivers.iter().map(|n| snmp(lab, n, "Ip", "ReasmReqds")).collect();
 
-    send(lab, group, count);
+    STREAM.send(lab, group, count);
     for (n, th) in receivers.iter().zip(threads) {
         assert_eq!(th.join().unwrap(), all(count), "{n}: every datagram exactly once, in order");
         assert_eq!(lab.nft_offered(n).unwrap(), count + 3, "{n}: its access port forwarded each datagram once");
@@ -233,9 +158,9 @@ fn bridge_fabric_spread_and_same_host_deliver_once_with_one_copy_per_host() {
     lab.watch_fabric().unwrap();
     lab.watch_ports().unwrap();
     let receivers = lab.receivers();
-    let threads: Vec<_> = receivers.iter().map(|n| receiver(&lab, n, g)).collect();
+    let threads: Vec<_> = receivers.iter().map(|n| STREAM.receiver(&lab, n, g)).collect();
     lab.wait_members(g, &receivers, Duration::from_secs(15)).unwrap();
-    send(&lab, g, count);
+    STREAM.send(&lab, g, count);
     for (n, th) in receivers.iter().zip(threads) {
         let got = th.join().unwrap();
         if n == "r5" {
@@ -312,13 +237,13 @@ fn vxlan_fabric_replicates_head_end_once_per_remote_host_with_members() {
     lab.drop_every_nth("r8", 3).unwrap();
     lab.watch_fabric().unwrap();
     let receivers = lab.receivers();
-    let threads: Vec<_> = receivers.iter().map(|n| receiver(&lab, n, g)).collect();
+    let threads: Vec<_> = receivers.iter().map(|n| STREAM.receiver(&lab, n, g)).collect();
     lab.wait_members(g, &receivers, Duration::from_secs(15)).unwrap();
     // The sender's host learned members per tunnel port: one per remote host.
     let h0: Vec<String> = lab.mdb().unwrap().into_iter().filter(|e| e.group == g.to_string()).map(|e| e.port).collect();
     assert_eq!(h0, ["vx-h1", "vx-h2", "vx-h3"]);
     let count = 200;
-    send(&lab, g, count);
+    STREAM.send(&lab, g, count);
     for (n, th) in receivers.iter().zip(threads) {
         let got = th.join().unwrap();
         if n == "r8" {
@@ -337,7 +262,7 @@ fn vxlan_fabric_replicates_head_end_once_per_remote_host_with_members() {
 
     // A group nobody joined crosses nothing (unregistered multicast is not flooded).
     let before: Vec<u64> = (0..=3).map(|k| lab.fabric_delivered(k).unwrap()).collect();
-    send(&lab, Ipv4Addr::new(239, 77, 11, 99), 20);
+    STREAM.send(&lab, Ipv4Addr::new(239, 77, 11, 99), 20);
     let after: Vec<u64> = (0..=3).map(|k| lab.fabric_delivered(k).unwrap()).collect();
     assert_eq!(after, before, "an unjoined group reached the underlay");
     drop(lab);
@@ -396,14 +321,14 @@ fn tgw_preset_speaks_igmpv2_every_120_s_with_mtu_8500() {
     let g = Ipv4Addr::new(239, 77, 12, 1);
     lab.watch_fabric().unwrap();
     let receivers = lab.receivers();
-    let threads: Vec<_> = receivers.iter().map(|n| receiver(&lab, n, g)).collect();
+    let threads: Vec<_> = receivers.iter().map(|n| STREAM.receiver(&lab, n, g)).collect();
     lab.wait_members(g, &receivers, Duration::from_secs(15)).unwrap();
     for n in &receivers {
         let t = cat(&lab, n, "/proc/net/igmp");
         let eth0 = t.lines().find(|l| l.contains("eth0")).unwrap_or_default();
         assert!(eth0.trim_end().ends_with("V2"), "{n}: {t}");
     }
-    send(&lab, g, 50);
+    STREAM.send(&lab, g, 50);
     for (n, th) in receivers.iter().zip(threads) {
         assert_eq!(th.join().unwrap(), all(50), "{n}");
         assert_eq!(snmp(&lab, n, "Ip", "ReasmReqds"), 0, "{n}");
