@@ -178,21 +178,7 @@ fn run_case(lab: &Lab, o: &Opts, engine: &str, length: usize) -> Result<Sample> 
     if engine == "iperf2" || engine == "trafgen" {
         return run_reference(lab, o, engine, length);
     }
-    let mut rx = Receivers(Vec::new());
-    for node in lab.receivers() {
-        let t = format!("{}", o.seconds + 30.0);
-        let mut child = lab
-            .exec_cmd(&node, &["mcblast", "recv", "--interface", "eth0", "--counter", "kernel", "--json", "-i", "0", "-t", &t])
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let mut first = String::new();
-        BufReader::new(child.stdout.as_mut().expect("stdout")).read_line(&mut first)?;
-        if !first.contains("\"begin\"") {
-            bail!("receiver {node} did not start: {first}");
-        }
-        rx.0.push((node, child));
-    }
-    lab.wait_members("239.0.0.1".parse()?, &lab.receivers(), Duration::from_secs(15))?;
+    let mut rx = start_receivers(lab, o)?;
     let rx0: Vec<u64> = rx.0.iter().map(|(_, c)| if_packets(c.id()).map_or(0, |p| p.0)).collect();
     let secs = format!("{}", o.seconds);
     let len = length.to_string();
