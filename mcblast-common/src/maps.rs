@@ -153,6 +153,207 @@ pub struct DropKey {
 /// Most (reason, class) pairs the `DROPS` map holds.
 pub const MAX_DROP_KEYS: u32 = 1024;
 
+/// `mcblast lab impair`: what the impairment program (tc egress of a lab
+/// link) does to the mcblast data datagrams it sees. Zero turns a part off.
+/// Written by userspace into [`ImpairEntry::cfg`] before the program is
+/// attached; never changed afterwards.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImpairConfig {
+    /// Drop every Nth data datagram (the Nth, 2Nth, ...; counted from 1).
+    pub every: u32,
+    /// Each drop event drops this many consecutive data datagrams (at
+    /// least 1; 0 is read as 1).
+    pub burst: u32,
+    /// Drop event probability per data datagram, parts per million.
+    pub loss_ppm: u32,
+    /// Duplicate probability per data datagram, parts per million.
+    pub duplicate_ppm: u32,
+    /// Reorder probability per data datagram, parts per million.
+    pub reorder_ppm: u32,
+    pub _pad: u32,
+    /// Seed of the deterministic PRNG (splitmix64) behind the random parts.
+    pub seed: u64,
+}
+
+/// The impairment program's counters.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImpairStats {
+    /// mcblast data datagrams (whole, or first fragments) seen.
+    pub seen: u64,
+    /// Data datagrams dropped by the loss parts (`every`, `burst`, `loss`).
+    pub dropped: u64,
+    /// Data datagrams sent twice.
+    pub duplicated: u64,
+    /// Held data datagrams delivered late: after the next datagram of
+    /// their flow (each is exactly one late arrival for the receiver).
+    pub reordered: u64,
+    /// Held data datagrams that could not be released (their flow ended,
+    /// or its next datagram had another length): lost, not reordered.
+    pub reorder_lost: u64,
+    /// First fragments of fragmented datagrams seen: only the loss parts
+    /// act on them (a duplicated or rewritten first fragment does not
+    /// reassemble into a second datagram).
+    pub fragments: u64,
+}
+
+/// The impairment program's working state.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImpairState {
+    /// Data datagrams seen so far (the index of the last one, from 1).
+    pub n: u64,
+    /// PRNG state (splitmix64), starts at the seed.
+    pub rng: u64,
+    /// Datagrams still to drop in the current burst.
+    pub burst_left: u32,
+    /// 1 while a datagram is held for reordering.
+    pub held: u32,
+    /// Flow of the held datagram.
+    pub held_key: FlowKey,
+    /// UDP payload length of the held datagram.
+    pub held_len: u32,
+    pub _pad: u32,
+    /// The held datagram's mcblast header, as on the wire.
+    pub held_hdr: [u8; crate::wire::HEADER_LEN],
+}
+
+/// Element 0 of the `IMPAIR` array map: configuration, state and counters
+/// behind one lock (`L` as in [`FlowEntry`]).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ImpairEntry<L: Copy> {
+    pub lock: L,
+    pub _pad: u32,
+    pub cfg: ImpairConfig,
+    pub state: ImpairState,
+    pub stats: ImpairStats,
+}
+
+/// What the impairment program does with one data datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImpairAction {
+    /// Let it through unchanged.
+    Pass,
+    /// Drop it (a loss).
+    Drop,
+    /// Send an exact copy first, then the datagram.
+    Duplicate,
+    /// Keep its header in the state and drop it; the next datagram of the
+    /// flow releases it.
+    Hold,
+    /// Send this datagram as it is first, then again carrying the held
+    /// datagram's header: the held datagram arrives one place late.
+    Release,
+}
+
+/// One million: the denominator of the `*_ppm` fields.
+pub const PPM: u32 = 1_000_000;
+
+impl Default for ImpairState {
+    fn default() -> Self {
+        ImpairState {
+            n: 0,
+            rng: 0,
+            burst_left: 0,
+            held: 0,
+            held_key: FlowKey::default(),
+            held_len: 0,
+            _pad: 0,
+            held_hdr: [0; crate::wire::HEADER_LEN],
+        }
+    }
+}
+
+impl ImpairState {
+    /// The state a run with this configuration starts from.
+    pub fn new(cfg: &ImpairConfig) -> ImpairState {
+        ImpairState { rng: cfg.seed, ..ImpairState::default() }
+    }
+
+    /// The next PRNG output (splitmix64).
+    #[inline(always)]
+    fn next(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// True with probability `ppm` / 1e6; draws from the PRNG only when
+    /// `ppm` is not zero.
+    #[inline(always)]
+    fn chance(&mut self, ppm: u32) -> bool {
+        ppm != 0 && (self.next() % PPM as u64) < ppm as u64
+    }
+
+    /// Decides about one mcblast data datagram of flow `key` with UDP
+    /// payload length `len`; `fragment`: it is the first fragment of a
+    /// fragmented datagram. Updates the counters. The same configuration
+    /// and the same sequence of calls give the same decisions.
+    ///
+    /// Order: a held datagram of the same flow is released first (the
+    /// releasing datagram is not impaired otherwise); then loss (a burst in
+    /// progress, every Nth, random), then duplicate, then reorder (only
+    /// while nothing is held).
+    #[inline(always)]
+    pub fn on_data(&mut self, cfg: &ImpairConfig, st: &mut ImpairStats, key: &FlowKey, len: u32, fragment: bool) -> ImpairAction {
+        st.seen += 1;
+        self.n += 1;
+        if fragment {
+            st.fragments += 1;
+        }
+        if self.held != 0 && self.held_key == *key {
+            self.held = 0;
+            if len == self.held_len && !fragment {
+                st.reordered += 1;
+                return ImpairAction::Release;
+            }
+            st.reorder_lost += 1;
+        }
+        let burst = if cfg.burst == 0 { 1 } else { cfg.burst };
+        let drop = if self.burst_left > 0 {
+            self.burst_left -= 1;
+            true
+        } else if (cfg.every != 0 && self.n % cfg.every as u64 == 0) || self.chance(cfg.loss_ppm) {
+            self.burst_left = burst - 1;
+            true
+        } else {
+            false
+        };
+        if drop {
+            st.dropped += 1;
+            return ImpairAction::Drop;
+        }
+        if fragment {
+            return ImpairAction::Pass;
+        }
+        if self.chance(cfg.duplicate_ppm) {
+            st.duplicated += 1;
+            return ImpairAction::Duplicate;
+        }
+        if self.held == 0 && self.chance(cfg.reorder_ppm) {
+            self.held = 1;
+            self.held_key = *key;
+            self.held_len = len;
+            return ImpairAction::Hold;
+        }
+        ImpairAction::Pass
+    }
+
+    /// An end-of-flow marker of flow `key` passes: a datagram of that flow
+    /// still held can no longer be released, and counts as lost.
+    #[inline(always)]
+    pub fn on_end(&mut self, st: &mut ImpairStats, key: &FlowKey) {
+        if self.held != 0 && self.held_key == *key {
+            self.held = 0;
+            st.reorder_lost += 1;
+        }
+    }
+}
+
 #[cfg(feature = "user")]
 mod user {
     #![allow(unsafe_code)]
@@ -167,6 +368,9 @@ mod user {
     unsafe impl aya::Pod for DropConfig {}
     // SAFETY: as above; two u32 fields and a u64, no padding.
     unsafe impl aya::Pod for DropKey {}
+    // SAFETY: as above; u32/u64 fields, FlowKey and a byte array, laid out
+    // without padding (checked in the tests below).
+    unsafe impl aya::Pod for ImpairEntry<u32> {}
 }
 
 #[cfg(test)]
@@ -188,5 +392,73 @@ mod tests {
             core::mem::size_of::<FlowEntry<u32>>(),
             8 + core::mem::size_of::<FlowState>()
         );
+        assert_eq!(core::mem::size_of::<ImpairConfig>(), 32);
+        assert_eq!(core::mem::size_of::<ImpairStats>(), 48);
+        assert_eq!(core::mem::size_of::<ImpairState>(), 8 + 8 + 4 + 4 + 16 + 4 + 4 + 40);
+        assert_eq!(core::mem::size_of::<ImpairEntry<u32>>(), 8 + 32 + 88 + 48);
+    }
+
+    fn key(flow: u32) -> FlowKey {
+        FlowKey { sender: 1, group: 2, run: 3, flow }
+    }
+
+    /// Runs `count` data datagrams of one flow, then its end marker.
+    fn run(cfg: ImpairConfig, count: u64) -> (ImpairStats, [u64; 5]) {
+        let mut s = ImpairState::new(&cfg);
+        let mut st = ImpairStats::default();
+        let mut actions = [0u64; 5];
+        for _ in 0..count {
+            let a = s.on_data(&cfg, &mut st, &key(0), 1000, false);
+            actions[a as usize] += 1;
+        }
+        s.on_end(&mut st, &key(0));
+        (st, actions)
+    }
+
+    #[test]
+    fn every_nth_and_bursts() {
+        let (st, a) = run(ImpairConfig { every: 100, ..Default::default() }, 1000);
+        assert_eq!((st.seen, st.dropped, a[ImpairAction::Drop as usize]), (1000, 10, 10));
+        // every 10, bursts of 3: 10,11,12, 20,21,22, ... 990,991,992, and
+        // 1000 is the last datagram: 99 * 3 + 1
+        let (st, _) = run(ImpairConfig { every: 10, burst: 3, ..Default::default() }, 1000);
+        assert_eq!(st.dropped, 298);
+        // a burst cut short by the end of the flow: 10,11 of 11 datagrams
+        let (st, _) = run(ImpairConfig { every: 10, burst: 3, ..Default::default() }, 11);
+        assert_eq!(st.dropped, 2);
+    }
+
+    #[test]
+    fn random_parts_are_seeded_and_near_their_rate() {
+        let cfg = ImpairConfig { loss_ppm: 20_000, seed: 7, ..Default::default() };
+        let (a, _) = run(cfg, 100_000);
+        assert_eq!(run(cfg, 100_000).0, a, "same seed, same decisions");
+        assert!((1_700..2_300).contains(&a.dropped), "2% of 100000: {}", a.dropped);
+        let (b, _) = run(ImpairConfig { seed: 8, ..cfg }, 100_000);
+        assert_ne!(a.dropped, b.dropped, "another seed, other decisions");
+        let (d, _) = run(ImpairConfig { duplicate_ppm: PPM, ..Default::default() }, 50);
+        assert_eq!((d.duplicated, d.dropped), (50, 0));
+    }
+
+    #[test]
+    fn reorder_holds_then_releases_and_counts_a_stranded_hold() {
+        // 100%: hold 1, release with 2, hold 3, release with 4, ...
+        let cfg = ImpairConfig { reorder_ppm: PPM, ..Default::default() };
+        let (st, a) = run(cfg, 10);
+        assert_eq!((st.reordered, st.reorder_lost), (5, 0));
+        assert_eq!((a[ImpairAction::Hold as usize], a[ImpairAction::Release as usize]), (5, 5));
+        // odd count: the last one is held when the flow ends
+        let (st, _) = run(cfg, 11);
+        assert_eq!((st.reordered, st.reorder_lost), (5, 1));
+        // another flow does not release it; another length cannot
+        let mut s = ImpairState::new(&cfg);
+        let mut st = ImpairStats::default();
+        assert_eq!(s.on_data(&cfg, &mut st, &key(0), 1000, false), ImpairAction::Hold);
+        assert_eq!(s.on_data(&cfg, &mut st, &key(1), 1000, false), ImpairAction::Pass);
+        assert_eq!(s.on_data(&cfg, &mut st, &key(0), 999, false), ImpairAction::Hold);
+        assert_eq!((st.reordered, st.reorder_lost), (0, 1));
+        // fragments are only ever dropped
+        assert_eq!(s.on_data(&cfg, &mut st, &key(2), 9000, true), ImpairAction::Pass);
+        assert_eq!(st.fragments, 1);
     }
 }

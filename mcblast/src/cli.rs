@@ -195,6 +195,52 @@ pub enum LabCommand {
     },
     /// Remove the lab, including leftovers of a crashed run.
     Down,
+    /// Drop, duplicate or reorder mcblast datagrams toward one receiver (eBPF at the bridge port's egress).
+    Impair(LabImpairArgs),
+}
+
+/// `mcblast lab impair LINK ...`: one of --loss/--every (with --burst),
+/// --duplicate, --reorder (combinable), or --stats, or --clear.
+#[derive(Args, Debug, Clone, Default)]
+pub struct LabImpairArgs {
+    /// The link: a receiver's bridge port, named after it (r1, r2, ...; see `mcblast lab status`).
+    pub link: String,
+    /// Drop this percentage of data datagrams at random (seeded; 0 < PCT <= 100).
+    #[arg(long, value_name = "PCT", value_parser = parse_pct, conflicts_with = "every")]
+    pub loss: Option<u32>,
+    /// Drop every Nth data datagram (the Nth, 2Nth, ...), deterministically.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub every: Option<u32>,
+    /// Each drop (--loss or --every) drops K consecutive data datagrams (default 1).
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
+    pub burst: Option<u32>,
+    /// Deliver this percentage of data datagrams one place late (after the flow's next one).
+    #[arg(long, value_name = "PCT", value_parser = parse_pct)]
+    pub reorder: Option<u32>,
+    /// Send this percentage of data datagrams twice.
+    #[arg(long, value_name = "PCT", value_parser = parse_pct)]
+    pub duplicate: Option<u32>,
+    /// Seed of the random decisions: the same seed gives the same decisions for the same datagrams.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Print what the impairment on LINK touched so far.
+    #[arg(long, conflicts_with_all = ["loss", "every", "burst", "reorder", "duplicate", "clear"])]
+    pub stats: bool,
+    /// Remove the impairment from LINK and print its final counts.
+    #[arg(long, conflicts_with_all = ["loss", "every", "burst", "reorder", "duplicate"])]
+    pub clear: bool,
+    /// JSON Lines output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A percentage `0 < PCT <= 100` (`1`, `0.5`, `2%`) as parts per million.
+pub fn parse_pct(s: &str) -> Result<u32, String> {
+    let t = s.trim().trim_end_matches('%');
+    match t.parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= 100.0 && (p * 10_000.0).round() >= 1.0 => Ok((p * 10_000.0).round() as u32),
+        _ => Err(format!("percentage '{s}' is out of range: use more than 0 and at most 100, e.g. 1 or 0.5")),
+    }
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -397,6 +443,7 @@ pub fn main() -> ExitCode {
     let json = match &cli.command {
         Command::Send(a) => a.common.json,
         Command::Recv(a) => a.common.json,
+        Command::Lab(LabCommand::Impair(a)) => a.json,
         Command::Lab(_) => false,
         Command::Probe(a) => a.json,
         Command::Run(_) => false,

@@ -28,7 +28,7 @@ use crate::cli::XdpMode;
 use crate::iface::Iface;
 
 /// The eBPF object built by `build.rs` (empty when built with `AYA_BUILD_SKIP`).
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcblast"));
+pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcblast"));
 
 /// Name of the XDP program in the object.
 const PROGRAM: &str = "mcblast_counter";

@@ -6,7 +6,8 @@ use anyhow::{Context, Result};
 
 use super::topo::{Fabric, IgmpConfig, LabSpec, Placement, Preset, Topology, default_membership_cs};
 use super::{Lab, LabConfig, SWITCH, down_counted, prefix_from_env, require_root};
-use crate::cli::{LabCommand, LabFabric, LabPlacement, LabPreset, LabUpArgs, OnOff};
+use crate::cli::{LabCommand, LabFabric, LabImpairArgs, LabPlacement, LabPreset, LabUpArgs, OnOff};
+use crate::output::Printer;
 
 /// Runs a lab command. The prefix comes from `$MCBLAST_LAB_PREFIX` (default `mcb-`).
 pub fn run(cmd: LabCommand) -> Result<ExitCode> {
@@ -19,7 +20,12 @@ pub fn run(cmd: LabCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::Exec { node, cmd } => exec(&prefix, &node, &cmd),
+        LabCommand::Impair(a) => impair(&prefix, a),
         LabCommand::Down => {
+            let impaired = super::impair::remove_all(&prefix)?;
+            if impaired != 0 {
+                println!("removed the impairment of {impaired} link(s) of lab {prefix}");
+            }
             let n = down_counted(&prefix)?;
             if n == 0 {
                 println!("no lab {prefix} was up; nothing to remove");
@@ -131,6 +137,70 @@ fn up(prefix: String, a: LabUpArgs) -> Result<ExitCode> {
         v = spec.igmp.version,
     );
     println!("  try: mcblast lab exec r1 -- mcblast recv    |    mcblast lab status    |    mcblast lab down");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One `lab impair` JSON line.
+#[derive(serde::Serialize)]
+struct ImpairLine<'a> {
+    lab: &'a str,
+    link: &'a str,
+    /// "attached", "stats" or "cleared".
+    action: &'a str,
+    impairment: String,
+    every: u32,
+    burst: u32,
+    loss_ppm: u32,
+    duplicate_ppm: u32,
+    reorder_ppm: u32,
+    seed: u64,
+    #[serde(flatten)]
+    counts: Option<super::impair::ImpairReport>,
+}
+
+fn impair(prefix: &str, a: LabImpairArgs) -> Result<ExitCode> {
+    let lab = Lab::open(prefix)?;
+    let mut out = Printer::new(a.json);
+    let link = a.link.as_str();
+    let line = |action: &'static str, cfg: &mcblast_common::maps::ImpairConfig, counts| ImpairLine {
+        lab: prefix,
+        link,
+        action,
+        impairment: super::impair::describe(cfg),
+        every: cfg.every,
+        burst: cfg.burst.max(1),
+        loss_ppm: cfg.loss_ppm,
+        duplicate_ppm: cfg.duplicate_ppm,
+        reorder_ppm: cfg.reorder_ppm,
+        seed: cfg.seed,
+        counts,
+    };
+    if a.stats || a.clear {
+        let r = if a.clear { lab.impair_clear(link)? } else { lab.impair_stats(link)? };
+        let what = super::impair::describe(&r.cfg);
+        if a.clear {
+            out.human(&format!("impair {link}: cleared ({what}); final counts: {}", r.counts()))?;
+        } else {
+            out.human(&format!("impair {link}: {what}; {}", r.counts()))?;
+        }
+        out.emit("impair", &line(if a.clear { "cleared" } else { "stats" }, &r.cfg, Some(r)))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let cfg = mcblast_common::maps::ImpairConfig {
+        every: a.every.unwrap_or(0),
+        burst: a.burst.unwrap_or(1),
+        loss_ppm: a.loss.unwrap_or(0),
+        duplicate_ppm: a.duplicate.unwrap_or(0),
+        reorder_ppm: a.reorder.unwrap_or(0),
+        _pad: 0,
+        seed: a.seed,
+    };
+    lab.impair(link, cfg)?;
+    out.human(&format!(
+        "impair {link}: {} (see `mcblast lab impair {link} --stats`, remove with --clear)",
+        super::impair::describe(&cfg)
+    ))?;
+    out.emit("impair", &line("attached", &cfg, None))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -38,6 +38,7 @@
 
 mod cmd;
 mod igmp;
+pub mod impair;
 mod nft;
 mod status;
 mod topo;
@@ -821,9 +822,11 @@ pub fn down(prefix: &str) -> Result<()> {
     down_counted(prefix).map(|_| ())
 }
 
-/// [`down`], returning how many namespaces it removed.
+/// [`down`], returning how many namespaces it removed. The lab's
+/// impairments (pinned eBPF programs, see [`impair`]) go first.
 pub fn down_counted(prefix: &str) -> Result<usize> {
     require_root()?;
+    impair::remove_all(prefix).context("removing the lab's impairments")?;
     let names = lab_namespaces(prefix)?;
     for ns in &names {
         // A process still inside keeps the namespace (and its interfaces)
