@@ -186,7 +186,25 @@ fn leftovers() -> Vec<String> {
                 .map(|l| format!("program still loaded: {}", l.trim())),
         );
     }
+    // Lab impairments (`mcblast lab impair`) pinned in bpffs: anything left
+    // under /sys/fs/bpf/mcblast outlived its lab.
+    v.extend(pinned(std::path::Path::new("/sys/fs/bpf/mcblast")).into_iter().map(|p| format!("pinned BPF object: {p}")));
     v
+}
+
+/// Every file below `dir` (none when it does not exist).
+fn pinned(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(pinned(&p));
+        } else {
+            out.push(p.display().to_string());
+        }
+    }
+    out.sort();
+    out
 }
 
 fn test() -> Result<()> {
