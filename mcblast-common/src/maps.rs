@@ -317,7 +317,7 @@ impl ImpairState {
         let drop = if self.burst_left > 0 {
             self.burst_left -= 1;
             true
-        } else if (cfg.every != 0 && self.n % cfg.every as u64 == 0) || self.chance(cfg.loss_ppm) {
+        } else if (cfg.every != 0 && self.n.is_multiple_of(cfg.every as u64)) || self.chance(cfg.loss_ppm) {
             self.burst_left = burst - 1;
             true
         } else {

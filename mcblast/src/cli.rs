@@ -499,6 +499,21 @@ fn one_line(rendered: &str) -> String {
 mod tests {
     use super::*;
     #[test]
+    fn impair_percentages_are_ppm_in_range() {
+        assert_eq!(parse_pct("1"), Ok(10_000));
+        assert_eq!(parse_pct("0.5%"), Ok(5_000));
+        assert_eq!(parse_pct("100"), Ok(1_000_000));
+        assert_eq!(parse_pct("0.0001"), Ok(1));
+        for bad in ["0", "-1", "100.5", "x", "0.00001", "NaN"] {
+            assert!(parse_pct(bad).unwrap_err().contains("out of range"), "{bad}");
+        }
+        let e = Cli::try_parse_from(["mcblast", "lab", "impair", "r1", "--every", "3", "--loss", "1"]).unwrap_err();
+        assert!(one_line(&e.render().to_string()).contains("cannot be used with"));
+        let e = Cli::try_parse_from(["mcblast", "lab", "impair", "r1", "--clear", "--every", "3"]).unwrap_err();
+        assert!(one_line(&e.render().to_string()).contains("cannot be used with"));
+    }
+
+    #[test]
     fn clap_errors_fold_to_one_line() {
         let e = Cli::try_parse_from(["mcblast", "send", "-b", "12x"]).unwrap_err();
         let line = one_line(&e.render().to_string());

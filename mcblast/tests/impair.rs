@@ -286,6 +286,10 @@ fn errors_are_one_line_and_lab_down_removes_every_impairment() {
     let dir = lab_dir(lab.prefix());
     assert!(dir.join("impair-r1").exists() && dir.join("impair-r2-map").exists());
     assert_eq!(lab.impaired_links(), ["r1", "r2"]);
+    let out = Command::new(BIN).args(["lab", "status"]).env(mcblast::lab::PREFIX_ENV, lab.prefix()).output().unwrap();
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(status.contains("\n  r1     every 10th datagram dropped; seen 0, dropped 0"), "{status}");
+    assert!(status.contains("\n  r2     1% duplicated (seed 1); seen 0"), "{status}");
     let prefix = lab.prefix().to_string();
     lab.down().unwrap();
     assert!(!dir.exists(), "lab down removed the pins");

@@ -17,6 +17,16 @@ pub fn run(cmd: LabCommand) -> Result<ExitCode> {
         LabCommand::Status => {
             let lab = Lab::open(&prefix)?;
             print!("{}", lab.status()?.render());
+            let impaired = lab.impaired_links();
+            if !impaired.is_empty() {
+                println!("impairments (eBPF at the port's tc egress; mcblast lab impair LINK --stats|--clear):");
+                for link in impaired {
+                    match lab.impair_stats(&link) {
+                        Ok(r) => println!("  {link:<6} {}; {}", super::impair::describe(&r.cfg), r.counts()),
+                        Err(e) => println!("  {link:<6} unreadable: {e:#}"),
+                    }
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::Exec { node, cmd } => exec(&prefix, &node, &cmd),
