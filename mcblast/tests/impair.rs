@@ -264,6 +264,40 @@ fn reordered_datagrams_arrive_one_place_late_with_valid_checksums() {
 }
 
 #[test]
+fn fragmented_datagrams_are_dropped_by_their_first_fragment_and_never_duplicated() {
+    if skip(NEEDS) {
+        return;
+    }
+    let _s = serial();
+    // MTU 1500 and 8192-byte datagrams: each crosses as 6 fragments; the
+    // kernel counter cannot see them as datagrams, the socket counter does.
+    let cfg = mcblast::lab::LabConfig {
+        prefix: format!("mcbt{}if-", std::process::id()),
+        receivers: 2,
+        mtu: 1500,
+        ..Default::default()
+    };
+    let lab = Lab::up(&cfg).expect("lab up").with_mcblast(BIN);
+    let count = 100;
+    impair(&lab, &["r1", "--every", "10"]);
+    impair(&lab, &["r2", "--duplicate", "100"]);
+    let r1 = start_recv(&lab, "r1", &[]);
+    let r2 = start_recv(&lab, "r2", &[]);
+    wait_members(&lab);
+    let args = ["-n", "100", "--pps", "2000", "-l", "8192", "--allow-fragments"];
+    assert_eq!(u(&sender_summary(spawn_send(&lab, &args)), "sent"), count);
+    let (l1, l2) = (finish(r1), finish(r2));
+    let s1 = impair(&lab, &["r1", "--stats"]);
+    assert_eq!((u(&s1, "seen"), u(&s1, "fragments"), u(&s1, "dropped")), (count, count, count / 10), "{s1}");
+    let f = flow(&l1, "socket");
+    assert_eq!((u(f, "received"), u(f, "lost")), (count - count / 10, count / 10), "r1: {f}");
+    let s2 = impair(&lab, &["r2", "--stats"]);
+    assert_eq!((u(&s2, "seen"), u(&s2, "fragments"), u(&s2, "duplicated")), (count, count, 0), "{s2}");
+    let f = flow(&l2, "socket");
+    assert_eq!((u(f, "received"), u(f, "lost"), u(f, "duplicates")), (count, 0, 0), "r2: {f}");
+}
+
+#[test]
 fn errors_are_one_line_and_lab_down_removes_every_impairment() {
     if skip(NEEDS) {
         return;
