@@ -290,6 +290,8 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
         None
     };
     let host_start = HostCounters::read(&p.iface.name);
+    // The driver's statistics (ethtool -S); None when unreadable.
+    let driver_start = sys::ethtool::stats(&p.iface.name).ok();
 
     // The membership socket: the socket counter's own socket, or (kernel
     // only) an unbound socket that joins but never queues datagrams.
@@ -441,6 +443,7 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
         _ => None,
     };
     let host_end = HostCounters::read(&p.iface.name);
+    let driver_end = sys::ethtool::stats(&p.iface.name).ok();
     let kernel_mode = kernel.as_ref().map(|k| k.mode());
     drop(kernel);
 
@@ -494,6 +497,12 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
         if kernel_mode == Some("tc") {
             layers.counted_at = "tc ingress";
         }
+        if let (Some(a), Some(b)) = (&driver_start, &driver_end) {
+            let (driver, other) = attrib::driver_layer(a, b);
+            (layers.driver, layers.ethtool) = (Some(driver), Some(other));
+        }
+        let counted = |name: &str| finals.iter().find(|(n, _)| *n == name).map(|(_, s)| s.flows.as_slice());
+        layers.flows = attrib::flow_layers(counted("kernel"), counted("socket"), m.fragments);
         out.human(&attrib::human(&layers))?;
         out.emit("summary", &LayersSummary { role: "recv", counter: "layers", duration_s: duration, layers })?;
     }
