@@ -261,6 +261,9 @@ pub struct LayerDrops {
     pub no_listener: u64,
     pub socket: u64,
     pub unread: u64,
+    /// The driver's drop counters (`ethtool -S`), when read: not from the
+    /// tracer, set by the receiver per interval.
+    pub driver: Option<u64>,
 }
 
 impl LayerDrops {
@@ -273,6 +276,7 @@ impl LayerDrops {
             no_listener: data(Layer::NoListener),
             socket: data(Layer::Socket),
             unread: data(Layer::Unread),
+            driver: None,
         }
     }
 
@@ -285,6 +289,7 @@ impl LayerDrops {
             no_listener: self.no_listener.saturating_sub(prev.no_listener),
             socket: self.socket.saturating_sub(prev.socket),
             unread: self.unread.saturating_sub(prev.unread),
+            driver: None,
         }
     }
 }
@@ -294,7 +299,7 @@ impl LayerDrops {
 /// (`driver`, `ethtool`: null; `flows`: none): see [`driver_layer`] and
 /// [`flow_layers`].
 pub fn layers(m: &Measured, reasons: Vec<ReasonCount>, host: HostDeltas) -> Layers {
-    let LayerDrops { kernel, reassembly, unspecified, no_listener, socket, unread } = LayerDrops::of(&reasons);
+    let LayerDrops { kernel, reassembly, unspecified, no_listener, socket, unread, .. } = LayerDrops::of(&reasons);
     // The tracker saw a gap for every datagram that arrived fragmented.
     let reached = m.at_driver + m.fragments;
     let delivered = reached as i64 - (m.sunk + kernel + reassembly + unspecified + no_listener) as i64;

@@ -382,6 +382,7 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
     let mut last_tick = start;
     let mut prev: HashMap<&'static str, (u64, u64, i64)> = HashMap::new();
     let mut prev_drops = LayerDrops::default();
+    let mut prev_driver = driver_start.as_deref().map(attrib::driver_drops);
     let mut ended_at: Option<u64> = None;
     let mut last_end_check = start;
     let step = Duration::from_millis(50);
@@ -397,8 +398,11 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
             let drops = match (&kernel, &reason_names) {
                 (Some(k), Some(names)) => {
                     let now_drops = LayerDrops::of(&tracer_reasons(k, names)?);
-                    let d = now_drops.since(&prev_drops);
+                    let mut d = now_drops.since(&prev_drops);
                     prev_drops = now_drops;
+                    let driver = sys::ethtool::stats(&p.iface.name).ok().map(|s| attrib::driver_drops(&s));
+                    d.driver = driver.zip(prev_driver).map(|(a, b)| a.saturating_sub(b));
+                    prev_driver = driver.or(prev_driver);
                     Some(d)
                 }
                 _ => None,
@@ -563,6 +567,8 @@ fn interval_lines(
                 no_listener: d.no_listener,
                 socket_dropped: d.socket,
                 unread_at_close: d.unread,
+                reassembly_failed: d.reassembly,
+                driver_dropped: d.driver,
             },
         )?;
         human.push_str(&format!("  dropped: kernel {:>6} socket {:>6}", d.kernel, d.socket));
