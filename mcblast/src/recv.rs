@@ -473,8 +473,13 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
         out.human(&human_summary(&summary, if *name == "socket" { socket_drops } else { None }))?;
         reports.push((name, flows));
     }
+    let fragmented = finals.iter().any(|(_, s)| s.fragments.is_some_and(|f| f > 0));
     if let [(_, k), (_, s)] = reports.as_slice() {
-        out.human(&compare(k, s))?;
+        out.human(&if fragmented {
+            "kernel and socket counters are not compared flow by flow: datagrams arrived fragmented".to_string()
+        } else {
+            compare(k, s)
+        })?;
     }
     // With --sink nothing reaches the stack: the waterfall ends at the
     // driver, where the counter dropped what it counted.
@@ -625,8 +630,9 @@ fn human_summary(s: &RecvSummary, socket_drops: Option<u64>) -> String {
     }
     if let Some(f) = s.fragments.filter(|f| *f > 0) {
         t.push_str(&format!(
-            "\nwarning: {f} IPv4 fragments arrived for the port: the kernel counter cannot follow fragmented \
-             datagrams (the socket counter counts them after reassembly); send datagrams that fit the MTU"
+            "\nwarning: {f} datagrams arrived fragmented: the kernel counter counts their first fragments outside \
+             any flow, so its flows show them as lost (the socket counter counts them after reassembly, the \
+             waterfall counts them at the driver); send datagrams that fit the MTU"
         ));
     }
     if let Some(d) = socket_drops {
