@@ -4,10 +4,12 @@
 //! ```text
 //! expected (the senders' counts, from end markers)
 //!   - lost on the path            sequence gaps at the driver (XDP counter)
+//!       receiver NIC/driver       ethtool -S drop counters (whole interface; not in the sum)
 //!   + duplicates                  (the path delivered some twice)
-//! = reached the driver            XDP counter's received
+//! = reached the driver            XDP counter's received + first fragments
 //!   - sunk                        --sink: dropped by the counter itself, by design (not loss)
 //!   - dropped in the kernel       drop tracer (kfree_skb), by reason
+//!   - never reassembled           drop tracer, FRAG_REASM_TIMEOUT / FRAG_TOO_FAR / DUP_FRAG
 //!   - freed without a reason      drop tracer, NOT_SPECIFIED
 //!   - no listener                 drop tracer, NO_SOCKET (not loss: nobody bound the port)
 //! = delivered to the socket
@@ -18,11 +20,28 @@
 //! ```
 //! Reason names come from the running kernel's `enum skb_drop_reason`
 //! (BTF); the layer of a reason is decided by its name.
+//!
+//! Fragmented datagrams: the XDP counter sees a datagram's first fragment
+//! (it carries the UDP header) and counts it in its global `Fragments`
+//! counter, not in a flow; the tracker therefore sees a gap for it. The
+//! waterfall counts first fragments as datagrams that reached the driver
+//! (and takes them out of the path loss). A datagram one of whose later
+//! fragments was lost reaches the driver but never reassembles: the
+//! kernel frees its first fragment with a reassembly reason when the
+//! reassembly queue times out (`net.ipv4.ipfrag_time`), which the tracer
+//! counts.
+//!
+//! Per flow ([`flow_layers`]): the kernel counter and the socket counter
+//! key every datagram by flow, the drop tracer does not (its map is keyed
+//! by reason and class), so a flow's row splits its loss into "on the
+//! path" and "after the driver" only; the per-layer split exists for all
+//! flows together.
 
 use std::collections::BTreeMap;
 
 use anyhow::Result;
 use mcblast_common::maps::{DropClass, DropKey};
+use mcblast_common::{FlowKey, FlowState};
 use serde::Serialize;
 
 use crate::btf::Btf;
@@ -90,6 +109,9 @@ pub enum Layer {
     Socket,
     /// Queued in the socket but still unread when it closed.
     Unread,
+    /// IP reassembly gave up on the datagram (a fragment was lost, or came
+    /// too late): the whole datagram is lost.
+    Reassembly,
 }
 
 impl Layer {
@@ -107,6 +129,7 @@ impl Layer {
             "NO_SOCKET" => Layer::NoListener,
             "SOCKET_RCVBUFF" | "PROTO_MEM" => Layer::Socket,
             "SOCKET_CLOSE" | "QUEUE_PURGE" => Layer::Unread,
+            "FRAG_REASM_TIMEOUT" | "FRAG_TOO_FAR" | "DUP_FRAG" => Layer::Reassembly,
             _ => Layer::Kernel,
         }
     }
@@ -145,7 +168,9 @@ pub struct Measured {
     pub read: u64,
     /// The socket's SO_RXQ_OVFL count at the end.
     pub so_rxq_ovfl: u64,
-    /// First IPv4 fragments of datagrams to the port seen at the driver.
+    /// First IPv4 fragments of datagrams to the port seen at the driver
+    /// (the kernel counter's global `Fragments`): datagrams that reached the
+    /// driver but are not in any flow's received count.
     pub fragments: u64,
     /// `--sink`: data datagrams the kernel counter dropped after counting them.
     pub sunk: u64,
@@ -157,11 +182,16 @@ pub struct Layers {
     pub expected: u64,
     pub path_lost: u64,
     pub path_duplicates: u64,
+    /// Flows' received (XDP counter) + first fragments.
     pub reached_driver: u64,
     /// `--sink`: data datagrams the kernel counter dropped itself after
     /// counting them (XDP_DROP), by design: not loss. 0 without --sink.
     pub sunk: u64,
     pub kernel_dropped: u64,
+    /// Datagrams whose first fragment reached the driver but which never
+    /// reassembled (drop tracer, reassembly reasons): a lost fragment loses
+    /// the whole datagram.
+    pub reassembly_failed: u64,
     pub unspecified: u64,
     pub no_listener: u64,
     pub delivered_to_socket: i64,
@@ -173,14 +203,23 @@ pub struct Layers {
     pub adds_up: bool,
     /// The socket's own drop counter (SO_RXQ_OVFL), every datagram to the port included.
     pub so_rxq_ovfl: u64,
-    /// Datagrams that arrived fragmented (first fragments at the driver):
-    /// the XDP counter cannot follow them, so they look lost on the path and
-    /// the waterfall cannot add up (`adds_up` is false).
+    /// Datagrams that arrived fragmented (first fragments at the driver),
+    /// included in `reached_driver`.
     pub fragments: u64,
     /// Every reason the drop tracer saw for datagrams to the port.
     pub reasons: Vec<ReasonCount>,
     /// Kernel counters read at start and end (deltas); null when unreadable.
     pub host: crate::attrib::HostDeltas,
+    /// The receiver NIC/driver layer: the driver's drop counters
+    /// (`ethtool -S`) that changed during the run; null when the driver's
+    /// statistics could not be read. Whole interface, every packet: shown
+    /// beside the path loss, not part of the sum.
+    pub driver: Option<DriverLayer>,
+    /// Every other driver statistic that changed during the run (`ethtool -S`
+    /// name: change); null when unreadable.
+    pub ethtool: Option<BTreeMap<String, u64>>,
+    /// Per flow (sender, group, run, flow), where it is exactly attributable.
+    pub flows: Vec<FlowLayers>,
     /// Where the kernel counter ran, for the human table ("XDP" or "tc ingress").
     #[serde(skip)]
     pub counted_at: &'static str,
@@ -212,25 +251,32 @@ pub fn reason_counts(
     v
 }
 
-/// Data datagrams the drop tracer charged to each layer.
+/// Data datagrams the drop tracer charged to each layer (a dropped first
+/// fragment is a data datagram lost: its datagram can no longer reassemble).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LayerDrops {
     pub kernel: u64,
+    pub reassembly: u64,
     pub unspecified: u64,
     pub no_listener: u64,
     pub socket: u64,
     pub unread: u64,
+    /// The driver's drop counters (`ethtool -S`), when read: not from the
+    /// tracer, set by the receiver per interval.
+    pub driver: Option<u64>,
 }
 
 impl LayerDrops {
     pub fn of(reasons: &[ReasonCount]) -> LayerDrops {
-        let data = |l: Layer| reasons.iter().filter(|r| r.layer == l).map(|r| r.data).sum::<u64>();
+        let data = |l: Layer| reasons.iter().filter(|r| r.layer == l).map(|r| r.data + r.fragments).sum::<u64>();
         LayerDrops {
             kernel: data(Layer::Kernel),
+            reassembly: data(Layer::Reassembly),
             unspecified: data(Layer::Unspecified),
             no_listener: data(Layer::NoListener),
             socket: data(Layer::Socket),
             unread: data(Layer::Unread),
+            driver: None,
         }
     }
 
@@ -238,26 +284,35 @@ impl LayerDrops {
     pub fn since(&self, prev: &LayerDrops) -> LayerDrops {
         LayerDrops {
             kernel: self.kernel.saturating_sub(prev.kernel),
+            reassembly: self.reassembly.saturating_sub(prev.reassembly),
             unspecified: self.unspecified.saturating_sub(prev.unspecified),
             no_listener: self.no_listener.saturating_sub(prev.no_listener),
             socket: self.socket.saturating_sub(prev.socket),
             unread: self.unread.saturating_sub(prev.unread),
+            driver: None,
         }
     }
 }
 
 /// Computes the waterfall.
+/// The driver layer and the other changed statistics are left empty
+/// (`driver`, `ethtool`: null; `flows`: none): see [`driver_layer`] and
+/// [`flow_layers`].
 pub fn layers(m: &Measured, reasons: Vec<ReasonCount>, host: HostDeltas) -> Layers {
-    let LayerDrops { kernel, unspecified, no_listener, socket, unread } = LayerDrops::of(&reasons);
-    let delivered = m.at_driver as i64 - (m.sunk + kernel + unspecified + no_listener) as i64;
+    let LayerDrops { kernel, reassembly, unspecified, no_listener, socket, unread, .. } = LayerDrops::of(&reasons);
+    // The tracker saw a gap for every datagram that arrived fragmented.
+    let reached = m.at_driver + m.fragments;
+    let delivered = reached as i64 - (m.sunk + kernel + reassembly + unspecified + no_listener) as i64;
     let unaccounted = delivered - (socket + unread + m.read) as i64;
     Layers {
         expected: m.expected,
-        path_lost: m.path_lost,
-        path_duplicates: m.path_duplicates,
-        reached_driver: m.at_driver,
+        path_lost: m.path_lost.saturating_sub(m.fragments),
+        // More first fragments than gaps: the path delivered some twice.
+        path_duplicates: m.path_duplicates + m.fragments.saturating_sub(m.path_lost),
+        reached_driver: reached,
         sunk: m.sunk,
         kernel_dropped: kernel,
+        reassembly_failed: reassembly,
         unspecified,
         no_listener,
         delivered_to_socket: delivered,
@@ -266,12 +321,14 @@ pub fn layers(m: &Measured, reasons: Vec<ReasonCount>, host: HostDeltas) -> Laye
         read: m.read,
         unaccounted,
         adds_up: unaccounted == 0
-            && m.fragments == 0
             && m.expected + m.path_duplicates == m.at_driver + m.path_lost,
         so_rxq_ovfl: m.so_rxq_ovfl,
         fragments: m.fragments,
         reasons,
         host,
+        driver: None,
+        ethtool: None,
+        flows: Vec::new(),
         counted_at: "XDP",
     }
 }
@@ -283,22 +340,48 @@ pub fn human(l: &Layers) -> String {
         t.push_str(&format!("{label:<34} {n:>10}{}{note}\n", if note.is_empty() { "" } else { "  " }));
     };
     let by = |t: &mut String, layer: Layer| {
-        for r in l.reasons.iter().filter(|r| r.layer == layer && r.data > 0) {
+        for r in l.reasons.iter().filter(|r| r.layer == layer && r.data + r.fragments > 0) {
             let f = r.function.as_ref().map(|f| format!("in {f}")).unwrap_or_default();
-            row(t, &format!("      {}", r.reason), r.data.to_string(), &f);
+            row(t, &format!("      {}", r.reason), (r.data + r.fragments).to_string(), &f);
         }
     };
     row(&mut t, "sent (senders' end markers)", l.expected.to_string(), "");
     row(&mut t, "  - lost on the path", l.path_lost.to_string(), "sequence gaps at the driver");
+    match &l.driver {
+        Some(d) if !d.counters.is_empty() => {
+            row(&mut t, "      receiver NIC/driver drops", d.dropped.to_string(), "ethtool -S, whole interface:");
+            for c in &d.counters {
+                row(&mut t, &format!("        {}", c.name), c.delta.to_string(), c.why);
+            }
+        }
+        Some(_) => row(&mut t, "      receiver NIC/driver drops", "0".into(), "ethtool -S, whole interface"),
+        None => {}
+    }
     if l.path_duplicates > 0 {
         row(&mut t, "  + duplicated on the path", l.path_duplicates.to_string(), "");
     }
-    row(&mut t, &format!("reached the driver ({})", l.counted_at), l.reached_driver.to_string(), "");
+    let frag_note = if l.fragments > 0 { format!("{} of them as fragments (first fragments)", l.fragments) } else { String::new() };
+    row(&mut t, &format!("reached the driver ({})", l.counted_at), l.reached_driver.to_string(), &frag_note);
     if l.sunk > 0 {
         row(&mut t, "  - sunk (--sink)", l.sunk.to_string(), "dropped by design after counting, not loss");
     }
     row(&mut t, "  - dropped in the kernel", l.kernel_dropped.to_string(), if l.kernel_dropped > 0 { "by reason (kfree_skb):" } else { "" });
     by(&mut t, Layer::Kernel);
+    if l.fragments > 0 || l.reassembly_failed > 0 {
+        let lost = l
+            .reasons
+            .iter()
+            .filter(|r| matches!(r.reason.as_str(), "FRAG_REASM_TIMEOUT" | "FRAG_TOO_FAR"))
+            .map(|r| r.data + r.fragments)
+            .sum::<u64>();
+        let note = if l.reassembly_failed > 0 {
+            format!("a lost fragment loses the whole datagram ({lost} datagrams: fragments lost on the path)")
+        } else {
+            String::new()
+        };
+        row(&mut t, "  - never reassembled", l.reassembly_failed.to_string(), &note);
+        by(&mut t, Layer::Reassembly);
+    }
     if l.unspecified > 0 {
         row(&mut t, "  - freed without a reason", l.unspecified.to_string(), "NOT_SPECIFIED:");
         by(&mut t, Layer::Unspecified);
@@ -318,17 +401,12 @@ pub fn human(l: &Layers) -> String {
         row(&mut t, "  - unread when the socket closed", l.unread_at_close.to_string(), "");
     }
     row(&mut t, "read by the application", l.read.to_string(), "");
-    if l.fragments > 0 {
-        t.push_str(&format!(
-            "{} datagrams arrived fragmented: the XDP counter cannot follow them, so they show as path loss and the \
-             waterfall does not add up; send datagrams that fit the MTU",
-            l.fragments
-        ));
-    } else if l.adds_up {
+    if l.adds_up {
         t.push_str("every datagram is accounted for");
     } else {
         t.push_str(&format!(
-            "does not add up: {} datagram(s) unaccounted (in flight when the run stopped, or dropped where the tracer cannot see)",
+            "does not add up: {} datagram(s) unaccounted (in flight when the run stopped, dropped where the tracer \
+             cannot see, or a reassembly that timed out after the run)",
             l.unaccounted
         ));
     }
@@ -341,13 +419,189 @@ pub fn human(l: &Layers) -> String {
         ("Udp RcvbufErrors", h.udp_rcvbuf_errors),
         ("Udp InErrors", h.udp_in_errors),
         ("Udp IgnoredMulti", h.udp_ignored_multi),
+        ("Ip ReasmOKs", h.ip_reasm_oks),
         ("Ip ReasmFails", h.ip_reasm_fails),
+        ("Ip ReasmTimeout", h.ip_reasm_timeout),
     ];
     let shown: Vec<String> = pairs.iter().filter_map(|(n, v)| v.map(|v| format!("{n} {v}"))).collect();
     if !shown.is_empty() {
         t.push_str(&format!("\nhost counters during the run (whole interface / namespace): {}", shown.join(", ")));
     }
+    if l.flows.len() > 1 {
+        t.push('\n');
+        t.push_str(&human_flows(&l.flows));
+    }
     t
+}
+
+/// The compact per-flow table (when there is more than one flow).
+pub fn human_flows(flows: &[FlowLayers]) -> String {
+    let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+    let mut t = String::from("--- per flow (kernel drops are not split by flow: the drop tracer does not key by flow) ---\n");
+    t.push_str(&format!(
+        "{:<15} {:<15} {:>8} {:>4} {:>10} {:>10} {:>10} {:>12} {:>10}\n",
+        "sender", "group", "run", "flow", "sent", "path_lost", "at_driver", "after_driver", "read"
+    ));
+    for f in flows {
+        t.push_str(&format!(
+            "{:<15} {:<15} {:>8x} {:>4} {:>10} {:>10} {:>10} {:>12} {:>10}\n",
+            f.sender,
+            f.group,
+            f.run,
+            f.flow,
+            f.expected,
+            opt(f.path_lost),
+            opt(f.reached_driver),
+            f.lost_after_driver.map_or("-".to_string(), |v| v.to_string()),
+            opt(f.read),
+        ));
+    }
+    t.pop();
+    t
+}
+
+/// A driver statistic (`ethtool -S`) that counts received packets the
+/// NIC or its driver dropped, with what it means; None for other statistics.
+pub fn driver_drop_counter(name: &str) -> Option<&'static str> {
+    // `rx_queue_<N>_<rest>` (veth, virtio_net): the part after the queue number.
+    let per_queue = name
+        .strip_prefix("rx_queue_")
+        .and_then(|r| r.split_once('_'))
+        .filter(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .map(|(_, rest)| rest);
+    Some(match (name, per_queue) {
+        ("bw_in_allowance_exceeded", _) => {
+            "ENA: inbound bandwidth above the instance's allowance; the instance shaper dropped them before the driver"
+        }
+        ("pps_allowance_exceeded", _) => {
+            "ENA: packets per second above the instance's allowance; the instance shaper dropped them before the driver"
+        }
+        ("conntrack_allowance_exceeded", _) => "ENA: the instance's connection-tracking allowance was exceeded",
+        ("linklocal_allowance_exceeded", _) => "ENA: packets to link-local services above their allowance",
+        ("rx_discards_phy", _) => "mlx5: the port discarded them (no receive buffer in the NIC)",
+        ("rx_out_of_buffer", _) => "mlx5: no receive descriptor (the host did not refill the ring in time)",
+        ("rx_drops", _) => "virtio: the driver dropped received packets",
+        (_, Some("xdp_drops")) => "XDP_DROP by an XDP program (with --sink: the counter's own, by design)",
+        (_, Some("drops")) => "the receive queue dropped them (ring full or bad packet)",
+        _ => return None,
+    })
+}
+
+/// One driver drop counter's change over the run.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DriverCounter {
+    pub name: String,
+    pub delta: u64,
+    /// What the counter means.
+    pub why: &'static str,
+}
+
+/// The receiver NIC/driver layer (JSON `driver`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+pub struct DriverLayer {
+    /// Σ of the drop counters below.
+    pub dropped: u64,
+    /// The drop counters that changed (non-zero changes only).
+    pub counters: Vec<DriverCounter>,
+}
+
+/// The changes of the driver's statistics between two readings
+/// (`ethtool -S` name, value): the known drop counters as the driver layer,
+/// every other non-zero change by name. A statistic that went down is a
+/// gauge, not a counter, and is left out.
+pub fn driver_layer(start: &[(String, u64)], end: &[(String, u64)]) -> (DriverLayer, BTreeMap<String, u64>) {
+    let before: BTreeMap<&str, u64> = start.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+    let mut layer = DriverLayer::default();
+    let mut other = BTreeMap::new();
+    for (name, v) in end {
+        let Some(delta) = before.get(name.as_str()).and_then(|b| v.checked_sub(*b)).filter(|d| *d > 0) else {
+            continue;
+        };
+        match driver_drop_counter(name) {
+            Some(why) => {
+                layer.dropped += delta;
+                layer.counters.push(DriverCounter { name: name.clone(), delta, why });
+            }
+            None => {
+                other.insert(name.clone(), delta);
+            }
+        }
+    }
+    (layer, other)
+}
+
+/// Σ of the known drop counters in one reading.
+pub fn driver_drops(stats: &[(String, u64)]) -> u64 {
+    stats.iter().filter(|(n, _)| driver_drop_counter(n).is_some()).map(|(_, v)| *v).sum()
+}
+
+/// One flow's waterfall (JSON `flows[]` of the `layers` line). Counts the
+/// receiver cannot split by flow are null.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FlowLayers {
+    pub sender: String,
+    pub group: String,
+    pub run: u32,
+    pub flow: u32,
+    /// The flow's sender count (end marker), or highest sequence + 1.
+    pub expected: u64,
+    /// Sequence gaps at the driver (kernel counter); null when datagrams
+    /// arrived fragmented (the XDP counter counts those outside any flow).
+    pub path_lost: Option<u64>,
+    pub path_duplicates: Option<u64>,
+    /// The kernel counter's received; null as for `path_lost`.
+    pub reached_driver: Option<u64>,
+    /// reached_driver − read: lost in this host's kernel or socket (the
+    /// layer is in the all-flows waterfall); null without both counters.
+    pub lost_after_driver: Option<i64>,
+    /// Not split by flow: the drop tracer keys by reason, not by flow. Always null.
+    pub kernel_dropped: Option<u64>,
+    /// Not split by flow, as `kernel_dropped`. Always null.
+    pub socket_dropped: Option<u64>,
+    /// The socket counter's received; null without the socket counter.
+    pub read: Option<u64>,
+}
+
+/// Per-flow rows from the two counters' final flows: every flow either
+/// counter saw. `fragments`: first fragments the kernel counter counted
+/// outside any flow (then its per-flow counts are not the flows' own).
+pub fn flow_layers(
+    kernel: Option<&[(FlowKey, FlowState)]>,
+    socket: Option<&[(FlowKey, FlowState)]>,
+    fragments: u64,
+) -> Vec<FlowLayers> {
+    let mut keys: Vec<FlowKey> =
+        kernel.into_iter().chain(socket).flat_map(|f| f.iter().map(|(k, _)| *k)).collect();
+    keys.sort();
+    keys.dedup();
+    let find = |flows: Option<&[(FlowKey, FlowState)]>, k: &FlowKey| -> Option<Option<FlowState>> {
+        flows.map(|f| f.iter().find(|(fk, _)| fk == k).map(|(_, s)| *s))
+    };
+    let ip = |v: u32| std::net::Ipv4Addr::from(v.to_ne_bytes()).to_string();
+    keys.iter()
+        .map(|k| {
+            let ks = find(kernel, k).filter(|_| fragments == 0);
+            let ss = find(socket, k);
+            let kernel_exp = kernel.and_then(|_| find(kernel, k)).flatten().map(|s| s.expected());
+            let socket_exp = ss.flatten().map(|s| s.expected());
+            let reached = ks.map(|s| s.map_or(0, |s| s.received));
+            let read = ss.map(|s| s.map_or(0, |s| s.received));
+            FlowLayers {
+                sender: ip(k.sender),
+                group: ip(k.group),
+                run: k.run,
+                flow: k.flow,
+                expected: kernel_exp.into_iter().chain(socket_exp).max().unwrap_or(0),
+                path_lost: ks.map(|s| s.map_or(0, |s| s.lost)),
+                path_duplicates: ks.map(|s| s.map_or(0, |s| s.duplicates + s.stale)),
+                reached_driver: reached,
+                lost_after_driver: reached.zip(read).map(|(r, d)| r as i64 - d as i64),
+                kernel_dropped: None,
+                socket_dropped: None,
+                read,
+            }
+        })
+        .collect()
 }
 
 /// Kernel text symbols from `/proc/kallsyms` (real addresses need root),
@@ -394,6 +648,10 @@ pub struct HostCounters {
     pub udp_in_errors: Option<u64>,
     pub udp_ignored_multi: Option<u64>,
     pub ip_reasm_fails: Option<u64>,
+    /// Datagrams reassembled from fragments.
+    pub ip_reasm_oks: Option<u64>,
+    /// Reassembly queues that timed out (`net.ipv4.ipfrag_time`).
+    pub ip_reasm_timeout: Option<u64>,
 }
 
 /// Changes of [`HostCounters`] over the run (JSON object `host`).
@@ -408,6 +666,10 @@ pub struct HostDeltas {
     /// Multicast datagrams no socket wanted (no listener).
     pub udp_ignored_multi: Option<u64>,
     pub ip_reasm_fails: Option<u64>,
+    /// Datagrams reassembled from fragments.
+    pub ip_reasm_oks: Option<u64>,
+    /// Reassembly queues that timed out (`net.ipv4.ipfrag_time`).
+    pub ip_reasm_timeout: Option<u64>,
 }
 
 impl HostCounters {
@@ -427,6 +689,8 @@ impl HostCounters {
             udp_in_errors: snmp_field("Udp", "InErrors"),
             udp_ignored_multi: snmp_field("Udp", "IgnoredMulti"),
             ip_reasm_fails: snmp_field("Ip", "ReasmFails"),
+            ip_reasm_oks: snmp_field("Ip", "ReasmOKs"),
+            ip_reasm_timeout: snmp_field("Ip", "ReasmTimeout"),
         }
     }
 
@@ -442,6 +706,8 @@ impl HostCounters {
             udp_in_errors: d(self.udp_in_errors, start.udp_in_errors),
             udp_ignored_multi: d(self.udp_ignored_multi, start.udp_ignored_multi),
             ip_reasm_fails: d(self.ip_reasm_fails, start.ip_reasm_fails),
+            ip_reasm_oks: d(self.ip_reasm_oks, start.ip_reasm_oks),
+            ip_reasm_timeout: d(self.ip_reasm_timeout, start.ip_reasm_timeout),
         }
     }
 }
@@ -540,11 +806,32 @@ mod tests {
         assert_eq!(l.unaccounted, 8);
         assert!(!l.adds_up);
 
-        let fragmented = Measured { fragments: 3, ..m };
-        let l = layers(&fragmented, reason_counts(&drops, &names(), |_| None), HostDeltas::default());
+        // 1000 datagrams sent as fragments: every first fragment reached the
+        // driver (outside any flow: the tracker saw 1000 gaps); 37 lost a
+        // later fragment and timed out in reassembly, one duplicate first
+        // fragment was dropped as such.
+        let frag = ReasonNames::from_pairs(&[(70, "FRAG_REASM_TIMEOUT"), (71, "DUP_FRAG")]);
+        let fdrops = BTreeMap::from([(key(70, DropClass::Fragment), 37), (key(71, DropClass::Fragment), 1)]);
+        let fragmented = Measured {
+            expected: 1000,
+            at_driver: 0,
+            path_lost: 1000,
+            fragments: 1001,
+            read: 963,
+            ..Measured::default()
+        };
+        let l = layers(&fragmented, reason_counts(&fdrops, &frag, |_| None), HostDeltas::default());
+        assert_eq!((l.reached_driver, l.path_lost, l.path_duplicates), (1001, 0, 1));
+        assert_eq!((l.reassembly_failed, l.delivered_to_socket), (38, 963));
         assert_eq!(l.unaccounted, 0);
-        assert!(!l.adds_up, "fragmented datagrams cannot be followed");
-        assert!(human(&l).contains("3 datagrams arrived fragmented"));
+        assert!(l.adds_up, "{l:?}");
+        let text = human(&l);
+        assert!(text.contains("a lost fragment loses the whole datagram (37 datagrams: fragments lost on the path)"), "{text}");
+        assert!(text.contains("1001 of them as fragments"), "{text}");
+        // A fragment the tracker did not see time out (the run stopped first).
+        let l = layers(&Measured { read: 962, ..fragmented }, reason_counts(&fdrops, &frag, |_| None), HostDeltas::default());
+        assert_eq!(l.unaccounted, 1);
+        assert!(!l.adds_up);
 
         // --sink: everything that reached the driver was dropped by design.
         let sunk = Measured { expected: 1000, at_driver: 990, path_lost: 10, sunk: 990, ..Measured::default() };
@@ -554,6 +841,74 @@ mod tests {
         assert!(human(&l).contains("sunk (--sink)"), "{}", human(&l));
         let short = Measured { sunk: 980, ..sunk };
         assert!(!layers(&short, Vec::new(), HostDeltas::default()).adds_up, "10 neither sunk nor delivered");
+    }
+
+    fn stats(pairs: &[(&str, u64)]) -> Vec<(String, u64)> {
+        pairs.iter().map(|(n, v)| (n.to_string(), *v)).collect()
+    }
+
+    #[test]
+    fn driver_drop_counters_are_named_and_the_rest_listed() {
+        for n in [
+            "bw_in_allowance_exceeded",
+            "pps_allowance_exceeded",
+            "conntrack_allowance_exceeded",
+            "linklocal_allowance_exceeded",
+            "rx_discards_phy",
+            "rx_out_of_buffer",
+            "rx_queue_0_xdp_drops",
+            "rx_queue_12_drops",
+            "rx_drops",
+        ] {
+            assert!(driver_drop_counter(n).is_some(), "{n}");
+        }
+        for n in ["peer_ifindex", "rx_queue_0_xdp_packets", "rx_queue_x_drops", "tx_queue_0_xdp_xmit_errors", "bw_out_allowance_exceeded"] {
+            assert!(driver_drop_counter(n).is_none(), "{n}");
+        }
+        assert!(driver_drop_counter("pps_allowance_exceeded").unwrap().contains("shaper"));
+        // An ENA receiver: the shaper dropped 120 packets during the run.
+        let start = stats(&[("queue_0_rx_cnt", 5), ("bw_in_allowance_exceeded", 7), ("pps_allowance_exceeded", 0), ("gauge", 9)]);
+        let end = stats(&[
+            ("queue_0_rx_cnt", 1005),
+            ("bw_in_allowance_exceeded", 7),
+            ("pps_allowance_exceeded", 120),
+            ("gauge", 3),
+            ("new_stat", 4),
+        ]);
+        let (d, other) = driver_layer(&start, &end);
+        assert_eq!(d.dropped, 120);
+        assert_eq!(d.counters.len(), 1, "unchanged counters are left out: {d:?}");
+        assert_eq!((d.counters[0].name.as_str(), d.counters[0].delta), ("pps_allowance_exceeded", 120));
+        assert_eq!(other, BTreeMap::from([("queue_0_rx_cnt".to_string(), 1000)]), "no gauges, nothing without a start");
+        assert_eq!(driver_drops(&end), 127);
+        let mut l = layers(&Measured { expected: 10, at_driver: 10, read: 10, ..Measured::default() }, Vec::new(), HostDeltas::default());
+        l.driver = Some(d);
+        let text = human(&l);
+        assert!(text.contains("receiver NIC/driver drops") && text.contains("pps_allowance_exceeded"), "{text}");
+    }
+
+    #[test]
+    fn flows_are_split_where_both_counters_key_by_flow() {
+        let k = |flow| FlowKey { sender: u32::from_ne_bytes([10, 0, 0, 1]), group: u32::from_ne_bytes([239, 0, 0, 1]), run: 7, flow };
+        let st = |received, lost, next_seq| FlowState { received, lost, next_seq, ..FlowState::default() };
+        let kernel = vec![(k(0), st(100, 0, 100)), (k(1), st(90, 10, 100))];
+        let socket = vec![(k(0), st(98, 2, 100)), (k(1), st(90, 10, 100))];
+        let f = flow_layers(Some(&kernel), Some(&socket), 0);
+        assert_eq!(f.len(), 2);
+        assert_eq!((f[0].sender.as_str(), f[0].group.as_str(), f[0].flow), ("10.0.0.1", "239.0.0.1", 0));
+        assert_eq!((f[0].expected, f[0].path_lost, f[0].reached_driver, f[0].lost_after_driver, f[0].read), (100, Some(0), Some(100), Some(2), Some(98)));
+        assert_eq!((f[1].path_lost, f[1].lost_after_driver, f[1].read), (Some(10), Some(0), Some(90)));
+        assert_eq!((f[0].kernel_dropped, f[0].socket_dropped), (None, None), "the tracer does not key by flow");
+        // Kernel counter alone; a flow only the socket saw.
+        let f = flow_layers(Some(&kernel[..1]), None, 0);
+        assert_eq!((f[0].reached_driver, f[0].read, f[0].lost_after_driver), (Some(100), None, None));
+        let f = flow_layers(Some(&kernel[..1]), Some(&socket), 0);
+        assert_eq!((f[1].flow, f[1].reached_driver, f[1].read), (1, Some(0), Some(90)));
+        // Fragments outside the flows: no per-flow path numbers.
+        let f = flow_layers(Some(&kernel), Some(&socket), 5);
+        assert_eq!((f[0].path_lost, f[0].reached_driver, f[0].read, f[0].expected), (None, None, Some(98), 100));
+        let text = human_flows(&f);
+        assert!(text.lines().count() == 4 && text.contains("does not key by flow"), "{text}");
     }
 
     #[test]

@@ -259,6 +259,11 @@ pub struct LayersInterval {
     pub no_listener: u64,
     pub socket_dropped: u64,
     pub unread_at_close: u64,
+    /// Datagrams whose reassembly failed (a fragment lost).
+    pub reassembly_failed: u64,
+    /// The driver's drop counters (`ethtool -S`, whole interface); null
+    /// when the driver's statistics cannot be read.
+    pub driver_dropped: Option<u64>,
 }
 
 /// The receiver's loss attribution (`"counter":"layers"` summary line):

@@ -290,6 +290,8 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
         None
     };
     let host_start = HostCounters::read(&p.iface.name);
+    // The driver's statistics (ethtool -S); None when unreadable.
+    let driver_start = sys::ethtool::stats(&p.iface.name).ok();
 
     // The membership socket: the socket counter's own socket, or (kernel
     // only) an unbound socket that joins but never queues datagrams.
@@ -380,6 +382,7 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
     let mut last_tick = start;
     let mut prev: HashMap<&'static str, (u64, u64, i64)> = HashMap::new();
     let mut prev_drops = LayerDrops::default();
+    let mut prev_driver = driver_start.as_deref().map(attrib::driver_drops);
     let mut ended_at: Option<u64> = None;
     let mut last_end_check = start;
     let step = Duration::from_millis(50);
@@ -395,8 +398,11 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
             let drops = match (&kernel, &reason_names) {
                 (Some(k), Some(names)) => {
                     let now_drops = LayerDrops::of(&tracer_reasons(k, names)?);
-                    let d = now_drops.since(&prev_drops);
+                    let mut d = now_drops.since(&prev_drops);
                     prev_drops = now_drops;
+                    let driver = sys::ethtool::stats(&p.iface.name).ok().map(|s| attrib::driver_drops(&s));
+                    d.driver = driver.zip(prev_driver).map(|(a, b)| a.saturating_sub(b));
+                    prev_driver = driver.or(prev_driver);
                     Some(d)
                 }
                 _ => None,
@@ -441,6 +447,7 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
         _ => None,
     };
     let host_end = HostCounters::read(&p.iface.name);
+    let driver_end = sys::ethtool::stats(&p.iface.name).ok();
     let kernel_mode = kernel.as_ref().map(|k| k.mode());
     drop(kernel);
 
@@ -466,8 +473,13 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
         out.human(&human_summary(&summary, if *name == "socket" { socket_drops } else { None }))?;
         reports.push((name, flows));
     }
+    let fragmented = finals.iter().any(|(_, s)| s.fragments.is_some_and(|f| f > 0));
     if let [(_, k), (_, s)] = reports.as_slice() {
-        out.human(&compare(k, s))?;
+        out.human(&if fragmented {
+            "kernel and socket counters are not compared flow by flow: datagrams arrived fragmented".to_string()
+        } else {
+            compare(k, s)
+        })?;
     }
     // With --sink nothing reaches the stack: the waterfall ends at the
     // driver, where the counter dropped what it counted.
@@ -494,6 +506,12 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
         if kernel_mode == Some("tc") {
             layers.counted_at = "tc ingress";
         }
+        if let (Some(a), Some(b)) = (&driver_start, &driver_end) {
+            let (driver, other) = attrib::driver_layer(a, b);
+            (layers.driver, layers.ethtool) = (Some(driver), Some(other));
+        }
+        let counted = |name: &str| finals.iter().find(|(n, _)| *n == name).map(|(_, s)| s.flows.as_slice());
+        layers.flows = attrib::flow_layers(counted("kernel"), counted("socket"), m.fragments);
         out.human(&attrib::human(&layers))?;
         out.emit("summary", &LayersSummary { role: "recv", counter: "layers", duration_s: duration, layers })?;
     }
@@ -554,6 +572,8 @@ fn interval_lines(
                 no_listener: d.no_listener,
                 socket_dropped: d.socket,
                 unread_at_close: d.unread,
+                reassembly_failed: d.reassembly,
+                driver_dropped: d.driver,
             },
         )?;
         human.push_str(&format!("  dropped: kernel {:>6} socket {:>6}", d.kernel, d.socket));
@@ -610,8 +630,9 @@ fn human_summary(s: &RecvSummary, socket_drops: Option<u64>) -> String {
     }
     if let Some(f) = s.fragments.filter(|f| *f > 0) {
         t.push_str(&format!(
-            "\nwarning: {f} IPv4 fragments arrived for the port: the kernel counter cannot follow fragmented \
-             datagrams (the socket counter counts them after reassembly); send datagrams that fit the MTU"
+            "\nwarning: {f} datagrams arrived fragmented: the kernel counter counts their first fragments outside \
+             any flow, so its flows show them as lost (the socket counter counts them after reassembly, the \
+             waterfall counts them at the driver); send datagrams that fit the MTU"
         ));
     }
     if let Some(d) = socket_drops {

@@ -143,6 +143,9 @@ fn netfilter_drop_in_the_receiver_is_charged_to_the_kernel_with_its_reason() {
             let sum: u64 = ivs.iter().map(|v| u(v, "kernel_dropped")).sum();
             assert!(sum <= dropped, "{node}: intervals charged {sum} > {dropped}");
             assert!(ivs.iter().all(|v| u(v, "socket_dropped") == 0 && v["end_s"].as_f64() > v["start_s"].as_f64()));
+            // veth's own drop counters (read each interval) saw nothing: the drops were netfilter's.
+            assert!(ivs.iter().all(|v| v["driver_dropped"] == 0 && v["reassembly_failed"] == 0), "{ivs:?}");
+            assert_eq!(l["driver"]["dropped"], 0, "{node}: {l}");
         } else {
             check_waterfall(&node, l, sent, &[]);
             assert_eq!(u(l, "read"), sent, "{node}: {l}");
@@ -390,4 +393,116 @@ fn another_sockets_overflow_on_the_port_is_not_charged() {
     check_waterfall("r1", l, sent, &[]);
     assert_eq!(u(l, "read"), sent, "{l}");
     assert_eq!(reason_data(l, "SOCKET_RCVBUFF"), 0, "another socket's drops: {l}");
+}
+
+/// Runs a shell script inside a namespace.
+fn sh(ns: &str, script: &str) {
+    let out = Command::new("ip").args(["netns", "exec", ns, "sh", "-c", script]).output().unwrap();
+    assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The receiver NIC/driver layer from the driver's own counters: with
+/// `--sink` the kernel counter drops (XDP_DROP) every datagram it counted,
+/// and veth (native XDP) counts each one in its `rx_queue_N_xdp_drops`
+/// statistic, which the receiver reads with SIOCETHTOOL. Ground truth: the
+/// sender's data datagrams and end-of-flow markers (no loss on the lab).
+#[test]
+fn sink_drops_are_counted_by_the_veth_drivers_own_statistics() {
+    if common::skip(NEEDS) {
+        return;
+    }
+    let _serial = serial();
+    let lab = lab("s", 1);
+    let r = start_recv(&lab, "r1", &["--sink", "--counter", "kernel"]);
+    assert_eq!(r.begin["xdp_mode"], "native", "veth counts XDP drops in native mode only: {}", r.begin);
+    wait_members(&lab);
+    let s = sender_summary(spawn_send(&lab, &["-n", "1000", "--pps", "5000", "-l", "1470"]));
+    let (sent, markers) = (u(&s, "sent"), u(&s, "end_markers"));
+    assert_eq!(sent, 1000);
+    let lines = finish(r);
+    let l = layers(&lines);
+    assert_eq!(u(l, "sunk"), sent, "{l}");
+    assert_eq!(u(l, "path_lost"), 0, "{l}");
+    let d = &l["driver"];
+    let counters = d["counters"].as_array().unwrap_or_else(|| panic!("no driver layer: {l}"));
+    assert!(!counters.is_empty(), "{l}");
+    for c in counters {
+        let name = c["name"].as_str().unwrap();
+        assert!(name.starts_with("rx_queue_") && name.ends_with("_xdp_drops"), "only XDP drops on this path: {l}");
+    }
+    // Every data datagram and every end marker the counter dropped.
+    assert_eq!(u(d, "dropped"), sent + markers, "{l}");
+    // XDP ran on each of them (and on whatever else arrived: IGMP queries).
+    let xdp_packets: u64 = l["ethtool"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(n, _)| n.starts_with("rx_queue_") && n.ends_with("_xdp_packets"))
+        .map(|(_, v)| v.as_u64().unwrap())
+        .sum();
+    assert!(xdp_packets >= sent + markers, "{l}");
+}
+
+/// Per-flow rows: three flows, every 10th data datagram of one of them
+/// (matched by its UDP source port on the bridge port toward r1) dropped.
+/// The sender's namespace has exactly three ephemeral ports, so the rule
+/// can name one before the run; which flow got it, the sender reports.
+#[test]
+fn loss_on_one_flow_is_charged_to_that_flow_only() {
+    if common::skip(NEEDS) {
+        return;
+    }
+    let _serial = serial();
+    let lab = lab("p", 1);
+    sh(&lab.ns_name("sender"), "echo '41000 41002' > /proc/sys/net/ipv4/ip_local_port_range");
+    let rules = "table bridge mcbtflow {\n\
+          chain forward { type filter hook forward priority filter - 10; policy accept;\n\
+            oifname \"r1\" udp sport 41001 @th,104,8 0 numgen inc mod 10 0 counter drop\n\
+          }\n\
+        }\n";
+    let file = std::env::temp_dir().join(format!("mcbt{}p.nft", std::process::id()));
+    std::fs::write(&file, rules).unwrap();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.access_ns("r1"), "nft", "-f", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert!(out.status.success(), "nft: {}", String::from_utf8_lossy(&out.stderr));
+    let r = start_recv(&lab, "r1", &["--expect-flows", "3"]);
+    wait_members(&lab);
+    let s = sender_summary(spawn_send(&lab, &["-n", "400", "--flows", "3", "--pps", "3000", "-l", "1470"]));
+    let sflows = s["flows"].as_array().unwrap();
+    assert_eq!(sflows.len(), 3, "{s}");
+    let lossy = sflows.iter().find(|f| f["src_port"] == 41001).unwrap_or_else(|| panic!("no flow on port 41001: {s}"));
+    let lossy_id = u(lossy, "flow");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.access_ns("r1"), "nft", "list", "table", "bridge", "mcbtflow"])
+        .output()
+        .unwrap();
+    let dropped: u64 = String::from_utf8_lossy(&out.stdout)
+        .split("counter packets ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("rule counter");
+    assert_eq!(dropped, 40, "every 10th of 400");
+    let lines = finish(r);
+    let l = layers(&lines);
+    check_waterfall("r1", l, 1200, &["path_lost"]);
+    assert_eq!(u(l, "path_lost"), dropped, "{l}");
+    let rows = l["flows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{l}");
+    for f in sflows {
+        let id = u(f, "flow");
+        let sent = u(f, "sent");
+        assert_eq!(sent, 400);
+        let row = rows.iter().find(|r| r["flow"] == id).unwrap_or_else(|| panic!("no row for flow {id}: {l}"));
+        let lost = if id == lossy_id { dropped } else { 0 };
+        assert_eq!(u(row, "expected"), sent, "flow {id}: {row}");
+        assert_eq!(u(row, "path_lost"), lost, "flow {id}: {row}");
+        assert_eq!(u(row, "reached_driver"), sent - lost, "flow {id}: {row}");
+        assert_eq!(row["lost_after_driver"].as_i64(), Some(0), "flow {id}: {row}");
+        assert_eq!(u(row, "read"), sent - lost, "flow {id}: {row}");
+        assert!(row["kernel_dropped"].is_null() && row["socket_dropped"].is_null(), "not split by flow: {row}");
+    }
 }

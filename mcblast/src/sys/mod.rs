@@ -4,6 +4,7 @@
 //! Every `unsafe` block carries a `// SAFETY:` note.
 
 pub mod bpf;
+pub mod ethtool;
 pub mod net;
 pub mod packet;
 

@@ -1,0 +1,136 @@
+//! Loss attribution for fragmented datagrams, against ground truth: at MTU
+//! 1500 an 8192-byte datagram crosses the lab as 6 IPv4 fragments (the
+//! first carries the UDP and mcblast headers, 5 later ones do not). An
+//! nftables rule on the bridge drops every 7th later fragment toward r1, so
+//! each drop hits a different datagram (a datagram's 5 later fragments are
+//! consecutive, drops are 7 apart). Each of those datagrams reaches r1's
+//! driver (its first fragment) but never reassembles: r1's waterfall must
+//! charge exactly the rule's count to "never reassembled", its kernel
+//! counter must see every first fragment, and r2 must lose nothing.
+//! Privileged: skipped with a message when not root. The lab is removed
+//! when the test ends.
+
+use std::process::Command;
+
+use mcblast::lab::{Lab, LabConfig};
+use serde_json::Value;
+
+mod common;
+use common::*;
+
+const NEEDS: &str = "needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF) for namespaces, XDP and tracepoints";
+
+/// Data datagrams sent.
+const COUNT: u64 = 500;
+/// 8192 bytes + the UDP header = 8200 bytes of IP payload; 1480 per fragment at MTU 1500.
+const LATER_FRAGMENTS: u64 = 5;
+/// Drop every EVERY-th later fragment toward r1 (EVERY > LATER_FRAGMENTS).
+const EVERY: u64 = 7;
+
+fn u(v: &Value, field: &str) -> u64 {
+    v[field].as_u64().unwrap_or_else(|| panic!("{field} is not a count: {v}"))
+}
+
+fn sh(lab: &Lab, ns_node: &str, script: &str) {
+    let out = Command::new("ip").args(["netns", "exec", &lab.ns_name(ns_node), "sh", "-c", script]).output().unwrap();
+    assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A field of /proc/net/snmp in a node's namespace.
+fn snmp(lab: &Lab, node: &str, proto: &str, field: &str) -> u64 {
+    let out = Command::new("ip").args(["netns", "exec", &lab.ns_name(node), "cat", "/proc/net/snmp"]).output().unwrap();
+    mcblast::attrib::snmp_value(&String::from_utf8_lossy(&out.stdout), proto, field).expect("snmp field")
+}
+
+#[test]
+fn a_lost_fragment_is_charged_to_reassembly_as_a_whole_datagram() {
+    if skip(NEEDS) {
+        return;
+    }
+    let _serial = serial();
+    let cfg = LabConfig { prefix: format!("mcbt{}fr-", std::process::id()), receivers: 2, mtu: 1500, ..LabConfig::default() };
+    let lab = Lab::up(&cfg).expect("lab up").with_mcblast(BIN);
+    // r1 gives up reassembling after 1 s, with room for every pending queue.
+    sh(&lab, "r1", "echo 1 > /proc/sys/net/ipv4/ipfrag_time && echo 268435456 > /proc/sys/net/ipv4/ipfrag_high_thresh");
+    // Every 7th later fragment (offset != 0) forwarded toward r1 is dropped.
+    let rules = format!(
+        "table bridge mcbtfrag {{\n\
+           chain forward {{ type filter hook forward priority filter - 10; policy accept;\n\
+             oifname \"r1\" ip daddr 239.0.0.1 ip frag-off & 0x1fff != 0 numgen inc mod {EVERY} 0 counter drop\n\
+           }}\n\
+         }}\n"
+    );
+    let file = std::env::temp_dir().join(format!("mcbt{}fr.nft", std::process::id()));
+    std::fs::write(&file, rules).unwrap();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.access_ns("r1"), "nft", "-f", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert!(out.status.success(), "nft: {}", String::from_utf8_lossy(&out.stderr));
+
+    let reasm_before = snmp(&lab, "r1", "Ip", "ReasmTimeout");
+    // The grace outlasts ipfrag_time, so every failed reassembly has timed
+    // out before the receivers stop.
+    let recvs: Vec<Recv> = lab.receivers().iter().map(|n| start_recv(&lab, n, &["--grace", "3"])).collect();
+    wait_members(&lab);
+    let s = sender_summary(spawn_send(
+        &lab,
+        &["-n", &COUNT.to_string(), "--pps", "1000", "-l", "8192", "--allow-fragments"],
+    ));
+    assert_eq!(u(&s, "sent"), COUNT);
+
+    let listing = Command::new("ip")
+        .args(["netns", "exec", &lab.access_ns("r1"), "nft", "-j", "list", "table", "bridge", "mcbtfrag"])
+        .output()
+        .unwrap();
+    let listing: Value = serde_json::from_slice(&listing.stdout).unwrap();
+    let dropped = listing["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i.get("rule"))
+        .flat_map(|r| r["expr"].as_array().unwrap().iter())
+        .find_map(|e| e["counter"]["packets"].as_u64())
+        .expect("rule counter");
+    // Later fragments 0, 7, 14, ... of COUNT * 5: each in a different datagram.
+    assert_eq!(dropped, (COUNT * LATER_FRAGMENTS).div_ceil(EVERY), "the rule's own count");
+
+    for r in recvs {
+        let node = r.node.clone();
+        let lines = finish(r);
+        let k = summary(&lines, "kernel");
+        assert_eq!(u(k, "fragments"), COUNT, "{node}: the kernel counter saw every first fragment: {k}");
+        let sock = only_flow(summary(&lines, "socket"));
+        let l = summary(&lines, "layers");
+        assert_eq!(u(l, "expected"), COUNT, "{node}: {l}");
+        assert_eq!(u(l, "reached_driver"), COUNT, "{node}: {l}");
+        assert_eq!(u(l, "fragments"), COUNT, "{node}: {l}");
+        assert_eq!(u(l, "path_lost"), 0, "{node}: {l}");
+        assert_eq!(u(l, "kernel_dropped") + u(l, "socket_dropped") + u(l, "unspecified"), 0, "{node}: {l}");
+        assert_eq!(l["unaccounted"].as_i64(), Some(0), "{node}: {l}");
+        assert_eq!(l["adds_up"], true, "{node}: {l}");
+        if node == "r1" {
+            assert_eq!(u(sock, "lost"), dropped, "{node}: the socket misses one datagram per dropped fragment: {sock}");
+            assert_eq!(u(l, "reassembly_failed"), dropped, "{node}: {l}");
+            assert_eq!(u(l, "read"), COUNT - dropped, "{node}: {l}");
+            let timeouts: u64 = l["reasons"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["reason"] == "FRAG_REASM_TIMEOUT")
+                .map(|r| u(r, "fragments"))
+                .sum();
+            assert_eq!(timeouts, dropped, "{node}: {l}");
+            // Ground truth of the namespace: one timed-out queue per datagram.
+            assert_eq!(snmp(&lab, "r1", "Ip", "ReasmTimeout") - reasm_before, dropped, "{node}");
+            assert_eq!(l["host"]["ip_reasm_timeout"].as_u64(), Some(dropped), "{node}: {l}");
+            assert_eq!(l["host"]["ip_reasm_oks"].as_u64(), Some(COUNT - dropped), "{node}: {l}");
+        } else {
+            assert_eq!(u(sock, "lost"), 0, "{node}: {sock}");
+            assert_eq!(u(l, "reassembly_failed"), 0, "{node}: {l}");
+            assert_eq!(u(l, "read"), COUNT, "{node}: {l}");
+            assert_eq!(l["host"]["ip_reasm_oks"].as_u64(), Some(COUNT), "{node}: {l}");
+        }
+    }
+}
