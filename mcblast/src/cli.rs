@@ -76,6 +76,9 @@ pub struct Common {
     /// JSON Lines output (one object per line) instead of human text.
     #[arg(long)]
     pub json: bool,
+    /// Serve live counters in the Prometheus text format at http://ADDR:PORT/metrics.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = crate::prom::parse_listen)]
+    pub prometheus: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -17,6 +17,7 @@ pub mod iface;
 pub mod kernel;
 pub mod output;
 pub mod probe;
+pub mod prom;
 
 #[allow(unsafe_code)]
 pub mod sys;

@@ -176,6 +176,9 @@ const MAX_SECS: f64 = 1e7;
 /// Longest the socket counter keeps reading its queue after the stop.
 const DRAIN: Duration = Duration::from_millis(200);
 
+/// Longest a scrape waits for the main loop to refresh the live counters.
+const LIVE_WAIT: Duration = Duration::from_millis(500);
+
 /// How often the receiver checks whether every flow has ended.
 const END_CHECK: Duration = Duration::from_millis(250);
 
@@ -256,6 +259,16 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
     let p = plan(&a)?;
     let mut out = Printer::new(a.common.json);
     sys::install_stop_signals().context("installing signal handlers")?;
+    // The Prometheus endpoint first: a bad address stops the run before anything is attached.
+    let live = match a.common.prometheus {
+        Some(addr) => {
+            let live = crate::prom::Live::new(crate::prom::RecvLive::default());
+            let (l, local) = (live.clone(), clock::local());
+            let server = crate::prom::serve(addr, move || crate::prom::recv_page(&l.fresh(LIVE_WAIT), &local))?;
+            Some((live, server))
+        }
+        None => None,
+    };
 
     // Attach the kernel counter before joining, so the first datagram is counted.
     let mut reason_names: Option<ReasonNames> = None;
@@ -385,6 +398,16 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
     let step = Duration::from_millis(50);
     loop {
         std::thread::sleep(step);
+        if let Some((l, _)) = &live
+            && l.wanted()
+        {
+            let reasons = match (&kernel, &reason_names) {
+                (Some(k), Some(names)) => Some(tracer_reasons(k, names)?),
+                _ => None,
+            };
+            let socket_drops = socket.as_ref().map(|s| s.view.lock().expect("socket view lock").drops);
+            l.publish(crate::prom::RecvLive { snaps: snap_all(&socket)?, socket_drops, reasons });
+        }
         let now = clock::mono_ns();
         let elapsed = Duration::from_nanos(now - start);
         let mut snaps = None;
@@ -440,6 +463,9 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
         (Some(k), Some(names)) => Some(tracer_reasons(k, names)?),
         _ => None,
     };
+    if let Some((l, _)) = &live {
+        l.finish(crate::prom::RecvLive { snaps: finals.clone(), socket_drops, reasons: reasons.clone() });
+    }
     let host_end = HostCounters::read(&p.iface.name);
     let kernel_mode = kernel.as_ref().map(|k| k.mode());
     drop(kernel);
