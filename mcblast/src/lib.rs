@@ -16,6 +16,7 @@ pub mod clock;
 pub mod iface;
 pub mod kernel;
 pub mod output;
+pub mod preflight;
 pub mod probe;
 pub mod prom;
 
