@@ -213,6 +213,10 @@ pub struct RecvArgs {
     /// Wait until at least this many flows have been seen and every one has ended (0 = any number).
     #[arg(long, default_value_t = 0)]
     pub expect_flows: u32,
+    /// After the run, leave the group(s) and keep the kernel counter counting this many
+    /// seconds: datagrams after the leave and leave-to-last time in the igmp line (0 = off).
+    #[arg(long, default_value_t = 0.0, value_name = "SECS")]
+    pub leave_window: f64,
     /// Test aid (hidden): the socket counter sleeps this many microseconds
     /// per datagram read, so its socket buffer overflows on purpose.
     #[arg(long, default_value_t = 0, hide = true, value_name = "US")]

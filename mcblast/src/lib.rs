@@ -14,6 +14,7 @@ pub mod btf;
 pub mod cli;
 pub mod clock;
 pub mod iface;
+pub mod igmp_timing;
 pub mod kernel;
 pub mod output;
 pub mod preflight;
