@@ -461,7 +461,8 @@ pub fn run(a: PreflightArgs) -> Result<ExitCode> {
 pub fn before_case(lab: &crate::lab::Lab, receivers: &[String], args: &[String], raw: &Path, base: &str) -> Result<()> {
     let nodes = std::iter::once((crate::lab::SENDER.to_string(), "send")).chain(receivers.iter().map(|r| (r.clone(), "recv")));
     // (level, check, value, fix) -> the nodes that reported it: one line per finding, not per node.
-    let mut seen: Vec<((String, String, String, String), Vec<String>)> = Vec::new();
+    type Key = (String, String, String, String);
+    let mut seen: Vec<(Key, Vec<String>)> = Vec::new();
     for (node, role) in nodes {
         let mut argv: Vec<String> =
             ["mcblast", "preflight", "--json", "-I", "eth0", "--role", role].iter().map(|s| s.to_string()).collect();
@@ -484,7 +485,7 @@ pub fn before_case(lab: &crate::lab::Lab, receivers: &[String], args: &[String],
             }
         }
     }
-    let line = |(level, check, value, fix): &(String, String, String, String), nodes: &[String]| {
+    let line = |(level, check, value, fix): &Key, nodes: &[String]| {
         let fix = if fix.is_empty() { String::new() } else { format!(" (fix: {fix})") };
         format!("preflight {level} on {}: {check}: {value}{fix}", nodes.join(","))
     };

@@ -349,11 +349,15 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
         None
     };
     // In kernel-only mode the joined socket is only kept alive (with its membership).
-    let (mut socket, mut _membership) = if p.socket {
+    let (mut socket, mut membership) = if p.socket {
         (Some(SocketCounter::start(fd, p.groups[0], a.run_id, Duration::from_micros(a.read_delay_us))), None)
     } else {
         (None, Some(fd))
     };
+    // Kernel only: that membership is the one --leave-window leaves.
+    if a.leave_window > 0.0 && keep.is_none() {
+        keep = membership.take();
+    }
 
     let counters: Vec<&'static str> =
         [(p.kernel, "kernel"), (p.socket, "socket")].into_iter().filter(|c| c.0).map(|c| c.1).collect();
@@ -419,9 +423,6 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
     let mut prev_drops = LayerDrops::default();
     let mut ended_at: Option<u64> = None;
     let mut last_end_check = start;
-    if a.leave_window > 0.0 && keep.is_none() {
-        keep = _membership.take();
-    }
     let mut gaps = crate::igmp_timing::GapTracker::default();
     let mut last_gap_poll = start;
     let step = Duration::from_millis(50);

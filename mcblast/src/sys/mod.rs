@@ -79,6 +79,8 @@ pub fn adjtimex_state() -> io::Result<(i32, i32)> {
 
 /// The kernel's estimated and maximum clock error in µs (adjtimex `esterror`, `maxerror`).
 pub fn clock_error_us() -> io::Result<(i64, i64)> {
+    // c_long: i64 here, i32 on 32-bit targets.
+    #[allow(clippy::unnecessary_cast)]
     adjtimex_read().map(|(_, tx)| (tx.esterror as i64, tx.maxerror as i64))
 }
 
