@@ -131,3 +131,49 @@ fn findings_follow_the_nodes_settings() {
     }
     std::fs::remove_dir_all(&raw).unwrap();
 }
+
+/// Removes the lab of a prefix when the test ends (also on panic), in case the run left it.
+struct LabGone(String);
+impl Drop for LabGone {
+    fn drop(&mut self) {
+        let _ = mcblast::lab::down(&self.0);
+    }
+}
+
+#[test]
+fn mcblast_run_keeps_each_nodes_report_and_warns_once() {
+    if common::skip(NEEDS) {
+        return;
+    }
+    let _serial = serial();
+    let prefix = format!("mcbt{}pfrun-", std::process::id());
+    let _gone = LabGone(prefix.clone());
+    let d = std::env::temp_dir().join(format!("mcbt-pfrun-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    // 400 Mbit/s needs 5 MiB for a 100 ms stall: more than recv's default 4 MiB buffer.
+    let plan = d.join("p.toml");
+    std::fs::write(&plan, "duration = 0.5\nrepeats = 2\n[lab]\nhosts = 1\nper_host = 2\n[[matrix]]\nload = [\"400M/1470\"]\n").unwrap();
+    let out = d.join("out");
+    let o = Command::new(BIN)
+        .arg("run")
+        .arg(&plan)
+        .arg("--out")
+        .arg(&out)
+        .env("MCBLAST_LAB_PREFIX", &prefix)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    for node in ["sender", "r1", "r2"] {
+        let text = std::fs::read_to_string(out.join("raw").join(format!("c001-preflight-{node}.json"))).unwrap();
+        let v: Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(v["type"], "preflight", "{v}");
+        assert_ne!(v["worst"], "fail", "{v}");
+    }
+    // Once per case (not per repeat), one line for both receivers.
+    let warn: Vec<&str> = err.lines().filter(|l| l.contains("preflight warn on r1,r2: rcvbuf")).collect();
+    assert_eq!(warn.len(), 1, "{err}");
+    assert!(warn[0].contains("fix: mcblast recv --rcvbuf 5242880"), "{}", warn[0]);
+    std::fs::remove_dir_all(&d).unwrap();
+}
