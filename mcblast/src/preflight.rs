@@ -470,9 +470,13 @@ pub fn before_case(lab: &crate::lab::Lab, receivers: &[String], args: &[String],
         let o = lab.exec_cmd(&node, &argv).output().with_context(|| format!("{node}: running mcblast preflight"))?;
         let text = String::from_utf8_lossy(&o.stdout);
         std::fs::write(raw.join(format!("{base}-preflight-{node}.json")), text.as_bytes())?;
-        let v: serde_json::Value = serde_json::from_str(text.trim()).map_err(|_| {
-            anyhow!("{node}: mcblast preflight failed: {}", String::from_utf8_lossy(&o.stderr).trim())
-        })?;
+        let v: serde_json::Value = serde_json::from_str(text.trim())
+            .ok()
+            .filter(|v: &serde_json::Value| v["type"] == "preflight")
+            .ok_or_else(|| {
+                let why = if o.stderr.is_empty() { text.trim().to_string() } else { String::from_utf8_lossy(&o.stderr).trim().to_string() };
+                anyhow!("{node}: mcblast preflight failed: {why}")
+            })?;
         for f in v["findings"].as_array().into_iter().flatten() {
             let s = |k: &str| f[k].as_str().unwrap_or_default().to_string();
             if s("level") == "ok" {

@@ -122,6 +122,10 @@ fn findings_follow_the_nodes_settings() {
         e.contains("preflight fail on r1: igmp_version") && e.contains("fix: sysctl -w net.ipv4.conf.eth0.force_igmp_version=2"),
         "{e}"
     );
+    // A preflight that cannot run stops the case too, saying why.
+    let bad: Vec<String> = vec!["-l".into(), "10".into()];
+    let e = mcblast::preflight::before_case(&lab, &lab.receivers(), &bad, &raw, "c003").unwrap_err().to_string();
+    assert!(e.contains("sender: mcblast preflight failed") && e.contains("-l 10 is not a datagram length"), "{e}");
     sysctl(&lab, "r1", "net.ipv4.conf.eth0.force_igmp_version=2");
     mcblast::preflight::before_case(&lab, &lab.receivers(), &args, &raw, "c002").expect("passes once forced");
     for node in ["sender", "r1"] {
