@@ -33,6 +33,43 @@ pub enum Command {
     Probe(ProbeArgs),
     /// Run a test plan (TOML: lab, loads, matrix, repeats) on the lab; CSVs of every run and mean/sd per case.
     Run(RunArgs),
+    /// Check this host before a test: MTU, IGMP version, rp_filter, buffers, clock, XDP; each finding with its fix.
+    Preflight(PreflightArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PreflightArgs {
+    /// Interface to check (default: the one the route to the first group uses).
+    #[arg(short = 'I', long = "interface", value_name = "IF")]
+    pub interface: Option<String>,
+    /// Multicast group (repeat for several).
+    #[arg(short = 'g', long = "group", default_value = "239.0.0.1", value_name = "ADDR")]
+    pub groups: Vec<Ipv4Addr>,
+    /// UDP port the test uses.
+    #[arg(short = 'p', long, default_value_t = 5001)]
+    pub port: u16,
+    /// Datagram length the test sends (as send -l).
+    #[arg(short = 'l', long, default_value_t = 8192)]
+    pub length: usize,
+    /// Rate of the test in bit/s (k/M/G), for the socket buffer sizes.
+    #[arg(short = 'b', long, value_parser = parse_rate)]
+    pub rate: Option<f64>,
+    /// Which side this host plays.
+    #[arg(long, value_enum, default_value_t = PreflightRole::Both)]
+    pub role: PreflightRole,
+    /// The IGMP version the path speaks: 2 for AWS TGW (checks force_igmp_version).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(2..=3))]
+    pub igmp_version: Option<u8>,
+    /// JSON output (one line).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreflightRole {
+    Send,
+    Recv,
+    Both,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -76,6 +113,9 @@ pub struct Common {
     /// JSON Lines output (one object per line) instead of human text.
     #[arg(long)]
     pub json: bool,
+    /// Serve live counters in the Prometheus text format at http://ADDR:PORT/metrics.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = crate::prom::parse_listen)]
+    pub prometheus: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -173,6 +213,10 @@ pub struct RecvArgs {
     /// Wait until at least this many flows have been seen and every one has ended (0 = any number).
     #[arg(long, default_value_t = 0)]
     pub expect_flows: u32,
+    /// After the run, leave the group(s) and keep the kernel counter counting this many
+    /// seconds: datagrams after the leave and leave-to-last time in the igmp line (0 = off).
+    #[arg(long, default_value_t = 0.0, value_name = "SECS")]
+    pub leave_window: f64,
     /// Test aid (hidden): the socket counter sleeps this many microseconds
     /// per datagram read, so its socket buffer overflows on purpose.
     #[arg(long, default_value_t = 0, hide = true, value_name = "US")]
@@ -447,6 +491,7 @@ pub fn main() -> ExitCode {
         Command::Lab(_) => false,
         Command::Probe(a) => a.json,
         Command::Run(_) => false,
+        Command::Preflight(a) => a.json,
     };
     let res = match cli.command {
         Command::Send(a) => crate::send::run(a),
@@ -454,6 +499,7 @@ pub fn main() -> ExitCode {
         Command::Lab(c) => crate::lab::run(c),
         Command::Probe(a) => crate::probe::run(a),
         Command::Run(a) => crate::run::run(a),
+        Command::Preflight(a) => crate::preflight::run(a),
     };
     match res {
         Ok(code) => code,

@@ -14,9 +14,12 @@ pub mod btf;
 pub mod cli;
 pub mod clock;
 pub mod iface;
+pub mod igmp_timing;
 pub mod kernel;
 pub mod output;
+pub mod preflight;
 pub mod probe;
+pub mod prom;
 
 #[allow(unsafe_code)]
 pub mod sys;

@@ -176,6 +176,13 @@ const MAX_SECS: f64 = 1e7;
 /// Longest the socket counter keeps reading its queue after the stop.
 const DRAIN: Duration = Duration::from_millis(200);
 
+/// How often the arrival gaps (dropouts) are sampled, and for at most how many flows.
+const GAP_POLL: Duration = Duration::from_millis(100);
+const MAX_GAP_FLOWS: usize = 256;
+
+/// Longest a scrape waits for the main loop to refresh the live counters.
+const LIVE_WAIT: Duration = Duration::from_millis(500);
+
 /// How often the receiver checks whether every flow has ended.
 const END_CHECK: Duration = Duration::from_millis(250);
 
@@ -229,6 +236,10 @@ fn plan(a: &RecvArgs) -> Result<Plan> {
             bail!("{what} must be a number of seconds from 0 to {MAX_SECS:e}, not {s}")
         }
     };
+    if a.leave_window > 0.0 && !kernel {
+        bail!("--leave-window counts what arrives after the leave with the kernel counter: use --counter kernel or both");
+    }
+    secs(a.leave_window, "--leave-window")?;
     if a.run_id == Some(0) {
         bail!("--run-id 0 is not a run id: run ids are non-zero (the sender prints its run id)");
     }
@@ -256,6 +267,16 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
     let p = plan(&a)?;
     let mut out = Printer::new(a.common.json);
     sys::install_stop_signals().context("installing signal handlers")?;
+    // The Prometheus endpoint first: a bad address stops the run before anything is attached.
+    let live = match a.common.prometheus {
+        Some(addr) => {
+            let live = crate::prom::Live::new(crate::prom::RecvLive::default());
+            let (l, local) = (live.clone(), clock::local());
+            let server = crate::prom::serve(addr, move || crate::prom::recv_page(&l.fresh(LIVE_WAIT), &local))?;
+            Some((live, server))
+        }
+        None => None,
+    };
 
     // Attach the kernel counter before joining, so the first datagram is counted.
     let mut reason_names: Option<ReasonNames> = None;
@@ -306,19 +327,39 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
         let cookie = net::socket_cookie(&fd).context("cannot read the socket's cookie (SO_COOKIE)")?;
         k.set_drop_socket(cookie)?;
     }
-    for g in &p.groups {
-        match (p.source, p.iface.addr) {
-            (Some(src), Some(ifa)) => net::join_source(&fd, *g, src, ifa),
-            _ => net::join_group(&fd, *g, p.iface.index),
+    // IGMP timing: the queries that reach this host, and when the join was asked.
+    let query_watch = crate::igmp_timing::QueryWatch::start().map_err(|e| format!("raw IGMP socket: {e}"));
+    let join_ns = clock::tai_ns();
+    let join = |fd: &OwnedFd| -> Result<()> {
+        for g in &p.groups {
+            match (p.source, p.iface.addr) {
+                (Some(src), Some(ifa)) => net::join_source(fd, *g, src, ifa),
+                _ => net::join_group(fd, *g, p.iface.index),
+            }
+            .with_context(|| format!("cannot join {g} on {}", p.iface.name))?;
         }
-        .with_context(|| format!("cannot join {g} on {}", p.iface.name))?;
-    }
+        Ok(())
+    };
+    join(&fd)?;
+    // With --leave-window: a second membership that outlives the counting
+    // socket, left explicitly at the end while the kernel counter counts.
+    let mut keep = if a.leave_window > 0.0 && p.socket {
+        let k = net::udp_socket().context("creating a socket")?;
+        join(&k)?;
+        Some(k)
+    } else {
+        None
+    };
     // In kernel-only mode the joined socket is only kept alive (with its membership).
-    let (mut socket, _membership) = if p.socket {
+    let (mut socket, mut membership) = if p.socket {
         (Some(SocketCounter::start(fd, p.groups[0], a.run_id, Duration::from_micros(a.read_delay_us))), None)
     } else {
         (None, Some(fd))
     };
+    // Kernel only: that membership is the one --leave-window leaves.
+    if a.leave_window > 0.0 && keep.is_none() {
+        keep = membership.take();
+    }
 
     let counters: Vec<&'static str> =
         [(p.kernel, "kernel"), (p.socket, "socket")].into_iter().filter(|c| c.0).map(|c| c.1).collect();
@@ -385,10 +426,33 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
     let mut prev_driver = driver_start.as_deref().map(attrib::driver_drops);
     let mut ended_at: Option<u64> = None;
     let mut last_end_check = start;
+    let mut gaps = crate::igmp_timing::GapTracker::default();
+    let mut last_gap_poll = start;
     let step = Duration::from_millis(50);
     loop {
         std::thread::sleep(step);
+        if let Some((l, _)) = &live
+            && l.wanted()
+        {
+            let reasons = match (&kernel, &reason_names) {
+                (Some(k), Some(names)) => Some(tracer_reasons(k, names)?),
+                _ => None,
+            };
+            let socket_drops = socket.as_ref().map(|s| s.view.lock().expect("socket view lock").drops);
+            l.publish(crate::prom::RecvLive { snaps: snap_all(&socket)?, socket_drops, reasons });
+        }
         let now = clock::mono_ns();
+        if now - last_gap_poll >= GAP_POLL.as_nanos() as u64 {
+            last_gap_poll = now;
+            let flows = match (&kernel, &socket) {
+                (Some(k), _) => k.flows()?,
+                (None, Some(s)) => s.snapshot().flows,
+                _ => Vec::new(),
+            };
+            if flows.len() <= MAX_GAP_FLOWS {
+                gaps.observe(&flows);
+            }
+        }
         let elapsed = Duration::from_nanos(now - start);
         let mut snaps = None;
         if let Some(iv) = p.interval
@@ -446,8 +510,33 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
         (Some(k), Some(names)) => Some(tracer_reasons(k, names)?),
         _ => None,
     };
+    if let Some((l, _)) = &live {
+        l.finish(crate::prom::RecvLive { snaps: finals.clone(), socket_drops, reasons: reasons.clone() });
+    }
     let host_end = HostCounters::read(&p.iface.name);
     let driver_end = sys::ethtool::stats(&p.iface.name).ok();
+    // --leave-window: leave, and count what still arrives (the kernel counter).
+    let leave = match (keep.take(), &kernel) {
+        (Some(fd), Some(k)) => {
+            let before = k.flows()?;
+            let at = clock::tai_ns();
+            for g in &p.groups {
+                match (p.source, p.iface.addr) {
+                    (Some(src), Some(ifa)) => net::leave_source(&fd, *g, src, ifa),
+                    _ => net::leave_group(&fd, *g, p.iface.index),
+                }
+                .with_context(|| format!("cannot leave {g} on {}", p.iface.name))?;
+            }
+            drop(fd);
+            let until = clock::mono_ns() + (a.leave_window * 1e9) as u64;
+            while clock::mono_ns() < until && !sys::stop_requested() {
+                std::thread::sleep(step.min(Duration::from_nanos(until.saturating_sub(clock::mono_ns()))));
+            }
+            let after = k.flows()?;
+            Some((at, clock::tai_ns(), before, after))
+        }
+        _ => None,
+    };
     let kernel_mode = kernel.as_ref().map(|k| k.mode());
     drop(kernel);
 
@@ -514,6 +603,28 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
         layers.flows = attrib::flow_layers(counted("kernel"), counted("socket"), m.fragments);
         out.human(&attrib::human(&layers))?;
         out.emit("summary", &LayersSummary { role: "recv", counter: "layers", duration_s: duration, layers })?;
+    }
+    {
+        let (counter, flows) = finals
+            .iter()
+            .find(|(n, _)| *n == "kernel")
+            .or(finals.first())
+            .map(|(n, s)| (*n, s.flows.as_slice()))
+            .unwrap_or(("none", &[]));
+        let (queries, unavailable) = match query_watch {
+            Ok(w) => (w.finish(), None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
+        let l = leave.as_ref().map(|(at, end, before, after)| crate::igmp_timing::Leave {
+            at_ns: *at,
+            window_end_ns: *end,
+            before,
+            after,
+        });
+        let mut r = crate::igmp_timing::report(counter, &p.groups, join_ns, flows, &queries, &gaps.gaps, l.as_ref());
+        r.queries_unavailable = unavailable;
+        out.emit("igmp", &r)?;
+        out.human(&crate::igmp_timing::human(&r))?;
     }
     if let Some(e) = socket_error {
         return Err(e.context("the socket counter failed (the summaries above are up to that point)"));

@@ -302,6 +302,13 @@ fn one_run(
     .iter()
     .map(|s| s.to_string())
     .collect();
+    // Preflight on every node before the case's first run: raw/cNNN-preflight-NODE.json, warnings once, a fail stops the case.
+    if rep == 1 {
+        let mut pf: Vec<String> = ["-g", &group, "-p", &port, "-l", &case.load.length.to_string()].iter().map(|s| s.to_string()).collect();
+        pf.extend(case.load.rate_bps.map(|r| ["-b".to_string(), format!("{r}")]).into_iter().flatten());
+        pf.extend((spec.igmp.version == 2).then(|| ["--igmp-version".to_string(), "2".to_string()]).into_iter().flatten());
+        crate::preflight::before_case(lab, &receivers, &pf, &out.join("raw"), &format!("c{k:03}")).with_context(|| ctx("preflight"))?;
+    }
     let mut recvs = Vec::new();
     for r in &receivers {
         let p = Proc::spawn(lab, r, &recv_argv, true)?;

@@ -83,6 +83,18 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
     report::begin_with_mode(&mut out, &plan, run_id, xdp_mode)?;
 
     let counters: Arc<[WorkerCounters]> = (0..plan.workers.len()).map(|_| WorkerCounters::default()).collect();
+    // The Prometheus endpoint reads the workers' counters; the ledger's
+    // interface counters once their start values are known.
+    let prom_ledger: Arc<std::sync::OnceLock<(String, ledger::TxCounters)>> = Arc::default();
+    let _prom = match args.common.prometheus {
+        Some(addr) => {
+            let (c, l) = (counters.clone(), prom_ledger.clone());
+            Some(crate::prom::serve(addr, move || {
+                crate::prom::send_page(run_id, &c, l.get().map(|(i, t)| (i.as_str(), t)))
+            })?)
+        }
+        None => None,
+    };
     let abort = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut starts = Vec::new();
@@ -132,6 +144,9 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
 
     // The interface's transmit counters before the first datagram.
     let tx_start = plan.iface.as_ref().map(|(i, _)| ledger::TxCounters::read(&i.name));
+    if let (Some((i, _)), Some(t)) = (&plan.iface, tx_start) {
+        let _ = prom_ledger.set((i.name.clone(), t));
+    }
     let start_ns = mono_ns() + START_LEAD_NS;
     for s in &starts {
         let _ = s.send(Some(start_ns));

@@ -78,6 +78,13 @@ pub fn adjtimex_state() -> io::Result<(i32, i32)> {
     adjtimex_read().map(|(rc, tx)| (rc, tx.status))
 }
 
+/// The kernel's estimated and maximum clock error in µs (adjtimex `esterror`, `maxerror`).
+pub fn clock_error_us() -> io::Result<(i64, i64)> {
+    // c_long: i64 here, i32 on 32-bit targets.
+    #[allow(clippy::unnecessary_cast)]
+    adjtimex_read().map(|(_, tx)| (tx.esterror as i64, tx.maxerror as i64))
+}
+
 /// The kernel's TAI−UTC offset in seconds (adjtimex `tai`): what
 /// CLOCK_TAI is ahead of CLOCK_REALTIME. 0 until something (chrony, ptp4l,
 /// ntpd with a leap-second file) sets it; 37 since 2017 when set.

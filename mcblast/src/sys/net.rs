@@ -84,6 +84,26 @@ pub fn join_source(fd: &OwnedFd, group: Ipv4Addr, source: Ipv4Addr, if_addr: Ipv
     setsockopt(fd, libc::IPPROTO_IP, libc::IP_ADD_SOURCE_MEMBERSHIP, &m)
 }
 
+/// Leaves `group` on interface `ifindex` (IP_DROP_MEMBERSHIP).
+pub fn leave_group(fd: &OwnedFd, group: Ipv4Addr, ifindex: u32) -> io::Result<()> {
+    let m = libc::ip_mreqn {
+        imr_multiaddr: libc::in_addr { s_addr: u32::from(group).to_be() },
+        imr_address: libc::in_addr { s_addr: 0 },
+        imr_ifindex: ifindex as libc::c_int,
+    };
+    setsockopt(fd, libc::IPPROTO_IP, libc::IP_DROP_MEMBERSHIP, &m)
+}
+
+/// Leaves the source-specific membership of [`join_source`] (IP_DROP_SOURCE_MEMBERSHIP).
+pub fn leave_source(fd: &OwnedFd, group: Ipv4Addr, source: Ipv4Addr, if_addr: Ipv4Addr) -> io::Result<()> {
+    let m = libc::ip_mreq_source {
+        imr_multiaddr: libc::in_addr { s_addr: u32::from(group).to_be() },
+        imr_interface: libc::in_addr { s_addr: u32::from(if_addr).to_be() },
+        imr_sourceaddr: libc::in_addr { s_addr: u32::from(source).to_be() },
+    };
+    setsockopt(fd, libc::IPPROTO_IP, libc::IP_DROP_SOURCE_MEMBERSHIP, &m)
+}
+
 /// One received datagram's metadata.
 #[derive(Debug, Clone, Copy)]
 pub struct Meta {

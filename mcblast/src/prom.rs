@@ -1,0 +1,560 @@
+//! `--prometheus ADDR:PORT`: live counters in the Prometheus text
+//! exposition format 0.0.4, served by a minimal HTTP/1.1 server on one
+//! thread (std::net only).
+//!
+//! The server answers `GET /metrics` (200), any other path (404) and any
+//! other method (405), one request per connection (`Connection: close`),
+//! with a bounded request (8 KiB of head), read and write timeouts, and
+//! connections handled one after another. The page is rendered on each
+//! scrape by a closure the command hands over; it reads the same shared
+//! state the JSON and interval output use (nothing is counted twice).
+
+use std::fmt::Write as _;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+
+/// Largest request head accepted (request line and headers).
+const MAX_HEAD: usize = 8 << 10;
+/// Read and write timeout of one connection.
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the idle server checks whether it should stop.
+const POLL: Duration = Duration::from_millis(25);
+/// Content type of the text exposition format.
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Parses `--prometheus ADDR:PORT` (clap value parser).
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| format!("'{s}' is not ADDR:PORT: use e.g. 127.0.0.1:9464 (this host only) or 0.0.0.0:9464"))
+}
+
+/// A metric family's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only grows (the name ends in `_total`).
+    Counter,
+    /// Goes up and down.
+    Gauge,
+}
+
+struct Family {
+    name: String,
+    help: &'static str,
+    kind: Kind,
+    /// Rendered `{labels} value` of each sample.
+    samples: Vec<String>,
+}
+
+/// One scrape's page: families in the order first added, each with its
+/// HELP and TYPE lines before its samples.
+#[derive(Default)]
+pub struct Page {
+    families: Vec<Family>,
+}
+
+impl Page {
+    /// Adds a sample of family `name` (created on first use with `kind`
+    /// and `help`). Counter names must end in `_total`.
+    pub fn add(&mut self, name: &str, kind: Kind, help: &'static str, labels: &[(&str, &str)], value: f64) {
+        debug_assert!(valid_name(name), "{name}");
+        debug_assert_eq!(kind == Kind::Counter, name.ends_with("_total"), "{name}");
+        let i = match self.families.iter().position(|f| f.name == name) {
+            Some(i) => i,
+            None => {
+                self.families.push(Family { name: name.to_string(), help, kind, samples: Vec::new() });
+                self.families.len() - 1
+            }
+        };
+        let mut s = String::new();
+        if !labels.is_empty() {
+            s.push('{');
+            for (k, (l, v)) in labels.iter().enumerate() {
+                debug_assert!(valid_name(l) && !l.contains(':'), "{l}");
+                if k > 0 {
+                    s.push(',');
+                }
+                let _ = write!(s, "{l}=\"{}\"", escape_label(v));
+            }
+            s.push('}');
+        }
+        let _ = write!(s, " {}", fmt_value(value));
+        self.families[i].samples.push(s);
+    }
+
+    /// A counter sample (`name` ends in `_total`).
+    pub fn counter(&mut self, name: &str, help: &'static str, labels: &[(&str, &str)], value: u64) {
+        self.add(name, Kind::Counter, help, labels, value as f64);
+    }
+
+    /// A gauge sample.
+    pub fn gauge(&mut self, name: &str, help: &'static str, labels: &[(&str, &str)], value: f64) {
+        self.add(name, Kind::Gauge, help, labels, value);
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for f in &self.families {
+            let kind = match f.kind {
+                Kind::Counter => "counter",
+                Kind::Gauge => "gauge",
+            };
+            let _ = writeln!(out, "# HELP {} {}", f.name, f.help.replace('\\', "\\\\").replace('\n', "\\n"));
+            let _ = writeln!(out, "# TYPE {} {kind}", f.name);
+            for s in &f.samples {
+                let _ = writeln!(out, "{}{s}", f.name);
+            }
+        }
+        out
+    }
+}
+
+/// `[a-zA-Z_:][a-zA-Z0-9_:]*`
+fn valid_name(n: &str) -> bool {
+    let mut c = n.chars();
+    c.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && c.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// A label value with `\`, `"` and newline escaped.
+pub fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Integers exactly (below 2^53), others as Go's parser reads them.
+fn fmt_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Live state a command's main loop refreshes when a scrape asks for it,
+/// so the scrape sees values as fresh as the loop's own, read the same way.
+pub struct Live<T> {
+    state: Mutex<LiveState<T>>,
+    cv: Condvar,
+}
+
+struct LiveState<T> {
+    value: T,
+    generation: u64,
+    wanted: bool,
+    /// The final values are in: no more refreshes will come.
+    done: bool,
+}
+
+impl<T: Clone> Live<T> {
+    pub fn new(value: T) -> Arc<Live<T>> {
+        Arc::new(Live { state: Mutex::new(LiveState { value, generation: 0, wanted: false, done: false }), cv: Condvar::new() })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LiveState<T>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether a scrape is waiting for fresh values (the loop then calls [`publish`](Self::publish)).
+    pub fn wanted(&self) -> bool {
+        self.lock().wanted
+    }
+
+    /// Publishes fresh values.
+    pub fn publish(&self, value: T) {
+        let mut g = self.lock();
+        g.value = value;
+        g.generation += 1;
+        g.wanted = false;
+        self.cv.notify_all();
+    }
+
+    /// Publishes the final values: later scrapes get them without waiting.
+    pub fn finish(&self, value: T) {
+        let mut g = self.lock();
+        g.value = value;
+        g.generation += 1;
+        g.wanted = false;
+        g.done = true;
+        self.cv.notify_all();
+    }
+
+    /// Values published after this call, or the last ones after `wait`
+    /// (the loop is busy) or once final.
+    pub fn fresh(&self, wait: Duration) -> T {
+        let mut g = self.lock();
+        if !g.done {
+            let asked_at = g.generation;
+            g.wanted = true;
+            let deadline = Instant::now() + wait;
+            while !g.done && g.generation == asked_at {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                g = self.cv.wait_timeout(g, left).unwrap_or_else(PoisonError::into_inner).0;
+            }
+        }
+        g.value.clone()
+    }
+}
+
+/// The running server; dropping it stops the thread.
+pub struct Server {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Listens on `addr` (errors are one line saying what to do) and serves
+/// `render()` at `/metrics` on a thread until the [`Server`] is dropped.
+pub fn serve(addr: SocketAddr, render: impl Fn() -> String + Send + 'static) -> Result<Server> {
+    let listener = match TcpListener::bind(addr) {
+        Ok(l) => l,
+        Err(e) if e.kind() == ErrorKind::AddrInUse => {
+            bail!("cannot serve --prometheus on {addr}: the address is in use (another exporter?); pick a free port")
+        }
+        Err(e) if e.kind() == ErrorKind::AddrNotAvailable => bail!(
+            "cannot serve --prometheus on {addr}: no interface here has that address; use 127.0.0.1:PORT, 0.0.0.0:PORT or one of this host's addresses"
+        ),
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+            bail!("cannot serve --prometheus on {addr}: permission denied (ports below 1024 need root); pick a port above 1023")
+        }
+        Err(e) => bail!("cannot serve --prometheus on {addr}: {e}"),
+    };
+    let addr = listener.local_addr()?;
+    listener.set_nonblocking(true)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let thread = std::thread::Builder::new().name("mcblast-prom".into()).spawn(move || {
+        while !s.load(Ordering::Relaxed) {
+            match listener.accept() {
+                // A broken client only costs its own connection.
+                Ok((conn, _)) => {
+                    let _ = handle(conn, &render);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(POLL),
+                Err(_) => std::thread::sleep(POLL),
+            }
+        }
+    })?;
+    Ok(Server { addr, stop, thread: Some(thread) })
+}
+
+/// Reads one request head and answers it.
+fn handle(mut conn: TcpStream, render: &dyn Fn() -> String) -> std::io::Result<()> {
+    conn.set_nonblocking(false)?;
+    conn.set_read_timeout(Some(IO_TIMEOUT))?;
+    conn.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        if head.len() > MAX_HEAD {
+            return respond(&mut conn, "431 Request Header Fields Too Large", "text/plain", b"request too large\n");
+        }
+        let n = conn.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split(' ');
+    let (method, target, version) = (parts.next(), parts.next(), parts.next());
+    match (method, target, version) {
+        (Some(m), Some(t), Some(v)) if v.starts_with("HTTP/1.") && parts.next().is_none() => {
+            if m != "GET" {
+                respond(&mut conn, "405 Method Not Allowed", "text/plain", b"only GET /metrics\n")
+            } else if t.split('?').next() != Some("/metrics") {
+                respond(&mut conn, "404 Not Found", "text/plain", b"not found: the metrics are at /metrics\n")
+            } else {
+                respond(&mut conn, "200 OK", CONTENT_TYPE, render().as_bytes())
+            }
+        }
+        _ => respond(&mut conn, "400 Bad Request", "text/plain", b"bad request\n"),
+    }
+}
+
+fn respond(conn: &mut TcpStream, status: &str, ctype: &str, body: &[u8]) -> std::io::Result<()> {
+    let mut r = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    if status.starts_with("405") {
+        r.push_str("Allow: GET\r\n");
+    }
+    r.push_str("\r\n");
+    conn.write_all(r.as_bytes())?;
+    conn.write_all(body)?;
+    conn.flush()
+}
+
+/// What `mcblast recv` publishes for a scrape: the counters' snapshots,
+/// the socket's own drop counter and the drop tracer's counts by reason.
+#[derive(Clone, Default)]
+pub struct RecvLive {
+    pub snaps: Vec<(&'static str, crate::recv::Snapshot)>,
+    /// SO_RXQ_OVFL of the socket counter's socket.
+    pub socket_drops: Option<u64>,
+    /// The drop tracer's counts (None: no tracer).
+    pub reasons: Option<Vec<crate::attrib::ReasonCount>>,
+}
+
+/// The receiver's page. Flow values come from [`crate::output::flow_report`],
+/// as in the JSON summary.
+pub fn recv_page(v: &RecvLive, local: &crate::clock::LocalClock) -> String {
+    use crate::attrib::Layer;
+    let mut p = Page::default();
+    for (counter, snap) in &v.snaps {
+        for (key, st) in &snap.flows {
+            let f = crate::output::flow_report(key, st, local);
+            let (run, flow) = (f.run.to_string(), f.flow.to_string());
+            let l: &[(&str, &str)] =
+                &[("sender", &f.sender), ("group", &f.group), ("run", &run), ("flow", &flow), ("counter", counter)];
+            p.counter("mcblast_recv_received_total", "Data datagrams received (duplicates and stale ones included).", l, f.received);
+            p.counter("mcblast_recv_bytes_total", "UDP payload bytes of the received datagrams.", l, f.bytes);
+            p.gauge(
+                "mcblast_recv_lost_datagrams",
+                "Sequence numbers below the highest seen that have not arrived (a gauge: a late datagram takes one back).",
+                l,
+                f.lost as f64,
+            );
+            p.gauge("mcblast_recv_expected_datagrams", "Datagrams the flow is known to have sent (highest sequence + 1, or the end marker's count).", l, f.expected as f64);
+            p.counter("mcblast_recv_reordered_total", "Datagrams that arrived after a higher sequence number.", l, f.reordered);
+            p.counter("mcblast_recv_duplicates_total", "Datagrams whose sequence number had already arrived.", l, f.duplicates);
+            p.counter("mcblast_recv_stale_total", "Datagrams too far behind the highest sequence number to classify.", l, f.stale);
+            p.gauge("mcblast_recv_jitter_seconds", "RFC 3550 inter-arrival jitter.", l, f.jitter_us / 1e6);
+            p.gauge("mcblast_recv_flow_ended", "1 once the flow's end marker arrived.", l, f64::from(u8::from(f.ended)));
+            if let Some(d) = &f.delay {
+                for (stat, us) in [("min", d.min_us), ("mean", d.mean_us), ("max", d.max_us)] {
+                    let ls: Vec<(&str, &str)> = l.iter().copied().chain([("stat", stat)]).collect();
+                    p.gauge("mcblast_recv_delay_seconds", "One-way delay (receive minus send time): min, mean, max.", &ls, us / 1e6);
+                }
+                p.gauge(
+                    "mcblast_recv_delay_trusted",
+                    "1 when sender and receiver share a clock or both are synchronised (else the delay is not a one-way delay).",
+                    l,
+                    f64::from(u8::from(d.trusted)),
+                );
+            }
+        }
+        let c: &[(&str, &str)] = &[("counter", counter)];
+        p.counter("mcblast_recv_foreign_total", "Datagrams to the port that are not mcblast datagrams of a counted run.", c, snap.foreign);
+        if let Some(m) = snap.map_full {
+            p.counter("mcblast_recv_map_full_total", "Valid datagrams with no room in the kernel flow map (not tracked).", c, m);
+        }
+        if let Some(f) = snap.fragments {
+            p.counter("mcblast_recv_fragments_total", "IPv4 fragments to the port (the kernel counter cannot follow them).", c, f);
+        }
+        if let Some(o) = snap.other_group {
+            p.counter("mcblast_recv_other_group_total", "Datagrams to the port for groups or sources not joined.", c, o);
+        }
+    }
+    if let Some(d) = v.socket_drops {
+        p.counter("mcblast_recv_socket_buffer_drops_total", "Datagrams the socket counter's full receive buffer dropped (SO_RXQ_OVFL).", &[], d);
+    }
+    if let Some(reasons) = &v.reasons {
+        let drops = crate::attrib::LayerDrops::of(reasons);
+        for (layer, n) in [
+            ("kernel", drops.kernel),
+            ("reassembly", drops.reassembly),
+            ("unspecified", drops.unspecified),
+            ("no_listener", drops.no_listener),
+            ("socket", drops.socket),
+            ("unread", drops.unread),
+        ] {
+            p.counter("mcblast_recv_layer_dropped_total", "Data datagrams the drop tracer charged to each layer of this host.", &[("layer", layer)], n);
+        }
+        for r in reasons {
+            let layer = match r.layer {
+                Layer::Kernel => "kernel",
+                Layer::Unspecified => "unspecified",
+                Layer::NoListener => "no_listener",
+                Layer::Socket => "socket",
+                Layer::Unread => "unread",
+                Layer::Reassembly => "reassembly",
+            };
+            let l: &[(&str, &str)] =
+                &[("reason", &r.reason), ("function", r.function.as_deref().unwrap_or("")), ("layer", layer)];
+            p.counter("mcblast_recv_drop_reason_total", "Data datagrams the kernel dropped, by drop reason.", l, r.data);
+        }
+    }
+    p.render()
+}
+
+/// The sender's page: per worker and in total, read from the workers'
+/// published counters (the same the interval lines and summary read); the
+/// ledger's interface counters as deltas since the start.
+pub fn send_page(
+    run: u32,
+    workers: &[crate::send::counters::WorkerCounters],
+    ledger: Option<(&str, &crate::send::ledger::TxCounters)>,
+) -> String {
+    use crate::send::counters::Counts;
+    let mut p = Page::default();
+    let run = run.to_string();
+    let mut rows: Vec<(String, Counts)> = workers.iter().enumerate().map(|(i, w)| (i.to_string(), w.read())).collect();
+    let mut total = Counts::default();
+    for (_, c) in &rows {
+        total.add(c);
+    }
+    rows.push(("all".into(), total));
+    for (worker, c) in &rows {
+        let l: &[(&str, &str)] = &[("run", &run), ("worker", worker)];
+        p.counter("mcblast_send_asked_total", "Send attempts: handed to the kernel + refused.", l, c.sent + c.end_markers + c.errors());
+        p.counter("mcblast_send_sent_total", "Data datagrams the kernel took.", l, c.sent);
+        p.counter("mcblast_send_bytes_total", "UDP payload bytes of the data datagrams sent.", l, c.bytes);
+        p.counter("mcblast_send_end_markers_total", "End-of-flow markers the kernel took.", l, c.end_markers);
+        for (reason, n) in [("enobufs", c.enobufs), ("eagain", c.eagain), ("other", c.other)] {
+            let lr: &[(&str, &str)] = &[("run", &run), ("worker", worker), ("reason", reason)];
+            p.counter("mcblast_send_refused_total", "Send attempts the kernel refused (each is asked again).", lr, n);
+        }
+        p.counter("mcblast_send_pacing_slips_total", "Times the pacer fell behind its schedule.", l, c.slips);
+        p.counter("mcblast_send_pacing_deficit_total", "Datagrams' worth of time the pacer gave up after slips.", l, c.deficit);
+    }
+    if let Some((iface, start)) = ledger {
+        let now = crate::send::ledger::TxCounters::read(iface);
+        let l: &[(&str, &str)] = &[("run", &run), ("interface", iface)];
+        let d = |a: Option<u64>, b: Option<u64>| Some(a?.wrapping_sub(b?));
+        for (name, help, v) in [
+            ("mcblast_send_interface_tx_packets_total", "Packets the interface sent since the start (all its traffic).", d(now.tx_packets, start.tx_packets)),
+            ("mcblast_send_qdisc_dropped_total", "Root qdisc drops since the start (sent again after ENOBUFS).", d(now.qdisc_drops, start.qdisc_drops)),
+            ("mcblast_send_tx_dropped_total", "Packets the driver dropped after taking them since the start.", d(now.tx_dropped, start.tx_dropped)),
+            ("mcblast_send_tx_errors_total", "Packets the driver failed to send since the start.", d(now.tx_errors, start.tx_errors)),
+        ] {
+            if let Some(v) = v {
+                p.counter(name, help, l, v);
+            }
+        }
+    }
+    p.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_groups_samples_under_help_and_type() {
+        let mut p = Page::default();
+        p.counter("x_total", "Things.", &[("a", "1")], 3);
+        p.gauge("y", "A level.\nTwo lines \\ here.", &[], 0.5);
+        p.counter("x_total", "Things.", &[("a", "q\"u\\o\nte")], 4);
+        p.gauge("z", "Inf.", &[], f64::INFINITY);
+        assert_eq!(
+            p.render(),
+            "# HELP x_total Things.\n# TYPE x_total counter\nx_total{a=\"1\"} 3\nx_total{a=\"q\\\"u\\\\o\\nte\"} 4\n\
+             # HELP y A level.\\nTwo lines \\\\ here.\n# TYPE y gauge\ny 0.5\n\
+             # HELP z Inf.\n# TYPE z gauge\nz +Inf\n"
+        );
+    }
+
+    #[test]
+    fn names_and_values() {
+        assert!(valid_name("mcblast_recv_received_total") && valid_name("_a:b"));
+        assert!(!valid_name("1a") && !valid_name("") && !valid_name("a-b"));
+        assert_eq!(fmt_value(18446744073709551615u64 as f64), "18446744073709552000");
+        assert_eq!(fmt_value(123456789.0), "123456789");
+        assert_eq!(fmt_value(f64::NAN), "NaN");
+        assert_eq!(fmt_value(-0.25), "-0.25");
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(parse_listen("127.0.0.1:9464").unwrap().port(), 9464);
+        assert!(parse_listen("9464").unwrap_err().contains("use e.g. 127.0.0.1:9464"));
+        assert!(parse_listen("localhost:9464").is_err());
+    }
+
+    fn request(addr: SocketAddr, req: &[u8]) -> String {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(req).unwrap();
+        let mut s = String::new();
+        c.read_to_string(&mut s).unwrap();
+        s
+    }
+
+    #[test]
+    fn serves_metrics_many_times_and_refuses_the_rest() {
+        let n = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let n2 = n.clone();
+        let srv = serve("127.0.0.1:0".parse().unwrap(), move || {
+            let mut p = Page::default();
+            p.counter("scrapes_total", "Scrapes.", &[], n2.fetch_add(1, Ordering::Relaxed) + 1);
+            p.render()
+        })
+        .unwrap();
+        for k in 1..=50u64 {
+            let r = request(srv.addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+            let (head, body) = r.split_once("\r\n\r\n").unwrap();
+            assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+            assert!(head.contains("Content-Type: text/plain; version=0.0.4"), "{head}");
+            assert!(head.contains(&format!("Content-Length: {}", body.len())), "{head}");
+            assert!(body.ends_with(&format!("scrapes_total {k}\n")), "{body}");
+        }
+        assert!(request(srv.addr, b"GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404 "));
+        assert!(request(srv.addr, b"GET /metricsx HTTP/1.0\r\n\r\n").starts_with("HTTP/1.1 404 "));
+        let post = request(srv.addr, b"POST /metrics HTTP/1.1\r\n\r\n");
+        assert!(post.starts_with("HTTP/1.1 405 ") && post.contains("Allow: GET"), "{post}");
+        assert!(request(srv.addr, b"garbage\r\n\r\n").starts_with("HTTP/1.1 400 "));
+        let mut big = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
+        big.extend(std::iter::repeat_n(b'a', 3 * MAX_HEAD));
+        // The server answers once the head is too large, without reading the rest.
+        let mut c = TcpStream::connect(srv.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = c.write_all(&big);
+        let mut s = String::new();
+        let _ = c.read_to_string(&mut s);
+        assert!(s.starts_with("HTTP/1.1 431 "), "{s}");
+        // A silent client is cut off by the timeout; the next scrape still works.
+        let idle = TcpStream::connect(srv.addr).unwrap();
+        assert!(request(srv.addr, b"GET /metrics?x=1 HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200 "));
+        drop(idle);
+        assert_eq!(n.load(Ordering::Relaxed), 51);
+    }
+
+    #[test]
+    fn bind_errors_say_what_to_do() {
+        let srv = serve("127.0.0.1:0".parse().unwrap(), String::new).unwrap();
+        let e = serve(srv.addr, String::new).err().unwrap().to_string();
+        assert!(e.contains("in use") && e.contains("pick a free port"), "{e}");
+        let e = serve("192.0.2.77:9464".parse().unwrap(), String::new).err().unwrap().to_string();
+        assert!(e.contains("no interface here has that address"), "{e}");
+    }
+
+    #[test]
+    fn live_values_are_fresh_or_final() {
+        let live = Live::new(0u32);
+        let l2 = live.clone();
+        let t = std::thread::spawn(move || {
+            while !l2.wanted() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            l2.publish(7);
+        });
+        assert_eq!(live.fresh(Duration::from_secs(30)), 7);
+        t.join().unwrap();
+        // Nobody refreshes: the last value after the wait.
+        assert_eq!(live.fresh(Duration::from_millis(10)), 7);
+        live.finish(9);
+        assert!(!live.wanted());
+        assert_eq!(live.fresh(Duration::from_secs(30)), 9);
+    }
+}
