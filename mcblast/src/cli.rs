@@ -33,6 +33,20 @@ pub enum Command {
     Probe(ProbeArgs),
     /// Run a test plan (TOML: lab, loads, matrix, repeats) on the lab; CSVs of every run and mean/sd per case.
     Run(RunArgs),
+    /// Merge receivers' --json outputs: a receiver × interval loss matrix, and every lost
+    /// datagram classified as common (all receivers), partial, or unique (one receiver).
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ReportArgs {
+    /// Outputs of `mcblast recv --json` (one file per receiver, named by its stem),
+    /// and optionally the sender's `mcblast send --json` output.
+    #[arg(value_name = "FILE.jsonl", required = true)]
+    pub inputs: Vec<std::path::PathBuf>,
+    /// The report as one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -400,6 +414,7 @@ pub fn main() -> ExitCode {
         Command::Lab(_) => false,
         Command::Probe(a) => a.json,
         Command::Run(_) => false,
+        Command::Report(a) => a.json,
     };
     let res = match cli.command {
         Command::Send(a) => crate::send::run(a),
@@ -407,6 +422,7 @@ pub fn main() -> ExitCode {
         Command::Lab(c) => crate::lab::run(c),
         Command::Probe(a) => crate::probe::run(a),
         Command::Run(a) => crate::run::run(a),
+        Command::Report(a) => crate::fanout::report(&a.inputs, a.json),
     };
     match res {
         Ok(code) => code,
