@@ -370,6 +370,9 @@ fn top(r: &[[u64; 2]], k: usize) -> Vec<[u64; 2]> {
 }
 
 fn fmt_ranges(r: &[[u64; 2]], total_ranges: usize) -> String {
+    if r.is_empty() {
+        return String::new();
+    }
     let mut s: Vec<String> = r.iter().map(|[a, n]| format!("{a}+{n}")).collect();
     if total_ranges > r.len() {
         s.push(format!("… ({total_ranges} ranges)"));
@@ -740,6 +743,11 @@ fn hex_runs(runs: &BTreeSet<u32>) -> String {
     runs.iter().map(|r| format!("{r:x}")).collect::<Vec<_>>().join(", ")
 }
 
+/// Two spaces before non-empty text.
+fn sep(s: String) -> String {
+    if s.is_empty() { s } else { format!("  {s}") }
+}
+
 /// The human report.
 fn human(r: &Report) -> String {
     let n = r.receivers.len();
@@ -792,24 +800,24 @@ fn human(r: &Report) -> String {
             f.sent.map(|s| format!(", sender sent {s}")).unwrap_or_default()
         ));
         t.push_str(&format!(
-            "  common  (lost at all {k}: sender or fabric, upstream of the replication point): {:>8}  {}\n",
+            "  common  (lost at all {k}: sender or fabric, upstream of the replication point): {:>8}{}\n",
             f.common.count,
-            fmt_ranges(&f.common.top, f.common.ranges)
+            sep(fmt_ranges(&f.common.top, f.common.ranges))
         ));
         t.push_str(&format!(
-            "  partial (lost at some, not all: between the replication point and the receivers): {:>8}  {}\n",
+            "  partial (lost at some, not all: between the replication point and the receivers): {:>8}{}\n",
             f.partial.count,
-            fmt_ranges(&f.partial.top, f.partial.ranges)
+            sep(fmt_ranges(&f.partial.top, f.partial.ranges))
         ));
         if f.unique.is_empty() {
             t.push_str("  unique  (one receiver's path or host): none\n");
         }
         for u in &f.unique {
             t.push_str(&format!(
-                "  unique  at {:<width$} (its own path or host): {:>8}  {}\n",
+                "  unique  at {:<width$} (its own path or host): {:>8}{}\n",
                 u.receiver,
                 u.class.count,
-                fmt_ranges(&u.class.top, u.class.ranges)
+                sep(fmt_ranges(&u.class.top, u.class.ranges))
             ));
         }
     }
@@ -817,6 +825,9 @@ fn human(r: &Report) -> String {
     let uniq: Vec<String> = r.totals.unique.iter().filter(|(_, v)| **v > 0).map(|(k, v)| format!("{k} {v}")).collect();
     t.push_str(&format!(", unique {}", if uniq.is_empty() { "0".to_string() } else { uniq.join(", ") }));
     match (&r.sender, r.totals.sender, r.totals.path) {
+        (Some(_), Some(0), Some(p)) => t.push_str(&format!(
+            "\nof the common loss: none in the sender (its ledger: its interface dropped nothing after the kernel took it), {p} on the path"
+        )),
         (Some(_), Some(s), Some(p)) => t.push_str(&format!(
             "\nof the common loss: up to {s} lost in the sender (its ledger: dropped by its interface after the kernel took them), {p} on the path"
         )),

@@ -143,6 +143,9 @@ fn sender_link_loss_is_common_and_receiver_link_loss_is_unique() {
         let lines = finish(r);
         // The receiver's own records name exactly the dropped sequence numbers.
         let (kernel, line) = lost_seqs(&lines, "kernel");
+        if node == "r1" {
+            println!("{line}");
+        }
         assert_eq!(line["complete"], true, "{node}: {line}");
         assert_eq!(line["events_lost"].as_u64(), Some(0), "{node}: {line}");
         let want: BTreeSet<u64> =
