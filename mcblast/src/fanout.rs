@@ -1016,7 +1016,25 @@ mod tests {
         assert_eq!(r.receivers[0].per_interval, vec![4]);
         assert_eq!((r.receivers[0].lost, r.receivers[0].recorded), (4, 4));
         assert!(human(&r).contains("unique  at a"), "{}", human(&r));
-        let err = |ps: &[&PathBuf]| format!("{:#}", read(ps).err().expect("an error"));
+        // A sender whose interface dropped 1 after the kernel took it: of the
+        // 1 common datagram, 1 is named the sender's, none the path's.
+        let snd = dir.join("snd.jsonl");
+        std::fs::write(
+            &snd,
+            "{\"type\":\"begin\",\"role\":\"send\",\"run\":9}\n\
+             {\"type\":\"summary\",\"role\":\"send\",\"run\":9,\"sent\":60,\"flows\":[{\"flow\":0,\"sent\":60}],\
+             \"ledger\":{\"tx_dropped\":1,\"tx_errors\":0}}\n",
+        )
+        .unwrap();
+        let r = read(&[&a, &b, &snd]).unwrap();
+        assert_eq!((r.totals.sender, r.totals.path), (Some(1), Some(0)));
+        assert_eq!(r.flows[0].sent, Some(60));
+        assert!(human(&r).contains("up to 1 lost in the sender"), "{}", human(&r));
+        let other = dir.join("other.jsonl");
+        std::fs::write(&other, "{\"type\":\"begin\",\"role\":\"send\"}\n{\"type\":\"summary\",\"role\":\"send\",\"run\":10}\n").unwrap();
+        let e = format!("{:#}", read(&[&a, &other]).expect_err("another run"));
+        assert!(e.contains("sent run a"), "{e}");
+        let err = |ps: &[&PathBuf]| format!("{:#}", read(ps).expect_err("an error"));
         // Another run.
         let c = recv_file(&dir, "c", 10, 0, &[]);
         assert!(err(&[&a, &c]).contains("different runs"), "{}", err(&[&a, &c]));
