@@ -61,10 +61,14 @@ pub enum GlobalCounter {
     /// not join, or whose source a source-specific join excludes (only
     /// counted once the joined groups are listed); left untouched.
     OtherGroup = 4,
+    /// Loss events ([`LossRecord`]) that found the `LOSS_EVENTS` ring
+    /// buffer full: the exact lost ranges are incomplete when non-zero
+    /// (the flows' `lost` counts stay exact).
+    LossEventsLost = 5,
 }
 
 /// Number of entries in the `GLOBAL` array.
-pub const GLOBAL_COUNTERS: u32 = 5;
+pub const GLOBAL_COUNTERS: u32 = 6;
 
 /// Most flows one receiver tracks in the kernel.
 pub const MAX_FLOWS: u32 = 4096;
@@ -354,6 +358,74 @@ impl ImpairState {
     }
 }
 
+/// One change of a flow's lost set, from the kernel counter's tracker
+/// ([`crate::tracker::LossEvent`]) to userspace through the `LOSS_EVENTS`
+/// ring buffer. A gap is `from..to` (`to` exclusive); a fill is the late
+/// arrival of `from` (`to == from + 1`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LossRecord {
+    pub key: FlowKey,
+    /// [`LOSS_GAP`] or [`LOSS_FILL`].
+    pub kind: u32,
+    pub _pad: u32,
+    pub from: u64,
+    pub to: u64,
+    /// Receive time (ns, CLOCK_TAI) of the datagram that caused it.
+    pub rx_ns: u64,
+}
+
+/// [`LossRecord::kind`] of a gap and of a fill.
+pub const LOSS_GAP: u32 = 1;
+pub const LOSS_FILL: u32 = 2;
+
+/// Bytes of the `LOSS_EVENTS` ring buffer (a power of two, a multiple of
+/// the page size): 4 MiB, some 70 000 records between two reads.
+pub const LOSS_RING_BYTES: u32 = 4 << 20;
+
+impl LossRecord {
+    /// The record for a tracker event, None for [`crate::tracker::LossEvent::None`].
+    #[inline(always)]
+    pub fn of(key: FlowKey, ev: crate::tracker::LossEvent, rx_ns: u64) -> Option<LossRecord> {
+        let (kind, from, to) = match ev {
+            crate::tracker::LossEvent::None => return None,
+            crate::tracker::LossEvent::Gap { from, to } => (LOSS_GAP, from, to),
+            crate::tracker::LossEvent::Fill { seq } => (LOSS_FILL, seq, seq.wrapping_add(1)),
+        };
+        Some(LossRecord { key, kind, _pad: 0, from, to, rx_ns })
+    }
+
+    /// The tracker event it carries (None for an unknown kind).
+    pub fn event(&self) -> Option<crate::tracker::LossEvent> {
+        match self.kind {
+            LOSS_GAP => Some(crate::tracker::LossEvent::Gap { from: self.from, to: self.to }),
+            LOSS_FILL => Some(crate::tracker::LossEvent::Fill { seq: self.from }),
+            _ => None,
+        }
+    }
+
+    /// Decodes a record from the ring buffer's bytes (native byte order).
+    pub fn from_bytes(b: &[u8]) -> Option<LossRecord> {
+        if b.len() < core::mem::size_of::<LossRecord>() {
+            return None;
+        }
+        let u32_at = |o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        let u64_at = |o: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&b[o..o + 8]);
+            u64::from_ne_bytes(a)
+        };
+        Some(LossRecord {
+            key: FlowKey { sender: u32_at(0), group: u32_at(4), run: u32_at(8), flow: u32_at(12) },
+            kind: u32_at(16),
+            _pad: u32_at(20),
+            from: u64_at(24),
+            to: u64_at(32),
+            rx_ns: u64_at(40),
+        })
+    }
+}
+
 #[cfg(feature = "user")]
 mod user {
     #![allow(unsafe_code)]
@@ -386,8 +458,28 @@ mod tests {
             assert_eq!(DropClass::from_u32(c as u32), Some(c));
         }
         assert_eq!(DropClass::from_u32(4), None);
+        // A record survives the trip through the ring buffer's bytes.
+        let key = FlowKey { sender: 1, group: 2, run: 3, flow: 4 };
+        let r = LossRecord::of(key, crate::tracker::LossEvent::Gap { from: 10, to: 13 }, 99).unwrap();
+        let mut bytes = [0u8; 48];
+        let fields: [&[u8]; 9] = [
+            &1u32.to_ne_bytes(), &2u32.to_ne_bytes(), &3u32.to_ne_bytes(), &4u32.to_ne_bytes(),
+            &LOSS_GAP.to_ne_bytes(), &0u32.to_ne_bytes(), &10u64.to_ne_bytes(), &13u64.to_ne_bytes(), &99u64.to_ne_bytes(),
+        ];
+        let mut o = 0;
+        for f in fields {
+            bytes[o..o + f.len()].copy_from_slice(f);
+            o += f.len();
+        }
+        assert_eq!(LossRecord::from_bytes(&bytes), Some(r));
+        assert_eq!(r.event(), Some(crate::tracker::LossEvent::Gap { from: 10, to: 13 }));
+        let f = LossRecord::of(key, crate::tracker::LossEvent::Fill { seq: 11 }, 5).unwrap();
+        assert_eq!((f.kind, f.from, f.to, f.event()), (LOSS_FILL, 11, 12, Some(crate::tracker::LossEvent::Fill { seq: 11 })));
+        assert_eq!(LossRecord::of(key, crate::tracker::LossEvent::None, 5), None);
+        assert_eq!(LossRecord::from_bytes(&bytes[..47]), None);
         // The last counter's index is the array's last slot.
-        assert_eq!(GlobalCounter::OtherGroup as u32 + 1, GLOBAL_COUNTERS);
+        assert_eq!(GlobalCounter::LossEventsLost as u32 + 1, GLOBAL_COUNTERS);
+        assert_eq!(core::mem::size_of::<LossRecord>(), 48);
         assert_eq!(
             core::mem::size_of::<FlowEntry<u32>>(),
             8 + core::mem::size_of::<FlowState>()

@@ -38,6 +38,24 @@ pub const STATE_SENDER_SYNCED: u32 = 1;
 /// [`crate::wire::FLAG_TAI_SHIFT`]); read it with [`FlowState::sender_tai_offset`].
 pub const STATE_SENDER_TAI_MASK: u32 = 0xff << 8;
 
+/// What one datagram did to the set of lost sequence numbers, so a
+/// consumer can keep that set exactly: the union of every [`Gap`](LossEvent::Gap)
+/// minus every [`Fill`](LossEvent::Fill) is the set of sequence numbers
+/// below `next_seq` that have not arrived (those `lost` counts). Gaps never
+/// overlap, and a fill always lies in an earlier gap, so the order in which
+/// a consumer applies them does not matter. A stale datagram (more than
+/// [`WINDOW`] behind) is no fill: it stays lost, as in `lost`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossEvent {
+    /// Nothing changed in the lost set.
+    None,
+    /// Sequence numbers `from..to` (`to` exclusive, `from < to`) were
+    /// skipped: a gap opened, or the end marker counted the tail lost.
+    Gap { from: u64, to: u64 },
+    /// Sequence number `seq`, counted lost before, arrived late.
+    Fill { seq: u64 },
+}
+
 /// Everything a receiver knows about one flow.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,6 +221,12 @@ impl FlowState {
         }
     }
 
+    /// The gap `from..to`, if it is not empty.
+    #[inline(always)]
+    fn gap(from: u64, to: u64) -> LossEvent {
+        if to > from { LossEvent::Gap { from, to } } else { LossEvent::None }
+    }
+
     #[inline(always)]
     fn timing(&mut self, tx_ns: u64, rx_ns: u64) {
         let transit = rx_ns.wrapping_sub(tx_ns) as i64;
@@ -251,14 +275,16 @@ impl FlowState {
         ((self.flags & STATE_SENDER_TAI_MASK) >> 8) as u8
     }
 
-    /// Accounts one data datagram.
+    /// Accounts one data datagram; says what it did to the lost set.
     #[inline(always)]
-    pub fn on_data(&mut self, seq: u64, len: u32, tx_ns: u64, rx_ns: u64, flags: u16, clock: u32) {
+    pub fn on_data(&mut self, seq: u64, len: u32, tx_ns: u64, rx_ns: u64, flags: u16, clock: u32) -> LossEvent {
         self.received += 1;
         self.bytes += len as u64;
         self.last_len = len;
         self.arrival(rx_ns, flags, clock);
+        let ev;
         if seq >= self.next_seq {
+            ev = Self::gap(self.next_seq, seq);
             self.advance(seq.wrapping_add(1));
             // `advance` counted `seq` itself lost; it arrived.
             self.lost = self.lost.wrapping_sub(1);
@@ -266,33 +292,38 @@ impl FlowState {
         } else if self.next_seq - seq <= WINDOW {
             if self.bit(seq) {
                 self.duplicates += 1;
-                return;
+                return LossEvent::None;
             }
             self.set_bit(seq);
             self.lost = self.lost.wrapping_sub(1);
             self.reordered += 1;
+            ev = LossEvent::Fill { seq };
         } else {
             self.stale += 1;
-            return;
+            return LossEvent::None;
         }
         self.timing(tx_ns, rx_ns);
+        ev
     }
 
-    /// Accounts an end-of-flow marker announcing `count` data datagrams.
+    /// Accounts an end-of-flow marker announcing `count` data datagrams;
+    /// the first one may count the tail lost (a gap).
     #[inline(always)]
-    pub fn on_end(&mut self, count: u64, rx_ns: u64, flags: u16, clock: u32) {
+    pub fn on_end(&mut self, count: u64, rx_ns: u64, flags: u16, clock: u32) -> LossEvent {
         self.arrival(rx_ns, flags, clock);
         if self.ended != 0 {
-            return;
+            return LossEvent::None;
         }
         self.ended = 1;
         self.end_count = count;
+        let ev = Self::gap(self.next_seq, count);
         self.advance(count);
+        ev
     }
 
     /// Accounts one parsed datagram.
     #[inline(always)]
-    pub fn on_header(&mut self, h: &crate::wire::Header, rx_ns: u64) {
+    pub fn on_header(&mut self, h: &crate::wire::Header, rx_ns: u64) -> LossEvent {
         match h.kind {
             crate::wire::Kind::Data => self.on_data(h.seq, h.len, h.tx_ns, rx_ns, h.flags, h.clock),
             crate::wire::Kind::End => self.on_end(h.seq, rx_ns, h.flags, h.clock),
@@ -355,6 +386,63 @@ mod tests {
         m
     }
 
+    /// The sequence numbers the model says are lost.
+    fn model_lost(events: &[Ev]) -> BTreeSet<u64> {
+        let mut seen = BTreeSet::new();
+        let mut next = 0u64;
+        let mut ended = false;
+        for e in events {
+            match *e {
+                Ev::Data(s) if s >= next => {
+                    next = s + 1;
+                    seen.insert(s);
+                }
+                Ev::Data(s) if next - s <= WINDOW => {
+                    seen.insert(s);
+                }
+                Ev::Data(_) => {}
+                Ev::End(c) => {
+                    if !ended {
+                        ended = true;
+                        next = next.max(c);
+                    }
+                }
+            }
+        }
+        (0..next).filter(|s| !seen.contains(s)).collect()
+    }
+
+    /// The tracker's events, as the eBPF counter emits them.
+    fn events_of(events: &[Ev]) -> Vec<LossEvent> {
+        let mut st = FlowState::new();
+        events
+            .iter()
+            .map(|e| match *e {
+                Ev::Data(s) => st.on_data(s, 100, 0, 1, 0, 0),
+                Ev::End(c) => st.on_end(c, 1, 0, 0),
+            })
+            .collect()
+    }
+
+    /// Union of the gaps minus the fills. Every gap is new (no overlap) and
+    /// every fill removes a number an earlier gap added.
+    fn event_lost(evs: &[LossEvent]) -> BTreeSet<u64> {
+        let mut lost = BTreeSet::new();
+        for e in evs {
+            match *e {
+                LossEvent::None => {}
+                LossEvent::Gap { from, to } => {
+                    assert!(from < to, "empty gap {e:?}");
+                    for s in from..to {
+                        assert!(lost.insert(s), "gap {e:?} overlaps an earlier one at {s}");
+                    }
+                }
+                LossEvent::Fill { seq } => assert!(lost.remove(&seq), "fill of {seq}, which no gap holds"),
+            }
+        }
+        lost
+    }
+
     fn run(events: &[Ev]) -> FlowState {
         let mut st = FlowState::new();
         for (i, e) in events.iter().enumerate() {
@@ -362,7 +450,7 @@ mod tests {
             match *e {
                 Ev::Data(s) => st.on_data(s, 100, rx - 500, rx, 0, 0),
                 Ev::End(c) => st.on_end(c, rx, 0, 0),
-            }
+            };
         }
         st
     }
@@ -379,6 +467,10 @@ mod tests {
             next: st.next_seq,
         };
         assert_eq!(got, m);
+        // The events describe exactly the model's lost set.
+        let lost = event_lost(&events_of(events));
+        assert_eq!(lost.len() as u64, st.lost);
+        assert_eq!(lost, model_lost(events));
     }
 
     #[test]
@@ -407,6 +499,28 @@ mod tests {
         assert_eq!(st.reordered, 1);
         assert_eq!(st.duplicates, 1);
         assert_eq!(st.next_seq, 10);
+        check(&ev);
+    }
+
+    #[test]
+    fn events_name_gaps_fills_and_the_tail() {
+        let ev = [Ev::Data(0), Ev::Data(3), Ev::Data(1), Ev::Data(1), Ev::End(6), Ev::End(6), Ev::Data(4)];
+        assert_eq!(
+            events_of(&ev),
+            [
+                LossEvent::None,
+                LossEvent::Gap { from: 1, to: 3 },
+                LossEvent::Fill { seq: 1 },
+                LossEvent::None,
+                LossEvent::Gap { from: 4, to: 6 },
+                LossEvent::None,
+                LossEvent::Fill { seq: 4 },
+            ]
+        );
+        // Stale datagrams fill nothing: they stay lost.
+        let ev = [Ev::Data(0), Ev::Data(5000), Ev::Data(2)];
+        assert_eq!(events_of(&ev)[2], LossEvent::None);
+        assert_eq!(event_lost(&events_of(&ev)), model_lost(&ev));
         check(&ev);
     }
 

@@ -24,7 +24,7 @@ mod impair;
 
 use aya_ebpf::{
     bindings::{BPF_F_RDONLY_PROG, BPF_NOEXIST, TC_ACT_SHOT, TC_ACT_UNSPEC, bpf_spin_lock, xdp_action},
-    btf_maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
+    btf_maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     helpers::generated::{
         bpf_ktime_get_tai_ns, bpf_spin_lock as spin_lock, bpf_spin_unlock as spin_unlock,
         bpf_xdp_load_bytes,
@@ -34,8 +34,8 @@ use aya_ebpf::{
 };
 use mcblast_common::{
     maps::{
-        Config, DropConfig, DropKey, FlowEntry, FlowKey, GLOBAL_COUNTERS, GlobalCounter, MAX_DROP_KEYS, MAX_FLOWS,
-        MAX_GROUPS,
+        Config, DropConfig, DropKey, FlowEntry, FlowKey, GLOBAL_COUNTERS, GlobalCounter, LOSS_RING_BYTES, LossRecord,
+        MAX_DROP_KEYS, MAX_FLOWS, MAX_GROUPS,
     },
     wire::{HEADER_LEN, Header, Kind, Packet},
 };
@@ -76,6 +76,12 @@ static GROUP_COUNT: Array<u32, 1> = Array::new();
 /// program; userspace never writes it.
 #[btf_map]
 static ZERO: Array<[u64; ZERO_WORDS], 1, { BPF_F_RDONLY_PROG as usize }> = Array::new();
+
+/// Every change of a flow's lost set (a gap opened, a late datagram filled
+/// one), for userspace to keep the exact lost sequence numbers. Records that
+/// find it full are counted in [`GlobalCounter::LossEventsLost`].
+#[btf_map]
+static LOSS_EVENTS: RingBuf<LossRecord, { LOSS_RING_BYTES as usize }> = RingBuf::new();
 
 /// Element 0: the drop tracer's [`DropConfig`], written by userspace
 /// before the tracer is attached.
@@ -310,14 +316,21 @@ fn try_count<F: Frame>(ctx: &F, cfg: &Config) -> Verdict {
     // SAFETY: `entry` points to a live value of FLOWS (hash map values stay
     // valid for the program's run, RCU); the lock field is the value's
     // bpf_spin_lock, and every path below unlocks it before returning.
-    unsafe {
+    let ev = unsafe {
         spin_lock(&raw mut (*entry).lock);
         let st = &mut (*entry).state;
-        match h.kind {
+        let ev = match h.kind {
             Kind::Data => st.on_data(h.seq, h.len, h.tx_ns, rx_ns, h.flags, h.clock),
             Kind::End => st.on_end(h.seq, rx_ns, h.flags, h.clock),
-        }
+        };
         spin_unlock(&raw mut (*entry).lock);
+        ev
+    };
+    // The lost set changed: tell userspace, now that the lock is released.
+    if let Some(rec) = LossRecord::of(key, ev, rx_ns)
+        && LOSS_EVENTS.output(&rec, 0).is_err()
+    {
+        count(GlobalCounter::LossEventsLost);
     }
     Verdict::Counted
 }

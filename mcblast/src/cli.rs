@@ -35,6 +35,20 @@ pub enum Command {
     Run(RunArgs),
     /// Check this host before a test: MTU, IGMP version, rp_filter, buffers, clock, XDP; each finding with its fix.
     Preflight(PreflightArgs),
+    /// Merge receivers' --json outputs: a receiver × interval loss matrix, and every lost
+    /// datagram classified as common (all receivers), partial, or unique (one receiver).
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ReportArgs {
+    /// Outputs of `mcblast recv --json` (one file per receiver, named by its stem),
+    /// and optionally the sender's `mcblast send --json` output.
+    #[arg(value_name = "FILE.jsonl", required = true)]
+    pub inputs: Vec<std::path::PathBuf>,
+    /// The report as one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -492,6 +506,7 @@ pub fn main() -> ExitCode {
         Command::Probe(a) => a.json,
         Command::Run(_) => false,
         Command::Preflight(a) => a.json,
+        Command::Report(a) => a.json,
     };
     let res = match cli.command {
         Command::Send(a) => crate::send::run(a),
@@ -500,6 +515,7 @@ pub fn main() -> ExitCode {
         Command::Probe(a) => crate::probe::run(a),
         Command::Run(a) => crate::run::run(a),
         Command::Preflight(a) => crate::preflight::run(a),
+        Command::Report(a) => crate::fanout::report(&a.inputs, a.json),
     };
     match res {
         Ok(code) => code,

@@ -18,10 +18,12 @@ use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::{BtfTracePoint, ProgramError, SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfError, EbpfLoader};
-use mcblast_common::maps::{Config, DropConfig, DropKey, FlowEntry, FlowKey, GLOBAL_COUNTERS, GlobalCounter, MAX_GROUPS};
+use mcblast_common::maps::{
+    Config, DropConfig, DropKey, FlowEntry, FlowKey, GLOBAL_COUNTERS, GlobalCounter, LossRecord, MAX_GROUPS,
+};
 use mcblast_common::tracker::FlowState;
 
 use crate::cli::XdpMode;
@@ -73,6 +75,9 @@ pub struct KernelCounter {
     /// The group filter's maps, taken out of `ebpf` so `set_groups` can write
     /// them through `&self`; the lock keeps two calls from interleaving.
     groups: Mutex<GroupMaps>,
+    /// The `LOSS_EVENTS` ring buffer (gaps and fills of every flow), taken
+    /// out of `ebpf` so [`drain_loss`](Self::drain_loss) works through `&self`.
+    loss: Mutex<RingBuf<MapData>>,
     ebpf: Ebpf,
     mode: &'static str,
 }
@@ -121,6 +126,9 @@ impl KernelCounter {
             groups: HashMap::try_from(ebpf.take_map("GROUPS").context("eBPF object has no GROUPS map")?)?,
             count: Array::try_from(ebpf.take_map("GROUP_COUNT").context("eBPF object has no GROUP_COUNT map")?)?,
         };
+        let loss = Mutex::new(RingBuf::try_from(
+            ebpf.take_map("LOSS_EVENTS").context("eBPF object has no LOSS_EVENTS map")?,
+        )?);
         // Each program is loaded when its attach point is first tried.
         let xdp = |ebpf: &mut Ebpf, flags: u32| -> Result<std::io::Result<OwnedFd>> {
             let prog: &mut Xdp = ebpf
@@ -183,7 +191,7 @@ impl KernelCounter {
                 }
             },
         };
-        Ok(KernelCounter { link: Some(link), groups: Mutex::new(groups), ebpf, mode })
+        Ok(KernelCounter { link: Some(link), groups: Mutex::new(groups), loss, ebpf, mode })
     }
 
     /// Counts only datagrams to these groups from now on, each with the one
@@ -335,6 +343,23 @@ impl KernelCounter {
             out.insert(k, values.iter().sum());
         }
         Ok(out)
+    }
+
+    /// Hands every loss record (a gap opened, a late datagram filled one)
+    /// queued since the last call to `f`, in ring order; returns how many.
+    /// Records that found the ring full are counted in
+    /// [`GlobalCounter::LossEventsLost`] instead: read it to know whether
+    /// the records are complete.
+    pub fn drain_loss(&self, mut f: impl FnMut(LossRecord)) -> usize {
+        let mut ring = self.loss.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut n = 0;
+        while let Some(item) = ring.next() {
+            if let Some(r) = LossRecord::from_bytes(&item) {
+                f(r);
+                n += 1;
+            }
+        }
+        n
     }
 
     /// The attach point in use: `"native"` or `"generic"` (XDP), or `"tc"` (tcx ingress).

@@ -13,6 +13,7 @@ pub mod attrib;
 pub mod btf;
 pub mod cli;
 pub mod clock;
+pub mod fanout;
 pub mod iface;
 pub mod igmp_timing;
 pub mod kernel;

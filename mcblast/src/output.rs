@@ -1,6 +1,7 @@
 //! The output contract. Human text by default; with `--json`, JSON Lines:
 //! one object per line, each with `"type"` = `"begin"`, `"interval"`,
-//! `"summary"` or `"error"`. The types here are serialize-only; tests
+//! `"summary"`, `"loss"` (a receiver's exact lost ranges, see
+//! [`crate::fanout::LossLine`]) or `"error"`. The types here are serialize-only; tests
 //! deserialize the program's real output to check the contract.
 
 use std::io::{self, Write};

@@ -19,6 +19,7 @@ use crate::cli::{CounterMode, RecvArgs, check_groups};
 use crate::clock;
 use crate::iface::{self, Iface};
 use crate::attrib::{self, HostCounters, LayerDrops, Measured, ReasonCount, ReasonNames, Symbols};
+use crate::fanout::LossBook;
 use crate::kernel::{DropTracer, KernelCounter};
 use crate::output::{self, FlowReport, LayersInterval, LayersSummary, Printer, RecvBegin, RecvInterval, RecvSummary};
 use crate::sys::{self, net};
@@ -49,6 +50,8 @@ struct SocketView {
     foreign: u64,
     /// The socket's own drop counter (SO_RXQ_OVFL).
     drops: u64,
+    /// The exact lost ranges of every flow.
+    loss: LossBook,
 }
 
 /// The socket-mode baseline: a thread reading the group(s) with recvmmsg.
@@ -64,15 +67,22 @@ fn addr_key(a: Ipv4Addr) -> u32 {
 }
 
 impl SocketCounter {
-    /// `read_delay`: a pause per datagram read (test aid: a slow reader).
-    fn start(fd: OwnedFd, default_group: Ipv4Addr, run_filter: Option<u32>, read_delay: Duration) -> SocketCounter {
+    /// `read_delay`: a pause per datagram read (test aid: a slow reader);
+    /// `loss_iv_ns`: the interval the loss records are grouped by.
+    fn start(
+        fd: OwnedFd,
+        default_group: Ipv4Addr,
+        run_filter: Option<u32>,
+        read_delay: Duration,
+        loss_iv_ns: u64,
+    ) -> SocketCounter {
         let view = Arc::new(Mutex::new(SocketView::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let (v, s) = (view.clone(), stop.clone());
         let thread = std::thread::Builder::new()
             .name("mcblast-sock".into())
             .spawn(move || -> Result<()> {
-                let r = read_loop(&fd, &v, &s, default_group, run_filter, read_delay);
+                let r = read_loop(&fd, &v, &s, default_group, run_filter, read_delay, loss_iv_ns);
                 // The drop count as of now: drops after the last datagram read count too.
                 if let Ok(d) = net::socket_drops(&fd) {
                     v.lock().expect("socket view lock").drops = d as u64;
@@ -92,6 +102,7 @@ fn read_loop(
     default_group: Ipv4Addr,
     run_filter: Option<u32>,
     read_delay: Duration,
+    loss_iv_ns: u64,
 ) -> Result<()> {
         let mut batch = net::RecvBatch::new(32, 65536);
         // Once stopped, read only what is already queued (non-blocking),
@@ -120,7 +131,8 @@ fn read_loop(
                             run: h.run,
                             flow: h.flow,
                         };
-                        g.flows.entry(key).or_default().on_header(&h, now);
+                        let ev = g.flows.entry(key).or_default().on_header(&h, now);
+                        g.loss.apply(key, ev, now, loss_iv_ns);
                     }
                     _ => g.foreign += 1,
                 }
@@ -313,6 +325,17 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
     let host_start = HostCounters::read(&p.iface.name);
     // The driver's statistics (ethtool -S); None when unreadable.
     let driver_start = sys::ethtool::stats(&p.iface.name).ok();
+    // Loss records are grouped by the report interval (1 s without one),
+    // aligned to the TAI clock so receivers line up.
+    let loss_iv_ns = p.interval.unwrap_or(Duration::from_secs(1)).as_nanos().max(1) as u64;
+    let mut kernel_loss = LossBook::default();
+    let mut drain_kernel_loss = |k: &KernelCounter| {
+        k.drain_loss(|r| {
+            if let Some(ev) = r.event() {
+                kernel_loss.apply(r.key, ev, r.rx_ns, loss_iv_ns);
+            }
+        });
+    };
 
     // The membership socket: the socket counter's own socket, or (kernel
     // only) an unbound socket that joins but never queues datagrams.
@@ -352,7 +375,7 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
     };
     // In kernel-only mode the joined socket is only kept alive (with its membership).
     let (mut socket, mut membership) = if p.socket {
-        (Some(SocketCounter::start(fd, p.groups[0], a.run_id, Duration::from_micros(a.read_delay_us))), None)
+        (Some(SocketCounter::start(fd, p.groups[0], a.run_id, Duration::from_micros(a.read_delay_us), loss_iv_ns)), None)
     } else {
         (None, Some(fd))
     };
@@ -440,6 +463,9 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
             };
             let socket_drops = socket.as_ref().map(|s| s.view.lock().expect("socket view lock").drops);
             l.publish(crate::prom::RecvLive { snaps: snap_all(&socket)?, socket_drops, reasons });
+        }
+        if let Some(k) = &kernel {
+            drain_kernel_loss(k);
         }
         let now = clock::mono_ns();
         if now - last_gap_poll >= GAP_POLL.as_nanos() as u64 {
@@ -538,7 +564,16 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
         _ => None,
     };
     let kernel_mode = kernel.as_ref().map(|k| k.mode());
+    // The last loss records, and whether the ring buffer lost any.
+    let kernel_events_lost = match &kernel {
+        Some(k) => {
+            drain_kernel_loss(k);
+            Some(k.global(GlobalCounter::LossEventsLost)?)
+        }
+        None => None,
+    };
     drop(kernel);
+    let socket_loss = socket.as_ref().map(|s| std::mem::take(&mut s.view.lock().expect("socket view lock").loss));
 
     let local = clock::LocalClock { synced, ..clock::local() };
     let duration = secs_since(end);
@@ -560,6 +595,21 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
         };
         out.emit("summary", &summary)?;
         out.human(&human_summary(&summary, if *name == "socket" { socket_drops } else { None }))?;
+        let book = if *name == "kernel" { Some(&kernel_loss) } else { socket_loss.as_ref() };
+        if let Some(book) = book {
+            let events_lost = if *name == "kernel" { kernel_events_lost } else { None };
+            out.emit("loss", &book.line(name, loss_iv_ns, events_lost))?;
+            let text = book.human(name);
+            if !text.is_empty() {
+                out.human(&text)?;
+            }
+            if events_lost.is_some_and(|n| n > 0) {
+                out.human(&format!(
+                    "warning: {} loss events found the kernel's ring buffer full: the lost ranges above are incomplete (the counts are exact)",
+                    events_lost.unwrap_or(0)
+                ))?;
+            }
+        }
         reports.push((name, flows));
     }
     let fragmented = finals.iter().any(|(_, s)| s.fragments.is_some_and(|f| f > 0));
