@@ -103,18 +103,6 @@ fn report(files: &[PathBuf], json: bool) -> (i32, String, String) {
     )
 }
 
-/// Like `finish`, but reads the receiver's output while it runs: a loss
-/// line of 50 000 ranges is larger than a pipe holds, so a receiver whose
-/// stdout is read only after it exits would wait on the pipe for ever. The
-/// read ends when the receiver exits (it stops by itself: `-t 30` at most).
-fn finish_reading(mut r: Recv) -> Vec<Value> {
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut r.out, &mut text).unwrap();
-    let st = r.child.wait().unwrap();
-    assert_eq!(st.code(), Some(0), "{}: recv exited with {st}", r.node);
-    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}"))).collect()
-}
-
 /// Removes a directory when dropped (the test's JSONL files).
 struct TempDir(PathBuf);
 impl Drop for TempDir {
@@ -248,7 +236,7 @@ fn fifty_thousand_gaps_are_recorded_exactly() {
     assert_eq!(u(&s, "sent"), 100_000);
     assert_eq!(dropped_from_sender(&lab), 50_000);
     let begin = r.begin.clone();
-    let lines = finish_reading(r);
+    let lines = finish(r);
     eprintln!("100000 datagrams, 50000 gaps recorded in {:.1} s (sender and receiver)", t0.elapsed().as_secs_f64());
     let (kernel, line) = lost_seqs(&lines, "kernel");
     eprintln!("the kernel counter's loss line: {} bytes", line.to_string().len());

@@ -39,11 +39,12 @@ pub fn lab(tag: &str, receivers: u32) -> Lab {
     Lab::up(&cfg).expect("lab up").with_mcblast(BIN)
 }
 
-/// A receiver process whose stdout (JSON Lines) is read after it exits.
+/// A receiver process whose stdout (JSON Lines) a thread reads while it runs
+/// (a long loss line must never fill the pipe and stall the receiver).
 pub struct Recv {
     pub node: String,
     pub child: Child,
-    pub out: BufReader<std::process::ChildStdout>,
+    out: Option<std::thread::JoinHandle<String>>,
     pub begin: Value,
 }
 
@@ -72,7 +73,12 @@ pub fn start_recv(lab: &Lab, node: &str, extra: &[&str]) -> Recv {
     out.read_line(&mut line).expect("read begin line");
     let begin: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{node}: bad begin line {line:?}: {e}"));
     assert_eq!(begin["type"], "begin", "{node}: {line}");
-    Recv { node: node.into(), child, out, begin }
+    let out = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut text);
+        text
+    });
+    Recv { node: node.into(), child, out: Some(out), begin }
 }
 
 /// Waits for the receiver to exit (bounded) with status 0 and returns its JSON lines.
@@ -91,8 +97,7 @@ pub fn finish_with(mut r: Recv, code: i32) -> Vec<Value> {
         assert!(Instant::now() < deadline, "{}: recv did not stop", r.node);
         std::thread::sleep(Duration::from_millis(50));
     }
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut r.out, &mut text).unwrap();
+    let text = r.out.take().expect("output read once").join().expect("reader thread");
     text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}"))).collect()
 }
 
