@@ -8,10 +8,15 @@ use std::process::ExitCode;
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// What `mcblast --version` prints after `mcblast `: the crate version and
+/// the git commit it was built from, when known (`0.1.0 (3f2a9c1d04be)`).
+/// `mcblast run` compares it with every remote host's.
+pub const VERSION: &str = env!("MCBLAST_VERSION");
+
 #[derive(Parser, Debug)]
 #[command(
     name = "mcblast",
-    version,
+    version = VERSION,
     about = "Multicast saturation tester: line-rate sender, in-kernel per-flow counter, loss attribution",
     propagate_version = true
 )]
