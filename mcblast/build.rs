@@ -80,12 +80,11 @@ fn version_stamp(manifest_dir: &str) {
     if let Some(path) = git(&["rev-parse", "--path-format=absolute", "--git-path", "HEAD"]) {
         println!("cargo:rerun-if-changed={path}");
     }
-    if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"]) {
-        if let Some(path) = git(&["rev-parse", "--path-format=absolute", "--git-path", &r]) {
-            if Path::new(&path).exists() {
-                println!("cargo:rerun-if-changed={path}");
-            }
-        }
+    if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"])
+        && let Some(path) = git(&["rev-parse", "--path-format=absolute", "--git-path", &r])
+        && Path::new(&path).exists()
+    {
+        println!("cargo:rerun-if-changed={path}");
     }
 }
 

@@ -274,15 +274,9 @@ pub fn parse_yaml(text: &str, file: &str) -> Result<Inventory> {
             _ => bail!("{file}: {what}: expected a mapping of variables"),
         }
     };
-    fn walk(
-        raw: &mut Raw,
-        name: &str,
-        g: &Value,
-        file: &str,
-        depth: u32,
-        key: &dyn Fn(&Value, &str) -> Result<String>,
-        vars_of: &dyn Fn(&Value, &str) -> Result<Vec<(String, String)>>,
-    ) -> Result<()> {
+    type KeyFn<'a> = &'a dyn Fn(&Value, &str) -> Result<String>;
+    type VarsFn<'a> = &'a dyn Fn(&Value, &str) -> Result<Vec<(String, String)>>;
+    fn walk(raw: &mut Raw, name: &str, g: &Value, file: &str, depth: u32, key: KeyFn, vars_of: VarsFn) -> Result<()> {
         if depth > 32 {
             bail!("{file}: groups nested deeper than 32 levels");
         }
@@ -445,10 +439,10 @@ impl Inventory {
                 .map_err(|e| anyhow::anyhow!("{}: host `{name}`: ansible_ssh_common_args: {e}", self.file))?,
         };
         let interface = get("mcblast_interface");
-        if let Some(i) = &interface {
-            if i.len() > 15 || i.contains(['/', ' ']) {
-                bail!("{}: host `{name}`: mcblast_interface `{i}` is not an interface name", self.file);
-            }
+        if let Some(i) = &interface
+            && (i.len() > 15 || i.contains(['/', ' ']))
+        {
+            bail!("{}: host `{name}`: mcblast_interface `{i}` is not an interface name", self.file);
         }
         Ok(Host {
             name: name.to_string(),

@@ -80,7 +80,13 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
     crate::sys::install_stop_signals().context("installing signal handlers")?;
     match &plan.hosts {
         None => crate::lab::require_root()?,
-        Some(h) => check_hosts(h)?,
+        Some(h) => match check_hosts(h) {
+            Err(e) if is_stop(&e) => {
+                eprintln!("mcblast run: stopped during the version check; nothing was sent");
+                return Ok(ExitCode::from(130));
+            }
+            r => r?,
+        },
     }
     let out = a.out.clone().unwrap_or_else(|| {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -339,11 +345,10 @@ fn one_run(
             bail!("{}", ctx(&format!("{node}: recv's first line is not begin: {}", first.trim())));
         }
     }
-    if let Some((lab, spec)) = &site.lab {
-        if spec.base.snooping {
-            lab.wait_members(plan.group, &lab.receivers(), Duration::from_secs(20))
-                .with_context(|| ctx("waiting for IGMP membership"))?;
-        }
+    if let Some((lab, spec)) = &site.lab
+        && spec.base.snooping
+    {
+        lab.wait_members(plan.group, &lab.receivers(), Duration::from_secs(20)).with_context(|| ctx("waiting for IGMP membership"))?;
     }
     check_stop()?;
     let send_argv = |id: u32, secs: f64| -> Vec<String> {

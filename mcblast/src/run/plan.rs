@@ -524,3 +524,58 @@ mod seed_tests {
         assert_eq!(full.cases.len(), 4 + 2 + 1 + 3 + 3 + 2 + 1);
     }
 }
+
+#[cfg(test)]
+mod hosts_tests {
+    use super::*;
+
+    /// A plan "next to" examples/hosts.ini: its inventory path resolves there.
+    fn file() -> String {
+        format!("{}/../examples/p.toml", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    #[test]
+    fn three_hosts_example() {
+        let p = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/three-hosts.toml"), None, "x-").unwrap();
+        let h = p.hosts.as_ref().unwrap();
+        assert_eq!(h.sender.name, "tx");
+        assert_eq!(h.sender.mcblast_path, "sudo -n /usr/local/bin/mcblast");
+        assert_eq!(h.receivers.iter().map(|r| r.address.as_str()).collect::<Vec<_>>(), ["10.0.1.11", "10.0.1.12"]);
+        assert_eq!(h.receivers[1].interface.as_deref(), Some("ens5"));
+        // 3 loads to 2, then 10M/1470 to 1 (to 2 is the same case as the load block's)
+        assert_eq!(p.cases.len(), 4);
+        assert_eq!(p.cases.iter().map(|c| c.receivers).collect::<Vec<_>>(), [2, 2, 2, 1]);
+        assert_eq!(p.cases[1].block, "load+scaling");
+        assert!(p.cases.iter().all(|c| !c.on_lab && c.drop_every().is_none()));
+        let q = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/three-hosts.toml"), Some("quick"), "x-").unwrap();
+        assert_eq!((q.repeats, q.cases[0].duration), (2, 2.0));
+    }
+
+    #[test]
+    fn lab_only_keys_refused_on_hosts() {
+        for (key, list) in [("snooping", "[true]"), ("query_interval", "[10]"), ("loss", "[1]"), ("placement", "[\"spread\"]")] {
+            let t = format!("[hosts]\ninventory = \"hosts.ini\"\n[[matrix]]\nname = \"m\"\n{key} = {list}\n");
+            let e = parse(&t, &file(), None, "x-").unwrap_err().to_string();
+            assert!(e.contains(&format!("`{key}` is lab-only, not applicable on real hosts")), "{e}");
+            assert!(e.contains("[[matrix]] m") && !e.contains('\n'), "{e}");
+        }
+        let e = parse("[lab]\nhosts = 1\n[hosts]\ninventory = \"hosts.ini\"\n", &file(), None, "x-").unwrap_err().to_string();
+        assert!(e.ends_with("both [lab] and [hosts]: a plan runs on the lab or on real hosts, remove one"), "{e}");
+    }
+
+    #[test]
+    fn receivers_and_groups_checked_against_the_inventory() {
+        let e = parse("[hosts]\ninventory = \"hosts.ini\"\n[[matrix]]\nreceivers = [3]\n", &file(), None, "x-")
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with("receivers 3: the inventory has 2 receiver(s); use 1..=2"), "{e}");
+        let e = parse("[hosts]\ninventory = \"hosts.ini\"\nsenders = \"tx\"\n", &file(), None, "x-").unwrap_err().to_string();
+        assert!(e.ends_with("hosts.ini: no group `tx` (groups: receivers, senders)"), "{e}");
+        let e = parse("[hosts]\ninventory = \"nope.ini\"\n", &file(), None, "x-").unwrap_err();
+        assert!(format!("{e:#}").contains("reading inventory") && format!("{e:#}").contains("nope.ini"), "{e:#}");
+        let e = parse("[hosts]\ninventory = \"hosts.ini\"\nsenders = \"receivers\"\n", &file(), None, "x-")
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with("host `rx1` is both the sender and a receiver: give each role its own host"), "{e}");
+    }
+}

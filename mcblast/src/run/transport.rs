@@ -214,10 +214,10 @@ impl Drop for Proc {
         if self.done {
             return;
         }
-        if let Some(id) = self.run_id {
-            if let Err(e) = self.target.kill_run(id) {
-                eprintln!("\nmcblast run: {e:#}: check for a leftover `mcblast` with --run-id {id} on {}", self.node);
-            }
+        if let Some(id) = self.run_id
+            && let Err(e) = self.target.kill_run(id)
+        {
+            eprintln!("\nmcblast run: {e:#}: check for a leftover `mcblast` with --run-id {id} on {}", self.node);
         }
         if self.child.try_wait().ok().flatten().is_none() {
             let _ = self.child.kill();
