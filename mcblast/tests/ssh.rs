@@ -5,7 +5,8 @@
 //! datagram stays on the lab network. Checks exact counts in the CSVs, the
 //! raw JSON Lines that came back over ssh, the version check that refuses a
 //! wrong `mcblast_path` before any traffic, and that Ctrl-C ends the remote
-//! commands. Nothing (sshd, mcblast, namespace) outlives a test.
+//! commands (that run with a YAML inventory, the others with INI). Nothing
+//! (sshd, mcblast, namespace) outlives a test.
 //! Privileged: skipped with a message when not root.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -97,6 +98,24 @@ impl World {
         for (i, r) in RECEIVERS.iter().enumerate() {
             let h = format!("rx{}", i + 1);
             t += &format!("{h} ansible_host={} {}\n", self.addr(r), extra(&h));
+        }
+        let p = self.dir.join(name);
+        std::fs::write(&p, t).unwrap();
+        p
+    }
+
+    /// The same inventory in YAML, the receivers' vars in their group.
+    fn inventory_yaml(&self, name: &str) -> PathBuf {
+        let d = self.dir.display();
+        let mut t = format!(
+            "# made by tests/ssh.rs\nall:\n  vars:\n    ansible_user: root\n    ansible_ssh_private_key_file: {d}/id_ed25519\n    \
+             ansible_ssh_common_args: -F {d}/ssh_config\n    mcblast_path: {BIN}\n  children:\n    senders:\n      hosts:\n        \
+             tx: {{ansible_host: {}, ansible_port: {PORT}, mcblast_interface: eth0}}\n    receivers:\n      \
+             vars:\n        ansible_port: {PORT}\n        mcblast_interface: eth0\n      hosts:\n",
+            self.addr("sender")
+        );
+        for (i, r) in RECEIVERS.iter().enumerate() {
+            t += &format!("        rx{}:\n          ansible_host: {}\n", i + 1, self.addr(r));
         }
         let p = self.dir.join(name);
         std::fs::write(&p, t).unwrap();
@@ -366,10 +385,10 @@ fn ctrl_c_ends_the_remote_commands() {
     }
     let _s = serial();
     let w = world("sshc");
-    w.inventory("hosts.ini", |_| String::new());
+    w.inventory_yaml("hosts.yml");
     let plan = w.dir.join("plan.toml");
     // 60 s of 1 Mbit/s: the receivers would stay 90 s unless the run ends them
-    std::fs::write(&plan, "duration = 60\nrepeats = 1\n[hosts]\ninventory = \"hosts.ini\"\n[[matrix]]\nload = [\"1M/512\"]\n")
+    std::fs::write(&plan, "duration = 60\nrepeats = 1\n[hosts]\ninventory = \"hosts.yml\"\n[[matrix]]\nload = [\"1M/512\"]\n")
         .unwrap();
     let out = w.dir.join("out");
     let mut ctl = w.run_cmd(&plan, &out).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();

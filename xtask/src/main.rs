@@ -115,24 +115,26 @@ fn setup() -> Result<()> {
             bail!("missing Debian packages {}: run as root, or apt-get install {}", missing.join(" "), missing.join(" "));
         }
         // openssh-server is for the tests' own sshds: installing it must not
-        // start (or leave running) a system sshd. A policy-rc.d that says 101
-        // ("action forbidden") while apt runs, unless the machine has one.
-        let policy = !Path::new(POLICY_RC_D).exists();
-        if policy {
-            std::fs::write(POLICY_RC_D, "#!/bin/sh\n# cargo xtask setup: no service starts during package installation\nexit 101\n")
-                .with_context(|| format!("writing {POLICY_RC_D}"))?;
-            run(Command::new("chmod").args(["755", POLICY_RC_D]))?;
+        // start a system sshd. A policy-rc.d that says 101 ("action
+        // forbidden") while apt runs; the machine's own, if any, is put back.
+        let saved = format!("{POLICY_RC_D}.xtask-saved");
+        let had_policy = Path::new(POLICY_RC_D).exists();
+        if had_policy {
+            std::fs::rename(POLICY_RC_D, &saved).with_context(|| format!("moving {POLICY_RC_D} aside"))?;
         }
-        let res = run(Command::new("apt-get").arg("update").arg("-q")).and_then(|_| {
-            run(Command::new("apt-get")
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .args(["install", "-y", "-q", "--no-install-recommends"])
-                .args(&missing))
-        });
-        if policy {
-            let _ = std::fs::remove_file(POLICY_RC_D);
-        }
+        let res = std::fs::write(POLICY_RC_D, "#!/bin/sh\n# cargo xtask setup: no service starts during package installation\nexit 101\n")
+            .with_context(|| format!("writing {POLICY_RC_D}"))
+            .and_then(|_| run(Command::new("chmod").args(["755", POLICY_RC_D])))
+            .and_then(|_| run(Command::new("apt-get").arg("update").arg("-q")))
+            .and_then(|_| {
+                run(Command::new("apt-get")
+                    .env("DEBIAN_FRONTEND", "noninteractive")
+                    .args(["install", "-y", "-q", "--no-install-recommends"])
+                    .args(&missing))
+            });
+        let restored = if had_policy { std::fs::rename(&saved, POLICY_RC_D) } else { std::fs::remove_file(POLICY_RC_D) };
         res?;
+        restored.with_context(|| format!("putting {POLICY_RC_D} back (it is {saved})"))?;
         // with systemd, the package enables ssh.service for the next boot: not ours to enable
         if missing.contains(&"openssh-server") && Path::new("/run/systemd/system").is_dir() {
             let _ = run(Command::new("systemctl").args(["disable", "ssh.service"]));
