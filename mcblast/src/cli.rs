@@ -36,13 +36,13 @@ pub enum Command {
     Lab(LabCommand),
     /// What this machine and interface support: io_uring, UDP GSO, AF_XDP, XDP, BTF, drop reasons, and the engine auto picks.
     Probe(ProbeArgs),
-    /// Run a test plan (TOML: lab, loads, matrix, repeats) on the lab; CSVs of every run and mean/sd per case.
+    /// Run a test plan (TOML: lab or hosts, loads, matrix, repeats) on the lab or on real hosts over ssh; CSVs of every run and mean/sd per case.
     Run(RunArgs),
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// The plan file (TOML), e.g. examples/seed-matrix.toml.
+    /// The plan file (TOML), e.g. examples/seed-matrix.toml (lab) or examples/three-hosts.toml (ssh).
     #[arg(value_name = "PLAN.toml")]
     pub plan: std::path::PathBuf,
     /// Use the plan's [profile.quick]: shorter runs, fewer repeats.
