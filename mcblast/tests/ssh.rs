@@ -348,6 +348,8 @@ fn wrong_mcblast_refused_before_traffic() {
     run_ok(Command::new("chmod").arg("755").arg(&fake));
     let fake_s = fake.display().to_string();
     w.inventory("hosts.ini", |h| match h {
+        // nothing listens there: ssh itself fails
+        "rx1" => "ansible_port=1".into(),
         "rx2" => "mcblast_path=/nonexistent/mcblast".into(),
         "rx3" => format!("mcblast_path={fake_s}"),
         _ => String::new(),
@@ -364,9 +366,10 @@ fn wrong_mcblast_refused_before_traffic() {
     assert_eq!(
         lines[1..],
         [
+            &format!("rx1: ssh failed: ssh: connect to host {} port 1: Connection refused", w.addr("r1")),
             "rx2: mcblast not found at `/nonexistent/mcblast` (install it or set mcblast_path)",
             &format!("rx3: mcblast 0.0.9 (fake) but this is {version}"),
-            "mcblast: 2 of 4 host(s) not ready (see above); nothing was sent",
+            "mcblast: 3 of 4 host(s) not ready (see above); nothing was sent",
         ],
         "{err}"
     );
