@@ -19,6 +19,7 @@ fn main() -> anyhow::Result<()> {
         .join("mcblast-ebpf");
     let root = root.to_str().context("non-UTF-8 path to mcblast-ebpf")?;
     println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
+    version_stamp(&manifest_dir);
 
     if skipped() {
         // Leave an empty object so the crate still compiles (e.g. for lints);
@@ -59,6 +60,32 @@ fn check_tools() -> anyhow::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// `MCBLAST_VERSION` for `mcblast --version`: the crate version and, when
+/// built from a git checkout, the commit it was built at (`0.1.0
+/// (3f2a9c1d04be)`), so `mcblast run` can tell two builds apart.
+fn version_stamp(manifest_dir: &str) {
+    let git = |args: &[&str]| -> Option<String> {
+        let o = Command::new("git").arg("-C").arg(manifest_dir).args(args).output().ok()?;
+        o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let pkg = std::env::var("CARGO_PKG_VERSION").unwrap_or_default();
+    let version = match git(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(commit) if !commit.is_empty() => format!("{pkg} ({commit})"),
+        _ => pkg,
+    };
+    println!("cargo:rustc-env=MCBLAST_VERSION={version}");
+    // a new commit (or another branch checked out) stamps again
+    if let Some(path) = git(&["rev-parse", "--path-format=absolute", "--git-path", "HEAD"]) {
+        println!("cargo:rerun-if-changed={path}");
+    }
+    if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"])
+        && let Some(path) = git(&["rev-parse", "--path-format=absolute", "--git-path", &r])
+        && Path::new(&path).exists()
+    {
+        println!("cargo:rerun-if-changed={path}");
+    }
 }
 
 /// aya-build's own switch to skip the eBPF build.

@@ -8,10 +8,15 @@ use std::process::ExitCode;
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// What `mcblast --version` prints after `mcblast `: the crate version and
+/// the git commit it was built from, when known (`0.1.0 (3f2a9c1d04be)`).
+/// `mcblast run` compares it with every remote host's.
+pub const VERSION: &str = env!("MCBLAST_VERSION");
+
 #[derive(Parser, Debug)]
 #[command(
     name = "mcblast",
-    version,
+    version = VERSION,
     about = "Multicast saturation tester: line-rate sender, in-kernel per-flow counter, loss attribution",
     propagate_version = true
 )]
@@ -31,7 +36,7 @@ pub enum Command {
     Lab(LabCommand),
     /// What this machine and interface support: io_uring, UDP GSO, AF_XDP, XDP, BTF, drop reasons, and the engine auto picks.
     Probe(ProbeArgs),
-    /// Run a test plan (TOML: lab, loads, matrix, repeats) on the lab; CSVs of every run and mean/sd per case.
+    /// Run a test plan (TOML: lab or hosts, loads, matrix, repeats) on the lab or on real hosts over ssh; CSVs of every run and mean/sd per case.
     Run(RunArgs),
     /// Check this host before a test: MTU, IGMP version, rp_filter, buffers, clock, XDP; each finding with its fix.
     Preflight(PreflightArgs),
@@ -88,7 +93,7 @@ pub enum PreflightRole {
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// The plan file (TOML), e.g. examples/seed-matrix.toml.
+    /// The plan file (TOML), e.g. examples/seed-matrix.toml (lab) or examples/three-hosts.toml (ssh).
     #[arg(value_name = "PLAN.toml")]
     pub plan: std::path::PathBuf,
     /// Use the plan's [profile.quick]: shorter runs, fewer repeats.

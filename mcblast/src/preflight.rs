@@ -459,15 +459,49 @@ pub fn run(a: PreflightArgs) -> Result<ExitCode> {
 /// node's JSON goes to `raw/{base}-preflight-{node}.json`, warnings are
 /// printed once, and a fail stops the case with its fix.
 pub fn before_case(lab: &crate::lab::Lab, receivers: &[String], args: &[String], raw: &Path, base: &str) -> Result<()> {
-    let nodes = std::iter::once((crate::lab::SENDER.to_string(), "send")).chain(receivers.iter().map(|r| (r.clone(), "recv")));
+    let node = |name: &str, role: &'static str| {
+        let name = name.to_string();
+        let n = name.clone();
+        CheckNode {
+            name,
+            role,
+            interface: Some(crate::lab::NODE_IF.to_string()),
+            command: Box::new(move |a: &[String]| {
+                let argv: Vec<String> = std::iter::once("mcblast".to_string()).chain(a.iter().cloned()).collect();
+                lab.exec_cmd(&n, &argv)
+            }),
+        }
+    };
+    let nodes: Vec<CheckNode> =
+        std::iter::once(node(crate::lab::SENDER, "send")).chain(receivers.iter().map(|r| node(r, "recv"))).collect();
+    before_case_on(&nodes, args, raw, base)
+}
+
+/// A node `mcblast run` checks before a case: its name, role, the interface
+/// to check (None: the route's), and how to run `mcblast ARGS` there (the
+/// lab's `ip netns exec` or ssh).
+pub struct CheckNode<'a> {
+    pub name: String,
+    pub role: &'static str,
+    pub interface: Option<String>,
+    pub command: Box<dyn Fn(&[String]) -> std::process::Command + 'a>,
+}
+
+/// [`before_case`] on any nodes: runs `mcblast preflight --json` on each,
+/// keeps every report as `raw/BASE-preflight-NODE.json`, prints each warning
+/// once (with the nodes that reported it), and fails on a fail.
+pub fn before_case_on(nodes: &[CheckNode], args: &[String], raw: &Path, base: &str) -> Result<()> {
     // (level, check, value, fix) -> the nodes that reported it: one line per finding, not per node.
     type Key = (String, String, String, String);
     let mut seen: Vec<(Key, Vec<String>)> = Vec::new();
-    for (node, role) in nodes {
-        let mut argv: Vec<String> =
-            ["mcblast", "preflight", "--json", "-I", "eth0", "--role", role].iter().map(|s| s.to_string()).collect();
+    for n in nodes {
+        let node = &n.name;
+        let mut argv: Vec<String> = ["preflight", "--json", "--role", n.role].iter().map(|s| s.to_string()).collect();
+        if let Some(i) = &n.interface {
+            argv.extend(["-I".to_string(), i.clone()]);
+        }
         argv.extend(args.iter().cloned());
-        let o = lab.exec_cmd(&node, &argv).output().with_context(|| format!("{node}: running mcblast preflight"))?;
+        let o = (n.command)(&argv).output().with_context(|| format!("{node}: running mcblast preflight"))?;
         let text = String::from_utf8_lossy(&o.stdout);
         std::fs::write(raw.join(format!("{base}-preflight-{node}.json")), text.as_bytes())?;
         let v: serde_json::Value = serde_json::from_str(text.trim())

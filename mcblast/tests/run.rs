@@ -3,11 +3,11 @@
 //! checked against what the senders sent and the injected loss.
 //! Privileged: skipped with a message when not root.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod common;
+use common::csv::{csv, num};
 use common::{BIN, serial};
 
 const NEEDS: &str = "needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF) for namespaces and XDP";
@@ -25,25 +25,6 @@ impl Drop for LabGone {
     fn drop(&mut self) {
         let _ = mcblast::lab::down(&self.0);
     }
-}
-
-/// A CSV file as (header, rows of name -> value).
-fn csv(path: &Path) -> (Vec<String>, Vec<HashMap<String, String>>) {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut lines = text.lines();
-    let header: Vec<String> = lines.next().expect("header").split(',').map(String::from).collect();
-    let rows = lines
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            assert_eq!(f.len(), header.len(), "{}: row {l}", path.display());
-            header.iter().cloned().zip(f.iter().map(|s| s.to_string())).collect()
-        })
-        .collect();
-    (header, rows)
-}
-
-fn num(r: &HashMap<String, String>, k: &str) -> u64 {
-    r[k].parse().unwrap_or_else(|_| panic!("{k} = {:?} in {r:?}", r[k]))
 }
 
 fn run(plan: &Path, out: &Path, prefix: &str, extra: &[&str]) -> std::process::Output {

@@ -1,7 +1,7 @@
 //! Project tasks. `cargo xtask <task>`:
 //!
 //! * `setup` — install what the build and the tests need, if missing: Debian
-//!   packages (iproute2, nftables), the pinned nightly with rust-src for the
+//!   packages (iproute2, nftables, openssh), the pinned nightly with rust-src for the
 //!   eBPF build, bpf-linker.
 //! * `test`  — setup, then every test (unit, property, privileged
 //!   integration tests in throwaway namespaces, a bounded fuzz run), then a
@@ -29,7 +29,8 @@ const CARGO_FUZZ: &str = "0.13.2";
 /// Debian packages: (command that proves it is installed, package).
 /// Commands the lab and the benchmark need, and the Debian package of each:
 /// iperf2 and trafgen are the benchmark's references, perf shows where the
-/// cycles go.
+/// cycles go; `mcblast run` reaches real hosts with ssh, and its test runs
+/// sshd in lab namespaces.
 const DEBIAN: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("nft", "nftables"),
@@ -37,7 +38,13 @@ const DEBIAN: &[(&str, &str)] = &[
     ("iperf", "iperf"),
     ("trafgen", "netsniff-ng"),
     ("perf", "linux-perf"),
+    ("ssh", "openssh-client"),
+    ("ssh-keygen", "openssh-client"),
+    ("/usr/sbin/sshd", "openssh-server"),
 ];
+
+/// Debian's hook that tells maintainer scripts whether they may start services.
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -101,13 +108,37 @@ fn cargo() -> Command {
 
 /// Installs what is missing; says what it did.
 fn setup() -> Result<()> {
-    let missing: Vec<&str> = DEBIAN.iter().filter(|(c, _)| !have(c)).map(|(_, p)| *p).collect();
+    let mut missing: Vec<&str> = DEBIAN.iter().filter(|(c, _)| !have(c)).map(|(_, p)| *p).collect();
+    missing.dedup();
     if !missing.is_empty() {
         if !is_root() {
             bail!("missing Debian packages {}: run as root, or apt-get install {}", missing.join(" "), missing.join(" "));
         }
-        run(Command::new("apt-get").arg("update").arg("-q"))?;
-        run(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing))?;
+        // openssh-server is for the tests' own sshds: installing it must not
+        // start a system sshd. A policy-rc.d that says 101 ("action
+        // forbidden") while apt runs; the machine's own, if any, is put back.
+        let saved = format!("{POLICY_RC_D}.xtask-saved");
+        let had_policy = Path::new(POLICY_RC_D).exists();
+        if had_policy {
+            std::fs::rename(POLICY_RC_D, &saved).with_context(|| format!("moving {POLICY_RC_D} aside"))?;
+        }
+        let res = std::fs::write(POLICY_RC_D, "#!/bin/sh\n# cargo xtask setup: no service starts during package installation\nexit 101\n")
+            .with_context(|| format!("writing {POLICY_RC_D}"))
+            .and_then(|_| run(Command::new("chmod").args(["755", POLICY_RC_D])))
+            .and_then(|_| run(Command::new("apt-get").arg("update").arg("-q")))
+            .and_then(|_| {
+                run(Command::new("apt-get")
+                    .env("DEBIAN_FRONTEND", "noninteractive")
+                    .args(["install", "-y", "-q", "--no-install-recommends"])
+                    .args(&missing))
+            });
+        let restored = if had_policy { std::fs::rename(&saved, POLICY_RC_D) } else { std::fs::remove_file(POLICY_RC_D) };
+        res?;
+        restored.with_context(|| format!("putting {POLICY_RC_D} back (it is {saved})"))?;
+        // with systemd, the package enables ssh.service for the next boot: not ours to enable
+        if missing.contains(&"openssh-server") && Path::new("/run/systemd/system").is_dir() {
+            let _ = run(Command::new("systemctl").args(["disable", "ssh.service"]));
+        }
     }
 
     let installed = output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", NIGHTLY]));
@@ -119,7 +150,7 @@ fn setup() -> Result<()> {
     if !linker.contains(BPF_LINKER) {
         run(cargo().args(["install", "bpf-linker", "--version", BPF_LINKER, "--locked", "--force"]))?;
     }
-    eprintln!("xtask: setup complete ({NIGHTLY} + rust-src, bpf-linker {BPF_LINKER}, iproute2, nftables, iperf, netsniff-ng, linux-perf)");
+    eprintln!("xtask: setup complete ({NIGHTLY} + rust-src, bpf-linker {BPF_LINKER}, iproute2, nftables, iperf, netsniff-ng, linux-perf, openssh-client, openssh-server)");
     Ok(())
 }
 
@@ -175,6 +206,13 @@ fn leftovers() -> Vec<String> {
             .lines()
             .filter(|l| l.contains("prog/xdp") || l.contains(" xdp"))
             .map(|l| format!("XDP program still attached: {}", l.trim())),
+    );
+    // The sshds of the ssh test (their config is in its temp directory).
+    v.extend(
+        output(Command::new("ps").args(["-eo", "pid=,args="]))
+            .lines()
+            .filter(|l| l.contains("sshd") && l.contains("mcblast-ssh-test-"))
+            .map(|l| format!("sshd still running: {}", l.trim())),
     );
     // The receiver's drop tracer (tp_btf kfree_skb) and its counter at tc
     // ingress (tcx), when bpftool is there to list programs.

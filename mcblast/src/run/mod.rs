@@ -1,5 +1,11 @@
-//! `mcblast run PLAN.toml`: the test matrix of a plan file, on the lab, with
-//! repeats, raw JSON Lines per run and node, `cases.csv` and `summary.csv`.
+//! `mcblast run PLAN.toml`: the test matrix of a plan file, on the lab or on
+//! real hosts over ssh, with repeats, raw JSON Lines per run and node,
+//! `cases.csv` and `summary.csv`.
+//!
+//! Every command on a node goes through [`transport`]: `ip netns exec` on
+//! the lab, `ssh` to the hosts of an Ansible-style [`inventory`] otherwise.
+//! On real hosts, `mcblast --version` on every host must match this build
+//! before anything is sent.
 //!
 //! Per case: the lab with the case's topology (one lab is reused by
 //! consecutive cases that share it), receivers started (`mcblast recv
@@ -9,13 +15,15 @@
 //! receivers' summaries collected. Results are written as each run ends, so
 //! Ctrl-C keeps every finished run and case.
 
+pub mod inventory;
 pub mod plan;
 pub mod stats;
+pub mod transport;
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
@@ -23,8 +31,9 @@ use serde_json::Value;
 
 use crate::cli::RunArgs;
 use crate::lab::{Lab, LabSpec};
-use plan::{Case, Plan};
+use plan::{Case, Hosts, Plan};
 use stats::{CaseSamples, RecvResult};
+use transport::{Node, Proc};
 
 /// Default namespace prefix of the run's labs (`MCBLAST_LAB_PREFIX` overrides, `[lab] prefix` too).
 pub const DEFAULT_RUN_PREFIX: &str = "mcb-run-";
@@ -68,14 +77,27 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| DEFAULT_RUN_PREFIX.to_string());
     let plan = plan::load(&a.plan, a.quick.then_some("quick"), &default_prefix)?;
-    crate::lab::require_root()?;
+    crate::sys::install_stop_signals().context("installing signal handlers")?;
+    match &plan.hosts {
+        None => crate::lab::require_root()?,
+        Some(h) => match check_hosts(h) {
+            Err(e) if is_stop(&e) => {
+                eprintln!("mcblast run: stopped during the version check; nothing was sent");
+                return Ok(ExitCode::from(130));
+            }
+            r => r?,
+        },
+    }
     let out = a.out.clone().unwrap_or_else(|| {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         PathBuf::from("runs").join(timestamp(now))
     });
     std::fs::create_dir_all(out.join("raw")).with_context(|| format!("creating {}", out.display()))?;
     std::fs::copy(&a.plan, out.join("plan.toml")).with_context(|| format!("copying the plan into {}", out.display()))?;
-    crate::sys::install_stop_signals().context("installing signal handlers")?;
+    if let Some(h) = &plan.hosts {
+        std::fs::copy(&h.inventory, out.join("inventory"))
+            .with_context(|| format!("copying the inventory into {}", out.display()))?;
+    }
     let mut w = Writer::create(&out)?;
     let n = plan.cases.len();
     eprintln!(
@@ -90,19 +112,24 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
     let res = (|| -> Result<()> {
         for (i, case) in plan.cases.iter().enumerate() {
             let k = i + 1;
-            let spec = plan.spec_for(case);
-            if lab.as_ref().is_none_or(|l| l.spec() != spec) {
-                lab = None; // removes the previous lab first
-                check_stop()?;
-                progress.show(k, n, 0, plan.repeats, "building the lab");
-                lab = Some(Lab::up_spec(&spec).with_context(|| format!("case {k}: building the lab"))?);
-            }
-            let l = lab.as_ref().unwrap();
+            let site = match &plan.hosts {
+                Some(h) => Site::hosts(h, case),
+                None => {
+                    let spec = plan.spec_for(case);
+                    if lab.as_ref().is_none_or(|l| l.spec() != spec) {
+                        lab = None; // removes the previous lab first
+                        check_stop()?;
+                        progress.show(k, n, 0, plan.repeats, "building the lab");
+                        lab = Some(Lab::up_spec(&spec).with_context(|| format!("case {k}: building the lab"))?);
+                    }
+                    Site::lab(lab.as_ref().unwrap(), spec)
+                }
+            };
             let mut samples = CaseSamples::default();
             for rep in 1..=plan.repeats {
                 check_stop()?;
                 progress.show(k, n, rep, plan.repeats, &case_label(case));
-                let (s, rs) = one_run(&plan, l, &spec, case, k, rep, &out)?;
+                let (s, rs) = one_run(&plan, &site, case, k, rep, &out)?;
                 for (node, r) in &rs {
                     w.case_row(&stats::cases_row(k, case, rep, node, &s, r))?;
                 }
@@ -141,7 +168,62 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
     }
 }
 
+/// Checks `mcblast --version` on every host (in parallel): one line per host
+/// that is unreachable, lacks mcblast or runs another build, then an error.
+fn check_hosts(h: &Hosts) -> Result<()> {
+    let nodes: Vec<Node> = std::iter::once(&h.sender).chain(&h.receivers).map(Node::ssh).collect();
+    eprintln!("mcblast run: checking mcblast {} on {} host(s) over ssh", crate::cli::VERSION, nodes.len());
+    let limit = Duration::from_secs(40);
+    let bad: Vec<String> = std::thread::scope(|s| {
+        let hs: Vec<_> = nodes.iter().map(|n| s.spawn(move || n.check_version(limit))).collect();
+        hs.into_iter()
+            .zip(&nodes)
+            .filter_map(|(t, n)| match t.join() {
+                Ok(Ok(None)) => None,
+                Ok(Ok(Some(line))) => Some(line),
+                Ok(Err(e)) => Some(format!("{}: {e:#}", n.name)),
+                Err(_) => Some(format!("{}: the version check crashed", n.name)),
+            })
+            .collect()
+    });
+    check_stop()?;
+    if !bad.is_empty() {
+        for b in &bad {
+            eprintln!("{b}");
+        }
+        bail!("{} of {} host(s) not ready (see above); nothing was sent", bad.len(), nodes.len());
+    }
+    Ok(())
+}
+
+/// Where a case runs: its sender and receivers, and the lab (injected loss,
+/// the bridges' group tables) when it is one.
+struct Site<'a> {
+    lab: Option<(&'a Lab, LabSpec)>,
+    sender: Node,
+    receivers: Vec<Node>,
+}
+
+impl<'a> Site<'a> {
+    fn lab(lab: &'a Lab, spec: LabSpec) -> Site<'a> {
+        let node = |n: &str| Node::lab(n, lab.ns_name(n));
+        Site { sender: node(crate::lab::SENDER), receivers: lab.receivers().iter().map(|r| node(r)).collect(), lab: Some((lab, spec)) }
+    }
+
+    /// The sender and the case's first `receivers` receivers of the inventory.
+    fn hosts(h: &Hosts, case: &Case) -> Site<'a> {
+        Site {
+            lab: None,
+            sender: Node::ssh(&h.sender),
+            receivers: h.receivers.iter().take(case.receivers as usize).map(Node::ssh).collect(),
+        }
+    }
+}
+
 fn case_label(c: &Case) -> String {
+    if !c.on_lab {
+        return format!("{} {} rx{} {}s", c.block, c.load.text, c.receivers, c.duration);
+    }
     format!(
         "{} {} rx{} snoop {} q{}s loss {}% {} {}s",
         c.block,
@@ -202,67 +284,6 @@ impl Writer {
     }
 }
 
-/// A child whose stdout is read on a thread; killed when dropped.
-struct Proc {
-    node: String,
-    child: Child,
-    out: Option<std::thread::JoinHandle<String>>,
-    first: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl Proc {
-    fn spawn(lab: &Lab, node: &str, argv: &[String], read_first: bool) -> Result<Proc> {
-        let mut child = lab
-            .exec_cmd(node, argv)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("{node}: starting {}", argv.join(" ")))?;
-        let mut rd = BufReader::new(child.stdout.take().unwrap());
-        let mut first = String::new();
-        if read_first {
-            rd.read_line(&mut first).with_context(|| format!("{node}: reading the begin line"))?;
-        }
-        let out = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = rd.read_to_string(&mut s);
-            s
-        });
-        Ok(Proc { node: node.to_string(), child, out: Some(out), first })
-    }
-
-    /// Waits (bounded, Ctrl-C aware) for exit; returns (status code, stdout, stderr).
-    fn finish(mut self, limit: Duration) -> Result<(Option<i32>, String, String)> {
-        let deadline = Instant::now() + limit;
-        let st = loop {
-            if let Some(st) = self.child.try_wait()? {
-                break st;
-            }
-            check_stop()?;
-            if Instant::now() > deadline {
-                bail!("{}: did not finish within {:.0} s", self.node, limit.as_secs_f64());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let out = self.first.clone() + &self.out.take().unwrap().join().unwrap_or_default();
-        let mut err = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
-        Ok((st.code(), out, err))
-    }
-}
-
 fn json_lines(node: &str, text: &str) -> Result<Vec<Value>> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
@@ -277,17 +298,17 @@ fn fmt_s(x: f64) -> String {
 /// One repeat of one case: returns the sender's result and (node, result) per receiver.
 fn one_run(
     plan: &Plan,
-    lab: &Lab,
-    spec: &LabSpec,
+    site: &Site,
     case: &Case,
     k: usize,
     rep: u32,
     out: &Path,
 ) -> Result<(stats::SendResult, Vec<(String, RecvResult)>)> {
-    let receivers = lab.receivers();
     let ctx = |what: &str| format!("case {k} repeat {rep}: {what}");
-    for r in &receivers {
-        lab.clear_drop(r).with_context(|| ctx("clearing injected loss"))?;
+    if let Some((lab, _)) = &site.lab {
+        for r in &lab.receivers() {
+            lab.clear_drop(r).with_context(|| ctx("clearing injected loss"))?;
+        }
     }
     // a run id per run: time-derived, low bit toggled for the warm-up
     let run_id = (SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u32).unwrap_or(1) | 1) ^ (k as u32) << 8;
@@ -295,64 +316,85 @@ fn one_run(
     let group = plan.group.to_string();
     let port = plan.port.to_string();
     let bound = plan.warmup + case.duration + 30.0;
-    let recv_argv: Vec<String> = [
-        "mcblast", "recv", "--interface", "eth0", "--json", "-i", "0", "-g", &group, "-p", &port, "--run-id",
-        &run_id.to_string(), "--expect-flows", "1", "-t", &fmt_s(bound),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let strings = |v: &[&str]| -> Vec<String> { v.iter().map(|s| s.to_string()).collect() };
+    let iface = |n: &Node| -> Vec<String> {
+        n.interface.iter().flat_map(|i| ["--interface".to_string(), i.clone()]).collect()
+    };
     // Preflight on every node before the case's first run: raw/cNNN-preflight-NODE.json, warnings once, a fail stops the case.
     if rep == 1 {
-        let mut pf: Vec<String> = ["-g", &group, "-p", &port, "-l", &case.load.length.to_string()].iter().map(|s| s.to_string()).collect();
+        let mut pf = strings(&["-g", &group, "-p", &port, "-l", &case.load.length.to_string()]);
         pf.extend(case.load.rate_bps.map(|r| ["-b".to_string(), format!("{r}")]).into_iter().flatten());
-        pf.extend((spec.igmp.version == 2).then(|| ["--igmp-version".to_string(), "2".to_string()]).into_iter().flatten());
-        crate::preflight::before_case(lab, &receivers, &pf, &out.join("raw"), &format!("c{k:03}")).with_context(|| ctx("preflight"))?;
+        if site.lab.as_ref().is_some_and(|(_, spec)| spec.igmp.version == 2) {
+            pf.extend(strings(&["--igmp-version", "2"]));
+        }
+        fn check<'n>(n: &'n Node, role: &'static str) -> crate::preflight::CheckNode<'n> {
+            crate::preflight::CheckNode {
+                name: n.name.clone(),
+                role,
+                interface: n.interface.clone(),
+                command: Box::new(move |a: &[String]| n.command(a)),
+            }
+        }
+        let nodes: Vec<_> =
+            std::iter::once(check(&site.sender, "send")).chain(site.receivers.iter().map(|r| check(r, "recv"))).collect();
+        crate::preflight::before_case_on(&nodes, &pf, &out.join("raw"), &format!("c{k:03}")).with_context(|| ctx("preflight"))?;
     }
     let mut recvs = Vec::new();
-    for r in &receivers {
-        let p = Proc::spawn(lab, r, &recv_argv, true)?;
-        let begin: Value = serde_json::from_str(&p.first).map_err(|_| {
-            anyhow::anyhow!("{}", ctx(&format!("{r}: recv did not start (first line {:?})", p.first.trim())))
-        })?;
-        if begin["type"] != "begin" {
-            bail!("{}", ctx(&format!("{r}: recv's first line is not begin: {}", p.first.trim())));
-        }
-        recvs.push(p);
+    for r in &site.receivers {
+        let mut argv = strings(&["recv"]);
+        argv.extend(iface(r));
+        argv.extend(strings(&[
+            "--json", "-i", "0", "-g", &group, "-p", &port, "--run-id", &run_id.to_string(), "--expect-flows", "1", "-t",
+            &fmt_s(bound),
+        ]));
+        recvs.push(Proc::spawn(r, &argv, Some(run_id))?);
     }
-    // membership: the bridges' group tables when they snoop; otherwise every
-    // receiver's begin line (printed after its join) is the signal
-    if spec.base.snooping {
-        lab.wait_members(plan.group, &receivers, Duration::from_secs(20)).with_context(|| ctx("waiting for IGMP membership"))?;
+    // membership: every receiver's begin line (printed after its join); on
+    // the lab with snooping also the bridges' group tables
+    for p in &mut recvs {
+        let first = p.first_line(Duration::from_secs(60)).with_context(|| ctx("waiting for the begin line"))?;
+        let node = p.node.clone();
+        let Some(first) = first else {
+            let (code, _, err) = p.wait(Duration::from_secs(10))?;
+            bail!("{}", ctx(&format!("{node}: recv did not start (exit {code:?}): {}", err.trim())));
+        };
+        let begin: Value = serde_json::from_str(&first)
+            .map_err(|_| anyhow::anyhow!("{}", ctx(&format!("{node}: recv did not start (first line {:?})", first.trim()))))?;
+        if begin["type"] != "begin" {
+            bail!("{}", ctx(&format!("{node}: recv's first line is not begin: {}", first.trim())));
+        }
+    }
+    if let Some((lab, spec)) = &site.lab
+        && spec.base.snooping
+    {
+        lab.wait_members(plan.group, &lab.receivers(), Duration::from_secs(20)).with_context(|| ctx("waiting for IGMP membership"))?;
     }
     check_stop()?;
     let send_argv = |id: u32, secs: f64| -> Vec<String> {
-        let mut v: Vec<String> = [
-            "mcblast", "send", "--interface", "eth0", "--json", "-i", "0", "-g", &group, "-p", &port, "-l",
-            &case.load.length.to_string(), "-t", &fmt_s(secs), "--run-id", &id.to_string(), "--engine", &plan.engine,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut v = strings(&["send"]);
+        v.extend(iface(&site.sender));
+        v.extend(strings(&[
+            "--json", "-i", "0", "-g", &group, "-p", &port, "-l", &case.load.length.to_string(), "-t", &fmt_s(secs),
+            "--run-id", &id.to_string(), "--engine", &plan.engine,
+        ]));
         if let Some(r) = case.load.rate_bps {
             v.extend(["-b".to_string(), format!("{r}")]);
         }
         v
     };
-    let sender_node = crate::lab::SENDER;
     if plan.warmup > 0.0 {
-        let (code, _, err) = Proc::spawn(lab, sender_node, &send_argv(warm_id, plan.warmup), false)?
+        let (code, _, err) = Proc::spawn(&site.sender, &send_argv(warm_id, plan.warmup), Some(warm_id))?
             .finish(Duration::from_secs_f64(plan.warmup + 30.0))?;
         if code != Some(0) {
             bail!("{}", ctx(&format!("warm-up sender failed: {}", err.trim())));
         }
     }
-    if let Some(nth) = case.drop_every() {
-        for r in &receivers {
+    if let (Some((lab, _)), Some(nth)) = (&site.lab, case.drop_every()) {
+        for r in &lab.receivers() {
             lab.drop_every_nth(r, nth).with_context(|| ctx("injecting loss"))?;
         }
     }
-    let (code, sout, serr) = Proc::spawn(lab, sender_node, &send_argv(run_id, case.duration), false)?
+    let (code, sout, serr) = Proc::spawn(&site.sender, &send_argv(run_id, case.duration), Some(run_id))?
         .finish(Duration::from_secs_f64(case.duration + 30.0))?;
     let base = format!("c{k:03}-r{rep}");
     std::fs::write(out.join("raw").join(format!("{base}-sender.jsonl")), &sout)?;
@@ -371,8 +413,10 @@ fn one_run(
         let r = stats::parse_recv(&json_lines(&node, &text)?, run_id).with_context(|| ctx(&node))?;
         rows.push((node, r));
     }
-    for r in &receivers {
-        lab.clear_drop(r).with_context(|| ctx("clearing injected loss"))?;
+    if let Some((lab, _)) = &site.lab {
+        for r in &lab.receivers() {
+            lab.clear_drop(r).with_context(|| ctx("clearing injected loss"))?;
+        }
     }
     Ok((s, rows))
 }

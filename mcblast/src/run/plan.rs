@@ -3,14 +3,19 @@
 //! Every `[[matrix]]` block is a cartesian product of its lists; the plan's
 //! cases are the blocks' cases one after the other. A list left out of a
 //! block takes the plan's base value (`[lab]` and top-level keys).
+//!
+//! A plan with `[hosts]` instead of `[lab]` runs on real hosts: an
+//! Ansible-style inventory names the sender and the receivers (see
+//! [`super::inventory`]); the lab-only knobs are refused there.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+use super::inventory::{self, Host};
 use crate::lab::{Fabric, IgmpConfig, LabConfig, LabSpec, Placement, Preset, Topology};
 
 /// RFC 3376 membership interval for a query interval (as `mcblast lab up --query-interval`): 2 x q + 10 s.
@@ -34,8 +39,9 @@ pub struct PlanFile {
     pub repeats: Option<u32>,
     /// Sender engine (default auto).
     pub engine: Option<String>,
-    #[serde(default)]
-    pub lab: LabSection,
+    pub lab: Option<LabSection>,
+    /// Real hosts instead of the lab.
+    pub hosts: Option<HostsSection>,
     #[serde(default)]
     pub matrix: Vec<MatrixBlock>,
     #[serde(default)]
@@ -63,6 +69,26 @@ pub struct LabSection {
     /// Seconds between IGMP general queries.
     pub query_interval: Option<u64>,
     pub mtu: Option<u32>,
+}
+
+/// `[hosts]`: the inventory and the groups to take the sender and the receivers from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostsSection {
+    /// Ansible inventory, INI or YAML (`.yml`/`.yaml`); relative to the plan's directory.
+    pub inventory: String,
+    /// Group of the sender: its first host sends (default `senders`).
+    pub senders: Option<String>,
+    /// Group of the receivers: a case's `receivers = N` takes the first N (default `receivers`).
+    pub receivers: Option<String>,
+}
+
+/// The real hosts of a `[hosts]` plan.
+#[derive(Debug, Clone)]
+pub struct Hosts {
+    pub inventory: PathBuf,
+    pub sender: Host,
+    pub receivers: Vec<Host>,
 }
 
 /// One block of the matrix: the cartesian product of its lists.
@@ -133,6 +159,8 @@ pub struct Case {
     pub loss_pct: f64,
     pub placement: Placement,
     pub duration: f64,
+    /// False on real hosts: snooping, query interval and placement are not ours to set there.
+    pub on_lab: bool,
 }
 
 impl Case {
@@ -152,6 +180,8 @@ pub struct Plan {
     pub engine: String,
     /// The lab for the base settings; cases change receivers, snooping, query interval, placement.
     pub base: LabSpec,
+    /// Set for a `[hosts]` plan: the cases run there, not on a lab.
+    pub hosts: Option<Hosts>,
     pub cases: Vec<Case>,
 }
 
@@ -204,7 +234,25 @@ fn resolve(f: PlanFile, file: &str, profile: Option<&str>, default_prefix: &str)
     };
     let group = f.group.unwrap_or(Ipv4Addr::new(239, 0, 0, 1));
     crate::cli::check_groups(&[group]).with_context(|| format!("{file}: group"))?;
-    let l = &f.lab;
+    let hosts = match &f.hosts {
+        None => None,
+        Some(h) => {
+            if f.lab.is_some() {
+                bail!("{file}: both [lab] and [hosts]: a plan runs on the lab or on real hosts, remove one");
+            }
+            let dir = Path::new(file).parent().unwrap_or(Path::new(""));
+            let path = dir.join(&h.inventory);
+            let inv = inventory::load(&path)?;
+            let senders = inv.group(h.senders.as_deref().unwrap_or("senders"))?;
+            let receivers = inv.group(h.receivers.as_deref().unwrap_or("receivers"))?;
+            if let Some(r) = receivers.iter().find(|r| r.name == senders[0].name) {
+                bail!("{}: host `{}` is both the sender and a receiver: give each role its own host", inv.file(), r.name);
+            }
+            Some(Hosts { inventory: path, sender: senders[0].clone(), receivers })
+        }
+    };
+    let lab_section = f.lab.clone().unwrap_or_default();
+    let l = &lab_section;
     let preset = match l.preset.as_deref() {
         None => None,
         Some("tgw") => Some(Preset::Tgw),
@@ -227,14 +275,14 @@ fn resolve(f: PlanFile, file: &str, profile: Option<&str>, default_prefix: &str)
         _ => Err(anyhow::anyhow!("{file}: placement '{x}': use spread or same-host")),
     };
     let placement = l.placement.as_deref().map(placement_of).transpose()?.unwrap_or(Placement::Spread);
-    let hosts = l.hosts.unwrap_or(3);
+    let hosts_n = l.hosts.unwrap_or(3);
     let per_host = l.per_host.unwrap_or(3);
     let mut igmp = p_igmp;
     if let Some(q) = l.query_interval {
         igmp.query_interval_cs = q * 100;
         igmp.membership_interval_cs = default_membership_cs(igmp.query_interval_cs);
     }
-    let topology = Topology { hosts, per_host, fabric, placement };
+    let topology = Topology { hosts: hosts_n, per_host, fabric, placement };
     let base = LabSpec {
         base: LabConfig {
             prefix: l.prefix.clone().unwrap_or_else(|| default_prefix.to_string()),
@@ -271,10 +319,26 @@ fn resolve(f: PlanFile, file: &str, profile: Option<&str>, default_prefix: &str)
             Some(v) => v.iter().map(|s| parse_load(s).map_err(|e| anyhow::anyhow!("{file}: {e:#}"))).collect::<Result<Vec<_>>>()?,
             None => vec![parse_load("10M/1470")?],
         };
-        let receivers = b.receivers.clone().unwrap_or(vec![topology.receivers()]);
+        if let Some(h) = &hosts {
+            let lab_only = [
+                ("snooping", b.snooping.is_some(), "IGMP snooping is the switch's"),
+                ("query_interval", b.query_interval.is_some(), "the querier is the network's"),
+                ("loss", b.loss.is_some(), "loss is injected by the lab's nftables"),
+                ("placement", b.placement.is_some(), "placement is the inventory's"),
+            ];
+            if let Some((key, _, why)) = lab_only.iter().find(|k| k.1) {
+                bail!("{file}: [[matrix]] {name}: `{key}` is lab-only, not applicable on real hosts ({why}); remove it");
+            }
+            let have = h.receivers.len() as u32;
+            if let Some(r) = b.receivers.iter().flatten().find(|&&r| r == 0 || r > have) {
+                bail!("{file}: receivers {r}: the inventory has {have} receiver(s); use 1..={have}");
+            }
+        }
+        let all_receivers = hosts.as_ref().map_or(topology.receivers(), |h| h.receivers.len() as u32);
+        let receivers = b.receivers.clone().unwrap_or(vec![all_receivers]);
         for &r in &receivers {
-            if r == 0 || r % hosts != 0 {
-                bail!("{file}: receivers {r}: use a multiple of lab.hosts ({hosts}): each host gets receivers / hosts");
+            if hosts.is_none() && (r == 0 || r % hosts_n != 0) {
+                bail!("{file}: receivers {r}: use a multiple of lab.hosts ({hosts_n}): each host gets receivers / hosts");
             }
         }
         let snooping = b.snooping.clone().unwrap_or(vec![base.base.snooping]);
@@ -295,7 +359,7 @@ fn resolve(f: PlanFile, file: &str, profile: Option<&str>, default_prefix: &str)
             None => vec![placement],
         };
         let durations = b.duration.clone().unwrap_or(vec![duration]);
-        for ld in &loads {
+        for ld in loads.iter().filter(|_| hosts.is_none()) {
             if ld.length + 28 > base.base.mtu {
                 bail!("{file}: load {}: a {}-byte datagram does not fit the lab's MTU {}", ld.text, ld.length, base.base.mtu);
             }
@@ -318,6 +382,7 @@ fn resolve(f: PlanFile, file: &str, profile: Option<&str>, default_prefix: &str)
                                         loss_pct: loss,
                                         placement: pl,
                                         duration: d,
+                                        on_lab: hosts.is_none(),
                                     };
                                     if !(d > 0.0 && d <= 86_400.0) {
                                         bail!("{file}: duration {d} s: use more than 0 and at most 86400");
@@ -340,7 +405,7 @@ fn resolve(f: PlanFile, file: &str, profile: Option<&str>, default_prefix: &str)
             }
         }
     }
-    Ok(Plan { group, port: f.port.unwrap_or(5001), warmup, repeats, engine, base, cases })
+    Ok(Plan { group, port: f.port.unwrap_or(5001), warmup, repeats, engine, base, hosts, cases })
 }
 
 #[cfg(test)]
@@ -457,5 +522,60 @@ mod seed_tests {
         // full: 4 loads, scaling 3 and 6, snooping off, query 10/125/300 at 300 s,
         // durations 600 and 3600 (60 s at 100M/8192 is new too), loss 1/5 and 0 at 6, same-host
         assert_eq!(full.cases.len(), 4 + 2 + 1 + 3 + 3 + 2 + 1);
+    }
+}
+
+#[cfg(test)]
+mod hosts_tests {
+    use super::*;
+
+    /// A plan "next to" examples/hosts.ini: its inventory path resolves there.
+    fn file() -> String {
+        format!("{}/../examples/p.toml", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    #[test]
+    fn three_hosts_example() {
+        let p = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/three-hosts.toml"), None, "x-").unwrap();
+        let h = p.hosts.as_ref().unwrap();
+        assert_eq!(h.sender.name, "tx");
+        assert_eq!(h.sender.mcblast_path, "sudo -n /usr/local/bin/mcblast");
+        assert_eq!(h.receivers.iter().map(|r| r.address.as_str()).collect::<Vec<_>>(), ["10.0.1.11", "10.0.1.12"]);
+        assert_eq!(h.receivers[1].interface.as_deref(), Some("ens5"));
+        // 3 loads to 2, then 10M/1470 to 1 (to 2 is the same case as the load block's)
+        assert_eq!(p.cases.len(), 4);
+        assert_eq!(p.cases.iter().map(|c| c.receivers).collect::<Vec<_>>(), [2, 2, 2, 1]);
+        assert_eq!(p.cases[1].block, "load+scaling");
+        assert!(p.cases.iter().all(|c| !c.on_lab && c.drop_every().is_none()));
+        let q = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/three-hosts.toml"), Some("quick"), "x-").unwrap();
+        assert_eq!((q.repeats, q.cases[0].duration), (2, 2.0));
+    }
+
+    #[test]
+    fn lab_only_keys_refused_on_hosts() {
+        for (key, list) in [("snooping", "[true]"), ("query_interval", "[10]"), ("loss", "[1]"), ("placement", "[\"spread\"]")] {
+            let t = format!("[hosts]\ninventory = \"hosts.ini\"\n[[matrix]]\nname = \"m\"\n{key} = {list}\n");
+            let e = parse(&t, &file(), None, "x-").unwrap_err().to_string();
+            assert!(e.contains(&format!("`{key}` is lab-only, not applicable on real hosts")), "{e}");
+            assert!(e.contains("[[matrix]] m") && !e.contains('\n'), "{e}");
+        }
+        let e = parse("[lab]\nhosts = 1\n[hosts]\ninventory = \"hosts.ini\"\n", &file(), None, "x-").unwrap_err().to_string();
+        assert!(e.ends_with("both [lab] and [hosts]: a plan runs on the lab or on real hosts, remove one"), "{e}");
+    }
+
+    #[test]
+    fn receivers_and_groups_checked_against_the_inventory() {
+        let e = parse("[hosts]\ninventory = \"hosts.ini\"\n[[matrix]]\nreceivers = [3]\n", &file(), None, "x-")
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with("receivers 3: the inventory has 2 receiver(s); use 1..=2"), "{e}");
+        let e = parse("[hosts]\ninventory = \"hosts.ini\"\nsenders = \"tx\"\n", &file(), None, "x-").unwrap_err().to_string();
+        assert!(e.ends_with("hosts.ini: no group `tx` (groups: receivers, senders)"), "{e}");
+        let e = parse("[hosts]\ninventory = \"nope.ini\"\n", &file(), None, "x-").unwrap_err();
+        assert!(format!("{e:#}").contains("reading inventory") && format!("{e:#}").contains("nope.ini"), "{e:#}");
+        let e = parse("[hosts]\ninventory = \"hosts.ini\"\nsenders = \"receivers\"\n", &file(), None, "x-")
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with("host `rx1` is both the sender and a receiver: give each role its own host"), "{e}");
     }
 }

@@ -117,10 +117,11 @@ pub fn case_params(k: usize, c: &Case) -> Vec<String> {
         c.load.rate_bps.map(|r| format!("{r}")).unwrap_or_else(|| "max".into()),
         c.load.length.to_string(),
         c.receivers.to_string(),
-        if c.snooping { "on" } else { "off" }.into(),
-        c.query_interval.to_string(),
+        // real hosts: the network's own snooping, querier and placement, unknown to mcblast
+        if !c.on_lab { String::new() } else if c.snooping { "on".into() } else { "off".into() },
+        if c.on_lab { c.query_interval.to_string() } else { String::new() },
         format!("{}", c.loss_pct),
-        c.placement.as_str().into(),
+        if c.on_lab { c.placement.as_str().into() } else { String::new() },
         format!("{}", c.duration),
     ]
 }
@@ -264,6 +265,7 @@ mod tests {
             loss_pct: 5.0,
             placement: Placement::SameHost,
             duration: 2.0,
+            on_lab: true,
         }
     }
 

@@ -4,6 +4,7 @@
 //! Not every test file uses every helper.
 #![allow(dead_code)]
 
+pub mod csv;
 pub mod raw;
 
 use std::io::{BufRead, BufReader};

@@ -1,0 +1,431 @@
+//! `mcblast run` on "real hosts" over ssh, for real: a lab of 1 sender + 3
+//! receivers, an OpenSSH server in every node's namespace (keys made by the
+//! test), and the controller run inside the sender's namespace with an
+//! inventory of the nodes' lab addresses, so every ssh connection and every
+//! datagram stays on the lab network. Checks exact counts in the CSVs, the
+//! raw JSON Lines that came back over ssh, the version check that refuses a
+//! wrong `mcblast_path` before any traffic, and that Ctrl-C ends the remote
+//! commands (that run with a YAML inventory, the others with INI). Nothing
+//! (sshd, mcblast, namespace) outlives a test.
+//! Privileged: skipped with a message when not root.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::csv::{csv, num};
+use common::{BIN, serial};
+use mcblast::lab::{Lab, LabConfig};
+
+const NEEDS: &str = "needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF) for namespaces and XDP";
+const SSHD: &str = "/usr/sbin/sshd";
+/// The sshds listen on this port of their node's lab address.
+const PORT: u16 = 22022;
+const RECEIVERS: [&str; 3] = ["r1", "r2", "r3"];
+
+/// The OpenSSH pieces the test needs; None when all are there.
+fn missing_ssh() -> Option<String> {
+    let have = |p: &str| Command::new(p).arg("-V").output().is_ok();
+    let missing: Vec<&str> = [SSHD, "ssh", "ssh-keygen"]
+        .into_iter()
+        .filter(|p| if *p == "ssh-keygen" { Command::new(p).arg("-?").output().is_err() } else { !have(p) })
+        .collect();
+    (!missing.is_empty()).then(|| format!("{} not installed: run `cargo xtask setup` (openssh-server, openssh-client)", missing.join(", ")))
+}
+
+/// A temp dir, removed when dropped.
+struct TempDir(PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The sshds of the test: killed when dropped (also on panic); the
+/// privilege separation directory removed if the test made it.
+struct Sshds {
+    children: Vec<(String, Child)>,
+    made_privsep: bool,
+}
+impl Sshds {
+    /// The sshd masters.
+    fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(|(_, c)| c.id()).collect()
+    }
+}
+impl Drop for Sshds {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if self.made_privsep {
+            let _ = std::fs::remove_dir("/run/sshd");
+        }
+    }
+}
+
+fn run_ok(c: &mut Command) {
+    let o = c.output().unwrap_or_else(|e| panic!("{c:?}: {e}"));
+    assert!(o.status.success(), "{c:?}: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Everything of one test: lab (dropped last), sshds, keys and files.
+struct World {
+    dir: PathBuf,
+    sshds: Sshds,
+    lab: Lab,
+    _tmp: TempDir,
+}
+
+impl World {
+    fn addr(&self, node: &str) -> Ipv4Addr {
+        self.lab.addr(node)
+    }
+
+    /// An inventory of the 4 nodes (`tx`, `rx1`..`rx3`); `extra(host)` adds host vars.
+    fn inventory(&self, name: &str, extra: impl Fn(&str) -> String) -> PathBuf {
+        let d = self.dir.display();
+        let mut t = format!(
+            "# made by tests/ssh.rs\n[all:vars]\nansible_user=root\nansible_port={PORT}\n\
+             ansible_ssh_private_key_file={d}/id_ed25519\nansible_ssh_common_args=\"-F {d}/ssh_config\"\n\
+             mcblast_interface=eth0\nmcblast_path={BIN}\n\n[senders]\ntx ansible_host={} {}\n\n[receivers]\n",
+            self.addr("sender"),
+            extra("tx")
+        );
+        for (i, r) in RECEIVERS.iter().enumerate() {
+            let h = format!("rx{}", i + 1);
+            t += &format!("{h} ansible_host={} {}\n", self.addr(r), extra(&h));
+        }
+        let p = self.dir.join(name);
+        std::fs::write(&p, t).unwrap();
+        p
+    }
+
+    /// The same inventory in YAML, the receivers' vars in their group.
+    fn inventory_yaml(&self, name: &str) -> PathBuf {
+        let d = self.dir.display();
+        let mut t = format!(
+            "# made by tests/ssh.rs\nall:\n  vars:\n    ansible_user: root\n    ansible_ssh_private_key_file: {d}/id_ed25519\n    \
+             ansible_ssh_common_args: -F {d}/ssh_config\n    mcblast_path: {BIN}\n  children:\n    senders:\n      hosts:\n        \
+             tx: {{ansible_host: {}, ansible_port: {PORT}, mcblast_interface: eth0}}\n    receivers:\n      \
+             vars:\n        ansible_port: {PORT}\n        mcblast_interface: eth0\n      hosts:\n",
+            self.addr("sender")
+        );
+        for (i, r) in RECEIVERS.iter().enumerate() {
+            t += &format!("        rx{}:\n          ansible_host: {}\n", i + 1, self.addr(r));
+        }
+        let p = self.dir.join(name);
+        std::fs::write(&p, t).unwrap();
+        p
+    }
+
+    /// `mcblast run PLAN --out OUT` inside the sender's namespace.
+    fn run_cmd(&self, plan: &Path, out: &Path) -> Command {
+        let mut c = self.lab.exec_cmd("sender", &["mcblast", "run"]);
+        c.arg(plan).arg("--out").arg(out);
+        c
+    }
+
+    fn run(&self, plan: &Path, out: &Path) -> Output {
+        self.run_cmd(plan, out).output().expect("run mcblast run")
+    }
+
+    /// The sshd log of a node.
+    fn sshd_log(&self, node: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("sshd-{node}.log"))).unwrap_or_default()
+    }
+}
+
+/// Lab (snooping off: the bridge floods, no membership race), keys, an sshd per node.
+fn world(tag: &str) -> World {
+    let dir = std::env::temp_dir().join(format!("mcblast-ssh-test-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = TempDir(dir.clone());
+    let cfg = LabConfig {
+        prefix: format!("mcbt{}{tag}-", std::process::id()),
+        receivers: 3,
+        snooping: false,
+        ..LabConfig::default()
+    };
+    let lab = Lab::up(&cfg).expect("lab up").with_mcblast(BIN);
+    for (f, comment) in [("host_key", "mcblast-test-host"), ("id_ed25519", "mcblast-test-client")] {
+        run_ok(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"]).arg(dir.join(f)));
+    }
+    std::fs::copy(dir.join("id_ed25519.pub"), dir.join("authorized_keys")).unwrap();
+    let d = dir.display();
+    std::fs::write(
+        dir.join("ssh_config"),
+        format!(
+            "Host *\n  StrictHostKeyChecking accept-new\n  UserKnownHostsFile {d}/known_hosts\n  \
+             GlobalKnownHostsFile /dev/null\n  LogLevel ERROR\n"
+        ),
+    )
+    .unwrap();
+    let made_privsep = !Path::new("/run/sshd").exists();
+    if made_privsep {
+        std::fs::create_dir_all("/run/sshd").unwrap();
+    }
+    let mut sshds = Sshds { children: Vec::new(), made_privsep };
+    for node in ["sender", "r1", "r2", "r3"] {
+        let conf = dir.join(format!("sshd-{node}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "ListenAddress {}:{PORT}\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n\
+                 PidFile {d}/sshd-{node}.pid\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nPrintMotd no\nPrintLastLog no\n\
+                 MaxStartups 50\nLogLevel INFO\n",
+                lab.addr(node)
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join(format!("sshd-{node}.log"))).unwrap();
+        let child = lab
+            .exec_cmd(node, &[SSHD, "-D", "-e", "-f"])
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start sshd");
+        sshds.children.push((node.to_string(), child));
+    }
+    // every sshd accepts connections, seen from the sender (bounded)
+    for node in ["sender", "r1", "r2", "r3"] {
+        let to = SocketAddr::from((lab.addr(node), PORT));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ok = lab.run_in("sender", move || TcpStream::connect_timeout(&to, Duration::from_secs(1)).is_ok()).unwrap();
+            if ok {
+                break;
+            }
+            for (n, c) in &mut sshds.children {
+                if let Some(st) = c.try_wait().unwrap() {
+                    panic!("sshd on {n} exited ({st}): {}", std::fs::read_to_string(dir.join(format!("sshd-{n}.log"))).unwrap_or_default());
+                }
+            }
+            assert!(Instant::now() < deadline, "sshd on {node} does not accept connections");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    World { dir, sshds, lab, _tmp: tmp }
+}
+
+/// What runs of the test: every process in the lab's namespaces but the
+/// pids in `except` (the sshds, their sessions, the `mcblast` they run) and
+/// the test's ssh clients (their `-F` names its dir).
+fn leftovers(lab: &Lab, dir: &Path, except: &[u32]) -> Vec<String> {
+    let mut v = Vec::new();
+    for node in ["sender", "r1", "r2", "r3"] {
+        let out = Command::new("ip").args(["netns", "pids", &lab.ns_name(node)]).output().unwrap();
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ").trim().to_string();
+            if cmd.is_empty() || except.iter().any(|p| p.to_string() == pid) {
+                continue;
+            }
+            v.push(format!("{node}: {pid} {cmd}"));
+        }
+    }
+    let ps = Command::new("ps").args(["-eo", "pid=,args="]).output().unwrap();
+    let d = dir.display().to_string();
+    v.extend(
+        String::from_utf8_lossy(&ps.stdout)
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| l.split_once(' ').is_some_and(|(_, a)| a.trim_start().starts_with("ssh ")) && l.contains(&d))
+            .map(|l| format!("ssh client: {l}")),
+    );
+    v
+}
+
+/// Waits (bounded) until [`leftovers`] is empty; returns what still runs.
+fn wait_gone(lab: &Lab, dir: &Path, except: &[u32]) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = leftovers(lab, dir, except);
+        if left.is_empty() || Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Tears the world down and checks that nothing of it remains: sshds
+/// stopped, nothing left in the namespaces, the namespaces gone.
+fn teardown(w: World) {
+    let World { dir, sshds, lab, _tmp } = w;
+    drop(sshds);
+    let left = wait_gone(&lab, &dir, &[]);
+    let prefix = lab.prefix().to_string();
+    drop(lab);
+    assert_eq!(left, Vec::<String>::new(), "processes outlived the test");
+    assert!(Lab::open(&prefix).is_err(), "the lab's namespaces outlived the test");
+    drop(_tmp);
+    assert!(!dir.exists());
+}
+
+#[test]
+fn three_receivers_over_ssh_exact_counts() {
+    if common::skip(NEEDS) {
+        return;
+    }
+    if let Some(why) = missing_ssh() {
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    let _s = serial();
+    let w = world("ssh");
+    w.inventory("hosts.ini", |_| String::new());
+    let plan = w.dir.join("plan.toml");
+    std::fs::write(
+        &plan,
+        "duration = 1\nrepeats = 2\n[hosts]\ninventory = \"hosts.ini\"\n\
+         [[matrix]]\nname = \"ssh\"\nload = [\"10M/1470\"]\nreceivers = [2, 3]\n",
+    )
+    .unwrap();
+    let out = w.dir.join("out");
+    let o = w.run(&plan, &out);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "mcblast run over ssh failed: {err}");
+    assert!(err.contains("checking mcblast"), "{err}");
+    let (_, rows) = csv(&out.join("cases.csv"));
+    assert_eq!(rows.len(), 2 * 2 + 2 * 3, "repeats x receivers of the cases 2 and 3 receivers");
+    for r in &rows {
+        let sent = num(r, "sent");
+        assert!(sent > 500, "{r:?}");
+        assert_eq!((num(r, "received"), num(r, "lost")), (sent, 0), "{r:?}");
+        assert_eq!((r["snooping"].as_str(), r["placement"].as_str()), ("", ""), "not the lab's to say: {r:?}");
+    }
+    let mut seen: Vec<(String, String, String)> =
+        rows.iter().map(|r| (r["case"].clone(), r["repeat"].clone(), r["receiver"].clone())).collect();
+    seen.sort();
+    let mut want = Vec::new();
+    for (c, n) in [("1", 2), ("2", 3)] {
+        for rep in ["1", "2"] {
+            for k in 1..=n {
+                want.push((c.to_string(), rep.to_string(), format!("rx{k}")));
+            }
+        }
+    }
+    want.sort();
+    assert_eq!(seen, want, "case 1 takes the first 2 receivers, case 2 all 3");
+    // raw JSON Lines of every node came back over ssh
+    for k in 1..=3 {
+        let text = std::fs::read_to_string(out.join("raw").join(format!("c002-r1-rx{k}.jsonl"))).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!((lines[0]["type"].as_str(), lines[0]["role"].as_str()), (Some("begin"), Some("recv")), "{text}");
+        assert!(lines.iter().any(|l| l["type"] == "summary"), "{text}");
+    }
+    let sender = std::fs::read_to_string(out.join("raw/c001-r1-sender.jsonl")).unwrap();
+    assert!(sender.lines().any(|l| l.contains("\"summary\"")), "{sender}");
+    assert!(out.join("inventory").is_file(), "the inventory is kept with the results");
+    // and they did run through the sshds, logged in from the sender
+    for node in ["sender", "r1", "r2", "r3"] {
+        let log = w.sshd_log(node);
+        assert!(log.contains(&format!("Accepted publickey for root from {}", w.addr("sender"))), "{node}: {log}");
+    }
+    teardown(w);
+}
+
+#[test]
+fn wrong_mcblast_refused_before_traffic() {
+    if common::skip(NEEDS) {
+        return;
+    }
+    if let Some(why) = missing_ssh() {
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    let _s = serial();
+    let w = world("sshv");
+    let fake = w.dir.join("fake-mcblast");
+    std::fs::write(&fake, "#!/bin/sh\necho \"mcblast 0.0.9 (fake)\"\n").unwrap();
+    run_ok(Command::new("chmod").arg("755").arg(&fake));
+    let fake_s = fake.display().to_string();
+    w.inventory("hosts.ini", |h| match h {
+        // nothing listens there: ssh itself fails
+        "rx1" => "ansible_port=1".into(),
+        "rx2" => "mcblast_path=/nonexistent/mcblast".into(),
+        "rx3" => format!("mcblast_path={fake_s}"),
+        _ => String::new(),
+    });
+    let plan = w.dir.join("plan.toml");
+    std::fs::write(&plan, "duration = 1\nrepeats = 1\n[hosts]\ninventory = \"hosts.ini\"\n").unwrap();
+    let out = w.dir.join("out");
+    let o = w.run(&plan, &out);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    let version = String::from_utf8_lossy(&Command::new(BIN).arg("--version").output().unwrap().stdout).trim().to_string();
+    let version = version.strip_prefix("mcblast ").unwrap();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines[1..],
+        [
+            &format!("rx1: ssh failed: ssh: connect to host {} port 1: Connection refused", w.addr("r1")),
+            "rx2: mcblast not found at `/nonexistent/mcblast` (install it or set mcblast_path)",
+            &format!("rx3: mcblast 0.0.9 (fake) but this is {version}"),
+            "mcblast: 3 of 4 host(s) not ready (see above); nothing was sent",
+        ],
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing is written, nothing sent");
+    teardown(w);
+}
+
+#[test]
+fn ctrl_c_ends_the_remote_commands() {
+    if common::skip(NEEDS) {
+        return;
+    }
+    if let Some(why) = missing_ssh() {
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    let _s = serial();
+    let w = world("sshc");
+    w.inventory_yaml("hosts.yml");
+    let plan = w.dir.join("plan.toml");
+    // 60 s of 1 Mbit/s: the receivers would stay 90 s unless the run ends them
+    std::fs::write(&plan, "duration = 60\nrepeats = 1\n[hosts]\ninventory = \"hosts.yml\"\n[[matrix]]\nload = [\"1M/512\"]\n")
+        .unwrap();
+    let out = w.dir.join("out");
+    let mut ctl = w.run_cmd(&plan, &out).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    // wait (bounded) until the 3 receivers and the sender run on their hosts
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = leftovers(&w.lab, &w.dir, &w.sshds.pids());
+        let remote = |node: &str, verb: &str| left.iter().filter(|l| l.starts_with(&format!("{node}: ")) && l.contains(&format!(" {BIN} {verb} "))).count();
+        let recvs: usize = RECEIVERS.iter().map(|r| remote(r, "recv")).sum();
+        if recvs == 3 && remote("sender", "send") == 1 {
+            break;
+        }
+        if let Some(st) = ctl.try_wait().unwrap() {
+            panic!("the run ended early ({st})");
+        }
+        assert!(Instant::now() < deadline, "the remote commands did not start: {left:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: kill(2) with a pid of a child this test spawned and has not reaped.
+    assert_eq!(unsafe { libc::kill(ctl.id() as i32, libc::SIGINT) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let st = loop {
+        if let Some(st) = ctl.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the run did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(ctl.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(st.code(), Some(130), "{err}");
+    assert!(err.contains("stopped; 0 of 1 case(s) finished"), "{err}");
+    // the sshds are still up: only the run's commands must be gone
+    let left = wait_gone(&w.lab, &w.dir, &w.sshds.pids());
+    assert_eq!(left, Vec::<String>::new(), "remote commands, their sessions or ssh clients outlived the run");
+    teardown(w);
+}
