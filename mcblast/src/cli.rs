@@ -33,6 +33,24 @@ pub enum Command {
     Probe(ProbeArgs),
     /// Run a test plan (TOML: lab, loads, matrix, repeats) on the lab; CSVs of every run and mean/sd per case.
     Run(RunArgs),
+    /// report.html of a run directory (plots, comparison table), or two runs side by side (--compare).
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ReportArgs {
+    /// The run directory `mcblast run` wrote (two with --compare: RUN_A RUN_B).
+    #[arg(value_name = "RUN_DIR", required = true)]
+    pub inputs: Vec<std::path::PathBuf>,
+    /// Put two runs side by side (e.g. OVN vs TGW): cases matched by their parameters, with deltas.
+    #[arg(long)]
+    pub compare: bool,
+    /// Platform label of a compared run: A=NAME or B=NAME (default: the plan's preset or fabric, else the directory name).
+    #[arg(long, value_name = "A=NAME")]
+    pub label: Vec<String>,
+    /// Output file (default RUN_DIR/report.html; compare.html with --compare).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -400,6 +418,7 @@ pub fn main() -> ExitCode {
         Command::Lab(_) => false,
         Command::Probe(a) => a.json,
         Command::Run(_) => false,
+        Command::Report(_) => false,
     };
     let res = match cli.command {
         Command::Send(a) => crate::send::run(a),
@@ -407,6 +426,7 @@ pub fn main() -> ExitCode {
         Command::Lab(c) => crate::lab::run(c),
         Command::Probe(a) => crate::probe::run(a),
         Command::Run(a) => crate::run::run(a),
+        Command::Report(a) => crate::report::run(a),
     };
     match res {
         Ok(code) => code,

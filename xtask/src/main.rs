@@ -1,7 +1,7 @@
 //! Project tasks. `cargo xtask <task>`:
 //!
 //! * `setup` — install what the build and the tests need, if missing: Debian
-//!   packages (iproute2, nftables), the pinned nightly with rust-src for the
+//!   packages (iproute2, nftables, chromium for the report test), the pinned nightly with rust-src for the
 //!   eBPF build, bpf-linker.
 //! * `test`  — setup, then every test (unit, property, privileged
 //!   integration tests in throwaway namespaces, a bounded fuzz run), then a
@@ -29,7 +29,7 @@ const CARGO_FUZZ: &str = "0.13.2";
 /// Debian packages: (command that proves it is installed, package).
 /// Commands the lab and the benchmark need, and the Debian package of each:
 /// iperf2 and trafgen are the benchmark's references, perf shows where the
-/// cycles go.
+/// cycles go, chromium (headless) renders report.html in the report test.
 const DEBIAN: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("nft", "nftables"),
@@ -37,6 +37,7 @@ const DEBIAN: &[(&str, &str)] = &[
     ("iperf", "iperf"),
     ("trafgen", "netsniff-ng"),
     ("perf", "linux-perf"),
+    ("chromium", "chromium"),
 ];
 
 fn main() {

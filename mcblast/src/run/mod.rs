@@ -26,6 +26,9 @@ use crate::lab::{Lab, LabSpec};
 use plan::{Case, Plan};
 use stats::{CaseSamples, RecvResult};
 
+/// Seconds between the receivers' interval lines (the report plots them over time).
+const RECV_INTERVAL: &str = "1";
+
 /// Default namespace prefix of the run's labs (`MCBLAST_LAB_PREFIX` overrides, `[lab] prefix` too).
 pub const DEFAULT_RUN_PREFIX: &str = "mcb-run-";
 
@@ -46,7 +49,7 @@ fn is_stop(e: &anyhow::Error) -> bool {
 }
 
 /// UTC `YYYYmmddTHHMMSSZ` for the default output directory.
-fn timestamp(secs: u64) -> String {
+pub(crate) fn timestamp(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     // civil from days (H. Hinnant)
@@ -117,6 +120,9 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
     })();
     drop(lab);
     eprintln!();
+    if finished > 0 {
+        crate::report::after_run(&out);
+    }
     match res {
         Ok(()) => {
             eprintln!(
@@ -296,7 +302,7 @@ fn one_run(
     let port = plan.port.to_string();
     let bound = plan.warmup + case.duration + 30.0;
     let recv_argv: Vec<String> = [
-        "mcblast", "recv", "--interface", "eth0", "--json", "-i", "0", "-g", &group, "-p", &port, "--run-id",
+        "mcblast", "recv", "--interface", "eth0", "--json", "-i", RECV_INTERVAL, "-g", &group, "-p", &port, "--run-id",
         &run_id.to_string(), "--expect-flows", "1", "-t", &fmt_s(bound),
     ]
     .iter()
