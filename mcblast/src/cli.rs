@@ -461,7 +461,20 @@ fn parse_error(e: clap::Error) -> ExitCode {
 fn one_line(rendered: &str) -> String {
     let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
     let first = lines.next().unwrap_or("invalid arguments");
-    let first = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    let mut first = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    // "the following required arguments were not provided:" lists them on the next lines
+    if first.ends_with(':') {
+        let listed: Vec<&str> = rendered
+            .lines()
+            .skip_while(|l| !l.contains(first.as_str()))
+            .skip(1)
+            .take_while(|l| l.starts_with("  "))
+            .map(str::trim)
+            .collect();
+        if !listed.is_empty() {
+            first = format!("{} {}", first, listed.join(" "));
+        }
+    }
     match lines.find(|l| l.starts_with("tip:")) {
         Some(tip) => format!("{first}; {tip}"),
         None => first,
@@ -480,6 +493,9 @@ mod tests {
         let e = Cli::try_parse_from(["mcblast", "send", "--nope"]).unwrap_err();
         let line = one_line(&e.render().to_string());
         assert!(line.starts_with("unexpected argument '--nope'"), "{line}");
+        let e = Cli::try_parse_from(["mcblast", "report"]).unwrap_err();
+        let line = one_line(&e.render().to_string());
+        assert!(line.starts_with("the following required arguments were not provided: <RUN_DIR>"), "{line}");
     }
 
     #[test]

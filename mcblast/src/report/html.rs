@@ -237,7 +237,8 @@ fn headline_table(runs: &[&RunData]) -> String {
 
 const PARAM_HEAD: &str = "<th>#</th><th>block</th><th>load</th><th>receivers</th><th>placement</th><th>snooping</th><th>query s</th><th>loss injected %</th><th>duration s</th><th>repeats</th>";
 
-fn param_cells(c: &CaseData) -> String {
+/// The case's parameters as cells; `query` replaces the query interval's text.
+fn param_cells(c: &CaseData, query: Option<&str>) -> String {
     let s = &c.summary;
     let mut o = format!("<td class=\"n\"><a href=\"#case-{}\">{}</a></td>", c.k, c.k);
     for k in ["block", "load"] {
@@ -247,7 +248,8 @@ fn param_cells(c: &CaseData) -> String {
     for k in ["placement", "snooping"] {
         let _ = write!(o, "<td>{}</td>", esc(s.get(k)));
     }
-    for k in ["query_interval_s", "loss_injected_pct", "duration_s", "repeats"] {
+    let _ = write!(o, "<td class=\"n\">{}</td>", esc(query.unwrap_or(s.get("query_interval_s"))));
+    for k in ["loss_injected_pct", "duration_s", "repeats"] {
         let _ = write!(o, "<td class=\"n\">{}</td>", esc(s.get(k)));
     }
     o
@@ -263,7 +265,7 @@ fn cases_table(r: &RunData) -> String {
         let _ = write!(
             s,
             "<tr class=\"case\">{}<td class=\"n\">{}</td><td class=\"n\">{} – {}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
-            param_cells(c),
+            param_cells(c, None),
             pm(c, "throughput_mbps"),
             g("throughput_mbps_min"),
             g("throughput_mbps_max"),
@@ -484,31 +486,32 @@ pub fn compare_page(a: &RunData, b: &RunData) -> String {
     }
     body.push_str("</div></header>");
     let _ = write!(body, "<h2>Headline</h2>{}", headline_table(&[a, b]));
-    let pairs: Vec<(&CaseData, &CaseData)> =
-        a.cases.iter().filter_map(|ca| b.cases.iter().find(|cb| cb.key() == ca.key()).map(|cb| (ca, cb))).collect();
+    let pairs = super::pair_cases(a, b);
     let _ = write!(body, "<h2>Cases side by side</h2><div class=\"wide\"><table class=\"compare\"><tr>{PARAM_HEAD}");
     for (_, name, _) in METRICS {
         let _ = write!(body, "<th>{} {la}</th><th>{} {lb}</th><th>Δ {lb} − {la}</th>", esc(name), esc(name));
     }
     body.push_str("</tr>");
     for (ca, cb) in &pairs {
-        let _ = write!(body, "<tr class=\"case\">{}", param_cells(ca));
+        let (qa, qb) = (ca.summary.get("query_interval_s"), cb.summary.get("query_interval_s"));
+        let q = (qa != qb).then(|| format!("{qa} / {qb}"));
+        let _ = write!(body, "<tr class=\"case\">{}", param_cells(ca, q.as_deref()));
         for (m, _, up) in METRICS {
             let mean = |c: &CaseData| c.summary.num(&format!("{m}_mean"));
             let _ = write!(body, "<td class=\"n\">{}</td><td class=\"n\">{}</td>{}", pm(ca, m), pm(cb, m), delta(mean(ca), mean(cb), *up));
         }
         body.push_str("</tr>");
     }
-    body.push_str("</table></div><p class=\"note\">Cases are matched by load, receivers, snooping, query interval, injected loss, placement and duration; # is the case number in ");
+    body.push_str("</table></div><p class=\"note\">Cases are matched by load, receivers, snooping, query interval, injected loss, placement and duration (and the query interval, unless the platforms' presets set it differently: then shown as A / B); # is the case number in ");
     let _ = write!(body, "{la}. Green: {lb} better, red: {lb} worse.</p>");
     if pairs.is_empty() {
         body.push_str("<p><strong>The two runs have no case in common.</strong></p>");
     }
-    for (r, other) in [(a, b), (b, a)] {
+    for r in [a, b] {
         let only: Vec<String> = r
             .cases
             .iter()
-            .filter(|c| !other.cases.iter().any(|o| o.key() == c.key()))
+            .filter(|c| !pairs.iter().any(|(pa, pb)| std::ptr::eq(*pa, *c) || std::ptr::eq(*pb, *c)))
             .map(|c| format!("case {}: {}", c.k, c.key()))
             .collect();
         if !only.is_empty() {

@@ -132,13 +132,17 @@ pub struct CaseData {
 impl CaseData {
     /// What identifies a case across runs: its parameters, not its number or block name.
     pub fn key(&self) -> String {
+        format!("{} q{}s", self.key_but_query(), self.summary.get("query_interval_s"))
+    }
+
+    /// The key without the IGMP query interval, which platform presets set differently (TGW 120 s, OVN 150 s).
+    pub fn key_but_query(&self) -> String {
         let s = &self.summary;
         format!(
-            "{} rx{} snoop {} q{}s loss {}% {} {}s",
+            "{} rx{} snoop {} loss {}% {} {}s",
             s.get("load"),
             s.get("receivers"),
             s.get("snooping"),
-            s.get("query_interval_s"),
             s.get("loss_injected_pct"),
             s.get("placement"),
             s.get("duration_s")
@@ -161,6 +165,31 @@ impl CaseData {
         let v: Vec<u64> = self.recvs.iter().filter_map(|r| r.row.int(col)).collect();
         (!v.is_empty()).then(|| v.iter().sum())
     }
+}
+
+/// The cases of two runs that match: equal parameters; failing that, equal
+/// parameters but the query interval when that pairs one case with one case
+/// (two presets' default query intervals differ).
+pub fn pair_cases<'a>(a: &'a RunData, b: &'a RunData) -> Vec<(&'a CaseData, &'a CaseData)> {
+    let mut pairs: Vec<(&CaseData, &CaseData)> = Vec::new();
+    for ca in &a.cases {
+        if let Some(cb) = b.cases.iter().find(|cb| cb.key() == ca.key()) {
+            pairs.push((ca, cb));
+        }
+    }
+    for ca in &a.cases {
+        if pairs.iter().any(|p| p.0.k == ca.k) {
+            continue;
+        }
+        let same = |c: &&CaseData| c.key_but_query() == ca.key_but_query();
+        let in_a: Vec<&CaseData> = a.cases.iter().filter(same).filter(|c| !pairs.iter().any(|p| p.0.k == c.k)).collect();
+        let in_b: Vec<&CaseData> = b.cases.iter().filter(same).filter(|c| !pairs.iter().any(|p| p.1.k == c.k)).collect();
+        if in_a.len() == 1 && in_b.len() == 1 {
+            pairs.push((ca, in_b[0]));
+        }
+    }
+    pairs.sort_by_key(|p| p.0.k);
+    pairs
 }
 
 /// A run directory, read.
