@@ -37,6 +37,7 @@ svg .yl{font-size:10px;text-anchor:end;fill:#444}svg .lg{font-size:10px;fill:#33
 svg .grid{stroke:#eee}svg .axis{stroke:#888}
 .pair{display:grid;grid-template-columns:1fr 1fr;gap:8px}.pair>div>h4{margin:4px 0;font-size:13px}
 .wide{overflow-x:auto;max-width:100%}table.cases,table.compare{font-size:12px}table.cases th,table.compare th{font-size:11px}
+table.waterfall{font-size:12px}
 pre{background:#f6f8fa;padding:8px;overflow:auto;font-size:12px}
 ";
 
