@@ -475,3 +475,70 @@ fn run_writes_report_on_the_lab() {
     screenshot(&work, &page, &work.join("report.png"), &[[0x1f, 0x77, 0xb4], [0xd6, 0x27, 0x28]]);
     assert!(mcblast::lab::Lab::open(&prefix).is_err(), "the run removed its lab");
 }
+
+#[test]
+fn ctrl_c_report_has_the_finished_cases() {
+    if common::skip(NEEDS) {
+        return;
+    }
+    let _s = serial();
+    let prefix = format!("mcbt{}rptc-", std::process::id());
+    let _gone = LabGone(prefix.clone());
+    let work = tmpdir("ctrlc");
+    let _g = Gone(work.clone());
+    let plan = work.join("three.toml");
+    std::fs::write(
+        &plan,
+        "duration = 1\nrepeats = 1\n[lab]\nhosts = 3\nper_host = 1\n[[matrix]]\nload = [\"10M/1470\"]\nloss = [0, 5, 10]\n",
+    )
+    .unwrap();
+    let out = work.join("out");
+    let mut child = Command::new(BIN)
+        .arg("run")
+        .arg(&plan)
+        .arg("--out")
+        .arg(&out)
+        .env("MCBLAST_LAB_PREFIX", &prefix)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run mcblast");
+    // Ctrl-C once the first case is in summary.csv
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let rows = std::fs::read_to_string(out.join("summary.csv")).map(|t| t.lines().count()).unwrap_or(0);
+        if rows >= 2 {
+            break;
+        }
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the first case did not finish within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let st = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(st.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("mcblast run did not stop within 60 s of SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    let summary = csv(&out.join("summary.csv"));
+    assert!((1..3).contains(&summary.len()), "{} finished cases", summary.len());
+    let html = std::fs::read_to_string(out.join("report.html")).expect("report.html after Ctrl-C");
+    assert_eq!(count(&html, "<tr class=\"case\">"), summary.len(), "the finished cases only");
+    check_run_numbers(&html, &out);
+    assert!(err.contains("report in"), "{err}");
+    assert!(mcblast::lab::Lab::open(&prefix).is_err(), "the run removed its lab");
+}

@@ -388,20 +388,26 @@ fn case_figures(c: &CaseData) -> Vec<String> {
         ));
     }
     if !no_intervals {
+        let bin = svg::heat_bin(c.recvs.iter().map(|r| r.intervals.len()).max().unwrap_or(0));
         let rows: Vec<(String, Vec<Cell>)> = c
             .recvs
             .iter()
             .map(|r| {
                 let cells = r
                     .intervals
-                    .iter()
-                    .map(|iv| iv.loss_pct().map(|p| (p, iv.lost.max(0) as u64, iv.received + iv.lost.max(0) as u64)))
+                    .chunks(bin)
+                    .map(|ivs| {
+                        let lost: u64 = ivs.iter().map(|iv| iv.lost.max(0) as u64).sum();
+                        let total = lost + ivs.iter().map(|iv| iv.received).sum::<u64>();
+                        (total > 0).then(|| (100.0 * lost as f64 / total as f64, lost, total))
+                    })
                     .collect();
                 (series_name(&r.node, r.repeat, repeats), cells)
             })
             .collect();
+        let x_label = if bin == 1 { "interval".to_string() } else { format!("interval ({bin} per cell)") };
         figs.push(fig(
-            svg::heat_matrix("Loss: receivers × intervals", "interval", &rows),
+            svg::heat_matrix("Loss: receivers × intervals", &x_label, &rows, bin),
             "Each cell one interval report of one receiver: white no loss, red the most loss seen in this case, grey no traffic.".into(),
         ));
     }

@@ -239,8 +239,21 @@ fn heat_colour(pct: f64, full: f64) -> String {
 /// A cell of the heat matrix: (loss %, lost, datagrams accounted) or None (no traffic).
 pub type Cell = Option<(f64, u64, u64)>;
 
-/// Rows × columns of coloured cells; the scale's top is the largest loss % seen.
-pub fn heat_matrix(title: &str, x_label: &str, rows: &[(String, Vec<Cell>)]) -> String {
+/// Most columns of the heat matrix: longer runs put `bin` intervals in a cell.
+pub const HEAT_COLUMNS: usize = 120;
+
+/// Intervals per cell so that `n` intervals fit [`HEAT_COLUMNS`].
+pub fn heat_bin(n: usize) -> usize {
+    n.div_ceil(HEAT_COLUMNS).max(1)
+}
+
+/// Which intervals cell `j` holds, 1-based: `3` or `121–240`.
+fn cell_span(j: usize, bin: usize) -> String {
+    if bin == 1 { format!("interval {}", j + 1) } else { format!("intervals {}–{}", j * bin + 1, (j + 1) * bin) }
+}
+
+/// Rows × columns of coloured cells (each `bin` intervals); the scale's top is the largest loss % seen.
+pub fn heat_matrix(title: &str, x_label: &str, rows: &[(String, Vec<Cell>)], bin: usize) -> String {
     let cols = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(1);
     let row_h = 16.0;
     let pw = W - LEFT - 30.0;
@@ -255,9 +268,9 @@ pub fn heat_matrix(title: &str, x_label: &str, rows: &[(String, Vec<Cell>)]) -> 
         for (j, c) in cells.iter().enumerate() {
             let x = LEFT + cw * j as f64;
             let (fill, tip) = match c {
-                None => ("#eeeeee".to_string(), format!("{label}, interval {}: no traffic", j + 1)),
+                None => ("#eeeeee".to_string(), format!("{label}, {}: no traffic", cell_span(j, bin))),
                 Some((p, lost, total)) => {
-                    (heat_colour(*p, full), format!("{label}, interval {}: {lost} of {total} lost ({p:.3} %)", j + 1))
+                    (heat_colour(*p, full), format!("{label}, {}: {lost} of {total} lost ({p:.3} %)", cell_span(j, bin)))
                 }
             };
             let _ = write!(
@@ -272,7 +285,7 @@ pub fn heat_matrix(title: &str, x_label: &str, rows: &[(String, Vec<Cell>)]) -> 
     let bottom = TOP + row_h * rows.len().max(1) as f64;
     let step = (cols / 10).max(1);
     for j in (0..cols).step_by(step) {
-        let _ = write!(s, "<text x=\"{:.1}\" y=\"{:.1}\" class=\"xl\">{}</text>", LEFT + cw * (j as f64 + 0.5), bottom + 14.0, j + 1);
+        let _ = write!(s, "<text x=\"{:.1}\" y=\"{:.1}\" class=\"xl\">{}</text>", LEFT + cw * (j as f64 + 0.5), bottom + 14.0, j * bin + 1);
     }
     let _ = write!(s, "<text x=\"{:.1}\" y=\"{:.1}\" class=\"xl\">{}</text>", LEFT + pw / 2.0, h - 6.0, esc(x_label));
     s.push_str("</svg>");
@@ -297,6 +310,13 @@ mod tests {
         let s = line_chart("<t>", "x&", "y", &[Series { name: "<r1>".into(), colour: "#000", dashed: false, points: vec![(1.0, 2.0)] }]);
         assert!(s.contains("&lt;t&gt;") && s.contains("x&amp;") && s.contains("&lt;r1&gt;"));
         assert!(!s.contains("<r1>"));
+    }
+
+    #[test]
+    fn heat_bins() {
+        assert_eq!((heat_bin(0), heat_bin(5), heat_bin(120), heat_bin(121), heat_bin(3600)), (1, 1, 1, 2, 30));
+        assert_eq!(cell_span(2, 1), "interval 3");
+        assert_eq!(cell_span(1, 30), "intervals 31–60");
     }
 
     #[test]
