@@ -321,7 +321,7 @@ fn case_figures(c: &CaseData) -> Vec<String> {
             "Datagrams lost in each interval, % of those the interval accounts for.".into(),
         ));
     }
-    let strip: Vec<(String, &'static str, Vec<(f64, String)>)> = nodes
+    let strip: Vec<svg::StripRow> = nodes
         .iter()
         .map(|n| {
             let vals = c

@@ -131,8 +131,11 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
     s
 }
 
+/// A strip chart row: label, colour, (value, tooltip) per dot.
+pub type StripRow = (String, &'static str, Vec<(f64, String)>);
+
 /// A strip chart: one row per label, a dot per value (with its text as tooltip).
-pub fn strip_chart(title: &str, x_label: &str, rows: &[(String, &'static str, Vec<(f64, String)>)]) -> String {
+pub fn strip_chart(title: &str, x_label: &str, rows: &[StripRow]) -> String {
     let row_h = 22.0;
     let h = TOP + BOTTOM + row_h * rows.len().max(1) as f64;
     let pw = W - LEFT - 30.0;
