@@ -233,6 +233,22 @@ fn check_run_numbers(page: &str, dir: &Path) {
                 sum("reached_driver")
             );
             assert!(page.contains(&want), "case {k}: no waterfall row {want}");
+            // the delay distribution: each bucket's datagrams, Σ over repeats of the run's flow
+            let mut hist: std::collections::BTreeMap<u64, u64> = Default::default();
+            for r in rows.iter().filter(|r| &r["receiver"] == node) {
+                let l = jsonl(&dir.join("raw").join(format!("c{k:03}-r{}-{node}.jsonl", r["repeat"])));
+                let sm = l.iter().find(|v| v["type"] == "summary" && v["counter"] == "kernel").unwrap();
+                for f in sm["flows"].as_array().unwrap().iter().filter(|f| f["run"].to_string() == r["run_id"]) {
+                    for b in f["delay"]["histogram"].as_array().unwrap() {
+                        *hist.entry(b[0].as_u64().unwrap()).or_default() += b[1].as_u64().unwrap();
+                    }
+                }
+            }
+            assert!(!hist.is_empty());
+            for (ge, n) in &hist {
+                let tip = format!("{node}, {ge}–{} µs: {n} datagrams", if *ge == 0 { 1 } else { ge * 2 });
+                assert!(page.contains(&tip), "case {k}: no delay bar {tip}");
+            }
             // every interval with traffic is a heat-matrix cell saying its counts
             for rep in 1..=reps {
                 let lines = jsonl(&dir.join("raw").join(format!("c{k:03}-r{rep}-{node}.jsonl")));
@@ -283,8 +299,8 @@ fn fixture_report_in_chromium() {
     check_run_numbers(&d, &run);
     let summary = csv(&run.join("summary.csv"));
     let cases = csv(&run.join("cases.csv"));
-    // per case: throughput, loss, jitter, waterfall, heat matrix; a line per receiver and repeat in two charts
-    assert_eq!(count(&d, "<svg"), 5 * summary.len());
+    // per case: throughput, loss, jitter, delay distribution, waterfall, heat matrix; a line per receiver and repeat in two charts
+    assert_eq!(count(&d, "<svg"), 6 * summary.len());
     assert_eq!(count(&d, "<polyline"), 2 * cases.len());
     assert_eq!(count(&d, "<tr class=\"case\">"), summary.len());
     assert!(d.contains("<h1>mcblast report: TGW</h1>"), "the plan's preset labels the run");
@@ -350,7 +366,7 @@ fn compare_ovn_and_tgw() {
     }
     // both runs' plots side by side, each with its own numbers
     let summaries = sa.len() + sb.len();
-    assert_eq!(count(&d, "<svg"), 5 * summaries);
+    assert_eq!(count(&d, "<svg"), 6 * summaries);
     // the headline table: a row per platform
     let head = nth(&d, "<table class=\"headline\">", "</table>", 0);
     assert!(head.contains("<th>TGW</th>") && head.contains("<th>OVN</th>"), "{head}");
@@ -470,7 +486,7 @@ fn run_writes_report_on_the_lab() {
     let d = dom(&work, &page);
     check_run_numbers(&d, &out);
     assert!(d.contains("<h1>mcblast report: OVN</h1>"));
-    assert_eq!(count(&d, "<svg"), 10);
+    assert_eq!(count(&d, "<svg"), 12);
     assert_eq!(count(&d, "<polyline"), 2 * 6);
     screenshot(&work, &page, &work.join("report.png"), &[[0x1f, 0x77, 0xb4], [0xd6, 0x27, 0x28]]);
     assert!(mcblast::lab::Lab::open(&prefix).is_err(), "the run removed its lab");

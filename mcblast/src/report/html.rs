@@ -37,7 +37,7 @@ svg .yl{font-size:10px;text-anchor:end;fill:#444}svg .lg{font-size:10px;fill:#33
 svg .grid{stroke:#eee}svg .axis{stroke:#888}
 .pair{display:grid;grid-template-columns:1fr 1fr;gap:8px}.pair>div>h4{margin:4px 0;font-size:13px}
 .wide{overflow-x:auto;max-width:100%}table.cases,table.compare{font-size:12px}table.cases th,table.compare th{font-size:11px}
-table.waterfall{font-size:12px}
+table.waterfall{font-size:12px}table.cases td,table.cases th,table.compare td,table.compare th{padding:2px 4px}
 pre{background:#f6f8fa;padding:8px;overflow:auto;font-size:12px}
 ";
 
@@ -190,7 +190,7 @@ fn pick_snooping_off(r: &RunData) -> Option<&CaseData> {
 }
 
 fn case_ref(c: &CaseData) -> String {
-    format!("case {}: {} to {}", c.k, c.summary.get("load"), c.summary.get("receivers"))
+    format!("case {}: {} to {} receivers", c.k, c.summary.get("load"), c.summary.get("receivers"))
 }
 
 /// The table the users write by hand: one row per platform.
@@ -259,13 +259,13 @@ fn param_cells(c: &CaseData, query: Option<&str>) -> String {
 /// The comparison table of one run: a row per case.
 fn cases_table(r: &RunData) -> String {
     let mut s = format!(
-        "<div class=\"wide\"><table class=\"cases\"><tr>{PARAM_HEAD}<th>throughput Mbit/s mean ± σ</th><th>min – max</th><th>loss % mean ± σ</th><th>loss % max</th><th>jitter µs mean ± σ</th><th>delay µs mean</th><th>sender CPU s mean ± σ</th><th>lost: path</th><th>kernel</th><th>socket</th></tr>"
+        "<div class=\"wide\"><table class=\"cases\"><tr>{PARAM_HEAD}<th>throughput Mbit/s mean ± σ (min – max)</th><th>loss % mean ± σ (max)</th><th>jitter µs mean ± σ</th><th>delay µs mean</th><th>sender CPU s mean ± σ</th><th>lost: path</th><th>kernel</th><th>socket</th></tr>"
     );
     for c in &r.cases {
         let g = |k: &str| esc(c.summary.get(k));
         let _ = write!(
             s,
-            "<tr class=\"case\">{}<td class=\"n\">{}</td><td class=\"n\">{} – {}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            "<tr class=\"case\">{}<td class=\"n\">{}<br><span class=\"note\">{} – {}</span></td><td class=\"n\">{}<br><span class=\"note\">max {}</span></td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
             param_cells(c, None),
             pm(c, "throughput_mbps"),
             g("throughput_mbps_min"),
@@ -337,6 +337,35 @@ fn case_figures(c: &CaseData) -> Vec<String> {
         svg::strip_chart("Jitter per receiver and repeat", "jitter µs (RFC 3550)", &strip),
         "One dot per repeat (cases.csv jitter_us).".into(),
     ));
+    // the one-way delay distribution, summed over repeats
+    let mut buckets: Vec<u64> = c.recvs.iter().flat_map(|r| r.delay_hist.iter().map(|b| b.0)).collect();
+    buckets.sort();
+    buckets.dedup();
+    if !buckets.is_empty() {
+        let groups: Vec<svg::StripRow> = nodes
+            .iter()
+            .map(|n| {
+                let count = |ge: u64| -> u64 {
+                    c.recvs.iter().filter(|r| &r.node == n).flat_map(|r| r.delay_hist.iter()).filter(|b| b.0 == ge).map(|b| b.1).sum()
+                };
+                let total: u64 = buckets.iter().map(|&b| count(b)).sum();
+                let vals = buckets
+                    .iter()
+                    .map(|&ge| {
+                        let k = count(ge);
+                        let pct = if total > 0 { 100.0 * k as f64 / total as f64 } else { 0.0 };
+                        (pct, format!("{n}, {}: {k} datagrams ({pct:.1} %)", bucket_range(ge)))
+                    })
+                    .collect();
+                (n.clone(), col(n), vals)
+            })
+            .collect();
+        let cats: Vec<String> = buckets.iter().map(|&b| format!("≥{}", bucket_short(b))).collect();
+        figs.push(fig(
+            svg::grouped_bars("One-way delay distribution per receiver", "delay µs (power-of-two buckets)", "% of datagrams", &cats, &groups),
+            format!("The {counter} counter's delay histogram, Σ over {repeats} repeat(s): how the delay varies (the jitter's spread)."),
+        ));
+    }
     // the waterfall, summed over repeats
     let with_layers: Vec<&super::RecvRun> = c.recvs.iter().filter(|r| r.layers.is_some()).collect();
     if with_layers.is_empty() {
@@ -412,6 +441,21 @@ fn case_figures(c: &CaseData) -> Vec<String> {
         ));
     }
     figs
+}
+
+/// `16` µs, `1k`, `2M`: a bucket floor, short.
+fn bucket_short(ge: u64) -> String {
+    match ge {
+        g if g >= 1 << 20 && g % (1 << 20) == 0 => format!("{}Mi", g >> 20),
+        g if g >= 1 << 10 && g % (1 << 10) == 0 => format!("{}Ki", g >> 10),
+        g => g.to_string(),
+    }
+}
+
+/// A histogram bucket's range: `32–64 µs` (the next power of two), `0–1 µs`.
+fn bucket_range(ge: u64) -> String {
+    let next = if ge == 0 { 1 } else { ge * 2 };
+    format!("{ge}–{next} µs")
 }
 
 fn case_title(c: &CaseData) -> String {

@@ -117,6 +117,8 @@ pub struct RecvRun {
     pub layers: Option<Value>,
     /// The begin line (version, attach point).
     pub begin: Option<Value>,
+    /// One-way delay histogram of the run's flows (counter above): (bucket floor µs, datagrams).
+    pub delay_hist: Vec<(u64, u64)>,
 }
 
 /// One finished case.
@@ -289,12 +291,26 @@ pub fn load(dir: &Path) -> Result<RunData> {
                     rate_bps: l["rate_bps"].as_f64().unwrap_or(0.0),
                 })
                 .collect();
+            let run_id = r.int("run_id");
+            let mut delay_hist: Vec<(u64, u64)> = Vec::new();
+            if let Some(sm) = lines.iter().find(|l| l["type"] == "summary" && l["counter"] == counter) {
+                for f in sm["flows"].as_array().into_iter().flatten().filter(|f| f["run"].as_u64() == run_id) {
+                    for b in f["delay"]["histogram"].as_array().into_iter().flatten() {
+                        let (ge, n) = (b[0].as_u64().unwrap_or(0), b[1].as_u64().unwrap_or(0));
+                        match delay_hist.iter_mut().find(|e| e.0 == ge) {
+                            Some(e) => e.1 += n,
+                            None => delay_hist.push((ge, n)),
+                        }
+                    }
+                }
+            }
+            delay_hist.sort();
             let layers = lines.iter().find(|l| l["type"] == "summary" && l["counter"] == "layers").cloned();
             let begin = lines.iter().find(|l| l["type"] == "begin").cloned();
             if sender_begin.is_none() {
                 sender_begin = json_lines(&raw("sender")).ok().and_then(|l| l.into_iter().find(|l| l["type"] == "begin"));
             }
-            recvs.push(RecvRun { node, repeat: rep, row: r.clone(), counter: counter.into(), intervals, layers, begin });
+            recvs.push(RecvRun { node, repeat: rep, row: r.clone(), counter: counter.into(), intervals, layers, begin, delay_hist });
         }
         if recvs.is_empty() {
             bail!("{}: case {k} has no rows in cases.csv: the run directory is inconsistent", dir.display());

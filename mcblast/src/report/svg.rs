@@ -131,7 +131,7 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
     s
 }
 
-/// A strip chart row: label, colour, (value, tooltip) per dot.
+/// A row of a strip chart or a group of bars: label, colour, (value, tooltip) per dot or bar.
 pub type StripRow = (String, &'static str, Vec<(f64, String)>);
 
 /// A strip chart: one row per label, a dot per value (with its text as tooltip).
@@ -165,6 +165,67 @@ pub fn strip_chart(title: &str, x_label: &str, rows: &[StripRow]) -> String {
                 "<circle cx=\"{:.1}\" cy=\"{y:.1}\" r=\"5\" fill=\"{col}\" fill-opacity=\"0.75\"><title>{}</title></circle>",
                 sx(*v),
                 esc(text)
+            );
+        }
+    }
+    s.push_str("</svg>");
+    s
+}
+
+/// Grouped vertical bars: per category (x), a bar per group (y: a share in %),
+/// each with its tooltip; the legend names the groups.
+pub fn grouped_bars(title: &str, x_label: &str, y_label: &str, cats: &[String], groups: &[StripRow]) -> String {
+    let h = 240.0;
+    let (pw, ph) = (W - LEFT - RIGHT, h - TOP - BOTTOM);
+    let ymax = groups.iter().flat_map(|g| g.2.iter().map(|v| v.0)).fold(0.0, f64::max);
+    let yt = ticks(0.0, if ymax > 0.0 { ymax } else { 1.0 });
+    let ytop = *yt.last().unwrap();
+    let sy = |y: f64| TOP + ph - y / ytop * ph;
+    let cw = pw / cats.len().max(1) as f64;
+    let bw = (cw * 0.8 / groups.len().max(1) as f64).max(0.5);
+    let mut s = open(W, h, "chart groups", title);
+    let _ = write!(s, "<text x=\"{LEFT}\" y=\"15\" class=\"t\">{}</text>", esc(title));
+    for &t in &yt {
+        let _ = write!(
+            s,
+            "<line x1=\"{LEFT}\" x2=\"{:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\" class=\"grid\"/><text x=\"{:.1}\" y=\"{:.1}\" class=\"yl\">{}</text>",
+            LEFT + pw,
+            LEFT - 4.0,
+            sy(t) + 4.0,
+            num(t),
+            y = sy(t)
+        );
+    }
+    for (i, c) in cats.iter().enumerate() {
+        let _ = write!(s, "<text x=\"{:.1}\" y=\"{:.1}\" class=\"xl\">{}</text>", LEFT + cw * (i as f64 + 0.5), TOP + ph + 14.0, esc(c));
+    }
+    let _ = write!(s, "<line x1=\"{LEFT}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" class=\"axis\"/>", LEFT + pw, TOP + ph, TOP + ph);
+    let _ = write!(s, "<text x=\"{:.1}\" y=\"{:.1}\" class=\"xl\">{}</text>", LEFT + pw / 2.0, h - 6.0, esc(x_label));
+    let _ = write!(s, "<text transform=\"translate(12 {:.1}) rotate(-90)\" class=\"xl\">{}</text>", TOP + ph / 2.0, esc(y_label));
+    for (gi, (name, col, vals)) in groups.iter().enumerate() {
+        for (i, (v, tip)) in vals.iter().enumerate() {
+            if *v <= 0.0 {
+                continue;
+            }
+            let x = LEFT + cw * i as f64 + cw * 0.1 + bw * gi as f64;
+            let _ = write!(
+                s,
+                "<rect x=\"{x:.2}\" y=\"{:.1}\" width=\"{bw:.2}\" height=\"{:.1}\" fill=\"{col}\"><title>{}</title></rect>",
+                sy(*v),
+                (TOP + ph - sy(*v)).max(0.5),
+                esc(tip)
+            );
+        }
+        let ly = TOP + 4.0 + gi as f64 * 14.0;
+        if ly < h - 10.0 {
+            let lx = LEFT + pw + 10.0;
+            let _ = write!(
+                s,
+                "<rect x=\"{lx:.1}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{col}\"/><text x=\"{:.1}\" y=\"{:.1}\" class=\"lg\">{}</text>",
+                ly - 5.0,
+                lx + 14.0,
+                ly + 4.0,
+                esc(name)
             );
         }
     }
