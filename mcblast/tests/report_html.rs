@@ -382,6 +382,21 @@ fn compare_ovn_and_tgw() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let html = std::fs::read_to_string(&out).unwrap();
     assert!(html.contains("<h1>mcblast comparison: AWS vs SCP &lt;OVN&gt;</h1>"));
+    // a case only one run has is listed, not paired; the same label twice gets the directory names
+    let b2 = work.join("b2");
+    copy_dir(&b, &b2);
+    let text = std::fs::read_to_string(b2.join("summary.csv")).unwrap();
+    let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with("2,")).collect();
+    std::fs::write(b2.join("summary.csv"), kept.join("\n") + "\n").unwrap();
+    let o = mcblast(&[
+        "report", "--compare", a.to_str().unwrap(), b2.to_str().unwrap(), "--label", "B=TGW", "--out", out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let html = std::fs::read_to_string(&out).unwrap();
+    assert!(html.contains("<h1>mcblast comparison: TGW (tgw) vs TGW (b2)</h1>"), "labels told apart");
+    let table = nth(&html, "<table class=\"compare\">", "</table>", 0);
+    assert_eq!(count(table, "<tr class=\"case\">"), 1);
+    assert!(html.contains("<p>Only in TGW (tgw): case 2: 10M/1470 rx3 snoop on loss 5% spread 2s q120s</p>"), "unpaired case listed");
 }
 
 /// The waterfall rows of one side of a comparison page.
