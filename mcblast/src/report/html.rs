@@ -37,7 +37,7 @@ svg .yl{font-size:10px;text-anchor:end;fill:#444}svg .lg{font-size:10px;fill:#33
 svg .grid{stroke:#eee}svg .axis{stroke:#888}
 .pair{display:grid;grid-template-columns:1fr 1fr;gap:8px}.pair>div>h4{margin:4px 0;font-size:13px}
 .wide{overflow-x:auto;max-width:100%}table.cases,table.compare{font-size:12px}table.cases th,table.compare th{font-size:11px}
-table.waterfall{font-size:12px}table.cases td,table.cases th,table.compare td,table.compare th{padding:2px 4px}
+table.waterfall{font-size:12px}table.cases td:nth-child(2),table.compare td:nth-child(2){max-width:150px;overflow-wrap:anywhere}table.cases td,table.cases th,table.compare td,table.compare th{padding:2px 4px}
 pre{background:#f6f8fa;padding:8px;overflow:auto;font-size:12px}
 ";
 
@@ -79,7 +79,7 @@ fn lab_text(r: &RunData) -> String {
             }
             let _ = write!(
                 s,
-                ", MTU {}, snooping {}, querier {}, IGMPv{} queries every {} s; group {} port {}, warm-up {} s, {} repeat(s)",
+                ", MTU {}, snooping {}, querier {}, IGMPv{} queries every {} s; group {} port {}",
                 b.base.mtu,
                 if b.base.snooping { "on" } else { "off" },
                 if b.base.querier { "on" } else { "off" },
@@ -87,8 +87,6 @@ fn lab_text(r: &RunData) -> String {
                 b.igmp.query_interval_cs / 100,
                 p.group,
                 p.port,
-                p.warmup,
-                p.repeats
             );
             s
         }

@@ -61,9 +61,16 @@ fn open(w: f64, h: f64, class: &str, title: &str) -> String {
     )
 }
 
-/// A line chart: x and y axes from 0 to the data's maxima, a legend on the right.
+/// A line chart: x and y axes from 0 to the data's maxima, a legend on the
+/// right naming each colour once (series of one colour are one receiver's repeats).
 pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
-    let h = 240.0;
+    let mut legend: Vec<(&str, &str)> = Vec::new();
+    for se in series {
+        if !legend.iter().any(|l| l.1 == se.colour) {
+            legend.push((se.name.split(" #").next().unwrap_or(&se.name), se.colour));
+        }
+    }
+    let h = (TOP + 14.0 * legend.len() as f64 + 10.0).max(240.0);
     let (pw, ph) = (W - LEFT - RIGHT, h - TOP - BOTTOM);
     let xmax = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).fold(0.0, f64::max).max(1e-9);
     let ymax = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).fold(0.0, f64::max);
@@ -103,7 +110,7 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
         TOP + ph / 2.0,
         esc(y_label)
     );
-    for (i, se) in series.iter().enumerate() {
+    for se in series {
         let pts: Vec<String> = se.points.iter().map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y))).collect();
         let dash = if se.dashed { " stroke-dasharray=\"5 3\"" } else { "" };
         let _ = write!(
@@ -113,19 +120,18 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
             pts.join(" "),
             esc(&se.name)
         );
+    }
+    for (i, (name, colour)) in legend.iter().enumerate() {
         let ly = TOP + 4.0 + i as f64 * 14.0;
-        if ly < h - 10.0 {
-            let lx = LEFT + pw + 10.0;
-            let _ = write!(
-                s,
-                "<line x1=\"{lx:.1}\" x2=\"{:.1}\" y1=\"{ly:.1}\" y2=\"{ly:.1}\" stroke=\"{}\" stroke-width=\"2\"{dash}/><text x=\"{:.1}\" y=\"{:.1}\" class=\"lg\">{}</text>",
-                lx + 18.0,
-                se.colour,
-                lx + 22.0,
-                ly + 4.0,
-                esc(&se.name)
-            );
-        }
+        let lx = LEFT + pw + 10.0;
+        let _ = write!(
+            s,
+            "<line x1=\"{lx:.1}\" x2=\"{:.1}\" y1=\"{ly:.1}\" y2=\"{ly:.1}\" stroke=\"{colour}\" stroke-width=\"2\"/><text x=\"{:.1}\" y=\"{:.1}\" class=\"lg\">{}</text>",
+            lx + 18.0,
+            lx + 22.0,
+            ly + 4.0,
+            esc(name)
+        );
     }
     s.push_str("</svg>");
     s
@@ -175,7 +181,7 @@ pub fn strip_chart(title: &str, x_label: &str, rows: &[StripRow]) -> String {
 /// Grouped vertical bars: per category (x), a bar per group (y: a share in %),
 /// each with its tooltip; the legend names the groups.
 pub fn grouped_bars(title: &str, x_label: &str, y_label: &str, cats: &[String], groups: &[StripRow]) -> String {
-    let h = 240.0;
+    let h = (TOP + 14.0 * groups.len() as f64 + 10.0).max(240.0);
     let (pw, ph) = (W - LEFT - RIGHT, h - TOP - BOTTOM);
     let ymax = groups.iter().flat_map(|g| g.2.iter().map(|v| v.0)).fold(0.0, f64::max);
     let yt = ticks(0.0, if ymax > 0.0 { ymax } else { 1.0 });
@@ -217,17 +223,15 @@ pub fn grouped_bars(title: &str, x_label: &str, y_label: &str, cats: &[String], 
             );
         }
         let ly = TOP + 4.0 + gi as f64 * 14.0;
-        if ly < h - 10.0 {
-            let lx = LEFT + pw + 10.0;
-            let _ = write!(
-                s,
-                "<rect x=\"{lx:.1}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{col}\"/><text x=\"{:.1}\" y=\"{:.1}\" class=\"lg\">{}</text>",
-                ly - 5.0,
-                lx + 14.0,
-                ly + 4.0,
-                esc(name)
-            );
-        }
+        let lx = LEFT + pw + 10.0;
+        let _ = write!(
+            s,
+            "<rect x=\"{lx:.1}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{col}\"/><text x=\"{:.1}\" y=\"{:.1}\" class=\"lg\">{}</text>",
+            ly - 5.0,
+            lx + 14.0,
+            ly + 4.0,
+            esc(name)
+        );
     }
     s.push_str("</svg>");
     s
