@@ -40,18 +40,28 @@ pub enum Command {
     Run(RunArgs),
     /// Check this host before a test: MTU, IGMP version, rp_filter, buffers, clock, XDP; each finding with its fix.
     Preflight(PreflightArgs),
-    /// Merge receivers' --json outputs: a receiver × interval loss matrix, and every lost
-    /// datagram classified as common (all receivers), partial, or unique (one receiver).
+    /// report.html of a run directory (plots, comparison table), two runs side by side (--compare),
+    /// or receivers' --json outputs merged: receiver × interval loss matrix, each lost datagram common/partial/unique.
     Report(ReportArgs),
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct ReportArgs {
-    /// Outputs of `mcblast recv --json` (one file per receiver, named by its stem),
-    /// and optionally the sender's `mcblast send --json` output.
-    #[arg(value_name = "FILE.jsonl", required = true)]
+    /// A run directory `mcblast run` wrote (two with --compare: RUN_A RUN_B), or the outputs of
+    /// `mcblast recv --json` (one file per receiver, named by its stem) and optionally the
+    /// sender's `mcblast send --json` output, to merge.
+    #[arg(value_name = "RUN_DIR | FILE.jsonl", required = true)]
     pub inputs: Vec<std::path::PathBuf>,
-    /// The report as one JSON object instead of text.
+    /// Put two runs side by side (e.g. OVN vs TGW): cases matched by their parameters, with deltas.
+    #[arg(long)]
+    pub compare: bool,
+    /// Platform label of a compared run: A=NAME or B=NAME (default: the plan's preset or fabric, else the directory name).
+    #[arg(long, value_name = "A=NAME")]
+    pub label: Vec<String>,
+    /// Output file (default RUN_DIR/report.html; compare.html with --compare).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<std::path::PathBuf>,
+    /// Merging receivers' files: the report as one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
 }
@@ -520,7 +530,13 @@ pub fn main() -> ExitCode {
         Command::Probe(a) => crate::probe::run(a),
         Command::Run(a) => crate::run::run(a),
         Command::Preflight(a) => crate::preflight::run(a),
-        Command::Report(a) => crate::fanout::report(&a.inputs, a.json),
+        Command::Report(a) => {
+            if !a.compare && a.inputs.iter().all(|p| p.is_file()) {
+                crate::fanout::report(&a.inputs, a.json)
+            } else {
+                crate::report::run(a)
+            }
+        }
     };
     match res {
         Ok(code) => code,
@@ -555,7 +571,20 @@ fn parse_error(e: clap::Error) -> ExitCode {
 fn one_line(rendered: &str) -> String {
     let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
     let first = lines.next().unwrap_or("invalid arguments");
-    let first = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    let mut first = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    // "the following required arguments were not provided:" lists them on the next lines
+    if first.ends_with(':') {
+        let listed: Vec<&str> = rendered
+            .lines()
+            .skip_while(|l| !l.contains(first.as_str()))
+            .skip(1)
+            .take_while(|l| l.starts_with("  "))
+            .map(str::trim)
+            .collect();
+        if !listed.is_empty() {
+            first = format!("{} {}", first, listed.join(" "));
+        }
+    }
     match lines.find(|l| l.starts_with("tip:")) {
         Some(tip) => format!("{first}; {tip}"),
         None => first,
@@ -589,6 +618,9 @@ mod tests {
         let e = Cli::try_parse_from(["mcblast", "send", "--nope"]).unwrap_err();
         let line = one_line(&e.render().to_string());
         assert!(line.starts_with("unexpected argument '--nope'"), "{line}");
+        let e = Cli::try_parse_from(["mcblast", "report"]).unwrap_err();
+        let line = one_line(&e.render().to_string());
+        assert!(line.starts_with("the following required arguments were not provided: <RUN_DIR>"), "{line}");
     }
 
     #[test]

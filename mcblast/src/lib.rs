@@ -27,5 +27,6 @@ pub mod sys;
 pub mod lab;
 pub mod netns;
 pub mod recv;
+pub mod report;
 pub mod run;
 pub mod send;

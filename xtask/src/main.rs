@@ -1,7 +1,7 @@
 //! Project tasks. `cargo xtask <task>`:
 //!
 //! * `setup` — install what the build and the tests need, if missing: Debian
-//!   packages (iproute2, nftables, openssh), the pinned nightly with rust-src for the
+//!   packages (iproute2, nftables, openssh, chromium for the report test), the pinned nightly with rust-src for the
 //!   eBPF build, bpf-linker.
 //! * `test`  — setup, then every test (unit, property, privileged
 //!   integration tests in throwaway namespaces, a bounded fuzz run), then a
@@ -30,7 +30,7 @@ const CARGO_FUZZ: &str = "0.13.2";
 /// Commands the lab and the benchmark need, and the Debian package of each:
 /// iperf2 and trafgen are the benchmark's references, perf shows where the
 /// cycles go; `mcblast run` reaches real hosts with ssh, and its test runs
-/// sshd in lab namespaces.
+/// sshd in lab namespaces; chromium (headless) renders report.html in the report test.
 const DEBIAN: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("nft", "nftables"),
@@ -41,6 +41,7 @@ const DEBIAN: &[(&str, &str)] = &[
     ("ssh", "openssh-client"),
     ("ssh-keygen", "openssh-client"),
     ("/usr/sbin/sshd", "openssh-server"),
+    ("chromium", "chromium"),
 ];
 
 /// Debian's hook that tells maintainer scripts whether they may start services.

@@ -35,6 +35,9 @@ use plan::{Case, Hosts, Plan};
 use stats::{CaseSamples, RecvResult};
 use transport::{Node, Proc};
 
+/// Seconds between the receivers' interval lines (the report plots them over time).
+const RECV_INTERVAL: &str = "1";
+
 /// Default namespace prefix of the run's labs (`MCBLAST_LAB_PREFIX` overrides, `[lab] prefix` too).
 pub const DEFAULT_RUN_PREFIX: &str = "mcb-run-";
 
@@ -55,7 +58,7 @@ fn is_stop(e: &anyhow::Error) -> bool {
 }
 
 /// UTC `YYYYmmddTHHMMSSZ` for the default output directory.
-fn timestamp(secs: u64) -> String {
+pub(crate) fn timestamp(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     // civil from days (H. Hinnant)
@@ -144,6 +147,9 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
     })();
     drop(lab);
     eprintln!();
+    if finished > 0 {
+        crate::report::after_run(&out);
+    }
     match res {
         Ok(()) => {
             eprintln!(
@@ -344,7 +350,7 @@ fn one_run(
         let mut argv = strings(&["recv"]);
         argv.extend(iface(r));
         argv.extend(strings(&[
-            "--json", "-i", "0", "-g", &group, "-p", &port, "--run-id", &run_id.to_string(), "--expect-flows", "1", "-t",
+            "--json", "-i", RECV_INTERVAL, "-g", &group, "-p", &port, "--run-id", &run_id.to_string(), "--expect-flows", "1", "-t",
             &fmt_s(bound),
         ]));
         recvs.push(Proc::spawn(r, &argv, Some(run_id))?);

@@ -1,0 +1,448 @@
+//! `report.html` of a run directory (what `mcblast run` wrote: `plan.toml`,
+//! `cases.csv`, `summary.csv`, `raw/*.jsonl`), and the side-by-side page of
+//! two runs (`mcblast report --compare RUN_A RUN_B`).
+//!
+//! One self-contained file: inline CSS and inline SVG drawn here, no script,
+//! no external URL. Every number on the page is read from the run's files:
+//! the comparison table from `summary.csv` (as written) and `cases.csv`, the
+//! plots from the receivers' interval and summary lines in `raw/`. Only the
+//! cases `summary.csv` lists are reported (after Ctrl-C: the finished ones).
+
+mod html;
+mod svg;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::cli::ReportArgs;
+
+/// One CSV row: column name -> field.
+#[derive(Debug, Clone, Default)]
+pub struct Row(HashMap<String, String>);
+
+impl Row {
+    /// The field, "" when the column is absent.
+    pub fn get(&self, k: &str) -> &str {
+        self.0.get(k).map(String::as_str).unwrap_or("")
+    }
+    fn num(&self, k: &str) -> Option<f64> {
+        self.get(k).parse().ok()
+    }
+    fn int(&self, k: &str) -> Option<u64> {
+        self.get(k).parse().ok()
+    }
+}
+
+/// Splits one CSV line into fields (RFC 4180 quoting, as `run::stats::csv_field` writes).
+fn csv_fields(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            ('"', true) => quoted = false,
+            ('"', false) if cur.is_empty() => quoted = true,
+            (',', false) => out.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
+}
+
+/// A CSV file with a header line, as rows.
+fn read_csv(path: &Path) -> Result<Vec<Row>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header = csv_fields(lines.next().with_context(|| format!("{} is empty (no header line)", path.display()))?);
+    lines
+        .enumerate()
+        .map(|(i, l)| {
+            let f = csv_fields(l);
+            if f.len() != header.len() {
+                bail!("{}:{}: {} fields where the header has {}", path.display(), i + 2, f.len(), header.len());
+            }
+            Ok(Row(header.iter().cloned().zip(f).collect()))
+        })
+        .collect()
+}
+
+fn json_lines(path: &Path) -> Result<Vec<Value>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{}:{}: not a JSON line", path.display(), i + 1)))
+        .collect()
+}
+
+/// One interval line of a receiver's counter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Interval {
+    pub start_s: f64,
+    pub end_s: f64,
+    pub received: u64,
+    pub lost: i64,
+    pub rate_bps: f64,
+}
+
+impl Interval {
+    /// Loss in the interval, % of the datagrams it accounts for; None without traffic.
+    pub fn loss_pct(&self) -> Option<f64> {
+        let lost = self.lost.max(0) as u64;
+        let total = self.received + lost;
+        (total > 0).then(|| 100.0 * lost as f64 / total as f64)
+    }
+}
+
+/// One receiver in one repeat: its `cases.csv` row and its raw lines.
+#[derive(Debug, Clone)]
+pub struct RecvRun {
+    pub node: String,
+    pub repeat: u32,
+    pub row: Row,
+    /// The counter the intervals come from: kernel when it ran, else socket.
+    pub counter: String,
+    pub intervals: Vec<Interval>,
+    /// The `"counter":"layers"` summary (the loss waterfall), when the drop tracer ran.
+    pub layers: Option<Value>,
+    /// The begin line (version, attach point).
+    pub begin: Option<Value>,
+    /// One-way delay histogram of the run's flows (counter above): (bucket floor µs, datagrams).
+    pub delay_hist: Vec<(u64, u64)>,
+}
+
+/// One finished case.
+#[derive(Debug, Clone)]
+pub struct CaseData {
+    pub k: usize,
+    pub summary: Row,
+    pub recvs: Vec<RecvRun>,
+    /// The sender's begin line of the first repeat (engine, version).
+    pub sender_begin: Option<Value>,
+}
+
+impl CaseData {
+    /// What identifies a case across runs: its parameters, not its number or block name.
+    pub fn key(&self) -> String {
+        format!("{} q{}s", self.key_but_query(), self.summary.get("query_interval_s"))
+    }
+
+    /// The key without the IGMP query interval, which platform presets set differently (TGW 120 s, OVN 150 s).
+    pub fn key_but_query(&self) -> String {
+        let s = &self.summary;
+        format!(
+            "{} rx{} snoop {} loss {}% {} {}s",
+            s.get("load"),
+            s.get("receivers"),
+            s.get("snooping"),
+            s.get("loss_injected_pct"),
+            s.get("placement"),
+            s.get("duration_s")
+        )
+    }
+
+    /// Receiver names in the order of `cases.csv`.
+    pub fn receivers(&self) -> Vec<String> {
+        let mut v: Vec<String> = Vec::new();
+        for r in &self.recvs {
+            if !v.contains(&r.node) {
+                v.push(r.node.clone());
+            }
+        }
+        v
+    }
+
+    /// Σ of an integer `cases.csv` column over receivers and repeats; None when every field is empty.
+    pub fn sum(&self, col: &str) -> Option<u64> {
+        let v: Vec<u64> = self.recvs.iter().filter_map(|r| r.row.int(col)).collect();
+        (!v.is_empty()).then(|| v.iter().sum())
+    }
+}
+
+/// The cases of two runs that match: equal parameters; failing that, equal
+/// parameters but the query interval when that pairs one case with one case
+/// (two presets' default query intervals differ).
+pub fn pair_cases<'a>(a: &'a RunData, b: &'a RunData) -> Vec<(&'a CaseData, &'a CaseData)> {
+    let mut pairs: Vec<(&CaseData, &CaseData)> = Vec::new();
+    for ca in &a.cases {
+        if let Some(cb) = b.cases.iter().find(|cb| cb.key() == ca.key()) {
+            pairs.push((ca, cb));
+        }
+    }
+    for ca in &a.cases {
+        if pairs.iter().any(|p| p.0.k == ca.k) {
+            continue;
+        }
+        let same = |c: &&CaseData| c.key_but_query() == ca.key_but_query();
+        let in_a: Vec<&CaseData> = a.cases.iter().filter(same).filter(|c| !pairs.iter().any(|p| p.0.k == c.k)).collect();
+        let in_b: Vec<&CaseData> = b.cases.iter().filter(same).filter(|c| !pairs.iter().any(|p| p.1.k == c.k)).collect();
+        if in_a.len() == 1 && in_b.len() == 1 {
+            pairs.push((ca, in_b[0]));
+        }
+    }
+    pairs.sort_by_key(|p| p.0.k);
+    pairs
+}
+
+/// A run directory, read.
+#[derive(Debug, Clone)]
+pub struct RunData {
+    pub dir: PathBuf,
+    /// The platform label on the page (`--label`, else the plan's preset or fabric, else the directory name).
+    pub label: String,
+    pub plan_text: Option<String>,
+    pub plan_file: Option<crate::run::plan::PlanFile>,
+    /// The resolved plan, or why it did not resolve.
+    pub plan: std::result::Result<crate::run::plan::Plan, String>,
+    /// When the run started (the plan copy's modification time), UTC.
+    pub started: Option<String>,
+    pub cases: Vec<CaseData>,
+}
+
+impl RunData {
+    pub fn dir_name(&self) -> String {
+        self.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| self.dir.display().to_string())
+    }
+}
+
+/// `20261121T183200Z` -> `2026-11-21 18:32:00 UTC`.
+fn pretty_time(ts: &str) -> String {
+    let b = ts.as_bytes();
+    if b.len() == 16 {
+        format!("{}-{}-{} {}:{}:{} UTC", &ts[0..4], &ts[4..6], &ts[6..8], &ts[9..11], &ts[11..13], &ts[13..15])
+    } else {
+        ts.to_string()
+    }
+}
+
+/// Reads a run directory; errors are one line saying what to do.
+pub fn load(dir: &Path) -> Result<RunData> {
+    if !dir.is_dir() {
+        bail!(
+            "{} is not a directory: give a run directory that `mcblast run` wrote (its --out, default runs/<UTC time>)",
+            dir.display()
+        );
+    }
+    let summary_path = dir.join("summary.csv");
+    if !summary_path.is_file() {
+        bail!(
+            "{} is not a run directory (no summary.csv): give a directory that `mcblast run` wrote (its --out, default runs/<UTC time>)",
+            dir.display()
+        );
+    }
+    let cases_path = dir.join("cases.csv");
+    if !cases_path.is_file() {
+        bail!("{} is missing: the run directory is incomplete, run the plan again with `mcblast run`", cases_path.display());
+    }
+    let summary = read_csv(&summary_path)?;
+    if summary.is_empty() {
+        bail!(
+            "{}: no finished case in summary.csv, nothing to report (the run stopped before its first case finished)",
+            dir.display()
+        );
+    }
+    let rows = read_csv(&cases_path)?;
+    let plan_path = dir.join("plan.toml");
+    let plan_text = std::fs::read_to_string(&plan_path).ok();
+    let plan_file: Option<crate::run::plan::PlanFile> = plan_text.as_deref().and_then(|t| toml::from_str(t).ok());
+    let plan = match &plan_text {
+        Some(t) => crate::run::plan::parse(t, "plan.toml", None, crate::run::DEFAULT_RUN_PREFIX).map_err(|e| format!("{e:#}")),
+        None => Err("no plan.toml in the run directory".into()),
+    };
+    let started = std::fs::metadata(&plan_path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| pretty_time(&crate::run::timestamp(d.as_secs())));
+    let mut cases = Vec::new();
+    for s in summary {
+        let k: usize = s.get("case").parse().with_context(|| format!("{}: case {:?} is not a number", summary_path.display(), s.get("case")))?;
+        let mut recvs = Vec::new();
+        let mut sender_begin = None;
+        for r in rows.iter().filter(|r| r.get("case") == s.get("case")) {
+            let rep: u32 = r.get("repeat").parse().with_context(|| format!("{}: repeat {:?} is not a number", cases_path.display(), r.get("repeat")))?;
+            let node = r.get("receiver").to_string();
+            let raw = |who: &str| dir.join("raw").join(format!("c{k:03}-r{rep}-{who}.jsonl"));
+            let p = raw(&node);
+            if !p.is_file() {
+                bail!("{} is missing: the report needs the raw JSON Lines of every receiver of a finished case", p.display());
+            }
+            let lines = json_lines(&p)?;
+            let has = |c: &str| lines.iter().any(|l| l["type"] == "summary" && l["counter"] == c);
+            let counter = if has("kernel") { "kernel" } else { "socket" };
+            let intervals = lines
+                .iter()
+                .filter(|l| l["type"] == "interval" && l["counter"] == counter)
+                .map(|l| Interval {
+                    start_s: l["start_s"].as_f64().unwrap_or(0.0),
+                    end_s: l["end_s"].as_f64().unwrap_or(0.0),
+                    received: l["received"].as_u64().unwrap_or(0),
+                    lost: l["lost"].as_i64().unwrap_or(0),
+                    rate_bps: l["rate_bps"].as_f64().unwrap_or(0.0),
+                })
+                .collect();
+            let run_id = r.int("run_id");
+            let mut delay_hist: Vec<(u64, u64)> = Vec::new();
+            if let Some(sm) = lines.iter().find(|l| l["type"] == "summary" && l["counter"] == counter) {
+                for f in sm["flows"].as_array().into_iter().flatten().filter(|f| f["run"].as_u64() == run_id) {
+                    for b in f["delay"]["histogram"].as_array().into_iter().flatten() {
+                        let (ge, n) = (b[0].as_u64().unwrap_or(0), b[1].as_u64().unwrap_or(0));
+                        match delay_hist.iter_mut().find(|e| e.0 == ge) {
+                            Some(e) => e.1 += n,
+                            None => delay_hist.push((ge, n)),
+                        }
+                    }
+                }
+            }
+            delay_hist.sort();
+            let layers = lines.iter().find(|l| l["type"] == "summary" && l["counter"] == "layers").cloned();
+            let begin = lines.iter().find(|l| l["type"] == "begin").cloned();
+            if sender_begin.is_none() {
+                sender_begin = json_lines(&raw("sender")).ok().and_then(|l| l.into_iter().find(|l| l["type"] == "begin"));
+            }
+            recvs.push(RecvRun { node, repeat: rep, row: r.clone(), counter: counter.into(), intervals, layers, begin, delay_hist });
+        }
+        if recvs.is_empty() {
+            bail!("{}: case {k} has no rows in cases.csv: the run directory is inconsistent", dir.display());
+        }
+        cases.push(CaseData { k, summary: s, recvs, sender_begin });
+    }
+    let mut run = RunData { dir: dir.to_path_buf(), label: String::new(), plan_text, plan_file, plan, started, cases };
+    run.label = default_label(&run);
+    Ok(run)
+}
+
+/// The plan's preset (TGW, OVN), else its fabric, else the directory name.
+fn default_label(r: &RunData) -> String {
+    let lab = r.plan_file.as_ref().and_then(|p| p.lab.as_ref());
+    if let Some(p) = lab.and_then(|l| l.preset.as_deref()) {
+        return p.to_uppercase();
+    }
+    if let Some(f) = lab.and_then(|l| l.fabric.as_deref()) {
+        return f.to_string();
+    }
+    r.dir_name()
+}
+
+/// Parses `--label A=OVN` / `--label B=TGW`.
+fn parse_labels(labels: &[String]) -> Result<[Option<String>; 2]> {
+    let mut out = [None, None];
+    for l in labels {
+        let (side, name) = l.split_once('=').unwrap_or(("", ""));
+        let i = match side.trim() {
+            "A" | "a" => 0,
+            "B" | "b" => 1,
+            _ => bail!("--label '{l}': write A=NAME or B=NAME, e.g. --label A=OVN --label B=TGW"),
+        };
+        if name.trim().is_empty() {
+            bail!("--label '{l}': the name is empty; write e.g. --label {}=OVN", side.trim());
+        }
+        out[i] = Some(name.trim().to_string());
+    }
+    Ok(out)
+}
+
+/// The page of one run directory.
+pub fn render_run(dir: &Path) -> Result<String> {
+    Ok(html::run_page(&load(dir)?))
+}
+
+/// Writes `DIR/report.html`; returns its path.
+pub fn write_run_report(dir: &Path) -> Result<PathBuf> {
+    let page = render_run(dir)?;
+    let out = dir.join("report.html");
+    std::fs::write(&out, page).with_context(|| format!("writing {}", out.display()))?;
+    Ok(out)
+}
+
+/// After `mcblast run` (also after Ctrl-C): writes the run's report.html
+/// from its finished cases and says where, or says in one line why not.
+pub fn after_run(dir: &Path) {
+    match write_run_report(dir) {
+        Ok(p) => eprintln!("mcblast run: report in {}", p.display()),
+        Err(e) => eprintln!("mcblast run: report.html not written: {e:#} (try `mcblast report {}`)", dir.display()),
+    }
+}
+
+/// `mcblast report RUN_DIR [--out FILE]` and `mcblast report --compare RUN_A RUN_B [--label A=..] [--out FILE]`.
+pub fn run(a: ReportArgs) -> Result<ExitCode> {
+    let (page, out) = if a.compare {
+        if a.inputs.len() != 2 {
+            bail!("--compare takes two run directories, RUN_A and RUN_B (given {}): mcblast report --compare runs/A runs/B", a.inputs.len());
+        }
+        let labels = parse_labels(&a.label)?;
+        let mut ra = load(&a.inputs[0])?;
+        let mut rb = load(&a.inputs[1])?;
+        if let Some(l) = &labels[0] {
+            ra.label = l.clone();
+        }
+        if let Some(l) = &labels[1] {
+            rb.label = l.clone();
+        }
+        if ra.label == rb.label {
+            // same platform twice: tell the runs apart by directory
+            ra.label = format!("{} ({})", ra.label, ra.dir_name());
+            rb.label = format!("{} ({})", rb.label, rb.dir_name());
+        }
+        (html::compare_page(&ra, &rb), a.out.clone().unwrap_or_else(|| PathBuf::from("compare.html")))
+    } else {
+        if a.inputs.len() != 1 {
+            bail!(
+                "give one run directory (mcblast report runs/DIR), or two with --compare (given {})",
+                a.inputs.len()
+            );
+        }
+        if !a.label.is_empty() {
+            bail!("--label names the runs of --compare: add --compare RUN_A RUN_B, or leave --label out");
+        }
+        let dir = &a.inputs[0];
+        (render_run(dir)?, a.out.clone().unwrap_or_else(|| dir.join("report.html")))
+    };
+    std::fs::write(&out, page).with_context(|| format!("writing {}", out.display()))?;
+    println!("{}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quoting_round_trip() {
+        use crate::run::stats::csv_field;
+        let fields = ["plain", "a,b", "say \"x\"", ""];
+        let line = fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(",");
+        assert_eq!(csv_fields(&line), fields);
+    }
+
+    #[test]
+    fn labels() {
+        let l = parse_labels(&["A=OVN".into(), "b= TGW ".into()]).unwrap();
+        assert_eq!(l, [Some("OVN".into()), Some("TGW".into())]);
+        assert!(parse_labels(&["OVN".into()]).unwrap_err().to_string().contains("A=NAME"));
+        assert!(parse_labels(&["A=".into()]).unwrap_err().to_string().contains("empty"));
+    }
+
+    #[test]
+    fn interval_loss() {
+        let iv = |received, lost| Interval { start_s: 0.0, end_s: 1.0, received, lost, rate_bps: 0.0 };
+        assert_eq!(iv(95, 5).loss_pct(), Some(5.0));
+        assert_eq!(iv(0, 0).loss_pct(), None);
+        assert_eq!(iv(10, -2).loss_pct(), Some(0.0));
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(pretty_time("20261121T183200Z"), "2026-11-21 18:32:00 UTC");
+    }
+}
