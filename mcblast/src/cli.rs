@@ -620,7 +620,7 @@ mod tests {
         assert!(line.starts_with("unexpected argument '--nope'"), "{line}");
         let e = Cli::try_parse_from(["mcblast", "report"]).unwrap_err();
         let line = one_line(&e.render().to_string());
-        assert!(line.starts_with("the following required arguments were not provided: <RUN_DIR>"), "{line}");
+        assert!(line.starts_with("the following required arguments were not provided: <RUN_DIR | FILE.jsonl>"), "{line}");
     }
 
     #[test]
