@@ -299,9 +299,10 @@ fn try_count<F: Frame>(ctx: &F, cfg: &Config) -> Verdict {
         return Verdict::Pass;
     }
     // The first fragment of a fragmented datagram (MF set, offset 0): the
-    // UDP header holds the whole datagram's length, the mcblast header is
-    // here whole (a fragment carries at least 8 bytes of payload, and any
-    // MTU IPv4 allows fits the headers), so it is counted as the datagram.
+    // UDP header holds the whole datagram's length and the mcblast header
+    // follows it (a first fragment too short to hold it, below an MTU of
+    // about 100 bytes, fails to read below and is foreign), so it is
+    // counted as the datagram.
     let first_fragment = frag & IP_MF_OR_OFFSET != 0;
     let udp_len = u16::from_be_bytes([udp[4], udp[5]]) as usize;
     if udp_len < UDP_HLEN + HEADER_LEN {
@@ -331,6 +332,15 @@ fn try_count<F: Frame>(ctx: &F, cfg: &Config) -> Verdict {
         count(GlobalCounter::MapFull);
         return Verdict::Pass;
     };
+    if first_fragment {
+        count(GlobalCounter::Fragments);
+        // Its later fragments are matched by this entry, noted before the
+        // tracker runs so a later fragment on another CPU rarely comes
+        // first. A full LRU map evicts the oldest datagram; the insert
+        // cannot fail otherwise.
+        let fk = FragKey { sender: saddr, group: daddr, id: u16::from_ne_bytes([ip[4], ip[5]]), proto: IPPROTO_UDP, _pad: 0 };
+        let _ = FRAGS.insert(&fk, &(udp_len as u32), 0);
+    }
 
     // Read the clock before taking the lock: no helper calls while it is held.
     // SAFETY: a helper without arguments.
@@ -351,13 +361,6 @@ fn try_count<F: Frame>(ctx: &F, cfg: &Config) -> Verdict {
         spin_unlock(&raw mut (*entry).lock);
         ev
     };
-    if first_fragment {
-        count(GlobalCounter::Fragments);
-        // Its later fragments are matched by this entry. A full LRU map
-        // evicts the oldest datagram; the insert cannot fail otherwise.
-        let fk = FragKey { sender: saddr, group: daddr, id: u16::from_ne_bytes([ip[4], ip[5]]), proto: IPPROTO_UDP, _pad: 0 };
-        let _ = FRAGS.insert(&fk, &(udp_len as u32), 0);
-    }
     // The lost set changed: tell userspace, now that the lock is released.
     if let Some(rec) = LossRecord::of(key, ev, rx_ns)
         && LOSS_EVENTS.output(&rec, 0).is_err()

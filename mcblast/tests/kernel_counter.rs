@@ -946,6 +946,87 @@ fn sink_drops_counted_datagrams_only() {
     }
 }
 
+/// A field of `/proc/net/snmp` in namespace `ns`.
+fn snmp(ns: &NetNs, proto: &str, field: &str) -> u64 {
+    let out = Command::new("ip").args(["netns", "exec", ns.name(), "cat", "/proc/net/snmp"]).output().unwrap();
+    mcblast::attrib::snmp_value(&String::from_utf8_lossy(&out.stdout), proto, field).expect("snmp field")
+}
+
+/// Fragmented datagrams (20000 bytes at MTU 9000: 3 fragments each) in XDP
+/// and at tc ingress: each counted once in its flow by its first fragment,
+/// its 2 later fragments matched; with `sink` every fragment is dropped, so
+/// nothing reaches IP reassembly or the socket (the foreign datagrams sent
+/// after them do); without it every datagram reassembles and is read.
+#[test]
+fn sink_drops_fragmented_datagrams_whole_in_xdp_and_at_tc() {
+    if skip_unless_root("sink_drops_fragmented_datagrams_whole_in_xdp_and_at_tc") {
+        return;
+    }
+    let pair = Pair::new("fsink", 1);
+    let group = Ipv4Addr::new(239, 4, 0, 2);
+    let f = FlowId { group, run: 6, flow: 0, len: 20_000 };
+    const N: u64 = 20;
+    const LATER: u64 = 2;
+    let rx = pair
+        .b
+        .run(move || {
+            let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, PORT)).unwrap();
+            s.join_multicast_v4(&group, &RECEIVER).unwrap();
+            s.set_read_timeout(Some(STALL)).unwrap();
+            // Room for every datagram of a round (the default buffer holds
+            // only a few reassembled 20000-byte datagrams).
+            let granted = mcblast::sys::send::set_buffer(&s, mcblast::sys::send::Buffer::Recv, 16 << 20).unwrap();
+            assert!(granted >= 16 << 20, "receive buffer {granted}");
+            s
+        })
+        .unwrap();
+    let foreign = |i: u8| {
+        let mut b = FlowId { len: 200, ..f }.datagram(Ev::Data(1000 + i as u64));
+        b[0] = b'X';
+        b
+    };
+
+    for mode in [XdpMode::Native, XdpMode::Tc] {
+        for sink in [1, 0] {
+            let reqds = snmp(&pair.b, "Ip", "ReasmReqds");
+            let counter = pair.attach(mode, Config { sink, ..config() });
+            let base = packets(&counter);
+            send_all(&pair, &counter, |tx| {
+                for s in 0..N {
+                    tx.send(&f, Ev::Data(s));
+                }
+                for i in 0..3 {
+                    tx.send_to(&foreign(i), group, PORT);
+                }
+            });
+            wait_seen(&counter, base, N * (1 + LATER) + 3);
+            let got = counter.flows().unwrap();
+            assert_eq!(got.len(), 1, "{mode:?} sink={sink}: {got:?}");
+            assert_eq!(observed(&flow_state(&got, &f)), model(&f, &(0..N).map(Ev::Data).collect::<Vec<_>>()), "{mode:?} sink={sink}");
+            assert_eq!(fragmented(&counter), vec![(f.key_from(SENDER), N)], "{mode:?} sink={sink}");
+            let g = counter.globals().unwrap();
+            let fr = (g[GlobalCounter::Fragments as usize], g[GlobalCounter::LaterFragments as usize], g[GlobalCounter::UnmatchedFragments as usize]);
+            assert_eq!(fr, (N, N * LATER, 0), "{mode:?} sink={sink}");
+            // Sent in order on one CPU: once the three foreign datagrams are
+            // read, every fragmented one before them was delivered or dropped.
+            let expected = if sink == 1 { 3 } else { N + 3 };
+            let mut valid = 0;
+            let mut buf = vec![0u8; 32 * 1024];
+            for _ in 0..expected {
+                let n = rx.recv(&mut buf).unwrap_or_else(|e| panic!("{mode:?} sink={sink}: a datagram should reach the socket: {e}"));
+                if Header::parse_datagram(&buf[..n]).is_ok() {
+                    assert_eq!(n, f.len, "{mode:?} sink={sink}: a whole datagram");
+                    valid += 1;
+                }
+            }
+            assert_eq!(valid, if sink == 1 { 0 } else { N }, "{mode:?} sink={sink}");
+            let reassembled = snmp(&pair.b, "Ip", "ReasmReqds") - reqds;
+            assert_eq!(reassembled, if sink == 1 { 0 } else { N * (1 + LATER) }, "{mode:?} sink={sink}: fragments reaching the stack");
+            drop(counter);
+        }
+    }
+}
+
 /// Frames the IP stack would not send: an 802.1Q tag in the frame data,
 /// the longest IPv4 options (IHL 15), both at once; all counted exactly.
 /// A frame with an outer tag of another type (802.1ad) is not parsed.
