@@ -26,6 +26,10 @@ pub struct FlowEntry<L: Copy> {
     pub lock: L,
     pub _pad: u32,
     pub state: FlowState,
+    /// Data datagrams of the flow that arrived fragmented: counted in
+    /// `state` by their first fragment (offset 0, MF set), which carries
+    /// the UDP and mcblast headers. Changed under the lock with `state`.
+    pub fragmented: u64,
 }
 
 /// Receiver configuration, element 0 of the `CONFIG` array map.
@@ -52,8 +56,8 @@ pub enum GlobalCounter {
     Foreign = 0,
     /// Valid datagrams that found no room in the flow map.
     MapFull = 1,
-    /// First IPv4 fragments to the port (and a joined group) seen; later
-    /// fragments carry no UDP header and cannot be matched.
+    /// First IPv4 fragments (offset 0, MF set) of mcblast datagrams counted
+    /// in their flows (each flow's entry has its own `fragmented` count).
     Fragments = 2,
     /// All packets the program saw on the interface.
     Packets = 3,
@@ -65,13 +69,45 @@ pub enum GlobalCounter {
     /// buffer full: the exact lost ranges are incomplete when non-zero
     /// (the flows' `lost` counts stay exact).
     LossEventsLost = 5,
+    /// Later IPv4 fragments (offset not 0) of datagrams whose first
+    /// fragment was counted in a flow, matched through the `FRAGS` map by
+    /// (source, group, IP id, protocol). With the sink on they are dropped
+    /// too, so a sink drops whole datagrams.
+    LaterFragments = 6,
+    /// Later UDP fragments (to a joined group, or any group without a
+    /// group filter) that match no counted first fragment: they arrived
+    /// before their first fragment, after their datagram's last fragment,
+    /// or belong to a datagram that is not mcblast's. Passed untouched.
+    UnmatchedFragments = 7,
 }
 
 /// Number of entries in the `GLOBAL` array.
-pub const GLOBAL_COUNTERS: u32 = 6;
+pub const GLOBAL_COUNTERS: u32 = 8;
 
 /// Most flows one receiver tracks in the kernel.
 pub const MAX_FLOWS: u32 = 4096;
+
+/// Identifies one fragmented IPv4 datagram (the fields IP reassembly keys
+/// it by): key of the kernel counter's `FRAGS` LRU map, which first
+/// fragments of counted datagrams fill so their later fragments can be
+/// matched.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FragKey {
+    /// Source IPv4 address, network byte order.
+    pub sender: u32,
+    /// Destination (group) IPv4 address, network byte order.
+    pub group: u32,
+    /// The IP identification field, as in the header (network byte order).
+    pub id: u16,
+    /// IP protocol (17, UDP).
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Most fragmented datagrams the `FRAGS` map follows at once (the least
+/// recently used entry makes room for a new one).
+pub const MAX_FRAGS: u32 = 8192;
 
 /// Most joined groups the kernel counter's `GROUPS` map holds.
 pub const MAX_GROUPS: u32 = 256;
@@ -436,6 +472,8 @@ mod user {
     unsafe impl aya::Pod for FlowEntry<u32> {}
     // SAFETY: as above.
     unsafe impl aya::Pod for Config {}
+    // SAFETY: as above; two u32, a u16 and two u8 fields, no padding.
+    unsafe impl aya::Pod for FragKey {}
     // SAFETY: as above; u32 fields only.
     unsafe impl aya::Pod for DropConfig {}
     // SAFETY: as above; two u32 fields and a u64, no padding.
@@ -478,12 +516,13 @@ mod tests {
         assert_eq!(LossRecord::of(key, crate::tracker::LossEvent::None, 5), None);
         assert_eq!(LossRecord::from_bytes(&bytes[..47]), None);
         // The last counter's index is the array's last slot.
-        assert_eq!(GlobalCounter::LossEventsLost as u32 + 1, GLOBAL_COUNTERS);
+        assert_eq!(GlobalCounter::UnmatchedFragments as u32 + 1, GLOBAL_COUNTERS);
         assert_eq!(core::mem::size_of::<LossRecord>(), 48);
         assert_eq!(
             core::mem::size_of::<FlowEntry<u32>>(),
-            8 + core::mem::size_of::<FlowState>()
+            8 + core::mem::size_of::<FlowState>() + 8
         );
+        assert_eq!(core::mem::size_of::<FragKey>(), 12);
         assert_eq!(core::mem::size_of::<ImpairConfig>(), 32);
         assert_eq!(core::mem::size_of::<ImpairStats>(), 48);
         assert_eq!(core::mem::size_of::<ImpairState>(), 8 + 8 + 4 + 4 + 16 + 4 + 4 + 40);

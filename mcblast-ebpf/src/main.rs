@@ -12,6 +12,15 @@
 //! delivers others to the interface, but the receiver's socket never sees
 //! them, so neither does the counter.
 //!
+//! Fragmented datagrams (larger than the MTU) are counted in their flows
+//! too: the first fragment (offset 0, MF set) carries the UDP and mcblast
+//! headers and runs the tracker like a whole datagram (with the UDP
+//! payload length of the whole datagram); it records the datagram in the
+//! `FRAGS` LRU map, by which its later fragments (no UDP header) are
+//! matched and counted. Later fragments that match nothing (they came
+//! before their first fragment, or are not of a counted datagram) are
+//! counted as unmatched and passed: nothing is guessed.
+//!
 //! A second program, `mcblast_drops`, runs on the `skb:kfree_skb`
 //! tracepoint (tp_btf) and counts, per drop reason, the datagrams to the
 //! port that the kernel freed without delivering them, in the receiver's
@@ -24,7 +33,7 @@ mod impair;
 
 use aya_ebpf::{
     bindings::{BPF_F_RDONLY_PROG, BPF_NOEXIST, TC_ACT_SHOT, TC_ACT_UNSPEC, bpf_spin_lock, xdp_action},
-    btf_maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     helpers::generated::{
         bpf_ktime_get_tai_ns, bpf_spin_lock as spin_lock, bpf_spin_unlock as spin_unlock,
         bpf_xdp_load_bytes,
@@ -34,8 +43,8 @@ use aya_ebpf::{
 };
 use mcblast_common::{
     maps::{
-        Config, DropConfig, DropKey, FlowEntry, FlowKey, GLOBAL_COUNTERS, GlobalCounter, LOSS_RING_BYTES, LossRecord,
-        MAX_DROP_KEYS, MAX_FLOWS, MAX_GROUPS,
+        Config, DropConfig, DropKey, FlowEntry, FlowKey, FragKey, GLOBAL_COUNTERS, GlobalCounter, LOSS_RING_BYTES,
+        LossRecord, MAX_DROP_KEYS, MAX_FLOWS, MAX_FRAGS, MAX_GROUPS,
     },
     wire::{HEADER_LEN, Header, Kind, Packet},
 };
@@ -83,6 +92,13 @@ static ZERO: Array<[u64; ZERO_WORDS], 1, { BPF_F_RDONLY_PROG as usize }> = Array
 #[btf_map]
 static LOSS_EVENTS: RingBuf<LossRecord, { LOSS_RING_BYTES as usize }> = RingBuf::new();
 
+/// Fragmented datagrams whose first fragment was counted in a flow, by
+/// (source, group, IP id, protocol), to the datagram's IP payload length
+/// (UDP header included): a later fragment matches when it starts inside
+/// it. The datagram's last fragment (MF clear) removes the entry.
+#[btf_map]
+static FRAGS: LruHashMap<FragKey, u32, { MAX_FRAGS as usize }> = LruHashMap::new();
+
 /// Element 0: the drop tracer's [`DropConfig`], written by userspace
 /// before the tracer is attached.
 #[btf_map]
@@ -115,6 +131,9 @@ const IPPROTO_UDP: u8 = 17;
 const UDP_HLEN: usize = 8;
 /// IPv4 flags/fragment offset field: MF bit and offset bits.
 const IP_MF_OR_OFFSET: u16 = 0x3fff;
+/// The MF (more fragments) bit, and the offset bits (in 8-byte units).
+const IP_MF: u16 = 0x2000;
+const IP_OFFSET: u16 = 0x1fff;
 
 #[xdp(frags)]
 pub fn mcblast_counter(ctx: XdpContext) -> u32 {
@@ -123,8 +142,8 @@ pub fn mcblast_counter(ctx: XdpContext) -> u32 {
     let Some(&cfg) = CONFIG.get(0) else { return xdp_action::XDP_PASS };
     match try_count(&XdpFrame(&ctx), &cfg) {
         Verdict::Pass => xdp_action::XDP_PASS,
-        Verdict::Counted if cfg.sink != 0 => xdp_action::XDP_DROP,
-        Verdict::Counted => xdp_action::XDP_PASS,
+        Verdict::Counted | Verdict::LaterFragment if cfg.sink != 0 => xdp_action::XDP_DROP,
+        Verdict::Counted | Verdict::LaterFragment => xdp_action::XDP_PASS,
     }
 }
 
@@ -138,7 +157,7 @@ pub fn mcblast_tc(ctx: TcContext) -> i32 {
     count(GlobalCounter::Packets);
     let Some(&cfg) = CONFIG.get(0) else { return TC_ACT_UNSPEC };
     match try_count(&TcFrame(&ctx), &cfg) {
-        Verdict::Counted if cfg.sink != 0 => TC_ACT_SHOT as i32,
+        Verdict::Counted | Verdict::LaterFragment if cfg.sink != 0 => TC_ACT_SHOT as i32,
         _ => TC_ACT_UNSPEC,
     }
 }
@@ -184,6 +203,9 @@ enum Verdict {
     Pass,
     /// Accounted in a flow.
     Counted,
+    /// A later fragment of a datagram counted in a flow: passed, or
+    /// dropped with the sink (so the sink drops the whole datagram).
+    LaterFragment,
 }
 
 #[inline(always)]
@@ -258,10 +280,10 @@ fn try_count<F: Frame>(ctx: &F, cfg: &Config) -> Verdict {
     let frag = u16::from_be_bytes([ip[6], ip[7]]);
     let saddr = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
     let daddr = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
-    if frag & 0x1fff != 0 {
-        // A non-first fragment carries no UDP header: it cannot be matched
-        // to the port, so it is neither counted nor touched.
-        return Verdict::Pass;
+    if frag & IP_OFFSET != 0 {
+        // A later fragment carries no UDP header: it is ours when its
+        // datagram's first fragment was counted.
+        return later_fragment(saddr, daddr, [ip[4], ip[5]], frag);
     }
 
     // UDP.
@@ -276,11 +298,12 @@ fn try_count<F: Frame>(ctx: &F, cfg: &Config) -> Verdict {
         count(GlobalCounter::OtherGroup);
         return Verdict::Pass;
     }
-    if frag & IP_MF_OR_OFFSET != 0 {
-        // First fragment of a fragmented datagram to the port.
-        count(GlobalCounter::Fragments);
-        return Verdict::Pass;
-    }
+    // The first fragment of a fragmented datagram (MF set, offset 0): the
+    // UDP header holds the whole datagram's length and the mcblast header
+    // follows it (a first fragment too short to hold it, below an MTU of
+    // about 100 bytes, fails to read below and is foreign), so it is
+    // counted as the datagram.
+    let first_fragment = frag & IP_MF_OR_OFFSET != 0;
     let udp_len = u16::from_be_bytes([udp[4], udp[5]]) as usize;
     if udp_len < UDP_HLEN + HEADER_LEN {
         count(GlobalCounter::Foreign);
@@ -309,6 +332,15 @@ fn try_count<F: Frame>(ctx: &F, cfg: &Config) -> Verdict {
         count(GlobalCounter::MapFull);
         return Verdict::Pass;
     };
+    if first_fragment {
+        count(GlobalCounter::Fragments);
+        // Its later fragments are matched by this entry, noted before the
+        // tracker runs so a later fragment on another CPU rarely comes
+        // first. A full LRU map evicts the oldest datagram; the insert
+        // cannot fail otherwise.
+        let fk = FragKey { sender: saddr, group: daddr, id: u16::from_ne_bytes([ip[4], ip[5]]), proto: IPPROTO_UDP, _pad: 0 };
+        let _ = FRAGS.insert(&fk, &(udp_len as u32), 0);
+    }
 
     // Read the clock before taking the lock: no helper calls while it is held.
     // SAFETY: a helper without arguments.
@@ -323,6 +355,9 @@ fn try_count<F: Frame>(ctx: &F, cfg: &Config) -> Verdict {
             Kind::Data => st.on_data(h.seq, h.len, h.tx_ns, rx_ns, h.flags, h.clock),
             Kind::End => st.on_end(h.seq, rx_ns, h.flags, h.clock),
         };
+        if first_fragment && matches!(h.kind, Kind::Data) {
+            (*entry).fragmented += 1;
+        }
         spin_unlock(&raw mut (*entry).lock);
         ev
     };
@@ -333,6 +368,36 @@ fn try_count<F: Frame>(ctx: &F, cfg: &Config) -> Verdict {
         count(GlobalCounter::LossEventsLost);
     }
     Verdict::Counted
+}
+
+/// A later fragment (offset not 0) of a UDP datagram from `saddr` to
+/// `daddr` with IP id `id` (as in the header) and flags/offset `frag`:
+/// counted when its datagram's first fragment was counted in a flow (and
+/// it starts inside that datagram), else counted as unmatched when the
+/// group is one the receiver joined (or no group filter is set).
+#[inline(always)]
+fn later_fragment(saddr: u32, daddr: u32, id: [u8; 2], frag: u16) -> Verdict {
+    let fk = FragKey { sender: saddr, group: daddr, id: u16::from_ne_bytes(id), proto: IPPROTO_UDP, _pad: 0 };
+    let start = ((frag & IP_OFFSET) as u32) * 8;
+    let matched = match FRAGS.get_ptr(&fk) {
+        // SAFETY: `p` points to a live u32 value of FRAGS (valid for the
+        // program's run, RCU); an aligned 4-byte read.
+        Some(p) => start < unsafe { *p },
+        None => false,
+    };
+    if !matched {
+        if joined(daddr, saddr) {
+            count(GlobalCounter::UnmatchedFragments);
+        }
+        return Verdict::Pass;
+    }
+    count(GlobalCounter::LaterFragments);
+    if frag & IP_MF == 0 {
+        // The datagram's last fragment: the entry is done (a later fragment
+        // still to come, reordered after it, is counted as unmatched).
+        let _ = FRAGS.remove(&fk);
+    }
+    Verdict::LaterFragment
 }
 
 /// The flow's entry, created from the all-zero (fresh) state if missing.

@@ -6,7 +6,7 @@
 //!   - lost on the path            sequence gaps at the driver (XDP counter)
 //!       receiver NIC/driver       ethtool -S drop counters (whole interface; not in the sum)
 //!   + duplicates                  (the path delivered some twice)
-//! = reached the driver            XDP counter's received + first fragments
+//! = reached the driver            XDP counter's received (fragmented datagrams: their first fragment)
 //!   - sunk                        --sink: dropped by the counter itself, by design (not loss)
 //!   - dropped in the kernel       drop tracer (kfree_skb), by reason
 //!   - never reassembled           drop tracer, FRAG_REASM_TIMEOUT / FRAG_TOO_FAR / DUP_FRAG
@@ -21,15 +21,15 @@
 //! Reason names come from the running kernel's `enum skb_drop_reason`
 //! (BTF); the layer of a reason is decided by its name.
 //!
-//! Fragmented datagrams: the XDP counter sees a datagram's first fragment
-//! (it carries the UDP header) and counts it in its global `Fragments`
-//! counter, not in a flow; the tracker therefore sees a gap for it. The
-//! waterfall counts first fragments as datagrams that reached the driver
-//! (and takes them out of the path loss). A datagram one of whose later
-//! fragments was lost reaches the driver but never reassembles: the
-//! kernel frees its first fragment with a reassembly reason when the
-//! reassembly queue times out (`net.ipv4.ipfrag_time`), which the tracer
-//! counts.
+//! Fragmented datagrams: the XDP counter counts a datagram's first
+//! fragment (it carries the UDP and mcblast headers) in the datagram's
+//! flow, like a whole datagram, and matches its later fragments to it, so
+//! every number here, per flow too, includes fragmented datagrams. A
+//! datagram one of whose later fragments was lost reaches the driver but
+//! never reassembles: a lost fragment loses the whole datagram. The kernel
+//! frees its first fragment with a reassembly reason when the reassembly
+//! queue times out (`net.ipv4.ipfrag_time`), which the tracer counts in
+//! the "never reassembled" row.
 //!
 //! Per flow ([`flow_layers`]): the kernel counter and the socket counter
 //! key every datagram by flow, the drop tracer does not (its map is keyed
@@ -168,9 +168,8 @@ pub struct Measured {
     pub read: u64,
     /// The socket's SO_RXQ_OVFL count at the end.
     pub so_rxq_ovfl: u64,
-    /// First IPv4 fragments of datagrams to the port seen at the driver
-    /// (the kernel counter's global `Fragments`): datagrams that reached the
-    /// driver but are not in any flow's received count.
+    /// Data datagrams that arrived fragmented (Σ the kernel counter's
+    /// per-flow `fragmented`), included in `at_driver`.
     pub fragments: u64,
     /// `--sink`: data datagrams the kernel counter dropped after counting them.
     pub sunk: u64,
@@ -182,7 +181,7 @@ pub struct Layers {
     pub expected: u64,
     pub path_lost: u64,
     pub path_duplicates: u64,
-    /// Flows' received (XDP counter) + first fragments.
+    /// Flows' received (XDP counter; a fragmented datagram by its first fragment).
     pub reached_driver: u64,
     /// `--sink`: data datagrams the kernel counter dropped itself after
     /// counting them (XDP_DROP), by design: not loss. 0 without --sink.
@@ -203,8 +202,8 @@ pub struct Layers {
     pub adds_up: bool,
     /// The socket's own drop counter (SO_RXQ_OVFL), every datagram to the port included.
     pub so_rxq_ovfl: u64,
-    /// Datagrams that arrived fragmented (first fragments at the driver),
-    /// included in `reached_driver`.
+    /// Data datagrams that arrived fragmented (their first fragment at the
+    /// driver), included in `reached_driver`.
     pub fragments: u64,
     /// Every reason the drop tracer saw for datagrams to the port.
     pub reasons: Vec<ReasonCount>,
@@ -300,15 +299,13 @@ impl LayerDrops {
 /// [`flow_layers`].
 pub fn layers(m: &Measured, reasons: Vec<ReasonCount>, host: HostDeltas) -> Layers {
     let LayerDrops { kernel, reassembly, unspecified, no_listener, socket, unread, .. } = LayerDrops::of(&reasons);
-    // The tracker saw a gap for every datagram that arrived fragmented.
-    let reached = m.at_driver + m.fragments;
+    let reached = m.at_driver;
     let delivered = reached as i64 - (m.sunk + kernel + reassembly + unspecified + no_listener) as i64;
     let unaccounted = delivered - (socket + unread + m.read) as i64;
     Layers {
         expected: m.expected,
-        path_lost: m.path_lost.saturating_sub(m.fragments),
-        // More first fragments than gaps: the path delivered some twice.
-        path_duplicates: m.path_duplicates + m.fragments.saturating_sub(m.path_lost),
+        path_lost: m.path_lost,
+        path_duplicates: m.path_duplicates,
         reached_driver: reached,
         sunk: m.sunk,
         kernel_dropped: kernel,
@@ -360,7 +357,11 @@ pub fn human(l: &Layers) -> String {
     if l.path_duplicates > 0 {
         row(&mut t, "  + duplicated on the path", l.path_duplicates.to_string(), "");
     }
-    let frag_note = if l.fragments > 0 { format!("{} of them as fragments (first fragments)", l.fragments) } else { String::new() };
+    let frag_note = if l.fragments > 0 {
+        format!("{} of them fragmented (counted by their first fragment)", l.fragments)
+    } else {
+        String::new()
+    };
     row(&mut t, &format!("reached the driver ({})", l.counted_at), l.reached_driver.to_string(), &frag_note);
     if l.sunk > 0 {
         row(&mut t, "  - sunk (--sink)", l.sunk.to_string(), "dropped by design after counting, not loss");
@@ -377,7 +378,7 @@ pub fn human(l: &Layers) -> String {
         let note = if l.reassembly_failed > 0 {
             format!("a lost fragment loses the whole datagram ({lost} datagrams: fragments lost on the path)")
         } else {
-            String::new()
+            "a lost fragment would lose the whole datagram".to_string()
         };
         row(&mut t, "  - never reassembled", l.reassembly_failed.to_string(), &note);
         by(&mut t, Layer::Reassembly);
@@ -437,14 +438,16 @@ pub fn human(l: &Layers) -> String {
 /// The compact per-flow table (when there is more than one flow).
 pub fn human_flows(flows: &[FlowLayers]) -> String {
     let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+    let frag = flows.iter().any(|f| f.fragmented.is_some_and(|n| n > 0));
     let mut t = String::from("--- per flow (kernel drops are not split by flow: the drop tracer does not key by flow) ---\n");
     t.push_str(&format!(
-        "{:<15} {:<15} {:>8} {:>4} {:>10} {:>10} {:>10} {:>12} {:>10}\n",
-        "sender", "group", "run", "flow", "sent", "path_lost", "at_driver", "after_driver", "read"
+        "{:<15} {:<15} {:>8} {:>4} {:>10} {:>10} {:>10} {:>12} {:>10}{}\n",
+        "sender", "group", "run", "flow", "sent", "path_lost", "at_driver", "after_driver", "read",
+        if frag { format!(" {:>10}", "fragmented") } else { String::new() }
     ));
     for f in flows {
         t.push_str(&format!(
-            "{:<15} {:<15} {:>8x} {:>4} {:>10} {:>10} {:>10} {:>12} {:>10}\n",
+            "{:<15} {:<15} {:>8x} {:>4} {:>10} {:>10} {:>10} {:>12} {:>10}{}\n",
             f.sender,
             f.group,
             f.run,
@@ -454,6 +457,7 @@ pub fn human_flows(flows: &[FlowLayers]) -> String {
             opt(f.reached_driver),
             f.lost_after_driver.map_or("-".to_string(), |v| v.to_string()),
             opt(f.read),
+            if frag { format!(" {:>10}", opt(f.fragmented)) } else { String::new() },
         ));
     }
     t.pop();
@@ -545,12 +549,14 @@ pub struct FlowLayers {
     pub flow: u32,
     /// The flow's sender count (end marker), or highest sequence + 1.
     pub expected: u64,
-    /// Sequence gaps at the driver (kernel counter); null when datagrams
-    /// arrived fragmented (the XDP counter counts those outside any flow).
+    /// Sequence gaps at the driver (kernel counter); null without it.
     pub path_lost: Option<u64>,
     pub path_duplicates: Option<u64>,
-    /// The kernel counter's received; null as for `path_lost`.
+    /// The kernel counter's received (fragmented datagrams included); null without it.
     pub reached_driver: Option<u64>,
+    /// Of `reached_driver`, the datagrams that arrived fragmented (their
+    /// first fragment); null without the kernel counter.
+    pub fragmented: Option<u64>,
     /// reached_driver − read: lost in this host's kernel or socket (the
     /// layer is in the all-flows waterfall); null without both counters.
     pub lost_after_driver: Option<i64>,
@@ -563,12 +569,12 @@ pub struct FlowLayers {
 }
 
 /// Per-flow rows from the two counters' final flows: every flow either
-/// counter saw. `fragments`: first fragments the kernel counter counted
-/// outside any flow (then its per-flow counts are not the flows' own).
+/// counter saw. `fragmented`: the kernel counter's per-flow count of data
+/// datagrams that arrived fragmented (flows not listed have none).
 pub fn flow_layers(
     kernel: Option<&[(FlowKey, FlowState)]>,
     socket: Option<&[(FlowKey, FlowState)]>,
-    fragments: u64,
+    fragmented: Option<&[(FlowKey, u64)]>,
 ) -> Vec<FlowLayers> {
     let mut keys: Vec<FlowKey> =
         kernel.into_iter().chain(socket).flat_map(|f| f.iter().map(|(k, _)| *k)).collect();
@@ -580,7 +586,7 @@ pub fn flow_layers(
     let ip = |v: u32| std::net::Ipv4Addr::from(v.to_ne_bytes()).to_string();
     keys.iter()
         .map(|k| {
-            let ks = find(kernel, k).filter(|_| fragments == 0);
+            let ks = find(kernel, k);
             let ss = find(socket, k);
             let kernel_exp = kernel.and_then(|_| find(kernel, k)).flatten().map(|s| s.expected());
             let socket_exp = ss.flatten().map(|s| s.expected());
@@ -595,6 +601,9 @@ pub fn flow_layers(
                 path_lost: ks.map(|s| s.map_or(0, |s| s.lost)),
                 path_duplicates: ks.map(|s| s.map_or(0, |s| s.duplicates + s.stale)),
                 reached_driver: reached,
+                fragmented: ks.map(|_| {
+                    fragmented.unwrap_or_default().iter().find(|(fk, _)| fk == k).map_or(0, |(_, n)| *n)
+                }),
                 lost_after_driver: reached.zip(read).map(|(r, d)| r as i64 - d as i64),
                 kernel_dropped: None,
                 socket_dropped: None,
@@ -807,15 +816,16 @@ mod tests {
         assert!(!l.adds_up);
 
         // 1000 datagrams sent as fragments: every first fragment reached the
-        // driver (outside any flow: the tracker saw 1000 gaps); 37 lost a
-        // later fragment and timed out in reassembly, one duplicate first
-        // fragment was dropped as such.
+        // driver and was counted in its flow, one twice (a duplicate); 37
+        // lost a later fragment and timed out in reassembly, the duplicate
+        // first fragment was dropped as such.
         let frag = ReasonNames::from_pairs(&[(70, "FRAG_REASM_TIMEOUT"), (71, "DUP_FRAG")]);
         let fdrops = BTreeMap::from([(key(70, DropClass::Fragment), 37), (key(71, DropClass::Fragment), 1)]);
         let fragmented = Measured {
             expected: 1000,
-            at_driver: 0,
-            path_lost: 1000,
+            at_driver: 1001,
+            path_lost: 0,
+            path_duplicates: 1,
             fragments: 1001,
             read: 963,
             ..Measured::default()
@@ -827,7 +837,17 @@ mod tests {
         assert!(l.adds_up, "{l:?}");
         let text = human(&l);
         assert!(text.contains("a lost fragment loses the whole datagram (37 datagrams: fragments lost on the path)"), "{text}");
-        assert!(text.contains("1001 of them as fragments"), "{text}");
+        assert!(text.contains("1001 of them fragmented"), "{text}");
+        // Fragments lost on the path before the driver took the first
+        // fragment with them: sequence gaps, as for whole datagrams.
+        let l = layers(
+            &Measured { at_driver: 990, path_lost: 10, path_duplicates: 0, fragments: 990, read: 990, ..fragmented },
+            Vec::new(),
+            HostDeltas::default(),
+        );
+        assert_eq!((l.reached_driver, l.path_lost, l.reassembly_failed, l.unaccounted), (990, 10, 0, 0));
+        assert!(l.adds_up, "{l:?}");
+        assert!(human(&l).contains("a lost fragment would lose the whole datagram"), "{}", human(&l));
         // A fragment the tracker did not see time out (the run stopped first).
         let l = layers(&Measured { read: 962, ..fragmented }, reason_counts(&fdrops, &frag, |_| None), HostDeltas::default());
         assert_eq!(l.unaccounted, 1);
@@ -893,22 +913,27 @@ mod tests {
         let st = |received, lost, next_seq| FlowState { received, lost, next_seq, ..FlowState::default() };
         let kernel = vec![(k(0), st(100, 0, 100)), (k(1), st(90, 10, 100))];
         let socket = vec![(k(0), st(98, 2, 100)), (k(1), st(90, 10, 100))];
-        let f = flow_layers(Some(&kernel), Some(&socket), 0);
+        let f = flow_layers(Some(&kernel), Some(&socket), None);
         assert_eq!(f.len(), 2);
         assert_eq!((f[0].sender.as_str(), f[0].group.as_str(), f[0].flow), ("10.0.0.1", "239.0.0.1", 0));
         assert_eq!((f[0].expected, f[0].path_lost, f[0].reached_driver, f[0].lost_after_driver, f[0].read), (100, Some(0), Some(100), Some(2), Some(98)));
         assert_eq!((f[1].path_lost, f[1].lost_after_driver, f[1].read), (Some(10), Some(0), Some(90)));
         assert_eq!((f[0].kernel_dropped, f[0].socket_dropped), (None, None), "the tracer does not key by flow");
         // Kernel counter alone; a flow only the socket saw.
-        let f = flow_layers(Some(&kernel[..1]), None, 0);
+        let f = flow_layers(Some(&kernel[..1]), None, None);
         assert_eq!((f[0].reached_driver, f[0].read, f[0].lost_after_driver), (Some(100), None, None));
-        let f = flow_layers(Some(&kernel[..1]), Some(&socket), 0);
-        assert_eq!((f[1].flow, f[1].reached_driver, f[1].read), (1, Some(0), Some(90)));
-        // Fragments outside the flows: no per-flow path numbers.
-        let f = flow_layers(Some(&kernel), Some(&socket), 5);
-        assert_eq!((f[0].path_lost, f[0].reached_driver, f[0].read, f[0].expected), (None, None, Some(98), 100));
+        let f = flow_layers(Some(&kernel[..1]), Some(&socket), None);
+        assert_eq!((f[1].flow, f[1].reached_driver, f[1].read, f[1].fragmented), (1, Some(0), Some(90), Some(0)));
+        // Fragmented datagrams are in the flows: exact per-flow numbers,
+        // with how many arrived fragmented.
+        let f = flow_layers(Some(&kernel), Some(&socket), Some(&[(k(1), 90)]));
+        assert_eq!((f[0].path_lost, f[0].reached_driver, f[0].read, f[0].fragmented), (Some(0), Some(100), Some(98), Some(0)));
+        assert_eq!((f[1].path_lost, f[1].reached_driver, f[1].lost_after_driver, f[1].fragmented), (Some(10), Some(90), Some(0), Some(90)));
+        let f2 = flow_layers(None, Some(&socket), None);
+        assert_eq!((f2[0].reached_driver, f2[0].fragmented), (None, None));
         let text = human_flows(&f);
-        assert!(text.lines().count() == 4 && text.contains("does not key by flow"), "{text}");
+        assert!(text.lines().count() == 4 && text.contains("does not key by flow") && text.contains("fragmented"), "{text}");
+        assert!(!human_flows(&flow_layers(Some(&kernel), Some(&socket), None)).contains("fragmented"));
     }
 
     #[test]

@@ -370,19 +370,26 @@ impl KernelCounter {
     /// Every flow the counter has seen, each value copied under its spin
     /// lock (`BPF_F_LOCK`), so each state is consistent. Sorted by key.
     pub fn flows(&self) -> Result<Vec<(FlowKey, FlowState)>> {
+        Ok(self.flow_entries()?.into_iter().map(|(k, s, _)| (k, s)).collect())
+    }
+
+    /// As [`flows`](Self::flows), each flow with how many of its data
+    /// datagrams arrived fragmented (counted by their first fragment; the
+    /// count is part of the same locked copy as the state).
+    pub fn flow_entries(&self) -> Result<Vec<(FlowKey, FlowState, u64)>> {
         let map: HashMap<&MapData, FlowKey, FlowEntry<u32>> =
             HashMap::try_from(self.ebpf.map("FLOWS").context("eBPF object has no FLOWS map")?)?;
         let mut out = Vec::new();
         for key in map.keys() {
             let key = key.context("cannot list the kernel counter's flows")?;
             match map.get(&key, BPF_F_LOCK) {
-                Ok(entry) => out.push((key, entry.state)),
+                Ok(entry) => out.push((key, entry.state, entry.fragmented)),
                 // Entries are never deleted, but be robust to it.
                 Err(aya::maps::MapError::KeyNotFound) => {}
                 Err(e) => return Err(e).context("cannot read a flow of the kernel counter"),
             }
         }
-        out.sort_by_key(|(k, _)| *k);
+        out.sort_by_key(|(k, _, _)| *k);
         Ok(out)
     }
 

@@ -199,6 +199,10 @@ pub struct FlowReport {
     pub jitter_us: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delay: Option<Delay>,
+    /// Kernel counter only: data datagrams of `received` that arrived
+    /// fragmented (counted by their first fragment).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fragmented: Option<u64>,
 }
 
 /// One-way delay of a flow (receive time minus the header's send time).
@@ -239,9 +243,18 @@ pub struct RecvSummary {
     /// Kernel counter only: valid datagrams that found no room in the flow map.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub map_full: Option<u64>,
-    /// Kernel counter only: IPv4 fragments to the port, which it cannot attribute to a flow.
+    /// Kernel counter only: datagrams (data and end markers) that arrived
+    /// fragmented, counted in their flows by their first fragment.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fragments: Option<u64>,
+    /// Kernel counter only: later fragments (offset not 0) matched to a
+    /// counted first fragment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub later_fragments: Option<u64>,
+    /// Kernel counter only: later fragments that matched no counted first
+    /// fragment (arrived before it, or not of an mcblast datagram).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unmatched_fragments: Option<u64>,
     /// Kernel counter only: datagrams to the port for groups (or from sources) this receiver did not join.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub other_group: Option<u64>,
@@ -316,6 +329,7 @@ pub fn flow_report(key: &mcblast_common::FlowKey, st: &FlowState, local: &crate:
         ended: st.ended != 0,
         jitter_us: st.jitter_ns() as f64 / 1e3,
         delay,
+        fragmented: None,
     }
 }
 

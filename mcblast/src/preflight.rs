@@ -60,8 +60,8 @@ pub const DEFAULT_RCVBUF: u64 = 4 << 20;
 /// One-way delays finer than this need a better clock than the one measured.
 pub const MAX_CLOCK_ERROR_US: f64 = 100.0;
 
-/// Payload vs MTU: a datagram over the MTU leaves in fragments, which the
-/// kernel counter cannot follow and AWS TGW drops.
+/// Payload vs MTU: a datagram over the MTU leaves in fragments, which AWS
+/// TGW drops, and of which one lost loses the whole datagram.
 pub fn check_mtu(iface: &str, mtu: u32, length: usize, sends: bool) -> Finding {
     let packet = length + crate::send::plan::IP_UDP_OVERHEAD;
     let value = format!("{length}-byte datagrams = {packet}-byte IP packets, MTU {mtu} on {iface}");
@@ -78,7 +78,7 @@ pub fn check_mtu(iface: &str, mtu: u32, length: usize, sends: bool) -> Finding {
         format!("{value}: {frags} fragments per datagram"),
         format!(
             "datagrams over the MTU fragment: AWS TGW drops fragmented multicast, one lost fragment loses the datagram, \
-             and the kernel counter cannot follow fragments{}",
+             and every fragment is one more packet for the path and the receiver{}",
             if sends { "; mcblast send refuses this without --allow-fragments" } else { "" }
         ),
         Some(format!("-l {max} (or raise the MTU: ip link set dev {iface} mtu {packet})")),

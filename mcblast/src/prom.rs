@@ -360,7 +360,7 @@ pub fn recv_page(v: &RecvLive, local: &crate::clock::LocalClock) -> String {
             p.counter("mcblast_recv_map_full_total", "Valid datagrams with no room in the kernel flow map (not tracked).", c, m);
         }
         if let Some(f) = snap.fragments {
-            p.counter("mcblast_recv_fragments_total", "IPv4 fragments to the port (the kernel counter cannot follow them).", c, f);
+            p.counter("mcblast_recv_fragments_total", "Datagrams that arrived as IPv4 fragments (counted in their flows by their first fragment).", c, f);
         }
         if let Some(o) = snap.other_group {
             p.counter("mcblast_recv_other_group_total", "Datagrams to the port for groups or sources not joined.", c, o);

@@ -31,8 +31,16 @@ pub struct Snapshot {
     pub foreign: u64,
     /// Kernel counter only: valid datagrams with no room in the flow map.
     pub map_full: Option<u64>,
-    /// Kernel counter only: IPv4 fragments to the port (not attributable to a flow).
+    /// Kernel counter only: datagrams that arrived fragmented, counted in
+    /// their flows by their first fragment.
     pub fragments: Option<u64>,
+    /// Kernel counter only: per flow, its data datagrams that arrived
+    /// fragmented (flows with none are left out).
+    pub fragmented: Vec<(FlowKey, u64)>,
+    /// Kernel counter only: later fragments matched to a counted first
+    /// fragment, and later fragments that matched none.
+    pub later_fragments: Option<u64>,
+    pub unmatched_fragments: Option<u64>,
     /// Kernel counter only: datagrams to the port for groups (or from sources) not joined.
     pub other_group: Option<u64>,
 }
@@ -170,14 +178,16 @@ impl SocketCounter {
 }
 
 fn kernel_snapshot(k: &KernelCounter) -> Result<Snapshot> {
-    let mut flows = k.flows()?;
-    flows.sort_by_key(|(key, _)| *key);
+    let entries = k.flow_entries()?;
     let g = k.globals()?;
     Ok(Snapshot {
-        flows,
+        flows: entries.iter().map(|(key, s, _)| (*key, *s)).collect(),
+        fragmented: entries.iter().filter(|(_, _, f)| *f > 0).map(|(key, _, f)| (*key, *f)).collect(),
         foreign: g[GlobalCounter::Foreign as usize],
         map_full: Some(g[GlobalCounter::MapFull as usize]),
         fragments: Some(g[GlobalCounter::Fragments as usize]),
+        later_fragments: Some(g[GlobalCounter::LaterFragments as usize]),
+        unmatched_fragments: Some(g[GlobalCounter::UnmatchedFragments as usize]),
         other_group: Some(g[GlobalCounter::OtherGroup as usize]),
     })
 }
@@ -580,8 +590,15 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
     let mut worst: f64 = 0.0;
     let mut reports: Vec<(&'static str, Vec<FlowReport>)> = Vec::new();
     for (name, snap) in &finals {
-        let flows: Vec<FlowReport> =
-            snap.flows.iter().map(|(k, s)| output::flow_report(k, s, &local)).collect();
+        let fragmented = |k: &FlowKey| snap.fragmented.iter().find(|(fk, _)| fk == k).map_or(0, |(_, n)| *n);
+        let flows: Vec<FlowReport> = snap
+            .flows
+            .iter()
+            .map(|(k, s)| FlowReport {
+                fragmented: (*name == "kernel").then(|| fragmented(k)),
+                ..output::flow_report(k, s, &local)
+            })
+            .collect();
         worst = flows.iter().map(|f| f.loss_pct).fold(worst, f64::max);
         let summary = RecvSummary {
             role: "recv",
@@ -591,6 +608,8 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
             flows: flows.clone(),
             map_full: snap.map_full,
             fragments: snap.fragments,
+            later_fragments: snap.later_fragments,
+            unmatched_fragments: snap.unmatched_fragments,
             other_group: snap.other_group,
         };
         out.emit("summary", &summary)?;
@@ -612,13 +631,8 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
         }
         reports.push((name, flows));
     }
-    let fragmented = finals.iter().any(|(_, s)| s.fragments.is_some_and(|f| f > 0));
     if let [(_, k), (_, s)] = reports.as_slice() {
-        out.human(&if fragmented {
-            "kernel and socket counters are not compared flow by flow: datagrams arrived fragmented".to_string()
-        } else {
-            compare(k, s)
-        })?;
+        out.human(&compare(k, s))?;
     }
     // With --sink nothing reaches the stack: the waterfall ends at the
     // driver, where the counter dropped what it counted.
@@ -636,9 +650,9 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
             fragments: finals
                 .iter()
                 .find(|(n, _)| *n == "kernel")
-                .and_then(|(_, s)| s.fragments)
-                .unwrap_or(0),
-            // The program drops every datagram it counted in a flow.
+                .map_or(0, |(_, s)| s.fragmented.iter().map(|(_, n)| n).sum()),
+            // The program drops every datagram it counted in a flow (a
+            // fragmented one with all its matched fragments).
             sunk: if p.sink { sum(kf, |s| s.received) } else { 0 },
         };
         let mut layers = attrib::layers(&m, reasons, host_end.since(&host_start));
@@ -650,7 +664,8 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
             (layers.driver, layers.ethtool) = (Some(driver), Some(other));
         }
         let counted = |name: &str| finals.iter().find(|(n, _)| *n == name).map(|(_, s)| s.flows.as_slice());
-        layers.flows = attrib::flow_layers(counted("kernel"), counted("socket"), m.fragments);
+        let fragmented = finals.iter().find(|(n, _)| *n == "kernel").map(|(_, s)| s.fragmented.as_slice());
+        layers.flows = attrib::flow_layers(counted("kernel"), counted("socket"), fragmented);
         out.human(&attrib::human(&layers))?;
         out.emit("summary", &LayersSummary { role: "recv", counter: "layers", duration_s: duration, layers })?;
     }
@@ -789,15 +804,18 @@ fn human_summary(s: &RecvSummary, socket_drops: Option<u64>) -> String {
     if let Some(o) = s.other_group.filter(|o| *o > 0) {
         t.push_str(&format!(", for groups or sources not joined (not counted): {o}"));
     }
-    if let Some(f) = s.fragments.filter(|f| *f > 0) {
-        t.push_str(&format!(
-            "\nwarning: {f} datagrams arrived fragmented: the kernel counter counts their first fragments outside \
-             any flow, so its flows show them as lost (the socket counter counts them after reassembly, the \
-             waterfall counts them at the driver); send datagrams that fit the MTU"
-        ));
-    }
     if let Some(d) = socket_drops {
         t.push_str(&format!(", socket buffer drops (SO_RXQ_OVFL): {d}"));
+    }
+    let later = s.later_fragments.unwrap_or(0);
+    let unmatched = s.unmatched_fragments.unwrap_or(0);
+    if s.fragments.is_some_and(|f| f > 0) || later > 0 || unmatched > 0 {
+        t.push_str(&format!(
+            "\n{} datagrams arrived fragmented, counted in their flows by their first fragment ({later} later \
+             fragments matched to them, {unmatched} unmatched: before their first fragment, or not mcblast's); \
+             a lost fragment loses the whole datagram: send datagrams that fit the MTU",
+            s.fragments.unwrap_or(0)
+        ));
     }
     t
 }

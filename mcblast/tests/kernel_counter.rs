@@ -268,6 +268,25 @@ fn send_all(pair: &Pair, counter: &KernelCounter, f: impl FnOnce(&Tx<'_>) + Send
 /// outer tag type), IPv4 with `opts` (a multiple of 4 bytes) and the given
 /// flags/fragment-offset field, UDP to `port` carrying `payload`.
 fn frame(tag: Option<(u16, u16)>, opts: &[u8], frag: u16, group: Ipv4Addr, port: u16, payload: &[u8]) -> Vec<u8> {
+    ip_frame(tag, opts, 0x1234, frag, group, &udp(port, payload))
+}
+
+/// A UDP header to `port` (length 8 + `payload`, no checksum), then `payload`.
+fn udp(port: u16, payload: &[u8]) -> Vec<u8> {
+    let mut u = Vec::with_capacity(8 + payload.len());
+    u.extend_from_slice(&40000u16.to_be_bytes());
+    u.extend_from_slice(&port.to_be_bytes());
+    u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    u.extend_from_slice(&[0, 0]); // no UDP checksum
+    u.extend_from_slice(payload);
+    u
+}
+
+/// Ethernet frame to `group`'s multicast MAC, as [`frame`], of an IPv4
+/// packet (protocol UDP) with IP id `id` and flags/fragment-offset `frag`
+/// carrying `l4` as its payload as it is (a UDP datagram, or a part of one
+/// for a fragment).
+fn ip_frame(tag: Option<(u16, u16)>, opts: &[u8], id: u16, frag: u16, group: Ipv4Addr, l4: &[u8]) -> Vec<u8> {
     assert_eq!(opts.len() % 4, 0);
     let g = group.octets();
     let mut f = vec![0x01, 0x00, 0x5e, g[1] & 0x7f, g[2], g[3], 0x02, 0, 0, 0, 0, 0x01];
@@ -277,10 +296,10 @@ fn frame(tag: Option<(u16, u16)>, opts: &[u8], frag: u16, group: Ipv4Addr, port:
     }
     f.extend_from_slice(&0x0800u16.to_be_bytes());
     let ihl = 20 + opts.len();
-    let total = (ihl + 8 + payload.len()) as u16;
+    let total = (ihl + l4.len()) as u16;
     let mut ip = vec![0x40 | (ihl / 4) as u8, 0];
     ip.extend_from_slice(&total.to_be_bytes());
-    ip.extend_from_slice(&[0x12, 0x34]);
+    ip.extend_from_slice(&id.to_be_bytes());
     ip.extend_from_slice(&frag.to_be_bytes());
     ip.extend_from_slice(&[1, 17, 0, 0]);
     ip.extend_from_slice(&SENDER.octets());
@@ -292,11 +311,7 @@ fn frame(tag: Option<(u16, u16)>, opts: &[u8], frag: u16, group: Ipv4Addr, port:
     }
     ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
     f.extend_from_slice(&ip);
-    f.extend_from_slice(&40000u16.to_be_bytes());
-    f.extend_from_slice(&port.to_be_bytes());
-    f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    f.extend_from_slice(&[0, 0]); // no UDP checksum
-    f.extend_from_slice(payload);
+    f.extend_from_slice(l4);
     f
 }
 
@@ -375,6 +390,11 @@ fn check_timing(st: &FlowState) {
         assert!(st.delay_min_ns >= 0, "negative one-way delay {}: wrong clock?", st.delay_min_ns);
         assert!(st.delay_max_ns >= st.delay_min_ns);
     }
+}
+
+/// The flows with data datagrams that arrived fragmented, with how many.
+fn fragmented(counter: &KernelCounter) -> Vec<(FlowKey, u64)> {
+    counter.flow_entries().unwrap().into_iter().filter(|(_, _, n)| *n > 0).map(|(k, _, n)| (k, n)).collect()
 }
 
 fn flow_state(flows: &[(FlowKey, FlowState)], f: &FlowId) -> FlowState {
@@ -533,7 +553,8 @@ fn lost_set(events: &[Ev]) -> BTreeSet<u64> {
 
 /// Datagrams to the port that are not valid mcblast datagrams (or belong to
 /// a filtered run) change no flow and are counted as Foreign; other ports
-/// are ignored; a fragmented datagram is counted as Fragments.
+/// are ignored; a fragmented datagram is counted in its flow by its first
+/// fragment, and its later fragment is matched to it.
 #[test]
 fn foreign_and_malformed_datagrams_touch_no_flow() {
     if skip_unless_root("foreign_and_malformed_datagrams_touch_no_flow") {
@@ -582,23 +603,30 @@ fn foreign_and_malformed_datagrams_touch_no_flow() {
         }
         // A valid datagram to another port: not ours at all.
         tx.send_to(&header_datagram(valid(8)), group, PORT + 1);
-        // A valid datagram too big for the MTU: two IPv4 fragments, of which
-        // the first (with the UDP header) is counted.
-        tx.send_to(&header_datagram(Header { len: 10_000, ..valid(9) }), group, PORT);
+        // A valid datagram too big for the MTU: two IPv4 fragments; the
+        // first (with the UDP header) is counted in flow 5, the second is
+        // matched to it.
+        tx.send_to(&header_datagram(Header { len: 10_000, flow: 5, ..valid(9) }), group, PORT);
     });
     // `send_all` counted each datagram once; the fragmented one is two packets.
     let packets = sent + 1;
     wait_seen(&counter, 0, packets);
 
     let got = counter.flows().unwrap();
-    assert_eq!(got.len(), 1, "flows: {got:?}");
+    assert_eq!(got.len(), 2, "flows: {got:?}");
     let st = flow_state(&got, &f);
     assert_eq!(observed(&st), model(&f, &[Ev::Data(0)]));
     check_timing(&st);
+    let big = FlowId { flow: 5, len: 10_000, ..f };
+    let st = flow_state(&got, &big);
+    assert_eq!(observed(&st), model(&big, &[Ev::Data(9)]), "the fragmented datagram, whole length");
+    assert_eq!(fragmented(&counter), vec![(big.key_from(SENDER), 1)], "only flow 5 arrived fragmented");
 
     let g = counter.globals().unwrap();
     assert_eq!(g[GlobalCounter::Foreign as usize], foreign.len() as u64);
     assert_eq!(g[GlobalCounter::Fragments as usize], 1);
+    assert_eq!(g[GlobalCounter::LaterFragments as usize], 1);
+    assert_eq!(g[GlobalCounter::UnmatchedFragments as usize], 0);
     assert_eq!(g[GlobalCounter::MapFull as usize], 0);
     assert_eq!(g[GlobalCounter::Packets as usize], packets);
 }
@@ -665,7 +693,8 @@ fn only_joined_groups_and_sources_are_counted() {
         tx.send_to(&bad, other, PORT); // malformed, unjoined: other, not foreign
         tx.send_to(&bad, any, PORT); // malformed, joined: foreign
         // Two fragments to the unjoined group: the first is other, not a
-        // fragment; the second is not matched at all.
+        // fragment; the second matches nothing and, to a group not joined,
+        // is not even counted as unmatched.
         tx.send_to(&header_datagram(Header { len: 10_000, ..header(&o1, 101) }), other, PORT);
         tx.send_to(&header_datagram(header(&o1, 102)), other, PORT + 1); // another port: nothing
     });
@@ -686,6 +715,8 @@ fn only_joined_groups_and_sources_are_counted() {
     assert_eq!(g[GlobalCounter::OtherGroup as usize], other_group);
     assert_eq!(g[GlobalCounter::Foreign as usize], 1);
     assert_eq!(g[GlobalCounter::Fragments as usize], 0);
+    assert_eq!(g[GlobalCounter::LaterFragments as usize], 0);
+    assert_eq!(g[GlobalCounter::UnmatchedFragments as usize], 0);
     assert_eq!(g[GlobalCounter::MapFull as usize], 0);
     assert_eq!(g[GlobalCounter::Packets as usize], packets);
 
@@ -743,6 +774,8 @@ fn only_joined_groups_and_sources_are_counted() {
     assert_eq!(g[GlobalCounter::OtherGroup as usize], other_group);
     assert_eq!(g[GlobalCounter::Foreign as usize], 1);
     assert_eq!(g[GlobalCounter::Fragments as usize], 0);
+    assert_eq!(g[GlobalCounter::LaterFragments as usize], 0);
+    assert_eq!(g[GlobalCounter::UnmatchedFragments as usize], 0);
     assert_eq!(g[GlobalCounter::Packets as usize], packets);
 }
 
@@ -913,10 +946,94 @@ fn sink_drops_counted_datagrams_only() {
     }
 }
 
+/// A field of `/proc/net/snmp` in namespace `ns`.
+fn snmp(ns: &NetNs, proto: &str, field: &str) -> u64 {
+    let out = Command::new("ip").args(["netns", "exec", ns.name(), "cat", "/proc/net/snmp"]).output().unwrap();
+    mcblast::attrib::snmp_value(&String::from_utf8_lossy(&out.stdout), proto, field).expect("snmp field")
+}
+
+/// Fragmented datagrams (20000 bytes at MTU 9000: 3 fragments each) in XDP
+/// and at tc ingress: each counted once in its flow by its first fragment,
+/// its 2 later fragments matched; with `sink` every fragment is dropped, so
+/// nothing reaches IP reassembly or the socket (the foreign datagrams sent
+/// after them do); without it every datagram reassembles and is read.
+#[test]
+fn sink_drops_fragmented_datagrams_whole_in_xdp_and_at_tc() {
+    if skip_unless_root("sink_drops_fragmented_datagrams_whole_in_xdp_and_at_tc") {
+        return;
+    }
+    let pair = Pair::new("fsink", 1);
+    let group = Ipv4Addr::new(239, 4, 0, 2);
+    let f = FlowId { group, run: 6, flow: 0, len: 20_000 };
+    const N: u64 = 20;
+    const LATER: u64 = 2;
+    let rx = pair
+        .b
+        .run(move || {
+            let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, PORT)).unwrap();
+            s.join_multicast_v4(&group, &RECEIVER).unwrap();
+            s.set_read_timeout(Some(STALL)).unwrap();
+            // Room for every datagram of a round (the default buffer holds
+            // only a few reassembled 20000-byte datagrams).
+            let granted = mcblast::sys::send::set_buffer(&s, mcblast::sys::send::Buffer::Recv, 16 << 20).unwrap();
+            assert!(granted >= 16 << 20, "receive buffer {granted}");
+            s
+        })
+        .unwrap();
+    let foreign = |i: u8| {
+        let mut b = FlowId { len: 200, ..f }.datagram(Ev::Data(1000 + i as u64));
+        b[0] = b'X';
+        b
+    };
+
+    for mode in [XdpMode::Native, XdpMode::Tc] {
+        for sink in [1, 0] {
+            let reqds = snmp(&pair.b, "Ip", "ReasmReqds");
+            let counter = pair.attach(mode, Config { sink, ..config() });
+            let base = packets(&counter);
+            send_all(&pair, &counter, |tx| {
+                for s in 0..N {
+                    tx.send(&f, Ev::Data(s));
+                }
+                for i in 0..3 {
+                    tx.send_to(&foreign(i), group, PORT);
+                }
+            });
+            wait_seen(&counter, base, N * (1 + LATER) + 3);
+            let got = counter.flows().unwrap();
+            assert_eq!(got.len(), 1, "{mode:?} sink={sink}: {got:?}");
+            assert_eq!(observed(&flow_state(&got, &f)), model(&f, &(0..N).map(Ev::Data).collect::<Vec<_>>()), "{mode:?} sink={sink}");
+            assert_eq!(fragmented(&counter), vec![(f.key_from(SENDER), N)], "{mode:?} sink={sink}");
+            let g = counter.globals().unwrap();
+            let fr = (g[GlobalCounter::Fragments as usize], g[GlobalCounter::LaterFragments as usize], g[GlobalCounter::UnmatchedFragments as usize]);
+            assert_eq!(fr, (N, N * LATER, 0), "{mode:?} sink={sink}");
+            // Sent in order on one CPU: once the three foreign datagrams are
+            // read, every fragmented one before them was delivered or dropped.
+            let expected = if sink == 1 { 3 } else { N + 3 };
+            let mut valid = 0;
+            let mut buf = vec![0u8; 32 * 1024];
+            for _ in 0..expected {
+                let n = rx.recv(&mut buf).unwrap_or_else(|e| panic!("{mode:?} sink={sink}: a datagram should reach the socket: {e}"));
+                if Header::parse_datagram(&buf[..n]).is_ok() {
+                    assert_eq!(n, f.len, "{mode:?} sink={sink}: a whole datagram");
+                    valid += 1;
+                }
+            }
+            assert_eq!(valid, if sink == 1 { 0 } else { N }, "{mode:?} sink={sink}");
+            let reassembled = snmp(&pair.b, "Ip", "ReasmReqds") - reqds;
+            assert_eq!(reassembled, if sink == 1 { 0 } else { N * (1 + LATER) }, "{mode:?} sink={sink}: fragments reaching the stack");
+            drop(counter);
+        }
+    }
+}
+
 /// Frames the IP stack would not send: an 802.1Q tag in the frame data,
 /// the longest IPv4 options (IHL 15), both at once; all counted exactly.
-/// A frame with an outer tag of another type (802.1ad) is not parsed, and
-/// hand-made fragments are counted as Fragments (first) or ignored (later).
+/// A frame with an outer tag of another type (802.1ad) is not parsed.
+/// Hand-made fragments: a first fragment is counted in its flow as its
+/// whole datagram; later fragments are matched to it until its last
+/// fragment; a later fragment before its first fragment, after the last,
+/// or of a datagram to another port is counted as unmatched.
 #[test]
 fn vlan_tags_ip_options_and_fragments_are_parsed() {
     if skip_unless_root("vlan_tags_ip_options_and_fragments_are_parsed") {
@@ -934,7 +1051,27 @@ fn vlan_tags_ip_options_and_fragments_are_parsed() {
         (FlowId { group, run: 9, flow: 3, len: 8000 }, dot1q, &opts),
     ];
     let qinq = FlowId { group, run: 9, flow: 4, len: 100 };
-    let first_frag = FlowId { group, run: 9, flow: 5, len: 100 };
+    let fr = FlowId { group, run: 9, flow: 5, len: 3000 };
+    // A datagram as fragments of up to 1480 bytes (MTU 1500): (IP id,
+    // flags/offset, bytes) of each, offsets 0, 185, 370 (x 8 bytes).
+    let pieces = |id: u16, l4: &[u8]| -> Vec<(u16, u16, Vec<u8>)> {
+        l4.chunks(1480)
+            .enumerate()
+            .map(|(i, c)| {
+                let last = (i + 1) * 1480 >= l4.len();
+                (id, (i * 185) as u16 | if last { 0 } else { 0x2000 }, c.to_vec())
+            })
+            .collect()
+    };
+    let a = pieces(0x1001, &udp(PORT, &fr.datagram(Ev::Data(0))));
+    let b = pieces(0x1002, &udp(PORT, &fr.datagram(Ev::Data(1))));
+    let other_port = pieces(0x1003, &udp(PORT + 1, &fr.datagram(Ev::Data(2))));
+    assert_eq!((a.len(), b.len()), (3, 3));
+    // In order, then the last fragment again (its datagram is done: unmatched);
+    // b's middle fragment before its first one (unmatched), then the rest;
+    // another port's datagram (the later fragment matches nothing).
+    let frags: Vec<&(u16, u16, Vec<u8>)> =
+        vec![&a[0], &a[1], &a[2], &a[2], &b[1], &b[0], &b[2], &other_port[0], &other_port[1]];
     let ev = script(10, &[2], &[(5, 7)], &[(8, 1)], 1);
 
     send_all(&pair, &counter, |tx| {
@@ -945,22 +1082,28 @@ fn vlan_tags_ip_options_and_fragments_are_parsed() {
         }
         // 802.1ad outer tag: not an 802.1Q tag, so not looked into.
         tx.send_frame(&frame(Some((0x88a8, 100)), &[], 0, group, PORT, &qinq.datagram(Ev::Data(0))));
-        // A first fragment (MF set) to the port, and a later one (offset 185).
-        tx.send_frame(&frame(None, &[], 0x2000, group, PORT, &first_frag.datagram(Ev::Data(0))));
-        tx.send_frame(&frame(None, &[], 185, group, PORT, &first_frag.datagram(Ev::Data(1))));
+        for (id, frag, l4) in &frags {
+            tx.send_frame(&ip_frame(None, &[], *id, *frag, group, l4));
+        }
     });
 
     let got = counter.flows().unwrap();
-    assert_eq!(got.len(), cases.len(), "flows: {got:?}");
+    assert_eq!(got.len(), cases.len() + 1, "flows: {got:?}");
     for (f, _, _) in &cases {
         let st = flow_state(&got, f);
         assert_eq!(observed(&st), model(f, &ev), "flow {f:?}");
         check_timing(&st);
     }
+    // Both fragmented datagrams, counted once each with their whole length.
+    let st = flow_state(&got, &fr);
+    assert_eq!(observed(&st), model(&fr, &[Ev::Data(0), Ev::Data(1)]));
+    assert_eq!(fragmented(&counter), vec![(fr.key_from(SENDER), 2)]);
     let g = counter.globals().unwrap();
-    assert_eq!(g[GlobalCounter::Fragments as usize], 1);
+    assert_eq!(g[GlobalCounter::Fragments as usize], 2, "a[0], b[0]");
+    assert_eq!(g[GlobalCounter::LaterFragments as usize], 3, "a[1], a[2], b[2]");
+    assert_eq!(g[GlobalCounter::UnmatchedFragments as usize], 3, "a[2] again, b[1] early, the other port's");
     assert_eq!(g[GlobalCounter::Foreign as usize], 0);
-    assert_eq!(g[GlobalCounter::Packets as usize], (ev.len() * cases.len() + 3) as u64);
+    assert_eq!(g[GlobalCounter::Packets as usize], (ev.len() * cases.len() + 1 + frags.len()) as u64);
 }
 
 /// Flows beyond MAX_FLOWS find no room: counted in MapFull, while the

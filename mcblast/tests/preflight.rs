@@ -109,7 +109,7 @@ fn findings_follow_the_nodes_settings() {
     let f = finding(&v, "mtu");
     assert_eq!((code, f["level"].as_str()), (1, Some("fail")), "{v}");
     assert!(f["value"].as_str().unwrap().ends_with("MTU 9000 on eth0: 2 fragments per datagram"), "{f}");
-    // A receiver is only warned (the kernel counter cannot follow fragments).
+    // A receiver is only warned (it cannot stop the sender fragmenting).
     assert_eq!(finding(&preflight(&lab, "r1", &["--role", "recv", "-l", "8973"]).1, "mtu")["level"], "warn");
 
     // mcblast run's check: every node's report is kept, a fail stops the case.
