@@ -17,12 +17,16 @@
 //!
 //! No other loss is expected: with the mmsg engine the sender's own
 //! syscalls carry every datagram through the bridge to each receiver's
-//! socket (veth), so it cannot outrun the receivers. The test does not take
-//! that on trust: every counter that would show loss the machine added at
-//! flat-out rate (the sender's ledger, the bridge ports' `tx_dropped`, each
-//! receiver's driver, `rx_dropped`, softnet and `Udp` counters, every
-//! waterfall layer) must be 0 beyond what the injections explain, and every
-//! waterfall must add up. Privileged: skipped with a message when not root.
+//! socket (veth), so it cannot outrun the receivers' drivers and stacks.
+//! The test does not take that on trust: every counter that would show
+//! loss the machine added at flat-out rate (the sender's ledger, the bridge
+//! ports' `tx_dropped`, each receiver's driver, `rx_dropped` and softnet
+//! counters, every waterfall layer) must be 0 beyond what the injections
+//! explain, and every waterfall must add up. The one place a loaded machine
+//! may add loss of its own is a receiver's socket (a reader starved of CPU):
+//! there it must be charged to the socket layer only, exactly the
+//! namespace's `Udp RcvbufErrors` and the socket's SO_RXQ_OVFL, like r3's.
+//! Privileged: skipped with a message when not root.
 //! The lab, the rules and the impairment are removed when the test ends.
 
 use std::collections::BTreeSet;
@@ -233,7 +237,6 @@ fn flat_out(tag: &str, count: u64, len: u64) {
     let survived = survivors.len() as u64;
 
     let mut files = Vec::new();
-    let mut socket_dropped = 0;
     for (i, r) in recvs.into_iter().enumerate() {
         let node = r.node.clone();
         let begin = r.begin.clone();
@@ -243,11 +246,11 @@ fn flat_out(tag: &str, count: u64, len: u64) {
         // Every waterfall adds up, over exactly what the sender sent.
         assert_eq!((l["adds_up"].as_bool(), l["unaccounted"].as_i64()), (Some(true), Some(0)), "{node}: {l}");
         assert_eq!(u(l, "expected"), count, "{node}: {l}");
-        // The host saw no loss of its own: driver, interface, softnet.
+        // The host saw no loss of its own before the socket: driver,
+        // interface, softnet.
         assert_eq!(u(&l["driver"], "dropped"), 0, "{node}: {l}");
-        for f in ["rx_dropped", "rx_missed_errors", "rx_fifo_errors", "softnet_dropped", "udp_in_errors", "udp_rcvbuf_errors"] {
-            let want = if node == "r3" && f.starts_with("udp_") { rcvbuf_errors } else { 0 };
-            assert_eq!(l["host"][f].as_u64(), Some(want), "{node}: host {f}: {l}");
+        for f in ["rx_dropped", "rx_missed_errors", "rx_fifo_errors", "softnet_dropped"] {
+            assert_eq!(l["host"][f].as_u64(), Some(0), "{node}: host {f}: {l}");
         }
         // Path: the common loss, and at r1 the impairment's too; the
         // receiver's loss records name exactly those sequence numbers.
@@ -255,28 +258,29 @@ fn flat_out(tag: &str, count: u64, len: u64) {
         assert_eq!(u(l, "path_lost"), if node == "r1" { common_n + impaired } else { common_n }, "{node}: {l}");
         assert_eq!(kernel_lost_seqs(&node, &lines), path, "{node}: kernel loss records");
         assert_eq!(u(l, "reached_driver"), count - path.len() as u64, "{node}: {l}");
-        // Each layer holds exactly its injection, and nothing else anywhere.
-        let (kernel, socket) = match node.as_str() {
-            "r2" => (netfilter, 0),
-            "r3" => {
-                // The socket's drops: data datagrams here; the namespace's
-                // RcvbufErrors and SO_RXQ_OVFL count end markers too.
-                let ends: u64 = l["reasons"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .filter(|r| r["reason"] == "SOCKET_RCVBUFF")
-                    .map(|r| u(r, "end"))
-                    .sum();
-                let socket = u(l, "socket_dropped");
-                assert!(socket > 0, "r3: the slow reader must overflow its buffer: {l}");
-                assert_eq!(socket + ends, rcvbuf_errors, "r3: Udp RcvbufErrors: {l}");
-                assert_eq!(u(l, "so_rxq_ovfl"), rcvbuf_errors, "r3: SO_RXQ_OVFL: {l}");
-                socket_dropped = socket;
-                (0, socket)
-            }
-            _ => (0, 0),
-        };
+        // Socket: r3's slow reader overflows its buffer on purpose. Any
+        // other receiver's socket overflowing at flat-out rate (a reader
+        // starved of CPU) is loss too, and must land in the socket layer
+        // with the same exact ground truth: the data datagrams the tracer
+        // charged, plus the end markers it saw dropped there, equal the
+        // namespace's Udp RcvbufErrors (and InErrors) and the socket's own
+        // SO_RXQ_OVFL.
+        let socket = u(l, "socket_dropped");
+        let ends: u64 =
+            l["reasons"].as_array().unwrap().iter().filter(|r| r["reason"] == "SOCKET_RCVBUFF").map(|r| u(r, "end")).sum();
+        assert_eq!(socket + ends, rcvbuf_errors, "{node}: Udp RcvbufErrors: {l}");
+        assert_eq!(u(l, "so_rxq_ovfl"), rcvbuf_errors, "{node}: SO_RXQ_OVFL: {l}");
+        for f in ["udp_in_errors", "udp_rcvbuf_errors"] {
+            assert_eq!(l["host"][f].as_u64(), Some(rcvbuf_errors), "{node}: host {f}: {l}");
+        }
+        if node == "r3" {
+            assert!(socket > 0 && socket < survived, "r3: the slow reader must read some and lose some: {l}");
+        } else if socket > 0 {
+            eprintln!("{node}: its socket overflowed at flat-out rate: {socket} data datagrams, exactly Udp RcvbufErrors");
+        }
+        // Kernel: r2's rule only. Each layer holds exactly what its injector
+        // (or its host counter) says, and nothing is charged anywhere else.
+        let kernel = if node == "r2" { netfilter } else { 0 };
         assert_eq!(reason_data(l, "NETFILTER_DROP"), kernel, "{node}: {l}");
         assert_eq!(reason_data(l, "SOCKET_RCVBUFF"), socket, "{node}: {l}");
         for f in LAYER_FIELDS {
@@ -287,9 +291,6 @@ fn flat_out(tag: &str, count: u64, len: u64) {
             };
             assert_eq!(u(l, f), want, "{node}: {f} charged for loss that happened elsewhere: {l}");
         }
-        if node != "r3" {
-            assert_eq!((u(l, "so_rxq_ovfl"), rcvbuf_errors), (0, 0), "{node}: {l}");
-        }
         assert_eq!(u(l, "read"), count - path.len() as u64 - kernel - socket, "{node}: {l}");
         assert_eq!(u(only_flow(summary(&lines, "socket")), "received"), u(l, "read"), "{node}");
 
@@ -298,7 +299,6 @@ fn flat_out(tag: &str, count: u64, len: u64) {
         std::fs::write(&file, text).unwrap();
         files.push(file);
     }
-    assert!(socket_dropped > 0 && socket_dropped < survived, "r3 read some and lost some");
     // Nothing dropped leaving the bridge toward any node.
     let tx_dropped = bridge_tx_dropped(&lab);
     assert_eq!(tx_dropped, tx_dropped_before, "bridge ports' tx_dropped");
