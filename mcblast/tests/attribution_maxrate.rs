@@ -210,7 +210,8 @@ fn flat_out(tag: &str, count: u64, len: u64) {
     let (n, l) = (count.to_string(), len.to_string());
     let send_lines = sender_lines(spawn_send(&lab, &["-n", &n, "-l", &l, "--engine", "mmsg"]));
     let s = sender_line(&send_lines, "summary");
-    eprintln!("flat out: {count} x {len} B in {:.1} s, {:.0} datagrams/s", s["duration_s"], s["rate_pps"]);
+    let (secs, pps) = (s["duration_s"].as_f64().unwrap_or(0.0), s["rate_pps"].as_f64().unwrap_or(0.0));
+    eprintln!("flat out: {count} x {len} B in {secs:.1} s, {pps:.0} datagrams/s");
     // Flat out: no rate was asked for, and the sender's ledger lost nothing.
     assert!(s["target_pps"].is_null() && s["target_bps"].is_null(), "{s}");
     assert_eq!(u(&s, "sent"), count, "{s}");
