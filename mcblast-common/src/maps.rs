@@ -236,6 +236,10 @@ pub struct ImpairStats {
     /// act on them (a duplicated or rewritten first fragment does not
     /// reassemble into a second datagram).
     pub fragments: u64,
+    /// Datagrams that passed untouched inside GSO packets (a UDP GSO sender's
+    /// batch crosses the bridge as one packet; only its first header is
+    /// visible here, so none of its datagrams is impaired).
+    pub gso_passed: u64,
 }
 
 /// The impairment program's working state.

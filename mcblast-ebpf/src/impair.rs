@@ -119,6 +119,17 @@ fn impair(ctx: &TcContext) -> i32 {
         return PASS;
     }
     let Ok(cur) = ctx.load::<Hdr>(l4 + UDP_HLEN) else { return PASS };
+    // SAFETY: `skb` is the program's context pointer, valid for this run;
+    // gso_segs is a readable field of __sk_buff.
+    let segs = unsafe { (*ctx.skb.skb).gso_segs };
+    if segs > 1 {
+        // A GSO batch: several datagrams behind one header. Impairing it
+        // would touch them all at once; count them as passed, untouched.
+        if let Some(entry) = IMPAIR.get_ptr_mut(0) {
+            adjust(entry, |s| s.gso_passed += segs as u64);
+        }
+        return PASS;
+    }
     let Ok(h) = Header::parse(&Packet::new_unchecked(&cur.0[..]), udp_len - UDP_HLEN) else { return PASS };
     let key = FlowKey {
         sender: u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]),

@@ -105,6 +105,8 @@ pub struct ImpairReport {
     pub held: u64,
     /// First fragments seen (only ever dropped, never duplicated or reordered).
     pub fragments: u64,
+    /// Datagrams inside GSO packets, passed untouched (see [`ImpairStats::gso_passed`]).
+    pub gso_passed: u64,
 }
 
 impl ImpairReport {
@@ -119,6 +121,7 @@ impl ImpairReport {
             reorder_lost: s.reorder_lost,
             held: e.state.held as u64,
             fragments: s.fragments,
+            gso_passed: s.gso_passed,
         }
     }
 
@@ -137,6 +140,12 @@ impl ImpairReport {
         }
         if self.fragments != 0 {
             s += &format!(", first fragments {}", self.fragments);
+        }
+        if self.gso_passed != 0 {
+            s += &format!(
+                ", passed untouched in GSO batches {} (the sender's UDP GSO batches cross the bridge whole: use --engine mmsg to impair them)",
+                self.gso_passed
+            );
         }
         s
     }
