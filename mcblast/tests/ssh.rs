@@ -12,6 +12,7 @@
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
 mod common;
@@ -255,6 +256,20 @@ fn wait_gone(lab: &Lab, dir: &Path, except: &[u32]) -> Vec<String> {
     }
 }
 
+/// The serial lock and a world of `tag`, or None (after saying why) when
+/// the test cannot run here: not root, or OpenSSH missing.
+fn ssh_world(tag: &str) -> Option<(MutexGuard<'static, ()>, World)> {
+    if common::skip(NEEDS) {
+        return None;
+    }
+    if let Some(why) = missing_ssh() {
+        eprintln!("SKIP: {why}");
+        return None;
+    }
+    let s = serial();
+    Some((s, world(tag)))
+}
+
 /// Tears the world down and checks that nothing of it remains: sshds
 /// stopped, nothing left in the namespaces, the namespaces gone.
 fn teardown(w: World) {
@@ -271,15 +286,9 @@ fn teardown(w: World) {
 
 #[test]
 fn three_receivers_over_ssh_exact_counts() {
-    if common::skip(NEEDS) {
+    let Some((_s, w)) = ssh_world("ssh") else {
         return;
-    }
-    if let Some(why) = missing_ssh() {
-        eprintln!("SKIP: {why}");
-        return;
-    }
-    let _s = serial();
-    let w = world("ssh");
+    };
     w.inventory("hosts.ini", |_| String::new());
     let plan = w.dir.join("plan.toml");
     std::fs::write(
@@ -334,15 +343,9 @@ fn three_receivers_over_ssh_exact_counts() {
 
 #[test]
 fn wrong_mcblast_refused_before_traffic() {
-    if common::skip(NEEDS) {
+    let Some((_s, w)) = ssh_world("sshv") else {
         return;
-    }
-    if let Some(why) = missing_ssh() {
-        eprintln!("SKIP: {why}");
-        return;
-    }
-    let _s = serial();
-    let w = world("sshv");
+    };
     let fake = w.dir.join("fake-mcblast");
     std::fs::write(&fake, "#!/bin/sh\necho \"mcblast 0.0.9 (fake)\"\n").unwrap();
     run_ok(Command::new("chmod").arg("755").arg(&fake));
@@ -379,15 +382,9 @@ fn wrong_mcblast_refused_before_traffic() {
 
 #[test]
 fn ctrl_c_ends_the_remote_commands() {
-    if common::skip(NEEDS) {
+    let Some((_s, w)) = ssh_world("sshc") else {
         return;
-    }
-    if let Some(why) = missing_ssh() {
-        eprintln!("SKIP: {why}");
-        return;
-    }
-    let _s = serial();
-    let w = world("sshc");
+    };
     w.inventory_yaml("hosts.yml");
     let plan = w.dir.join("plan.toml");
     // 60 s of 1 Mbit/s: the receivers would stay 90 s unless the run ends them
