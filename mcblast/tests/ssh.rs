@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::csv::{csv, num};
-use common::{BIN, serial};
+use common::{BIN, TempDir, serial};
 use mcblast::lab::{Lab, LabConfig};
 
 const NEEDS: &str = "needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF) for namespaces and XDP";
@@ -34,14 +34,6 @@ fn missing_ssh() -> Option<String> {
         .filter(|p| if *p == "ssh-keygen" { Command::new(p).arg("-?").output().is_err() } else { !have(p) })
         .collect();
     (!missing.is_empty()).then(|| format!("{} not installed: run `cargo xtask setup` (openssh-server, openssh-client)", missing.join(", ")))
-}
-
-/// A temp dir, removed when dropped.
-struct TempDir(PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// The sshds of the test: killed when dropped (also on panic); the

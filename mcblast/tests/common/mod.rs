@@ -9,7 +9,8 @@ pub mod raw;
 
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
-use std::process::{Child, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -154,4 +155,51 @@ pub fn xdp_attached(lab: &Lab, node: &str) -> bool {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).contains("xdp")
+}
+
+/// Removes a directory when dropped (also on panic).
+pub struct TempDir(pub PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Removes the lab of a prefix when dropped (also on panic), in case a run left it.
+pub struct LabGone(pub String);
+impl Drop for LabGone {
+    fn drop(&mut self) {
+        let _ = mcblast::lab::down(&self.0);
+    }
+}
+
+/// A lab prefix unique to this process and `tag` (as [`lab`] makes them),
+/// with the guard that removes its lab when the test ends.
+pub fn lab_prefix(tag: &str) -> (String, LabGone) {
+    let prefix = format!("mcbt{}{tag}-", std::process::id());
+    (prefix.clone(), LabGone(prefix))
+}
+
+/// `mcblast run PLAN --out OUT`, its labs made under `prefix`.
+pub fn mcblast_run(plan: &Path, out: &Path, prefix: &str) -> Command {
+    let mut c = Command::new(BIN);
+    c.arg("run").arg(plan).arg("--out").arg(out).env(mcblast::lab::PREFIX_ENV, prefix);
+    c
+}
+
+/// Waits for `child` to exit, looking every `poll`; past `limit` kills it
+/// and panics with `what`.
+pub fn wait_bounded(child: &mut Child, limit: Duration, poll: Duration, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}");
+        }
+        std::thread::sleep(poll);
+    }
 }
