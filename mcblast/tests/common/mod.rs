@@ -157,6 +157,11 @@ pub fn xdp_attached(lab: &Lab, node: &str) -> bool {
     String::from_utf8_lossy(&out.stdout).contains("xdp")
 }
 
+/// A count field of a JSON line (panics, naming it, when it is not one).
+pub fn u(v: &Value, field: &str) -> u64 {
+    v[field].as_u64().unwrap_or_else(|| panic!("{field} is not a count: {v}"))
+}
+
 /// Removes a directory when dropped (also on panic).
 pub struct TempDir(pub PathBuf);
 impl Drop for TempDir {
@@ -202,4 +207,48 @@ pub fn wait_bounded(child: &mut Child, limit: Duration, poll: Duration, what: &s
         }
         std::thread::sleep(poll);
     }
+}
+
+/// Runs a shell script inside the namespace `ns`; asserts it succeeded.
+pub fn sh(ns: &str, script: &str) {
+    let out = Command::new("ip").args(["netns", "exec", ns, "sh", "-c", script]).output().unwrap();
+    assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A field of /proc/net/snmp in a node's namespace.
+pub fn snmp(lab: &Lab, node: &str, proto: &str, field: &str) -> u64 {
+    let out = Command::new("ip").args(["netns", "exec", &lab.ns_name(node), "cat", "/proc/net/snmp"]).output().unwrap();
+    mcblast::attrib::snmp_value(&String::from_utf8_lossy(&out.stdout), proto, field).expect("snmp field")
+}
+
+/// Runs `nft` in the namespace `ns`; asserts it succeeded, returns its stdout.
+pub fn nft(ns: &str, args: &[&str]) -> String {
+    let out = Command::new("ip").args(["netns", "exec", ns, "nft"]).args(args).output().expect("nft");
+    assert!(out.status.success(), "nft {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Loads the nftables `rules` in the namespace `ns` (through a temp file
+/// named after the process and `tag`, removed afterwards).
+pub fn nft_load(ns: &str, tag: &str, rules: &str) {
+    let file = std::env::temp_dir().join(format!("mcbt{}{tag}.nft", std::process::id()));
+    std::fs::write(&file, rules).unwrap();
+    let out =
+        Command::new("ip").args(["netns", "exec", ns, "nft", "-f", file.to_str().unwrap()]).output().expect("nft");
+    let _ = std::fs::remove_file(&file);
+    assert!(out.status.success(), "nft: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The packets of the first rule counter in the table `family` `table` of
+/// the namespace `ns` (`nft -j list table`).
+pub fn nft_counter(ns: &str, family: &str, table: &str) -> u64 {
+    let listing: Value = serde_json::from_str(&nft(ns, &["-j", "list", "table", family, table])).unwrap();
+    listing["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i.get("rule"))
+        .flat_map(|r| r["expr"].as_array().unwrap().iter())
+        .find_map(|e| e["counter"]["packets"].as_u64())
+        .expect("rule counter")
 }
