@@ -1,6 +1,8 @@
 //! Helpers shared by the privileged lab tests (`mod common;` in each test
 //! file): privilege skip, serialisation, labs, `mcblast recv` and
-//! `mcblast send` run on lab nodes, and picking lines out of their JSON.
+//! `mcblast send` run on lab nodes, and picking lines out of their JSON;
+//! guards that remove a temp dir or a lab when a test ends, bounded waits,
+//! and `sh`, `nft` and /proc/net/snmp in a node's namespace.
 //! Not every test file uses every helper.
 #![allow(dead_code)]
 
