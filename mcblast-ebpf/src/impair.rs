@@ -39,6 +39,8 @@ use mcblast_common::{
     wire::{HEADER_LEN, Header, Kind, Packet},
 };
 
+use super::{IP_MF, IP_OFFSET, TcFrame, UDP_HLEN, ipv4_udp};
+
 /// The map value: configuration, state and counters behind the lock.
 type Entry = ImpairEntry<bpf_spin_lock>;
 
@@ -52,17 +54,8 @@ static IMPAIR: Array<Entry, 1> = Array::new();
 #[btf_map]
 static IMPAIR_BUSY: PerCpuArray<u32, 1> = PerCpuArray::new();
 
-const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_8021Q: u16 = 0x8100;
-const VLAN_HLEN: usize = 4;
-const IPPROTO_UDP: u8 = 17;
-const UDP_HLEN: usize = 8;
 /// Offset of the checksum in the UDP header.
 const UDP_CSUM_OFF: usize = 6;
-/// IPv4 "more fragments" flag and fragment offset bits.
-const IP_MF: u16 = 0x2000;
-const IP_OFFSET: u16 = 0x1fff;
 
 /// Let the packet go on (`TCX_NEXT`).
 const PASS: i32 = TC_ACT_UNSPEC;
@@ -88,25 +81,7 @@ fn impair(ctx: &TcContext) -> i32 {
         return PASS;
     }
 
-    let be16 = |off: usize| ctx.load::<[u8; 2]>(off).ok().map(u16::from_be_bytes);
-    let Some(mut proto) = be16(12) else { return PASS };
-    let mut l3 = ETH_HLEN;
-    if proto == ETH_P_8021Q {
-        let Some(inner) = be16(ETH_HLEN + 2) else { return PASS };
-        proto = inner;
-        l3 += VLAN_HLEN;
-    }
-    if proto != ETH_P_IP {
-        return PASS;
-    }
-    let Ok(ip) = ctx.load::<[u8; 20]>(l3) else { return PASS };
-    if ip[0] >> 4 != 4 || ip[9] != IPPROTO_UDP {
-        return PASS;
-    }
-    let ihl = ((ip[0] & 0x0f) as usize) * 4;
-    if ihl < 20 {
-        return PASS;
-    }
+    let Some((l3, ihl, ip)) = ipv4_udp(&TcFrame(ctx)) else { return PASS };
     let frag = u16::from_be_bytes([ip[6], ip[7]]);
     if frag & IP_OFFSET != 0 {
         return PASS;

@@ -248,6 +248,31 @@ fn joined(group: u32, source: u32) -> bool {
     want == 0 || want == source
 }
 
+/// An Ethernet frame (at most one 802.1Q tag) carrying IPv4 with protocol
+/// UDP: the offset of its IPv4 header, the header's length and its first
+/// 20 bytes. None for anything else (or a frame too short to tell).
+#[inline(always)]
+fn ipv4_udp<F: Frame>(f: &F) -> Option<(usize, usize, [u8; 20])> {
+    let mut proto = be16_at(f, 12)?;
+    let mut l3 = ETH_HLEN;
+    if proto == ETH_P_8021Q {
+        proto = be16_at(f, ETH_HLEN + 2)?;
+        l3 += VLAN_HLEN;
+    }
+    if proto != ETH_P_IP {
+        return None;
+    }
+    let ip = f.bytes::<20>(l3)?;
+    if ip[0] >> 4 != 4 || ip[9] != IPPROTO_UDP {
+        return None;
+    }
+    let ihl = ((ip[0] & 0x0f) as usize) * 4;
+    if ihl < 20 {
+        return None;
+    }
+    Some((l3, ihl, ip))
+}
+
 #[inline(always)]
 fn try_count<F: Frame>(ctx: &F, cfg: &Config) -> Verdict {
     let port = cfg.port;
@@ -256,27 +281,7 @@ fn try_count<F: Frame>(ctx: &F, cfg: &Config) -> Verdict {
         return Verdict::Pass;
     }
 
-    // Ethernet, with at most one 802.1Q tag.
-    let Some(mut proto) = be16_at(ctx, 12) else { return Verdict::Pass };
-    let mut l3 = ETH_HLEN;
-    if proto == ETH_P_8021Q {
-        let Some(inner) = be16_at(ctx, ETH_HLEN + 2) else { return Verdict::Pass };
-        proto = inner;
-        l3 += VLAN_HLEN;
-    }
-    if proto != ETH_P_IP {
-        return Verdict::Pass;
-    }
-
-    // IPv4.
-    let Some(ip) = ctx.bytes::<20>(l3) else { return Verdict::Pass };
-    if ip[0] >> 4 != 4 || ip[9] != IPPROTO_UDP {
-        return Verdict::Pass;
-    }
-    let ihl = ((ip[0] & 0x0f) as usize) * 4;
-    if ihl < 20 {
-        return Verdict::Pass;
-    }
+    let Some((l3, ihl, ip)) = ipv4_udp(ctx) else { return Verdict::Pass };
     let frag = u16::from_be_bytes([ip[6], ip[7]]);
     let saddr = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
     let daddr = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);

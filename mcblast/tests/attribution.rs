@@ -21,10 +21,6 @@ fn layers(lines: &[Value]) -> &Value {
     summary(lines, "layers")
 }
 
-fn u(v: &Value, field: &str) -> u64 {
-    v[field].as_u64().unwrap_or_else(|| panic!("{field} is not a count: {v}"))
-}
-
 /// Data datagrams the tracer charged to `reason` (0 when absent).
 fn reason_data(l: &Value, reason: &str) -> u64 {
     l["reasons"].as_array().unwrap().iter().filter(|r| r["reason"] == reason).map(|r| u(r, "data")).sum()
@@ -49,19 +45,6 @@ fn check_waterfall(node: &str, l: &Value, sent: u64, charged: &[&str]) {
     }
     let lost = u(l, "path_lost") + u(l, "kernel_dropped") + u(l, "socket_dropped");
     assert_eq!(u(l, "read") + lost, sent, "{node}: {l}");
-}
-
-/// Runs `nft` inside a node's namespace.
-fn nft(lab: &Lab, node: &str, args: &[&str]) -> String {
-    let out = Command::new("ip").args(["netns", "exec", &lab.ns_name(node), "nft"]).args(args).output().expect("nft");
-    assert!(out.status.success(), "nft {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A field of /proc/net/snmp in a node's namespace.
-fn snmp(lab: &Lab, node: &str, proto: &str, field: &str) -> u64 {
-    let out = Command::new("ip").args(["netns", "exec", &lab.ns_name(node), "cat", "/proc/net/snmp"]).output().unwrap();
-    mcblast::attrib::snmp_value(&String::from_utf8_lossy(&out.stdout), proto, field).expect("snmp field")
 }
 
 #[test]
@@ -107,25 +90,14 @@ fn netfilter_drop_in_the_receiver_is_charged_to_the_kernel_with_its_reason() {
           udp dport 5001 @th,64,32 0x4d43424c @th,104,8 0 numgen inc mod 7 0 counter drop comment \"every 7th\"\n\
         }\n\
       }\n";
-    let file = std::env::temp_dir().join(format!("mcbt{}b.nft", std::process::id()));
-    std::fs::write(&file, rules).unwrap();
-    nft(&lab, "r1", &["-f", file.to_str().unwrap()]);
-    let _ = std::fs::remove_file(&file);
+    nft_load(&lab.ns_name("r1"), "b", rules);
     // r1 also reports per interval.
     let recvs: Vec<Recv> =
         lab.receivers().iter().map(|n| start_recv(&lab, n, if n == "r1" { &["-i", "0.1"] } else { &[] })).collect();
     wait_members(&lab);
     let sent = send(&lab, &["-n", "1000", "--pps", "5000", "-l", "1470"]);
     assert_eq!(sent, 1000);
-    let listing: Value = serde_json::from_str(&nft(&lab, "r1", &["-j", "list", "table", "inet", "mcbt"])).unwrap();
-    let dropped = listing["nftables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|i| i.get("rule"))
-        .flat_map(|r| r["expr"].as_array().unwrap().iter())
-        .find_map(|e| e["counter"]["packets"].as_u64())
-        .expect("rule counter");
+    let dropped = nft_counter(&lab.ns_name("r1"), "inet", "mcbt");
     assert_eq!(dropped, 143, "every 7th of 1000 data datagrams: 0, 7, ..., 994");
     for r in recvs {
         let node = r.node.clone();
@@ -395,12 +367,6 @@ fn another_sockets_overflow_on_the_port_is_not_charged() {
     assert_eq!(reason_data(l, "SOCKET_RCVBUFF"), 0, "another socket's drops: {l}");
 }
 
-/// Runs a shell script inside a namespace.
-fn sh(ns: &str, script: &str) {
-    let out = Command::new("ip").args(["netns", "exec", ns, "sh", "-c", script]).output().unwrap();
-    assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 /// The receiver NIC/driver layer from the driver's own counters: with
 /// `--sink` the kernel counter drops (XDP_DROP) every datagram it counted,
 /// and veth (native XDP) counts each one in its `rx_queue_N_xdp_drops`
@@ -460,14 +426,7 @@ fn loss_on_one_flow_is_charged_to_that_flow_only() {
             oifname \"r1\" udp sport 41001 @th,104,8 0 numgen inc mod 10 0 counter drop\n\
           }\n\
         }\n";
-    let file = std::env::temp_dir().join(format!("mcbt{}p.nft", std::process::id()));
-    std::fs::write(&file, rules).unwrap();
-    let out = Command::new("ip")
-        .args(["netns", "exec", &lab.access_ns("r1"), "nft", "-f", file.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_file(&file);
-    assert!(out.status.success(), "nft: {}", String::from_utf8_lossy(&out.stderr));
+    nft_load(&lab.access_ns("r1"), "p", rules);
     let r = start_recv(&lab, "r1", &["--expect-flows", "3"]);
     wait_members(&lab);
     let s = sender_summary(spawn_send(&lab, &["-n", "400", "--flows", "3", "--pps", "3000", "-l", "1470"]));
@@ -475,16 +434,7 @@ fn loss_on_one_flow_is_charged_to_that_flow_only() {
     assert_eq!(sflows.len(), 3, "{s}");
     let lossy = sflows.iter().find(|f| f["src_port"] == 41001).unwrap_or_else(|| panic!("no flow on port 41001: {s}"));
     let lossy_id = u(lossy, "flow");
-    let out = Command::new("ip")
-        .args(["netns", "exec", &lab.access_ns("r1"), "nft", "list", "table", "bridge", "mcbtflow"])
-        .output()
-        .unwrap();
-    let dropped: u64 = String::from_utf8_lossy(&out.stdout)
-        .split("counter packets ")
-        .nth(1)
-        .and_then(|t| t.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .expect("rule counter");
+    let dropped = nft_counter(&lab.access_ns("r1"), "bridge", "mcbtflow");
     assert_eq!(dropped, 40, "every 10th of 400");
     let lines = finish(r);
     let l = layers(&lines);

@@ -13,10 +13,7 @@
 //! Privileged: skipped with a message when not root. The lab is removed
 //! when the test ends.
 
-use std::process::Command;
-
 use mcblast::lab::{Lab, LabConfig};
-use serde_json::Value;
 
 mod common;
 use common::*;
@@ -30,21 +27,6 @@ const LATER_FRAGMENTS: u64 = 5;
 /// Drop every EVERY-th later fragment toward r1 (EVERY > LATER_FRAGMENTS).
 const EVERY: u64 = 7;
 
-fn u(v: &Value, field: &str) -> u64 {
-    v[field].as_u64().unwrap_or_else(|| panic!("{field} is not a count: {v}"))
-}
-
-fn sh(lab: &Lab, ns_node: &str, script: &str) {
-    let out = Command::new("ip").args(["netns", "exec", &lab.ns_name(ns_node), "sh", "-c", script]).output().unwrap();
-    assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// A field of /proc/net/snmp in a node's namespace.
-fn snmp(lab: &Lab, node: &str, proto: &str, field: &str) -> u64 {
-    let out = Command::new("ip").args(["netns", "exec", &lab.ns_name(node), "cat", "/proc/net/snmp"]).output().unwrap();
-    mcblast::attrib::snmp_value(&String::from_utf8_lossy(&out.stdout), proto, field).expect("snmp field")
-}
-
 #[test]
 fn a_lost_fragment_is_charged_to_reassembly_as_a_whole_datagram() {
     if skip(NEEDS) {
@@ -54,7 +36,7 @@ fn a_lost_fragment_is_charged_to_reassembly_as_a_whole_datagram() {
     let cfg = LabConfig { prefix: format!("mcbt{}fr-", std::process::id()), receivers: 2, mtu: 1500, ..LabConfig::default() };
     let lab = Lab::up(&cfg).expect("lab up").with_mcblast(BIN);
     // r1 gives up reassembling after 1 s, with room for every pending queue.
-    sh(&lab, "r1", "echo 1 > /proc/sys/net/ipv4/ipfrag_time && echo 268435456 > /proc/sys/net/ipv4/ipfrag_high_thresh");
+    sh(&lab.ns_name("r1"), "echo 1 > /proc/sys/net/ipv4/ipfrag_time && echo 268435456 > /proc/sys/net/ipv4/ipfrag_high_thresh");
     // Every 7th later fragment (offset != 0) forwarded toward r1 is dropped.
     let rules = format!(
         "table bridge mcbtfrag {{\n\
@@ -63,14 +45,7 @@ fn a_lost_fragment_is_charged_to_reassembly_as_a_whole_datagram() {
            }}\n\
          }}\n"
     );
-    let file = std::env::temp_dir().join(format!("mcbt{}fr.nft", std::process::id()));
-    std::fs::write(&file, rules).unwrap();
-    let out = Command::new("ip")
-        .args(["netns", "exec", &lab.access_ns("r1"), "nft", "-f", file.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_file(&file);
-    assert!(out.status.success(), "nft: {}", String::from_utf8_lossy(&out.stderr));
+    nft_load(&lab.access_ns("r1"), "fr", &rules);
 
     let reasm_before = snmp(&lab, "r1", "Ip", "ReasmTimeout");
     // The grace outlasts ipfrag_time, so every failed reassembly has timed
@@ -83,19 +58,7 @@ fn a_lost_fragment_is_charged_to_reassembly_as_a_whole_datagram() {
     ));
     assert_eq!(u(&s, "sent"), COUNT);
 
-    let listing = Command::new("ip")
-        .args(["netns", "exec", &lab.access_ns("r1"), "nft", "-j", "list", "table", "bridge", "mcbtfrag"])
-        .output()
-        .unwrap();
-    let listing: Value = serde_json::from_slice(&listing.stdout).unwrap();
-    let dropped = listing["nftables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|i| i.get("rule"))
-        .flat_map(|r| r["expr"].as_array().unwrap().iter())
-        .find_map(|e| e["counter"]["packets"].as_u64())
-        .expect("rule counter");
+    let dropped = nft_counter(&lab.access_ns("r1"), "bridge", "mcbtfrag");
     // Later fragments 0, 7, 14, ... of COUNT * 5: each in a different datagram.
     assert_eq!(dropped, (COUNT * LATER_FRAGMENTS).div_ceil(EVERY), "the rule's own count");
 

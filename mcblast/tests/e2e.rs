@@ -255,12 +255,6 @@ fn source_specific_join_and_unjoined_groups_are_not_flows() {
     assert_eq!(summary(&l2, "kernel")["other_group"].as_u64(), Some(53 + 303));
 }
 
-/// A field of /proc/net/snmp in a node's namespace.
-fn snmp(lab: &Lab, node: &str, proto: &str, field: &str) -> u64 {
-    let out = Command::new("ip").args(["netns", "exec", &lab.ns_name(node), "cat", "/proc/net/snmp"]).output().unwrap();
-    mcblast::attrib::snmp_value(&String::from_utf8_lossy(&out.stdout), proto, field).expect("snmp field")
-}
-
 /// Udp InDatagrams + IgnoredMulti of a node: every UDP datagram its stack saw.
 fn udp_seen(lab: &Lab, node: &str) -> u64 {
     snmp(lab, node, "Udp", "InDatagrams") + snmp(lab, node, "Udp", "IgnoredMulti")

@@ -25,17 +25,6 @@ const SENT: u64 = 1000;
 const SENDER_EVERY: u64 = 10;
 const R5_EVERY: u64 = 7;
 
-fn u(v: &Value, field: &str) -> u64 {
-    v[field].as_u64().unwrap_or_else(|| panic!("{field} is not a count: {v}"))
-}
-
-/// Runs `nft` in a namespace; returns its stdout.
-fn nft(ns: &str, args: &[&str]) -> String {
-    let out = Command::new("ip").args(["netns", "exec", ns, "nft"]).args(args).output().expect("nft");
-    assert!(out.status.success(), "nft {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Drops every `n`-th mcblast data datagram entering the bridge from the
 /// sender's port (bridge prerouting: once per datagram, before the bridge
 /// replicates it). The table lives in the lab's switch namespace.
@@ -47,24 +36,12 @@ fn drop_from_sender(lab: &Lab, n: u64) {
            }}\n\
          }}\n"
     );
-    let file = std::env::temp_dir().join(format!("mcbt{}fan.nft", std::process::id()));
-    std::fs::write(&file, rules).unwrap();
-    nft(&lab.access_ns("sender"), &["-f", file.to_str().unwrap()]);
-    let _ = std::fs::remove_file(&file);
+    nft_load(&lab.access_ns("sender"), "fan", &rules);
 }
 
 /// What the sender-port rule dropped.
 fn dropped_from_sender(lab: &Lab) -> u64 {
-    let v: Value =
-        serde_json::from_str(&nft(&lab.access_ns("sender"), &["-j", "list", "table", "bridge", "mcbtfan"])).unwrap();
-    v["nftables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|i| i.get("rule"))
-        .flat_map(|r| r["expr"].as_array().unwrap().iter())
-        .find_map(|e| e["counter"]["packets"].as_u64())
-        .expect("rule counter")
+    nft_counter(&lab.access_ns("sender"), "bridge", "mcbtfan")
 }
 
 /// The sequence numbers in a receiver's `loss` line of `counter`.
@@ -101,14 +78,6 @@ fn report(files: &[PathBuf], json: bool) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// Removes a directory when dropped (the test's JSONL files).
-struct TempDir(PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 #[test]

@@ -58,10 +58,6 @@ fn fails(lab: &Lab, args: &[&str]) -> String {
     err
 }
 
-fn u(v: &Value, field: &str) -> u64 {
-    v[field].as_u64().unwrap_or_else(|| panic!("{field} is not a count: {v}"))
-}
-
 /// Receivers on r1 and r2, `count` data datagrams from the sender (with
 /// `extra` sender flags); each receiver's JSON lines.
 fn traffic(lab: &Lab, count: u64, extra: &[&str]) -> (Vec<Value>, Vec<Value>) {
@@ -218,8 +214,7 @@ fn duplicates_arrive_as_duplicates() {
 
 /// UDP checksum errors counted in a node's namespace.
 fn csum_errors(lab: &Lab, node: &str) -> u64 {
-    let out = lab.exec_cmd(node, &["cat", "/proc/net/snmp"]).output().unwrap();
-    mcblast::attrib::snmp_value(&String::from_utf8_lossy(&out.stdout), "Udp", "InCsumErrors").expect("snmp")
+    snmp(lab, node, "Udp", "InCsumErrors")
 }
 
 #[test]

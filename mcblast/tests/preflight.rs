@@ -136,22 +136,13 @@ fn findings_follow_the_nodes_settings() {
     std::fs::remove_dir_all(&raw).unwrap();
 }
 
-/// Removes the lab of a prefix when the test ends (also on panic), in case the run left it.
-struct LabGone(String);
-impl Drop for LabGone {
-    fn drop(&mut self) {
-        let _ = mcblast::lab::down(&self.0);
-    }
-}
-
 #[test]
 fn mcblast_run_keeps_each_nodes_report_and_warns_once() {
     if common::skip(NEEDS) {
         return;
     }
     let _serial = serial();
-    let prefix = format!("mcbt{}pfrun-", std::process::id());
-    let _gone = LabGone(prefix.clone());
+    let (prefix, _gone) = lab_prefix("pfrun");
     let d = std::env::temp_dir().join(format!("mcbt-pfrun-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
@@ -159,14 +150,7 @@ fn mcblast_run_keeps_each_nodes_report_and_warns_once() {
     let plan = d.join("p.toml");
     std::fs::write(&plan, "duration = 0.5\nrepeats = 2\n[lab]\nhosts = 1\nper_host = 2\n[[matrix]]\nload = [\"400M/1470\"]\n").unwrap();
     let out = d.join("out");
-    let o = Command::new(BIN)
-        .arg("run")
-        .arg(&plan)
-        .arg("--out")
-        .arg(&out)
-        .env("MCBLAST_LAB_PREFIX", &prefix)
-        .output()
-        .unwrap();
+    let o = mcblast_run(&plan, &out, &prefix).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     for node in ["sender", "r1", "r2"] {

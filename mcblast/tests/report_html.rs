@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{BIN, serial};
+use common::{BIN, TempDir, lab_prefix, mcblast_run, serial, wait_bounded};
 
 const NEEDS: &str = "needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF) for namespaces and XDP";
 const W: u32 = 1280;
@@ -29,22 +29,6 @@ fn tmpdir(tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-/// Removes a directory when the test ends (also on panic).
-struct Gone(PathBuf);
-impl Drop for Gone {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Removes the lab of a prefix when the test ends (also on panic), in case the run left it.
-struct LabGone(String);
-impl Drop for LabGone {
-    fn drop(&mut self) {
-        let _ = mcblast::lab::down(&self.0);
-    }
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -110,18 +94,12 @@ fn chromium(work: &Path, args: &[String]) -> Output {
             v
         })
     };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("chromium did not finish within 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = wait_bounded(
+        &mut child,
+        Duration::from_secs(120),
+        Duration::from_millis(100),
+        "chromium did not finish within 120 s",
+    );
     let mut stderr = Vec::new();
     let _ = std::io::Read::read_to_end(&mut child.stderr.take().unwrap(), &mut stderr);
     Output { status, stdout: out_reader.join().unwrap(), stderr }
@@ -281,7 +259,7 @@ fn count(s: &str, pat: &str) -> usize {
 fn fixture_report_in_chromium() {
     let _s = serial();
     let work = tmpdir("fixture");
-    let _g = Gone(work.clone());
+    let _g = TempDir(work.clone());
     let run = work.join("tgw");
     copy_dir(&fixture("tgw"), &run);
     let _ = std::fs::remove_file(run.join("report.html"));
@@ -320,7 +298,7 @@ fn fixture_report_in_chromium() {
 #[test]
 fn text_from_the_run_is_escaped() {
     let work = tmpdir("escape");
-    let _g = Gone(work.clone());
+    let _g = TempDir(work.clone());
     let run = work.join("run");
     copy_dir(&fixture("tgw"), &run);
     // a block name with markup in it, quoted in the CSVs as `mcblast run` writes it
@@ -342,7 +320,7 @@ fn text_from_the_run_is_escaped() {
 fn compare_ovn_and_tgw() {
     let _s = serial();
     let work = tmpdir("compare");
-    let _g = Gone(work.clone());
+    let _g = TempDir(work.clone());
     let (a, b) = (fixture("tgw"), fixture("ovn"));
     let out = work.join("compare.html");
     let o = mcblast(&["report", "--compare", a.to_str().unwrap(), b.to_str().unwrap(), "--out", out.to_str().unwrap()]);
@@ -426,7 +404,7 @@ fn check_compare_side(page: &str, dir: &Path) {
 #[test]
 fn errors_are_one_line() {
     let work = tmpdir("errors");
-    let _g = Gone(work.clone());
+    let _g = TempDir(work.clone());
     let one_line = |args: &[&str], want: &str| {
         let o = mcblast(args);
         assert_eq!(o.status.code(), Some(2), "{args:?}");
@@ -461,10 +439,9 @@ fn run_writes_report_on_the_lab() {
         return;
     }
     let _s = serial();
-    let prefix = format!("mcbt{}rpt-", std::process::id());
-    let _gone = LabGone(prefix.clone());
+    let (prefix, _gone) = lab_prefix("rpt");
     let work = tmpdir("run");
-    let _g = Gone(work.clone());
+    let _g = TempDir(work.clone());
     let plan = work.join("tiny.toml");
     std::fs::write(
         &plan,
@@ -473,14 +450,7 @@ fn run_writes_report_on_the_lab() {
     )
     .unwrap();
     let out = work.join("out");
-    let o = Command::new(BIN)
-        .arg("run")
-        .arg(&plan)
-        .arg("--out")
-        .arg(&out)
-        .env("MCBLAST_LAB_PREFIX", &prefix)
-        .output()
-        .expect("run mcblast");
+    let o = mcblast_run(&plan, &out, &prefix).output().expect("run mcblast");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "mcblast run failed: {err}");
     let page = out.join("report.html");
@@ -513,10 +483,9 @@ fn ctrl_c_report_has_the_finished_cases() {
         return;
     }
     let _s = serial();
-    let prefix = format!("mcbt{}rptc-", std::process::id());
-    let _gone = LabGone(prefix.clone());
+    let (prefix, _gone) = lab_prefix("rptc");
     let work = tmpdir("ctrlc");
-    let _g = Gone(work.clone());
+    let _g = TempDir(work.clone());
     let plan = work.join("three.toml");
     std::fs::write(
         &plan,
@@ -524,12 +493,7 @@ fn ctrl_c_report_has_the_finished_cases() {
     )
     .unwrap();
     let out = work.join("out");
-    let mut child = Command::new(BIN)
-        .arg("run")
-        .arg(&plan)
-        .arg("--out")
-        .arg(&out)
-        .env("MCBLAST_LAB_PREFIX", &prefix)
+    let mut child = mcblast_run(&plan, &out, &prefix)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -550,18 +514,12 @@ fn ctrl_c_report_has_the_finished_cases() {
     }
     let st = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(st.success());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("mcblast run did not stop within 60 s of SIGINT");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_bounded(
+        &mut child,
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        "mcblast run did not stop within 60 s of SIGINT",
+    );
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert_eq!(status.code(), Some(130), "{err}");

@@ -12,11 +12,12 @@
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
 mod common;
 use common::csv::{csv, num};
-use common::{BIN, serial};
+use common::{BIN, TempDir, serial};
 use mcblast::lab::{Lab, LabConfig};
 
 const NEEDS: &str = "needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF) for namespaces and XDP";
@@ -33,14 +34,6 @@ fn missing_ssh() -> Option<String> {
         .filter(|p| if *p == "ssh-keygen" { Command::new(p).arg("-?").output().is_err() } else { !have(p) })
         .collect();
     (!missing.is_empty()).then(|| format!("{} not installed: run `cargo xtask setup` (openssh-server, openssh-client)", missing.join(", ")))
-}
-
-/// A temp dir, removed when dropped.
-struct TempDir(PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// The sshds of the test: killed when dropped (also on panic); the
@@ -255,6 +248,20 @@ fn wait_gone(lab: &Lab, dir: &Path, except: &[u32]) -> Vec<String> {
     }
 }
 
+/// The serial lock and a world of `tag`, or None (after saying why) when
+/// the test cannot run here: not root, or OpenSSH missing.
+fn ssh_world(tag: &str) -> Option<(MutexGuard<'static, ()>, World)> {
+    if common::skip(NEEDS) {
+        return None;
+    }
+    if let Some(why) = missing_ssh() {
+        eprintln!("SKIP: {why}");
+        return None;
+    }
+    let s = serial();
+    Some((s, world(tag)))
+}
+
 /// Tears the world down and checks that nothing of it remains: sshds
 /// stopped, nothing left in the namespaces, the namespaces gone.
 fn teardown(w: World) {
@@ -271,15 +278,9 @@ fn teardown(w: World) {
 
 #[test]
 fn three_receivers_over_ssh_exact_counts() {
-    if common::skip(NEEDS) {
+    let Some((_s, w)) = ssh_world("ssh") else {
         return;
-    }
-    if let Some(why) = missing_ssh() {
-        eprintln!("SKIP: {why}");
-        return;
-    }
-    let _s = serial();
-    let w = world("ssh");
+    };
     w.inventory("hosts.ini", |_| String::new());
     let plan = w.dir.join("plan.toml");
     std::fs::write(
@@ -334,15 +335,9 @@ fn three_receivers_over_ssh_exact_counts() {
 
 #[test]
 fn wrong_mcblast_refused_before_traffic() {
-    if common::skip(NEEDS) {
+    let Some((_s, w)) = ssh_world("sshv") else {
         return;
-    }
-    if let Some(why) = missing_ssh() {
-        eprintln!("SKIP: {why}");
-        return;
-    }
-    let _s = serial();
-    let w = world("sshv");
+    };
     let fake = w.dir.join("fake-mcblast");
     std::fs::write(&fake, "#!/bin/sh\necho \"mcblast 0.0.9 (fake)\"\n").unwrap();
     run_ok(Command::new("chmod").arg("755").arg(&fake));
@@ -379,15 +374,9 @@ fn wrong_mcblast_refused_before_traffic() {
 
 #[test]
 fn ctrl_c_ends_the_remote_commands() {
-    if common::skip(NEEDS) {
+    let Some((_s, w)) = ssh_world("sshc") else {
         return;
-    }
-    if let Some(why) = missing_ssh() {
-        eprintln!("SKIP: {why}");
-        return;
-    }
-    let _s = serial();
-    let w = world("sshc");
+    };
     w.inventory_yaml("hosts.yml");
     let plan = w.dir.join("plan.toml");
     // 60 s of 1 Mbit/s: the receivers would stay 90 s unless the run ends them

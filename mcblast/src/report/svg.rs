@@ -61,6 +61,26 @@ fn open(w: f64, h: f64, class: &str, title: &str) -> String {
     )
 }
 
+/// A chart of width [`W`] opened with its title text and the y axis: a grid
+/// line and a label at each of the ticks `yt` (`sy` maps a value to its y,
+/// `pw` is the plot's width).
+fn open_with_y_grid(h: f64, class: &str, title: &str, yt: &[f64], pw: f64, sy: impl Fn(f64) -> f64) -> String {
+    let mut s = open(W, h, class, title);
+    let _ = write!(s, "<text x=\"{LEFT}\" y=\"15\" class=\"t\">{}</text>", esc(title));
+    for &t in yt {
+        let _ = write!(
+            s,
+            "<line x1=\"{LEFT}\" x2=\"{:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\" class=\"grid\"/><text x=\"{:.1}\" y=\"{:.1}\" class=\"yl\">{}</text>",
+            LEFT + pw,
+            LEFT - 4.0,
+            sy(t) + 4.0,
+            num(t),
+            y = sy(t)
+        );
+    }
+    s
+}
+
 /// A line chart: x and y axes from 0 to the data's maxima, a legend on the
 /// right naming each colour once (series of one colour are one receiver's repeats).
 pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
@@ -79,19 +99,7 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
     let (xtop, ytop) = (*xt.last().unwrap(), *yt.last().unwrap());
     let sx = |x: f64| LEFT + x / xtop * pw;
     let sy = |y: f64| TOP + ph - y / ytop * ph;
-    let mut s = open(W, h, "chart line", title);
-    let _ = write!(s, "<text x=\"{LEFT}\" y=\"15\" class=\"t\">{}</text>", esc(title));
-    for &t in &yt {
-        let _ = write!(
-            s,
-            "<line x1=\"{LEFT}\" x2=\"{:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\" class=\"grid\"/><text x=\"{:.1}\" y=\"{:.1}\" class=\"yl\">{}</text>",
-            LEFT + pw,
-            LEFT - 4.0,
-            sy(t) + 4.0,
-            num(t),
-            y = sy(t)
-        );
-    }
+    let mut s = open_with_y_grid(h, "chart line", title, &yt, pw, sy);
     for &t in &xt {
         let _ = write!(s, "<text x=\"{:.1}\" y=\"{:.1}\" class=\"xl\">{}</text>", sx(t), TOP + ph + 14.0, num(t));
     }
@@ -189,19 +197,7 @@ pub fn grouped_bars(title: &str, x_label: &str, y_label: &str, cats: &[String], 
     let sy = |y: f64| TOP + ph - y / ytop * ph;
     let cw = pw / cats.len().max(1) as f64;
     let bw = (cw * 0.8 / groups.len().max(1) as f64).max(0.5);
-    let mut s = open(W, h, "chart groups", title);
-    let _ = write!(s, "<text x=\"{LEFT}\" y=\"15\" class=\"t\">{}</text>", esc(title));
-    for &t in &yt {
-        let _ = write!(
-            s,
-            "<line x1=\"{LEFT}\" x2=\"{:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\" class=\"grid\"/><text x=\"{:.1}\" y=\"{:.1}\" class=\"yl\">{}</text>",
-            LEFT + pw,
-            LEFT - 4.0,
-            sy(t) + 4.0,
-            num(t),
-            y = sy(t)
-        );
-    }
+    let mut s = open_with_y_grid(h, "chart groups", title, &yt, pw, sy);
     for (i, c) in cats.iter().enumerate() {
         let _ = write!(s, "<text x=\"{:.1}\" y=\"{:.1}\" class=\"xl\">{}</text>", LEFT + cw * (i as f64 + 0.5), TOP + ph + 14.0, esc(c));
     }

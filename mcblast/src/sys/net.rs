@@ -65,43 +65,50 @@ pub fn recv_socket(o: &RecvSocketOpts) -> io::Result<(OwnedFd, usize)> {
 
 /// Joins `group` on interface `ifindex` (any-source, IGMP).
 pub fn join_group(fd: &OwnedFd, group: Ipv4Addr, ifindex: u32) -> io::Result<()> {
-    let m = libc::ip_mreqn {
-        imr_multiaddr: libc::in_addr { s_addr: u32::from(group).to_be() },
-        imr_address: libc::in_addr { s_addr: 0 },
-        imr_ifindex: ifindex as libc::c_int,
-    };
-    setsockopt(fd, libc::IPPROTO_IP, libc::IP_ADD_MEMBERSHIP, &m)
+    membership(fd, libc::IP_ADD_MEMBERSHIP, group, ifindex)
 }
 
 /// Joins `group` from `source` only (source-specific, IGMPv3), on the
 /// interface with address `if_addr`.
 pub fn join_source(fd: &OwnedFd, group: Ipv4Addr, source: Ipv4Addr, if_addr: Ipv4Addr) -> io::Result<()> {
-    let m = libc::ip_mreq_source {
-        imr_multiaddr: libc::in_addr { s_addr: u32::from(group).to_be() },
-        imr_interface: libc::in_addr { s_addr: u32::from(if_addr).to_be() },
-        imr_sourceaddr: libc::in_addr { s_addr: u32::from(source).to_be() },
-    };
-    setsockopt(fd, libc::IPPROTO_IP, libc::IP_ADD_SOURCE_MEMBERSHIP, &m)
+    source_membership(fd, libc::IP_ADD_SOURCE_MEMBERSHIP, group, source, if_addr)
 }
 
 /// Leaves `group` on interface `ifindex` (IP_DROP_MEMBERSHIP).
 pub fn leave_group(fd: &OwnedFd, group: Ipv4Addr, ifindex: u32) -> io::Result<()> {
+    membership(fd, libc::IP_DROP_MEMBERSHIP, group, ifindex)
+}
+
+/// Leaves the source-specific membership of [`join_source`] (IP_DROP_SOURCE_MEMBERSHIP).
+pub fn leave_source(fd: &OwnedFd, group: Ipv4Addr, source: Ipv4Addr, if_addr: Ipv4Addr) -> io::Result<()> {
+    source_membership(fd, libc::IP_DROP_SOURCE_MEMBERSHIP, group, source, if_addr)
+}
+
+/// Adds or drops (`opt`) the any-source membership of `group` on `ifindex`.
+fn membership(fd: &OwnedFd, opt: libc::c_int, group: Ipv4Addr, ifindex: u32) -> io::Result<()> {
     let m = libc::ip_mreqn {
         imr_multiaddr: libc::in_addr { s_addr: u32::from(group).to_be() },
         imr_address: libc::in_addr { s_addr: 0 },
         imr_ifindex: ifindex as libc::c_int,
     };
-    setsockopt(fd, libc::IPPROTO_IP, libc::IP_DROP_MEMBERSHIP, &m)
+    setsockopt(fd, libc::IPPROTO_IP, opt, &m)
 }
 
-/// Leaves the source-specific membership of [`join_source`] (IP_DROP_SOURCE_MEMBERSHIP).
-pub fn leave_source(fd: &OwnedFd, group: Ipv4Addr, source: Ipv4Addr, if_addr: Ipv4Addr) -> io::Result<()> {
+/// Adds or drops (`opt`) the membership of `group` from `source` on the
+/// interface with address `if_addr`.
+fn source_membership(
+    fd: &OwnedFd,
+    opt: libc::c_int,
+    group: Ipv4Addr,
+    source: Ipv4Addr,
+    if_addr: Ipv4Addr,
+) -> io::Result<()> {
     let m = libc::ip_mreq_source {
         imr_multiaddr: libc::in_addr { s_addr: u32::from(group).to_be() },
         imr_interface: libc::in_addr { s_addr: u32::from(if_addr).to_be() },
         imr_sourceaddr: libc::in_addr { s_addr: u32::from(source).to_be() },
     };
-    setsockopt(fd, libc::IPPROTO_IP, libc::IP_DROP_SOURCE_MEMBERSHIP, &m)
+    setsockopt(fd, libc::IPPROTO_IP, opt, &m)
 }
 
 /// One received datagram's metadata.

@@ -1,6 +1,8 @@
 //! Helpers shared by the privileged lab tests (`mod common;` in each test
 //! file): privilege skip, serialisation, labs, `mcblast recv` and
-//! `mcblast send` run on lab nodes, and picking lines out of their JSON.
+//! `mcblast send` run on lab nodes, and picking lines out of their JSON;
+//! guards that remove a temp dir or a lab when a test ends, bounded waits,
+//! and `sh`, `nft` and /proc/net/snmp in a node's namespace.
 //! Not every test file uses every helper.
 #![allow(dead_code)]
 
@@ -9,7 +11,8 @@ pub mod raw;
 
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
-use std::process::{Child, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -154,4 +157,100 @@ pub fn xdp_attached(lab: &Lab, node: &str) -> bool {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).contains("xdp")
+}
+
+/// A count field of a JSON line (panics, naming it, when it is not one).
+pub fn u(v: &Value, field: &str) -> u64 {
+    v[field].as_u64().unwrap_or_else(|| panic!("{field} is not a count: {v}"))
+}
+
+/// Removes a directory when dropped (also on panic).
+pub struct TempDir(pub PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Removes the lab of a prefix when dropped (also on panic), in case a run left it.
+pub struct LabGone(pub String);
+impl Drop for LabGone {
+    fn drop(&mut self) {
+        let _ = mcblast::lab::down(&self.0);
+    }
+}
+
+/// A lab prefix unique to this process and `tag` (as [`lab`] makes them),
+/// with the guard that removes its lab when the test ends.
+pub fn lab_prefix(tag: &str) -> (String, LabGone) {
+    let prefix = format!("mcbt{}{tag}-", std::process::id());
+    (prefix.clone(), LabGone(prefix))
+}
+
+/// `mcblast run PLAN --out OUT`, its labs made under `prefix`.
+pub fn mcblast_run(plan: &Path, out: &Path, prefix: &str) -> Command {
+    let mut c = Command::new(BIN);
+    c.arg("run").arg(plan).arg("--out").arg(out).env(mcblast::lab::PREFIX_ENV, prefix);
+    c
+}
+
+/// Waits for `child` to exit, looking every `poll`; past `limit` kills it
+/// and panics with `what`.
+pub fn wait_bounded(child: &mut Child, limit: Duration, poll: Duration, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}");
+        }
+        std::thread::sleep(poll);
+    }
+}
+
+/// Runs a shell script inside the namespace `ns`; asserts it succeeded.
+pub fn sh(ns: &str, script: &str) {
+    let out = Command::new("ip").args(["netns", "exec", ns, "sh", "-c", script]).output().unwrap();
+    assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A field of /proc/net/snmp in a node's namespace.
+pub fn snmp(lab: &Lab, node: &str, proto: &str, field: &str) -> u64 {
+    let out = Command::new("ip").args(["netns", "exec", &lab.ns_name(node), "cat", "/proc/net/snmp"]).output().unwrap();
+    mcblast::attrib::snmp_value(&String::from_utf8_lossy(&out.stdout), proto, field).expect("snmp field")
+}
+
+/// Runs `nft` in the namespace `ns`; asserts it succeeded, returns its stdout.
+pub fn nft(ns: &str, args: &[&str]) -> String {
+    let out = Command::new("ip").args(["netns", "exec", ns, "nft"]).args(args).output().expect("nft");
+    assert!(out.status.success(), "nft {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Loads the nftables `rules` in the namespace `ns` (through a temp file
+/// named after the process and `tag`, removed afterwards).
+pub fn nft_load(ns: &str, tag: &str, rules: &str) {
+    let file = std::env::temp_dir().join(format!("mcbt{}{tag}.nft", std::process::id()));
+    std::fs::write(&file, rules).unwrap();
+    let out =
+        Command::new("ip").args(["netns", "exec", ns, "nft", "-f", file.to_str().unwrap()]).output().expect("nft");
+    let _ = std::fs::remove_file(&file);
+    assert!(out.status.success(), "nft: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The packets of the first rule counter in the table `family` `table` of
+/// the namespace `ns` (`nft -j list table`).
+pub fn nft_counter(ns: &str, family: &str, table: &str) -> u64 {
+    let listing: Value = serde_json::from_str(&nft(ns, &["-j", "list", "table", family, table])).unwrap();
+    listing["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i.get("rule"))
+        .flat_map(|r| r["expr"].as_array().unwrap().iter())
+        .find_map(|e| e["counter"]["packets"].as_u64())
+        .expect("rule counter")
 }
