@@ -31,6 +31,7 @@ use serde_json::Value;
 
 use crate::cli::RunArgs;
 use crate::lab::{Lab, LabSpec};
+use mcblast_common::maps::ImpairConfig;
 use plan::{Case, Hosts, Plan};
 use stats::{CaseSamples, RecvResult};
 use transport::{Node, Proc};
@@ -230,14 +231,27 @@ fn case_label(c: &Case) -> String {
     if !c.on_lab {
         return format!("{} {} rx{} {}s", c.block, c.load.text, c.receivers, c.duration);
     }
+    let i = &c.impair;
+    let mut imp = format!("loss {}%", i.loss_pct);
+    if i.loss_pct > 0.0 {
+        imp += &format!(" {}", i.loss_mode.as_str());
+        if i.burst > 1 {
+            imp += &format!(" x{}", i.burst);
+        }
+    }
+    if i.reorder_pct > 0.0 {
+        imp += &format!(" reorder {}%", i.reorder_pct);
+    }
+    if i.duplicate_pct > 0.0 {
+        imp += &format!(" dup {}%", i.duplicate_pct);
+    }
     format!(
-        "{} {} rx{} snoop {} q{}s loss {}% {} {}s",
+        "{} {} rx{} snoop {} q{}s {imp} {} {}s",
         c.block,
         c.load.text,
         c.receivers,
         if c.snooping { "on" } else { "off" },
         c.query_interval,
-        c.loss_pct,
         c.placement.as_str(),
         c.duration
     )
@@ -311,11 +325,6 @@ fn one_run(
     out: &Path,
 ) -> Result<(stats::SendResult, Vec<(String, RecvResult)>)> {
     let ctx = |what: &str| format!("case {k} repeat {rep}: {what}");
-    if let Some((lab, _)) = &site.lab {
-        for r in &lab.receivers() {
-            lab.clear_drop(r).with_context(|| ctx("clearing injected loss"))?;
-        }
-    }
     // a run id per run: time-derived, low bit toggled for the warm-up
     let run_id = (SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u32).unwrap_or(1) | 1) ^ (k as u32) << 8;
     let warm_id = run_id ^ 1;
@@ -395,11 +404,12 @@ fn one_run(
             bail!("{}", ctx(&format!("warm-up sender failed: {}", err.trim())));
         }
     }
-    if let (Some((lab, _)), Some(nth)) = (&site.lab, case.drop_every()) {
-        for r in &lab.receivers() {
-            lab.drop_every_nth(r, nth).with_context(|| ctx("injecting loss"))?;
-        }
-    }
+    // the case's impairment on every receiver's port; removed when the guard
+    // goes, also on an error or a stop
+    let mut impaired = match &site.lab {
+        Some((lab, _)) => Some(Impaired::install(lab, case.impair_config()).with_context(|| ctx("injecting the impairment"))?),
+        None => None,
+    };
     let (code, sout, serr) = Proc::spawn(&site.sender, &send_argv(run_id, case.duration), Some(run_id))?
         .finish(Duration::from_secs_f64(case.duration + 30.0))?;
     let base = format!("c{k:03}-r{rep}");
@@ -419,12 +429,65 @@ fn one_run(
         let r = stats::parse_recv(&json_lines(&node, &text)?, run_id).with_context(|| ctx(&node))?;
         rows.push((node, r));
     }
-    if let Some((lab, _)) = &site.lab {
-        for r in &lab.receivers() {
-            lab.clear_drop(r).with_context(|| ctx("clearing injected loss"))?;
+    // the receivers saw the flow's end marker, so it has passed the ports:
+    // the counts are final
+    if let Some(imp) = impaired.take() {
+        let counts = imp.finish().with_context(|| ctx("removing the impairment"))?;
+        for (node, r) in &mut rows {
+            r.injected = Some(counts.iter().find(|(l, _)| l == node).map(|(_, i)| *i).unwrap_or_default());
         }
     }
     Ok((s, rows))
+}
+
+/// The impairment of one run on the receivers' ports of the lab; what is
+/// still attached when it is dropped is removed.
+struct Impaired<'a> {
+    lab: &'a Lab,
+    links: Vec<String>,
+}
+
+impl<'a> Impaired<'a> {
+    /// Installs `cfg` on every receiver's port (nothing when None: the
+    /// counts are then all 0). A link left impaired by an earlier,
+    /// interrupted process is cleared first.
+    fn install(lab: &'a Lab, cfg: Option<ImpairConfig>) -> Result<Impaired<'a>> {
+        let mut g = Impaired { lab, links: Vec::new() };
+        let receivers = lab.receivers();
+        for l in lab.impaired_links().into_iter().filter(|l| receivers.contains(l)) {
+            lab.impair_clear(&l).with_context(|| format!("clearing a stale impairment on {l}"))?;
+        }
+        if let Some(cfg) = cfg {
+            for r in receivers {
+                lab.impair(&r, cfg)?;
+                g.links.push(r);
+            }
+        }
+        Ok(g)
+    }
+
+    /// Removes the impairment from every port; its final counts per receiver.
+    fn finish(mut self) -> Result<Vec<(String, stats::Injected)>> {
+        let mut out = Vec::new();
+        while let Some(l) = self.links.pop() {
+            let rep = self.lab.impair_clear(&l)?;
+            out.push((
+                l,
+                stats::Injected { dropped: rep.dropped + rep.reorder_lost, duplicated: rep.duplicated, reordered: rep.reordered },
+            ));
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Impaired<'_> {
+    fn drop(&mut self) {
+        for l in self.links.drain(..) {
+            if let Err(e) = self.lab.impair_clear(&l) {
+                eprintln!("mcblast run: removing the impairment on {l}: {e:#}");
+            }
+        }
+    }
 }
 
 #[cfg(test)]
