@@ -98,7 +98,10 @@ pub fn parse_recv(lines: &[Value], run_id: u32) -> Result<RecvResult> {
     let sum = |key: &str| mine.iter().map(|f| f[key].as_u64().unwrap_or(0)).sum::<u64>();
     let received = sum("received");
     let lost = sum("lost");
-    let total = received + lost;
+    let duplicates = sum("duplicates");
+    // received counts every arrival, duplicates included; the datagrams the
+    // flow had are the unique ones plus the lost
+    let total = received.saturating_sub(duplicates) + lost;
     let jitter = mine.iter().filter_map(|f| f["jitter_us"].as_f64()).fold(0.0, f64::max);
     let delays: Vec<f64> = mine.iter().filter_map(|f| f["delay"]["mean_us"].as_f64()).collect();
     let layers = summary(lines, "recv", Some("layers"));
@@ -113,7 +116,7 @@ pub fn parse_recv(lines: &[Value], run_id: u32) -> Result<RecvResult> {
         path_lost: lay("path_lost"),
         kernel_dropped: lay("kernel_dropped"),
         socket_dropped: lay("socket_dropped"),
-        duplicates: sum("duplicates"),
+        duplicates,
         reordered: sum("reordered"),
         injected: None,
     })
@@ -350,7 +353,8 @@ mod tests {
         let s = parse_send(&send).unwrap();
         assert_eq!(s, SendResult { run_id: 77, sent: 1000, duration_s: 2.0, rate_bps: 5_880_000.0, cpu_s: 0.25 });
         let mut r = parse_recv(&recv, 77).unwrap();
-        assert_eq!((r.received, r.lost, r.loss_pct, r.duplicates, r.reordered), (950, 50, 5.0, 4, 6));
+        // 950 received of which 4 duplicates: 946 + 50 lost datagrams
+        assert_eq!((r.received, r.lost, r.loss_pct, r.duplicates, r.reordered), (950, 50, 100.0 * 50.0 / 996.0, 4, 6));
         assert_eq!(r.injected, None);
         assert_eq!((r.path_lost, r.kernel_dropped, r.socket_dropped), (Some(50), Some(0), Some(1)));
         assert_eq!(throughput_mbps(&r, &s), 1396500.0 * 8.0 / 2.0 / 1e6);
@@ -359,7 +363,7 @@ mod tests {
         assert_eq!(header.split(',').count(), row.split(',').count());
         assert_eq!(
             row,
-            "3,load,10M/1470,10000000,1470,3,on,125,5,every,1,0.5,0,7,same-host,2,2,77,r1,1000,950,50,5.0000,3.500,20.000,5.586,5.880,0.250,50,0,1,4,6,,,"
+            "3,load,10M/1470,10000000,1470,3,on,125,5,every,1,0.5,0,7,same-host,2,2,77,r1,1000,950,50,5.0201,3.500,20.000,5.586,5.880,0.250,50,0,1,4,6,,,"
         );
         r.injected = Some(Injected { dropped: 50, duplicated: 4, reordered: 6 });
         assert!(cases_row(3, &case(), 2, "r1", &s, &r).ends_with(",50,0,1,4,6,50,4,6"));
