@@ -11,8 +11,10 @@
 //! consecutive cases that share it), receivers started (`mcblast recv
 //! --json`), group membership awaited (the bridges' group tables with
 //! snooping, the receivers' `begin` lines without), optional warm-up traffic
-//! under another run id, injected loss installed, the measured send, the
-//! receivers' summaries collected. Results are written as each run ends, so
+//! under another run id, the case's impairment (loss, reordering,
+//! duplicates: `mcblast lab impair`'s program) installed on every receiver's
+//! port, the measured send, the receivers' summaries and the impairment's
+//! counts collected, the impairment removed. Results are written as each run ends, so
 //! Ctrl-C keeps every finished run and case.
 
 pub mod inventory;
@@ -203,8 +205,8 @@ fn check_hosts(h: &Hosts) -> Result<()> {
     Ok(())
 }
 
-/// Where a case runs: its sender and receivers, and the lab (injected loss,
-/// the bridges' group tables) when it is one.
+/// Where a case runs: its sender and receivers, and the lab (the injected
+/// impairment, the bridges' group tables) when it is one.
 struct Site<'a> {
     lab: Option<(&'a Lab, LabSpec)>,
     sender: Node,
