@@ -471,12 +471,13 @@ impl<'a> Impaired<'a> {
     /// Removes the impairment from every port; its final counts per receiver.
     fn finish(mut self) -> Result<Vec<(String, stats::Injected)>> {
         let mut out = Vec::new();
-        while let Some(l) = self.links.pop() {
+        // a link leaves the list only once cleared: on an error the guard tries the rest
+        while let Some(l) = self.links.last().cloned() {
             let rep = self.lab.impair_clear(&l)?;
-            out.push((
-                l,
-                stats::Injected { dropped: rep.dropped + rep.reorder_lost, duplicated: rep.duplicated, reordered: rep.reordered },
-            ));
+            self.links.pop();
+            // kept from the receiver: dropped, held when the flow ended, held now
+            let dropped = rep.dropped + rep.reorder_lost + rep.held;
+            out.push((l, stats::Injected { dropped, duplicated: rep.duplicated, reordered: rep.reordered }));
         }
         Ok(out)
     }

@@ -276,6 +276,25 @@ impl Impairment {
         })
     }
 
+    /// Without loss, `loss_mode` and `burst` change nothing, and without a
+    /// random part neither does `seed`: they take their defaults, so cases
+    /// that differ only there are one case.
+    fn normalized(mut self) -> Impairment {
+        let d = Impairment::default();
+        if self.loss_pct == 0.0 {
+            (self.loss_mode, self.burst) = (d.loss_mode, d.burst);
+        }
+        if !self.random() {
+            self.seed = d.seed;
+        }
+        self
+    }
+
+    /// Whether a part draws from the seeded PRNG.
+    pub fn random(&self) -> bool {
+        (self.loss_pct > 0.0 && self.loss_mode == LossMode::Random) || self.reorder_pct > 0.0 || self.duplicate_pct > 0.0
+    }
+
     /// One line naming the key when a value is out of range.
     fn validate(&self, file: &str) -> Result<()> {
         let pct = |key: &str, p: f64| -> Result<()> {
@@ -427,7 +446,7 @@ fn impairments(file: &str, top: &ImpairKeys, prof: &ImpairKeys, b: &MatrixBlock)
                         for &seed in &seeds {
                             let i = Impairment { loss_pct, loss_mode, burst, reorder_pct, duplicate_pct, seed };
                             i.validate(file)?;
-                            v.push(i);
+                            v.push(i.normalized());
                         }
                     }
                 }
@@ -740,7 +759,8 @@ repeats = 2
         let p = parse(t, "i.toml", None, "x-").unwrap();
         assert_eq!(p.cases.len(), 3);
         let a = p.cases[0].impair;
-        assert_eq!((a.loss_pct, a.loss_mode, a.burst, a.seed), (2.0, LossMode::Every, 1, 9));
+        // every Nth has no random part: the top-level seed 9 makes no difference there
+        assert_eq!((a.loss_pct, a.loss_mode, a.burst, a.seed), (2.0, LossMode::Every, 1, DEFAULT_SEED));
         assert_eq!(p.cases[0].impair_config().map(|c| (c.every, c.burst, c.loss_ppm)), Some((50, 1, 0)));
         // every 200th starts a burst of 4: 2 %
         let b = p.cases[1].impair_config().unwrap();
@@ -749,10 +769,28 @@ repeats = 2
         let r = p.cases[2].impair_config().unwrap();
         assert_eq!((r.every, r.burst, r.loss_ppm), (0, 4, 5_076));
         let q = parse(t, "i.toml", Some("q"), "x-").unwrap();
-        assert!(q.cases.iter().all(|c| c.impair.seed == 3 && c.impair.loss_pct == 5.0), "{:?}", q.cases);
+        assert!(q.cases.iter().all(|c| c.impair.loss_pct == 5.0), "{:?}", q.cases);
+        assert_eq!(q.cases.iter().map(|c| c.impair.seed).collect::<Vec<_>>(), [DEFAULT_SEED, 3, 3], "seeds where random");
         // no loss: burst is ignored, reorder alone is an impairment
         let o = parse("burst = 3\nreorder = 1\n", "o.toml", None, "x-").unwrap();
         assert_eq!(o.cases[0].impair_config().map(|c| (c.every, c.burst, c.loss_ppm, c.reorder_ppm)), Some((0, 1, 0, 10_000)));
+        // what makes no difference makes no case: loss 0 in both modes and bursts is one
+        // case, and so are the seeds of a case without a random part
+        let m = "[[matrix]]\nloss = [0, 1]\nloss_mode = [\"every\", \"random\"]\nburst = [1, 2]\nseed = [1, 2]\n";
+        let cases = parse(m, "m.toml", None, "x-").unwrap().cases;
+        let got: Vec<_> = cases.iter().map(|c| (c.impair.loss_pct, c.impair.loss_mode, c.impair.burst, c.impair.seed)).collect();
+        assert_eq!(
+            got,
+            [
+                (0.0, LossMode::Every, 1, 1),
+                (1.0, LossMode::Every, 1, 1),
+                (1.0, LossMode::Every, 2, 1),
+                (1.0, LossMode::Random, 1, 1),
+                (1.0, LossMode::Random, 1, 2),
+                (1.0, LossMode::Random, 2, 1),
+                (1.0, LossMode::Random, 2, 2),
+            ]
+        );
         assert_eq!(parse("", "e.toml", None, "x-").unwrap().cases[0].impair_config(), None);
     }
 

@@ -62,7 +62,8 @@ pub struct RecvResult {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Injected {
     /// Dropped, plus held for reordering and never released (the flow
-    /// ended first): every datagram the program kept from the receiver.
+    /// ended first, or still held at the end): every datagram the program
+    /// kept from the receiver.
     pub dropped: u64,
     pub duplicated: u64,
     pub reordered: u64,
@@ -159,11 +160,12 @@ pub fn case_params(k: usize, c: &Case) -> Vec<String> {
         if !c.on_lab { String::new() } else if c.snooping { "on".into() } else { "off".into() },
         if c.on_lab { c.query_interval.to_string() } else { String::new() },
         format!("{}", c.impair.loss_pct),
-        lab(c.impair.loss_mode.as_str().into()),
-        lab(c.impair.burst.to_string()),
+        // the mode and burst of no loss, the seed of no random part: empty
+        lab(if c.impair.loss_pct > 0.0 { c.impair.loss_mode.as_str().into() } else { String::new() }),
+        lab(if c.impair.loss_pct > 0.0 { c.impair.burst.to_string() } else { String::new() }),
         format!("{}", c.impair.reorder_pct),
         format!("{}", c.impair.duplicate_pct),
-        lab(c.impair.seed.to_string()),
+        lab(if c.impair.random() { c.impair.seed.to_string() } else { String::new() }),
         if c.on_lab { c.placement.as_str().into() } else { String::new() },
         format!("{}", c.duration),
     ]
@@ -369,6 +371,9 @@ mod tests {
         assert!(cases_row(3, &case(), 2, "r1", &s, &r).ends_with(",50,0,1,4,6,50,4,6"));
         assert!(header.starts_with("case,block,load,rate_bps,length,receivers,snooping,query_interval_s,loss_injected_pct,loss_mode,burst,reorder_injected_pct,duplicate_injected_pct,seed,placement,duration_s,repeat,run_id,receiver,sent,received,lost,loss_pct"));
         assert!(header.ends_with(",path_lost,kernel_dropped,socket_dropped,duplicates,reordered,injected_dropped,injected_duplicated,injected_reordered"));
+        // no loss, nothing random: no mode, burst or seed
+        let clean = Case { impair: Default::default(), ..case() };
+        assert!(cases_row(3, &clean, 2, "r1", &s, &r).starts_with("3,load,10M/1470,10000000,1470,3,on,125,0,,,0,0,,same-host,2,"));
         // real hosts: the lab-only parameters are empty
         let hosts = Case { on_lab: false, impair: Default::default(), ..case() };
         assert!(cases_row(3, &hosts, 2, "r1", &s, &r).starts_with("3,load,10M/1470,10000000,1470,3,,,0,,,0,0,,,2,"));
