@@ -1,7 +1,8 @@
 //! `mcblast run` on the lab: the real binary runs plan files in throwaway
 //! namespaces (own prefix through MCBLAST_LAB_PREFIX) and its CSVs are
-//! checked against what the senders sent and the injected loss.
-//! Privileged: skipped with a message when not root.
+//! checked against what the senders sent and what the lab's impairment
+//! program (`mcblast lab impair`, replayed here by its decision function)
+//! did. Privileged: skipped with a message when not root.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,6 +10,8 @@ use std::process::Command;
 mod common;
 use common::csv::{csv, num};
 use common::{BIN, serial};
+use mcblast::lab::impair::lab_dir;
+use mcblast_common::maps::{FlowKey, ImpairConfig, ImpairState, ImpairStats};
 
 const NEEDS: &str = "needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF) for namespaces and XDP";
 
@@ -79,13 +82,22 @@ fn two_cases_two_repeats_injected_loss_exact() {
         assert!(sent > 1000, "{r:?}");
         let want = match r["loss_injected_pct"].as_str() {
             "0" => 0,
-            // every 20th data datagram, the first included
-            "5" => sent.div_ceil(20),
+            // the 20th, 40th, ... data datagram
+            "5" => sent / 20,
             x => panic!("unexpected loss {x}"),
         };
         assert_eq!(lost, want, "{r:?}");
         assert_eq!(received, sent - want, "{r:?}");
         assert_eq!(r["path_lost"], want.to_string(), "the waterfall puts it on the path: {r:?}");
+        assert_eq!(
+            (num(r, "injected_dropped"), num(r, "injected_duplicated"), num(r, "injected_reordered")),
+            (want, 0, 0),
+            "the program's counts: {r:?}"
+        );
+        assert_eq!((num(r, "duplicates"), num(r, "reordered")), (0, 0), "{r:?}");
+        // no seed without a random part; no mode or burst without loss
+        let params = if want == 0 { ("", "", "") } else { ("every", "1", "") };
+        assert_eq!((r["loss_mode"].as_str(), r["burst"].as_str(), r["seed"].as_str()), params, "{r:?}");
     }
     let reps: Vec<(&str, &str, &str)> =
         rows.iter().map(|r| (r["case"].as_str(), r["repeat"].as_str(), r["receiver"].as_str())).collect();
@@ -106,10 +118,14 @@ fn two_cases_two_repeats_injected_loss_exact() {
         assert!(!s["throughput_mbps_sd"].is_empty() && !s["sender_cpu_s_sd"].is_empty());
     }
     assert_eq!(sum[0]["loss_pct_max"], "0.000");
-    // 5 % injected: between 5 and 5 + 100/sent % (the first datagram is always dropped)
+    // 5 % injected: ⌊sent / 20⌋ of sent, between 5 − 100/sent % and 5 %
     let mean: f64 = sum[1]["loss_pct_mean"].parse().unwrap();
-    assert!((5.0..5.2).contains(&mean), "{mean}");
+    assert!((4.8..=5.0).contains(&mean), "{mean}");
+    assert_eq!((sum[0]["injected_dropped_mean"].as_str(), sum[0]["injected_reordered_mean"].as_str()), ("0.000", "0.000"));
+    let mean_dropped: f64 = rows.iter().filter(|r| r["case"] == "2").map(|r| num(r, "lost") as f64).sum::<f64>() / 6.0;
+    assert_eq!(sum[1]["injected_dropped_mean"], format!("{mean_dropped:.3}"));
     assert!(mcblast::lab::Lab::open(&prefix).is_err(), "the run removed its lab");
+    assert!(!lab_dir(&prefix).exists(), "no impairment left pinned");
     let _ = std::fs::remove_dir_all(&d);
 }
 
@@ -133,9 +149,72 @@ fn seed_matrix_quick() {
     assert_eq!(rows.len() as u64, 2 * receivers, "2 repeats x every receiver of every case");
     for r in rows.iter().filter(|r| r["loss_injected_pct"] != "0") {
         let n = if r["loss_injected_pct"] == "1" { 100 } else { 20 };
-        assert_eq!(num(r, "lost"), num(r, "sent").div_ceil(n), "{r:?}");
+        assert_eq!(num(r, "lost"), num(r, "sent") / n, "{r:?}");
+        assert_eq!(num(r, "injected_dropped"), num(r, "sent") / n, "{r:?}");
     }
     assert!(sum.iter().any(|s| s["snooping"] == "off") && sum.iter().any(|s| s["placement"] == "same-host"));
     assert!(mcblast::lab::Lab::open(&prefix).is_err(), "the run removed its lab");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// What the impairment program decides for `count` data datagrams of one
+/// flow followed by its end marker; the counts `mcblast run` reports.
+fn replay(cfg: &ImpairConfig, count: u64) -> (u64, u64, u64) {
+    let mut s = ImpairState::new(cfg);
+    let mut st = ImpairStats::default();
+    let key = FlowKey::default();
+    for _ in 0..count {
+        s.on_data(cfg, &mut st, &key, 1470, false);
+    }
+    s.on_end(&mut st, &key);
+    (st.dropped + st.reorder_lost, st.duplicated, st.reordered)
+}
+
+#[test]
+fn random_loss_reorder_and_duplicates_exact_and_repeatable() {
+    if common::skip(NEEDS) {
+        return;
+    }
+    let _s = serial();
+    let prefix = format!("mcbt{}imp-", std::process::id());
+    let _gone = LabGone(prefix.clone());
+    let d = tmpdir("impair");
+    let plan = d.join("impair.toml");
+    let text = "duration = 1\nrepeats = 2\n[lab]\nhosts = 3\nper_host = 1\n\
+                [[matrix]]\nname = \"impair\"\nload = [\"10M/1470\"]\nloss = [3]\nloss_mode = [\"random\"]\n\
+                reorder = [4]\nduplicate = [5]\nseed = [11]\n";
+    std::fs::write(&plan, text).unwrap();
+    let cfg = mcblast::run::plan::parse(text, "impair.toml", None, "x-").unwrap().cases[0].impair_config().unwrap();
+    assert_eq!((cfg.loss_ppm, cfg.reorder_ppm, cfg.duplicate_ppm, cfg.seed, cfg.every), (30_000, 40_000, 50_000, 11, 0));
+    let out = d.join("out");
+    let o = run(&plan, &out, &prefix, &[]);
+    assert!(o.status.success(), "mcblast run failed: {}", String::from_utf8_lossy(&o.stderr));
+    let (_, rows) = csv(&out.join("cases.csv"));
+    assert_eq!(rows.len(), 2 * 3, "repeat x receiver");
+    let mut by_sent: std::collections::HashMap<u64, (u64, u64, u64)> = Default::default();
+    for r in &rows {
+        let sent = num(r, "sent");
+        assert!(sent > 500, "{r:?}");
+        let injected = (num(r, "injected_dropped"), num(r, "injected_duplicated"), num(r, "injected_reordered"));
+        assert_eq!(injected, replay(&cfg, sent), "the seed's decisions for {sent} datagrams: {r:?}");
+        assert!(injected.0 > 0 && injected.1 > 0 && injected.2 > 0, "{r:?}");
+        // the receiver's kernel counter saw exactly what was done to its
+        // datagrams (received counts the duplicates' second arrivals too)
+        assert_eq!(
+            (num(r, "lost"), num(r, "duplicates"), num(r, "reordered"), num(r, "received")),
+            (injected.0, injected.1, injected.2, sent - injected.0 + injected.1),
+            "{r:?}"
+        );
+        let loss_pct: f64 = r["loss_pct"].parse().unwrap();
+        assert_eq!(format!("{loss_pct:.4}"), format!("{:.4}", 100.0 * injected.0 as f64 / sent as f64), "lost / sent: {r:?}");
+        assert_eq!((r["loss_mode"].as_str(), r["seed"].as_str(), r["reorder_injected_pct"].as_str()), ("random", "11", "4"));
+        // same seed, same datagrams: the same counts (receivers and repeats alike)
+        assert_eq!(*by_sent.entry(sent).or_insert(injected), injected, "{r:?}");
+    }
+    let (_, sum) = csv(&out.join("summary.csv"));
+    let mean = rows.iter().map(|r| num(r, "injected_reordered") as f64).sum::<f64>() / 6.0;
+    assert_eq!(sum[0]["injected_reordered_mean"], format!("{mean:.3}"));
+    assert!(mcblast::lab::Lab::open(&prefix).is_err(), "the run removed its lab");
+    assert!(!lab_dir(&prefix).exists(), "no impairment left pinned");
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -11,8 +11,10 @@
 //! consecutive cases that share it), receivers started (`mcblast recv
 //! --json`), group membership awaited (the bridges' group tables with
 //! snooping, the receivers' `begin` lines without), optional warm-up traffic
-//! under another run id, injected loss installed, the measured send, the
-//! receivers' summaries collected. Results are written as each run ends, so
+//! under another run id, the case's impairment (loss, reordering,
+//! duplicates: `mcblast lab impair`'s program) installed on every receiver's
+//! port, the measured send, the receivers' summaries and the impairment's
+//! counts collected, the impairment removed. Results are written as each run ends, so
 //! Ctrl-C keeps every finished run and case.
 
 pub mod inventory;
@@ -31,6 +33,7 @@ use serde_json::Value;
 
 use crate::cli::RunArgs;
 use crate::lab::{Lab, LabSpec};
+use mcblast_common::maps::ImpairConfig;
 use plan::{Case, Hosts, Plan};
 use stats::{CaseSamples, RecvResult};
 use transport::{Node, Proc};
@@ -202,8 +205,8 @@ fn check_hosts(h: &Hosts) -> Result<()> {
     Ok(())
 }
 
-/// Where a case runs: its sender and receivers, and the lab (injected loss,
-/// the bridges' group tables) when it is one.
+/// Where a case runs: its sender and receivers, and the lab (the injected
+/// impairment, the bridges' group tables) when it is one.
 struct Site<'a> {
     lab: Option<(&'a Lab, LabSpec)>,
     sender: Node,
@@ -230,14 +233,27 @@ fn case_label(c: &Case) -> String {
     if !c.on_lab {
         return format!("{} {} rx{} {}s", c.block, c.load.text, c.receivers, c.duration);
     }
+    let i = &c.impair;
+    let mut imp = format!("loss {}%", i.loss_pct);
+    if i.loss_pct > 0.0 {
+        imp += &format!(" {}", i.loss_mode.as_str());
+        if i.burst > 1 {
+            imp += &format!(" x{}", i.burst);
+        }
+    }
+    if i.reorder_pct > 0.0 {
+        imp += &format!(" reorder {}%", i.reorder_pct);
+    }
+    if i.duplicate_pct > 0.0 {
+        imp += &format!(" dup {}%", i.duplicate_pct);
+    }
     format!(
-        "{} {} rx{} snoop {} q{}s loss {}% {} {}s",
+        "{} {} rx{} snoop {} q{}s {imp} {} {}s",
         c.block,
         c.load.text,
         c.receivers,
         if c.snooping { "on" } else { "off" },
         c.query_interval,
-        c.loss_pct,
         c.placement.as_str(),
         c.duration
     )
@@ -311,11 +327,6 @@ fn one_run(
     out: &Path,
 ) -> Result<(stats::SendResult, Vec<(String, RecvResult)>)> {
     let ctx = |what: &str| format!("case {k} repeat {rep}: {what}");
-    if let Some((lab, _)) = &site.lab {
-        for r in &lab.receivers() {
-            lab.clear_drop(r).with_context(|| ctx("clearing injected loss"))?;
-        }
-    }
     // a run id per run: time-derived, low bit toggled for the warm-up
     let run_id = (SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u32).unwrap_or(1) | 1) ^ (k as u32) << 8;
     let warm_id = run_id ^ 1;
@@ -395,11 +406,12 @@ fn one_run(
             bail!("{}", ctx(&format!("warm-up sender failed: {}", err.trim())));
         }
     }
-    if let (Some((lab, _)), Some(nth)) = (&site.lab, case.drop_every()) {
-        for r in &lab.receivers() {
-            lab.drop_every_nth(r, nth).with_context(|| ctx("injecting loss"))?;
-        }
-    }
+    // the case's impairment on every receiver's port; removed when the guard
+    // goes, also on an error or a stop
+    let mut impaired = match &site.lab {
+        Some((lab, _)) => Some(Impaired::install(lab, case.impair_config()).with_context(|| ctx("injecting the impairment"))?),
+        None => None,
+    };
     let (code, sout, serr) = Proc::spawn(&site.sender, &send_argv(run_id, case.duration), Some(run_id))?
         .finish(Duration::from_secs_f64(case.duration + 30.0))?;
     let base = format!("c{k:03}-r{rep}");
@@ -419,12 +431,66 @@ fn one_run(
         let r = stats::parse_recv(&json_lines(&node, &text)?, run_id).with_context(|| ctx(&node))?;
         rows.push((node, r));
     }
-    if let Some((lab, _)) = &site.lab {
-        for r in &lab.receivers() {
-            lab.clear_drop(r).with_context(|| ctx("clearing injected loss"))?;
+    // the receivers saw the flow's end marker, so it has passed the ports:
+    // the counts are final
+    if let Some(imp) = impaired.take() {
+        let counts = imp.finish().with_context(|| ctx("removing the impairment"))?;
+        for (node, r) in &mut rows {
+            r.injected = Some(counts.iter().find(|(l, _)| l == node).map(|(_, i)| *i).unwrap_or_default());
         }
     }
     Ok((s, rows))
+}
+
+/// The impairment of one run on the receivers' ports of the lab; what is
+/// still attached when it is dropped is removed.
+struct Impaired<'a> {
+    lab: &'a Lab,
+    links: Vec<String>,
+}
+
+impl<'a> Impaired<'a> {
+    /// Installs `cfg` on every receiver's port (nothing when None: the
+    /// counts are then all 0). A link left impaired by an earlier,
+    /// interrupted process is cleared first.
+    fn install(lab: &'a Lab, cfg: Option<ImpairConfig>) -> Result<Impaired<'a>> {
+        let mut g = Impaired { lab, links: Vec::new() };
+        let receivers = lab.receivers();
+        for l in lab.impaired_links().into_iter().filter(|l| receivers.contains(l)) {
+            lab.impair_clear(&l).with_context(|| format!("clearing a stale impairment on {l}"))?;
+        }
+        if let Some(cfg) = cfg {
+            for r in receivers {
+                lab.impair(&r, cfg)?;
+                g.links.push(r);
+            }
+        }
+        Ok(g)
+    }
+
+    /// Removes the impairment from every port; its final counts per receiver.
+    fn finish(mut self) -> Result<Vec<(String, stats::Injected)>> {
+        let mut out = Vec::new();
+        // a link leaves the list only once cleared: on an error the guard tries the rest
+        while let Some(l) = self.links.last().cloned() {
+            let rep = self.lab.impair_clear(&l)?;
+            self.links.pop();
+            // kept from the receiver: dropped, held when the flow ended, held now
+            let dropped = rep.dropped + rep.reorder_lost + rep.held;
+            out.push((l, stats::Injected { dropped, duplicated: rep.duplicated, reordered: rep.reordered }));
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Impaired<'_> {
+    fn drop(&mut self) {
+        for l in self.links.drain(..) {
+            if let Err(e) = self.lab.impair_clear(&l) {
+                eprintln!("mcblast run: removing the impairment on {l}: {e:#}");
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 use super::inventory::{self, Host};
 use crate::lab::{Fabric, IgmpConfig, LabConfig, LabSpec, Placement, Preset, Topology};
+use mcblast_common::maps::{ImpairConfig, PPM};
 
 /// RFC 3376 membership interval for a query interval (as `mcblast lab up --query-interval`): 2 x q + 10 s.
 fn default_membership_cs(query_interval_cs: u64) -> u64 {
@@ -39,6 +40,13 @@ pub struct PlanFile {
     pub repeats: Option<u32>,
     /// Sender engine (default auto).
     pub engine: Option<String>,
+    /// Lab impairment of every case (a block's lists replace these): see [`Impairment`].
+    pub loss: Option<f64>,
+    pub loss_mode: Option<String>,
+    pub burst: Option<u32>,
+    pub reorder: Option<f64>,
+    pub duplicate: Option<f64>,
+    pub seed: Option<u64>,
     pub lab: Option<LabSection>,
     /// Real hosts instead of the lab.
     pub hosts: Option<HostsSection>,
@@ -103,20 +111,220 @@ pub struct MatrixBlock {
     pub receivers: Option<Vec<u32>>,
     pub snooping: Option<Vec<bool>>,
     pub query_interval: Option<Vec<u64>>,
-    /// Injected loss, percent, per receiver (deterministic: every Nth data datagram).
+    /// Injected loss, percent of data datagrams per receiver.
     pub loss: Option<Vec<f64>>,
+    /// `every` (deterministic every Nth) or `random` (seeded).
+    pub loss_mode: Option<Vec<String>>,
+    /// Datagrams dropped together per loss event.
+    pub burst: Option<Vec<u32>>,
+    /// Percent of data datagrams delivered one place late.
+    pub reorder: Option<Vec<f64>>,
+    /// Percent of data datagrams sent twice.
+    pub duplicate: Option<Vec<f64>>,
+    /// Seed of the random decisions.
+    pub seed: Option<Vec<u64>>,
     pub placement: Option<Vec<String>>,
     /// Seconds of measured sending.
     pub duration: Option<Vec<f64>>,
 }
 
-/// `[profile.NAME]`: replaces durations, warm-up and repeats.
+/// The impairment keys as one value each (top level, `[profile.NAME]`).
+#[derive(Debug, Clone, Default)]
+pub struct ImpairKeys {
+    pub loss: Option<f64>,
+    pub loss_mode: Option<String>,
+    pub burst: Option<u32>,
+    pub reorder: Option<f64>,
+    pub duplicate: Option<f64>,
+    pub seed: Option<u64>,
+}
+
+impl ImpairKeys {
+    /// The first key that is set, for the `[hosts]` refusal.
+    fn first_set(&self) -> Option<&'static str> {
+        [
+            ("loss", self.loss.is_some()),
+            ("loss_mode", self.loss_mode.is_some()),
+            ("burst", self.burst.is_some()),
+            ("reorder", self.reorder.is_some()),
+            ("duplicate", self.duplicate.is_some()),
+            ("seed", self.seed.is_some()),
+        ]
+        .into_iter()
+        .find(|k| k.1)
+        .map(|k| k.0)
+    }
+}
+
+/// `[profile.NAME]`: replaces durations, warm-up, repeats and the impairment keys.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
     pub duration: Option<f64>,
     pub warmup: Option<f64>,
     pub repeats: Option<u32>,
+    pub loss: Option<f64>,
+    pub loss_mode: Option<String>,
+    pub burst: Option<u32>,
+    pub reorder: Option<f64>,
+    pub duplicate: Option<f64>,
+    pub seed: Option<u64>,
+}
+
+impl PlanFile {
+    fn impair(&self) -> ImpairKeys {
+        ImpairKeys {
+            loss: self.loss,
+            loss_mode: self.loss_mode.clone(),
+            burst: self.burst,
+            reorder: self.reorder,
+            duplicate: self.duplicate,
+            seed: self.seed,
+        }
+    }
+}
+
+impl Profile {
+    fn impair(&self) -> ImpairKeys {
+        ImpairKeys {
+            loss: self.loss,
+            loss_mode: self.loss_mode.clone(),
+            burst: self.burst,
+            reorder: self.reorder,
+            duplicate: self.duplicate,
+            seed: self.seed,
+        }
+    }
+}
+
+/// How the plan's `loss` is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossMode {
+    /// Deterministic: every Nth data datagram (the Nth, 2Nth, ...), N = round(100 x burst / loss).
+    Every,
+    /// Seeded random drop events.
+    Random,
+}
+
+impl LossMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LossMode::Every => "every",
+            LossMode::Random => "random",
+        }
+    }
+}
+
+/// The seed when the plan gives none: runs repeat.
+pub const DEFAULT_SEED: u64 = 1;
+
+/// A case's injected impairment (lab only), as the plan gives it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Impairment {
+    /// Percent of data datagrams dropped toward each receiver.
+    pub loss_pct: f64,
+    pub loss_mode: LossMode,
+    /// Consecutive data datagrams per drop event (1: single drops).
+    pub burst: u32,
+    pub reorder_pct: f64,
+    pub duplicate_pct: f64,
+    pub seed: u64,
+}
+
+impl Default for Impairment {
+    fn default() -> Self {
+        Impairment { loss_pct: 0.0, loss_mode: LossMode::Every, burst: 1, reorder_pct: 0.0, duplicate_pct: 0.0, seed: DEFAULT_SEED }
+    }
+}
+
+/// A percentage as the impairment program's parts per million.
+fn ppm(pct: f64) -> u32 {
+    (pct * f64::from(PPM) / 100.0).round() as u32
+}
+
+impl Impairment {
+    /// The configuration of `mcblast lab impair` for each receiver's port;
+    /// None when nothing is injected.
+    ///
+    /// `every`: every Nth datagram starts a drop of `burst`, N = round(100 x
+    /// burst / loss), so `loss` percent are dropped (exactly ⌊C / N⌋ x burst
+    /// of C datagrams, less a cut-off last burst). `random`: a drop event
+    /// starts with probability p = f / (burst − f x (burst − 1)), f = loss /
+    /// 100 (none starts inside a burst), which drops f of the datagrams in
+    /// expectation.
+    pub fn config(&self) -> Option<ImpairConfig> {
+        if self.loss_pct == 0.0 && self.reorder_pct == 0.0 && self.duplicate_pct == 0.0 {
+            return None;
+        }
+        let k = if self.loss_pct > 0.0 { self.burst.max(1) } else { 1 };
+        let (every, loss_ppm) = match self.loss_mode {
+            _ if self.loss_pct == 0.0 => (0, 0),
+            LossMode::Every => ((100.0 * f64::from(k) / self.loss_pct).round() as u32, 0),
+            LossMode::Random => {
+                let f = self.loss_pct / 100.0;
+                (0, ppm(100.0 * f / (f64::from(k) - f * f64::from(k - 1))))
+            }
+        };
+        Some(ImpairConfig {
+            every,
+            burst: k,
+            loss_ppm,
+            duplicate_ppm: ppm(self.duplicate_pct),
+            reorder_ppm: ppm(self.reorder_pct),
+            _pad: 0,
+            seed: self.seed,
+        })
+    }
+
+    /// Without loss, `loss_mode` and `burst` change nothing, and without a
+    /// random part neither does `seed`: they take their defaults, so cases
+    /// that differ only there are one case.
+    fn normalized(mut self) -> Impairment {
+        let d = Impairment::default();
+        if self.loss_pct == 0.0 {
+            (self.loss_mode, self.burst) = (d.loss_mode, d.burst);
+        }
+        if !self.random() {
+            self.seed = d.seed;
+        }
+        self
+    }
+
+    /// Whether a part draws from the seeded PRNG.
+    pub fn random(&self) -> bool {
+        (self.loss_pct > 0.0 && self.loss_mode == LossMode::Random) || self.reorder_pct > 0.0 || self.duplicate_pct > 0.0
+    }
+
+    /// One line naming the key when a value is out of range.
+    fn validate(&self, file: &str) -> Result<()> {
+        let pct = |key: &str, p: f64| -> Result<()> {
+            if !(0.0..=100.0).contains(&p) || (p > 0.0 && ppm(p) == 0) {
+                bail!("{file}: {key} {p} %: use 0 (none) or 0.0001..=100");
+            }
+            Ok(())
+        };
+        pct("loss", self.loss_pct)?;
+        pct("reorder", self.reorder_pct)?;
+        pct("duplicate", self.duplicate_pct)?;
+        if !(1..=1000).contains(&self.burst) {
+            bail!("{file}: burst {}: use 1..=1000 datagrams per drop event", self.burst);
+        }
+        if self.loss_mode == LossMode::Every && self.loss_pct > 0.0 {
+            let n = 100.0 * f64::from(self.burst) / self.loss_pct;
+            if n.round() > f64::from(u32::MAX) {
+                bail!("{file}: loss {} % with burst {}: too small for loss_mode \"every\"; use a larger loss or loss_mode = \"random\"", self.loss_pct, self.burst);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn loss_mode_of(file: &str, s: &str) -> Result<LossMode> {
+    match s {
+        "every" => Ok(LossMode::Every),
+        "random" => Ok(LossMode::Random),
+        _ => bail!("{file}: loss_mode '{s}': use \"every\" (every Nth datagram) or \"random\" (seeded)"),
+    }
 }
 
 /// A load: rate in bit/s of UDP payload (None: flat out) and datagram length.
@@ -156,7 +364,8 @@ pub struct Case {
     pub receivers: u32,
     pub snooping: bool,
     pub query_interval: u64,
-    pub loss_pct: f64,
+    /// Injected loss, reordering and duplication (lab only; all zero on real hosts).
+    pub impair: Impairment,
     pub placement: Placement,
     pub duration: f64,
     /// False on real hosts: snooping, query interval and placement are not ours to set there.
@@ -164,9 +373,10 @@ pub struct Case {
 }
 
 impl Case {
-    /// Every Nth data datagram is dropped toward each receiver: N = round(100 / loss %).
-    pub fn drop_every(&self) -> Option<u64> {
-        (self.loss_pct > 0.0).then(|| (100.0 / self.loss_pct).round().max(1.0) as u64)
+    /// The impairment to install on each receiver's port; None on real
+    /// hosts and when the case injects nothing.
+    pub fn impair_config(&self) -> Option<ImpairConfig> {
+        if self.on_lab { self.impair.config() } else { None }
     }
 }
 
@@ -201,6 +411,49 @@ impl Plan {
         }
         s
     }
+}
+
+/// Why the impairment keys are refused on real hosts.
+const IMPAIR_WHY: &str = "loss, reordering and duplication are injected by the lab's impairment program";
+
+/// A block's impairments: the product of its lists (each taking the top
+/// level's value when left out, and the profile's when it has one),
+/// validated.
+fn impairments(file: &str, top: &ImpairKeys, prof: &ImpairKeys, b: &MatrixBlock) -> Result<Vec<Impairment>> {
+    fn list<T: Clone>(p: &Option<T>, block: &Option<Vec<T>>, top: &Option<T>, default: T) -> Vec<T> {
+        match (p, block) {
+            (Some(v), _) => vec![v.clone()],
+            (None, Some(v)) => v.clone(),
+            (None, None) => vec![top.clone().unwrap_or(default)],
+        }
+    }
+    let d = Impairment::default();
+    let losses = list(&prof.loss, &b.loss, &top.loss, d.loss_pct);
+    let modes = list(&prof.loss_mode, &b.loss_mode, &top.loss_mode, "every".to_string())
+        .iter()
+        .map(|m| loss_mode_of(file, m))
+        .collect::<Result<Vec<_>>>()?;
+    let bursts = list(&prof.burst, &b.burst, &top.burst, d.burst);
+    let reorders = list(&prof.reorder, &b.reorder, &top.reorder, d.reorder_pct);
+    let duplicates = list(&prof.duplicate, &b.duplicate, &top.duplicate, d.duplicate_pct);
+    let seeds = list(&prof.seed, &b.seed, &top.seed, d.seed);
+    let mut v = Vec::new();
+    for &loss_pct in &losses {
+        for &loss_mode in &modes {
+            for &burst in &bursts {
+                for &reorder_pct in &reorders {
+                    for &duplicate_pct in &duplicates {
+                        for &seed in &seeds {
+                            let i = Impairment { loss_pct, loss_mode, burst, reorder_pct, duplicate_pct, seed };
+                            i.validate(file)?;
+                            v.push(i.normalized());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(v)
 }
 
 fn one_line(s: &str) -> String {
@@ -247,6 +500,12 @@ fn resolve(f: PlanFile, file: &str, profile: Option<&str>, default_prefix: &str)
             let receivers = inv.group(h.receivers.as_deref().unwrap_or("receivers"))?;
             if let Some(r) = receivers.iter().find(|r| r.name == senders[0].name) {
                 bail!("{}: host `{}` is both the sender and a receiver: give each role its own host", inv.file(), r.name);
+            }
+            let refused = f.impair().first_set().map(|k| (k, String::new())).or_else(|| {
+                profile.and_then(|p| prof.impair().first_set().map(|k| (k, format!("[profile.{p}]: "))))
+            });
+            if let Some((key, at)) = refused {
+                bail!("{file}: {at}`{key}` is lab-only, not applicable on real hosts ({IMPAIR_WHY}); remove it");
             }
             Some(Hosts { inventory: path, sender: senders[0].clone(), receivers })
         }
@@ -323,7 +582,12 @@ fn resolve(f: PlanFile, file: &str, profile: Option<&str>, default_prefix: &str)
             let lab_only = [
                 ("snooping", b.snooping.is_some(), "IGMP snooping is the switch's"),
                 ("query_interval", b.query_interval.is_some(), "the querier is the network's"),
-                ("loss", b.loss.is_some(), "loss is injected by the lab's nftables"),
+                ("loss", b.loss.is_some(), IMPAIR_WHY),
+                ("loss_mode", b.loss_mode.is_some(), IMPAIR_WHY),
+                ("burst", b.burst.is_some(), IMPAIR_WHY),
+                ("reorder", b.reorder.is_some(), IMPAIR_WHY),
+                ("duplicate", b.duplicate.is_some(), IMPAIR_WHY),
+                ("seed", b.seed.is_some(), IMPAIR_WHY),
                 ("placement", b.placement.is_some(), "placement is the inventory's"),
             ];
             if let Some((key, _, why)) = lab_only.iter().find(|k| k.1) {
@@ -348,12 +612,7 @@ fn resolve(f: PlanFile, file: &str, profile: Option<&str>, default_prefix: &str)
                 bail!("{file}: query_interval {q} s: use 1..=3600");
             }
         }
-        let losses = b.loss.clone().unwrap_or(vec![0.0]);
-        for &p in &losses {
-            if !(0.0..=100.0).contains(&p) {
-                bail!("{file}: loss {p} %: use 0..=100");
-            }
-        }
+        let impairs = impairments(file, &f.impair(), &prof.impair(), b)?;
         let placements = match &b.placement {
             Some(v) => v.iter().map(|s| placement_of(s)).collect::<Result<Vec<_>>>()?,
             None => vec![placement],
@@ -370,7 +629,7 @@ fn resolve(f: PlanFile, file: &str, profile: Option<&str>, default_prefix: &str)
                 for &sn in &snooping {
                     for &q in &qis {
                         for ld in &loads {
-                            for &loss in &losses {
+                            for &imp in &impairs {
                                 for &d in &durations {
                                     let d = prof.duration.unwrap_or(d);
                                     let c = Case {
@@ -379,7 +638,7 @@ fn resolve(f: PlanFile, file: &str, profile: Option<&str>, default_prefix: &str)
                                         receivers: r,
                                         snooping: sn,
                                         query_interval: q,
-                                        loss_pct: loss,
+                                        impair: imp,
                                         placement: pl,
                                         duration: d,
                                         on_lab: hosts.is_none(),
@@ -449,9 +708,10 @@ repeats = 2
         let spec = p.spec_for(&p.cases[4]); // 6 receivers
         assert_eq!(spec.topology.unwrap().per_host, 2);
         assert_eq!(spec.base.receivers, 6);
-        assert_eq!(p.cases[12].drop_every(), Some(100));
-        assert_eq!(p.cases[13].drop_every(), Some(20));
-        assert_eq!(p.cases[14].drop_every(), None);
+        let every = |i: usize| p.cases[i].impair_config().map(|c| (c.every, c.burst, c.loss_ppm, c.seed));
+        assert_eq!(every(12), Some((100, 1, 0, DEFAULT_SEED)));
+        assert_eq!(every(13), Some((20, 1, 0, DEFAULT_SEED)));
+        assert_eq!(every(14), None);
         assert!(!p.cases[14].snooping);
     }
 
@@ -488,6 +748,68 @@ repeats = 2
         assert_eq!(parse_load("2.5G/8192").unwrap().rate_bps, Some(2.5e9));
         let e = parse("[[matrix]]\nload = [\"10M\"]\n", "p.toml", None, "x-").unwrap_err().to_string();
         assert!(e.contains("p.toml") && e.contains("RATE/LENGTH"), "{e}");
+    }
+
+    #[test]
+    fn impairment_keys_top_level_matrix_and_profile() {
+        let t = "loss = 2\nseed = 9\n\
+                 [[matrix]]\nname = \"a\"\n\
+                 [[matrix]]\nname = \"b\"\nloss_mode = [\"every\", \"random\"]\nburst = [4]\nreorder = [0.5]\nduplicate = [1]\n\
+                 [profile.q]\nseed = 3\nloss = 5\n";
+        let p = parse(t, "i.toml", None, "x-").unwrap();
+        assert_eq!(p.cases.len(), 3);
+        let a = p.cases[0].impair;
+        // every Nth has no random part: the top-level seed 9 makes no difference there
+        assert_eq!((a.loss_pct, a.loss_mode, a.burst, a.seed), (2.0, LossMode::Every, 1, DEFAULT_SEED));
+        assert_eq!(p.cases[0].impair_config().map(|c| (c.every, c.burst, c.loss_ppm)), Some((50, 1, 0)));
+        // every 200th starts a burst of 4: 2 %
+        let b = p.cases[1].impair_config().unwrap();
+        assert_eq!((b.every, b.burst, b.loss_ppm, b.reorder_ppm, b.duplicate_ppm, b.seed), (200, 4, 0, 5_000, 10_000, 9));
+        // random, bursts of 4: p = 0.02 / (4 - 0.02 x 3) = 0.005076...
+        let r = p.cases[2].impair_config().unwrap();
+        assert_eq!((r.every, r.burst, r.loss_ppm), (0, 4, 5_076));
+        let q = parse(t, "i.toml", Some("q"), "x-").unwrap();
+        assert!(q.cases.iter().all(|c| c.impair.loss_pct == 5.0), "{:?}", q.cases);
+        assert_eq!(q.cases.iter().map(|c| c.impair.seed).collect::<Vec<_>>(), [DEFAULT_SEED, 3, 3], "seeds where random");
+        // no loss: burst is ignored, reorder alone is an impairment
+        let o = parse("burst = 3\nreorder = 1\n", "o.toml", None, "x-").unwrap();
+        assert_eq!(o.cases[0].impair_config().map(|c| (c.every, c.burst, c.loss_ppm, c.reorder_ppm)), Some((0, 1, 0, 10_000)));
+        // what makes no difference makes no case: loss 0 in both modes and bursts is one
+        // case, and so are the seeds of a case without a random part
+        let m = "[[matrix]]\nloss = [0, 1]\nloss_mode = [\"every\", \"random\"]\nburst = [1, 2]\nseed = [1, 2]\n";
+        let cases = parse(m, "m.toml", None, "x-").unwrap().cases;
+        let got: Vec<_> = cases.iter().map(|c| (c.impair.loss_pct, c.impair.loss_mode, c.impair.burst, c.impair.seed)).collect();
+        assert_eq!(
+            got,
+            [
+                (0.0, LossMode::Every, 1, 1),
+                (1.0, LossMode::Every, 1, 1),
+                (1.0, LossMode::Every, 2, 1),
+                (1.0, LossMode::Random, 1, 1),
+                (1.0, LossMode::Random, 1, 2),
+                (1.0, LossMode::Random, 2, 1),
+                (1.0, LossMode::Random, 2, 2),
+            ]
+        );
+        assert_eq!(parse("", "e.toml", None, "x-").unwrap().cases[0].impair_config(), None);
+    }
+
+    #[test]
+    fn impairment_ranges_are_one_line_each() {
+        for (t, want) in [
+            ("loss = 101", "i.toml: loss 101 %: use 0 (none) or 0.0001..=100"),
+            ("[[matrix]]\nreorder = [-1]", "i.toml: reorder -1 %: use 0 (none) or 0.0001..=100"),
+            ("duplicate = 0.00001", "i.toml: duplicate 0.00001 %: use 0 (none) or 0.0001..=100"),
+            ("burst = 0", "i.toml: burst 0: use 1..=1000 datagrams per drop event"),
+            ("[[matrix]]\nburst = [1001]", "i.toml: burst 1001: use 1..=1000 datagrams per drop event"),
+            ("loss_mode = \"netem\"", "i.toml: loss_mode 'netem': use \"every\" (every Nth datagram) or \"random\" (seeded)"),
+            ("[profile.p]\nloss = 200", ""),
+        ] {
+            let prof = t.starts_with("[profile").then_some("p");
+            let e = parse(t, "i.toml", prof, "x-").unwrap_err().to_string();
+            let want = if want.is_empty() { "i.toml: loss 200 %: use 0 (none) or 0.0001..=100" } else { want };
+            assert_eq!(e, want);
+        }
     }
 
     #[test]
@@ -546,18 +868,39 @@ mod hosts_tests {
         assert_eq!(p.cases.len(), 4);
         assert_eq!(p.cases.iter().map(|c| c.receivers).collect::<Vec<_>>(), [2, 2, 2, 1]);
         assert_eq!(p.cases[1].block, "load+scaling");
-        assert!(p.cases.iter().all(|c| !c.on_lab && c.drop_every().is_none()));
+        assert!(p.cases.iter().all(|c| !c.on_lab && c.impair_config().is_none()));
         let q = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/three-hosts.toml"), Some("quick"), "x-").unwrap();
         assert_eq!((q.repeats, q.cases[0].duration), (2, 2.0));
     }
 
     #[test]
     fn lab_only_keys_refused_on_hosts() {
-        for (key, list) in [("snooping", "[true]"), ("query_interval", "[10]"), ("loss", "[1]"), ("placement", "[\"spread\"]")] {
+        for (key, list) in [
+            ("snooping", "[true]"),
+            ("query_interval", "[10]"),
+            ("loss", "[1]"),
+            ("loss_mode", "[\"random\"]"),
+            ("burst", "[2]"),
+            ("reorder", "[1]"),
+            ("duplicate", "[1]"),
+            ("seed", "[5]"),
+            ("placement", "[\"spread\"]"),
+        ] {
             let t = format!("[hosts]\ninventory = \"hosts.ini\"\n[[matrix]]\nname = \"m\"\n{key} = {list}\n");
             let e = parse(&t, &file(), None, "x-").unwrap_err().to_string();
             assert!(e.contains(&format!("`{key}` is lab-only, not applicable on real hosts")), "{e}");
             assert!(e.contains("[[matrix]] m") && !e.contains('\n'), "{e}");
+        }
+        for key in ["loss = 1", "loss_mode = \"every\"", "burst = 2", "reorder = 1", "duplicate = 1", "seed = 5"] {
+            let name = key.split(' ').next().unwrap();
+            let t = format!("{key}\n[hosts]\ninventory = \"hosts.ini\"\n");
+            let e = parse(&t, &file(), None, "x-").unwrap_err().to_string();
+            assert!(e.ends_with(&format!(": `{name}` is lab-only, not applicable on real hosts (loss, reordering and duplication are injected by the lab's impairment program); remove it")), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+            let t = format!("[hosts]\ninventory = \"hosts.ini\"\n[profile.p]\n{key}\n");
+            assert!(parse(&t, &file(), None, "x-").is_ok(), "an unused profile is not checked");
+            let e = parse(&t, &file(), Some("p"), "x-").unwrap_err().to_string();
+            assert!(e.contains(&format!("[profile.p]: `{name}` is lab-only")), "{e}");
         }
         let e = parse("[lab]\nhosts = 1\n[hosts]\ninventory = \"hosts.ini\"\n", &file(), None, "x-").unwrap_err().to_string();
         assert!(e.ends_with("both [lab] and [hosts]: a plan runs on the lab or on real hosts, remove one"), "{e}");

@@ -51,6 +51,22 @@ pub struct RecvResult {
     pub path_lost: Option<u64>,
     pub kernel_dropped: Option<u64>,
     pub socket_dropped: Option<u64>,
+    /// Datagrams that arrived twice, and late (after a later one), by the counter.
+    pub duplicates: u64,
+    pub reordered: u64,
+    /// What the lab's impairment program did toward this receiver (None on real hosts).
+    pub injected: Option<Injected>,
+}
+
+/// The impairment program's exact counts toward one receiver in one run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Injected {
+    /// Dropped, plus held for reordering and never released (the flow
+    /// ended first, or still held at the end): every datagram the program
+    /// kept from the receiver.
+    pub dropped: u64,
+    pub duplicated: u64,
+    pub reordered: u64,
 }
 
 fn summary<'a>(lines: &'a [Value], role: &str, counter: Option<&str>) -> Option<&'a Value> {
@@ -83,7 +99,10 @@ pub fn parse_recv(lines: &[Value], run_id: u32) -> Result<RecvResult> {
     let sum = |key: &str| mine.iter().map(|f| f[key].as_u64().unwrap_or(0)).sum::<u64>();
     let received = sum("received");
     let lost = sum("lost");
-    let total = received + lost;
+    let duplicates = sum("duplicates");
+    // received counts every arrival, duplicates included; the datagrams the
+    // flow had are the unique ones plus the lost
+    let total = received.saturating_sub(duplicates) + lost;
     let jitter = mine.iter().filter_map(|f| f["jitter_us"].as_f64()).fold(0.0, f64::max);
     let delays: Vec<f64> = mine.iter().filter_map(|f| f["delay"]["mean_us"].as_f64()).collect();
     let layers = summary(lines, "recv", Some("layers"));
@@ -98,6 +117,9 @@ pub fn parse_recv(lines: &[Value], run_id: u32) -> Result<RecvResult> {
         path_lost: lay("path_lost"),
         kernel_dropped: lay("kernel_dropped"),
         socket_dropped: lay("socket_dropped"),
+        duplicates,
+        reordered: sum("reordered"),
+        injected: None,
     })
 }
 
@@ -106,10 +128,27 @@ pub fn throughput_mbps(r: &RecvResult, s: &SendResult) -> f64 {
     if s.duration_s > 0.0 { r.bytes as f64 * 8.0 / s.duration_s / 1e6 } else { 0.0 }
 }
 
-pub const CASE_PARAMS: &[&str] =
-    &["case", "block", "load", "rate_bps", "length", "receivers", "snooping", "query_interval_s", "loss_injected_pct", "placement", "duration_s"];
+pub const CASE_PARAMS: &[&str] = &[
+    "case",
+    "block",
+    "load",
+    "rate_bps",
+    "length",
+    "receivers",
+    "snooping",
+    "query_interval_s",
+    "loss_injected_pct",
+    "loss_mode",
+    "burst",
+    "reorder_injected_pct",
+    "duplicate_injected_pct",
+    "seed",
+    "placement",
+    "duration_s",
+];
 
 pub fn case_params(k: usize, c: &Case) -> Vec<String> {
+    let lab = |s: String| if c.on_lab { s } else { String::new() };
     vec![
         k.to_string(),
         c.block.clone(),
@@ -120,7 +159,13 @@ pub fn case_params(k: usize, c: &Case) -> Vec<String> {
         // real hosts: the network's own snooping, querier and placement, unknown to mcblast
         if !c.on_lab { String::new() } else if c.snooping { "on".into() } else { "off".into() },
         if c.on_lab { c.query_interval.to_string() } else { String::new() },
-        format!("{}", c.loss_pct),
+        format!("{}", c.impair.loss_pct),
+        // the mode and burst of no loss, the seed of no random part: empty
+        lab(if c.impair.loss_pct > 0.0 { c.impair.loss_mode.as_str().into() } else { String::new() }),
+        lab(if c.impair.loss_pct > 0.0 { c.impair.burst.to_string() } else { String::new() }),
+        format!("{}", c.impair.reorder_pct),
+        format!("{}", c.impair.duplicate_pct),
+        lab(if c.impair.random() { c.impair.seed.to_string() } else { String::new() }),
         if c.on_lab { c.placement.as_str().into() } else { String::new() },
         format!("{}", c.duration),
     ]
@@ -144,6 +189,11 @@ pub fn cases_header() -> String {
         "path_lost",
         "kernel_dropped",
         "socket_dropped",
+        "duplicates",
+        "reordered",
+        "injected_dropped",
+        "injected_duplicated",
+        "injected_reordered",
     ]);
     h.join(",")
 }
@@ -175,11 +225,19 @@ pub fn cases_row(k: usize, c: &Case, repeat: u32, node: &str, s: &SendResult, r:
         opt(r.path_lost),
         opt(r.kernel_dropped),
         opt(r.socket_dropped),
+        r.duplicates.to_string(),
+        r.reordered.to_string(),
+        opt(r.injected.map(|i| i.dropped)),
+        opt(r.injected.map(|i| i.duplicated)),
+        opt(r.injected.map(|i| i.reordered)),
     ]);
     v.iter().map(|x| csv_field(x)).collect::<Vec<_>>().join(",")
 }
 
 pub const METRICS: &[&str] = &["throughput_mbps", "loss_pct", "jitter_us", "sender_cpu_s"];
+
+/// Means over receivers and repeats of the impairment's counts (empty on real hosts).
+pub const INJECTED_MEANS: &[&str] = &["injected_dropped_mean", "injected_duplicated_mean", "injected_reordered_mean"];
 
 pub fn summary_header() -> String {
     let mut h: Vec<String> = CASE_PARAMS.iter().map(|s| s.to_string()).collect();
@@ -190,6 +248,7 @@ pub fn summary_header() -> String {
             h.push(format!("{m}_{s}"));
         }
     }
+    h.extend(INJECTED_MEANS.iter().map(|s| s.to_string()));
     h.join(",")
 }
 
@@ -201,6 +260,8 @@ pub struct CaseSamples {
     pub loss: Vec<f64>,
     pub jitter: Vec<f64>,
     pub cpu: Vec<f64>,
+    /// Per receiver and repeat with an impairment program's counts: dropped, duplicated, reordered.
+    pub injected: Vec<Injected>,
 }
 
 impl CaseSamples {
@@ -211,6 +272,7 @@ impl CaseSamples {
             self.throughput.push(throughput_mbps(r, s));
             self.loss.push(r.loss_pct);
             self.jitter.push(r.jitter_us);
+            self.injected.extend(r.injected);
         }
     }
 }
@@ -225,6 +287,10 @@ pub fn summary_row(k: usize, c: &Case, cs: &CaseSamples) -> String {
             Some(st) => v.extend([f3(st.mean), opt(st.sd.map(f3)), f3(st.min), f3(st.max)]),
             None => v.extend(std::iter::repeat_n(String::new(), 4)),
         }
+    }
+    for f in [|i: &Injected| i.dropped, |i: &Injected| i.duplicated, |i: &Injected| i.reordered] {
+        let xs: Vec<f64> = cs.injected.iter().map(|i| f(i) as f64).collect();
+        v.push(opt(stats(&xs).map(|st| f3(st.mean))));
     }
     v.iter().map(|x| csv_field(x)).collect::<Vec<_>>().join(",")
 }
@@ -262,7 +328,7 @@ mod tests {
             receivers: 3,
             snooping: true,
             query_interval: 125,
-            loss_pct: 5.0,
+            impair: crate::run::plan::Impairment { loss_pct: 5.0, reorder_pct: 0.5, seed: 7, ..Default::default() },
             placement: Placement::SameHost,
             duration: 2.0,
             on_lab: true,
@@ -280,7 +346,7 @@ mod tests {
         .collect();
         let recv: Vec<Value> = [
             r#"{"type":"begin","role":"recv"}"#,
-            r#"{"type":"summary","role":"recv","counter":"kernel","flows":[{"run":77,"received":950,"bytes":1396500,"lost":50,"jitter_us":3.5,"delay":{"mean_us":20.0}},{"run":5,"received":9,"bytes":9,"lost":9}]}"#,
+            r#"{"type":"summary","role":"recv","counter":"kernel","flows":[{"run":77,"received":950,"bytes":1396500,"lost":50,"duplicates":4,"reordered":6,"jitter_us":3.5,"delay":{"mean_us":20.0}},{"run":5,"received":9,"bytes":9,"lost":9}]}"#,
             r#"{"type":"summary","role":"recv","counter":"layers","path_lost":50,"kernel_dropped":0,"socket_dropped":1}"#,
         ]
         .iter()
@@ -288,8 +354,10 @@ mod tests {
         .collect();
         let s = parse_send(&send).unwrap();
         assert_eq!(s, SendResult { run_id: 77, sent: 1000, duration_s: 2.0, rate_bps: 5_880_000.0, cpu_s: 0.25 });
-        let r = parse_recv(&recv, 77).unwrap();
-        assert_eq!((r.received, r.lost, r.loss_pct), (950, 50, 5.0));
+        let mut r = parse_recv(&recv, 77).unwrap();
+        // 950 received of which 4 duplicates: 946 + 50 lost datagrams
+        assert_eq!((r.received, r.lost, r.loss_pct, r.duplicates, r.reordered), (950, 50, 100.0 * 50.0 / 996.0, 4, 6));
+        assert_eq!(r.injected, None);
         assert_eq!((r.path_lost, r.kernel_dropped, r.socket_dropped), (Some(50), Some(0), Some(1)));
         assert_eq!(throughput_mbps(&r, &s), 1396500.0 * 8.0 / 2.0 / 1e6);
         let header = cases_header();
@@ -297,9 +365,18 @@ mod tests {
         assert_eq!(header.split(',').count(), row.split(',').count());
         assert_eq!(
             row,
-            "3,load,10M/1470,10000000,1470,3,on,125,5,same-host,2,2,77,r1,1000,950,50,5.0000,3.500,20.000,5.586,5.880,0.250,50,0,1"
+            "3,load,10M/1470,10000000,1470,3,on,125,5,every,1,0.5,0,7,same-host,2,2,77,r1,1000,950,50,5.0201,3.500,20.000,5.586,5.880,0.250,50,0,1,4,6,,,"
         );
-        assert!(header.starts_with("case,block,load,rate_bps,length,receivers,snooping,query_interval_s,loss_injected_pct,placement,duration_s,repeat,run_id,receiver,sent,received,lost,loss_pct"));
+        r.injected = Some(Injected { dropped: 50, duplicated: 4, reordered: 6 });
+        assert!(cases_row(3, &case(), 2, "r1", &s, &r).ends_with(",50,0,1,4,6,50,4,6"));
+        assert!(header.starts_with("case,block,load,rate_bps,length,receivers,snooping,query_interval_s,loss_injected_pct,loss_mode,burst,reorder_injected_pct,duplicate_injected_pct,seed,placement,duration_s,repeat,run_id,receiver,sent,received,lost,loss_pct"));
+        assert!(header.ends_with(",path_lost,kernel_dropped,socket_dropped,duplicates,reordered,injected_dropped,injected_duplicated,injected_reordered"));
+        // no loss, nothing random: no mode, burst or seed
+        let clean = Case { impair: Default::default(), ..case() };
+        assert!(cases_row(3, &clean, 2, "r1", &s, &r).starts_with("3,load,10M/1470,10000000,1470,3,on,125,0,,,0,0,,same-host,2,"));
+        // real hosts: the lab-only parameters are empty
+        let hosts = Case { on_lab: false, impair: Default::default(), ..case() };
+        assert!(cases_row(3, &hosts, 2, "r1", &s, &r).starts_with("3,load,10M/1470,10000000,1470,3,,,0,,,0,0,,,2,"));
         assert!(parse_send(&recv).is_err());
     }
 
@@ -308,24 +385,37 @@ mod tests {
         let mut cs = CaseSamples::default();
         let s1 = SendResult { run_id: 1, sent: 10, duration_s: 1.0, rate_bps: 0.0, cpu_s: 1.0 };
         let s2 = SendResult { cpu_s: 3.0, ..s1.clone() };
-        let r = |bytes, loss_pct, jitter_us| RecvResult { bytes, loss_pct, jitter_us, ..Default::default() };
+        let r = |bytes, loss_pct, jitter_us| RecvResult {
+            bytes,
+            loss_pct,
+            jitter_us,
+            injected: Some(Injected { dropped: bytes / 1_000_000, duplicated: 1, reordered: 0 }),
+            ..Default::default()
+        };
         cs.add_repeat(&s1, &[r(1_000_000, 0.0, 1.0), r(2_000_000, 5.0, 3.0)]);
         cs.add_repeat(&s2, &[r(3_000_000, 5.0, 5.0), r(2_000_000, 10.0, 7.0)]);
         // throughput 8, 16, 24, 16 Mbit/s: mean 16, sd sqrt(128/3); loss 0,5,5,10: mean 5, sd sqrt(50/3)
         let row = summary_row(1, &case(), &cs);
         let f: Vec<&str> = row.split(',').collect();
         assert_eq!(summary_header().split(',').count(), f.len());
-        assert_eq!(&f[11..13], ["2", "4"]);
-        assert_eq!(&f[13..17], ["16.000", &format!("{:.3}", (128.0f64 / 3.0).sqrt()), "8.000", "24.000"]);
-        assert_eq!(&f[17..21], ["5.000", &format!("{:.3}", (50.0f64 / 3.0).sqrt()), "0.000", "10.000"]);
-        assert_eq!(&f[21..25], ["4.000", &format!("{:.3}", (20.0f64 / 3.0).sqrt()), "1.000", "7.000"]);
-        assert_eq!(&f[25..29], ["2.000", &format!("{:.3}", 2.0f64.sqrt()), "1.000", "3.000"]);
+        assert_eq!(&f[16..18], ["2", "4"]);
+        assert_eq!(&f[18..22], ["16.000", &format!("{:.3}", (128.0f64 / 3.0).sqrt()), "8.000", "24.000"]);
+        assert_eq!(&f[22..26], ["5.000", &format!("{:.3}", (50.0f64 / 3.0).sqrt()), "0.000", "10.000"]);
+        assert_eq!(&f[26..30], ["4.000", &format!("{:.3}", (20.0f64 / 3.0).sqrt()), "1.000", "7.000"]);
+        assert_eq!(&f[30..34], ["2.000", &format!("{:.3}", 2.0f64.sqrt()), "1.000", "3.000"]);
+        // injected dropped 1, 2, 3, 2: mean 2; duplicated 1 each; reordered 0
+        assert_eq!(&f[34..37], ["2.000", "1.000", "0.000"]);
+        assert!(summary_header().ends_with(",sender_cpu_s_max,injected_dropped_mean,injected_duplicated_mean,injected_reordered_mean"));
         // one repeat: sd left empty
         let mut one = CaseSamples::default();
         one.add_repeat(&s1, &[r(1_000_000, 0.0, 1.0)]);
         let f1: Vec<String> = summary_row(1, &case(), &one).split(',').map(String::from).collect();
-        assert_eq!(f1[14], "");
-        assert_eq!(f1[26], "");
+        assert_eq!(f1[19], "");
+        assert_eq!(f1[31], "");
+        // no impairment counts (real hosts): the means are empty
+        let mut none = CaseSamples::default();
+        none.add_repeat(&s1, &[RecvResult::default()]);
+        assert!(summary_row(1, &case(), &none).ends_with(",,,"));
     }
 
     #[test]
