@@ -528,9 +528,9 @@ mod tests {
         );
         assert_eq!(core::mem::size_of::<FragKey>(), 12);
         assert_eq!(core::mem::size_of::<ImpairConfig>(), 32);
-        assert_eq!(core::mem::size_of::<ImpairStats>(), 48);
+        assert_eq!(core::mem::size_of::<ImpairStats>(), 56);
         assert_eq!(core::mem::size_of::<ImpairState>(), 8 + 8 + 4 + 4 + 16 + 4 + 4 + 40);
-        assert_eq!(core::mem::size_of::<ImpairEntry<u32>>(), 8 + 32 + 88 + 48);
+        assert_eq!(core::mem::size_of::<ImpairEntry<u32>>(), 8 + 32 + 88 + 56);
     }
 
     fn key(flow: u32) -> FlowKey {
