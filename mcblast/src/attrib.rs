@@ -646,26 +646,11 @@ impl Symbols {
     }
 }
 
-/// Kernel counters of the interface and the namespace, read at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct HostCounters {
-    pub rx_dropped: Option<u64>,
-    pub rx_missed_errors: Option<u64>,
-    pub rx_fifo_errors: Option<u64>,
-    pub softnet_dropped: Option<u64>,
-    pub udp_rcvbuf_errors: Option<u64>,
-    pub udp_in_errors: Option<u64>,
-    pub udp_ignored_multi: Option<u64>,
-    pub ip_reasm_fails: Option<u64>,
-    /// Datagrams reassembled from fragments.
-    pub ip_reasm_oks: Option<u64>,
-    /// Reassembly queues that timed out (`net.ipv4.ipfrag_time`).
-    pub ip_reasm_timeout: Option<u64>,
-}
-
-/// Changes of [`HostCounters`] over the run (JSON object `host`).
+/// Kernel counters of the interface and the namespace, read at one moment
+/// ([`HostCounters::read`]) or their change over the run
+/// ([`HostCounters::since`], JSON object `host`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct HostDeltas {
+pub struct HostCounters {
     pub rx_dropped: Option<u64>,
     pub rx_missed_errors: Option<u64>,
     pub rx_fifo_errors: Option<u64>,
@@ -680,6 +665,9 @@ pub struct HostDeltas {
     /// Reassembly queues that timed out (`net.ipv4.ipfrag_time`).
     pub ip_reasm_timeout: Option<u64>,
 }
+
+/// The change of [`HostCounters`] over the run.
+pub type HostDeltas = HostCounters;
 
 impl HostCounters {
     /// Reads the counters of `iface` (sysfs) and of this namespace (/proc/net).
