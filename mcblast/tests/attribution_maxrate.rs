@@ -93,12 +93,6 @@ fn impair(lab: &Lab, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("lab impair {args:?}: {e}"))
 }
 
-/// A field of /proc/net/snmp in a node's namespace.
-fn snmp(lab: &Lab, node: &str, proto: &str, field: &str) -> u64 {
-    let out = Command::new("ip").args(["netns", "exec", &lab.ns_name(node), "cat", "/proc/net/snmp"]).output().unwrap();
-    mcblast::attrib::snmp_value(&String::from_utf8_lossy(&out.stdout), proto, field).expect("snmp field")
-}
-
 /// `tx_dropped` of every bridge port in the switch (the veth ends facing
 /// the nodes), by port name.
 fn bridge_tx_dropped(lab: &Lab) -> Vec<(String, u64)> {
@@ -120,22 +114,8 @@ fn reason_data(l: &Value, reason: &str) -> u64 {
 
 /// The sequence numbers in a receiver's kernel-counter `loss` line (asserted complete).
 fn kernel_lost_seqs(node: &str, lines: &[Value]) -> BTreeSet<u64> {
-    let l = lines
-        .iter()
-        .find(|v| v["type"] == "loss" && v["counter"] == "kernel")
-        .unwrap_or_else(|| panic!("{node}: no kernel loss line"));
+    let (set, l) = lost_seqs(lines, "kernel");
     assert_eq!((l["complete"].as_bool(), l["events_lost"].as_u64()), (Some(true), Some(0)), "{node}: {}", l["events_lost"]);
-    let mut set = BTreeSet::new();
-    for f in l["flows"].as_array().unwrap() {
-        for iv in f["intervals"].as_array().unwrap() {
-            for r in iv["ranges"].as_array().unwrap() {
-                let (s, n) = (r[0].as_u64().unwrap(), r[1].as_u64().unwrap());
-                for q in s..s + n {
-                    assert!(set.insert(q), "{node}: {q} in two ranges");
-                }
-            }
-        }
-    }
     set
 }
 

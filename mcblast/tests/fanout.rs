@@ -44,27 +44,6 @@ fn dropped_from_sender(lab: &Lab) -> u64 {
     nft_counter(&lab.access_ns("sender"), "bridge", "mcbtfan")
 }
 
-/// The sequence numbers in a receiver's `loss` line of `counter`.
-fn lost_seqs(lines: &[Value], counter: &str) -> (BTreeSet<u64>, Value) {
-    let l = lines
-        .iter()
-        .find(|v| v["type"] == "loss" && v["counter"] == counter)
-        .unwrap_or_else(|| panic!("no {counter} loss line in {lines:?}"))
-        .clone();
-    let mut set = BTreeSet::new();
-    for f in l["flows"].as_array().unwrap() {
-        for iv in f["intervals"].as_array().unwrap() {
-            for r in iv["ranges"].as_array().unwrap() {
-                let (s, n) = (r[0].as_u64().unwrap(), r[1].as_u64().unwrap());
-                for q in s..s + n {
-                    assert!(set.insert(q), "{q} in two ranges: {l}");
-                }
-            }
-        }
-    }
-    (set, l)
-}
-
 /// Runs `mcblast report` over `files`; returns (status, stdout, stderr).
 fn report(files: &[PathBuf], json: bool) -> (i32, String, String) {
     let mut c = Command::new(BIN);

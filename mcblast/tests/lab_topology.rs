@@ -16,7 +16,7 @@ use mcblast::lab::{self, Fabric, IgmpConfig, Lab, LabConfig, LabSpec, Placement,
 use common::raw::{Seqs, Stream};
 
 mod common;
-use common::serial;
+use common::{serial, snmp};
 
 fn privileged(test: &str) -> bool {
     if mcblast::netns::privileged() {
@@ -75,14 +75,6 @@ fn cat(lab: &Lab, node: &str, path: &str) -> String {
     ok(lab.exec_cmd(node, &["cat", path]).output().unwrap())
 }
 
-/// A counter from /proc/net/snmp in a node ("Ip", "ReasmReqds").
-fn snmp(lab: &Lab, node: &str, proto: &str, field: &str) -> u64 {
-    let text = cat(lab, node, "/proc/net/snmp");
-    let mut lines = text.lines().filter(|l| l.starts_with(&format!("{proto}:")));
-    let (names, values) = (lines.next().unwrap(), lines.next().unwrap());
-    let i = names.split_whitespace().position(|n| n == field).unwrap_or_else(|| panic!("no {proto} {field}"));
-    values.split_whitespace().nth(i).unwrap().parse().unwrap()
-}
 
 /// 8192-byte datagrams: 8220-byte IP packets, as the platforms' MTUs must carry unfragmented.
 const LEN: usize = 8192;

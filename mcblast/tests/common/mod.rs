@@ -254,3 +254,24 @@ pub fn nft_counter(ns: &str, family: &str, table: &str) -> u64 {
         .find_map(|e| e["counter"]["packets"].as_u64())
         .expect("rule counter")
 }
+
+/// The sequence numbers in a receiver's `loss` line of `counter`.
+pub fn lost_seqs(lines: &[Value], counter: &str) -> (std::collections::BTreeSet<u64>, Value) {
+    let l = lines
+        .iter()
+        .find(|v| v["type"] == "loss" && v["counter"] == counter)
+        .unwrap_or_else(|| panic!("no {counter} loss line in {lines:?}"))
+        .clone();
+    let mut set = std::collections::BTreeSet::new();
+    for f in l["flows"].as_array().unwrap() {
+        for iv in f["intervals"].as_array().unwrap() {
+            for r in iv["ranges"].as_array().unwrap() {
+                let (s, n) = (r[0].as_u64().unwrap(), r[1].as_u64().unwrap());
+                for q in s..s + n {
+                    assert!(set.insert(q), "{q} in two ranges: {l}");
+                }
+            }
+        }
+    }
+    (set, l)
+}
