@@ -76,22 +76,7 @@ fn loss_on_one_receivers_path_is_counted_exactly_there_only() {
     lab.drop_every_nth("r2", 10).expect("nft rule");
     // --max-loss 5: r2 loses 10 % and must exit with status 1, the others 0.
     let recvs: Vec<Recv> = lab.receivers().iter().map(|n| start_recv(&lab, n, &["--max-loss", "5"])).collect();
-    wait_members(&lab);
-    let s = send(&lab, &["-n", "1000", "--pps", "5000", "-l", "8192"]);
-    assert_eq!(s["sent"].as_u64(), Some(1000));
-    let dropped = lab.nft_dropped("r2").expect("nft counter");
-    assert_eq!(dropped, 100, "every 10th of 1000 data datagrams");
-    for r in recvs {
-        let node = r.node.clone();
-        let lines = finish_with(r, if node == "r2" { 1 } else { 0 });
-        let want = if node == "r2" { dropped } else { 0 };
-        for counter in ["kernel", "socket"] {
-            let f = only_flow(summary(&lines, counter));
-            assert_eq!(f["lost"].as_u64(), Some(want), "{node} {counter}: {f}");
-            assert_eq!(f["received"].as_u64(), Some(1000 - want), "{node} {counter}: {f}");
-            assert_eq!(f["expected"].as_u64(), Some(1000), "{node} {counter}: {f}");
-        }
-    }
+    every_10th_lost_at_r2(&lab, recvs);
 }
 
 #[test]
@@ -339,21 +324,10 @@ fn tc_attach_point_counts_exactly_and_leaves_nothing_behind() {
         assert_eq!(tcx_programs(&lab, &r.node), 1, "{}: the counter is on tcx ingress", r.node);
         assert!(!xdp_attached(&lab, &r.node), "{}: no XDP program with --xdp-mode tc", r.node);
     }
-    wait_members(&lab);
-    let s = send(&lab, &["-n", "1000", "--pps", "5000", "-l", "8192"]);
-    assert_eq!(s["sent"].as_u64(), Some(1000));
-    let dropped = lab.nft_dropped("r2").expect("nft counter");
-    assert_eq!(dropped, 100, "every 10th of 1000 data datagrams");
-    for r in recvs {
-        let node = r.node.clone();
-        let lines = finish_with(r, if node == "r2" { 1 } else { 0 });
-        let want = if node == "r2" { dropped } else { 0 };
+    for (node, lines, want) in every_10th_lost_at_r2(&lab, recvs) {
         for counter in ["kernel", "socket"] {
             let f = only_flow(summary(&lines, counter));
-            assert_eq!(f["lost"].as_u64(), Some(want), "{node} {counter}: {f}");
-            assert_eq!(f["received"].as_u64(), Some(1000 - want), "{node} {counter}: {f}");
             assert_eq!(f["bytes"].as_u64(), Some((1000 - want) * 8192), "{node} {counter}: {f}");
-            assert_eq!(f["expected"].as_u64(), Some(1000), "{node} {counter}: {f}");
         }
         let l = summary(&lines, "layers");
         assert_eq!(l["path_lost"].as_u64(), Some(want), "{node}: {l}");
@@ -494,4 +468,31 @@ fn sender_ledger_counts_drops_in_the_sending_host_apart_from_the_path() {
     assert_eq!(l["qdisc_dropped"].as_u64(), Some(dropped), "ledger = tc's drop counter: {s}");
     assert_eq!(s["errors_enobufs"].as_u64(), Some(dropped), "each qdisc drop came back as ENOBUFS: {s}");
     assert_no_path_loss(&finish(r), 1000);
+}
+
+/// Sends 1000 datagrams of 8192 bytes while the bridge drops every 10th
+/// towards r2 (`drop_every_nth("r2", 10)` installed by the caller); each
+/// receiver, finished (r2 with exit status 1: `--max-loss`), must have lost
+/// exactly the nft counter's 100 (r2) or nothing, in both counters.
+/// Returns (node, its JSON lines, datagrams it lost).
+fn every_10th_lost_at_r2(lab: &Lab, recvs: Vec<Recv>) -> Vec<(String, Vec<Value>, u64)> {
+    wait_members(lab);
+    let s = send(lab, &["-n", "1000", "--pps", "5000", "-l", "8192"]);
+    assert_eq!(s["sent"].as_u64(), Some(1000));
+    let dropped = lab.nft_dropped("r2").expect("nft counter");
+    assert_eq!(dropped, 100, "every 10th of 1000 data datagrams");
+    let mut out = Vec::new();
+    for r in recvs {
+        let node = r.node.clone();
+        let lines = finish_with(r, if node == "r2" { 1 } else { 0 });
+        let want = if node == "r2" { dropped } else { 0 };
+        for counter in ["kernel", "socket"] {
+            let f = only_flow(summary(&lines, counter));
+            assert_eq!(f["lost"].as_u64(), Some(want), "{node} {counter}: {f}");
+            assert_eq!(f["received"].as_u64(), Some(1000 - want), "{node} {counter}: {f}");
+            assert_eq!(f["expected"].as_u64(), Some(1000), "{node} {counter}: {f}");
+        }
+        out.push((node, lines, want));
+    }
+    out
 }

@@ -31,33 +31,24 @@ struct SendRun {
     sent: u64,
 }
 
-fn send(lab: &Lab, engine: &str, length: usize) -> SendRun {
-    let len = length.to_string();
-    let n = COUNT.to_string();
-    let argv = [
-        "mcblast",
-        "send",
-        "--interface",
-        "eth0",
-        "--json",
-        "-i",
-        "0",
-        "--engine",
-        engine,
-        "-l",
-        &len,
-        "-n",
-        &n,
-        "--pps",
-        PPS,
-    ];
+/// Runs `mcblast send --json -i 0 --engine ENGINE -l LENGTH -n COUNT --pps PPS EXTRA`
+/// in the sender; returns (its JSON lines, its stderr), asserting it succeeded.
+fn sender(lab: &Lab, engine: &str, length: usize, extra: &[&str]) -> (Vec<Value>, String) {
+    let (len, n) = (length.to_string(), COUNT.to_string());
+    let mut argv =
+        vec!["mcblast", "send", "--interface", "eth0", "--json", "-i", "0", "--engine", engine, "-l", &len, "-n", &n, "--pps", PPS];
+    argv.extend_from_slice(extra);
     let out = lab.exec_cmd("sender", &argv).output().expect("run sender");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{engine} -l {length}: sender failed: {stderr}");
+    let lines = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    (lines, stderr)
+}
+
+fn send(lab: &Lab, engine: &str, length: usize) -> SendRun {
+    let (lines, stderr) = sender(lab, engine, length, &[]);
     // No silent (or loud) fallback: the engine asked for is the one that sent.
     assert!(!stderr.contains("refused") && !stderr.contains("falling back"), "{engine}: {stderr}");
-    let lines: Vec<Value> =
-        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let begin = lines.iter().find(|v| v["type"] == "begin").expect("sender begin");
     let summary = lines.iter().find(|v| v["type"] == "summary").expect("sender summary");
     let used = begin["engine"].as_str().unwrap();
@@ -164,29 +155,7 @@ fn conformance_zc() {
     let lab = Lab::up(&cfg).expect("lab up").with_mcblast(BIN);
     let recvs: Vec<Recv> = lab.receivers().iter().map(|n| start_recv(&lab, n, 1)).collect();
     lab.wait_members(Ipv4Addr::new(239, 0, 0, 1), &lab.receivers(), Duration::from_secs(15)).expect("joins");
-    let n = COUNT.to_string();
-    let argv = [
-        "mcblast",
-        "send",
-        "--interface",
-        "eth0",
-        "--json",
-        "-i",
-        "0",
-        "--engine",
-        "uring",
-        "--zerocopy",
-        "-l",
-        "8192",
-        "-n",
-        &n,
-        "--pps",
-        PPS,
-    ];
-    let out = lab.exec_cmd("sender", &argv).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<Value> =
-        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let (lines, _) = sender(&lab, "uring", 8192, &["--zerocopy"]);
     let begin = lines.iter().find(|v| v["type"] == "begin").unwrap();
     assert_eq!((begin["engine"].as_str(), begin["zerocopy"].as_bool()), (Some("uring"), Some(true)), "{begin}");
     for r in recvs {
