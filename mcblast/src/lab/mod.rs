@@ -505,18 +505,24 @@ impl Lab {
 
         for n in &nodes {
             check_interrupted()?;
-            let script = format!(
-                "link set lo up\nlink set {NODE_IF} up\naddr add {}/{SUBNET_LEN} dev {NODE_IF}\n\
-                 route add 224.0.0.0/4 dev {NODE_IF}\n",
-                self.addr(n)
-            );
-            ip_batch(&self.ns_name(n), &script)?;
-            self.force_igmp(n)?;
+            self.node_up(n)?;
         }
         if cfg.querier && cfg.snooping {
             std::thread::sleep(SNOOPING_SETTLE.saturating_sub(querier_started.elapsed()));
         }
         Ok(())
+    }
+
+    /// Brings a node's eth0 up with its address and the multicast route
+    /// (once its veth end is in the namespace), and forces IGMPv2 if asked.
+    fn node_up(&self, node: &str) -> Result<()> {
+        let script = format!(
+            "link set lo up\nlink set {NODE_IF} up\naddr add {}/{SUBNET_LEN} dev {NODE_IF}\n\
+             route add 224.0.0.0/4 dev {NODE_IF}\n",
+            self.addr(node)
+        );
+        ip_batch(&self.ns_name(node), &script)?;
+        self.force_igmp(node)
     }
 
     /// Sysctls of a node namespace: the common ones, and with IGMPv2 the
@@ -556,13 +562,7 @@ impl Lab {
         }
         for n in &nodes {
             check_interrupted()?;
-            let script = format!(
-                "link set lo up\nlink set {NODE_IF} up\naddr add {}/{SUBNET_LEN} dev {NODE_IF}\n\
-                 route add 224.0.0.0/4 dev {NODE_IF}\n",
-                self.addr(n)
-            );
-            ip_batch(&self.ns_name(n), &script)?;
-            self.force_igmp(n)?;
+            self.node_up(n)?;
         }
         // The querier's bridge last, so its startup queries reach every host and node.
         check_interrupted()?;
