@@ -191,6 +191,11 @@ pub struct Layers {
     /// reassembled (drop tracer, reassembly reasons): a lost fragment loses
     /// the whole datagram.
     pub reassembly_failed: u64,
+    /// Of `reassembly_failed`, the datagrams the drop tracer did not see
+    /// time out, charged from the namespace's own `Ip ReasmTimeout`
+    /// (bounded by the loss nothing else explains). 0 when the tracer saw
+    /// every timeout.
+    pub reassembly_untraced: u64,
     pub unspecified: u64,
     pub no_listener: u64,
     pub delivered_to_socket: i64,
@@ -298,8 +303,25 @@ impl LayerDrops {
 /// (`driver`, `ethtool`: null; `flows`: none): see [`driver_layer`] and
 /// [`flow_layers`].
 pub fn layers(m: &Measured, reasons: Vec<ReasonCount>, host: HostDeltas) -> Layers {
-    let LayerDrops { kernel, reassembly, unspecified, no_listener, socket, unread, .. } = LayerDrops::of(&reasons);
+    let LayerDrops { kernel, reassembly: traced, unspecified, no_listener, socket, unread, .. } = LayerDrops::of(&reasons);
     let reached = m.at_driver;
+    let unexplained = reached as i64 - (m.sunk + kernel + traced + unspecified + no_listener + socket + unread + m.read) as i64;
+    // The drop tracer can miss frees the kernel made: on this project's lab a
+    // whole timer batch of reassembly timeouts, run in a softirq that
+    // interrupted one particular process, never reached the BPF program
+    // while ftrace recorded every one (README, "Known limits"). The kernel
+    // counts timed-out reassemblies itself, per namespace: what it counted
+    // beyond the tracer is charged to reassembly, but never more than the
+    // loss after the driver that nothing else explains (the counter also
+    // holds other traffic's fragments).
+    let timeouts_traced: u64 =
+        reasons.iter().filter(|r| r.reason == "FRAG_REASM_TIMEOUT").map(|r| r.data + r.fragments).sum();
+    let untraced = if m.fragments > 0 && unexplained > 0 {
+        host.ip_reasm_timeout.unwrap_or(0).saturating_sub(timeouts_traced).min(unexplained as u64)
+    } else {
+        0
+    };
+    let reassembly = traced + untraced;
     let delivered = reached as i64 - (m.sunk + kernel + reassembly + unspecified + no_listener) as i64;
     let unaccounted = delivered - (socket + unread + m.read) as i64;
     Layers {
@@ -310,6 +332,7 @@ pub fn layers(m: &Measured, reasons: Vec<ReasonCount>, host: HostDeltas) -> Laye
         sunk: m.sunk,
         kernel_dropped: kernel,
         reassembly_failed: reassembly,
+        reassembly_untraced: untraced,
         unspecified,
         no_listener,
         delivered_to_socket: delivered,
@@ -382,6 +405,14 @@ pub fn human(l: &Layers) -> String {
         };
         row(&mut t, "  - never reassembled", l.reassembly_failed.to_string(), &note);
         by(&mut t, Layer::Reassembly);
+        if l.reassembly_untraced > 0 {
+            row(
+                &mut t,
+                "      Ip ReasmTimeout, untraced",
+                l.reassembly_untraced.to_string(),
+                "timed out in the kernel's count, not seen by the drop tracer",
+            );
+        }
     }
     if l.unspecified > 0 {
         row(&mut t, "  - freed without a reason", l.unspecified.to_string(), "NOT_SPECIFIED:");
@@ -836,6 +867,27 @@ mod tests {
         assert_eq!((l.reached_driver, l.path_lost, l.reassembly_failed, l.unaccounted), (990, 10, 0, 0));
         assert!(l.adds_up, "{l:?}");
         assert!(human(&l).contains("a lost fragment would lose the whole datagram"), "{}", human(&l));
+        // The tracer missed 5 of the 37 timeouts the namespace counted: they
+        // are charged to reassembly from Ip ReasmTimeout, named as such.
+        let missed = BTreeMap::from([(key(70, DropClass::Fragment), 32), (key(71, DropClass::Fragment), 1)]);
+        let counted = HostDeltas { ip_reasm_timeout: Some(37), ..HostDeltas::default() };
+        let l = layers(&fragmented, reason_counts(&missed, &frag, |_| None), counted);
+        assert_eq!((l.reassembly_failed, l.reassembly_untraced, l.unaccounted), (38, 5, 0), "{l:?}");
+        assert!(l.adds_up, "{l:?}");
+        assert!(human(&l).contains("Ip ReasmTimeout, untraced"), "{}", human(&l));
+        // Never more than the loss nothing else explains: 20 other timeouts
+        // in the namespace (other traffic's fragments) are not charged.
+        let l = layers(
+            &fragmented,
+            reason_counts(&missed, &frag, |_| None),
+            HostDeltas { ip_reasm_timeout: Some(57), ..HostDeltas::default() },
+        );
+        assert_eq!((l.reassembly_failed, l.reassembly_untraced, l.unaccounted), (38, 5, 0), "{l:?}");
+        // Nor when the tracer saw them all, nor without fragments.
+        let l = layers(&fragmented, reason_counts(&fdrops, &frag, |_| None), counted);
+        assert_eq!((l.reassembly_untraced, l.unaccounted), (0, 0));
+        let l = layers(&Measured { fragments: 0, ..fragmented }, reason_counts(&missed, &frag, |_| None), counted);
+        assert_eq!((l.reassembly_untraced, l.unaccounted), (0, 5));
         // A fragment the tracker did not see time out (the run stopped first).
         let l = layers(&Measured { read: 962, ..fragmented }, reason_counts(&fdrops, &frag, |_| None), HostDeltas::default());
         assert_eq!(l.unaccounted, 1);

@@ -105,7 +105,15 @@ fn a_lost_fragment_is_charged_to_reassembly_as_a_whole_datagram() {
                 .filter(|r| r["reason"] == "FRAG_REASM_TIMEOUT")
                 .map(|r| u(r, "fragments"))
                 .sum();
-            assert_eq!(timeouts, dropped, "{node}: {l}");
+            // The drop tracer sees the timeouts by their first fragment; it
+            // can miss a timer batch of them (a kernel-side blind spot, see
+            // the README's known limits), and then the namespace's own
+            // Ip ReasmTimeout supplies exactly the rest, named as untraced.
+            let untraced = u(l, "reassembly_untraced");
+            assert_eq!(timeouts + untraced, dropped, "{node}: {l}");
+            if untraced > 0 {
+                eprintln!("{node}: the drop tracer missed {untraced} of {dropped} reassembly timeouts; charged from Ip ReasmTimeout");
+            }
             // Ground truth of the namespace: one timed-out queue per datagram.
             assert_eq!(snmp(&lab, "r1", "Ip", "ReasmTimeout") - reasm_before, dropped, "{node}");
             assert_eq!(l["host"]["ip_reasm_timeout"].as_u64(), Some(dropped), "{node}: {l}");
