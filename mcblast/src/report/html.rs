@@ -245,7 +245,7 @@ fn headline_table(runs: &[&RunData]) -> String {
     s
 }
 
-const PARAM_HEAD: &str = "<th>#</th><th>block</th><th>load</th><th>receivers</th><th>placement</th><th>snooping</th><th>query s</th><th>loss injected %</th><th>duration s</th><th>repeats</th>";
+const PARAM_HEAD: &str = "<th>#</th><th>block</th><th>load</th><th>receivers</th><th>placement</th><th>snooping</th><th>query s</th><th>injected</th><th>duration s</th><th>repeats</th>";
 
 /// The case's parameters as cells; `query` replaces the query interval's text.
 fn param_cells(c: &CaseData, query: Option<&str>) -> String {
@@ -259,7 +259,8 @@ fn param_cells(c: &CaseData, query: Option<&str>) -> String {
         let _ = write!(o, "<td>{}</td>", esc(s.get(k)));
     }
     let _ = write!(o, "<td class=\"n\">{}</td>", esc(query.unwrap_or(s.get("query_interval_s"))));
-    for k in ["loss_injected_pct", "duration_s", "repeats"] {
+    let _ = write!(o, "<td>{}</td>", esc(&c.injected()));
+    for k in ["duration_s", "repeats"] {
         let _ = write!(o, "<td class=\"n\">{}</td>", esc(s.get(k)));
     }
     o
@@ -470,7 +471,7 @@ fn bucket_range(ge: u64) -> String {
 fn case_title(c: &CaseData) -> String {
     let s = &c.summary;
     format!(
-        "Case {}: {} · {} to {} receivers ({}) · snooping {} · query {} s · loss injected {} % · {} s × {}",
+        "Case {}: {} · {} to {} receivers ({}) · snooping {} · query {} s · injected: {} · {} s × {}",
         c.k,
         s.get("block"),
         s.get("load"),
@@ -478,7 +479,7 @@ fn case_title(c: &CaseData) -> String {
         s.get("placement"),
         s.get("snooping"),
         s.get("query_interval_s"),
-        s.get("loss_injected_pct"),
+        c.injected(),
         s.get("duration_s"),
         s.get("repeats")
     )
@@ -562,7 +563,7 @@ pub fn compare_page(a: &RunData, b: &RunData) -> String {
         }
         body.push_str("</tr>");
     }
-    body.push_str("</table></div><p class=\"note\">Cases are matched by load, receivers, snooping, query interval, injected loss, placement and duration (and the query interval, unless the platforms' presets set it differently: then shown as A / B); # is the case number in ");
+    body.push_str("</table></div><p class=\"note\">Cases are matched by load, receivers, snooping, query interval, injected impairment (loss percent, mode and burst, reordering, duplication, seed), placement and duration (and the query interval, unless the platforms' presets set it differently: then shown as A / B); # is the case number in ");
     let _ = write!(body, "{la}. Green: {lb} better, red: {lb} worse.</p>");
     if pairs.is_empty() {
         body.push_str("<p><strong>The two runs have no case in common.</strong></p>");

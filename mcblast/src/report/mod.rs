@@ -141,14 +141,45 @@ impl CaseData {
     pub fn key_but_query(&self) -> String {
         let s = &self.summary;
         format!(
-            "{} rx{} snoop {} loss {}% {} {}s",
+            "{} rx{} snoop {} injected {} {} {}s",
             s.get("load"),
             s.get("receivers"),
             s.get("snooping"),
-            s.get("loss_injected_pct"),
+            self.injected(),
             s.get("placement"),
             s.get("duration_s")
         )
+    }
+
+    /// The impairment the case injected, in words: every part that tells
+    /// two cases apart (loss percent, its mode and burst, reordering,
+    /// duplication, the seed of a random part), "none" without any.
+    /// Summaries from before the impairment columns existed have only the
+    /// loss percent.
+    pub fn injected(&self) -> String {
+        let s = &self.summary;
+        let pct = |k: &str| s.num(k).filter(|v| *v > 0.0);
+        let mut parts: Vec<String> = Vec::new();
+        if let Some(loss) = pct("loss_injected_pct") {
+            let mut p = format!("loss {loss}%");
+            if !s.get("loss_mode").is_empty() {
+                p += &format!(" {}", s.get("loss_mode"));
+            }
+            if s.int("burst").is_some_and(|b| b > 1) {
+                p += &format!(" burst {}", s.get("burst"));
+            }
+            parts.push(p);
+        }
+        if let Some(r) = pct("reorder_injected_pct") {
+            parts.push(format!("reorder {r}%"));
+        }
+        if let Some(d) = pct("duplicate_injected_pct") {
+            parts.push(format!("duplicate {d}%"));
+        }
+        if !s.get("seed").is_empty() && !parts.is_empty() {
+            parts.push(format!("seed {}", s.get("seed")));
+        }
+        if parts.is_empty() { "none".into() } else { parts.join(", ") }
     }
 
     /// Receiver names in the order of `cases.csv`.
@@ -423,6 +454,42 @@ mod tests {
         let fields = ["plain", "a,b", "say \"x\"", ""];
         let line = fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(",");
         assert_eq!(csv_fields(&line), fields);
+    }
+
+    fn case(pairs: &[(&str, &str)]) -> CaseData {
+        let row = Row(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        CaseData { k: 1, summary: row, recvs: Vec::new(), sender_begin: None }
+    }
+
+    #[test]
+    fn cases_differing_only_in_impairment_have_different_keys() {
+        let base = [("load", "10M/1470"), ("receivers", "3"), ("snooping", "on"), ("placement", "spread"), ("duration_s", "2")];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut v: Vec<(&str, &str)> = base.to_vec();
+            v.extend_from_slice(extra);
+            case(&v)
+        };
+        let every = with(&[("loss_injected_pct", "1"), ("loss_mode", "every"), ("burst", "1")]);
+        let random = with(&[("loss_injected_pct", "1"), ("loss_mode", "random"), ("burst", "1"), ("seed", "7")]);
+        let seed8 = with(&[("loss_injected_pct", "1"), ("loss_mode", "random"), ("burst", "1"), ("seed", "8")]);
+        let bursty = with(&[("loss_injected_pct", "1"), ("loss_mode", "every"), ("burst", "4")]);
+        let reorder = with(&[("loss_injected_pct", "0"), ("reorder_injected_pct", "2"), ("duplicate_injected_pct", "0")]);
+        let dup = with(&[("loss_injected_pct", "0"), ("reorder_injected_pct", "0"), ("duplicate_injected_pct", "2")]);
+        let clean = with(&[("loss_injected_pct", "0"), ("reorder_injected_pct", "0"), ("duplicate_injected_pct", "0")]);
+        let old = with(&[("loss_injected_pct", "1")]);
+        assert_eq!(every.injected(), "loss 1% every");
+        assert_eq!(random.injected(), "loss 1% random, seed 7");
+        assert_eq!(bursty.injected(), "loss 1% every burst 4");
+        assert_eq!(reorder.injected(), "reorder 2%");
+        assert_eq!(dup.injected(), "duplicate 2%");
+        assert_eq!(clean.injected(), "none");
+        assert_eq!(old.injected(), "loss 1%", "a summary without the impairment columns");
+        let keys: Vec<String> = [&every, &random, &seed8, &bursty, &reorder, &dup, &clean, &old].iter().map(|c| c.key()).collect();
+        for (i, a) in keys.iter().enumerate() {
+            for b in &keys[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
     }
 
     #[test]
