@@ -71,11 +71,22 @@ fn version_stamp(manifest_dir: &str) {
         o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
     let pkg = std::env::var("CARGO_PKG_VERSION").unwrap_or_default();
+    // "-dirty" when tracked files differ from the commit: two hosts that
+    // both say "(abc-dirty)" may still run different code.
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
     let version = match git(&["rev-parse", "--short=12", "HEAD"]) {
-        Some(commit) if !commit.is_empty() => format!("{pkg} ({commit})"),
+        Some(commit) if !commit.is_empty() => format!("{pkg} ({commit}{})", if dirty { "-dirty" } else { "" }),
         _ => pkg,
     };
     println!("cargo:rustc-env=MCBLAST_VERSION={version}");
+    // an edit to a tracked source makes the tree dirty (or clean again)
+    let root = Path::new(manifest_dir).parent().unwrap_or(Path::new(manifest_dir));
+    for dir in ["mcblast/src", "mcblast-common/src", "mcblast-ebpf/src", "Cargo.lock"] {
+        let p = root.join(dir);
+        if p.exists() {
+            println!("cargo:rerun-if-changed={}", p.display());
+        }
+    }
     // a new commit (or another branch checked out) stamps again
     if let Some(path) = git(&["rev-parse", "--path-format=absolute", "--git-path", "HEAD"]) {
         println!("cargo:rerun-if-changed={path}");
