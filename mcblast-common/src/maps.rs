@@ -79,10 +79,13 @@ pub enum GlobalCounter {
     /// before their first fragment, after their datagram's last fragment,
     /// or belong to a datagram that is not mcblast's. Passed untouched.
     UnmatchedFragments = 7,
+    /// Drops of datagrams to the port the drop tracer could not count: its
+    /// `DROPS` map had no room for another (reason, class, location, flow).
+    DropKeysFull = 8,
 }
 
 /// Number of entries in the `GLOBAL` array.
-pub const GLOBAL_COUNTERS: u32 = 8;
+pub const GLOBAL_COUNTERS: u32 = 9;
 
 /// Most flows one receiver tracks in the kernel.
 pub const MAX_FLOWS: u32 = 4096;
@@ -188,10 +191,15 @@ pub struct DropKey {
     pub reason: u32,
     pub class: u32,
     pub location: u64,
+    /// The datagram's flow, when the tracer read its mcblast header (a
+    /// data datagram, an end marker, or a first fragment whose header lies
+    /// in the linear part); all zero otherwise.
+    pub flow: FlowKey,
 }
 
-/// Most (reason, class) pairs the `DROPS` map holds.
-pub const MAX_DROP_KEYS: u32 = 1024;
+/// Most (reason, class, location, flow) keys the `DROPS` map holds: a few
+/// reasons for each of [`MAX_FLOWS`] flows.
+pub const MAX_DROP_KEYS: u32 = 8192;
 
 /// `mcblast lab impair`: what the impairment program (tc egress of a lab
 /// link) does to the mcblast data datagrams it sees. Zero turns a part off.
@@ -520,7 +528,7 @@ mod tests {
         assert_eq!(LossRecord::of(key, crate::tracker::LossEvent::None, 5), None);
         assert_eq!(LossRecord::from_bytes(&bytes[..47]), None);
         // The last counter's index is the array's last slot.
-        assert_eq!(GlobalCounter::UnmatchedFragments as u32 + 1, GLOBAL_COUNTERS);
+        assert_eq!(GlobalCounter::DropKeysFull as u32 + 1, GLOBAL_COUNTERS);
         assert_eq!(core::mem::size_of::<LossRecord>(), 48);
         assert_eq!(
             core::mem::size_of::<FlowEntry<u32>>(),

@@ -19,7 +19,7 @@
 
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_probe_read_kernel, programs::BtfTracePointContext};
 use mcblast_common::{
-    maps::{Config, DropClass, DropConfig, DropKey},
+    maps::{Config, DropClass, DropConfig, DropKey, FlowKey, GlobalCounter},
     wire::{HEADER_LEN, Header, Kind, Packet},
 };
 
@@ -53,9 +53,9 @@ pub fn on_kfree_skb(ctx: &BtfTracePointContext, has_rx_sk: bool) {
     let skb: u64 = ctx.arg(ARG_SKB);
     let reason: u32 = ctx.arg(ARG_REASON);
     let rx_sk: u64 = if has_rx_sk { ctx.arg(ARG_RX_SK) } else { 0 };
-    if let Some(class) = classify(&dc, &cfg, skb, rx_sk) {
+    if let Some((class, flow)) = classify(&dc, &cfg, skb, rx_sk) {
         let location: u64 = if reason == dc.locate_reason { ctx.arg(ARG_LOCATION) } else { 0 };
-        count(DropKey { reason, class: class as u32, location });
+        count(DropKey { reason, class: class as u32, location, flow });
     }
 }
 
@@ -85,9 +85,11 @@ fn in_our_namespace(dc: &DropConfig, skb: u64, rx_sk: u64) -> bool {
 }
 
 /// The class of a dropped skb when it is a datagram to our port in our
-/// namespace; None otherwise.
+/// namespace, and its flow when its mcblast header could be read (else a
+/// zero key); None when it is not ours.
 #[inline(always)]
-fn classify(dc: &DropConfig, cfg: &Config, skb: u64, rx_sk: u64) -> Option<DropClass> {
+fn classify(dc: &DropConfig, cfg: &Config, skb: u64, rx_sk: u64) -> Option<(DropClass, FlowKey)> {
+    let none = FlowKey::default();
     if cfg.port == 0 || !in_our_namespace(dc, skb, rx_sk) {
         return None;
     }
@@ -114,34 +116,39 @@ fn classify(dc: &DropConfig, cfg: &Config, skb: u64, rx_sk: u64) -> Option<DropC
     let saddr = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
     let daddr = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
     if !joined(daddr, saddr) {
-        return Some(DropClass::Other);
+        return Some((DropClass::Other, none));
     }
-    if frag & 0x2000 != 0 {
-        return Some(DropClass::Fragment);
-    }
+    // A first fragment (MF set): its datagram never reassembles. Its UDP
+    // length is the whole datagram's, as the mcblast header says.
+    let first_fragment = frag & 0x2000 != 0;
+    let unparsed = if first_fragment { DropClass::Fragment } else { DropClass::Other };
     let udp_len = u16::from_be_bytes([udp[4], udp[5]]) as usize;
     if udp_len < UDP_HLEN + HEADER_LEN {
-        return Some(DropClass::Other);
+        return Some((unparsed, none));
     }
     // The mcblast header must lie in the linear part: data + (len - data_len).
     let hdr = l4 + UDP_HLEN as u64;
-    let data: u64 = read(skb, dc.skb_data)?;
-    let len: u32 = read(skb, dc.skb_len)?;
-    let data_len: u32 = read(skb, dc.skb_data_len)?;
+    let (Some(data), Some(len), Some(data_len)) =
+        (read::<u64>(skb, dc.skb_data), read::<u32>(skb, dc.skb_len), read::<u32>(skb, dc.skb_data_len))
+    else {
+        return Some((unparsed, none));
+    };
     let linear_end = data + len.saturating_sub(data_len) as u64;
     if hdr + HEADER_LEN as u64 > linear_end || hdr < head {
-        return Some(DropClass::Other);
+        return Some((unparsed, none));
     }
-    let bytes: [u8; HEADER_LEN] = read(hdr, 0)?;
+    let Some(bytes) = read::<[u8; HEADER_LEN]>(hdr, 0) else { return Some((unparsed, none)) };
     let Ok(h) = Header::parse(&Packet::new_unchecked(&bytes[..]), udp_len - UDP_HLEN) else {
-        return Some(DropClass::Other);
+        return Some((unparsed, none));
     };
     if cfg.run_filter != 0 && h.run != cfg.run_filter {
-        return Some(DropClass::Other);
+        return Some((DropClass::Other, none));
     }
+    let flow = FlowKey { sender: saddr, group: daddr, run: h.run, flow: h.flow };
     Some(match h.kind {
-        Kind::Data => DropClass::Data,
-        Kind::End => DropClass::End,
+        Kind::Data if first_fragment => (DropClass::Fragment, flow),
+        Kind::Data => (DropClass::Data, flow),
+        Kind::End => (DropClass::End, flow),
     })
 }
 
@@ -149,8 +156,11 @@ fn classify(dc: &DropConfig, cfg: &Config, skb: u64, rx_sk: u64) -> Option<DropC
 fn count(key: DropKey) {
     if DROPS.get_ptr_mut(key).is_none() {
         // NOEXIST: an entry another CPU made meanwhile stays; per-CPU values
-        // start at zero on every CPU.
-        let _ = DROPS.insert(key, 0u64, BPF_NOEXIST as u64);
+        // start at zero on every CPU. A full map is counted, never silent.
+        if DROPS.insert(key, 0u64, BPF_NOEXIST as u64).is_err() && DROPS.get_ptr_mut(key).is_none() {
+            super::count(GlobalCounter::DropKeysFull);
+            return;
+        }
     }
     if let Some(p) = DROPS.get_ptr_mut(key) {
         // SAFETY: this CPU's slot of a per-CPU hash value, live during the

@@ -209,7 +209,7 @@ enum Verdict {
 }
 
 #[inline(always)]
-fn count(c: GlobalCounter) {
+pub(crate) fn count(c: GlobalCounter) {
     if let Some(p) = GLOBAL.get_ptr_mut(c as u32) {
         // SAFETY: a per-CPU array slot of this CPU; XDP runs with preemption
         // disabled, so nothing else writes it concurrently.

@@ -212,6 +212,9 @@ pub struct Layers {
     pub fragments: u64,
     /// Every reason the drop tracer saw for datagrams to the port.
     pub reasons: Vec<ReasonCount>,
+    /// Drops to the port the tracer could not count (its map was full):
+    /// the waterfall misses them when non-zero.
+    pub tracer_keys_full: u64,
     /// Kernel counters read at start and end (deltas); null when unreadable.
     pub host: crate::attrib::HostDeltas,
     /// The receiver NIC/driver layer: the driver's drop counters
@@ -345,6 +348,7 @@ pub fn layers(m: &Measured, reasons: Vec<ReasonCount>, host: HostDeltas) -> Laye
         so_rxq_ovfl: m.so_rxq_ovfl,
         fragments: m.fragments,
         reasons,
+        tracer_keys_full: 0,
         host,
         driver: None,
         ethtool: None,
@@ -470,15 +474,32 @@ pub fn human(l: &Layers) -> String {
 pub fn human_flows(flows: &[FlowLayers]) -> String {
     let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
     let frag = flows.iter().any(|f| f.fragmented.is_some_and(|n| n > 0));
-    let mut t = String::from("--- per flow (kernel drops are not split by flow: the drop tracer does not key by flow) ---\n");
+    let traced = flows.iter().any(|f| f.kernel_dropped.is_some());
+    let mut t = String::from(if traced {
+        "--- per flow (after the driver: kernel, reassembly and socket drops by the drop tracer) ---\n"
+    } else {
+        "--- per flow (no drop tracer: the loss after the driver is not split by layer) ---\n"
+    });
+    let tail = |k: String, r: String, s: String, u: String| {
+        if traced { format!(" {k:>8} {r:>8} {s:>8} {u:>8}") } else { String::new() }
+    };
     t.push_str(&format!(
-        "{:<15} {:<15} {:>8} {:>4} {:>10} {:>10} {:>10} {:>12} {:>10}{}\n",
-        "sender", "group", "run", "flow", "sent", "path_lost", "at_driver", "after_driver", "read",
+        "{:<15} {:<15} {:>8} {:>4} {:>10} {:>10} {:>10} {:>12}{} {:>10}{}\n",
+        "sender",
+        "group",
+        "run",
+        "flow",
+        "sent",
+        "path_lost",
+        "at_driver",
+        "after_driver",
+        tail("kernel".into(), "reasm".into(), "socket".into(), "unacc".into()),
+        "read",
         if frag { format!(" {:>10}", "fragmented") } else { String::new() }
     ));
     for f in flows {
         t.push_str(&format!(
-            "{:<15} {:<15} {:>8x} {:>4} {:>10} {:>10} {:>10} {:>12} {:>10}{}\n",
+            "{:<15} {:<15} {:>8x} {:>4} {:>10} {:>10} {:>10} {:>12}{} {:>10}{}\n",
             f.sender,
             f.group,
             f.run,
@@ -487,6 +508,12 @@ pub fn human_flows(flows: &[FlowLayers]) -> String {
             opt(f.path_lost),
             opt(f.reached_driver),
             f.lost_after_driver.map_or("-".to_string(), |v| v.to_string()),
+            tail(
+                opt(f.kernel_dropped),
+                opt(f.reassembly_failed),
+                opt(f.socket_dropped),
+                f.unaccounted.map_or("-".to_string(), |v| v.to_string())
+            ),
             opt(f.read),
             if frag { format!(" {:>10}", opt(f.fragmented)) } else { String::new() },
         ));
@@ -571,7 +598,7 @@ pub fn driver_drops(stats: &[(String, u64)]) -> u64 {
 }
 
 /// One flow's waterfall (JSON `flows[]` of the `layers` line). Counts the
-/// receiver cannot split by flow are null.
+/// receiver cannot split by flow (without a counter or the tracer) are null.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct FlowLayers {
     pub sender: String,
@@ -588,15 +615,52 @@ pub struct FlowLayers {
     /// Of `reached_driver`, the datagrams that arrived fragmented (their
     /// first fragment); null without the kernel counter.
     pub fragmented: Option<u64>,
-    /// reached_driver − read: lost in this host's kernel or socket (the
-    /// layer is in the all-flows waterfall); null without both counters.
+    /// reached_driver − read: lost in this host's kernel or socket; null
+    /// without both counters.
     pub lost_after_driver: Option<i64>,
-    /// Not split by flow: the drop tracer keys by reason, not by flow. Always null.
+    /// The flow's data datagrams the kernel dropped after the driver
+    /// (kernel reasons, NOT_SPECIFIED, no listener), by the drop tracer,
+    /// which reads the flow from each dropped datagram's mcblast header;
+    /// null without the tracer.
     pub kernel_dropped: Option<u64>,
-    /// Not split by flow, as `kernel_dropped`. Always null.
+    /// The flow's datagrams that never reassembled, as the tracer saw them
+    /// (the all-flows row may add `reassembly_untraced`, not split by flow).
+    pub reassembly_failed: Option<u64>,
+    /// The flow's data datagrams dropped at (or left unread in) the socket.
     pub socket_dropped: Option<u64>,
     /// The socket counter's received; null without the socket counter.
     pub read: Option<u64>,
+    /// lost_after_driver − kernel − reassembly − socket drops: 0 when the
+    /// flow's row adds up; null without both counters and the tracer.
+    pub unaccounted: Option<i64>,
+}
+
+/// What the drop tracer charged to each flow's layers, from its raw counts
+/// (data datagrams and first fragments whose mcblast header it read).
+pub fn flow_drops(
+    drops: &BTreeMap<DropKey, u64>,
+    names: &ReasonNames,
+    symbol: impl Fn(u64) -> Option<String>,
+) -> Vec<(FlowKey, LayerDrops)> {
+    let mut by: BTreeMap<FlowKey, LayerDrops> = BTreeMap::new();
+    for (k, &n) in drops {
+        if k.flow == FlowKey::default()
+            || !matches!(DropClass::from_u32(k.class), Some(DropClass::Data) | Some(DropClass::Fragment))
+        {
+            continue;
+        }
+        let function = if k.location == 0 { None } else { symbol(k.location) };
+        let e = by.entry(k.flow).or_default();
+        match Layer::of(&names.name(k.reason), function.as_deref()) {
+            Layer::Kernel => e.kernel += n,
+            Layer::Reassembly => e.reassembly += n,
+            Layer::Unspecified => e.unspecified += n,
+            Layer::NoListener => e.no_listener += n,
+            Layer::Socket => e.socket += n,
+            Layer::Unread => e.unread += n,
+        }
+    }
+    by.into_iter().collect()
 }
 
 /// Per-flow rows from the two counters' final flows: every flow either
@@ -606,6 +670,7 @@ pub fn flow_layers(
     kernel: Option<&[(FlowKey, FlowState)]>,
     socket: Option<&[(FlowKey, FlowState)]>,
     fragmented: Option<&[(FlowKey, u64)]>,
+    drops: Option<&[(FlowKey, LayerDrops)]>,
 ) -> Vec<FlowLayers> {
     let mut keys: Vec<FlowKey> =
         kernel.into_iter().chain(socket).flat_map(|f| f.iter().map(|(k, _)| *k)).collect();
@@ -623,6 +688,11 @@ pub fn flow_layers(
             let socket_exp = ss.flatten().map(|s| s.expected());
             let reached = ks.map(|s| s.map_or(0, |s| s.received));
             let read = ss.map(|s| s.map_or(0, |s| s.received));
+            let d = drops.map(|d| d.iter().find(|(fk, _)| fk == k).map(|(_, l)| *l).unwrap_or_default());
+            let lost_after_driver = reached.zip(read).map(|(r, d)| r as i64 - d as i64);
+            let kernel_dropped = d.map(|d| d.kernel + d.unspecified + d.no_listener);
+            let reassembly_failed = d.map(|d| d.reassembly);
+            let socket_dropped = d.map(|d| d.socket + d.unread);
             FlowLayers {
                 sender: ip(k.sender),
                 group: ip(k.group),
@@ -635,10 +705,15 @@ pub fn flow_layers(
                 fragmented: ks.map(|_| {
                     fragmented.unwrap_or_default().iter().find(|(fk, _)| fk == k).map_or(0, |(_, n)| *n)
                 }),
-                lost_after_driver: reached.zip(read).map(|(r, d)| r as i64 - d as i64),
-                kernel_dropped: None,
-                socket_dropped: None,
+                lost_after_driver,
+                kernel_dropped,
+                reassembly_failed,
+                socket_dropped,
                 read,
+                unaccounted: match (lost_after_driver, kernel_dropped, reassembly_failed, socket_dropped) {
+                    (Some(l), Some(k), Some(r), Some(s)) => Some(l - (k + r + s) as i64),
+                    _ => None,
+                },
             }
         })
         .collect()
@@ -774,7 +849,7 @@ mod tests {
     }
 
     fn key(reason: u32, class: DropClass) -> DropKey {
-        DropKey { reason, class: class as u32, location: 0 }
+        DropKey { reason, class: class as u32, location: 0, flow: FlowKey::default() }
     }
 
     #[test]
@@ -953,27 +1028,50 @@ mod tests {
         let st = |received, lost, next_seq| FlowState { received, lost, next_seq, ..FlowState::default() };
         let kernel = vec![(k(0), st(100, 0, 100)), (k(1), st(90, 10, 100))];
         let socket = vec![(k(0), st(98, 2, 100)), (k(1), st(90, 10, 100))];
-        let f = flow_layers(Some(&kernel), Some(&socket), None);
+        let f = flow_layers(Some(&kernel), Some(&socket), None, None);
         assert_eq!(f.len(), 2);
         assert_eq!((f[0].sender.as_str(), f[0].group.as_str(), f[0].flow), ("10.0.0.1", "239.0.0.1", 0));
         assert_eq!((f[0].expected, f[0].path_lost, f[0].reached_driver, f[0].lost_after_driver, f[0].read), (100, Some(0), Some(100), Some(2), Some(98)));
         assert_eq!((f[1].path_lost, f[1].lost_after_driver, f[1].read), (Some(10), Some(0), Some(90)));
-        assert_eq!((f[0].kernel_dropped, f[0].socket_dropped), (None, None), "the tracer does not key by flow");
+        assert_eq!((f[0].kernel_dropped, f[0].socket_dropped, f[0].unaccounted), (None, None, None), "without the tracer");
         // Kernel counter alone; a flow only the socket saw.
-        let f = flow_layers(Some(&kernel[..1]), None, None);
+        let f = flow_layers(Some(&kernel[..1]), None, None, None);
         assert_eq!((f[0].reached_driver, f[0].read, f[0].lost_after_driver), (Some(100), None, None));
-        let f = flow_layers(Some(&kernel[..1]), Some(&socket), None);
+        let f = flow_layers(Some(&kernel[..1]), Some(&socket), None, None);
         assert_eq!((f[1].flow, f[1].reached_driver, f[1].read, f[1].fragmented), (1, Some(0), Some(90), Some(0)));
         // Fragmented datagrams are in the flows: exact per-flow numbers,
         // with how many arrived fragmented.
-        let f = flow_layers(Some(&kernel), Some(&socket), Some(&[(k(1), 90)]));
+        let f = flow_layers(Some(&kernel), Some(&socket), Some(&[(k(1), 90)]), None);
         assert_eq!((f[0].path_lost, f[0].reached_driver, f[0].read, f[0].fragmented), (Some(0), Some(100), Some(98), Some(0)));
         assert_eq!((f[1].path_lost, f[1].reached_driver, f[1].lost_after_driver, f[1].fragmented), (Some(10), Some(90), Some(0), Some(90)));
-        let f2 = flow_layers(None, Some(&socket), None);
+        let f2 = flow_layers(None, Some(&socket), None, None);
         assert_eq!((f2[0].reached_driver, f2[0].fragmented), (None, None));
         let text = human_flows(&f);
-        assert!(text.lines().count() == 4 && text.contains("does not key by flow") && text.contains("fragmented"), "{text}");
-        assert!(!human_flows(&flow_layers(Some(&kernel), Some(&socket), None)).contains("fragmented"));
+        assert!(text.lines().count() == 4 && text.contains("no drop tracer") && text.contains("fragmented"), "{text}");
+        assert!(!human_flows(&flow_layers(Some(&kernel), Some(&socket), None, None)).contains("fragmented"));
+
+        // With the tracer: the raw counts keyed by flow land in each
+        // flow's layers; drops whose header was not read (zero flow), end
+        // markers and other datagrams are in no flow.
+        let names = ReasonNames::from_pairs(&[(2, "NOT_SPECIFIED"), (6, "SOCKET_RCVBUFF"), (12, "NETFILTER_DROP"), (95, "FRAG_REASM_TIMEOUT")]);
+        let fk = |reason, class: DropClass, flow| DropKey { reason, class: class as u32, location: 0, flow };
+        let raw = BTreeMap::from([
+            (fk(12, DropClass::Data, k(0)), 1),
+            (fk(6, DropClass::Data, k(0)), 1),
+            (fk(95, DropClass::Fragment, k(1)), 0),
+            (fk(12, DropClass::End, k(1)), 5),
+            (fk(12, DropClass::Data, FlowKey::default()), 9),
+            (fk(12, DropClass::Other, k(1)), 3),
+        ]);
+        let d = flow_drops(&raw, &names, |_| None);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert_eq!((d[0].0, d[0].1.kernel, d[0].1.socket), (k(0), 1, 1));
+        let f = flow_layers(Some(&kernel), Some(&socket), None, Some(&d));
+        assert_eq!((f[0].lost_after_driver, f[0].kernel_dropped, f[0].reassembly_failed, f[0].socket_dropped), (Some(2), Some(1), Some(0), Some(1)));
+        assert_eq!(f[0].unaccounted, Some(0));
+        assert_eq!((f[1].kernel_dropped, f[1].socket_dropped, f[1].unaccounted), (Some(0), Some(0), Some(0)));
+        let text = human_flows(&f);
+        assert!(text.contains("by the drop tracer") && text.contains("socket") && text.contains("unacc"), "{text}");
     }
 
     #[test]

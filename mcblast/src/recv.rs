@@ -443,13 +443,19 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
     // The drop tracer's counts by reason; kernel symbols (for NOT_SPECIFIED
     // drops) are loaded once, when first needed.
     let mut syms: Option<Symbols> = None;
-    let mut tracer_reasons = |k: &KernelCounter, names: &ReasonNames| -> Result<Vec<ReasonCount>> {
-        let drops = k.drops()?;
-        if syms.is_none() && drops.keys().any(|d| d.location != 0) {
-            syms = Some(Symbols::load());
-        }
-        Ok(attrib::reason_counts(&drops, names, |a| syms.as_ref().and_then(|s| s.lookup(a))))
-    };
+    // With `per_flow`, also what they charged to each flow's layers.
+    let mut tracer_counts =
+        |k: &KernelCounter, names: &ReasonNames, per_flow: bool| -> Result<(Vec<ReasonCount>, Vec<(FlowKey, LayerDrops)>)> {
+            let drops = k.drops()?;
+            if syms.is_none() && drops.keys().any(|d| d.location != 0) {
+                syms = Some(Symbols::load());
+            }
+            let symbol = |a| syms.as_ref().and_then(|s: &Symbols| s.lookup(a));
+            let flows = if per_flow { attrib::flow_drops(&drops, names, symbol) } else { Vec::new() };
+            Ok((attrib::reason_counts(&drops, names, symbol), flows))
+        };
+    let mut tracer_reasons =
+        |k: &KernelCounter, names: &ReasonNames| -> Result<Vec<ReasonCount>> { Ok(tracer_counts(k, names, false)?.0) };
 
     let start = clock::mono_ns();
     let secs_since = |t: u64| (t - start) as f64 / 1e9;
@@ -542,8 +548,15 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
     let finals = snap_all(&socket)?;
     let socket_drops = socket.as_ref().map(|s| s.view.lock().expect("socket view lock").drops);
     // The tracer's counts, read after the socket closed.
-    let reasons = match (&kernel, &reason_names) {
-        (Some(k), Some(names)) => Some(tracer_reasons(k, names)?),
+    let (reasons, flow_drops) = match (&kernel, &reason_names) {
+        (Some(k), Some(names)) => {
+            let (r, f) = tracer_counts(k, names, true)?;
+            (Some(r), Some(f))
+        }
+        _ => (None, None),
+    };
+    let tracer_keys_full = match (&kernel, &reason_names) {
+        (Some(k), Some(_)) => Some(k.global(GlobalCounter::DropKeysFull)?),
         _ => None,
     };
     if let Some((l, _)) = &live {
@@ -665,7 +678,8 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
         }
         let counted = |name: &str| finals.iter().find(|(n, _)| *n == name).map(|(_, s)| s.flows.as_slice());
         let fragmented = finals.iter().find(|(n, _)| *n == "kernel").map(|(_, s)| s.fragmented.as_slice());
-        layers.flows = attrib::flow_layers(counted("kernel"), counted("socket"), fragmented);
+        layers.flows = attrib::flow_layers(counted("kernel"), counted("socket"), fragmented, flow_drops.as_deref());
+        layers.tracer_keys_full = tracer_keys_full.unwrap_or(0);
         out.human(&attrib::human(&layers))?;
         out.emit("summary", &LayersSummary { role: "recv", counter: "layers", duration_s: duration, layers })?;
     }

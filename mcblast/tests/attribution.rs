@@ -159,6 +159,10 @@ fn full_socket_buffer_is_charged_to_the_socket() {
     assert_eq!(socket + markers, rcvbuf_errors, "{l}");
     assert_eq!(u(l, "so_rxq_ovfl"), rcvbuf_errors, "{l}");
     assert_eq!(l["host"]["udp_rcvbuf_errors"].as_u64(), Some(rcvbuf_errors), "{l}");
+    // The flow's row: every datagram the socket dropped is the flow's.
+    let f = &l["flows"][0];
+    assert_eq!((u(f, "socket_dropped"), u(f, "kernel_dropped")), (socket, 0), "{f}");
+    assert_eq!((f["lost_after_driver"].as_i64(), f["unaccounted"].as_i64()), (Some(socket as i64), Some(0)), "{f}");
 }
 
 /// IDs of the BPF programs named `name` that process `pid` holds (its
@@ -409,10 +413,14 @@ fn sink_drops_are_counted_by_the_veth_drivers_own_statistics() {
     assert!(xdp_packets >= sent + markers, "{l}");
 }
 
-/// Per-flow rows: three flows, every 10th data datagram of one of them
-/// (matched by its UDP source port on the bridge port toward r1) dropped.
-/// The sender's namespace has exactly three ephemeral ports, so the rule
-/// can name one before the run; which flow got it, the sender reports.
+/// Per-flow rows: three flows; every 10th data datagram of one of them
+/// (matched by its UDP source port on the bridge port toward r1) dropped on
+/// the path, and every 10th of another dropped by an nft input rule in r1's
+/// namespace (after the driver). The sender's namespace has exactly three
+/// ephemeral ports, so the rules can name them before the run; which flow
+/// got which, the sender reports. The path loss, the kernel drops (the drop
+/// tracer reads each dropped datagram's flow) and the reads are exact per
+/// flow, and nothing is charged to the third.
 #[test]
 fn loss_on_one_flow_is_charged_to_that_flow_only() {
     if common::skip(NEEDS) {
@@ -427,6 +435,12 @@ fn loss_on_one_flow_is_charged_to_that_flow_only() {
           }\n\
         }\n";
     nft_load(&lab.access_ns("r1"), "p", rules);
+    let input = "table inet mcbtflowk {\n\
+          chain input { type filter hook input priority filter; policy accept;\n\
+            udp sport 41002 @th,104,8 0 numgen inc mod 10 0 counter drop\n\
+          }\n\
+        }\n";
+    nft_load(&lab.ns_name("r1"), "pk", input);
     let r = start_recv(&lab, "r1", &["--expect-flows", "3"]);
     wait_members(&lab);
     let s = sender_summary(spawn_send(&lab, &["-n", "400", "--flows", "3", "--pps", "3000", "-l", "1470"]));
@@ -434,12 +448,16 @@ fn loss_on_one_flow_is_charged_to_that_flow_only() {
     assert_eq!(sflows.len(), 3, "{s}");
     let lossy = sflows.iter().find(|f| f["src_port"] == 41001).unwrap_or_else(|| panic!("no flow on port 41001: {s}"));
     let lossy_id = u(lossy, "flow");
+    let kernel_id = u(sflows.iter().find(|f| f["src_port"] == 41002).unwrap_or_else(|| panic!("no flow on 41002: {s}")), "flow");
     let dropped = nft_counter(&lab.access_ns("r1"), "bridge", "mcbtflow");
     assert_eq!(dropped, 40, "every 10th of 400");
+    let kdropped = nft_counter(&lab.ns_name("r1"), "inet", "mcbtflowk");
+    assert_eq!(kdropped, 40, "every 10th of 400");
     let lines = finish(r);
     let l = layers(&lines);
-    check_waterfall("r1", l, 1200, &["path_lost"]);
+    check_waterfall("r1", l, 1200, &["path_lost", "kernel_dropped"]);
     assert_eq!(u(l, "path_lost"), dropped, "{l}");
+    assert_eq!(u(l, "kernel_dropped"), kdropped, "{l}");
     let rows = l["flows"].as_array().unwrap();
     assert_eq!(rows.len(), 3, "{l}");
     for f in sflows {
@@ -448,11 +466,14 @@ fn loss_on_one_flow_is_charged_to_that_flow_only() {
         assert_eq!(sent, 400);
         let row = rows.iter().find(|r| r["flow"] == id).unwrap_or_else(|| panic!("no row for flow {id}: {l}"));
         let lost = if id == lossy_id { dropped } else { 0 };
+        let killed = if id == kernel_id { kdropped } else { 0 };
         assert_eq!(u(row, "expected"), sent, "flow {id}: {row}");
         assert_eq!(u(row, "path_lost"), lost, "flow {id}: {row}");
         assert_eq!(u(row, "reached_driver"), sent - lost, "flow {id}: {row}");
-        assert_eq!(row["lost_after_driver"].as_i64(), Some(0), "flow {id}: {row}");
-        assert_eq!(u(row, "read"), sent - lost, "flow {id}: {row}");
-        assert!(row["kernel_dropped"].is_null() && row["socket_dropped"].is_null(), "not split by flow: {row}");
+        assert_eq!(row["lost_after_driver"].as_i64(), Some(killed as i64), "flow {id}: {row}");
+        assert_eq!(u(row, "kernel_dropped"), killed, "flow {id}: {row}");
+        assert_eq!((u(row, "reassembly_failed"), u(row, "socket_dropped")), (0, 0), "flow {id}: {row}");
+        assert_eq!(row["unaccounted"].as_i64(), Some(0), "flow {id}: {row}");
+        assert_eq!(u(row, "read"), sent - lost - killed, "flow {id}: {row}");
     }
 }

@@ -94,6 +94,11 @@ fn a_lost_fragment_is_charged_to_reassembly_as_a_whole_datagram() {
             "{node}: {f}"
         );
         assert_eq!(f["lost_after_driver"].as_i64(), Some(lost_after as i64), "{node}: {f}");
+        // The flow's share of the tracer's timeouts (read from each first
+        // fragment's header); what it missed is not split by flow.
+        let untraced = u(l, "reassembly_untraced");
+        assert_eq!((u(f, "reassembly_failed") + untraced, u(f, "kernel_dropped"), u(f, "socket_dropped")), (lost_after, 0, 0), "{node}: {f}");
+        assert_eq!(f["unaccounted"].as_i64(), Some(untraced as i64), "{node}: {f}");
         if node == "r1" {
             assert_eq!(u(sock, "lost"), dropped, "{node}: the socket misses one datagram per dropped fragment: {sock}");
             assert_eq!(u(l, "reassembly_failed"), dropped, "{node}: {l}");
