@@ -437,6 +437,12 @@ pub fn human(l: &Layers) -> String {
         row(&mut t, "  - unread when the socket closed", l.unread_at_close.to_string(), "");
     }
     row(&mut t, "read by the application", l.read.to_string(), "");
+    if l.tracer_keys_full > 0 {
+        t.push_str(&format!(
+            "warning: the drop tracer's map was full: {} drop(s) to the port were not counted by reason or flow\n",
+            l.tracer_keys_full
+        ));
+    }
     if l.adds_up {
         t.push_str("every datagram is accounted for");
     } else {
@@ -950,6 +956,7 @@ mod tests {
         assert_eq!((l.reassembly_failed, l.reassembly_untraced, l.unaccounted), (38, 5, 0), "{l:?}");
         assert!(l.adds_up, "{l:?}");
         assert!(human(&l).contains("Ip ReasmTimeout, untraced"), "{}", human(&l));
+        assert!(human(&Layers { tracer_keys_full: 3, ..l.clone() }).contains("map was full: 3 drop(s)"));
         // Never more than the loss nothing else explains: 20 other timeouts
         // in the namespace (other traffic's fragments) are not charged.
         let l = layers(
