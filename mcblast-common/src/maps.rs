@@ -503,7 +503,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<FlowKey>(), 16);
         assert_eq!(core::mem::size_of::<Config>(), 16);
         assert_eq!(core::mem::size_of::<DropConfig>(), 64);
-        assert_eq!(core::mem::size_of::<DropKey>(), 16);
+        assert_eq!(core::mem::size_of::<DropKey>(), 32);
         for c in [DropClass::Data, DropClass::End, DropClass::Other, DropClass::Fragment] {
             assert_eq!(DropClass::from_u32(c as u32), Some(c));
         }
