@@ -374,7 +374,7 @@ fn compare_ovn_and_tgw() {
     assert!(html.contains("<h1>mcblast comparison: TGW (tgw) vs TGW (b2)</h1>"), "labels told apart");
     let table = nth(&html, "<table class=\"compare\">", "</table>", 0);
     assert_eq!(count(table, "<tr class=\"case\">"), 1);
-    assert!(html.contains("<p>Only in TGW (tgw): case 2: 10M/1470 rx3 snoop on loss 5% spread 2s q120s</p>"), "unpaired case listed");
+    assert!(html.contains("<p>Only in TGW (tgw): case 2: 10M/1470 rx3 snoop on injected loss 5% spread 2s q120s</p>"), "unpaired case listed");
 }
 
 /// The waterfall rows of one side of a comparison page.
