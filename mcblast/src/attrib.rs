@@ -641,32 +641,20 @@ pub struct FlowLayers {
     pub unaccounted: Option<i64>,
 }
 
-/// What the drop tracer charged to each flow's layers, from its raw counts
-/// (data datagrams and first fragments whose mcblast header it read).
+/// What the drop tracer charged to each flow's layers: its raw counts split
+/// by the flow it read from each datagram's header, each part classified as
+/// the all-flows waterfall is ([`reason_counts`], [`LayerDrops::of`]).
+/// Drops with no flow (header not read) are in no flow's row.
 pub fn flow_drops(
     drops: &BTreeMap<DropKey, u64>,
     names: &ReasonNames,
     symbol: impl Fn(u64) -> Option<String>,
 ) -> Vec<(FlowKey, LayerDrops)> {
-    let mut by: BTreeMap<FlowKey, LayerDrops> = BTreeMap::new();
-    for (k, &n) in drops {
-        if k.flow == FlowKey::default()
-            || !matches!(DropClass::from_u32(k.class), Some(DropClass::Data) | Some(DropClass::Fragment))
-        {
-            continue;
-        }
-        let function = if k.location == 0 { None } else { symbol(k.location) };
-        let e = by.entry(k.flow).or_default();
-        match Layer::of(&names.name(k.reason), function.as_deref()) {
-            Layer::Kernel => e.kernel += n,
-            Layer::Reassembly => e.reassembly += n,
-            Layer::Unspecified => e.unspecified += n,
-            Layer::NoListener => e.no_listener += n,
-            Layer::Socket => e.socket += n,
-            Layer::Unread => e.unread += n,
-        }
+    let mut by: BTreeMap<FlowKey, BTreeMap<DropKey, u64>> = BTreeMap::new();
+    for (k, &n) in drops.iter().filter(|(k, _)| k.flow != FlowKey::default()) {
+        by.entry(k.flow).or_default().insert(*k, n);
     }
-    by.into_iter().collect()
+    by.into_iter().map(|(flow, own)| (flow, LayerDrops::of(&reason_counts(&own, names, &symbol)))).collect()
 }
 
 /// Per-flow rows from the two counters' final flows: every flow either
