@@ -308,11 +308,16 @@ impl LayerDrops {
 pub fn layers(m: &Measured, reasons: Vec<ReasonCount>, host: HostDeltas) -> Layers {
     let LayerDrops { kernel, reassembly: traced, unspecified, no_listener, socket, unread, .. } = LayerDrops::of(&reasons);
     let reached = m.at_driver;
-    let unexplained = reached as i64 - (m.sunk + kernel + traced + unspecified + no_listener + socket + unread + m.read) as i64;
+    // (delivered to the socket, unaccounted) with `reassembly` datagrams never reassembled.
+    let account = |reassembly: u64| {
+        let delivered = reached as i64 - (m.sunk + kernel + reassembly + unspecified + no_listener) as i64;
+        (delivered, delivered - (socket + unread + m.read) as i64)
+    };
+    let (_, unexplained) = account(traced);
     // The drop tracer can miss frees the kernel made: on this project's lab a
     // whole timer batch of reassembly timeouts, run in a softirq that
     // interrupted one particular process, never reached the BPF program
-    // while ftrace recorded every one (README, "Known limits"). The kernel
+    // while ftrace recorded every one (README, "Fragmented datagrams"). The kernel
     // counts timed-out reassemblies itself, per namespace: what it counted
     // beyond the tracer is charged to reassembly, but never more than the
     // loss after the driver that nothing else explains (the counter also
@@ -325,8 +330,7 @@ pub fn layers(m: &Measured, reasons: Vec<ReasonCount>, host: HostDeltas) -> Laye
         0
     };
     let reassembly = traced + untraced;
-    let delivered = reached as i64 - (m.sunk + kernel + reassembly + unspecified + no_listener) as i64;
-    let unaccounted = delivered - (socket + unread + m.read) as i64;
+    let (delivered, unaccounted) = account(reassembly);
     Layers {
         expected: m.expected,
         path_lost: m.path_lost,
