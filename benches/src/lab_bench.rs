@@ -31,6 +31,8 @@ struct Opts {
     repeats: usize,
     out: PathBuf,
     reference: String,
+    /// The receivers' kernel counter attach point (`--xdp-mode` of recv).
+    xdp_mode: String,
 }
 
 fn list<T: std::str::FromStr>(s: &str) -> Result<Vec<T>> {
@@ -47,6 +49,7 @@ fn opts() -> Result<Opts> {
         repeats: 3,
         out: PathBuf::from("benches/results/send-engines"),
         reference: "socket".into(),
+        xdp_mode: "auto".into(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -61,8 +64,9 @@ fn opts() -> Result<Opts> {
             "--repeats" => o.repeats = v.parse()?,
             "--out" => o.out = v.into(),
             "--reference" => o.reference = v,
+            "--xdp-mode" => o.xdp_mode = v,
             a => bail!(
-                "unknown argument {a}; usage: lab-bench [--engines socket,mmsg,gso,uring,uring+zc,xdp,iperf2,trafgen] [--lengths 512,1470,8192] [--receivers 1,9] [--seconds 5] [--repeats 3] [--reference socket] [--out PATH] [--mcblast BIN]"
+                "unknown argument {a}; usage: lab-bench [--engines socket,mmsg,gso,uring,uring+zc,xdp,iperf2,trafgen] [--lengths 512,1470,8192] [--receivers 1,9] [--seconds 5] [--repeats 3] [--reference socket] [--xdp-mode auto|native|generic|tc] [--out PATH] [--mcblast BIN]"
             ),
         }
         i += 2;
@@ -241,7 +245,13 @@ fn start_receivers(lab: &Lab, o: &Opts) -> Result<Receivers> {
     for node in lab.receivers() {
         let t = format!("{}", o.seconds + 30.0);
         let mut child = lab
-            .exec_cmd(&node, &["mcblast", "recv", "--interface", "eth0", "--counter", "kernel", "--json", "-i", "0", "-t", &t])
+            .exec_cmd(
+                &node,
+                &[
+                    "mcblast", "recv", "--interface", "eth0", "--counter", "kernel", "--xdp-mode", &o.xdp_mode, "--json",
+                    "-i", "0", "-t", &t,
+                ],
+            )
             .stdout(Stdio::piped())
             .spawn()?;
         let mut first = String::new();

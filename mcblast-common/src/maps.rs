@@ -82,10 +82,18 @@ pub enum GlobalCounter {
     /// Drops of datagrams to the port the drop tracer could not count: its
     /// `DROPS` map had no room for another (reason, class, location, flow).
     DropKeysFull = 8,
+    /// Packets that carried several datagrams behind one UDP header (a
+    /// GSO batch that crossed veth and a bridge whole, or datagrams merged
+    /// by UDP GRO): each datagram in them was counted on its own.
+    Coalesced = 9,
+    /// Datagrams in coalesced packets past the most the counter walks
+    /// ([`crate::wire::MAX_WALKED`]): in no flow, so their flow shows
+    /// them as lost. Non-zero means the counts are not exact.
+    Unwalked = 10,
 }
 
 /// Number of entries in the `GLOBAL` array.
-pub const GLOBAL_COUNTERS: u32 = 9;
+pub const GLOBAL_COUNTERS: u32 = 11;
 
 /// Most flows one receiver tracks in the kernel.
 pub const MAX_FLOWS: u32 = 4096;

@@ -299,6 +299,51 @@ impl Header {
     }
 }
 
+/// Datagrams each step of the kernel counter's walk over a GSO or GRO
+/// packet counts (each step is a program of its own, reached by a tail
+/// call, with this many copies of the tracker for the verifier to check).
+pub const WALK_PER_STEP: usize = 2;
+
+/// Most datagrams of one packet the kernel counter counts: the first, then
+/// [`WALK_PER_STEP`] per tail call, of which the kernel allows 33 a packet.
+/// Enough for mcblast's own GSO batches (64 at most) and UDP GRO (64 at
+/// most, `UDP_GRO_CNT_MAX`); other senders' GSO batches can be up to
+/// `UDP_MAX_SEGMENTS` (128 on current kernels): the rest of such a packet
+/// is counted as unwalked, never guessed.
+pub const MAX_WALKED: usize = 1 + 33 * WALK_PER_STEP;
+
+/// How a UDP payload of `payload_len` bytes is cut into mcblast datagrams,
+/// given the length field of the first header in it (`first_len`): the
+/// stride between consecutive headers.
+///
+/// A datagram is its whole payload (stride `payload_len`). A GSO packet (a
+/// sender's unsegmented `UDP_SEGMENT` batch that veth and bridges pass whole)
+/// or a GRO packet (datagrams the receiver merged, fraglist too) carries
+/// several datagrams back to back behind one UDP header whose length covers
+/// them all; every one but the last is `gso_size` bytes, and mcblast's
+/// datagrams of one flow all have one length, so the first header's own
+/// length is that size. Each piece is then parsed and checked on its own.
+#[inline(always)]
+pub fn stride(first_len: u32, payload_len: usize) -> usize {
+    let first = first_len as usize;
+    if first >= HEADER_LEN && first < payload_len {
+        first
+    } else {
+        payload_len
+    }
+}
+
+/// Number of datagrams a payload of `payload_len` bytes holds at `stride`
+/// (the last may be shorter); 0 for an empty payload.
+#[inline(always)]
+pub fn datagrams(payload_len: usize, stride: usize) -> usize {
+    if stride == 0 {
+        0
+    } else {
+        payload_len.div_ceil(stride)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,5 +422,21 @@ mod tests {
         let p = Packet::new_checked(&BYTES[..]).unwrap();
         assert_eq!(p.seq(), 0x102);
         assert_eq!(p.flow(), 7);
+    }
+
+    #[test]
+    fn stride_cuts_gso_payloads_at_the_first_length() {
+        // one datagram: its payload
+        assert_eq!(stride(8192, 8192), 8192);
+        // seven 8192-byte datagrams behind one UDP header
+        assert_eq!(stride(8192, 7 * 8192), 8192);
+        assert_eq!(datagrams(7 * 8192, 8192), 7);
+        // a shorter last segment
+        assert_eq!(datagrams(2 * 1470 + 100, 1470), 3);
+        // a length field larger than the payload (truncated), or below the
+        // header: no cut, the parse judges the whole payload
+        assert_eq!(stride(9000, 8192), 8192);
+        assert_eq!(stride(10, 8192), 8192);
+        assert_eq!(datagrams(0, 0), 0);
     }
 }

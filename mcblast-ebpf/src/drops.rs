@@ -20,7 +20,7 @@
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_probe_read_kernel, programs::BtfTracePointContext};
 use mcblast_common::{
     maps::{Config, DropClass, DropConfig, DropKey, FlowKey, GlobalCounter},
-    wire::{HEADER_LEN, Header, Kind, Packet},
+    wire::{HEADER_LEN, Header, Kind, Packet, datagrams, stride},
 };
 
 use super::{CONFIG, DROP_CONFIG, DROPS, IPPROTO_UDP, UDP_HLEN, joined};
@@ -53,9 +53,9 @@ pub fn on_kfree_skb(ctx: &BtfTracePointContext, has_rx_sk: bool) {
     let skb: u64 = ctx.arg(ARG_SKB);
     let reason: u32 = ctx.arg(ARG_REASON);
     let rx_sk: u64 = if has_rx_sk { ctx.arg(ARG_RX_SK) } else { 0 };
-    if let Some((class, flow)) = classify(&dc, &cfg, skb, rx_sk) {
+    if let Some((class, flow, n)) = classify(&dc, &cfg, skb, rx_sk) {
         let location: u64 = if reason == dc.locate_reason { ctx.arg(ARG_LOCATION) } else { 0 };
-        count(DropKey { reason, class: class as u32, location, flow });
+        count(DropKey { reason, class: class as u32, location, flow }, n);
     }
 }
 
@@ -85,10 +85,11 @@ fn in_our_namespace(dc: &DropConfig, skb: u64, rx_sk: u64) -> bool {
 }
 
 /// The class of a dropped skb when it is a datagram to our port in our
-/// namespace, and its flow when its mcblast header could be read (else a
-/// zero key); None when it is not ours.
+/// namespace, its flow when its mcblast header could be read (else a zero
+/// key), and how many datagrams it carried (several in a GSO or GRO skb:
+/// see `wire::stride`); None when it is not ours.
 #[inline(always)]
-fn classify(dc: &DropConfig, cfg: &Config, skb: u64, rx_sk: u64) -> Option<(DropClass, FlowKey)> {
+fn classify(dc: &DropConfig, cfg: &Config, skb: u64, rx_sk: u64) -> Option<(DropClass, FlowKey, u64)> {
     let none = FlowKey::default();
     if cfg.port == 0 || !in_our_namespace(dc, skb, rx_sk) {
         return None;
@@ -116,7 +117,7 @@ fn classify(dc: &DropConfig, cfg: &Config, skb: u64, rx_sk: u64) -> Option<(Drop
     let saddr = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
     let daddr = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
     if !joined(daddr, saddr) {
-        return Some((DropClass::Other, none));
+        return Some((DropClass::Other, none, 1));
     }
     // A first fragment (MF set): its datagram never reassembles. Its UDP
     // length is the whole datagram's, as the mcblast header says.
@@ -124,36 +125,44 @@ fn classify(dc: &DropConfig, cfg: &Config, skb: u64, rx_sk: u64) -> Option<(Drop
     let unparsed = if first_fragment { DropClass::Fragment } else { DropClass::Other };
     let udp_len = u16::from_be_bytes([udp[4], udp[5]]) as usize;
     if udp_len < UDP_HLEN + HEADER_LEN {
-        return Some((unparsed, none));
+        return Some((unparsed, none, 1));
     }
     // The mcblast header must lie in the linear part: data + (len - data_len).
     let hdr = l4 + UDP_HLEN as u64;
     let (Some(data), Some(len), Some(data_len)) =
         (read::<u64>(skb, dc.skb_data), read::<u32>(skb, dc.skb_len), read::<u32>(skb, dc.skb_data_len))
     else {
-        return Some((unparsed, none));
+        return Some((unparsed, none, 1));
     };
     let linear_end = data + len.saturating_sub(data_len) as u64;
     if hdr + HEADER_LEN as u64 > linear_end || hdr < head {
-        return Some((unparsed, none));
+        return Some((unparsed, none, 1));
     }
-    let Some(bytes) = read::<[u8; HEADER_LEN]>(hdr, 0) else { return Some((unparsed, none)) };
-    let Ok(h) = Header::parse(&Packet::new_unchecked(&bytes[..]), udp_len - UDP_HLEN) else {
-        return Some((unparsed, none));
+    let Some(bytes) = read::<[u8; HEADER_LEN]>(hdr, 0) else { return Some((unparsed, none, 1)) };
+    let pkt = Packet::new_unchecked(&bytes[..]);
+    let payload_len = udp_len - UDP_HLEN;
+    // A GSO or GRO skb (an nft rule, say, dropped it before the UDP layer
+    // cut it up): as many datagrams as the first one's length goes into the
+    // payload, all of the first one's flow (one socket sent them, or GRO
+    // merged one flow's).
+    let stride = stride(pkt.len_field(), payload_len);
+    let n = datagrams(payload_len, stride) as u64;
+    let Ok(h) = Header::parse(&pkt, stride) else {
+        return Some((unparsed, none, n));
     };
     if cfg.run_filter != 0 && h.run != cfg.run_filter {
-        return Some((DropClass::Other, none));
+        return Some((DropClass::Other, none, n));
     }
     let flow = FlowKey { sender: saddr, group: daddr, run: h.run, flow: h.flow };
     Some(match h.kind {
-        Kind::Data if first_fragment => (DropClass::Fragment, flow),
-        Kind::Data => (DropClass::Data, flow),
-        Kind::End => (DropClass::End, flow),
+        Kind::Data if first_fragment => (DropClass::Fragment, flow, n),
+        Kind::Data => (DropClass::Data, flow, n),
+        Kind::End => (DropClass::End, flow, n),
     })
 }
 
 #[inline(always)]
-fn count(key: DropKey) {
+fn count(key: DropKey, n: u64) {
     if DROPS.get_ptr_mut(key).is_none() {
         // NOEXIST: an entry another CPU made meanwhile stays; per-CPU values
         // start at zero on every CPU. A full map is counted, never silent.
@@ -167,6 +176,6 @@ fn count(key: DropKey) {
         // program's run (RCU). The tracer is not re-entered on one CPU (the
         // kernel skips a nested run of the same program), so nothing else
         // writes this slot concurrently.
-        unsafe { *p += 1 };
+        unsafe { *p += n };
     }
 }

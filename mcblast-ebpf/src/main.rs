@@ -33,7 +33,7 @@ mod impair;
 
 use aya_ebpf::{
     bindings::{BPF_F_RDONLY_PROG, BPF_NOEXIST, TC_ACT_SHOT, TC_ACT_UNSPEC, bpf_spin_lock, xdp_action},
-    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
     helpers::generated::{
         bpf_ktime_get_tai_ns, bpf_spin_lock as spin_lock, bpf_spin_unlock as spin_unlock,
         bpf_xdp_load_bytes,
@@ -46,7 +46,7 @@ use mcblast_common::{
         Config, DropConfig, DropKey, FlowEntry, FlowKey, FragKey, GLOBAL_COUNTERS, GlobalCounter, LOSS_RING_BYTES,
         LossRecord, MAX_DROP_KEYS, MAX_FLOWS, MAX_FRAGS, MAX_GROUPS,
     },
-    wire::{HEADER_LEN, Header, Kind, Packet},
+    wire::{HEADER_LEN, Header, Kind, Packet, WALK_PER_STEP, datagrams, stride},
 };
 
 /// The map value: tracker state behind the kernel's spin lock. The lock
@@ -162,10 +162,37 @@ pub fn mcblast_tc(ctx: TcContext) -> i32 {
     }
 }
 
+/// The walk's next step over a coalesced packet in XDP (see [`walk_step`]).
+#[xdp(frags)]
+pub fn mcblast_counter_step(ctx: XdpContext) -> u32 {
+    let Some(&cfg) = CONFIG.get(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    match walk_step(&XdpFrame(&ctx)) {
+        Verdict::Counted if cfg.sink != 0 => xdp_action::XDP_DROP,
+        _ => xdp_action::XDP_PASS,
+    }
+}
+
+/// The walk's next step at tc ingress.
+#[classifier]
+pub fn mcblast_tc_step(ctx: TcContext) -> i32 {
+    let Some(&cfg) = CONFIG.get(0) else {
+        return TC_ACT_UNSPEC;
+    };
+    match walk_step(&TcFrame(&ctx)) {
+        Verdict::Counted if cfg.sink != 0 => TC_ACT_SHOT as i32,
+        _ => TC_ACT_UNSPEC,
+    }
+}
+
 /// Where the counter reads a frame from, offsets from the Ethernet header.
 trait Frame {
     /// `N` bytes at `offset`, copied out; None past the end of the frame.
     fn bytes<const N: usize>(&self, offset: usize) -> Option<[u8; N]>;
+    /// Goes on with the walk in the step program of this program type (a
+    /// tail call: returns only when it failed).
+    fn walk_on(&self);
 }
 
 /// An XDP frame: the linear part directly, the rest (multi-buffer frames)
@@ -185,6 +212,12 @@ impl Frame for XdpFrame<'_> {
         let rc = unsafe { bpf_xdp_load_bytes(self.0.ctx, offset as u32, buf.as_mut_ptr().cast(), N as u32) };
         (rc == 0).then_some(buf)
     }
+
+    #[inline(always)]
+    fn walk_on(&self) {
+        // SAFETY: a tail call into an XDP program of the same kind (frags).
+        unsafe { XDP_STEPS.tail_call(self.0, 0) };
+    }
 }
 
 /// An skb at tc ingress (data starts at the Ethernet header there), read
@@ -195,6 +228,12 @@ impl Frame for TcFrame<'_> {
     #[inline(always)]
     fn bytes<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
         self.0.load::<[u8; N]>(offset).ok()
+    }
+
+    #[inline(always)]
+    fn walk_on(&self) {
+        // SAFETY: a tail call into a tc program.
+        unsafe { TC_STEPS.tail_call(self.0, 0) };
     }
 }
 
@@ -210,16 +249,29 @@ enum Verdict {
 
 #[inline(always)]
 pub(crate) fn count(c: GlobalCounter) {
+    count_n(c, 1);
+}
+
+#[inline(always)]
+pub(crate) fn count_n(c: GlobalCounter, n: u64) {
     if let Some(p) = GLOBAL.get_ptr_mut(c as u32) {
         // SAFETY: a per-CPU array slot of this CPU; XDP runs with preemption
         // disabled, so nothing else writes it concurrently.
-        unsafe { *p += 1 };
+        unsafe { *p += n };
     }
 }
+
+/// Offsets past this are never read directly (see [`ptr_at`]).
+const MAX_LINEAR_OFFSET: usize = 0x3fff;
 
 /// A pointer to `T` at `offset` in the linear part of the frame, if it fits.
 #[inline(always)]
 fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
+    // The verifier takes a variable packet offset only when offset and
+    // size stay below 64 KiB; the linear part is at most a page anyway.
+    if offset > MAX_LINEAR_OFFSET {
+        return None;
+    }
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + core::mem::size_of::<T>() > end {
@@ -316,40 +368,191 @@ fn try_count<F: Frame>(ctx: &F, cfg: &Config) -> Verdict {
     }
     let payload_len = udp_len - UDP_HLEN;
 
-    // The mcblast header, copied out (from a later buffer of a
+    // The first mcblast header, copied out (from a later buffer of a
     // multi-buffer frame or a non-linear skb too).
-    let Some(buf) = ctx.bytes::<HEADER_LEN>(l4 + UDP_HLEN) else {
+    let Some(first) = ctx.bytes::<HEADER_LEN>(l4 + UDP_HLEN) else {
         count(GlobalCounter::Foreign);
         return Verdict::Pass;
     };
-    let parsed = Header::parse(&Packet::new_unchecked(&buf[..]), payload_len);
-    let Ok(h) = parsed else {
+    // A GSO or GRO packet carries several datagrams back to back behind
+    // one UDP header (see `wire::stride`): each is counted on its own.
+    let stride = stride(Packet::new_unchecked(&first[..]).len_field(), payload_len);
+    let pieces = datagrams(payload_len, stride);
+    let mut pkt = Carrier {
+        saddr,
+        daddr,
+        ip_id: u16::from_ne_bytes([ip[4], ip[5]]) as u32,
+        first_fragment: first_fragment as u32,
+        run_filter,
+        l4: l4 as u32,
+        payload_len: payload_len as u32,
+        stride: stride as u32,
+        rx_ns: rx_ns(),
+        pieces: pieces as u32,
+        next: 1,
+        counted: 0,
+        _pad: 0,
+    };
+    let verdict = datagram(&pkt, &first, stride);
+    if pieces == 1 {
+        return verdict;
+    }
+    count(GlobalCounter::Coalesced);
+    pkt.counted = matches!(verdict, Verdict::Counted) as u32;
+    let Some(walk) = WALK.get_ptr_mut(0) else {
+        return verdict;
+    };
+    // SAFETY: this CPU's slot of a per-CPU array; the counter does not run
+    // nested on one CPU, so nothing else uses it until the walk is done.
+    unsafe { *walk = pkt };
+    ctx.walk_on();
+    // The tail call failed (no step program loaded): the rest is unwalked.
+    count_n(GlobalCounter::Unwalked, (pieces - 1) as u64);
+    verdict
+}
+
+/// The walk of a coalesced packet: datagram `next` on, `WALK_PER_STEP` at a
+/// time, then the next step by a tail call: a program of its own, so the
+/// tracker in it is verified once. In a loop (bounded, or `bpf_loop`) the
+/// verifier checks the tracker once per pass and runs out of budget. The
+/// kernel allows 33 tail calls a packet (`wire::MAX_WALKED` datagrams);
+/// the rest are `Unwalked`. Returns the packet's verdict.
+#[inline(always)]
+fn walk_step<F: Frame>(ctx: &F) -> Verdict {
+    let Some(walk) = WALK.get_ptr_mut(0) else {
+        return Verdict::Pass;
+    };
+    // SAFETY: this CPU's slot, handed over by the program that tail-called
+    // this one (see `try_count`).
+    let mut pkt = unsafe { *walk };
+    let (payload_len, stride) = (pkt.payload_len as usize, pkt.stride as usize);
+    let mut k = 0;
+    while k < WALK_PER_STEP && pkt.next < pkt.pieces {
+        let off = pkt.next as usize * stride;
+        if off >= payload_len || payload_len > MAX_PAYLOAD {
+            break;
+        }
+        let rest = payload_len - off;
+        let len = if rest < stride { rest } else { stride };
+        match ctx.bytes::<HEADER_LEN>(pkt.l4 as usize + UDP_HLEN + off) {
+            Some(h) => {
+                if matches!(datagram(&pkt, &h, len), Verdict::Counted) {
+                    pkt.counted = 1;
+                }
+            }
+            None => count(GlobalCounter::Foreign),
+        }
+        pkt.next += 1;
+        k += 1;
+    }
+    if pkt.next < pkt.pieces {
+        // SAFETY: as above.
+        unsafe { *walk = pkt };
+        ctx.walk_on();
+        // Past the kernel's tail-call limit.
+        count_n(GlobalCounter::Unwalked, (pkt.pieces - pkt.next) as u64);
+    }
+    if pkt.counted != 0 {
+        Verdict::Counted
+    } else {
+        Verdict::Pass
+    }
+}
+
+/// What the counter knows of the packet around its datagrams; handed from
+/// one walk step to the next in the per-CPU `WALK` map.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Carrier {
+    /// Source and destination (group) address, network byte order.
+    saddr: u32,
+    daddr: u32,
+    /// The IP id, as in the header.
+    ip_id: u32,
+    /// 1: the datagram is the first fragment of a fragmented one.
+    first_fragment: u32,
+    /// Only datagrams of this run count (0: any run).
+    run_filter: u32,
+    /// Offset of the UDP header in the frame.
+    l4: u32,
+    payload_len: u32,
+    /// Bytes from one datagram to the next.
+    stride: u32,
+    /// The receive time, read once for the packet, before any flow lock
+    /// is taken (no helper calls while it is held).
+    rx_ns: u64,
+    /// Datagrams in the packet, and the next one to count.
+    pieces: u32,
+    next: u32,
+    /// 1 once a datagram of the packet was counted in its flow.
+    counted: u32,
+    _pad: u32,
+}
+
+/// The coalesced packet being walked on this CPU (the counter does not run
+/// nested on one CPU).
+#[btf_map]
+static WALK: PerCpuArray<Carrier, 1> = PerCpuArray::new();
+
+/// The walk's step programs, slot 0: one map per program type (a program
+/// array holds programs of one type).
+#[btf_map]
+static XDP_STEPS: ProgramArray<1> = ProgramArray::new();
+#[btf_map]
+static TC_STEPS: ProgramArray<1> = ProgramArray::new();
+
+/// A UDP payload is at most this long (the UDP length field is 16 bits).
+const MAX_PAYLOAD: usize = 0xffff;
+
+/// The receive time: read before any flow lock is taken (no helper calls
+/// while it is held), once per packet.
+#[inline(always)]
+fn rx_ns() -> u64 {
+    // SAFETY: a helper without arguments.
+    unsafe { bpf_ktime_get_tai_ns() }
+}
+
+/// Counts one datagram of `len` bytes whose mcblast header is `hdr` in its
+/// flow: [`Verdict::Counted`], or `Pass` (and the reason counted) when it is
+/// not a valid datagram of a counted run or its flow found no room.
+#[inline(always)]
+fn datagram(pkt: &Carrier, hdr: &[u8; HEADER_LEN], len: usize) -> Verdict {
+    let rx_ns = pkt.rx_ns;
+    let Ok(h) = Header::parse(&Packet::new_unchecked(&hdr[..]), len) else {
         count(GlobalCounter::Foreign);
         return Verdict::Pass;
     };
-    if run_filter != 0 && h.run != run_filter {
+    if pkt.run_filter != 0 && h.run != pkt.run_filter {
         count(GlobalCounter::Foreign);
         return Verdict::Pass;
     }
 
-    let key = FlowKey { sender: saddr, group: daddr, run: h.run, flow: h.flow };
+    let key = FlowKey {
+        sender: pkt.saddr,
+        group: pkt.daddr,
+        run: h.run,
+        flow: h.flow,
+    };
     let Some(entry) = flow_entry(&key) else {
         count(GlobalCounter::MapFull);
         return Verdict::Pass;
     };
-    if first_fragment {
+    if pkt.first_fragment != 0 {
         count(GlobalCounter::Fragments);
         // Its later fragments are matched by this entry, noted before the
         // tracker runs so a later fragment on another CPU rarely comes
         // first. A full LRU map evicts the oldest datagram; the insert
         // cannot fail otherwise.
-        let fk = FragKey { sender: saddr, group: daddr, id: u16::from_ne_bytes([ip[4], ip[5]]), proto: IPPROTO_UDP, _pad: 0 };
-        let _ = FRAGS.insert(&fk, &(udp_len as u32), 0);
+        let fk = FragKey {
+            sender: pkt.saddr,
+            group: pkt.daddr,
+            id: pkt.ip_id as u16,
+            proto: IPPROTO_UDP,
+            _pad: 0,
+        };
+        let _ = FRAGS.insert(&fk, &((len + UDP_HLEN) as u32), 0);
     }
 
-    // Read the clock before taking the lock: no helper calls while it is held.
-    // SAFETY: a helper without arguments.
-    let rx_ns = unsafe { bpf_ktime_get_tai_ns() };
     // SAFETY: `entry` points to a live value of FLOWS (hash map values stay
     // valid for the program's run, RCU); the lock field is the value's
     // bpf_spin_lock, and every path below unlocks it before returning.
@@ -360,7 +563,7 @@ fn try_count<F: Frame>(ctx: &F, cfg: &Config) -> Verdict {
             Kind::Data => st.on_data(h.seq, h.len, h.tx_ns, rx_ns, h.flags, h.clock),
             Kind::End => st.on_end(h.seq, rx_ns, h.flags, h.clock),
         };
-        if first_fragment && matches!(h.kind, Kind::Data) {
+        if pkt.first_fragment != 0 && matches!(h.kind, Kind::Data) {
             (*entry).fragmented += 1;
         }
         spin_unlock(&raw mut (*entry).lock);

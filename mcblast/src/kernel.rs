@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf};
 use aya::programs::{BtfTracePoint, ProgramError, SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use mcblast_common::maps::{
@@ -36,6 +36,10 @@ pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_
 const PROGRAM: &str = "mcblast_counter";
 /// Name of the same counter as a tc (`sched_cls`) program.
 const TC_PROGRAM: &str = "mcblast_tc";
+/// The counter's walk over the datagrams of a GSO or GRO packet goes on
+/// in these programs (tail calls through the named program arrays).
+const XDP_STEP: &str = "mcblast_counter_step";
+const TC_STEP: &str = "mcblast_tc_step";
 /// Names of the drop tracer (tp_btf `kfree_skb`) in the object: for the
 /// tracepoint with the receiving socket (4 arguments), and without (3).
 const DROP_PROGRAM: &str = "mcblast_drops";
@@ -137,7 +141,13 @@ impl KernelCounter {
                 .try_into()?;
             if prog.fd().is_err() {
                 prog.load().map_err(explain_program)?;
+                let step: &mut Xdp =
+                    ebpf.program_mut(XDP_STEP).with_context(|| format!("eBPF object has no {XDP_STEP}"))?.try_into()?;
+                step.load().map_err(explain_program)?;
+                let fd = step.fd()?.try_clone()?;
+                set_step(ebpf, "XDP_STEPS", &fd)?;
             }
+            let prog: &mut Xdp = ebpf.program_mut(PROGRAM).expect("loaded above").try_into()?;
             Ok(crate::sys::bpf::xdp_link_create(prog.fd()?.as_fd(), iface.index, flags))
         };
         let tc = |ebpf: &mut Ebpf| -> Result<std::io::Result<OwnedFd>> {
@@ -146,6 +156,12 @@ impl KernelCounter {
                 .with_context(|| format!("eBPF object has no program {TC_PROGRAM}"))?
                 .try_into()?;
             prog.load().map_err(explain_program)?;
+            let step: &mut SchedClassifier =
+                ebpf.program_mut(TC_STEP).with_context(|| format!("eBPF object has no {TC_STEP}"))?.try_into()?;
+            step.load().map_err(explain_program)?;
+            let fd = step.fd()?.try_clone()?;
+            set_step(ebpf, "TC_STEPS", &fd)?;
+            let prog: &mut SchedClassifier = ebpf.program_mut(TC_PROGRAM).expect("loaded above").try_into()?;
             Ok(crate::sys::bpf::tcx_link_create(prog.fd()?.as_fd(), iface.index))
         };
         let (link, mode) = match mode {
@@ -435,6 +451,14 @@ impl Drop for KernelCounter {
     }
 }
 
+/// Puts the walk's step program `fd` in slot 0 of the program array
+/// `steps`, where the counter tail-calls it.
+fn set_step(ebpf: &mut Ebpf, steps: &str, fd: &aya::programs::ProgramFd) -> Result<()> {
+    let map = ebpf.map_mut(steps).with_context(|| format!("eBPF object has no map {steps}"))?;
+    let mut array: ProgramArray<&mut MapData> = ProgramArray::try_from(map)?;
+    array.set(0, fd, 0).with_context(|| format!("cannot put the counter's step program in {steps}"))
+}
+
 /// Whether this process may load and attach XDP programs.
 fn privileged() -> bool {
     let cap = crate::sys::has_capability;
@@ -484,7 +508,9 @@ fn explain_load(e: EbpfError) -> anyhow::Error {
 fn explain_program(e: ProgramError) -> anyhow::Error {
     match e {
         ProgramError::LoadError { io_error, verifier_log } => {
-            if is_eperm(&io_error) {
+            // The verifier says EACCES too: a privilege problem only when
+            // the process lacks the capabilities.
+            if is_eperm(&io_error) && !privileged() {
                 return anyhow!("{}", privilege_message());
             }
             let log = verifier_log.to_string();

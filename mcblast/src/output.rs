@@ -258,6 +258,15 @@ pub struct RecvSummary {
     /// Kernel counter only: datagrams to the port for groups (or from sources) this receiver did not join.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub other_group: Option<u64>,
+    /// Kernel counter only: packets that carried several datagrams behind
+    /// one UDP header (a GSO batch that crossed veth and a bridge whole,
+    /// or datagrams merged by GRO); each datagram was counted on its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coalesced: Option<u64>,
+    /// Kernel counter only: datagrams in such packets past the most the
+    /// counter walks: not counted, so their flows show them as lost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unwalked: Option<u64>,
 }
 
 /// Per interval, what the drop tracer charged to each layer (data datagrams;

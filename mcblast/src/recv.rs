@@ -43,6 +43,10 @@ pub struct Snapshot {
     pub unmatched_fragments: Option<u64>,
     /// Kernel counter only: datagrams to the port for groups (or from sources) not joined.
     pub other_group: Option<u64>,
+    /// Kernel counter only: packets that carried several datagrams (GSO or
+    /// GRO), and datagrams in them past the counter's walk (not counted).
+    pub coalesced: Option<u64>,
+    pub unwalked: Option<u64>,
 }
 
 impl Snapshot {
@@ -189,6 +193,8 @@ fn kernel_snapshot(k: &KernelCounter) -> Result<Snapshot> {
         later_fragments: Some(g[GlobalCounter::LaterFragments as usize]),
         unmatched_fragments: Some(g[GlobalCounter::UnmatchedFragments as usize]),
         other_group: Some(g[GlobalCounter::OtherGroup as usize]),
+        coalesced: Some(g[GlobalCounter::Coalesced as usize]),
+        unwalked: Some(g[GlobalCounter::Unwalked as usize]),
     })
 }
 
@@ -624,6 +630,8 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
             later_fragments: snap.later_fragments,
             unmatched_fragments: snap.unmatched_fragments,
             other_group: snap.other_group,
+            coalesced: snap.coalesced,
+            unwalked: snap.unwalked,
         };
         out.emit("summary", &summary)?;
         out.human(&human_summary(&summary, if *name == "socket" { socket_drops } else { None }))?;
@@ -820,6 +828,16 @@ fn human_summary(s: &RecvSummary, socket_drops: Option<u64>) -> String {
     }
     if let Some(d) = socket_drops {
         t.push_str(&format!(", socket buffer drops (SO_RXQ_OVFL): {d}"));
+    }
+    if let Some(c) = s.coalesced.filter(|c| *c > 0) {
+        t.push_str(&format!("\n{c} packets carried several datagrams each (GSO or GRO), each datagram counted on its own"));
+    }
+    if let Some(u) = s.unwalked.filter(|u| *u > 0) {
+        t.push_str(&format!(
+            "\nwarning: {u} datagrams were in packets of more than {} datagrams and were not counted: \
+             their flows show them as lost; count at another attach point (--xdp-mode native) or send fewer per GSO batch",
+            mcblast_common::wire::MAX_WALKED
+        ));
     }
     let later = s.later_fragments.unwrap_or(0);
     let unmatched = s.unmatched_fragments.unwrap_or(0);
