@@ -323,14 +323,18 @@ pub const MAX_WALKED: usize = 1 + 33 * WALK_PER_STEP;
 /// them all; every one but the last is `gso_size` bytes, and mcblast's
 /// datagrams of one flow all have one length, so the first header's own
 /// length is that size. Each piece is then parsed and checked on its own.
+///
+/// A payload whose last piece at that stride could not hold a header is
+/// not cut: it is one datagram whose length field is wrong, and the parse
+/// of the whole payload says so.
 #[inline(always)]
 pub fn stride(first_len: u32, payload_len: usize) -> usize {
     let first = first_len as usize;
-    if first >= HEADER_LEN && first < payload_len {
-        first
-    } else {
-        payload_len
+    if first < HEADER_LEN || first >= payload_len {
+        return payload_len;
     }
+    let last = payload_len - (payload_len - 1) / first * first;
+    if last < HEADER_LEN { payload_len } else { first }
 }
 
 /// Number of datagrams a payload of `payload_len` bytes holds at `stride`
@@ -437,6 +441,10 @@ mod tests {
         // header: no cut, the parse judges the whole payload
         assert_eq!(stride(9000, 8192), 8192);
         assert_eq!(stride(10, 8192), 8192);
+        // a 100-byte datagram whose length field says 99: not two pieces
+        assert_eq!(stride(99, 100), 100);
+        // a last piece that can hold a header is a piece
+        assert_eq!(stride(60, 100), 60);
         assert_eq!(datagrams(0, 0), 0);
     }
 }

@@ -376,7 +376,11 @@ fn try_count<F: Frame>(ctx: &F, cfg: &Config) -> Verdict {
     };
     // A GSO or GRO packet carries several datagrams back to back behind
     // one UDP header (see `wire::stride`): each is counted on its own.
-    let stride = stride(Packet::new_unchecked(&first[..]).len_field(), payload_len);
+    let mut stride = stride(Packet::new_unchecked(&first[..]).len_field(), payload_len);
+    if stride < payload_len && !last_piece_parses(ctx, l4, payload_len, stride) {
+        // Not datagrams back to back: one whose length field is wrong.
+        stride = payload_len;
+    }
     let pieces = datagrams(payload_len, stride);
     let mut pkt = Carrier {
         saddr,
@@ -456,6 +460,21 @@ fn walk_step<F: Frame>(ctx: &F) -> Verdict {
         Verdict::Counted
     } else {
         Verdict::Pass
+    }
+}
+
+/// Whether the last piece of a payload cut at `stride` holds a valid
+/// mcblast header of its own length: checked before any piece is counted,
+/// so a single datagram with a wrong length field is never taken apart.
+#[inline(always)]
+fn last_piece_parses<F: Frame>(ctx: &F, l4: usize, payload_len: usize, stride: usize) -> bool {
+    if stride == 0 || payload_len == 0 {
+        return false; // (and no division by zero, whose panic path the verifier refuses)
+    }
+    let off = (payload_len - 1) / stride * stride;
+    match ctx.bytes::<HEADER_LEN>(l4 + UDP_HLEN + off) {
+        Some(h) => Header::parse(&Packet::new_unchecked(&h[..]), payload_len - off).is_ok(),
+        None => false,
     }
 }
 
