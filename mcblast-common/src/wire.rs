@@ -341,11 +341,7 @@ pub fn stride(first_len: u32, payload_len: usize) -> usize {
 /// (the last may be shorter); 0 for an empty payload.
 #[inline(always)]
 pub fn datagrams(payload_len: usize, stride: usize) -> usize {
-    if stride == 0 {
-        0
-    } else {
-        payload_len.div_ceil(stride)
-    }
+    if stride == 0 { 0 } else { payload_len.div_ceil(stride) }
 }
 
 #[cfg(test)]

@@ -165,9 +165,7 @@ pub fn mcblast_tc(ctx: TcContext) -> i32 {
 /// The walk's next step over a coalesced packet in XDP (see [`walk_step`]).
 #[xdp(frags)]
 pub fn mcblast_counter_step(ctx: XdpContext) -> u32 {
-    let Some(&cfg) = CONFIG.get(0) else {
-        return xdp_action::XDP_PASS;
-    };
+    let Some(&cfg) = CONFIG.get(0) else { return xdp_action::XDP_PASS };
     match walk_step(&XdpFrame(&ctx)) {
         Verdict::Counted if cfg.sink != 0 => xdp_action::XDP_DROP,
         _ => xdp_action::XDP_PASS,
@@ -177,9 +175,7 @@ pub fn mcblast_counter_step(ctx: XdpContext) -> u32 {
 /// The walk's next step at tc ingress.
 #[classifier]
 pub fn mcblast_tc_step(ctx: TcContext) -> i32 {
-    let Some(&cfg) = CONFIG.get(0) else {
-        return TC_ACT_UNSPEC;
-    };
+    let Some(&cfg) = CONFIG.get(0) else { return TC_ACT_UNSPEC };
     match walk_step(&TcFrame(&ctx)) {
         Verdict::Counted if cfg.sink != 0 => TC_ACT_SHOT as i32,
         _ => TC_ACT_UNSPEC,
@@ -403,9 +399,7 @@ fn try_count<F: Frame>(ctx: &F, cfg: &Config) -> Verdict {
     }
     count(GlobalCounter::Coalesced);
     pkt.counted = matches!(verdict, Verdict::Counted) as u32;
-    let Some(walk) = WALK.get_ptr_mut(0) else {
-        return verdict;
-    };
+    let Some(walk) = WALK.get_ptr_mut(0) else { return verdict };
     // SAFETY: this CPU's slot of a per-CPU array; the counter does not run
     // nested on one CPU, so nothing else uses it until the walk is done.
     unsafe { *walk = pkt };
@@ -423,9 +417,7 @@ fn try_count<F: Frame>(ctx: &F, cfg: &Config) -> Verdict {
 /// the rest are `Unwalked`. Returns the packet's verdict.
 #[inline(always)]
 fn walk_step<F: Frame>(ctx: &F) -> Verdict {
-    let Some(walk) = WALK.get_ptr_mut(0) else {
-        return Verdict::Pass;
-    };
+    let Some(walk) = WALK.get_ptr_mut(0) else { return Verdict::Pass };
     // SAFETY: this CPU's slot, handed over by the program that tail-called
     // this one (see `try_count`).
     let mut pkt = unsafe { *walk };
@@ -433,7 +425,7 @@ fn walk_step<F: Frame>(ctx: &F) -> Verdict {
     let mut k = 0;
     while k < WALK_PER_STEP && pkt.next < pkt.pieces {
         let off = pkt.next as usize * stride;
-        if off >= payload_len || payload_len > MAX_PAYLOAD {
+        if off >= payload_len {
             break;
         }
         let rest = payload_len - off;
@@ -456,11 +448,7 @@ fn walk_step<F: Frame>(ctx: &F) -> Verdict {
         // Past the kernel's tail-call limit.
         count_n(GlobalCounter::Unwalked, (pkt.pieces - pkt.next) as u64);
     }
-    if pkt.counted != 0 {
-        Verdict::Counted
-    } else {
-        Verdict::Pass
-    }
+    if pkt.counted != 0 { Verdict::Counted } else { Verdict::Pass }
 }
 
 /// Whether the last piece of a payload cut at `stride` holds a valid
@@ -520,9 +508,6 @@ static XDP_STEPS: ProgramArray<1> = ProgramArray::new();
 #[btf_map]
 static TC_STEPS: ProgramArray<1> = ProgramArray::new();
 
-/// A UDP payload is at most this long (the UDP length field is 16 bits).
-const MAX_PAYLOAD: usize = 0xffff;
-
 /// The receive time: read before any flow lock is taken (no helper calls
 /// while it is held), once per packet.
 #[inline(always)]
@@ -546,12 +531,7 @@ fn datagram(pkt: &Carrier, hdr: &[u8; HEADER_LEN], len: usize) -> Verdict {
         return Verdict::Pass;
     }
 
-    let key = FlowKey {
-        sender: pkt.saddr,
-        group: pkt.daddr,
-        run: h.run,
-        flow: h.flow,
-    };
+    let key = FlowKey { sender: pkt.saddr, group: pkt.daddr, run: h.run, flow: h.flow };
     let Some(entry) = flow_entry(&key) else {
         count(GlobalCounter::MapFull);
         return Verdict::Pass;
@@ -562,13 +542,7 @@ fn datagram(pkt: &Carrier, hdr: &[u8; HEADER_LEN], len: usize) -> Verdict {
         // tracker runs so a later fragment on another CPU rarely comes
         // first. A full LRU map evicts the oldest datagram; the insert
         // cannot fail otherwise.
-        let fk = FragKey {
-            sender: pkt.saddr,
-            group: pkt.daddr,
-            id: pkt.ip_id as u16,
-            proto: IPPROTO_UDP,
-            _pad: 0,
-        };
+        let fk = FragKey { sender: pkt.saddr, group: pkt.daddr, id: pkt.ip_id as u16, proto: IPPROTO_UDP, _pad: 0 };
         let _ = FRAGS.insert(&fk, &((len + UDP_HLEN) as u32), 0);
     }
 
