@@ -17,6 +17,20 @@ pub struct FlowKey {
     pub flow: u32,
 }
 
+/// A flow's UDP 4-tuple, as it sits in the headers (network byte order):
+/// mcblast sends each flow from its own socket, so one tuple carries one
+/// flow. The counter notes each new flow under its tuple
+/// (`TUPLES`), so the drop tracer can name the flow of a dropped datagram
+/// whose mcblast header it cannot read (outside the skb's linear part).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct TupleKey {
+    pub sender: u32,
+    pub group: u32,
+    pub sport: u16,
+    pub dport: u16,
+}
+
 /// A flow's entry in the kernel map: the tracker state behind a lock.
 /// `L` is `bpf_spin_lock` in the eBPF program and `u32` in userspace; both
 /// are 4 bytes, so the layouts are identical.
@@ -158,6 +172,12 @@ pub struct DropConfig {
     /// Non-zero: a drop by a socket (`rx_sk`) counts only when it is this
     /// socket (its SO_COOKIE), so other sockets on the port are not charged.
     pub cookie: u64,
+    /// Byte offset of `end` in `struct sk_buff` (an offset from `head` on
+    /// 64-bit kernels: where `struct skb_shared_info` starts).
+    pub skb_end: u32,
+    /// Byte offset of `gso_size` in `struct skb_shared_info`: a GSO or GRO
+    /// skb's datagram length, when its mcblast header is not linear.
+    pub shinfo_gso_size: u32,
 }
 
 /// What a dropped datagram to the receiver's port was.
@@ -169,8 +189,9 @@ pub enum DropClass {
     /// An mcblast end-of-flow marker of a counted flow.
     End = 1,
     /// Anything else to the port: not mcblast, another run, a group or
-    /// source not joined, or a header the tracer could not read (not in the
-    /// skb's linear part).
+    /// source not joined, or a datagram the tracer could not name (its
+    /// header outside the skb's linear part, and its tuple not noted by the
+    /// counter or carrying two flows).
     Other = 2,
     /// A first IPv4 fragment to the port (a joined group).
     Fragment = 3,
@@ -510,7 +531,8 @@ mod tests {
     fn sizes_have_no_padding() {
         assert_eq!(core::mem::size_of::<FlowKey>(), 16);
         assert_eq!(core::mem::size_of::<Config>(), 16);
-        assert_eq!(core::mem::size_of::<DropConfig>(), 64);
+        assert_eq!(core::mem::size_of::<DropConfig>(), 72);
+        assert_eq!(core::mem::size_of::<TupleKey>(), 12);
         assert_eq!(core::mem::size_of::<DropKey>(), 32);
         for c in [DropClass::Data, DropClass::End, DropClass::Other, DropClass::Fragment] {
             assert_eq!(DropClass::from_u32(c as u32), Some(c));

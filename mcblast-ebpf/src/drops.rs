@@ -11,7 +11,12 @@
 //! it is that socket. The IPv4 and
 //! UDP headers are read at `skb->head + skb->network_header`, which the
 //! stack sets on receive before any of its drop points; the mcblast header
-//! only when it lies in the skb's linear part.
+//! when it lies in the skb's linear part. When it does not (a datagram sent
+//! with UDP GSO carries its payload in page fragments, and so do the
+//! datagrams the stack cuts from it), the flow is the one the counter noted
+//! for the datagram's UDP tuple (`TUPLES`: mcblast sends each flow from its
+//! own socket), the datagram count that of the skb's `gso_size`, and the
+//! class data (end markers are small, sent alone, and linear).
 //!
 //! Every kernel read goes through `bpf_probe_read_kernel` at offsets
 //! userspace resolved from the running kernel's BTF ([`DropConfig`]): a
@@ -19,11 +24,11 @@
 
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_probe_read_kernel, programs::BtfTracePointContext};
 use mcblast_common::{
-    maps::{Config, DropClass, DropConfig, DropKey, FlowKey, GlobalCounter},
+    maps::{Config, DropClass, DropConfig, DropKey, FlowKey, GlobalCounter, TupleKey},
     wire::{HEADER_LEN, Header, Kind, Packet, datagrams, stride},
 };
 
-use super::{CONFIG, DROP_CONFIG, DROPS, IPPROTO_UDP, UDP_HLEN, joined};
+use super::{CONFIG, DROP_CONFIG, DROPS, IPPROTO_UDP, TUPLES, UDP_HLEN, joined};
 
 /// `tp_btf/kfree_skb` arguments, by position.
 const ARG_SKB: usize = 0;
@@ -127,6 +132,7 @@ fn classify(dc: &DropConfig, cfg: &Config, skb: u64, rx_sk: u64) -> Option<(Drop
     if udp_len < UDP_HLEN + HEADER_LEN {
         return Some((unparsed, none, 1));
     }
+    let payload_len = udp_len - UDP_HLEN;
     // The mcblast header must lie in the linear part: data + (len - data_len).
     let hdr = l4 + UDP_HLEN as u64;
     let (Some(data), Some(len), Some(data_len)) =
@@ -135,12 +141,21 @@ fn classify(dc: &DropConfig, cfg: &Config, skb: u64, rx_sk: u64) -> Option<(Drop
         return Some((unparsed, none, 1));
     };
     let linear_end = data + len.saturating_sub(data_len) as u64;
-    if hdr + HEADER_LEN as u64 > linear_end || hdr < head {
-        return Some((unparsed, none, 1));
-    }
-    let Some(bytes) = read::<[u8; HEADER_LEN]>(hdr, 0) else { return Some((unparsed, none, 1)) };
+    let bytes = if hdr + HEADER_LEN as u64 > linear_end || hdr < head {
+        None
+    } else {
+        read::<[u8; HEADER_LEN]>(hdr, 0)
+    };
+    let Some(bytes) = bytes else {
+        let tuple = TupleKey { sender: saddr, group: daddr, sport: ne16(udp[0], udp[1]), dport: ne16(udp[2], udp[3]) };
+        let n = paged_datagrams(dc, skb, head, payload_len);
+        return Some(match noted_flow(&tuple) {
+            Some(flow) if first_fragment => (DropClass::Fragment, flow, n),
+            Some(flow) => (DropClass::Data, flow, n),
+            None => (unparsed, none, n),
+        });
+    };
     let pkt = Packet::new_unchecked(&bytes[..]);
-    let payload_len = udp_len - UDP_HLEN;
     // A GSO or GRO skb (an nft rule, say, dropped it before the UDP layer
     // cut it up): as many datagrams as the first one's length goes into the
     // payload, all of the first one's flow (one socket sent them, or GRO
@@ -159,6 +174,31 @@ fn classify(dc: &DropConfig, cfg: &Config, skb: u64, rx_sk: u64) -> Option<(Drop
         Kind::Data => (DropClass::Data, flow, n),
         Kind::End => (DropClass::End, flow, n),
     })
+}
+
+#[inline(always)]
+fn ne16(a: u8, b: u8) -> u16 {
+    u16::from_ne_bytes([a, b])
+}
+
+/// The flow the counter noted for this tuple, if exactly one.
+#[inline(always)]
+fn noted_flow(tuple: &TupleKey) -> Option<FlowKey> {
+    // SAFETY: `p` points to a live FlowKey value of TUPLES (valid for the
+    // program's run, RCU); a plain 16-byte read.
+    let flow = unsafe { *TUPLES.get_ptr(tuple)? };
+    (flow != FlowKey::default()).then_some(flow)
+}
+
+/// Datagrams in a dropped skb whose payload is in page fragments: as many
+/// as its `gso_size` goes into the payload for a GSO or GRO skb, else one.
+#[inline(always)]
+fn paged_datagrams(dc: &DropConfig, skb: u64, head: u64, payload_len: usize) -> u64 {
+    let Some(end) = read::<u32>(skb, dc.skb_end) else { return 1 };
+    match read::<u16>(head + end as u64, dc.shinfo_gso_size) {
+        Some(gso) if gso != 0 => datagrams(payload_len, gso as usize) as u64,
+        _ => 1,
+    }
 }
 
 #[inline(always)]

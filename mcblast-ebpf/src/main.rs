@@ -44,7 +44,7 @@ use aya_ebpf::{
 use mcblast_common::{
     maps::{
         Config, DropConfig, DropKey, FlowEntry, FlowKey, FragKey, GLOBAL_COUNTERS, GlobalCounter, LOSS_RING_BYTES,
-        LossRecord, MAX_DROP_KEYS, MAX_FLOWS, MAX_FRAGS, MAX_GROUPS,
+        LossRecord, MAX_DROP_KEYS, MAX_FLOWS, MAX_FRAGS, MAX_GROUPS, TupleKey,
     },
     wire::{HEADER_LEN, Header, Kind, Packet, WALK_PER_STEP, datagrams, stride},
 };
@@ -98,6 +98,11 @@ static LOSS_EVENTS: RingBuf<LossRecord, { LOSS_RING_BYTES as usize }> = RingBuf:
 /// it. The datagram's last fragment (MF clear) removes the entry.
 #[btf_map]
 static FRAGS: LruHashMap<FragKey, u32, { MAX_FRAGS as usize }> = LruHashMap::new();
+
+/// Each flow's UDP tuple (noted when its entry is made), for the drop
+/// tracer: a tuple seen with two flows holds the all-zero key (unknown).
+#[btf_map]
+static TUPLES: LruHashMap<TupleKey, FlowKey, { MAX_FLOWS as usize }> = LruHashMap::new();
 
 /// Element 0: the drop tracer's [`DropConfig`], written by userspace
 /// before the tracer is attached.
@@ -391,7 +396,8 @@ fn try_count<F: Frame>(ctx: &F, cfg: &Config) -> Verdict {
         pieces: pieces as u32,
         next: 1,
         counted: 0,
-        _pad: 0,
+        sport: u16::from_ne_bytes([udp[0], udp[1]]),
+        dport: u16::from_ne_bytes([udp[2], udp[3]]),
     };
     let verdict = datagram(&pkt, &first, stride);
     if pieces == 1 {
@@ -493,7 +499,9 @@ struct Carrier {
     next: u32,
     /// 1 once a datagram of the packet was counted in its flow.
     counted: u32,
-    _pad: u32,
+    /// The UDP ports, as in the header.
+    sport: u16,
+    dport: u16,
 }
 
 /// The coalesced packet being walked on this CPU (the counter does not run
@@ -532,7 +540,8 @@ fn datagram(pkt: &Carrier, hdr: &[u8; HEADER_LEN], len: usize) -> Verdict {
     }
 
     let key = FlowKey { sender: pkt.saddr, group: pkt.daddr, run: h.run, flow: h.flow };
-    let Some(entry) = flow_entry(&key) else {
+    let tuple = TupleKey { sender: pkt.saddr, group: pkt.daddr, sport: pkt.sport, dport: pkt.dport };
+    let Some(entry) = flow_entry(&key, &tuple) else {
         count(GlobalCounter::MapFull);
         return Verdict::Pass;
     };
@@ -601,10 +610,10 @@ fn later_fragment(saddr: u32, daddr: u32, id: [u8; 2], frag: u16) -> Verdict {
     Verdict::LaterFragment
 }
 
-/// The flow's entry, created from the all-zero (fresh) state if missing.
-/// None when the map is full.
+/// The flow's entry, created from the all-zero (fresh) state if missing
+/// (and its tuple noted). None when the map is full.
 #[inline(always)]
-fn flow_entry(key: &FlowKey) -> Option<*mut Entry> {
+fn flow_entry(key: &FlowKey, tuple: &TupleKey) -> Option<*mut Entry> {
     if let Some(p) = FLOWS.get_ptr_mut(key) {
         return Some(p);
     }
@@ -615,8 +624,24 @@ fn flow_entry(key: &FlowKey) -> Option<*mut Entry> {
     let zero: &Entry = unsafe { &*zero.cast::<Entry>() };
     // NOEXIST: another CPU may have created it meanwhile; then this fails
     // harmlessly and the lookup below finds that entry.
-    let _ = FLOWS.insert(key, zero, BPF_NOEXIST as u64);
+    if FLOWS.insert(key, zero, BPF_NOEXIST as u64).is_ok() {
+        note_tuple(tuple, key);
+    }
     FLOWS.get_ptr_mut(key)
+}
+
+/// Notes a new flow under its tuple; a tuple already noted with another
+/// flow becomes unknown (the all-zero key) for good.
+#[inline(always)]
+fn note_tuple(tuple: &TupleKey, key: &FlowKey) {
+    // SAFETY: `p` points to a live FlowKey value of TUPLES (valid for the
+    // program's run, RCU); a plain 16-byte read.
+    let value = match TUPLES.get_ptr(tuple).map(|p| unsafe { *p }) {
+        None => *key,
+        Some(seen) if seen == *key => return,
+        Some(_) => FlowKey::default(),
+    };
+    let _ = TUPLES.insert(tuple, &value, 0);
 }
 
 #[cfg(not(test))]

@@ -84,6 +84,8 @@ pub struct KernelCounter {
     loss: Mutex<RingBuf<MapData>>,
     ebpf: Ebpf,
     mode: &'static str,
+    /// Why the counter sits there (see [`auto_order`]).
+    reason: String,
 }
 
 /// The `GROUPS` and `GROUP_COUNT` maps of the program.
@@ -164,50 +166,20 @@ impl KernelCounter {
             let prog: &mut SchedClassifier = ebpf.program_mut(TC_PROGRAM).expect("loaded above").try_into()?;
             Ok(crate::sys::bpf::tcx_link_create(prog.fd()?.as_fd(), iface.index))
         };
-        let (link, mode) = match mode {
-            XdpMode::Native => {
-                (xdp(&mut ebpf, XDP_FLAGS_DRV_MODE)?.map_err(|e| attach_error(iface, "native", &e))?, "native")
-            }
-            XdpMode::Generic => {
-                (xdp(&mut ebpf, XDP_FLAGS_SKB_MODE)?.map_err(|e| attach_error(iface, "generic", &e))?, "generic")
-            }
-            XdpMode::Tc => (tc(&mut ebpf)?.map_err(|e| tc_attach_error(iface, &e))?, "tc"),
-            XdpMode::Auto => match xdp(&mut ebpf, XDP_FLAGS_DRV_MODE)? {
-                Ok(link) => (link, "native"),
-                Err(native) => {
-                    if let Some(fatal) = fatal_attach_error(iface, &native) {
-                        return Err(fatal);
-                    }
-                    match xdp(&mut ebpf, XDP_FLAGS_SKB_MODE)? {
-                        Ok(link) => {
-                            eprintln!(
-                                "mcblast: native XDP on {} failed ({}); counting with generic XDP instead",
-                                iface.name,
-                                native_reason(&native)
-                            );
-                            (link, "generic")
-                        }
-                        Err(generic) => {
-                            let link = tc(&mut ebpf)?.map_err(|t| {
-                                anyhow!(
-                                    "no attach point for the kernel counter on {}: native XDP failed ({}), generic XDP failed ({generic}), tc ingress failed ({})",
-                                    iface.name,
-                                    native_reason(&native),
-                                    tc_reason(&t)
-                                )
-                            })?;
-                            eprintln!(
-                                "mcblast: native XDP on {} failed ({}) and generic XDP failed ({generic}); counting at tc ingress (tcx) instead",
-                                iface.name,
-                                native_reason(&native)
-                            );
-                            (link, "tc")
-                        }
-                    }
-                }
-            },
+        let mut attach = |point: AttachPoint| match point {
+            AttachPoint::Native => xdp(&mut ebpf, XDP_FLAGS_DRV_MODE),
+            AttachPoint::Generic => xdp(&mut ebpf, XDP_FLAGS_SKB_MODE),
+            AttachPoint::Tc => tc(&mut ebpf),
         };
-        Ok(KernelCounter { link: Some(link), groups: Mutex::new(groups), loss, ebpf, mode })
+        let (link, point, reason) = match AttachPoint::forced(mode) {
+            Some(point) => {
+                let link = attach(point)?.map_err(|e| point.error(iface, &e))?;
+                (link, point, format!("--xdp-mode {}", point.mode()))
+            }
+            None => auto_attach(iface, &mut attach)?,
+        };
+        let mode = point.mode();
+        Ok(KernelCounter { link: Some(link), groups: Mutex::new(groups), loss, ebpf, mode, reason })
     }
 
     /// Counts only datagrams to these groups from now on, each with the one
@@ -313,6 +285,8 @@ impl KernelCounter {
             locate_reason,
             sk_cookie: off("sock", "__sk_common.skc_cookie")?,
             cookie: 0,
+            skb_end: off("sk_buff", "end")?,
+            shinfo_gso_size: off("skb_shared_info", "gso_size")?,
         };
         {
             let mut m: Array<&mut MapData, DropConfig> =
@@ -381,6 +355,12 @@ impl KernelCounter {
     /// The attach point in use: `"native"` or `"generic"` (XDP), or `"tc"` (tcx ingress).
     pub fn mode(&self) -> &'static str {
         self.mode
+    }
+
+    /// Why it is there, in one line: what `auto` chose and why, or the
+    /// `--xdp-mode` asked for.
+    pub fn reason(&self) -> &str {
+        &self.reason
     }
 
     /// Every flow the counter has seen, each value copied under its spin
@@ -526,6 +506,105 @@ fn explain_program(e: ProgramError) -> anyhow::Error {
         }
         e => anyhow!("cannot load the XDP program: {e}"),
     }
+}
+
+/// Where the counter can sit on an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachPoint {
+    Native,
+    Generic,
+    Tc,
+}
+
+impl AttachPoint {
+    /// The point `--xdp-mode` forces; None for `auto`.
+    fn forced(mode: XdpMode) -> Option<AttachPoint> {
+        match mode {
+            XdpMode::Auto => None,
+            XdpMode::Native => Some(AttachPoint::Native),
+            XdpMode::Generic => Some(AttachPoint::Generic),
+            XdpMode::Tc => Some(AttachPoint::Tc),
+        }
+    }
+
+    /// Its name in `--xdp-mode` and in the JSON `xdp_mode`.
+    pub fn mode(self) -> &'static str {
+        match self {
+            AttachPoint::Native => "native",
+            AttachPoint::Generic => "generic",
+            AttachPoint::Tc => "tc",
+        }
+    }
+
+    /// What it costs per packet, for the line that says why it was chosen.
+    fn cost(self) -> &'static str {
+        match self {
+            AttachPoint::Native => "native XDP reads each frame in the driver's own buffer",
+            AttachPoint::Tc => "tc ingress reads each skb in place",
+            AttachPoint::Generic => "generic XDP, which copies every non-linear packet",
+        }
+    }
+
+    /// Why attaching here failed, for a fallback line.
+    fn failure(self, e: &std::io::Error) -> String {
+        match self {
+            AttachPoint::Native => format!("native XDP failed ({})", native_reason(e)),
+            AttachPoint::Generic => format!("generic XDP failed ({e})"),
+            AttachPoint::Tc => format!("tc ingress failed ({})", tc_reason(e)),
+        }
+    }
+
+    /// The error when this point was asked for and failed.
+    fn error(self, iface: &Iface, e: &std::io::Error) -> anyhow::Error {
+        match self {
+            AttachPoint::Tc => tc_attach_error(iface, e),
+            p => attach_error(iface, p.mode(), e),
+        }
+    }
+}
+
+/// The attach points `auto` tries on an interface of this driver, cheapest
+/// exact one first, and what it knows of the driver that decided the order.
+///
+/// veth hands native XDP only packets it has copied into a fresh page:
+/// an skb made by the stack or cloned by a bridge has a locked head or too
+/// little headroom, so `veth_convert_skb_to_xdp_buff` copies all of it (8 KB
+/// per datagram at 8192 B, and a GSO batch is cut up for the copy), while tc
+/// ingress reads the same skb where it lies and counts a GSO batch whole.
+/// Other drivers run native XDP on their own receive buffers. Generic XDP
+/// copies every non-linear skb, so it comes last.
+pub fn auto_order(driver: Option<&str>) -> ([AttachPoint; 3], Option<&'static str>) {
+    use AttachPoint::*;
+    match driver {
+        Some("veth") => ([Tc, Native, Generic], Some("veth copies every packet for native XDP")),
+        _ => ([Native, Tc, Generic], None),
+    }
+}
+
+/// `auto`: the first point of [`auto_order`] that attaches, and the line
+/// that says why (what the driver does, what failed before it).
+fn auto_attach(
+    iface: &Iface,
+    attach: &mut impl FnMut(AttachPoint) -> Result<std::io::Result<OwnedFd>>,
+) -> Result<(OwnedFd, AttachPoint, String)> {
+    let driver = crate::sys::probe::driver(&iface.name).ok();
+    let (order, known) = auto_order(driver.as_deref());
+    let mut why: Vec<String> = known.map(str::to_string).into_iter().collect();
+    for point in order {
+        match attach(point)? {
+            Ok(link) => {
+                why.push(point.cost().to_string());
+                return Ok((link, point, why.join("; ")));
+            }
+            Err(e) => {
+                if let Some(fatal) = fatal_attach_error(iface, &e) {
+                    return Err(fatal);
+                }
+                why.push(point.failure(&e));
+            }
+        }
+    }
+    bail!("no attach point for the kernel counter on {}: {}", iface.name, why.join("; "))
 }
 
 /// Attach errors that no other mode can fix.

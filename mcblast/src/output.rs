@@ -172,6 +172,9 @@ pub struct RecvBegin {
     /// The kernel counter's attach point: "native" or "generic" (XDP), or "tc"
     /// (tc ingress through tcx); absent without the kernel counter.
     pub xdp_mode: Option<&'static str>,
+    /// Why the counter sits there: what `auto` found and chose, or the
+    /// `--xdp-mode` asked for; absent without the kernel counter.
+    pub attach_reason: Option<String>,
     pub clock_synced: bool,
     /// Whether the drop tracer runs, so the run ends with a `layers` summary
     /// (with `sink` the run ends with one too, without drop reasons).

@@ -412,6 +412,7 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
         source: p.source.map(|s| s.to_string()),
         counters: counters.clone(),
         xdp_mode: kernel.as_ref().map(|k| k.mode()),
+        attach_reason: kernel.as_ref().map(|k| k.reason().to_string()),
         clock_synced: synced,
         drop_tracer: reason_names.is_some(),
         sink: p.sink,
@@ -427,7 +428,10 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
         counters.join(" + "),
         kernel
             .as_ref()
-            .map(|k| if k.mode() == "tc" { " (tc ingress, tcx)".to_string() } else { format!(" (XDP {})", k.mode()) })
+            .map(|k| {
+                let at = if k.mode() == "tc" { "tc ingress, tcx".to_string() } else { format!("XDP {}", k.mode()) };
+                format!(" ({at}: {})", k.reason())
+            })
             .unwrap_or_default(),
         if p.sink { "; sink: counted datagrams are dropped there" } else { "" },
     ))?;
