@@ -478,3 +478,83 @@ fn loss_on_one_flow_is_charged_to_that_flow_only() {
         assert_eq!(u(row, "read"), sent - lost - killed, "flow {id}: {row}");
     }
 }
+
+/// The packets and bytes of the first counter in table `family table` of `ns`.
+fn nft_packets_bytes(ns: &str, family: &str, table: &str) -> (u64, u64) {
+    let listing: Value = serde_json::from_str(&nft(ns, &["-j", "list", "table", family, table])).unwrap();
+    let items = listing["nftables"].as_array().unwrap();
+    let c = items
+        .iter()
+        .filter_map(|i| i.get("rule"))
+        .flat_map(|r| r["expr"].as_array().unwrap().iter())
+        .find_map(|e| e.get("counter"))
+        .expect("rule counter");
+    (c["packets"].as_u64().unwrap(), c["bytes"].as_u64().unwrap())
+}
+
+/// A gso sender's batches cross the lab whole and reach the receiver's
+/// counter at tc ingress (auto on veth) as one skb each, their datagrams'
+/// payload in page fragments, outside the linear part the drop tracer
+/// reads headers from. An nft rule in r1 drops every 7th such skb before
+/// UDP cuts it up (kernel drops: its datagrams are (bytes − 28 × packets) /
+/// 8192, nft counting bytes from the IP header), and a tiny socket buffer
+/// with a slow reader overflows with the datagrams UDP cut from the rest
+/// (socket drops). Both are charged to their flows exactly: the tracer
+/// names each flow by the UDP tuple the counter noted, and counts a dropped
+/// batch by its gso_size. Ground truth: the nft counter, the namespace's
+/// RcvbufErrors, the sender's count.
+#[test]
+fn gso_batches_dropped_in_the_receiver_are_charged_to_their_flows() {
+    if common::skip(NEEDS) {
+        return;
+    }
+    let _serial = serial();
+    let lab = lab("g", 1);
+    let rules = "table inet mcbtgso {\n\
+        chain input { type filter hook input priority filter; policy accept;\n\
+          udp dport 5001 @th,64,32 0x4d43424c @th,104,8 0 numgen inc mod 7 0 counter drop\n\
+        }\n\
+      }\n";
+    nft_load(&lab.ns_name("r1"), "g", rules);
+    let r = start_recv(&lab, "r1", &["--expect-flows", "2", "--rcvbuf", "200000", "--read-delay-us", "300"]);
+    assert_eq!(r.begin["xdp_mode"], "tc", "{}", r.begin);
+    wait_members(&lab);
+    let before = snmp(&lab, "r1", "Udp", "RcvbufErrors");
+    let s = sender_summary(spawn_send(&lab, &["--engine", "gso", "--flows", "2", "-n", "3000", "--pps", "100000", "-l", "8192"]));
+    let sent = u(&s, "sent");
+    assert_eq!(sent, 6000, "{s}");
+    let lines = finish(r);
+    let rcvbuf_errors = snmp(&lab, "r1", "Udp", "RcvbufErrors") - before;
+    let (packets, bytes) = nft_packets_bytes(&lab.ns_name("r1"), "inet", "mcbtgso");
+    assert_eq!((bytes - 28 * packets) % 8192, 0, "{packets} packets of {bytes} bytes are not whole datagrams");
+    let kdropped = (bytes - 28 * packets) / 8192;
+    assert!(kdropped > packets, "no gso batch reached r1 whole: {packets} packets, {kdropped} datagrams");
+    let k = summary(&lines, "kernel");
+    assert!(u(k, "coalesced") > 0, "{k}");
+    let l = layers(&lines);
+    check_waterfall("r1", l, sent, &["kernel_dropped", "socket_dropped"]);
+    assert_eq!(u(l, "kernel_dropped"), kdropped, "{l}");
+    assert_eq!(reason_data(l, "NETFILTER_DROP"), kdropped, "{l}");
+    let socket = u(l, "socket_dropped");
+    assert!(socket > 0, "the slow reader must overflow its buffer: {l}");
+    let markers: u64 = l["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["reason"] == "SOCKET_RCVBUFF")
+        .map(|r| u(r, "end"))
+        .sum();
+    assert_eq!(socket + markers, rcvbuf_errors, "{l}");
+    let rows = l["flows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{l}");
+    let (mut k_sum, mut s_sum) = (0, 0);
+    for row in rows {
+        assert_eq!(u(row, "expected"), 3000, "{row}");
+        assert_eq!(row["unaccounted"].as_i64(), Some(0), "{row}");
+        let (kd, sd) = (u(row, "kernel_dropped"), u(row, "socket_dropped"));
+        assert_eq!(row["lost_after_driver"].as_i64(), Some((kd + sd) as i64), "{row}");
+        assert_eq!(u(row, "read") + kd + sd, 3000, "{row}");
+        (k_sum, s_sum) = (k_sum + kd, s_sum + sd);
+    }
+    assert_eq!((k_sum, s_sum), (kdropped, socket), "{l}");
+}
