@@ -14,13 +14,16 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use mcblast::lab::{Lab, LabConfig};
 use serde::Serialize;
 use serde_json::Value;
+
+mod shared;
+use shared::{Receivers, median};
 
 struct Opts {
     mcblast: PathBuf,
@@ -119,21 +122,6 @@ struct Case {
     ratios: std::collections::BTreeMap<String, [f64; 2]>,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
-}
-
-struct Receivers(Vec<(String, Child)>);
-
-impl Drop for Receivers {
-    fn drop(&mut self) {
-        for (_, c) in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 /// eth0's (rx_packets, tx_packets) in the network namespace of process `pid`.
 fn if_packets(pid: u32) -> Option<(u64, u64)> {

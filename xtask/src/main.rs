@@ -10,7 +10,9 @@
 //!   10 s of 8192-byte multicast at 100 Mbit/s, print each receiver's
 //!   report, remove the lab.
 //! * `bench [flags]` — build release binaries and run `benches/` lab-bench
-//!   (engines × length × receivers, ratios against a reference in the same run).
+//!   (engines × length × receivers, ratios against a reference in the same run);
+//!   `bench recv [flags]` runs recv-bench instead (the receivers' kernel
+//!   counter by attach point, against join-only receivers).
 //! * `fuzz [--seconds N]` — run the wire-header parser fuzz target.
 
 use std::io::{BufRead, BufReader};
@@ -38,6 +40,8 @@ const DEBIAN: &[(&str, &str)] = &[
     ("iperf", "iperf"),
     ("trafgen", "netsniff-ng"),
     ("perf", "linux-perf"),
+    ("ethtool", "ethtool"),
+    ("bpftool", "bpftool"),
     ("ssh", "openssh-client"),
     ("ssh-keygen", "openssh-client"),
     ("/usr/sbin/sshd", "openssh-server"),
@@ -64,7 +68,7 @@ fn main() {
             setup().and_then(|_| fuzz(secs))
         }
         _ => {
-            eprintln!("usage: cargo xtask <setup|test|demo|bench [lab-bench flags]|fuzz [--seconds N]>");
+            eprintln!("usage: cargo xtask <setup|test|demo|bench [lab-bench flags]|bench recv [recv-bench flags]|fuzz [--seconds N]>");
             std::process::exit(2);
         }
     };
@@ -372,7 +376,12 @@ fn bench(args: &[String]) -> Result<()> {
         bail!("the benchmark creates network namespaces and attaches XDP programs: run it as root");
     }
     run(cargo().current_dir(root()).args(["build", "--release", "-p", "mcblast", "-p", "mcblast-benches"]))?;
-    run(Command::new(root().join("target/release/lab-bench"))
+    // `bench recv ...`: the receivers' attach points; otherwise the sender's engines.
+    let (bin, args) = match args.first().map(String::as_str) {
+        Some("recv") => ("recv-bench", &args[1..]),
+        _ => ("lab-bench", args),
+    };
+    run(Command::new(root().join("target/release").join(bin))
         .current_dir(root())
         .arg("--mcblast")
         .arg(root().join("target/release/mcblast"))
