@@ -315,6 +315,7 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
             run_filter: a.run_id.unwrap_or(0),
             sink: p.sink.into(),
             clock: clock::clock_id(),
+            mono_to_tai_ns: 0, // measured by attach where the kernel needs it
         };
         let mut k = KernelCounter::attach(&p.iface, a.xdp_mode, cfg)?;
         // Count only the groups (and source) we join, as the socket does.
