@@ -5,7 +5,8 @@
 //! `bpf_ktime_get_tai_ns` (before 6.1) it reads the monotonic clock plus the
 //! TAI offset measured at attach. Counts stay exact (ground truth: the
 //! sender's count), delays stay on the TAI scale, and a classic filter a
-//! `kill -9` left is removed by the next receiver, which says so.
+//! `kill -9` left is removed by the next receiver, which says so. `lab
+//! impair` without tcx puts its program in a classic egress filter.
 //! Privileged, skipped with a message when not root.
 
 use std::net::Ipv4Addr;
@@ -89,4 +90,44 @@ fn a_classic_filter_left_by_kill_9_is_removed_by_the_next_receiver() {
     assert!(err.contains(&format!("removed the tc filter a killed mcblast (pid {pid}) left on eth0")), "{err}");
     let left = ingress_filters(&lab, "r1");
     assert!(!left.contains("mcblast"), "{left}");
+}
+
+/// `lab impair` without tcx links: the program as a classic filter on the
+/// bridge port's egress, which stays after the command exits; r1 loses
+/// exactly every 10th data datagram; `--clear` removes the filter.
+#[test]
+fn lab_impair_without_tcx_uses_a_classic_egress_filter() {
+    if skip(NEEDS) {
+        return;
+    }
+    let _serial = serial();
+    let lab = lab("fi", 1);
+    let impair = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["lab", "impair"])
+            .args(args)
+            .env(mcblast::lab::PREFIX_ENV, lab.prefix())
+            .envs(OLD)
+            .output()
+            .expect("lab impair");
+        assert!(out.status.success(), "lab impair {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let port_filters = || {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &lab.access_ns("r1"), "tc", "filter", "show", "dev", "r1", "egress"])
+            .output()
+            .expect("tc");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    impair(&["r1", "--every", "10"]);
+    assert!(port_filters().contains("mcblast_impair"), "{}", port_filters());
+    let r = start_recv(&lab, "r1", &["--counter", "kernel"]);
+    lab.wait_members(Ipv4Addr::new(239, 0, 0, 1), &lab.receivers(), Duration::from_secs(15)).expect("join");
+    let s = sender_summary(spawn_send(&lab, &["--engine", "mmsg", "-n", "1000", "--pps", "5000", "-l", "1470"]));
+    assert_eq!(u(&s, "sent"), 1000);
+    let lines = finish(r);
+    let f = &summary(&lines, "kernel")["flows"][0];
+    assert_eq!((u(f, "received"), u(f, "lost")), (900, 100), "{f}");
+    impair(&["r1", "--clear"]);
+    assert!(!port_filters().contains("mcblast"), "{}", port_filters());
 }
