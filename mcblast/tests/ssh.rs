@@ -4,8 +4,9 @@
 //! inventory of the nodes' lab addresses, so every ssh connection and every
 //! datagram stays on the lab network. Checks exact counts in the CSVs, the
 //! raw JSON Lines that came back over ssh, the version check that refuses a
-//! wrong `mcblast_path` before any traffic, and that Ctrl-C ends the remote
-//! commands (that run with a YAML inventory, the others with INI). Nothing
+//! wrong `mcblast_path` before any traffic, and that Ctrl-C, or a `kill -9`
+//! of the run, ends the remote commands (the Ctrl-C run with a YAML
+//! inventory, the others with INI). Nothing
 //! (sshd, mcblast, namespace) outlives a test.
 //! Privileged: skipped with a message when not root.
 
@@ -248,6 +249,24 @@ fn wait_gone(lab: &Lab, dir: &Path, except: &[u32]) -> Vec<String> {
     }
 }
 
+/// Waits (bounded) until the 3 receivers and the sender run on their hosts.
+fn wait_remote_commands(w: &World, ctl: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = leftovers(&w.lab, &w.dir, &w.sshds.pids());
+        let remote = |node: &str, verb: &str| left.iter().filter(|l| l.starts_with(&format!("{node}: ")) && l.contains(&format!(" {BIN} {verb} "))).count();
+        let recvs: usize = RECEIVERS.iter().map(|r| remote(r, "recv")).sum();
+        if recvs == 3 && remote("sender", "send") == 1 {
+            return;
+        }
+        if let Some(st) = ctl.try_wait().unwrap() {
+            panic!("the run ended early ({st})");
+        }
+        assert!(Instant::now() < deadline, "the remote commands did not start: {left:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The serial lock and a world of `tag`, or None (after saying why) when
 /// the test cannot run here: not root, or OpenSSH missing.
 fn ssh_world(tag: &str) -> Option<(MutexGuard<'static, ()>, World)> {
@@ -384,21 +403,7 @@ fn ctrl_c_ends_the_remote_commands() {
         .unwrap();
     let out = w.dir.join("out");
     let mut ctl = w.run_cmd(&plan, &out).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    // wait (bounded) until the 3 receivers and the sender run on their hosts
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let left = leftovers(&w.lab, &w.dir, &w.sshds.pids());
-        let remote = |node: &str, verb: &str| left.iter().filter(|l| l.starts_with(&format!("{node}: ")) && l.contains(&format!(" {BIN} {verb} "))).count();
-        let recvs: usize = RECEIVERS.iter().map(|r| remote(r, "recv")).sum();
-        if recvs == 3 && remote("sender", "send") == 1 {
-            break;
-        }
-        if let Some(st) = ctl.try_wait().unwrap() {
-            panic!("the run ended early ({st})");
-        }
-        assert!(Instant::now() < deadline, "the remote commands did not start: {left:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_remote_commands(&w, &mut ctl);
     // SAFETY: kill(2) with a pid of a child this test spawned and has not reaped.
     assert_eq!(unsafe { libc::kill(ctl.id() as i32, libc::SIGINT) }, 0);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -416,5 +421,37 @@ fn ctrl_c_ends_the_remote_commands() {
     // the sshds are still up: only the run's commands must be gone
     let left = wait_gone(&w.lab, &w.dir, &w.sshds.pids());
     assert_eq!(left, Vec::<String>::new(), "remote commands, their sessions or ssh clients outlived the run");
+    teardown(w);
+}
+
+#[test]
+fn killed_run_ends_the_remote_commands() {
+    let Some((_s, w)) = ssh_world("sshk") else {
+        return;
+    };
+    w.inventory("hosts.ini", |_| String::new());
+    let plan = w.dir.join("plan.toml");
+    std::fs::write(&plan, "duration = 60\nrepeats = 1\n[hosts]\ninventory = \"hosts.ini\"\n[[matrix]]\nload = [\"1M/512\"]\n").unwrap();
+    let out = w.dir.join("out");
+    let mut ctl = w.run_cmd(&plan, &out).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut err = ctl.stderr.take().unwrap();
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut s);
+        s
+    });
+    wait_remote_commands(&w, &mut ctl);
+    // SAFETY: kill(2) with a pid of a child this test spawned and has not reaped.
+    assert_eq!(unsafe { libc::kill(ctl.id() as i32, libc::SIGKILL) }, 0);
+    let killed = Instant::now();
+    let st = ctl.wait().unwrap();
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(libc::SIGKILL));
+    // within 10 s: the remote commands, their sshd sessions, the ssh clients and the reaper
+    let left = wait_gone(&w.lab, &w.dir, &w.sshds.pids());
+    assert_eq!(left, Vec::<String>::new(), "outlived the killed run");
+    let err = err.join().unwrap();
+    // the remote commands stopped on the end of their stdin: every ssh client ended by itself
+    assert!(err.contains("its reaper stopped 4 and killed 0 command(s)"), "{err}");
+    eprintln!("all gone {:.1} s after the kill", killed.elapsed().as_secs_f64());
     teardown(w);
 }
