@@ -59,6 +59,20 @@ fn unknown_key_is_one_line_naming_key_and_file() {
 }
 
 #[test]
+fn deploy_needs_hosts() {
+    let d = tmpdir("deploylab");
+    let plan = d.join("lab.toml");
+    std::fs::write(&plan, "duration = 2\n").unwrap();
+    let o = run(&plan, &d.join("out"), "mcbtdeploy-", &["--deploy"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("lab.toml: --deploy copies mcblast to the hosts of a [hosts] plan") && err.contains("remove --deploy"), "{err}");
+    assert!(!d.join("out").exists());
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
 fn two_cases_two_repeats_injected_loss_exact() {
     if common::skip(NEEDS) {
         return;

@@ -455,3 +455,74 @@ fn killed_run_ends_the_remote_commands() {
     eprintln!("all gone {:.1} s after the kill", killed.elapsed().as_secs_f64());
     teardown(w);
 }
+
+/// `mcblast run --deploy`: no host has mcblast at its `mcblast_path`, the
+/// sender's is behind `sudo -n` (and a wrapper that logs its arguments); the
+/// first run copies this binary to each host's `mcblast_deploy_dir` and
+/// runs there (exact counts; the sender through `sudo -n`), the second
+/// finds the build and copies nothing.
+#[test]
+fn deploy_copies_once_and_runs_the_copy() {
+    if Command::new("sudo").arg("-V").output().is_err() {
+        eprintln!("SKIP: sudo not installed: run `cargo xtask setup`");
+        return;
+    }
+    let Some((_s, w)) = ssh_world("sshd") else {
+        return;
+    };
+    let dir = w.dir.clone();
+    let deploy_dir = |h: &str| dir.join(format!("deploy-{h}"));
+    let (wrap, log) = (dir.join("logwrap"), dir.join("logwrap.log"));
+    std::fs::write(&wrap, format!("#!/bin/sh\necho \"$*\" >> {}\nexec \"$@\"\n", log.display())).unwrap();
+    run_ok(Command::new("chmod").arg("755").arg(&wrap));
+    w.inventory("hosts.ini", |h| {
+        let path = match h {
+            "tx" => format!("mcblast_path=\"{} sudo -n /nonexistent/mcblast\"", wrap.display()),
+            "rx3" => "mcblast_path=mcblast-not-on-path".into(),
+            _ => "mcblast_path=/nonexistent/mcblast".into(),
+        };
+        format!("{path} mcblast_deploy_dir={}", deploy_dir(h).display())
+    });
+    let plan = w.dir.join("plan.toml");
+    std::fs::write(&plan, "duration = 1\nrepeats = 1\n[hosts]\ninventory = \"hosts.ini\"\n[[matrix]]\nload = [\"10M/1470\"]\n").unwrap();
+    let hosts = ["tx", "rx1", "rx2", "rx3"];
+    let deployed = |h: &str| -> PathBuf {
+        let d = std::fs::read_dir(deploy_dir(h)).unwrap_or_else(|e| panic!("{h}: {e}")).next().expect("a build dir").unwrap();
+        d.path().join("mcblast")
+    };
+    let run = |n: u32| -> (String, Vec<(u64, i64)>) {
+        let out = w.dir.join(format!("out{n}"));
+        let o = w.run_cmd(&plan, &out).arg("--deploy").output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "run {n}: {err}");
+        let (_, rows) = csv(&out.join("cases.csv"));
+        assert_eq!(rows.len(), 3, "{err}");
+        for r in &rows {
+            assert_eq!((num(r, "received"), num(r, "lost")), (num(r, "sent"), 0), "{r:?}");
+        }
+        use std::os::unix::fs::MetadataExt;
+        let ids = hosts.iter().map(|h| std::fs::metadata(deployed(h)).map(|m| (m.ino(), m.mtime_nsec())).unwrap()).collect();
+        (err, ids)
+    };
+    let (err, first) = run(1);
+    let bin = std::fs::read(BIN).unwrap();
+    for h in hosts {
+        let p = deployed(h);
+        assert!(err.contains(&format!("{h}: copied to {}", p.display())), "{h}: {err}");
+        assert!(std::fs::read(&p).unwrap() == bin, "{h}: {} is this binary", p.display());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o755);
+    }
+    // the sender's commands ran the copy, through the inventory's prefix
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let sudo = format!("sudo -n {} ", deployed("tx").display());
+    for verb in ["--version", "preflight", "send"] {
+        assert!(logged.lines().any(|l| l.starts_with(&sudo) && l.contains(verb)), "{verb}: {logged}");
+    }
+    let (err, second) = run(2);
+    for h in hosts {
+        assert!(err.contains(&format!("{h}: {} is this build, not copied", deployed(h).display())), "{h}: {err}");
+    }
+    assert_eq!(first, second, "the second run left the deployed files alone");
+    teardown(w);
+}

@@ -17,6 +17,7 @@
 //! counts collected, the impairment removed. Results are written as each run ends, so
 //! Ctrl-C keeps every finished run and case.
 
+pub mod deploy;
 pub mod inventory;
 pub mod plan;
 pub mod reaper;
@@ -83,16 +84,19 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| DEFAULT_RUN_PREFIX.to_string());
-    let plan = plan::load(&a.plan, a.quick.then_some("quick"), &default_prefix)?;
+    let mut plan = plan::load(&a.plan, a.quick.then_some("quick"), &default_prefix)?;
     crate::sys::install_stop_signals().context("installing signal handlers")?;
+    if a.deploy && plan.hosts.is_none() {
+        bail!("{}: --deploy copies mcblast to the hosts of a [hosts] plan; a lab runs this binary itself: remove --deploy", a.plan.display());
+    }
     if plan.hosts.is_none() {
         crate::lab::require_root()?;
     }
     // started first, dropped last: after the run's own cleanup it is told to exit
     let reaper = reaper::Reaper::start(plan.hosts.is_none().then_some(plan.base.base.prefix.as_str()))?;
     transport::set_run_group(reaper.group());
-    if let Some(h) = &plan.hosts {
-        match check_hosts(h) {
+    if let Some(h) = &mut plan.hosts {
+        match prepare_hosts(h, a.deploy) {
             Err(e) if is_stop(&e) => {
                 eprintln!("mcblast run: stopped during the version check; nothing was sent");
                 return Ok(ExitCode::from(130));
@@ -181,6 +185,14 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
             out.display()
         ))),
     }
+}
+
+/// With `deploy`, copies this build where it is missing; then checks every host.
+fn prepare_hosts(h: &mut Hosts, deploy: bool) -> Result<()> {
+    if deploy {
+        deploy::deploy(h)?;
+    }
+    check_hosts(h)
 }
 
 /// Checks `mcblast --version` on every host (in parallel): one line per host

@@ -43,7 +43,7 @@ pub fn set_run_group(pgid: u32) {
 /// Puts `c` in the run's process group: away from the terminal's, so a
 /// Ctrl-C reaches the run only, which then stops its commands itself. A
 /// group whose leader is gone cannot be joined: then a group of its own.
-fn join_run_group(c: &mut Command) {
+pub(super) fn join_run_group(c: &mut Command) {
     let g = RUN_GROUP.load(Ordering::SeqCst);
     let alive = g != 0 && std::path::Path::new(&format!("/proc/{g}")).exists();
     c.process_group(if alive { g as i32 } else { 0 });
@@ -110,7 +110,7 @@ impl Node {
     }
 
     /// `ssh` with the options for this host, up to and including the destination.
-    fn ssh_base(h: &Host) -> Command {
+    pub(super) fn ssh_base(h: &Host) -> Command {
         let mut c = Command::new("ssh");
         c.args(["-o", "BatchMode=yes", "-o"])
             .arg(format!("ConnectTimeout={SSH_CONNECT_TIMEOUT}"))
@@ -404,6 +404,7 @@ mod tests {
             ssh_args: vec!["-o".into(), "ProxyJump=bastion".into()],
             interface: Some("ens5".into()),
             mcblast_path: "sudo -n /opt/mcblast".into(),
+            deploy_dir: "~/.cache/mcblast".into(),
         }
     }
 
