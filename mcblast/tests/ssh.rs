@@ -6,7 +6,8 @@
 //! raw JSON Lines that came back over ssh, the version check that refuses a
 //! wrong `mcblast_path` before any traffic, and that Ctrl-C, or a `kill -9`
 //! of the run, ends the remote commands (the Ctrl-C run with a YAML
-//! inventory, the others with INI). Nothing
+//! inventory, the others with INI); `--deploy` to hosts without mcblast;
+//! and examples/ansible's playbook against the same hosts. Nothing
 //! (sshd, mcblast, namespace) outlives a test.
 //! Privileged: skipped with a message when not root.
 
@@ -231,7 +232,7 @@ fn leftovers(lab: &Lab, dir: &Path, except: &[u32]) -> Vec<String> {
         String::from_utf8_lossy(&ps.stdout)
             .lines()
             .map(|l| l.trim().to_string())
-            .filter(|l| l.split_once(' ').is_some_and(|(_, a)| a.trim_start().starts_with("ssh ")) && l.contains(&d))
+            .filter(|l| l.split_once(' ').is_some_and(|(_, a)| a.trim_start().starts_with("ssh ") || a.trim_start().starts_with("ssh: ")) && l.contains(&d))
             .map(|l| format!("ssh client: {l}")),
     );
     v
@@ -525,4 +526,143 @@ fn deploy_copies_once_and_runs_the_copy() {
     }
     assert_eq!(first, second, "the second run left the deployed files alone");
     teardown(w);
+}
+
+/// The playbook of examples/ansible, as the docs run it.
+fn playbook() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/ansible/mcblast.yml")
+}
+
+/// Whether `ansible-playbook` is there (else says how to get it).
+fn have_ansible() -> bool {
+    // looked up on PATH: running it would make ~/.ansible
+    let ok = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("ansible-playbook").is_file()));
+    if !ok {
+        eprintln!("SKIP: ansible-playbook not installed: run `cargo xtask setup` (Debian package ansible-core)");
+    }
+    ok
+}
+
+#[test]
+fn ansible_playbook_syntax() {
+    if !have_ansible() {
+        return;
+    }
+    // ansible's own files in a dir of the test's, not ~/.ansible
+    let tmp = TempDir(std::env::temp_dir().join(format!("mcblast-ansible-syntax-{}", std::process::id())));
+    let o = Command::new("ansible-playbook")
+        .args(["--syntax-check", "-i", "localhost,"])
+        .arg(playbook())
+        .env("ANSIBLE_HOME", tmp.0.join("home"))
+        .env("ANSIBLE_LOCAL_TEMP", tmp.0.join("tmp"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+}
+
+/// A sysctl of a node's namespace (`all`, `eth0`: net.ipv4.conf.IF.KEY).
+fn conf(ns: &str, dev: &str, key: &str) -> String {
+    let o = Command::new("ip").args(["netns", "exec", ns, "cat", &format!("/proc/sys/net/ipv4/conf/{dev}/{key}")]).output().unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// `mcblast preflight --json` on a node: the level of each check.
+fn preflight_levels(w: &World, node: &str) -> std::collections::BTreeMap<String, String> {
+    let o = w.lab.exec_cmd(node, &["mcblast", "preflight", "--json", "--role", "recv", "--interface", "eth0", "--igmp-version", "2"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+    v["findings"].as_array().unwrap().iter().map(|f| (f["check"].as_str().unwrap().to_string(), f["level"].as_str().unwrap().to_string())).collect()
+}
+
+/// examples/ansible/mcblast.yml against the four sshd hosts with the very
+/// inventory `mcblast run` reads (plus where to put files: the test's dir,
+/// not /etc): the binary installed, force_igmp_version 2 and rp_filter 2 on
+/// `all` and eth0 in every node's namespace (preflight's IGMP check turns
+/// from fail to ok) and not in the machine's, rmem_max left alone with a
+/// note (read-only in a network namespace), the sysctl and sudoers files
+/// written (visudo accepts the line), and a second run changes nothing.
+#[test]
+fn ansible_playbook_prepares_the_hosts() {
+    if !have_ansible() {
+        return;
+    }
+    let Some((_s, w)) = ssh_world("ansb") else {
+        return;
+    };
+    let d = w.dir.clone();
+    let inv = w.inventory("hosts.ini", |h| {
+        format!(
+            "mcblast_install_path={d}/{h}/bin/mcblast mcblast_sysctl_file={d}/{h}/sysctl.conf mcblast_sudoers_file={d}/{h}/sudoers",
+            d = d.display()
+        )
+    });
+    for h in ["tx", "rx1", "rx2", "rx3"] {
+        std::fs::create_dir_all(d.join(h)).unwrap();
+    }
+    std::fs::write(
+        d.join("ansible.cfg"),
+        format!(
+            "[defaults]\nhome = {d}/ansible-home\nlocal_tmp = {d}/ansible-local\nremote_tmp = {d}/ansible-remote\n\
+             interpreter_python = /usr/bin/python3\nnocolor = true\nforks = 4\n[ssh_connection]\npipelining = true\n\
+             ssh_args = -o ControlMaster=auto -o ControlPersist=2s\ncontrol_path_dir = {d}/ansible-cp\n",
+            d = d.display()
+        ),
+    )
+    .unwrap();
+    let nodes = ["sender", "r1", "r2", "r3"];
+    let root_before: Vec<String> = ["force_igmp_version", "rp_filter"].iter().map(|k| conf_root(k)).collect();
+    assert_eq!(preflight_levels(&w, "r1")["igmp_version"], "fail", "a fresh namespace speaks IGMPv3");
+    let play = || {
+        let t = Instant::now();
+        let o = w
+            .lab
+            .exec_cmd("sender", &["ansible-playbook", "-i"])
+            .arg(&inv)
+            .arg(playbook())
+            .args(["-e", &format!("mcblast_binary={BIN}"), "-e", "mcblast_sudo_user=mcblast-test"])
+            .env("ANSIBLE_CONFIG", d.join("ansible.cfg"))
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(o.status.success(), "{text}");
+        eprintln!("ansible-playbook: {:.1} s", t.elapsed().as_secs_f64());
+        text
+    };
+    let first = play();
+    for (node, h) in nodes.iter().zip(["tx", "rx1", "rx2", "rx3"]) {
+        let ns = w.lab.ns_name(node);
+        for dev in ["all", "eth0"] {
+            assert_eq!((conf(&ns, dev, "force_igmp_version"), conf(&ns, dev, "rp_filter")), ("2".into(), "2".into()), "{node} {dev}");
+        }
+        let bin = d.join(h).join("bin/mcblast");
+        assert!(std::fs::read(&bin).unwrap() == std::fs::read(BIN).unwrap(), "{h}: the binary");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&bin).unwrap().permissions().mode() & 0o777, 0o755);
+        let sysctl = std::fs::read_to_string(d.join(h).join("sysctl.conf")).unwrap();
+        for k in ["net.ipv4.conf.all.force_igmp_version = 2", "net.ipv4.conf.eth0.force_igmp_version = 2", "net.ipv4.conf.eth0.rp_filter = 2"] {
+            assert!(sysctl.contains(k), "{h}: {k} in {sysctl}");
+        }
+        assert!(!sysctl.contains("rmem_max"), "read-only in a namespace, not kept: {sysctl}");
+        let sudoers = d.join(h).join("sudoers");
+        assert_eq!(
+            std::fs::read_to_string(&sudoers).unwrap(),
+            format!("mcblast-test ALL=(root) NOPASSWD: {}, /usr/bin/pkill\n", bin.display())
+        );
+        assert_eq!(std::fs::metadata(&sudoers).unwrap().permissions().mode() & 0o777, 0o440);
+        run_ok(Command::new("visudo").arg("-cf").arg(&sudoers));
+    }
+    assert!(first.contains("net.core.rmem_max and wmem_max are read-only here"), "{first}");
+    let after: Vec<String> = ["force_igmp_version", "rp_filter"].iter().map(|k| conf_root(k)).collect();
+    assert_eq!(after, root_before, "the machine's own sysctls are untouched");
+    let levels = preflight_levels(&w, "r1");
+    assert_eq!((levels["igmp_version"].as_str(), levels["rp_filter"].as_str()), ("ok", "ok"), "{levels:?}");
+    let second = play();
+    let recap: Vec<&str> = second.lines().filter(|l| l.contains(" : ok=")).collect();
+    assert_eq!(recap.len(), 4, "{second}");
+    assert!(recap.iter().all(|l| l.contains(" changed=0 ") && l.contains(" failed=0 ")), "the second run changes nothing: {second}");
+    teardown(w);
+}
+
+/// A net.ipv4.conf.all sysctl of the machine (the test's own namespace).
+fn conf_root(key: &str) -> String {
+    std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/all/{key}")).unwrap().trim().to_string()
 }

@@ -218,6 +218,13 @@ fn leftovers() -> Vec<String> {
             .filter(|l| l.contains("sshd") && l.contains("mcblast-ssh-test-"))
             .map(|l| format!("sshd still running: {}", l.trim())),
     );
+    // What `mcblast run` starts: its reaper, and receivers and senders that stop when the run's pipe closes.
+    v.extend(
+        output(Command::new("ps").args(["-eo", "pid=,args="]))
+            .lines()
+            .filter(|l| l.contains("mcblast") && (l.contains(" run-reaper ") || l.contains(" --stop-on-stdin-eof ")))
+            .map(|l| format!("mcblast run's process still running: {}", l.trim())),
+    );
     // The receiver's drop tracer (tp_btf kfree_skb) and its counter at tc
     // ingress (tcx), when bpftool is there to list programs.
     if let Ok(out) = Command::new("bpftool").args(["prog", "show"]).output() {
