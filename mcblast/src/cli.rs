@@ -115,7 +115,8 @@ pub struct RunArgs {
     /// Directory for the results (default runs/<UTC timestamp>).
     #[arg(long, value_name = "DIR")]
     pub out: Option<std::path::PathBuf>,
-    /// [hosts] plans: copy this binary over ssh to every host that lacks this build (into mcblast_deploy_dir, default ~/.cache/mcblast/VERSION/) and run it there.
+    /// [hosts] plans: copy this binary over ssh to every host that lacks this build
+    /// (into mcblast_deploy_dir, default ~/.cache/mcblast/VERSION/) and run it there.
     #[arg(long)]
     pub deploy: bool,
 }

@@ -67,7 +67,8 @@ fn deploy_needs_hosts() {
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("lab.toml: --deploy copies mcblast to the hosts of a [hosts] plan") && err.contains("remove --deploy"), "{err}");
+    assert!(err.contains("lab.toml: --deploy copies mcblast to the hosts of a [hosts] plan"), "{err}");
+    assert!(err.contains("remove --deploy"), "{err}");
     assert!(!d.join("out").exists());
     let _ = std::fs::remove_dir_all(&d);
 }
@@ -289,9 +290,10 @@ fn killed_run_leaves_nothing() {
     let _gone = LabGone(prefix.clone());
     let d = tmpdir("kill");
     let plan = d.join("kill.toml");
-    std::fs::write(&plan, "duration = 60\nrepeats = 1\n[lab]\nhosts = 3\nper_host = 1\n[[matrix]]\nload = [\"1M/512\"]\nloss = [5]\n")
-        .unwrap();
-    let mut run = common::mcblast_run(&plan, &d.join("out"), &prefix).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let text = "duration = 60\nrepeats = 1\n[lab]\nhosts = 3\nper_host = 1\n[[matrix]]\nload = [\"1M/512\"]\nloss = [5]\n";
+    std::fs::write(&plan, text).unwrap();
+    let mut run = common::mcblast_run(&plan, &d.join("out"), &prefix);
+    let mut run = run.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let mut err = run.stderr.take().unwrap();
     let err = std::thread::spawn(move || {
         let mut s = String::new();
@@ -322,7 +324,8 @@ fn killed_run_leaves_nothing() {
     let left = loop {
         let left: Vec<String> = procs.iter().filter(|&&p| alive(p)).map(|&p| format!("{p} {}", cmdline(p))).collect();
         let ns = namespaces_of(&prefix);
-        if (left.is_empty() && ns.is_empty() && !lab_dir(&prefix).exists()) || killed.elapsed() > Duration::from_secs(10) {
+        let clean = left.is_empty() && ns.is_empty() && !lab_dir(&prefix).exists();
+        if clean || killed.elapsed() > Duration::from_secs(10) {
             break (left, ns);
         }
         std::thread::sleep(Duration::from_millis(100));

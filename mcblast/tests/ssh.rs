@@ -232,7 +232,9 @@ fn leftovers(lab: &Lab, dir: &Path, except: &[u32]) -> Vec<String> {
         String::from_utf8_lossy(&ps.stdout)
             .lines()
             .map(|l| l.trim().to_string())
-            .filter(|l| l.split_once(' ').is_some_and(|(_, a)| a.trim_start().starts_with("ssh ") || a.trim_start().starts_with("ssh: ")) && l.contains(&d))
+            // a client, or a connection master (`ssh: PATH [mux]`)
+            .filter(|l| l.split_once(' ').is_some_and(|(_, a)| a.trim_start().starts_with("ssh ") || a.trim_start().starts_with("ssh: ")))
+            .filter(|l| l.contains(&d))
             .map(|l| format!("ssh client: {l}")),
     );
     v
@@ -488,8 +490,8 @@ fn deploy_copies_once_and_runs_the_copy() {
     std::fs::write(&plan, "duration = 1\nrepeats = 1\n[hosts]\ninventory = \"hosts.ini\"\n[[matrix]]\nload = [\"10M/1470\"]\n").unwrap();
     let hosts = ["tx", "rx1", "rx2", "rx3"];
     let deployed = |h: &str| -> PathBuf {
-        let d = std::fs::read_dir(deploy_dir(h)).unwrap_or_else(|e| panic!("{h}: {e}")).next().expect("a build dir").unwrap();
-        d.path().join("mcblast")
+        let mut builds = std::fs::read_dir(deploy_dir(h)).unwrap_or_else(|e| panic!("{h}: {e}"));
+        builds.next().expect("a build dir").unwrap().path().join("mcblast")
     };
     let run = |n: u32| -> (String, Vec<(u64, i64)>) {
         let out = w.dir.join(format!("out{n}"));
@@ -502,7 +504,8 @@ fn deploy_copies_once_and_runs_the_copy() {
             assert_eq!((num(r, "received"), num(r, "lost")), (num(r, "sent"), 0), "{r:?}");
         }
         use std::os::unix::fs::MetadataExt;
-        let ids = hosts.iter().map(|h| std::fs::metadata(deployed(h)).map(|m| (m.ino(), m.mtime_nsec())).unwrap()).collect();
+        let id = |h: &&str| std::fs::metadata(deployed(h)).map(|m| (m.ino(), m.mtime_nsec())).unwrap();
+        let ids = hosts.iter().map(id).collect();
         (err, ids)
     };
     let (err, first) = run(1);
@@ -536,7 +539,8 @@ fn playbook() -> PathBuf {
 /// Whether `ansible-playbook` is there (else says how to get it).
 fn have_ansible() -> bool {
     // looked up on PATH: running it would make ~/.ansible
-    let ok = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("ansible-playbook").is_file()));
+    let on_path = |p: std::ffi::OsString| std::env::split_paths(&p).any(|d| d.join("ansible-playbook").is_file());
+    let ok = std::env::var_os("PATH").is_some_and(on_path);
     if !ok {
         eprintln!("SKIP: ansible-playbook not installed: run `cargo xtask setup` (Debian package ansible-core)");
     }

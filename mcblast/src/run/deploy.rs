@@ -77,7 +77,8 @@ pub fn deploy(hosts: &mut Hosts) -> Result<()> {
     let mb = exe.len() as f64 / 1e6;
     drop(exe);
     let all: Vec<&mut Host> = std::iter::once(&mut hosts.sender).chain(hosts.receivers.iter_mut()).collect();
-    eprintln!("mcblast run: deploying mcblast {} ({mb:.1} MB) to {} host(s) where it is missing", crate::cli::VERSION, all.len());
+    let (v, n) = (crate::cli::VERSION, all.len());
+    eprintln!("mcblast run: deploying mcblast {v} ({mb:.1} MB) to {n} host(s) where it is missing");
     let results: Vec<Result<String>> = std::thread::scope(|s| {
         let ts: Vec<_> = all.iter().map(|h| s.spawn(|| deploy_one(h, &tag))).collect();
         ts.into_iter().map(|t| t.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the deployment crashed")))).collect()
@@ -125,7 +126,8 @@ fn deploy_one(h: &Host, tag: &str) -> Result<String> {
 fn copy(h: &Host, tag: &str, to: &str) -> Result<()> {
     let dir = remote_path(&format!("{}/{tag}", h.deploy_dir.trim_end_matches('/')));
     let script = format!(
-        "t={dir}/.mcblast.$$; trap 'rm -f \"$t\"' EXIT; umask 022 && mkdir -p {dir} && cat > \"$t\" && chmod 755 \"$t\" && mv -f \"$t\" {to}"
+        "t={dir}/.mcblast.$$; trap 'rm -f \"$t\"' EXIT; umask 022 && mkdir -p {dir} && cat > \"$t\" \
+         && chmod 755 \"$t\" && mv -f \"$t\" {to}"
     );
     let exe = std::fs::File::open("/proc/self/exe").context("opening /proc/self/exe")?;
     let mut c = Node::ssh_base(h);
@@ -150,7 +152,8 @@ fn copy(h: &Host, tag: &str, to: &str) -> Result<()> {
         let mut err = String::new();
         let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
         let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
-        bail!("{}: copying mcblast to {to} failed ({st}): {last} (set mcblast_deploy_dir to a directory the ssh user may write)", h.name);
+        let name = &h.name;
+        bail!("{name}: copying mcblast to {to} failed ({st}): {last} (set mcblast_deploy_dir to a directory the ssh user may write)");
     }
     Ok(())
 }

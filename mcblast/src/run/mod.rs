@@ -87,7 +87,8 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
     let mut plan = plan::load(&a.plan, a.quick.then_some("quick"), &default_prefix)?;
     crate::sys::install_stop_signals().context("installing signal handlers")?;
     if a.deploy && plan.hosts.is_none() {
-        bail!("{}: --deploy copies mcblast to the hosts of a [hosts] plan; a lab runs this binary itself: remove --deploy", a.plan.display());
+        let p = a.plan.display();
+        bail!("{p}: --deploy copies mcblast to the hosts of a [hosts] plan; a lab runs this binary itself: remove --deploy");
     }
     if plan.hosts.is_none() {
         crate::lab::require_root()?;

@@ -134,7 +134,9 @@ fn remove_lab(prefix: &str) -> String {
         }
         match crate::lab::down_counted(prefix) {
             Ok(k) => n += k,
-            Err(e) => return format!("; removing lab {prefix} failed: {e:#} (run `MCBLAST_LAB_PREFIX={prefix} mcblast lab down`)"),
+            Err(e) => {
+                return format!("; removing lab {prefix} failed: {e:#} (run `MCBLAST_LAB_PREFIX={prefix} mcblast lab down`)");
+            }
         }
     }
     format!(" and removed {n} namespace(s) of lab {prefix}")
