@@ -43,6 +43,9 @@ pub enum Command {
     /// report.html of a run directory (plots, comparison table), two runs side by side (--compare),
     /// or receivers' --json outputs merged: receiver × interval loss matrix, each lost datagram common/partial/unique.
     Report(ReportArgs),
+    /// Cleans up after a `mcblast run` that was killed (started by the run itself).
+    #[command(name = "run-reaper", hide = true)]
+    RunReaper(ReaperArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -112,6 +115,22 @@ pub struct RunArgs {
     /// Directory for the results (default runs/<UTC timestamp>).
     #[arg(long, value_name = "DIR")]
     pub out: Option<std::path::PathBuf>,
+    /// [hosts] plans: copy this binary over ssh to every host that lacks this build
+    /// (into mcblast_deploy_dir, default ~/.cache/mcblast/VERSION/) and run it there.
+    #[arg(long)]
+    pub deploy: bool,
+}
+
+/// `mcblast run`'s reaper (hidden): waits for the run to end; if it ends
+/// without saying so (killed), stops what the run started and removes its lab.
+#[derive(Args, Debug, Clone)]
+pub struct ReaperArgs {
+    /// The namespace prefix of the run's labs.
+    #[arg(long, value_name = "PREFIX")]
+    pub lab_prefix: Option<String>,
+    /// The run's process id (for the message).
+    #[arg(long, value_name = "PID")]
+    pub parent: u32,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -145,6 +164,9 @@ pub struct Common {
     /// Serve live counters in the Prometheus text format at http://ADDR:PORT/metrics.
     #[arg(long, value_name = "ADDR:PORT", value_parser = crate::prom::parse_listen)]
     pub prometheus: Option<std::net::SocketAddr>,
+    /// Stop (as on Ctrl-C) when standard input ends: `mcblast run` keeps it open while it lives.
+    #[arg(long, hide = true)]
+    pub stop_on_stdin_eof: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -519,7 +541,7 @@ pub fn main() -> ExitCode {
         Command::Lab(LabCommand::Impair(a)) => a.json,
         Command::Lab(_) => false,
         Command::Probe(a) => a.json,
-        Command::Run(_) => false,
+        Command::Run(_) | Command::RunReaper(_) => false,
         Command::Preflight(a) => a.json,
         Command::Report(a) => a.json,
     };
@@ -529,6 +551,7 @@ pub fn main() -> ExitCode {
         Command::Lab(c) => crate::lab::run(c),
         Command::Probe(a) => crate::probe::run(a),
         Command::Run(a) => crate::run::run(a),
+        Command::RunReaper(a) => crate::run::reaper::serve(a),
         Command::Preflight(a) => crate::preflight::run(a),
         Command::Report(a) => {
             if !a.compare && a.inputs.iter().all(|p| p.is_file()) {

@@ -295,6 +295,9 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
     let p = plan(&a)?;
     let mut out = Printer::new(a.common.json);
     sys::install_stop_signals().context("installing signal handlers")?;
+    if a.common.stop_on_stdin_eof {
+        sys::stop_on_stdin_eof();
+    }
     // The Prometheus endpoint first: a bad address stops the run before anything is attached.
     let live = match a.common.prometheus {
         Some(addr) => {

@@ -1,8 +1,8 @@
 //! Project tasks. `cargo xtask <task>`:
 //!
 //! * `setup` — install what the build and the tests need, if missing: Debian
-//!   packages (iproute2, nftables, openssh, chromium for the report test), the pinned nightly with rust-src for the
-//!   eBPF build, bpf-linker.
+//!   packages (iproute2, nftables, openssh, chromium for the report test, sudo and ansible-core for the deploy and
+//!   playbook tests), the pinned nightly with rust-src for the eBPF build, bpf-linker.
 //! * `test`  — setup, then every test (unit, property, privileged
 //!   integration tests in throwaway namespaces, a bounded fuzz run), then a
 //!   check that nothing the tests made outlived them.
@@ -32,7 +32,8 @@ const CARGO_FUZZ: &str = "0.13.2";
 /// Commands the lab and the benchmark need, and the Debian package of each:
 /// iperf2 and trafgen are the benchmark's references, perf shows where the
 /// cycles go; `mcblast run` reaches real hosts with ssh, and its test runs
-/// sshd in lab namespaces; chromium (headless) renders report.html in the report test.
+/// sshd in lab namespaces; chromium (headless) renders report.html in the report test; the ssh
+/// tests run `sudo -n` (as root) like an inventory's mcblast_path, and examples/ansible's playbook.
 const DEBIAN: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("nft", "nftables"),
@@ -46,6 +47,8 @@ const DEBIAN: &[(&str, &str)] = &[
     ("ssh-keygen", "openssh-client"),
     ("/usr/sbin/sshd", "openssh-server"),
     ("chromium", "chromium"),
+    ("sudo", "sudo"),
+    ("ansible-playbook", "ansible-core"),
 ];
 
 /// Debian's hook that tells maintainer scripts whether they may start services.
@@ -155,7 +158,7 @@ fn setup() -> Result<()> {
     if !linker.contains(BPF_LINKER) {
         run(cargo().args(["install", "bpf-linker", "--version", BPF_LINKER, "--locked", "--force"]))?;
     }
-    eprintln!("xtask: setup complete ({NIGHTLY} + rust-src, bpf-linker {BPF_LINKER}, iproute2, nftables, iperf, netsniff-ng, linux-perf, openssh-client, openssh-server, chromium)");
+    eprintln!("xtask: setup complete ({NIGHTLY} + rust-src, bpf-linker {BPF_LINKER}, iproute2, nftables, iperf, netsniff-ng, linux-perf, openssh-client, openssh-server, chromium, sudo, ansible-core)");
     Ok(())
 }
 
@@ -218,6 +221,13 @@ fn leftovers() -> Vec<String> {
             .lines()
             .filter(|l| l.contains("sshd") && l.contains("mcblast-ssh-test-"))
             .map(|l| format!("sshd still running: {}", l.trim())),
+    );
+    // What `mcblast run` starts: its reaper, and receivers and senders that stop when the run's pipe closes.
+    v.extend(
+        output(Command::new("ps").args(["-eo", "pid=,args="]))
+            .lines()
+            .filter(|l| l.contains("mcblast") && (l.contains(" run-reaper ") || l.contains(" --stop-on-stdin-eof ")))
+            .map(|l| format!("mcblast run's process still running: {}", l.trim())),
     );
     // The receiver's drop tracer (tp_btf kfree_skb) and its counter at tc
     // ingress (tcx), when bpftool is there to list programs.
