@@ -584,9 +584,9 @@ impl AttachPoint {
     }
 
     /// Why attaching here failed, for a fallback line.
-    fn failure(self, e: &std::io::Error) -> String {
+    fn failure(self, iface: &Iface, e: &std::io::Error) -> String {
         match self {
-            AttachPoint::Native => format!("native XDP failed ({})", native_reason(e)),
+            AttachPoint::Native => format!("native XDP failed ({})", native_reason(iface, e)),
             AttachPoint::Generic => format!("generic XDP failed ({e})"),
             AttachPoint::Tc => format!("tc ingress failed ({})", tc_reason(e)),
         }
@@ -638,7 +638,7 @@ fn auto_attach(
                 if let Some(fatal) = fatal_attach_error(iface, &e) {
                     return Err(fatal);
                 }
-                why.push(point.failure(&e));
+                why.push(point.failure(iface, &e));
             }
         }
     }
@@ -662,7 +662,12 @@ fn busy(iface: &Iface) -> anyhow::Error {
     )
 }
 
-fn native_reason(e: &std::io::Error) -> String {
+fn native_reason(iface: &Iface, e: &std::io::Error) -> String {
+    if e.raw_os_error() == Some(libc::EINVAL)
+        && let Some(why) = crate::kfeatures::native_xdp_mtu_refusal(&iface.name, iface.mtu)
+    {
+        return why;
+    }
     match e.raw_os_error() {
         Some(libc::EOPNOTSUPP) | Some(524 /* ENOTSUPP */) => "the driver has no native XDP".to_string(),
         Some(libc::ERANGE) => "the MTU is too large for the driver's native XDP".to_string(),
@@ -688,6 +693,6 @@ fn attach_error(iface: &Iface, mode: &str, e: &std::io::Error) -> anyhow::Error 
     if let Some(fatal) = fatal_attach_error(iface, e) {
         return fatal;
     }
-    let why = if mode == "native" { native_reason(e) } else { e.to_string() };
+    let why = if mode == "native" { native_reason(iface, e) } else { e.to_string() };
     anyhow!("cannot attach XDP in {mode} mode to {}: {why}", iface.name)
 }

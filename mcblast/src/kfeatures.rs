@@ -46,6 +46,37 @@ impl KernelFeatures {
     }
 }
 
+/// virtio_net without XDP multi-buffer takes native XDP only while a frame
+/// fits one page: MTU below 4064 bytes (its message in dmesg).
+pub const VIRTIO_NET_XDP_MTU: u32 = 4064;
+
+/// Whether the running kernel's virtio_net driver builds multi-buffer XDP
+/// frames (its `virtnet_build_xdp_buff_mrg` function, in /proc/kallsyms).
+pub fn virtio_net_xdp_frags() -> bool {
+    std::fs::read_to_string("/proc/kallsyms")
+        .is_ok_and(|s| s.lines().any(|l| l.split_whitespace().nth(2) == Some("virtnet_build_xdp_buff_mrg")))
+}
+
+/// Why native XDP refuses `ifname` at `mtu`, where the driver's limit is
+/// known and explains it; None otherwise. The kernel only says "Invalid
+/// argument" (the driver's reason goes to dmesg).
+pub fn native_xdp_mtu_refusal(ifname: &str, mtu: u32) -> Option<String> {
+    match crate::sys::probe::driver(ifname).ok()?.as_str() {
+        "virtio_net" if mtu >= VIRTIO_NET_XDP_MTU && !virtio_net_xdp_frags() => Some(format!(
+            "virtio_net in this kernel takes native XDP only below MTU {VIRTIO_NET_XDP_MTU} (no XDP multi-buffer \
+             in the driver) and {ifname} has MTU {mtu}"
+        )),
+        "ena" if mtu > ENA_XDP_MTU => Some(format!(
+            "ENA takes native XDP only up to MTU {ENA_XDP_MTU} (no XDP multi-buffer) and {ifname} has MTU {mtu}"
+        )),
+        _ => None,
+    }
+}
+
+/// ENA's native XDP MTU limit: a page less the Ethernet, FCS and VLAN
+/// headers, XDP headroom and `skb_shared_info` (`ENA_XDP_MAX_MTU`).
+pub const ENA_XDP_MTU: u32 = 3498;
+
 #[cfg(test)]
 mod tests {
     use super::*;

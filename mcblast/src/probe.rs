@@ -330,6 +330,19 @@ fn xdp_checks(i: &crate::iface::Iface) -> Vec<Check> {
              multi-buffer (frags) program such as mcblast's counter; from the driver name",
             "veth implements native XDP (since Linux 4.19); known from the driver name, nothing attached",
         ),
+        Ok("virtio_net") if crate::kfeatures::virtio_net_xdp_frags() => (
+            Some(true),
+            "~64 KB",
+            "virtio_net builds multi-buffer XDP frames in this kernel (virtnet_build_xdp_buff_mrg in /proc/kallsyms)",
+            "virtio_net implements native XDP; known from the driver name, nothing attached",
+        ),
+        Ok("virtio_net") => (
+            Some(true),
+            "< 4064 B",
+            "virtio_net has no XDP multi-buffer in this kernel (no virtnet_build_xdp_buff_mrg in /proc/kallsyms): \
+             a frame must fit one page, so native XDP needs an MTU below 4064; above it the counter uses tc ingress",
+            "virtio_net implements native XDP; known from the driver name, nothing attached",
+        ),
         Ok("ena") => (
             Some(true),
             "~3.5 KB",
@@ -339,7 +352,7 @@ fn xdp_checks(i: &crate::iface::Iface) -> Vec<Check> {
         _ => (
             None,
             "unknown",
-            "known only for veth and ENA; nothing attached",
+            "known only for veth, virtio_net and ENA; nothing attached",
             "not attached (probe attaches nothing); `mcblast recv --xdp-mode native` tells",
         ),
     };
