@@ -96,7 +96,8 @@ pub fn dist(check: bool) -> Result<u64> {
         std::fs::create_dir_all(gen_dir.join("completions"))?;
         run(Command::new(&host_bin).arg("generate").arg("man").arg(gen_dir.join("man")))?;
         // cargo-deb compresses man pages only when they are not built products: gzip them here (-n: no timestamp)
-        let pages: Vec<PathBuf> = std::fs::read_dir(gen_dir.join("man"))?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
+        let pages: Vec<PathBuf> =
+            std::fs::read_dir(gen_dir.join("man"))?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
         run(Command::new("gzip").args(["-9n", "--"]).args(&pages))?;
         for (shell, file) in [("bash", "mcblast.bash"), ("zsh", "_mcblast"), ("fish", "mcblast.fish")] {
             let o = Command::new(&host_bin).args(["generate", "completions", shell]).output()?;
@@ -104,11 +105,11 @@ pub fn dist(check: bool) -> Result<u64> {
             std::fs::write(gen_dir.join("completions").join(file), o.stdout)?;
         }
         let deb = format!("mcblast_{version}-1_{arch}.deb");
-        run(cargo().current_dir(root()).args(["deb", "-p", "mcblast", "--target", t, "--profile", PROFILE]).args([
-            "--no-build",
-            "--no-strip",
-            "-o",
-        ]).arg(out.join(&deb)))?;
+        run(cargo()
+            .current_dir(root())
+            .args(["deb", "-p", "mcblast", "--target", t, "--profile", PROFILE])
+            .args(["--no-build", "--no-strip", "-o"])
+            .arg(out.join(&deb)))?;
         files.push(deb);
     }
     let sums = Command::new("sha256sum").current_dir(&out).args(&files).output().context("running sha256sum")?;
@@ -120,11 +121,12 @@ pub fn dist(check: bool) -> Result<u64> {
     if check {
         passed = check_artifacts(&target_dir, &out, &files)?;
     }
-    println!("xtask dist: in {} ({:.0} s to build{}):", out.display(), built.as_secs_f64(), if check {
-        format!(", {:.0} s with {passed} checks", started.elapsed().as_secs_f64())
-    } else {
-        String::new()
-    });
+    println!(
+        "xtask dist: in {} ({:.0} s to build{}):",
+        out.display(),
+        built.as_secs_f64(),
+        if check { format!(", {:.0} s with {passed} checks", started.elapsed().as_secs_f64()) } else { String::new() }
+    );
     for f in files.iter().chain([&"SHA256SUMS".to_string()]) {
         let len = std::fs::metadata(out.join(f))?.len();
         println!("  {f:<50} {:>6.1} MiB", len as f64 / (1 << 20) as f64);
@@ -201,7 +203,13 @@ fn check_artifacts(target_dir: &Path, out: &Path, files: &[String]) -> Result<u6
     let tmp = TempDir(target_dir.join(format!("dist-check-{}", std::process::id())));
     std::fs::create_dir_all(&tmp.0)?;
     passed += checks_in(
-        Command::new("sh").args(["-euc", QEMU_CHECKS, "sh"]).arg(&arm).arg(&x86).arg(&tmp.0).args([&files[2], &files[3]]).current_dir(out),
+        Command::new("sh")
+            .args(["-euc", QEMU_CHECKS, "sh"])
+            .arg(&arm)
+            .arg(&x86)
+            .arg(&tmp.0)
+            .args([&files[2], &files[3]])
+            .current_dir(out),
         "checking the aarch64 binary under qemu-user and the arm64 .deb",
     )?;
 
@@ -214,7 +222,8 @@ fn check_artifacts(target_dir: &Path, out: &Path, files: &[String]) -> Result<u6
         }
         let mut debootstrap = Command::new("unshare");
         debootstrap
-            .args(["--mount", "--propagation", "private", "debootstrap", "--variant=minbase", "--include=man-db", OLD_DEBIAN])
+            .args(["--mount", "--propagation", "private", "debootstrap"])
+            .args(["--variant=minbase", "--include=man-db", OLD_DEBIAN])
             .arg(&partial.0);
         if let Some(mirror) = apt_mirror() {
             debootstrap.arg(mirror);
@@ -245,7 +254,12 @@ fn apt_mirror() -> Option<String> {
         .lines()
         .filter_map(|l| l.strip_prefix("URIs:"))
         .flat_map(str::split_whitespace)
-        .chain(one_line.lines().filter_map(|l| l.strip_prefix("deb ")).filter_map(|l| l.split_whitespace().find(|w| w.contains("://"))))
+        .chain(
+            one_line
+                .lines()
+                .filter_map(|l| l.strip_prefix("deb "))
+                .filter_map(|l| l.split_whitespace().find(|w| w.contains("://"))),
+        )
         .find(|u| !u.contains("security"))
         .map(str::to_string)
 }
