@@ -328,3 +328,33 @@ ch apt-get install -q -y /tmp/mcblast.deb
 ch mcblast --version
 ok "apt-get install ./mcblast.deb (as the README says) installs it too"
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An ELF64 header for `machine` with one program header of type `p_type`, then `tail`.
+    fn elf(machine: u16, p_type: u32, tail: &[u8]) -> Vec<u8> {
+        let mut e = vec![0u8; 64 + 56];
+        e[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        e[18..20].copy_from_slice(&machine.to_le_bytes());
+        e[32..40].copy_from_slice(&64u64.to_le_bytes());
+        e[54..56].copy_from_slice(&56u16.to_le_bytes());
+        e[56..58].copy_from_slice(&1u16.to_le_bytes());
+        e[64..68].copy_from_slice(&p_type.to_le_bytes());
+        e.extend_from_slice(tail);
+        e
+    }
+
+    #[test]
+    fn elf_check_wants_static_and_an_ebpf_object_inside() {
+        let bpf = elf(EM_BPF, 0, &[]);
+        assert!(check_elf(&elf(62, 1, &bpf), 62).is_ok());
+        let e = check_elf(&elf(62, 3, &bpf), 62).unwrap_err().to_string();
+        assert!(e.contains("PT_INTERP"), "{e}");
+        let e = check_elf(&elf(62, 1, &elf(62, 0, &[])), 62).unwrap_err().to_string();
+        assert!(e.contains("no eBPF object"), "{e}");
+        let e = check_elf(&elf(183, 1, &bpf), 62).unwrap_err().to_string();
+        assert!(e.contains("machine"), "{e}");
+    }
+}
