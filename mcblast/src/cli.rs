@@ -46,6 +46,24 @@ pub enum Command {
     /// Cleans up after a `mcblast run` that was killed (started by the run itself).
     #[command(name = "run-reaper", hide = true)]
     RunReaper(ReaperArgs),
+    /// For packagers: man pages and shell completions, from this command-line definition.
+    #[command(subcommand, hide = true)]
+    Generate(GenerateCommand),
+}
+
+/// `mcblast generate ...` (hidden): what a package installs beside the binary.
+#[derive(Subcommand, Debug, Clone)]
+pub enum GenerateCommand {
+    /// Write the man pages (roff), mcblast.1 and one per subcommand (mcblast-recv.1, ...), into DIR.
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: std::path::PathBuf,
+    },
+    /// Print the completion script for SHELL.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -544,6 +562,7 @@ pub fn main() -> ExitCode {
         Command::Run(_) | Command::RunReaper(_) => false,
         Command::Preflight(a) => a.json,
         Command::Report(a) => a.json,
+        Command::Generate(_) => false,
     };
     let res = match cli.command {
         Command::Send(a) => crate::send::run(a),
@@ -560,6 +579,7 @@ pub fn main() -> ExitCode {
                 crate::report::run(a)
             }
         }
+        Command::Generate(c) => generate(c),
     };
     match res {
         Ok(code) => code,
@@ -571,6 +591,19 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn generate(c: GenerateCommand) -> Result<ExitCode> {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    match c {
+        GenerateCommand::Man { dir } => {
+            std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+            clap_mangen::generate_to(cmd, &dir).map_err(|e| anyhow::anyhow!("cannot write the man pages into {}: {e}", dir.display()))?;
+        }
+        GenerateCommand::Completions { shell } => clap_complete::generate(shell, &mut cmd, "mcblast", &mut std::io::stdout().lock()),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Help and version print as clap renders them; a usage error becomes one
@@ -685,6 +718,19 @@ mod tests {
             panic!("not send")
         };
         assert_eq!(a.cpus, Some(vec![0, 2, 3]));
+    }
+    #[test]
+    fn generate_writes_a_man_page_per_command() {
+        let dir = std::env::temp_dir().join(format!("mcblast-man-test-{}", std::process::id()));
+        let res = generate(GenerateCommand::Man { dir: dir.clone() });
+        let top = std::fs::read_to_string(dir.join("mcblast.1"));
+        let recv = std::fs::read_to_string(dir.join("mcblast-recv.1"));
+        let hidden = dir.join("mcblast-generate.1").exists();
+        let _ = std::fs::remove_dir_all(&dir);
+        res.unwrap();
+        assert!(top.unwrap().contains(".TH mcblast 1"));
+        assert!(recv.unwrap().contains("\\-\\-xdp\\-mode"));
+        assert!(!hidden, "the hidden generate command has no page");
     }
     #[test]
     fn clap_definition_is_valid() {

@@ -4,8 +4,8 @@
 //!   packages (iproute2, nftables, openssh, chromium for the report test, sudo and ansible-core for the deploy and
 //!   playbook tests), the pinned nightly with rust-src for the eBPF build, bpf-linker.
 //! * `test`  — setup, then every test (unit, property, privileged
-//!   integration tests in throwaway namespaces, a bounded fuzz run), then a
-//!   check that nothing the tests made outlived them.
+//!   integration tests in throwaway namespaces, a bounded fuzz run, `dist` and
+//!   its checks), then a check that nothing the tests made outlived them.
 //! * `demo`  — setup, build, bring up a lab of 1 sender + 9 receivers, send
 //!   10 s of 8192-byte multicast at 100 Mbit/s, print each receiver's
 //!   report, remove the lab.
@@ -14,6 +14,10 @@
 //!   `bench recv [flags]` runs recv-bench instead (the receivers' kernel
 //!   counter by attach point, against join-only receivers).
 //! * `fuzz [--seconds N]` — run the wire-header parser fuzz target.
+//! * `dist [--no-check]` — static musl binaries (x86_64, aarch64), .debs and SHA256SUMS in
+//!   target/dist/, then their checks (qemu-user, a Debian 11 chroot); see `dist.rs`.
+
+mod dist;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -61,6 +65,7 @@ fn main() {
         Some("test") => test(),
         Some("demo") => demo(),
         Some("bench") => bench(&args[1..]),
+        Some("dist") => dist::dist(!args.iter().any(|a| a == "--no-check")).map(drop),
         Some("fuzz") => {
             let secs = args
                 .iter()
@@ -71,7 +76,7 @@ fn main() {
             setup().and_then(|_| fuzz(secs))
         }
         _ => {
-            eprintln!("usage: cargo xtask <setup|test|demo|bench [lab-bench flags]|bench recv [recv-bench flags]|fuzz [--seconds N]>");
+            eprintln!("usage: cargo xtask <setup|test|demo|bench [lab-bench flags]|bench recv [recv-bench flags]|fuzz [--seconds N]|dist [--no-check]>");
             std::process::exit(2);
         }
     };
@@ -116,7 +121,15 @@ fn cargo() -> Command {
 
 /// Installs what is missing; says what it did.
 fn setup() -> Result<()> {
-    let mut missing: Vec<&str> = DEBIAN.iter().filter(|(c, _)| !have(c)).map(|(_, p)| *p).collect();
+    install_debian(DEBIAN)?;
+    setup_ebpf_toolchain()?;
+    eprintln!("xtask: setup complete ({NIGHTLY} + rust-src, bpf-linker {BPF_LINKER}, iproute2, nftables, iperf, netsniff-ng, linux-perf, openssh-client, openssh-server, chromium, sudo, ansible-core)");
+    Ok(())
+}
+
+/// Installs the Debian packages of `wanted` (command that proves it is installed, package) whose command is missing.
+fn install_debian(wanted: &[(&str, &str)]) -> Result<()> {
+    let mut missing: Vec<&str> = wanted.iter().filter(|(c, _)| !have(c)).map(|(_, p)| *p).collect();
     missing.dedup();
     if !missing.is_empty() {
         if !is_root() {
@@ -148,7 +161,11 @@ fn setup() -> Result<()> {
             let _ = run(Command::new("systemctl").args(["disable", "ssh.service"]));
         }
     }
+    Ok(())
+}
 
+/// The pinned nightly with rust-src and bpf-linker: what build.rs needs for the eBPF program.
+fn setup_ebpf_toolchain() -> Result<()> {
     let installed = output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", NIGHTLY]));
     if !installed.lines().any(|l| l.starts_with("rust-src")) {
         run(Command::new("rustup").args(["toolchain", "install", NIGHTLY, "--profile", "minimal", "--component", "rust-src"]))?;
@@ -158,7 +175,6 @@ fn setup() -> Result<()> {
     if !linker.contains(BPF_LINKER) {
         run(cargo().args(["install", "bpf-linker", "--version", BPF_LINKER, "--locked", "--force"]))?;
     }
-    eprintln!("xtask: setup complete ({NIGHTLY} + rust-src, bpf-linker {BPF_LINKER}, iproute2, nftables, iperf, netsniff-ng, linux-perf, openssh-client, openssh-server, chromium, sudo, ansible-core)");
     Ok(())
 }
 
@@ -275,6 +291,15 @@ fn test() -> Result<()> {
         ok = false;
     } else {
         t.passed += 1;
+    }
+    // The downloadable binaries and .debs, built and checked (qemu-user, a Debian 11 chroot).
+    match dist::dist(true) {
+        Ok(n) => t.passed += n,
+        Err(e) => {
+            eprintln!("xtask: dist failed: {e:#}");
+            t.failed += 1;
+            ok = false;
+        }
     }
     let after: Vec<String> = leftovers().into_iter().filter(|l| !before.contains(l)).collect();
     if !after.is_empty() {
