@@ -170,7 +170,7 @@ fn run_case(lab: &Lab, o: &Opts, engine: &str, length: usize) -> Result<Sample> 
     if engine == "iperf2" || engine == "trafgen" {
         return run_reference(lab, o, engine, length);
     }
-    let mut rx = start_receivers(lab, o)?;
+    let rx = start_receivers(lab, o)?;
     let rx0: Vec<u64> = rx.0.iter().map(|(_, c)| if_packets(c.id()).map_or(0, |p| p.0)).collect();
     let secs = format!("{}", o.seconds);
     let len = length.to_string();
@@ -195,21 +195,7 @@ fn run_case(lab: &Lab, o: &Opts, engine: &str, length: usize) -> Result<Sample> 
     std::thread::sleep(Duration::from_millis(200));
     let rx_if_packets: u64 =
         rx.0.iter().zip(&rx0).map(|((_, c), b)| if_packets(c.id()).map_or(0, |p| p.0).saturating_sub(*b)).sum();
-    let (mut lost, mut received) = (0, 0);
-    for (node, mut child) in std::mem::take(&mut rx.0) {
-        let mut text = String::new();
-        std::io::Read::read_to_string(child.stdout.as_mut().expect("stdout"), &mut text)?;
-        child.wait()?;
-        let s = text
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|v| v["type"] == "summary" && v["counter"] == "kernel")
-            .with_context(|| format!("no kernel summary from {node}"))?;
-        for f in s["flows"].as_array().into_iter().flatten() {
-            lost += f["lost"].as_u64().unwrap_or(0);
-            received += f["received"].as_u64().unwrap_or(0);
-        }
-    }
+    let (received, lost) = rx.kernel_totals()?;
     let sent = summary["sent"].as_u64().unwrap_or(0);
     let cpu_s = summary["cpu_s"].as_f64().unwrap_or(0.0);
     Ok(Sample {

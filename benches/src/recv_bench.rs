@@ -222,23 +222,8 @@ fn send(lab: &Lab, o: &Opts, engine: &str) -> Result<Value> {
 
 /// The receivers' kernel summaries, once each has stopped: (received, lost).
 fn finish(rx: Rx) -> Result<(u64, u64)> {
-    let Rx::Counters(mut rx) = rx else { return Ok((0, 0)) };
-    let (mut received, mut lost) = (0, 0);
-    for (node, mut child) in std::mem::take(&mut rx.0) {
-        let mut text = String::new();
-        std::io::Read::read_to_string(child.stdout.as_mut().expect("stdout"), &mut text)?;
-        child.wait()?;
-        let s = text
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|v| v["type"] == "summary" && v["counter"] == "kernel")
-            .with_context(|| format!("no kernel summary from {node}"))?;
-        for f in s["flows"].as_array().into_iter().flatten() {
-            received += f["received"].as_u64().unwrap_or(0);
-            lost += f["lost"].as_u64().unwrap_or(0);
-        }
-    }
-    Ok((received, lost))
+    let Rx::Counters(rx) = rx else { return Ok((0, 0)) };
+    rx.kernel_totals()
 }
 
 fn run_case(lab: &Lab, o: &Opts, engine: &str, mode: &str) -> Result<Sample> {

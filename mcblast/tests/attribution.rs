@@ -479,19 +479,6 @@ fn loss_on_one_flow_is_charged_to_that_flow_only() {
     }
 }
 
-/// The packets and bytes of the first counter in table `family table` of `ns`.
-fn nft_packets_bytes(ns: &str, family: &str, table: &str) -> (u64, u64) {
-    let listing: Value = serde_json::from_str(&nft(ns, &["-j", "list", "table", family, table])).unwrap();
-    let items = listing["nftables"].as_array().unwrap();
-    let c = items
-        .iter()
-        .filter_map(|i| i.get("rule"))
-        .flat_map(|r| r["expr"].as_array().unwrap().iter())
-        .find_map(|e| e.get("counter"))
-        .expect("rule counter");
-    (c["packets"].as_u64().unwrap(), c["bytes"].as_u64().unwrap())
-}
-
 /// A gso sender's batches cross the lab whole and reach the receiver's
 /// counter at tc ingress (auto on veth) as one skb each, their datagrams'
 /// payload in page fragments, outside the linear part the drop tracer

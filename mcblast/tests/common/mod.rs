@@ -249,15 +249,20 @@ pub fn nft_load(ns: &str, tag: &str, rules: &str) {
 /// The packets of the first rule counter in the table `family` `table` of
 /// the namespace `ns` (`nft -j list table`).
 pub fn nft_counter(ns: &str, family: &str, table: &str) -> u64 {
+    nft_packets_bytes(ns, family, table).0
+}
+
+/// The packets and bytes of the first rule counter in table `family table` of `ns`.
+pub fn nft_packets_bytes(ns: &str, family: &str, table: &str) -> (u64, u64) {
     let listing: Value = serde_json::from_str(&nft(ns, &["-j", "list", "table", family, table])).unwrap();
-    listing["nftables"]
-        .as_array()
-        .unwrap()
+    let items = listing["nftables"].as_array().unwrap();
+    let c = items
         .iter()
         .filter_map(|i| i.get("rule"))
         .flat_map(|r| r["expr"].as_array().unwrap().iter())
-        .find_map(|e| e["counter"]["packets"].as_u64())
-        .expect("rule counter")
+        .find_map(|e| e.get("counter"))
+        .expect("rule counter");
+    (c["packets"].as_u64().unwrap(), c["bytes"].as_u64().unwrap())
 }
 
 /// The sequence numbers in a receiver's `loss` line of `counter`.
