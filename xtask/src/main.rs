@@ -4,8 +4,9 @@
 //!   packages (iproute2, nftables, openssh, chromium for the report test), the pinned nightly with rust-src for the
 //!   eBPF build, bpf-linker.
 //! * `test`  — setup, then every test (unit, property, privileged
-//!   integration tests in throwaway namespaces, a bounded fuzz run), then a
-//!   check that nothing the tests made outlived them.
+//!   integration tests in throwaway namespaces, a bounded fuzz run, the
+//!   kernel smoke suite of `kernels`), then a check that nothing the tests
+//!   made outlived them.
 //! * `demo`  — setup, build, bring up a lab of 1 sender + 9 receivers, send
 //!   10 s of 8192-byte multicast at 100 Mbit/s, print each receiver's
 //!   report, remove the lab.
@@ -14,6 +15,10 @@
 //!   `bench recv [flags]` runs recv-bench instead (the receivers' kernel
 //!   counter by attach point, against join-only receivers).
 //! * `fuzz [--seconds N]` — run the wire-header parser fuzz target.
+//! * `kernels [--only host,6.1,5.10] [--out FILE]` — the smoke suite on the
+//!   host kernel and on Debian 13, 12 and 11 cloud kernels under QEMU (TCG);
+//!   writes the compatibility table docs/kernels.md (see `kernels.rs`);
+//!   `kernels --check` is the part of `test` that runs it.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -24,6 +29,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+mod kernels;
+
 /// The nightly that builds the eBPF programs (see ARCHITECTURE.md).
 const NIGHTLY: &str = "nightly-2026-05-20";
 const BPF_LINKER: &str = "0.10.4";
@@ -32,7 +39,9 @@ const CARGO_FUZZ: &str = "0.13.2";
 /// Commands the lab and the benchmark need, and the Debian package of each:
 /// iperf2 and trafgen are the benchmark's references, perf shows where the
 /// cycles go; `mcblast run` reaches real hosts with ssh, and its test runs
-/// sshd in lab namespaces; chromium (headless) renders report.html in the report test.
+/// sshd in lab namespaces; chromium (headless) renders report.html in the report test;
+/// `cargo xtask kernels` boots kernels with QEMU from an initramfs it makes with
+/// cpio, busybox, kmod (depmod for the guest's modules) and objcopy.
 const DEBIAN: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("nft", "nftables"),
@@ -46,6 +55,12 @@ const DEBIAN: &[(&str, &str)] = &[
     ("ssh-keygen", "openssh-client"),
     ("/usr/sbin/sshd", "openssh-server"),
     ("chromium", "chromium"),
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("cpio", "cpio"),
+    ("busybox", "busybox-static"),
+    ("depmod", "kmod"),
+    ("objcopy", "binutils"),
+    ("dpkg-deb", "dpkg"),
 ];
 
 /// Debian's hook that tells maintainer scripts whether they may start services.
@@ -58,6 +73,7 @@ fn main() {
         Some("test") => test(),
         Some("demo") => demo(),
         Some("bench") => bench(&args[1..]),
+        Some("kernels") => kernels::kernels(&args[1..]),
         Some("fuzz") => {
             let secs = args
                 .iter()
@@ -68,7 +84,7 @@ fn main() {
             setup().and_then(|_| fuzz(secs))
         }
         _ => {
-            eprintln!("usage: cargo xtask <setup|test|demo|bench [lab-bench flags]|bench recv [recv-bench flags]|fuzz [--seconds N]>");
+            eprintln!("usage: cargo xtask <setup|test|demo|bench [lab-bench flags]|bench recv [recv-bench flags]|fuzz [--seconds N]|kernels [--only host,6.1,5.10] [--out FILE] [--check]>");
             std::process::exit(2);
         }
     };
@@ -155,7 +171,7 @@ fn setup() -> Result<()> {
     if !linker.contains(BPF_LINKER) {
         run(cargo().args(["install", "bpf-linker", "--version", BPF_LINKER, "--locked", "--force"]))?;
     }
-    eprintln!("xtask: setup complete ({NIGHTLY} + rust-src, bpf-linker {BPF_LINKER}, iproute2, nftables, iperf, netsniff-ng, linux-perf, openssh-client, openssh-server, chromium)");
+    eprintln!("xtask: setup complete ({NIGHTLY} + rust-src, bpf-linker {BPF_LINKER}, iproute2, nftables, iperf, netsniff-ng, linux-perf, openssh-client, openssh-server, chromium, qemu-system-x86, cpio, busybox-static, kmod)");
     Ok(())
 }
 
@@ -197,7 +213,7 @@ fn cargo_test(args: &[&str], t: &mut Tally) -> Result<bool> {
 }
 
 /// Namespaces our tests and the lab create start with one of these.
-const NS_PREFIXES: &[&str] = &["mcbt", "mcb-", "mcbb"];
+const NS_PREFIXES: &[&str] = &["mcbt", "mcb-", "mcbb", kernels::PREFIX];
 
 fn leftovers() -> Vec<String> {
     let mut v: Vec<String> = output(Command::new("ip").args(["netns", "list"]))
@@ -261,6 +277,14 @@ fn test() -> Result<()> {
     ok &= cargo_test(&["--workspace", "--exclude", "mcblast-ebpf", "--doc"], &mut t)?;
     if let Err(e) = fuzz(20) {
         eprintln!("xtask: fuzz run failed: {e:#}");
+        t.failed += 1;
+        ok = false;
+    } else {
+        t.passed += 1;
+    }
+    // The smoke suite on the host kernel and on Debian 13, 12 and 11 under QEMU (about 4 minutes).
+    if let Err(e) = kernels::test() {
+        eprintln!("xtask: {e:#}");
         t.failed += 1;
         ok = false;
     } else {
