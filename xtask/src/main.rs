@@ -41,7 +41,7 @@ const CARGO_FUZZ: &str = "0.13.2";
 /// cycles go; `mcblast run` reaches real hosts with ssh, and its test runs
 /// sshd in lab namespaces; chromium (headless) renders report.html in the report test;
 /// `cargo xtask kernels` boots kernels with QEMU from an initramfs it makes with
-/// cpio, busybox, kmod (depmod for the guest's modules) and objcopy.
+/// cpio, busybox, kmod (depmod for the guest's modules), objcopy and xz.
 const DEBIAN: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("nft", "nftables"),
@@ -60,6 +60,7 @@ const DEBIAN: &[(&str, &str)] = &[
     ("busybox", "busybox-static"),
     ("depmod", "kmod"),
     ("objcopy", "binutils"),
+    ("xz", "xz-utils"),
     ("dpkg-deb", "dpkg"),
 ];
 
@@ -171,7 +172,7 @@ fn setup() -> Result<()> {
     if !linker.contains(BPF_LINKER) {
         run(cargo().args(["install", "bpf-linker", "--version", BPF_LINKER, "--locked", "--force"]))?;
     }
-    eprintln!("xtask: setup complete ({NIGHTLY} + rust-src, bpf-linker {BPF_LINKER}, iproute2, nftables, iperf, netsniff-ng, linux-perf, openssh-client, openssh-server, chromium, qemu-system-x86, cpio, busybox-static, kmod)");
+    eprintln!("xtask: setup complete ({NIGHTLY} + rust-src, bpf-linker {BPF_LINKER}, iproute2, nftables, iperf, netsniff-ng, linux-perf, openssh-client, openssh-server, chromium, qemu-system-x86, cpio, busybox-static, kmod, binutils, xz-utils)");
     Ok(())
 }
 
