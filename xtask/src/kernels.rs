@@ -114,6 +114,15 @@ impl Drop for TempDir {
     }
 }
 
+/// Removes a file when dropped.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 // ------------------------------------------------------------------ kernels
 
 /// A guest kernel unpacked: its vmlinuz and the module tree of its package.
@@ -518,10 +527,10 @@ fn run_guest(g: &Guest, user: &Path, stop: &AtomicBool) -> Result<Run> {
     let mods = dir.join("modules.cpio");
     modules(&k, &mods)?;
     // Concatenated newc archives are one initramfs to the kernel.
-    let initrd = dir.join("initrd.cpio");
+    let initrd = TempFile(dir.join("initrd.cpio"));
     let mut data = std::fs::read(user)?;
     data.extend(std::fs::read(&mods)?);
-    std::fs::write(&initrd, data)?;
+    std::fs::write(&initrd.0, data)?;
     let (console, results) = (dir.join("console.log"), dir.join("results.log"));
     std::fs::write(&results, "")?;
     let mut run = Run {
@@ -537,7 +546,7 @@ fn run_guest(g: &Guest, user: &Path, stop: &AtomicBool) -> Result<Run> {
         .arg("-kernel")
         .arg(&k.vmlinuz)
         .arg("-initrd")
-        .arg(&initrd)
+        .arg(&initrd.0)
         .args(["-append", "console=ttyS0,115200 panic=-1 loglevel=4 mitigations=off"])
         .arg("-serial")
         .arg(format!("file:{}", console.display()))
@@ -570,7 +579,6 @@ fn run_guest(g: &Guest, user: &Path, stop: &AtomicBool) -> Result<Run> {
         let last = read(&console).lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default().to_string();
         run.problem = Some(format!("the guest stopped before the suite ended; console's last line: {last}"));
     }
-    let _ = std::fs::remove_file(&initrd);
     Ok(run)
 }
 
