@@ -1,6 +1,7 @@
 //! `recv-bench`: what the receivers' kernel counter costs the lab, by attach
 //! point. The same sender (each of `--engines`, 8192 B by default, flat out)
-//! against 9 receivers that (a) only join the group, or run the kernel
+//! against 9 receivers that (a) only join the group (a socket bound to no
+//! port of it, as `mcblast recv --counter kernel` joins), or run the kernel
 //! counter at (b) native XDP, (c) generic XDP, (d) tc ingress, each with and
 //! without `--sink`. Per case: the sender's datagrams/s and its ratio to the
 //! join-only receivers in the same run (this machine is shared and noisy:
@@ -33,7 +34,6 @@ mod shared;
 use shared::{Receivers, median};
 
 const GROUP: Ipv4Addr = Ipv4Addr::new(239, 0, 0, 1);
-const PORT: u16 = 5001;
 /// The receiver set-ups, in table order: `join` has no counter.
 const MODES: [&str; 7] = ["join", "native", "native+sink", "generic", "generic+sink", "tc", "tc+sink"];
 
@@ -156,7 +156,9 @@ fn bpf_run_time_ns(pid: u32) -> u64 {
 }
 
 /// The receivers of one case: mcblast recv processes, or sockets that join
-/// the group on the port and never read (join).
+/// the group and are bound to no port of it (join): the membership the
+/// kernel-only receiver holds, without its counter, so datagrams take the
+/// same path up the stack (no listener on the port) in every mode.
 enum Rx {
     Counters(Receivers),
     Joiners(#[allow(dead_code)] Vec<UdpSocket>),
@@ -168,7 +170,7 @@ fn start(lab: &Lab, o: &Opts, mode: &str) -> Result<Rx> {
         for node in lab.receivers() {
             let addr = lab.addr(&node);
             let s = mcblast::netns::run_in(&lab.ns_name(&node), move || -> std::io::Result<UdpSocket> {
-                let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, PORT))?;
+                let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
                 s.join_multicast_v4(&GROUP, &addr)?;
                 Ok(s)
             })??;

@@ -59,6 +59,11 @@ pub struct Config {
     pub sink: u32,
     /// Clock identity of this receiver (same hash as the header's `clock`).
     pub clock: u32,
+    /// CLOCK_TAI − CLOCK_MONOTONIC in ns (two's complement), measured by
+    /// userspace at attach: on kernels without `bpf_ktime_get_tai_ns`
+    /// (before 6.1) the counter adds it to `bpf_ktime_get_ns`. The two
+    /// clocks run at one rate; only a step of the system clock moves it.
+    pub mono_to_tai_ns: u64,
 }
 
 /// Indices into the per-CPU `GLOBAL` counter array.
@@ -530,7 +535,7 @@ mod tests {
     #[test]
     fn sizes_have_no_padding() {
         assert_eq!(core::mem::size_of::<FlowKey>(), 16);
-        assert_eq!(core::mem::size_of::<Config>(), 16);
+        assert_eq!(core::mem::size_of::<Config>(), 24);
         assert_eq!(core::mem::size_of::<DropConfig>(), 72);
         assert_eq!(core::mem::size_of::<TupleKey>(), 12);
         assert_eq!(core::mem::size_of::<DropKey>(), 32);

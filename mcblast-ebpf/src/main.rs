@@ -35,7 +35,7 @@ use aya_ebpf::{
     bindings::{BPF_F_RDONLY_PROG, BPF_NOEXIST, TC_ACT_SHOT, TC_ACT_UNSPEC, bpf_spin_lock, xdp_action},
     btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
     helpers::generated::{
-        bpf_ktime_get_tai_ns, bpf_spin_lock as spin_lock, bpf_spin_unlock as spin_unlock,
+        bpf_ktime_get_ns, bpf_ktime_get_tai_ns, bpf_spin_lock as spin_lock, bpf_spin_unlock as spin_unlock,
         bpf_xdp_load_bytes,
     },
     macros::{btf_map, btf_tracepoint, classifier, xdp},
@@ -392,7 +392,7 @@ fn try_count<F: Frame>(ctx: &F, cfg: &Config) -> Verdict {
         l4: l4 as u32,
         payload_len: payload_len as u32,
         stride: stride as u32,
-        rx_ns: rx_ns(),
+        rx_ns: rx_ns(cfg),
         pieces: pieces as u32,
         next: 1,
         counted: 0,
@@ -516,12 +516,27 @@ static XDP_STEPS: ProgramArray<1> = ProgramArray::new();
 #[btf_map]
 static TC_STEPS: ProgramArray<1> = ProgramArray::new();
 
-/// The receive time: read before any flow lock is taken (no helper calls
-/// while it is held), once per packet.
+/// 1 where the kernel has `bpf_ktime_get_tai_ns` (6.1 and later); userspace
+/// writes 0 before loading where it is missing. A read-only global: the
+/// verifier knows its value and drops the branch not taken, so the helper
+/// call is never checked on a kernel without it.
+#[unsafe(no_mangle)]
+static TAI_HELPER: u8 = 1;
+
+/// The receive time in CLOCK_TAI ns: read before any flow lock is taken (no
+/// helper calls while it is held), once per packet. Without the TAI helper,
+/// the monotonic clock plus the offset userspace measured at attach.
 #[inline(always)]
-fn rx_ns() -> u64 {
-    // SAFETY: a helper without arguments.
-    unsafe { bpf_ktime_get_tai_ns() }
+fn rx_ns(cfg: &Config) -> u64 {
+    // SAFETY: a read of a global the loader set; volatile so the compiler
+    // keeps the read (its value is known only at load time).
+    if unsafe { core::ptr::read_volatile(&raw const TAI_HELPER) } != 0 {
+        // SAFETY: a helper without arguments.
+        unsafe { bpf_ktime_get_tai_ns() }
+    } else {
+        // SAFETY: as above.
+        unsafe { bpf_ktime_get_ns() }.wrapping_add(cfg.mono_to_tai_ns)
+    }
 }
 
 /// Counts one datagram of `len` bytes whose mcblast header is `hdr` in its

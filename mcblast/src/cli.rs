@@ -43,6 +43,27 @@ pub enum Command {
     /// report.html of a run directory (plots, comparison table), two runs side by side (--compare),
     /// or receivers' --json outputs merged: receiver × interval loss matrix, each lost datagram common/partial/unique.
     Report(ReportArgs),
+    /// Cleans up after a `mcblast run` that was killed (started by the run itself).
+    #[command(name = "run-reaper", hide = true)]
+    RunReaper(ReaperArgs),
+    /// For packagers: man pages and shell completions, from this command-line definition.
+    #[command(subcommand, hide = true)]
+    Generate(GenerateCommand),
+}
+
+/// `mcblast generate ...` (hidden): what a package installs beside the binary.
+#[derive(Subcommand, Debug, Clone)]
+pub enum GenerateCommand {
+    /// Write the man pages (roff), mcblast.1 and one per subcommand (mcblast-recv.1, ...), into DIR.
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: std::path::PathBuf,
+    },
+    /// Print the completion script for SHELL.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -112,6 +133,22 @@ pub struct RunArgs {
     /// Directory for the results (default runs/<UTC timestamp>).
     #[arg(long, value_name = "DIR")]
     pub out: Option<std::path::PathBuf>,
+    /// [hosts] plans: copy this binary over ssh to every host that lacks this build
+    /// (into mcblast_deploy_dir, default ~/.cache/mcblast/VERSION/) and run it there.
+    #[arg(long)]
+    pub deploy: bool,
+}
+
+/// `mcblast run`'s reaper (hidden): waits for the run to end; if it ends
+/// without saying so (killed), stops what the run started and removes its lab.
+#[derive(Args, Debug, Clone)]
+pub struct ReaperArgs {
+    /// The namespace prefix of the run's labs.
+    #[arg(long, value_name = "PREFIX")]
+    pub lab_prefix: Option<String>,
+    /// The run's process id (for the message).
+    #[arg(long, value_name = "PID")]
+    pub parent: u32,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -145,6 +182,9 @@ pub struct Common {
     /// Serve live counters in the Prometheus text format at http://ADDR:PORT/metrics.
     #[arg(long, value_name = "ADDR:PORT", value_parser = crate::prom::parse_listen)]
     pub prometheus: Option<std::net::SocketAddr>,
+    /// Stop (as on Ctrl-C) when standard input ends: `mcblast run` keeps it open while it lives.
+    #[arg(long, hide = true)]
+    pub stop_on_stdin_eof: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -519,9 +559,10 @@ pub fn main() -> ExitCode {
         Command::Lab(LabCommand::Impair(a)) => a.json,
         Command::Lab(_) => false,
         Command::Probe(a) => a.json,
-        Command::Run(_) => false,
+        Command::Run(_) | Command::RunReaper(_) => false,
         Command::Preflight(a) => a.json,
         Command::Report(a) => a.json,
+        Command::Generate(_) => false,
     };
     let res = match cli.command {
         Command::Send(a) => crate::send::run(a),
@@ -529,6 +570,7 @@ pub fn main() -> ExitCode {
         Command::Lab(c) => crate::lab::run(c),
         Command::Probe(a) => crate::probe::run(a),
         Command::Run(a) => crate::run::run(a),
+        Command::RunReaper(a) => crate::run::reaper::serve(a),
         Command::Preflight(a) => crate::preflight::run(a),
         Command::Report(a) => {
             if !a.compare && a.inputs.iter().all(|p| p.is_file()) {
@@ -537,6 +579,7 @@ pub fn main() -> ExitCode {
                 crate::report::run(a)
             }
         }
+        Command::Generate(c) => generate(c),
     };
     match res {
         Ok(code) => code,
@@ -548,6 +591,19 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn generate(c: GenerateCommand) -> Result<ExitCode> {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    match c {
+        GenerateCommand::Man { dir } => {
+            std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+            clap_mangen::generate_to(cmd, &dir).map_err(|e| anyhow::anyhow!("cannot write the man pages into {}: {e}", dir.display()))?;
+        }
+        GenerateCommand::Completions { shell } => clap_complete::generate(shell, &mut cmd, "mcblast", &mut std::io::stdout().lock()),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Help and version print as clap renders them; a usage error becomes one
@@ -662,6 +718,19 @@ mod tests {
             panic!("not send")
         };
         assert_eq!(a.cpus, Some(vec![0, 2, 3]));
+    }
+    #[test]
+    fn generate_writes_a_man_page_per_command() {
+        let dir = std::env::temp_dir().join(format!("mcblast-man-test-{}", std::process::id()));
+        let res = generate(GenerateCommand::Man { dir: dir.clone() });
+        let top = std::fs::read_to_string(dir.join("mcblast.1"));
+        let recv = std::fs::read_to_string(dir.join("mcblast-recv.1"));
+        let hidden = dir.join("mcblast-generate.1").exists();
+        let _ = std::fs::remove_dir_all(&dir);
+        res.unwrap();
+        assert!(top.unwrap().contains(".TH mcblast 1"));
+        assert!(recv.unwrap().contains("\\-\\-xdp\\-mode"));
+        assert!(!hidden, "the hidden generate command has no page");
     }
     #[test]
     fn clap_definition_is_valid() {

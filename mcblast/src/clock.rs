@@ -16,6 +16,22 @@ pub fn mono_ns() -> u64 {
     crate::sys::clock_ns(libc::CLOCK_MONOTONIC)
 }
 
+/// CLOCK_TAI − CLOCK_MONOTONIC now, in ns (two's complement): TAI read
+/// between two monotonic reads, the tightest of a few tries, against their
+/// midpoint. What a kernel without `bpf_ktime_get_tai_ns` adds to its
+/// monotonic clock.
+pub fn mono_to_tai_ns() -> u64 {
+    (0..8)
+        .map(|_| {
+            let m0 = mono_ns();
+            let t = tai_ns();
+            let m1 = mono_ns();
+            (m1 - m0, t.wrapping_sub(m0 + (m1 - m0) / 2))
+        })
+        .min_by_key(|&(width, _)| width)
+        .map_or(0, |(_, offset)| offset)
+}
+
 /// This kernel's clock identity: FNV-1a of the boot id. Two hosts (or
 /// namespaces) with the same value read the same clock.
 pub fn clock_id() -> u32 {

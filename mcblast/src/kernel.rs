@@ -27,6 +27,7 @@ use mcblast_common::maps::{
 use mcblast_common::tracker::FlowState;
 
 use crate::cli::XdpMode;
+use crate::kfeatures::KernelFeatures;
 use crate::iface::Iface;
 
 /// The eBPF object built by `build.rs` (empty when built with `AYA_BUILD_SKIP`).
@@ -35,7 +36,7 @@ pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_
 /// Name of the XDP program in the object.
 const PROGRAM: &str = "mcblast_counter";
 /// Name of the same counter as a tc (`sched_cls`) program.
-const TC_PROGRAM: &str = "mcblast_tc";
+pub(crate) const TC_PROGRAM: &str = "mcblast_tc";
 /// The counter's walk over the datagrams of a GSO or GRO packet goes on
 /// in these programs (tail calls through the named program arrays).
 const XDP_STEP: &str = "mcblast_counter_step";
@@ -73,9 +74,10 @@ const VERIFIER_TAIL: usize = 20;
 
 /// The XDP per-flow counter, attached to one interface.
 pub struct KernelCounter {
-    /// The BPF link; closing it detaches the program. Declared first so it
-    /// is closed before the program and maps are released.
-    link: Option<OwnedFd>,
+    /// The BPF link (closing it detaches the program), or a classic tc
+    /// filter's owner file (the filter goes with the program, `ebpf`).
+    /// Declared first so it is released before the program and maps.
+    link: Option<Attachment>,
     /// The group filter's maps, taken out of `ebpf` so `set_groups` can write
     /// them through `&self`; the lock keeps two calls from interleaving.
     groups: Mutex<GroupMaps>,
@@ -86,6 +88,17 @@ pub struct KernelCounter {
     mode: &'static str,
     /// Why the counter sits there (see [`auto_order`]).
     reason: String,
+}
+
+/// How the counter is attached.
+#[derive(Debug)]
+enum Attachment {
+    /// A BPF link (XDP, tcx): its descriptor holds the attachment.
+    #[allow(dead_code)] // held: its descriptor is the attachment
+    Link(OwnedFd),
+    /// A classic tc filter (kernels without tcx), detached with the program.
+    #[allow(dead_code)] // held: removed when dropped
+    Classic(crate::tc_classic::Owner),
 }
 
 /// The `GROUPS` and `GROUP_COUNT` maps of the program.
@@ -108,7 +121,7 @@ impl KernelCounter {
     /// [`XdpMode::Auto`] tries native (driver) XDP first, then generic XDP,
     /// then tc ingress (tcx), saying on stderr which one it uses and why;
     /// `Native`, `Generic` and `Tc` force one.
-    pub fn attach(iface: &Iface, mode: XdpMode, cfg: Config) -> Result<KernelCounter> {
+    pub fn attach(iface: &Iface, mode: XdpMode, mut cfg: Config) -> Result<KernelCounter> {
         if OBJECT.is_empty() {
             bail!("this mcblast was built without its eBPF program (AYA_BUILD_SKIP); rebuild without it");
         }
@@ -120,7 +133,12 @@ impl KernelCounter {
         }
         crate::sys::bpf::raise_memlock_limit();
 
-        let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(explain_load)?;
+        let features = KernelFeatures::probe();
+        if !features.tai_helper {
+            cfg.mono_to_tai_ns = crate::clock::mono_to_tai_ns();
+        }
+        let tai = u8::from(features.tai_helper);
+        let mut ebpf = EbpfLoader::new().override_global("TAI_HELPER", &tai, true).load(OBJECT).map_err(explain_load)?;
         {
             let mut config: Array<&mut MapData, Config> =
                 Array::try_from(ebpf.map_mut("CONFIG").context("eBPF object has no CONFIG map")?)?;
@@ -136,7 +154,7 @@ impl KernelCounter {
             ebpf.take_map("LOSS_EVENTS").context("eBPF object has no LOSS_EVENTS map")?,
         )?);
         // Each program is loaded when its attach point is first tried.
-        let xdp = |ebpf: &mut Ebpf, flags: u32| -> Result<std::io::Result<OwnedFd>> {
+        let xdp = |ebpf: &mut Ebpf, flags: u32| -> Result<std::io::Result<Attachment>> {
             let prog: &mut Xdp = ebpf
                 .program_mut(PROGRAM)
                 .with_context(|| format!("eBPF object has no program {PROGRAM}"))?
@@ -150,9 +168,9 @@ impl KernelCounter {
                 set_step(ebpf, "XDP_STEPS", &fd)?;
             }
             let prog: &mut Xdp = ebpf.program_mut(PROGRAM).expect("loaded above").try_into()?;
-            Ok(crate::sys::bpf::xdp_link_create(prog.fd()?.as_fd(), iface.index, flags))
+            Ok(crate::sys::bpf::xdp_link_create(prog.fd()?.as_fd(), iface.index, flags).map(Attachment::Link))
         };
-        let tc = |ebpf: &mut Ebpf| -> Result<std::io::Result<OwnedFd>> {
+        let tc = |ebpf: &mut Ebpf| -> Result<std::io::Result<Attachment>> {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(TC_PROGRAM)
                 .with_context(|| format!("eBPF object has no program {TC_PROGRAM}"))?
@@ -164,7 +182,18 @@ impl KernelCounter {
             let fd = step.fd()?.try_clone()?;
             set_step(ebpf, "TC_STEPS", &fd)?;
             let prog: &mut SchedClassifier = ebpf.program_mut(TC_PROGRAM).expect("loaded above").try_into()?;
-            Ok(crate::sys::bpf::tcx_link_create(prog.fd()?.as_fd(), iface.index))
+            if features.tcx {
+                return Ok(crate::sys::bpf::tcx_link_create(prog.fd()?.as_fd(), iface.index).map(Attachment::Link));
+            }
+            Ok(match crate::tc_classic::attach(prog, iface) {
+                Ok((owner, note)) => {
+                    if let Some(note) = note {
+                        eprintln!("{note}");
+                    }
+                    Ok(Attachment::Classic(owner))
+                }
+                Err(e) => Err(std::io::Error::other(format!("{e:#}"))),
+            })
         };
         let mut attach = |point: AttachPoint| match point {
             AttachPoint::Native => xdp(&mut ebpf, XDP_FLAGS_DRV_MODE),
@@ -179,6 +208,15 @@ impl KernelCounter {
             None => auto_attach(iface, &mut attach)?,
         };
         let mode = point.mode();
+        let reason = match &link {
+            Attachment::Classic(_) => format!("{reason} (a classic tc filter: this kernel has no tcx links)"),
+            Attachment::Link(_) => reason,
+        };
+        let reason = if features.tai_helper {
+            reason
+        } else {
+            format!("{reason}; receive times from the monotonic clock plus its TAI offset (no bpf_ktime_get_tai_ns)")
+        };
         Ok(KernelCounter { link: Some(link), groups: Mutex::new(groups), loss, ebpf, mode, reason })
     }
 
@@ -546,9 +584,9 @@ impl AttachPoint {
     }
 
     /// Why attaching here failed, for a fallback line.
-    fn failure(self, e: &std::io::Error) -> String {
+    fn failure(self, iface: &Iface, e: &std::io::Error) -> String {
         match self {
-            AttachPoint::Native => format!("native XDP failed ({})", native_reason(e)),
+            AttachPoint::Native => format!("native XDP failed ({})", native_reason(iface, e)),
             AttachPoint::Generic => format!("generic XDP failed ({e})"),
             AttachPoint::Tc => format!("tc ingress failed ({})", tc_reason(e)),
         }
@@ -585,8 +623,8 @@ pub fn auto_order(driver: Option<&str>) -> ([AttachPoint; 3], Option<&'static st
 /// that says why (what the driver does, what failed before it).
 fn auto_attach(
     iface: &Iface,
-    attach: &mut impl FnMut(AttachPoint) -> Result<std::io::Result<OwnedFd>>,
-) -> Result<(OwnedFd, AttachPoint, String)> {
+    attach: &mut impl FnMut(AttachPoint) -> Result<std::io::Result<Attachment>>,
+) -> Result<(Attachment, AttachPoint, String)> {
     let driver = crate::sys::probe::driver(&iface.name).ok();
     let (order, known) = auto_order(driver.as_deref());
     let mut why: Vec<String> = known.map(str::to_string).into_iter().collect();
@@ -600,7 +638,7 @@ fn auto_attach(
                 if let Some(fatal) = fatal_attach_error(iface, &e) {
                     return Err(fatal);
                 }
-                why.push(point.failure(&e));
+                why.push(point.failure(iface, &e));
             }
         }
     }
@@ -624,7 +662,12 @@ fn busy(iface: &Iface) -> anyhow::Error {
     )
 }
 
-fn native_reason(e: &std::io::Error) -> String {
+fn native_reason(iface: &Iface, e: &std::io::Error) -> String {
+    if e.raw_os_error() == Some(libc::EINVAL)
+        && let Some(why) = crate::kfeatures::native_xdp_mtu_refusal(&iface.name, iface.mtu)
+    {
+        return why;
+    }
     match e.raw_os_error() {
         Some(libc::EOPNOTSUPP) | Some(524 /* ENOTSUPP */) => "the driver has no native XDP".to_string(),
         Some(libc::ERANGE) => "the MTU is too large for the driver's native XDP".to_string(),
@@ -650,6 +693,6 @@ fn attach_error(iface: &Iface, mode: &str, e: &std::io::Error) -> anyhow::Error 
     if let Some(fatal) = fatal_attach_error(iface, e) {
         return fatal;
     }
-    let why = if mode == "native" { native_reason(e) } else { e.to_string() };
+    let why = if mode == "native" { native_reason(iface, e) } else { e.to_string() };
     anyhow!("cannot attach XDP in {mode} mode to {}: {why}", iface.name)
 }

@@ -243,6 +243,7 @@ pub fn run(a: ProbeArgs) -> Result<ExitCode> {
         checks.push(check_line("XDP native", None, "not checked", "no --interface given"));
     }
     checks.push(btf_check());
+    checks.extend(counter_feature_checks());
     checks.push(kfree_skb_check());
     let mtu = iface.as_ref().map(|i| i.mtu);
     let (engine, reason) = choose(&s, 8192.min(mtu.map_or(8192, |m| m as usize - 28)), mtu, false);
@@ -329,6 +330,19 @@ fn xdp_checks(i: &crate::iface::Iface) -> Vec<Check> {
              multi-buffer (frags) program such as mcblast's counter; from the driver name",
             "veth implements native XDP (since Linux 4.19); known from the driver name, nothing attached",
         ),
+        Ok("virtio_net") if crate::kfeatures::virtio_net_xdp_frags() => (
+            Some(true),
+            "~64 KB",
+            "virtio_net builds multi-buffer XDP frames in this kernel (virtnet_build_xdp_buff_mrg in /proc/kallsyms)",
+            "virtio_net implements native XDP; known from the driver name, nothing attached",
+        ),
+        Ok("virtio_net") => (
+            Some(true),
+            "< 4064 B",
+            "virtio_net has no XDP multi-buffer in this kernel (no virtnet_build_xdp_buff_mrg in /proc/kallsyms): \
+             a frame must fit one page, so native XDP needs an MTU below 4064; above it the counter uses tc ingress",
+            "virtio_net implements native XDP; known from the driver name, nothing attached",
+        ),
         Ok("ena") => (
             Some(true),
             "~3.5 KB",
@@ -338,7 +352,7 @@ fn xdp_checks(i: &crate::iface::Iface) -> Vec<Check> {
         _ => (
             None,
             "unknown",
-            "known only for veth and ENA; nothing attached",
+            "known only for veth, virtio_net and ENA; nothing attached",
             "not attached (probe attaches nothing); `mcblast recv --xdp-mode native` tells",
         ),
     };
@@ -361,6 +375,35 @@ fn xdp_checks(i: &crate::iface::Iface) -> Vec<Check> {
         "generic XDP works on every interface of a kernel with BPF (/sys/fs/bpf or BTF present)",
     ));
     v
+}
+
+/// What the kernel counter uses where the kernel has it, and its fallback
+/// (see `kfeatures`), as the counter itself probes them.
+fn counter_feature_checks() -> Vec<Check> {
+    let f = crate::kfeatures::KernelFeatures::probe();
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
+    vec![
+        check_line(
+            "tcx links (tc ingress)",
+            Some(f.tcx),
+            yes_no(f.tcx),
+            if f.tcx {
+                "BPF_TCX_INGRESS in the kernel's enum bpf_attach_type"
+            } else {
+                "no BPF_TCX_INGRESS in the kernel's BTF: the counter uses a classic clsact filter at tc ingress"
+            },
+        ),
+        check_line(
+            "bpf_ktime_get_tai_ns",
+            Some(f.tai_helper),
+            yes_no(f.tai_helper),
+            if f.tai_helper {
+                "BPF_FUNC_ktime_get_tai_ns in the kernel's enum bpf_func_id"
+            } else {
+                "not in the kernel's BTF: the counter reads the monotonic clock plus the TAI offset measured at attach"
+            },
+        ),
+    ]
 }
 
 fn btf_check() -> Check {

@@ -295,6 +295,9 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
     let p = plan(&a)?;
     let mut out = Printer::new(a.common.json);
     sys::install_stop_signals().context("installing signal handlers")?;
+    if a.common.stop_on_stdin_eof {
+        sys::stop_on_stdin_eof();
+    }
     // The Prometheus endpoint first: a bad address stops the run before anything is attached.
     let live = match a.common.prometheus {
         Some(addr) => {
@@ -315,6 +318,7 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
             run_filter: a.run_id.unwrap_or(0),
             sink: p.sink.into(),
             clock: clock::clock_id(),
+            mono_to_tai_ns: 0, // measured by attach where the kernel needs it
         };
         let mut k = KernelCounter::attach(&p.iface, a.xdp_mode, cfg)?;
         // Count only the groups (and source) we join, as the socket does.

@@ -2,10 +2,12 @@
 //! namespaces (own prefix through MCBLAST_LAB_PREFIX) and its CSVs are
 //! checked against what the senders sent and what the lab's impairment
 //! program (`mcblast lab impair`, replayed here by its decision function)
-//! did. Privileged: skipped with a message when not root.
+//! did; a run killed with SIGKILL mid-case leaves nothing (its reaper).
+//! Privileged: skipped with a message when not root.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 mod common;
 use common::csv::{csv, num};
@@ -53,6 +55,21 @@ fn unknown_key_is_one_line_naming_key_and_file() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("bad.toml:3") && err.contains("laod"), "{err}");
     assert!(!d.join("out").exists(), "nothing is written for a bad plan");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn deploy_needs_hosts() {
+    let d = tmpdir("deploylab");
+    let plan = d.join("lab.toml");
+    std::fs::write(&plan, "duration = 2\n").unwrap();
+    let o = run(&plan, &d.join("out"), "mcbtdeploy-", &["--deploy"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("lab.toml: --deploy copies mcblast to the hosts of a [hosts] plan"), "{err}");
+    assert!(err.contains("remove --deploy"), "{err}");
+    assert!(!d.join("out").exists());
     let _ = std::fs::remove_dir_all(&d);
 }
 
@@ -216,5 +233,108 @@ fn random_loss_reorder_and_duplicates_exact_and_repeatable() {
     assert_eq!(sum[0]["injected_reordered_mean"], format!("{mean:.3}"));
     assert!(mcblast::lab::Lab::open(&prefix).is_err(), "the run removed its lab");
     assert!(!lab_dir(&prefix).exists(), "no impairment left pinned");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// The processes under `pid` (children, their children, …), from /proc.
+fn descendants(pid: u32) -> Vec<u32> {
+    let ppid = |p: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+        stat[stat.rfind(')')? + 1..].split_whitespace().nth(1)?.parse().ok()
+    };
+    let all: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let parent = out[i];
+        let children: Vec<u32> = all.iter().copied().filter(|&p| ppid(p) == Some(parent) && !out.contains(&p)).collect();
+        out.extend(children);
+        i += 1;
+    }
+    out.remove(0);
+    out
+}
+
+fn cmdline(pid: u32) -> String {
+    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()).replace('\0', " ")
+}
+
+/// Alive and not a zombie (an orphan's zombie waits for init to reap it).
+fn alive(pid: u32) -> bool {
+    mcblast::sys::proc::state_and_group(pid).is_some_and(|(s, _)| s != 'Z')
+}
+
+fn namespaces_of(prefix: &str) -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `kill -9` of `mcblast run` while the sender sends, with an impairment
+/// attached: within 10 s its reaper has stopped the receivers and the
+/// sender, removed the lab's namespaces and pinned programs, and exited.
+#[test]
+fn killed_run_leaves_nothing() {
+    if common::skip(NEEDS) {
+        return;
+    }
+    let _s = serial();
+    let prefix = format!("mcbt{}kill-", std::process::id());
+    let _gone = LabGone(prefix.clone());
+    let d = tmpdir("kill");
+    let plan = d.join("kill.toml");
+    let text = "duration = 60\nrepeats = 1\n[lab]\nhosts = 3\nper_host = 1\n[[matrix]]\nload = [\"1M/512\"]\nloss = [5]\n";
+    std::fs::write(&plan, text).unwrap();
+    let mut run = common::mcblast_run(&plan, &d.join("out"), &prefix);
+    let mut run = run.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut err = run.stderr.take().unwrap();
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut s);
+        s
+    });
+    // mid-case: the measured send runs (after the joins and the impairment)
+    let sender_ns = format!("{prefix}sender");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let procs = loop {
+        let procs = descendants(run.id());
+        if procs.iter().any(|&p| cmdline(p).contains(" send ")) && lab_dir(&prefix).exists() {
+            break procs;
+        }
+        if let Some(st) = run.try_wait().unwrap() {
+            panic!("the run ended early ({st}): {}", err.join().unwrap());
+        }
+        assert!(Instant::now() < deadline, "the send did not start in {sender_ns}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let reaper = procs.iter().copied().find(|&p| cmdline(p).contains(" run-reaper ")).expect("a reaper");
+    assert_eq!(procs.iter().filter(|&&p| cmdline(p).contains(" recv ")).count(), 3, "{procs:?}");
+    // SAFETY: kill(2) with the pid of a child this test spawned and has not reaped.
+    assert_eq!(unsafe { libc::kill(run.id() as i32, libc::SIGKILL) }, 0);
+    let killed = Instant::now();
+    let st = run.wait().unwrap();
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(libc::SIGKILL));
+    let left = loop {
+        let left: Vec<String> = procs.iter().filter(|&&p| alive(p)).map(|&p| format!("{p} {}", cmdline(p))).collect();
+        let ns = namespaces_of(&prefix);
+        let clean = left.is_empty() && ns.is_empty() && !lab_dir(&prefix).exists();
+        if clean || killed.elapsed() > Duration::from_secs(10) {
+            break (left, ns);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let err = err.join().unwrap();
+    assert_eq!(left, (Vec::new(), Vec::new()), "processes or namespaces outlived the run by 10 s: {err}");
+    assert!(!lab_dir(&prefix).exists(), "the impairment's pins outlived the run");
+    assert!(!alive(reaper), "the reaper exits when done");
+    assert!(err.contains("ended without cleaning up") && err.contains(&prefix), "{err}");
+    eprintln!("cleaned up {:.1} s after the kill", killed.elapsed().as_secs_f64());
     let _ = std::fs::remove_dir_all(&d);
 }

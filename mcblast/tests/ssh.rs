@@ -4,8 +4,10 @@
 //! inventory of the nodes' lab addresses, so every ssh connection and every
 //! datagram stays on the lab network. Checks exact counts in the CSVs, the
 //! raw JSON Lines that came back over ssh, the version check that refuses a
-//! wrong `mcblast_path` before any traffic, and that Ctrl-C ends the remote
-//! commands (that run with a YAML inventory, the others with INI). Nothing
+//! wrong `mcblast_path` before any traffic, and that Ctrl-C, or a `kill -9`
+//! of the run, ends the remote commands (the Ctrl-C run with a YAML
+//! inventory, the others with INI); `--deploy` to hosts without mcblast;
+//! and examples/ansible's playbook against the same hosts. Nothing
 //! (sshd, mcblast, namespace) outlives a test.
 //! Privileged: skipped with a message when not root.
 
@@ -230,7 +232,9 @@ fn leftovers(lab: &Lab, dir: &Path, except: &[u32]) -> Vec<String> {
         String::from_utf8_lossy(&ps.stdout)
             .lines()
             .map(|l| l.trim().to_string())
-            .filter(|l| l.split_once(' ').is_some_and(|(_, a)| a.trim_start().starts_with("ssh ")) && l.contains(&d))
+            // a client, or a connection master (`ssh: PATH [mux]`)
+            .filter(|l| l.split_once(' ').is_some_and(|(_, a)| a.trim_start().starts_with("ssh ") || a.trim_start().starts_with("ssh: ")))
+            .filter(|l| l.contains(&d))
             .map(|l| format!("ssh client: {l}")),
     );
     v
@@ -244,6 +248,24 @@ fn wait_gone(lab: &Lab, dir: &Path, except: &[u32]) -> Vec<String> {
         if left.is_empty() || Instant::now() > deadline {
             return left;
         }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits (bounded) until the 3 receivers and the sender run on their hosts.
+fn wait_remote_commands(w: &World, ctl: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = leftovers(&w.lab, &w.dir, &w.sshds.pids());
+        let remote = |node: &str, verb: &str| left.iter().filter(|l| l.starts_with(&format!("{node}: ")) && l.contains(&format!(" {BIN} {verb} "))).count();
+        let recvs: usize = RECEIVERS.iter().map(|r| remote(r, "recv")).sum();
+        if recvs == 3 && remote("sender", "send") == 1 {
+            return;
+        }
+        if let Some(st) = ctl.try_wait().unwrap() {
+            panic!("the run ended early ({st})");
+        }
+        assert!(Instant::now() < deadline, "the remote commands did not start: {left:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -384,21 +406,7 @@ fn ctrl_c_ends_the_remote_commands() {
         .unwrap();
     let out = w.dir.join("out");
     let mut ctl = w.run_cmd(&plan, &out).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    // wait (bounded) until the 3 receivers and the sender run on their hosts
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let left = leftovers(&w.lab, &w.dir, &w.sshds.pids());
-        let remote = |node: &str, verb: &str| left.iter().filter(|l| l.starts_with(&format!("{node}: ")) && l.contains(&format!(" {BIN} {verb} "))).count();
-        let recvs: usize = RECEIVERS.iter().map(|r| remote(r, "recv")).sum();
-        if recvs == 3 && remote("sender", "send") == 1 {
-            break;
-        }
-        if let Some(st) = ctl.try_wait().unwrap() {
-            panic!("the run ended early ({st})");
-        }
-        assert!(Instant::now() < deadline, "the remote commands did not start: {left:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_remote_commands(&w, &mut ctl);
     // SAFETY: kill(2) with a pid of a child this test spawned and has not reaped.
     assert_eq!(unsafe { libc::kill(ctl.id() as i32, libc::SIGINT) }, 0);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -417,4 +425,248 @@ fn ctrl_c_ends_the_remote_commands() {
     let left = wait_gone(&w.lab, &w.dir, &w.sshds.pids());
     assert_eq!(left, Vec::<String>::new(), "remote commands, their sessions or ssh clients outlived the run");
     teardown(w);
+}
+
+#[test]
+fn killed_run_ends_the_remote_commands() {
+    let Some((_s, w)) = ssh_world("sshk") else {
+        return;
+    };
+    w.inventory("hosts.ini", |_| String::new());
+    let plan = w.dir.join("plan.toml");
+    std::fs::write(&plan, "duration = 60\nrepeats = 1\n[hosts]\ninventory = \"hosts.ini\"\n[[matrix]]\nload = [\"1M/512\"]\n").unwrap();
+    let out = w.dir.join("out");
+    let mut ctl = w.run_cmd(&plan, &out).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut err = ctl.stderr.take().unwrap();
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut s);
+        s
+    });
+    wait_remote_commands(&w, &mut ctl);
+    // SAFETY: kill(2) with a pid of a child this test spawned and has not reaped.
+    assert_eq!(unsafe { libc::kill(ctl.id() as i32, libc::SIGKILL) }, 0);
+    let killed = Instant::now();
+    let st = ctl.wait().unwrap();
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(libc::SIGKILL));
+    // within 10 s: the remote commands, their sshd sessions, the ssh clients and the reaper
+    let left = wait_gone(&w.lab, &w.dir, &w.sshds.pids());
+    assert_eq!(left, Vec::<String>::new(), "outlived the killed run");
+    let err = err.join().unwrap();
+    // the remote commands stopped on the end of their stdin: every ssh client ended by itself
+    assert!(err.contains("its reaper stopped 4 and killed 0 command(s)"), "{err}");
+    eprintln!("all gone {:.1} s after the kill", killed.elapsed().as_secs_f64());
+    teardown(w);
+}
+
+/// `mcblast run --deploy`: no host has mcblast at its `mcblast_path`, the
+/// sender's is behind `sudo -n` (and a wrapper that logs its arguments); the
+/// first run copies this binary to each host's `mcblast_deploy_dir` and
+/// runs there (exact counts; the sender through `sudo -n`), the second
+/// finds the build and copies nothing.
+#[test]
+fn deploy_copies_once_and_runs_the_copy() {
+    if Command::new("sudo").arg("-V").output().is_err() {
+        eprintln!("SKIP: sudo not installed: run `cargo xtask setup`");
+        return;
+    }
+    let Some((_s, w)) = ssh_world("sshd") else {
+        return;
+    };
+    let dir = w.dir.clone();
+    let deploy_dir = |h: &str| dir.join(format!("deploy-{h}"));
+    let (wrap, log) = (dir.join("logwrap"), dir.join("logwrap.log"));
+    std::fs::write(&wrap, format!("#!/bin/sh\necho \"$*\" >> {}\nexec \"$@\"\n", log.display())).unwrap();
+    run_ok(Command::new("chmod").arg("755").arg(&wrap));
+    w.inventory("hosts.ini", |h| {
+        let path = match h {
+            "tx" => format!("mcblast_path=\"{} sudo -n /nonexistent/mcblast\"", wrap.display()),
+            "rx3" => "mcblast_path=mcblast-not-on-path".into(),
+            _ => "mcblast_path=/nonexistent/mcblast".into(),
+        };
+        format!("{path} mcblast_deploy_dir={}", deploy_dir(h).display())
+    });
+    let plan = w.dir.join("plan.toml");
+    std::fs::write(&plan, "duration = 1\nrepeats = 1\n[hosts]\ninventory = \"hosts.ini\"\n[[matrix]]\nload = [\"10M/1470\"]\n").unwrap();
+    let hosts = ["tx", "rx1", "rx2", "rx3"];
+    let deployed = |h: &str| -> PathBuf {
+        let mut builds = std::fs::read_dir(deploy_dir(h)).unwrap_or_else(|e| panic!("{h}: {e}"));
+        builds.next().expect("a build dir").unwrap().path().join("mcblast")
+    };
+    let run = |n: u32| -> (String, Vec<(u64, i64)>) {
+        let out = w.dir.join(format!("out{n}"));
+        let o = w.run_cmd(&plan, &out).arg("--deploy").output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "run {n}: {err}");
+        let (_, rows) = csv(&out.join("cases.csv"));
+        assert_eq!(rows.len(), 3, "{err}");
+        for r in &rows {
+            assert_eq!((num(r, "received"), num(r, "lost")), (num(r, "sent"), 0), "{r:?}");
+        }
+        use std::os::unix::fs::MetadataExt;
+        let id = |h: &&str| std::fs::metadata(deployed(h)).map(|m| (m.ino(), m.mtime_nsec())).unwrap();
+        let ids = hosts.iter().map(id).collect();
+        (err, ids)
+    };
+    let (err, first) = run(1);
+    let bin = std::fs::read(BIN).unwrap();
+    for h in hosts {
+        let p = deployed(h);
+        assert!(err.contains(&format!("{h}: copied to {}", p.display())), "{h}: {err}");
+        assert!(std::fs::read(&p).unwrap() == bin, "{h}: {} is this binary", p.display());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o755);
+    }
+    // the sender's commands ran the copy, through the inventory's prefix
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let sudo = format!("sudo -n {} ", deployed("tx").display());
+    for verb in ["--version", "preflight", "send"] {
+        assert!(logged.lines().any(|l| l.starts_with(&sudo) && l.contains(verb)), "{verb}: {logged}");
+    }
+    let (err, second) = run(2);
+    for h in hosts {
+        assert!(err.contains(&format!("{h}: {} is this build, not copied", deployed(h).display())), "{h}: {err}");
+    }
+    assert_eq!(first, second, "the second run left the deployed files alone");
+    teardown(w);
+}
+
+/// The playbook of examples/ansible, as the docs run it.
+fn playbook() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/ansible/mcblast.yml")
+}
+
+/// Whether `ansible-playbook` is there (else says how to get it).
+fn have_ansible() -> bool {
+    // looked up on PATH: running it would make ~/.ansible
+    let on_path = |p: std::ffi::OsString| std::env::split_paths(&p).any(|d| d.join("ansible-playbook").is_file());
+    let ok = std::env::var_os("PATH").is_some_and(on_path);
+    if !ok {
+        eprintln!("SKIP: ansible-playbook not installed: run `cargo xtask setup` (Debian package ansible-core)");
+    }
+    ok
+}
+
+#[test]
+fn ansible_playbook_syntax() {
+    if !have_ansible() {
+        return;
+    }
+    // ansible's own files in a dir of the test's, not ~/.ansible
+    let tmp = TempDir(std::env::temp_dir().join(format!("mcblast-ansible-syntax-{}", std::process::id())));
+    let o = Command::new("ansible-playbook")
+        .args(["--syntax-check", "-i", "localhost,"])
+        .arg(playbook())
+        .env("ANSIBLE_HOME", tmp.0.join("home"))
+        .env("ANSIBLE_LOCAL_TEMP", tmp.0.join("tmp"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+}
+
+/// A sysctl of a node's namespace (`all`, `eth0`: net.ipv4.conf.IF.KEY).
+fn conf(ns: &str, dev: &str, key: &str) -> String {
+    let o = Command::new("ip").args(["netns", "exec", ns, "cat", &format!("/proc/sys/net/ipv4/conf/{dev}/{key}")]).output().unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// `mcblast preflight --json` on a node: the level of each check.
+fn preflight_levels(w: &World, node: &str) -> std::collections::BTreeMap<String, String> {
+    let o = w.lab.exec_cmd(node, &["mcblast", "preflight", "--json", "--role", "recv", "--interface", "eth0", "--igmp-version", "2"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+    v["findings"].as_array().unwrap().iter().map(|f| (f["check"].as_str().unwrap().to_string(), f["level"].as_str().unwrap().to_string())).collect()
+}
+
+/// examples/ansible/mcblast.yml against the four sshd hosts with the very
+/// inventory `mcblast run` reads (plus where to put files: the test's dir,
+/// not /etc): the binary installed, force_igmp_version 2 and rp_filter 2 on
+/// `all` and eth0 in every node's namespace (preflight's IGMP check turns
+/// from fail to ok) and not in the machine's, rmem_max left alone with a
+/// note (read-only in a network namespace), the sysctl and sudoers files
+/// written (visudo accepts the line), and a second run changes nothing.
+#[test]
+fn ansible_playbook_prepares_the_hosts() {
+    if !have_ansible() {
+        return;
+    }
+    let Some((_s, w)) = ssh_world("ansb") else {
+        return;
+    };
+    let d = w.dir.clone();
+    let inv = w.inventory("hosts.ini", |h| {
+        format!(
+            "mcblast_install_path={d}/{h}/bin/mcblast mcblast_sysctl_file={d}/{h}/sysctl.conf mcblast_sudoers_file={d}/{h}/sudoers",
+            d = d.display()
+        )
+    });
+    for h in ["tx", "rx1", "rx2", "rx3"] {
+        std::fs::create_dir_all(d.join(h)).unwrap();
+    }
+    std::fs::write(
+        d.join("ansible.cfg"),
+        format!(
+            "[defaults]\nhome = {d}/ansible-home\nlocal_tmp = {d}/ansible-local\nremote_tmp = {d}/ansible-remote\n\
+             interpreter_python = /usr/bin/python3\nnocolor = true\nforks = 4\n[ssh_connection]\npipelining = true\n\
+             ssh_args = -o ControlMaster=auto -o ControlPersist=2s\ncontrol_path_dir = {d}/ansible-cp\n",
+            d = d.display()
+        ),
+    )
+    .unwrap();
+    let nodes = ["sender", "r1", "r2", "r3"];
+    let root_before: Vec<String> = ["force_igmp_version", "rp_filter"].iter().map(|k| conf_root(k)).collect();
+    assert_eq!(preflight_levels(&w, "r1")["igmp_version"], "fail", "a fresh namespace speaks IGMPv3");
+    let play = || {
+        let t = Instant::now();
+        let o = w
+            .lab
+            .exec_cmd("sender", &["ansible-playbook", "-i"])
+            .arg(&inv)
+            .arg(playbook())
+            .args(["-e", &format!("mcblast_binary={BIN}"), "-e", "mcblast_sudo_user=mcblast-test"])
+            .env("ANSIBLE_CONFIG", d.join("ansible.cfg"))
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(o.status.success(), "{text}");
+        eprintln!("ansible-playbook: {:.1} s", t.elapsed().as_secs_f64());
+        text
+    };
+    let first = play();
+    for (node, h) in nodes.iter().zip(["tx", "rx1", "rx2", "rx3"]) {
+        let ns = w.lab.ns_name(node);
+        for dev in ["all", "eth0"] {
+            assert_eq!((conf(&ns, dev, "force_igmp_version"), conf(&ns, dev, "rp_filter")), ("2".into(), "2".into()), "{node} {dev}");
+        }
+        let bin = d.join(h).join("bin/mcblast");
+        assert!(std::fs::read(&bin).unwrap() == std::fs::read(BIN).unwrap(), "{h}: the binary");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&bin).unwrap().permissions().mode() & 0o777, 0o755);
+        let sysctl = std::fs::read_to_string(d.join(h).join("sysctl.conf")).unwrap();
+        for k in ["net.ipv4.conf.all.force_igmp_version = 2", "net.ipv4.conf.eth0.force_igmp_version = 2", "net.ipv4.conf.eth0.rp_filter = 2"] {
+            assert!(sysctl.contains(k), "{h}: {k} in {sysctl}");
+        }
+        assert!(!sysctl.contains("rmem_max"), "read-only in a namespace, not kept: {sysctl}");
+        let sudoers = d.join(h).join("sudoers");
+        assert_eq!(
+            std::fs::read_to_string(&sudoers).unwrap(),
+            format!("mcblast-test ALL=(root) NOPASSWD: {}, /usr/bin/pkill\n", bin.display())
+        );
+        assert_eq!(std::fs::metadata(&sudoers).unwrap().permissions().mode() & 0o777, 0o440);
+        run_ok(Command::new("visudo").arg("-cf").arg(&sudoers));
+    }
+    assert!(first.contains("net.core.rmem_max and wmem_max are read-only here"), "{first}");
+    let after: Vec<String> = ["force_igmp_version", "rp_filter"].iter().map(|k| conf_root(k)).collect();
+    assert_eq!(after, root_before, "the machine's own sysctls are untouched");
+    let levels = preflight_levels(&w, "r1");
+    assert_eq!((levels["igmp_version"].as_str(), levels["rp_filter"].as_str()), ("ok", "ok"), "{levels:?}");
+    let second = play();
+    let recap: Vec<&str> = second.lines().filter(|l| l.contains(" : ok=")).collect();
+    assert_eq!(recap.len(), 4, "{second}");
+    assert!(recap.iter().all(|l| l.contains(" changed=0 ") && l.contains(" failed=0 ")), "the second run changes nothing: {second}");
+    teardown(w);
+}
+
+/// A net.ipv4.conf.all sysctl of the machine (the test's own namespace).
+fn conf_root(key: &str) -> String {
+    std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/all/{key}")).unwrap().trim().to_string()
 }

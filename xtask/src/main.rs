@@ -1,12 +1,12 @@
 //! Project tasks. `cargo xtask <task>`:
 //!
 //! * `setup` — install what the build and the tests need, if missing: Debian
-//!   packages (iproute2, nftables, openssh, chromium for the report test), the pinned nightly with rust-src for the
-//!   eBPF build, bpf-linker.
+//!   packages (iproute2, nftables, openssh, chromium for the report test, sudo and ansible-core for the deploy and
+//!   playbook tests), the pinned nightly with rust-src for the eBPF build, bpf-linker.
 //! * `test`  — setup, then every test (unit, property, privileged
-//!   integration tests in throwaway namespaces, a bounded fuzz run, the
-//!   kernel smoke suite of `kernels`), then a check that nothing the tests
-//!   made outlived them.
+//!   integration tests in throwaway namespaces, a bounded fuzz run, `dist` and
+//!   its checks, the kernel smoke suite of `kernels`), then a check that
+//!   nothing the tests made outlived them.
 //! * `demo`  — setup, build, bring up a lab of 1 sender + 9 receivers, send
 //!   10 s of 8192-byte multicast at 100 Mbit/s, print each receiver's
 //!   report, remove the lab.
@@ -15,10 +15,14 @@
 //!   `bench recv [flags]` runs recv-bench instead (the receivers' kernel
 //!   counter by attach point, against join-only receivers).
 //! * `fuzz [--seconds N]` — run the wire-header parser fuzz target.
+//! * `dist [--no-check]` — static musl binaries (x86_64, aarch64), .debs and SHA256SUMS in
+//!   target/dist/, then their checks (qemu-user, a Debian 11 chroot); see `dist.rs`.
 //! * `kernels [--only host,6.1,5.10] [--out FILE]` — the smoke suite on the
 //!   host kernel and on Debian 13, 12 and 11 cloud kernels under QEMU (TCG);
 //!   writes the compatibility table docs/kernels.md (see `kernels.rs`);
 //!   `kernels --check` is the part of `test` that runs it.
+
+mod dist;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -39,7 +43,8 @@ const CARGO_FUZZ: &str = "0.13.2";
 /// Commands the lab and the benchmark need, and the Debian package of each:
 /// iperf2 and trafgen are the benchmark's references, perf shows where the
 /// cycles go; `mcblast run` reaches real hosts with ssh, and its test runs
-/// sshd in lab namespaces; chromium (headless) renders report.html in the report test;
+/// sshd in lab namespaces; chromium (headless) renders report.html in the report test; the ssh
+/// tests run `sudo -n` (as root) like an inventory's mcblast_path, and examples/ansible's playbook;
 /// `cargo xtask kernels` boots kernels with QEMU from an initramfs it makes with
 /// cpio, busybox, kmod (depmod for the guest's modules), objcopy and xz.
 const DEBIAN: &[(&str, &str)] = &[
@@ -55,6 +60,8 @@ const DEBIAN: &[(&str, &str)] = &[
     ("ssh-keygen", "openssh-client"),
     ("/usr/sbin/sshd", "openssh-server"),
     ("chromium", "chromium"),
+    ("sudo", "sudo"),
+    ("ansible-playbook", "ansible-core"),
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("cpio", "cpio"),
     ("busybox", "busybox-static"),
@@ -74,6 +81,7 @@ fn main() {
         Some("test") => test(),
         Some("demo") => demo(),
         Some("bench") => bench(&args[1..]),
+        Some("dist") => dist::dist(!args.iter().any(|a| a == "--no-check")).map(drop),
         Some("kernels") => kernels::kernels(&args[1..]),
         Some("fuzz") => {
             let secs = args
@@ -85,7 +93,7 @@ fn main() {
             setup().and_then(|_| fuzz(secs))
         }
         _ => {
-            eprintln!("usage: cargo xtask <setup|test|demo|bench [lab-bench flags]|bench recv [recv-bench flags]|fuzz [--seconds N]|kernels [--only host,6.1,5.10] [--out FILE] [--check]>");
+            eprintln!("usage: cargo xtask <setup|test|demo|bench [lab-bench flags]|bench recv [recv-bench flags]|fuzz [--seconds N]|dist [--no-check]|kernels [--only host,6.1,5.10] [--out FILE] [--check]>");
             std::process::exit(2);
         }
     };
@@ -130,7 +138,15 @@ fn cargo() -> Command {
 
 /// Installs what is missing; says what it did.
 fn setup() -> Result<()> {
-    let mut missing: Vec<&str> = DEBIAN.iter().filter(|(c, _)| !have(c)).map(|(_, p)| *p).collect();
+    install_debian(DEBIAN)?;
+    setup_ebpf_toolchain()?;
+    eprintln!("xtask: setup complete ({NIGHTLY} + rust-src, bpf-linker {BPF_LINKER}, iproute2, nftables, iperf, netsniff-ng, linux-perf, openssh-client, openssh-server, chromium, sudo, ansible-core, qemu-system-x86, cpio, busybox-static, kmod, binutils, xz-utils)");
+    Ok(())
+}
+
+/// Installs the Debian packages of `wanted` (command that proves it is installed, package) whose command is missing.
+fn install_debian(wanted: &[(&str, &str)]) -> Result<()> {
+    let mut missing: Vec<&str> = wanted.iter().filter(|(c, _)| !have(c)).map(|(_, p)| *p).collect();
     missing.dedup();
     if !missing.is_empty() {
         if !is_root() {
@@ -162,7 +178,11 @@ fn setup() -> Result<()> {
             let _ = run(Command::new("systemctl").args(["disable", "ssh.service"]));
         }
     }
+    Ok(())
+}
 
+/// The pinned nightly with rust-src and bpf-linker: what build.rs needs for the eBPF program.
+fn setup_ebpf_toolchain() -> Result<()> {
     let installed = output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", NIGHTLY]));
     if !installed.lines().any(|l| l.starts_with("rust-src")) {
         run(Command::new("rustup").args(["toolchain", "install", NIGHTLY, "--profile", "minimal", "--component", "rust-src"]))?;
@@ -172,7 +192,6 @@ fn setup() -> Result<()> {
     if !linker.contains(BPF_LINKER) {
         run(cargo().args(["install", "bpf-linker", "--version", BPF_LINKER, "--locked", "--force"]))?;
     }
-    eprintln!("xtask: setup complete ({NIGHTLY} + rust-src, bpf-linker {BPF_LINKER}, iproute2, nftables, iperf, netsniff-ng, linux-perf, openssh-client, openssh-server, chromium, qemu-system-x86, cpio, busybox-static, kmod, binutils, xz-utils)");
     Ok(())
 }
 
@@ -236,6 +255,13 @@ fn leftovers() -> Vec<String> {
             .filter(|l| l.contains("sshd") && l.contains("mcblast-ssh-test-"))
             .map(|l| format!("sshd still running: {}", l.trim())),
     );
+    // What `mcblast run` starts: its reaper, and receivers and senders that stop when the run's pipe closes.
+    v.extend(
+        output(Command::new("ps").args(["-eo", "pid=,args="]))
+            .lines()
+            .filter(|l| l.contains("mcblast") && (l.contains(" run-reaper ") || l.contains(" --stop-on-stdin-eof ")))
+            .map(|l| format!("mcblast run's process still running: {}", l.trim())),
+    );
     // The receiver's drop tracer (tp_btf kfree_skb) and its counter at tc
     // ingress (tcx), when bpftool is there to list programs.
     if let Ok(out) = Command::new("bpftool").args(["prog", "show"]).output() {
@@ -282,6 +308,15 @@ fn test() -> Result<()> {
         ok = false;
     } else {
         t.passed += 1;
+    }
+    // The downloadable binaries and .debs, built and checked (qemu-user, a Debian 11 chroot).
+    match dist::dist(true) {
+        Ok(n) => t.passed += n,
+        Err(e) => {
+            eprintln!("xtask: dist failed: {e:#}");
+            t.failed += 1;
+            ok = false;
+        }
     }
     // The smoke suite on the host kernel and on Debian 13, 12 and 11 under QEMU (about 4 minutes).
     if let Err(e) = kernels::test() {

@@ -24,10 +24,13 @@ use anyhow::{Context, Result, anyhow, bail};
 use aya::EbpfLoader;
 use aya::maps::{Array, Map, MapData};
 use aya::programs::SchedClassifier;
+use aya::programs::tc::{self, NlOptions, TcAttachOptions, TcAttachType, TcError};
 use mcblast_common::maps::{ImpairConfig, ImpairEntry, ImpairState, ImpairStats, PPM};
 use serde::Serialize;
 
 use super::{Lab, SENDER, SWITCH, node_addr, run_in_ns};
+use crate::kfeatures::KernelFeatures;
+use crate::tc_classic;
 
 /// Where bpffs is mounted.
 pub const BPFFS: &str = "/sys/fs/bpf";
@@ -206,6 +209,12 @@ impl Lab {
             .with_context(|| format!("cannot create {}", lab_dir(prefix).display()))?;
         map.pin(&mpin).map_err(|e| anyhow!("cannot pin the impairment map at {}: {e}", mpin.display()))?;
         let ns = self.access_ns(link);
+        if !KernelFeatures::probe().tcx {
+            return attach_classic(ebpf, &ns, link, &lpin).inspect_err(|_| {
+                let _ = std::fs::remove_file(&mpin);
+                remove_dir_if_empty(prefix);
+            });
+        }
         let (port, in_ns) = (link.to_string(), ns.clone());
         let attached = run_in_ns(&ns, move || -> Result<OwnedFd> {
             let ifindex = crate::sys::if_index(&port).with_context(|| format!("no port {port} in {in_ns}"))?;
@@ -238,6 +247,13 @@ impl Lab {
         let prefix = self.prefix();
         let report = read(prefix, link)?;
         let ns = self.access_ns(link);
+        if !KernelFeatures::probe().tcx {
+            detach_classic(&ns, link)?;
+            let _ = std::fs::remove_file(link_pin(prefix, link));
+            let _ = std::fs::remove_file(map_pin(prefix, link));
+            remove_dir_if_empty(prefix);
+            return Ok(report);
+        }
         let port = link.to_string();
         let count = move || -> Result<u32> {
             let port = port.clone();
@@ -265,6 +281,40 @@ impl Lab {
     pub fn impaired_links(&self) -> Vec<String> {
         impaired_links(self.prefix())
     }
+}
+
+/// On kernels without tcx links: the program as a classic filter on the
+/// port's egress (a `clsact` qdisc, mcblast's priority and handle). The
+/// filter holds the program after this process exits; the pinned program
+/// at `lpin` marks the link impaired. `lab down` removes the port and the
+/// filter with it.
+fn attach_classic(ebpf: aya::Ebpf, ns: &str, port: &str, lpin: &Path) -> Result<()> {
+    let (port, lpin) = (port.to_string(), lpin.to_path_buf());
+    run_in_ns(ns, move || -> Result<()> {
+        let mut ebpf = ebpf;
+        let prog: &mut SchedClassifier = ebpf.program_mut(PROGRAM).context("no impairment program")?.try_into()?;
+        match tc::qdisc_add_clsact(&port) {
+            Ok(()) => {}
+            Err(TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot add a clsact qdisc to {port}")),
+        }
+        let opts = NlOptions { priority: tc_classic::PRIORITY, handle: tc_classic::HANDLE.into(), ..NlOptions::default() };
+        let id = prog
+            .attach_with_options(&port, TcAttachType::Egress, TcAttachOptions::Netlink(opts))
+            .with_context(|| format!("cannot attach a classic tc filter at the egress of {port}"))?;
+        // Kept attached when this process exits: the kernel holds the program.
+        std::mem::forget(prog.take_link(id)?);
+        crate::sys::bpf::obj_pin(prog.fd()?.as_fd(), &lpin).with_context(|| format!("cannot pin {}", lpin.display()))
+    })?
+}
+
+/// Removes the classic impairment filter from the egress of `port`.
+fn detach_classic(ns: &str, port: &str) -> Result<()> {
+    let port = port.to_string();
+    run_in_ns(ns, move || {
+        tc::qdisc_detach_program(&port, TcAttachType::Egress, PROGRAM)
+            .with_context(|| format!("cannot remove the impairment filter from {port}"))
+    })?
 }
 
 fn impaired_links(prefix: &str) -> Vec<String> {

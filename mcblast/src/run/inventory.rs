@@ -34,7 +34,12 @@ pub struct Host {
     pub interface: Option<String>,
     /// `mcblast_path`: the remote program, as the remote shell reads it (default `mcblast`).
     pub mcblast_path: String,
+    /// `mcblast_deploy_dir`: where `mcblast run --deploy` puts its builds (default [`DEFAULT_DEPLOY_DIR`]).
+    pub deploy_dir: String,
 }
+
+/// Where `mcblast run --deploy` copies its binary on a host, under one directory per build.
+pub const DEFAULT_DEPLOY_DIR: &str = "~/.cache/mcblast";
 
 /// A parsed inventory: its groups (hosts in file order) and every host's variables.
 #[derive(Debug, Clone, Default)]
@@ -453,6 +458,7 @@ impl Inventory {
             ssh_args,
             interface,
             mcblast_path: get("mcblast_path").unwrap_or_else(|| "mcblast".into()),
+            deploy_dir: get("mcblast_deploy_dir").unwrap_or_else(|| DEFAULT_DEPLOY_DIR.into()),
         })
     }
 }
@@ -497,6 +503,7 @@ ansible_user = ec2-user
                 ssh_args: vec![],
                 interface: Some("ens5".into()),
                 mcblast_path: "/opt/mcblast/mcblast".into(),
+                deploy_dir: "~/.cache/mcblast".into(),
             }
         );
         let r = inv.group("receivers").unwrap();

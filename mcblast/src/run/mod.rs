@@ -17,8 +17,10 @@
 //! counts collected, the impairment removed. Results are written as each run ends, so
 //! Ctrl-C keeps every finished run and case.
 
+pub mod deploy;
 pub mod inventory;
 pub mod plan;
+pub mod reaper;
 pub mod stats;
 pub mod transport;
 
@@ -82,17 +84,26 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| DEFAULT_RUN_PREFIX.to_string());
-    let plan = plan::load(&a.plan, a.quick.then_some("quick"), &default_prefix)?;
+    let mut plan = plan::load(&a.plan, a.quick.then_some("quick"), &default_prefix)?;
     crate::sys::install_stop_signals().context("installing signal handlers")?;
-    match &plan.hosts {
-        None => crate::lab::require_root()?,
-        Some(h) => match check_hosts(h) {
+    if a.deploy && plan.hosts.is_none() {
+        let p = a.plan.display();
+        bail!("{p}: --deploy copies mcblast to the hosts of a [hosts] plan; a lab runs this binary itself: remove --deploy");
+    }
+    if plan.hosts.is_none() {
+        crate::lab::require_root()?;
+    }
+    // started first, dropped last: after the run's own cleanup it is told to exit
+    let reaper = reaper::Reaper::start(plan.hosts.is_none().then_some(plan.base.base.prefix.as_str()))?;
+    transport::set_run_group(reaper.group());
+    if let Some(h) = &mut plan.hosts {
+        match prepare_hosts(h, a.deploy) {
             Err(e) if is_stop(&e) => {
                 eprintln!("mcblast run: stopped during the version check; nothing was sent");
                 return Ok(ExitCode::from(130));
             }
             r => r?,
-        },
+        }
     }
     let out = a.out.clone().unwrap_or_else(|| {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -175,6 +186,14 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
             out.display()
         ))),
     }
+}
+
+/// With `deploy`, copies this build where it is missing; then checks every host.
+fn prepare_hosts(h: &mut Hosts, deploy: bool) -> Result<()> {
+    if deploy {
+        deploy::deploy(h)?;
+    }
+    check_hosts(h)
 }
 
 /// Checks `mcblast --version` on every host (in parallel): one line per host
@@ -358,7 +377,7 @@ fn one_run(
     }
     let mut recvs = Vec::new();
     for r in &site.receivers {
-        let mut argv = strings(&["recv"]);
+        let mut argv = strings(&["recv", transport::STOP_ON_EOF]);
         argv.extend(iface(r));
         argv.extend(strings(&[
             "--json", "-i", RECV_INTERVAL, "-g", &group, "-p", &port, "--run-id", &run_id.to_string(), "--expect-flows", "1", "-t",
@@ -388,7 +407,7 @@ fn one_run(
     }
     check_stop()?;
     let send_argv = |id: u32, secs: f64| -> Vec<String> {
-        let mut v = strings(&["send"]);
+        let mut v = strings(&["send", transport::STOP_ON_EOF]);
         v.extend(iface(&site.sender));
         v.extend(strings(&[
             "--json", "-i", "0", "-g", &group, "-p", &port, "-l", &case.load.length.to_string(), "-t", &fmt_s(secs),

@@ -6,13 +6,18 @@
 //!
 //! Nothing outlives a run: every remote command bounds itself (`-t`), and a
 //! [`Proc`] that is dropped before it finished (an error, Ctrl-C) is killed
-//! on the node, over ssh with `pkill -f` on its run id, then locally.
+//! on the node, over ssh with `pkill -f` on its run id, then locally. Every
+//! command joins the run's process group ([`set_run_group`], the reaper's,
+//! see [`super::reaper`]), and a [`Proc`] holds its command's stdin open: a
+//! run that dies without cleaning up closes it, and a command started with
+//! `--stop-on-stdin-eof` stops, on the lab or at the far end of ssh.
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +29,25 @@ use super::inventory::Host;
 const SSH_CONNECT_TIMEOUT: u32 = 15;
 /// Bound on the remote kill of an abandoned command.
 const KILL_LIMIT: Duration = Duration::from_secs(20);
+/// The hidden flag of `mcblast send` and `recv` that stops them when their stdin ends.
+pub const STOP_ON_EOF: &str = "--stop-on-stdin-eof";
+
+/// The process group commands join (0: a new group of their own).
+static RUN_GROUP: AtomicU32 = AtomicU32::new(0);
+
+/// Makes every command started from now on join process group `pgid` (the run's reaper).
+pub fn set_run_group(pgid: u32) {
+    RUN_GROUP.store(pgid, Ordering::SeqCst);
+}
+
+/// Puts `c` in the run's process group: away from the terminal's, so a
+/// Ctrl-C reaches the run only, which then stops its commands itself. A
+/// group whose leader is gone cannot be joined: then a group of its own.
+pub(super) fn join_run_group(c: &mut Command) {
+    let g = RUN_GROUP.load(Ordering::SeqCst);
+    let alive = g != 0 && std::path::Path::new(&format!("/proc/{g}")).exists();
+    c.process_group(if alive { g as i32 } else { 0 });
+}
 
 #[derive(Debug, Clone)]
 pub enum Transport {
@@ -86,7 +110,7 @@ impl Node {
     }
 
     /// `ssh` with the options for this host, up to and including the destination.
-    fn ssh_base(h: &Host) -> Command {
+    pub(super) fn ssh_base(h: &Host) -> Command {
         let mut c = Command::new("ssh");
         c.args(["-o", "BatchMode=yes", "-o"])
             .arg(format!("ConnectTimeout={SSH_CONNECT_TIMEOUT}"))
@@ -111,6 +135,7 @@ impl Node {
             Transport::Netns { ns, program } => {
                 let mut c = Command::new("ip");
                 c.arg("netns").arg("exec").arg(ns).arg(program).args(args);
+                join_run_group(&mut c);
                 c
             }
             Transport::Ssh(h) => {
@@ -122,9 +147,7 @@ impl Node {
                     remote.push_str(&shell_quote(a));
                 }
                 c.arg(remote);
-                // Ctrl-C at the terminal stops the run, which then ends the
-                // remote side itself; ssh must not die of it first
-                c.process_group(0);
+                join_run_group(&mut c);
                 c
             }
         }
@@ -137,7 +160,8 @@ impl Node {
         let sudo = if h.mcblast_path.split_whitespace().next() == Some("sudo") { "sudo -n " } else { "" };
         let mut c = Self::ssh_base(h);
         c.arg(format!("{sudo}pkill -f {}", shell_quote(&run_pattern(run_id))));
-        c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
+        c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        join_run_group(&mut c);
         let mut child = c.spawn().with_context(|| format!("{}: starting ssh", self.name))?;
         let deadline = Instant::now() + KILL_LIMIT;
         loop {
@@ -160,6 +184,14 @@ impl Node {
     /// `mcblast --version` on the node: Ok(None) when it is this build,
     /// Ok(Some(line)) naming what is wrong (one line, starting with the node name).
     pub fn check_version(&self, limit: Duration) -> Result<Option<String>> {
+        Ok(match self.version(limit)? {
+            Version::Same => None,
+            Version::Other(line) | Version::Unreachable(line) => Some(line),
+        })
+    }
+
+    /// `mcblast --version` on the node, and what it says.
+    pub fn version(&self, limit: Duration) -> Result<Version> {
         let p = Proc::spawn(self, &["--version".to_string()], None)?;
         let (code, out, err) = p.finish(limit)?;
         let name = &self.name;
@@ -167,24 +199,33 @@ impl Node {
         let prog = self.program();
         Ok(match code {
             Some(0) => match out.lines().next().and_then(|l| l.trim().strip_prefix("mcblast ")) {
-                Some(v) if v == crate::cli::VERSION => None,
-                Some(v) => Some(format!("{name}: mcblast {v} but this is {}", crate::cli::VERSION)),
-                None => Some(format!(
+                Some(v) if v == crate::cli::VERSION => Version::Same,
+                Some(v) => Version::Other(format!("{name}: mcblast {v} but this is {}", crate::cli::VERSION)),
+                None => Version::Other(format!(
                     "{name}: `{prog} --version` printed {:?}, not mcblast's version (set mcblast_path to the mcblast binary)",
                     out.lines().next().unwrap_or("").trim()
                 )),
             },
-            Some(255) if self.is_ssh() => Some(format!("{name}: ssh failed: {last_err}")),
-            Some(126 | 127) => Some(format!("{name}: mcblast not found at `{prog}` (install it or set mcblast_path)")),
+            Some(255) if self.is_ssh() => Version::Unreachable(format!("{name}: ssh failed: {last_err}")),
+            Some(126 | 127) => Version::Other(format!("{name}: mcblast not found at `{prog}` (install it or set mcblast_path)")),
             _ if last_err.contains("not found") || last_err.contains("No such file") => {
-                Some(format!("{name}: mcblast not found at `{prog}` (install it or set mcblast_path)"))
+                Version::Other(format!("{name}: mcblast not found at `{prog}` (install it or set mcblast_path)"))
             }
-            c => Some(format!(
+            c => Version::Other(format!(
                 "{name}: `{prog} --version` failed (exit {}): {last_err}",
                 c.map_or("by a signal".into(), |c| c.to_string())
             )),
         })
     }
+}
+
+/// What `mcblast --version` on a node said: this build, another (or none:
+/// a line naming the node and the problem), or ssh failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Version {
+    Same,
+    Other(String),
+    Unreachable(String),
 }
 
 fn expand_tilde(p: &str) -> OsString {
@@ -202,6 +243,8 @@ pub struct Proc {
     target: Node,
     run_id: Option<u32>,
     child: Child,
+    /// held open while the command runs (see [`STOP_ON_EOF`])
+    stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<String>,
     err: Option<std::thread::JoinHandle<String>>,
     /// stdout lines taken so far
@@ -211,6 +254,7 @@ pub struct Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        self.stdin = None;
         if self.done {
             return;
         }
@@ -232,7 +276,7 @@ impl Proc {
     pub fn spawn(node: &Node, args: &[String], run_id: Option<u32>) -> Result<Proc> {
         let mut child = node
             .command(args)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -240,6 +284,7 @@ impl Proc {
                 Transport::Ssh(_) => format!("{}: starting ssh (install openssh-client)", node.name),
                 Transport::Netns { .. } => format!("{}: starting {}", node.name, args.join(" ")),
             })?;
+        let stdin = child.stdin.take();
         let (tx, lines) = mpsc::channel();
         let rd = BufReader::new(child.stdout.take().unwrap());
         std::thread::spawn(move || {
@@ -261,6 +306,7 @@ impl Proc {
             target: node.clone(),
             run_id,
             child,
+            stdin,
             lines,
             err: Some(err),
             taken: String::new(),
@@ -323,6 +369,7 @@ impl Proc {
         };
         // ssh's own failure (255) may leave the remote command running
         self.done = !(self.target.is_ssh() && st.code() == Some(255));
+        self.stdin = None;
         // the rest of stdout: the pipe closes at exit (bounded, in case
         // something the command started still holds it)
         let drain = Instant::now() + Duration::from_secs(5);
@@ -357,6 +404,7 @@ mod tests {
             ssh_args: vec!["-o".into(), "ProxyJump=bastion".into()],
             interface: Some("ens5".into()),
             mcblast_path: "sudo -n /opt/mcblast".into(),
+            deploy_dir: "~/.cache/mcblast".into(),
         }
     }
 

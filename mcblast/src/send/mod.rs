@@ -51,6 +51,9 @@ pub const SEND_TIMEOUT: Duration = Duration::from_millis(200);
 pub fn run(args: SendArgs) -> Result<ExitCode> {
     let plan = Plan::resolve(&args, &plan::System)?;
     crate::sys::install_stop_signals().context("cannot install the Ctrl-C handler")?;
+    if args.common.stop_on_stdin_eof {
+        crate::sys::stop_on_stdin_eof();
+    }
     let run_id = plan.run_id.unwrap_or_else(random_run_id);
     let template = Template {
         run: run_id,

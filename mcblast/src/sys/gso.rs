@@ -73,7 +73,7 @@ impl GsoBuf {
         // SAFETY: CMSG_SPACE is a pure size computation.
         let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) } as usize;
         assert!(space <= CMSG_BUF);
-        msg.msg_controllen = space;
+        msg.msg_controllen = space as _; // usize with glibc, u32 with musl
         // SAFETY: msg_control points to `space` zeroed, 8-aligned bytes owned
         // by `ctrl`, enough for one cmsghdr carrying a u16, so CMSG_FIRSTHDR
         // is non-null and CMSG_DATA stays inside the buffer.
@@ -82,7 +82,7 @@ impl GsoBuf {
             assert!(!c.is_null());
             (*c).cmsg_level = libc::SOL_UDP;
             (*c).cmsg_type = libc::UDP_SEGMENT;
-            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as usize;
+            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as _;
             std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), length as u16);
         }
         GsoBuf { buf, length, segs, iov, ctrl, msg }

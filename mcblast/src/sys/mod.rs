@@ -7,6 +7,7 @@ pub mod bpf;
 pub mod ethtool;
 pub mod net;
 pub mod packet;
+pub mod proc;
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -210,6 +211,23 @@ pub fn install_stop_signals() -> io::Result<()> {
 /// True once SIGINT or SIGTERM arrived.
 pub fn stop_requested() -> bool {
     STOP.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Requests the stop SIGINT/SIGTERM would once standard input reaches its
+/// end (or fails): `mcblast run` holds the other end of the pipe, locally or
+/// through ssh, so a run that dies, however, stops its commands.
+pub fn stop_on_stdin_eof() {
+    std::thread::spawn(|| {
+        let mut buf = [0u8; 512];
+        loop {
+            match std::io::Read::read(&mut std::io::stdin(), &mut buf) {
+                Ok(0) => break,
+                Err(e) if e.kind() != io::ErrorKind::Interrupted => break,
+                _ => {}
+            }
+        }
+        STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
 }
 
 /// An IPv4 raw socket for one IP protocol (e.g. `libc::IPPROTO_IGMP`), in the

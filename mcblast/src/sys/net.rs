@@ -173,14 +173,14 @@ impl RecvBatch {
             h.msg_iov = &mut self.iovs[i];
             h.msg_iovlen = 1;
             h.msg_control = self.ctrl[i].as_mut_ptr() as *mut libc::c_void;
-            h.msg_controllen = CMSG_SPACE;
+            h.msg_controllen = CMSG_SPACE as _; // usize with glibc, u32 with musl
             h.msg_flags = 0;
             self.msgs[i].msg_len = 0;
         }
         // SAFETY: every mmsghdr points at buffers owned by `self` that stay
         // alive and unaliased for the duration of the call.
         let flags = if nonblocking { libc::MSG_DONTWAIT } else { libc::MSG_WAITFORONE };
-        let rc = unsafe { libc::recvmmsg(fd.as_raw_fd(), self.msgs.as_mut_ptr(), n as u32, flags, std::ptr::null_mut()) };
+        let rc = unsafe { libc::recvmmsg(fd.as_raw_fd(), self.msgs.as_mut_ptr(), n as u32, flags as _, std::ptr::null_mut()) };
         if rc < 0 {
             let e = io::Error::last_os_error();
             return match e.kind() {

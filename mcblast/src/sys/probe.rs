@@ -62,7 +62,7 @@ fn ethtool(ifname: &str, data: *mut libc::c_void) -> io::Result<()> {
     // SAFETY: `ifr` is a valid ifreq with a NUL-terminated name and a data
     // pointer to a live ethtool command struct of the size that command
     // implies; the kernel writes only inside it.
-    cvt(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut ifr) }).map(drop)
+    cvt(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL as _, &mut ifr) }).map(drop)
 }
 
 /// Whether the device checksums outgoing packets itself (ETHTOOL_GTXCSUM):

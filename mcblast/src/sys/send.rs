@@ -94,7 +94,7 @@ pub fn allowed_cpus() -> io::Result<Vec<usize>> {
 /// interrupts the sleep; callers loop.
 pub fn sleep_until_mono(deadline_ns: u64) {
     let ts = libc::timespec {
-        tv_sec: (deadline_ns / 1_000_000_000) as libc::time_t,
+        tv_sec: (deadline_ns / 1_000_000_000) as _,
         tv_nsec: (deadline_ns % 1_000_000_000) as libc::c_long,
     };
     // SAFETY: `ts` is a valid timespec; with TIMER_ABSTIME the remainder

@@ -63,6 +63,11 @@ impl Drop for Recv {
 /// arguments, plus `-i 0` and `-t 30` (a bound, in case a flow never ends)
 /// unless `extra` gives its own; reads and checks its begin line.
 pub fn start_recv(lab: &Lab, node: &str, extra: &[&str]) -> Recv {
+    start_recv_env(lab, node, extra, &[])
+}
+
+/// As [`start_recv`], with these environment variables set for the receiver.
+pub fn start_recv_env(lab: &Lab, node: &str, extra: &[&str], env: &[(&str, &str)]) -> Recv {
     let mut argv = vec!["mcblast", "recv", "--interface", "eth0", "--json"];
     if !extra.contains(&"-i") {
         argv.extend_from_slice(&["-i", "0"]);
@@ -71,7 +76,7 @@ pub fn start_recv(lab: &Lab, node: &str, extra: &[&str]) -> Recv {
         argv.extend_from_slice(&["-t", "30"]);
     }
     argv.extend_from_slice(extra);
-    let mut child = lab.exec_cmd(node, &argv).stdout(Stdio::piped()).spawn().expect("spawn recv");
+    let mut child = lab.exec_cmd(node, &argv).envs(env.iter().copied()).stdout(Stdio::piped()).spawn().expect("spawn recv");
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).expect("read begin line");
