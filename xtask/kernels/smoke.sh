@@ -137,12 +137,14 @@ done
 finish 10 erecv
 
 # Loss attribution: an nftables rule in r1 drops every 10th datagram at input
-# (the drop tracer must name them); r2's bridge port is impaired (every 10th
-# dropped by `mcblast lab impair`). Both receivers at --xdp-mode auto.
+# (the drop tracer, in r1's default receiver, must name them); r2's bridge port
+# is impaired (every 10th dropped by `mcblast lab impair`), counted by a
+# socket-counter receiver, so the impairment is checked where the kernel
+# counter does not load.
 step nft_drop 30 "$M" lab exec r1 -- nft 'add table inet mcbk; add chain inet mcbk in { type filter hook input priority filter; }; add rule inet mcbk in udp dport 5001 @th,104,8 0 numgen inc mod 10 0 counter drop'
 step impair 60 "$M" lab impair r2 --every 10 --json
 rbg recv_drops r1
-rbg recv_impair r2
+rbg recv_impair r2 --counter socket
 if [ "$(ready 90 recv_drops recv_impair)" -gt 0 ]; then
     send send_auto -e mmsg -l 1470 -n $N --pps 300
 else
