@@ -5,7 +5,8 @@
 //!   playbook tests), the pinned nightly with rust-src for the eBPF build, bpf-linker.
 //! * `test`  — setup, then every test (unit, property, privileged
 //!   integration tests in throwaway namespaces, a bounded fuzz run, `dist` and
-//!   its checks), then a check that nothing the tests made outlived them.
+//!   its checks, the kernel smoke suite of `kernels`), then a check that
+//!   nothing the tests made outlived them.
 //! * `demo`  — setup, build, bring up a lab of 1 sender + 9 receivers, send
 //!   10 s of 8192-byte multicast at 100 Mbit/s, print each receiver's
 //!   report, remove the lab.
@@ -16,6 +17,10 @@
 //! * `fuzz [--seconds N]` — run the wire-header parser fuzz target.
 //! * `dist [--no-check]` — static musl binaries (x86_64, aarch64), .debs and SHA256SUMS in
 //!   target/dist/, then their checks (qemu-user, a Debian 11 chroot); see `dist.rs`.
+//! * `kernels [--only host,6.1,5.10] [--out FILE]` — the smoke suite on the
+//!   host kernel and on Debian 13, 12 and 11 cloud kernels under QEMU (TCG);
+//!   writes the compatibility table docs/kernels.md (see `kernels.rs`);
+//!   `kernels --check` is the part of `test` that runs it.
 
 mod dist;
 
@@ -28,6 +33,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+mod kernels;
+
 /// The nightly that builds the eBPF programs (see ARCHITECTURE.md).
 const NIGHTLY: &str = "nightly-2026-05-20";
 const BPF_LINKER: &str = "0.10.4";
@@ -37,7 +44,9 @@ const CARGO_FUZZ: &str = "0.13.2";
 /// iperf2 and trafgen are the benchmark's references, perf shows where the
 /// cycles go; `mcblast run` reaches real hosts with ssh, and its test runs
 /// sshd in lab namespaces; chromium (headless) renders report.html in the report test; the ssh
-/// tests run `sudo -n` (as root) like an inventory's mcblast_path, and examples/ansible's playbook.
+/// tests run `sudo -n` (as root) like an inventory's mcblast_path, and examples/ansible's playbook;
+/// `cargo xtask kernels` boots kernels with QEMU from an initramfs it makes with
+/// cpio, busybox, kmod (depmod for the guest's modules), objcopy and xz.
 const DEBIAN: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("nft", "nftables"),
@@ -53,6 +62,13 @@ const DEBIAN: &[(&str, &str)] = &[
     ("chromium", "chromium"),
     ("sudo", "sudo"),
     ("ansible-playbook", "ansible-core"),
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("cpio", "cpio"),
+    ("busybox", "busybox-static"),
+    ("depmod", "kmod"),
+    ("objcopy", "binutils"),
+    ("xz", "xz-utils"),
+    ("dpkg-deb", "dpkg"),
 ];
 
 /// Debian's hook that tells maintainer scripts whether they may start services.
@@ -66,6 +82,7 @@ fn main() {
         Some("demo") => demo(),
         Some("bench") => bench(&args[1..]),
         Some("dist") => dist::dist(!args.iter().any(|a| a == "--no-check")).map(drop),
+        Some("kernels") => kernels::kernels(&args[1..]),
         Some("fuzz") => {
             let secs = args
                 .iter()
@@ -76,7 +93,7 @@ fn main() {
             setup().and_then(|_| fuzz(secs))
         }
         _ => {
-            eprintln!("usage: cargo xtask <setup|test|demo|bench [lab-bench flags]|bench recv [recv-bench flags]|fuzz [--seconds N]|dist [--no-check]>");
+            eprintln!("usage: cargo xtask <setup|test|demo|bench [lab-bench flags]|bench recv [recv-bench flags]|fuzz [--seconds N]|dist [--no-check]|kernels [--only host,6.1,5.10] [--out FILE] [--check]>");
             std::process::exit(2);
         }
     };
@@ -123,7 +140,7 @@ fn cargo() -> Command {
 fn setup() -> Result<()> {
     install_debian(DEBIAN)?;
     setup_ebpf_toolchain()?;
-    eprintln!("xtask: setup complete ({NIGHTLY} + rust-src, bpf-linker {BPF_LINKER}, iproute2, nftables, iperf, netsniff-ng, linux-perf, openssh-client, openssh-server, chromium, sudo, ansible-core)");
+    eprintln!("xtask: setup complete ({NIGHTLY} + rust-src, bpf-linker {BPF_LINKER}, iproute2, nftables, iperf, netsniff-ng, linux-perf, openssh-client, openssh-server, chromium, sudo, ansible-core, qemu-system-x86, cpio, busybox-static, kmod, binutils, xz-utils)");
     Ok(())
 }
 
@@ -216,7 +233,7 @@ fn cargo_test(args: &[&str], t: &mut Tally) -> Result<bool> {
 }
 
 /// Namespaces our tests and the lab create start with one of these.
-const NS_PREFIXES: &[&str] = &["mcbt", "mcb-", "mcbb"];
+const NS_PREFIXES: &[&str] = &["mcbt", "mcb-", "mcbb", kernels::PREFIX];
 
 fn leftovers() -> Vec<String> {
     let mut v: Vec<String> = output(Command::new("ip").args(["netns", "list"]))
@@ -300,6 +317,14 @@ fn test() -> Result<()> {
             t.failed += 1;
             ok = false;
         }
+    }
+    // The smoke suite on the host kernel and on Debian 13, 12 and 11 under QEMU (about 4 minutes).
+    if let Err(e) = kernels::test() {
+        eprintln!("xtask: {e:#}");
+        t.failed += 1;
+        ok = false;
+    } else {
+        t.passed += 1;
     }
     let after: Vec<String> = leftovers().into_iter().filter(|l| !before.contains(l)).collect();
     if !after.is_empty() {
