@@ -458,30 +458,27 @@ pub struct LossRecord {
 }
 
 /// [`LossRecord::kind`] of a gap and of a fill.
-pub const LOSS_GAP: u32 = 1;
-pub const LOSS_FILL: u32 = 2;
+pub use crate::tracker::{LOSS_FILL, LOSS_GAP};
 
 /// Bytes of the `LOSS_EVENTS` ring buffer (a power of two, a multiple of
 /// the page size): 4 MiB, some 70 000 records between two reads.
 pub const LOSS_RING_BYTES: u32 = 4 << 20;
 
 impl LossRecord {
-    /// The record for a tracker event, None for [`crate::tracker::LossEvent::None`].
+    /// The record for a tracker change, None for no change.
     #[inline(always)]
-    pub fn of(key: FlowKey, ev: crate::tracker::LossEvent, rx_ns: u64) -> Option<LossRecord> {
-        let (kind, from, to) = match ev {
-            crate::tracker::LossEvent::None => return None,
-            crate::tracker::LossEvent::Gap { from, to } => (LOSS_GAP, from, to),
-            crate::tracker::LossEvent::Fill { seq } => (LOSS_FILL, seq, seq.wrapping_add(1)),
-        };
-        Some(LossRecord { key, kind, _pad: 0, from, to, rx_ns })
+    pub fn of(key: FlowKey, c: impl Into<crate::tracker::Change>, rx_ns: u64) -> Option<LossRecord> {
+        let c = c.into();
+        if c.kind == crate::tracker::LOSS_NONE {
+            return None;
+        }
+        Some(LossRecord { key, kind: c.kind, _pad: 0, from: c.from, to: c.to, rx_ns })
     }
 
-    /// The tracker event it carries (None for an unknown kind).
+    /// The tracker event it carries (None for an unknown kind or no change).
     pub fn event(&self) -> Option<crate::tracker::LossEvent> {
         match self.kind {
-            LOSS_GAP => Some(crate::tracker::LossEvent::Gap { from: self.from, to: self.to }),
-            LOSS_FILL => Some(crate::tracker::LossEvent::Fill { seq: self.from }),
+            LOSS_GAP | LOSS_FILL => crate::tracker::Change { kind: self.kind, from: self.from, to: self.to }.event(),
             _ => None,
         }
     }

@@ -56,6 +56,66 @@ pub enum LossEvent {
     Fill { seq: u64 },
 }
 
+/// [`Change::kind`] of no change, of a gap and of a fill.
+pub const LOSS_NONE: u32 = 0;
+pub const LOSS_GAP: u32 = 1;
+pub const LOSS_FILL: u32 = 2;
+
+/// A [`LossEvent`] as plain numbers, every field written on every path:
+/// what the kernel counter keeps. (An enum's unused payload is undefined;
+/// LLVM may spill it to the stack on one path and reload it on another,
+/// and verifiers before Linux 6.3 reject that read of an unwritten stack
+/// slot.) A gap is `from..to`, a fill `from` with `to == from + 1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    /// [`LOSS_NONE`], [`LOSS_GAP`] or [`LOSS_FILL`].
+    pub kind: u32,
+    pub from: u64,
+    pub to: u64,
+}
+
+impl Change {
+    pub const NONE: Change = Change { kind: LOSS_NONE, from: 0, to: 0 };
+
+    /// The gap `from..to`, if it is not empty.
+    #[inline(always)]
+    fn gap(from: u64, to: u64) -> Change {
+        if to > from { Change { kind: LOSS_GAP, from, to } } else { Change::NONE }
+    }
+
+    #[inline(always)]
+    fn fill(seq: u64) -> Change {
+        Change { kind: LOSS_FILL, from: seq, to: seq.wrapping_add(1) }
+    }
+
+    /// The event it stands for (None for an unknown kind).
+    pub fn event(self) -> Option<LossEvent> {
+        match self.kind {
+            LOSS_NONE => Some(LossEvent::None),
+            LOSS_GAP => Some(LossEvent::Gap { from: self.from, to: self.to }),
+            LOSS_FILL => Some(LossEvent::Fill { seq: self.from }),
+            _ => None,
+        }
+    }
+}
+
+impl From<LossEvent> for Change {
+    #[inline(always)]
+    fn from(e: LossEvent) -> Change {
+        match e {
+            LossEvent::None => Change::NONE,
+            LossEvent::Gap { from, to } => Change { kind: LOSS_GAP, from, to },
+            LossEvent::Fill { seq } => Change::fill(seq),
+        }
+    }
+}
+
+impl From<Change> for LossEvent {
+    fn from(c: Change) -> LossEvent {
+        c.event().unwrap_or(LossEvent::None)
+    }
+}
+
 /// Everything a receiver knows about one flow.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,12 +281,6 @@ impl FlowState {
         }
     }
 
-    /// The gap `from..to`, if it is not empty.
-    #[inline(always)]
-    fn gap(from: u64, to: u64) -> LossEvent {
-        if to > from { LossEvent::Gap { from, to } } else { LossEvent::None }
-    }
-
     #[inline(always)]
     fn timing(&mut self, tx_ns: u64, rx_ns: u64) {
         let transit = rx_ns.wrapping_sub(tx_ns) as i64;
@@ -277,14 +331,14 @@ impl FlowState {
 
     /// Accounts one data datagram; says what it did to the lost set.
     #[inline(always)]
-    pub fn on_data(&mut self, seq: u64, len: u32, tx_ns: u64, rx_ns: u64, flags: u16, clock: u32) -> LossEvent {
+    pub fn on_data(&mut self, seq: u64, len: u32, tx_ns: u64, rx_ns: u64, flags: u16, clock: u32) -> Change {
         self.received += 1;
         self.bytes += len as u64;
         self.last_len = len;
         self.arrival(rx_ns, flags, clock);
         let ev;
         if seq >= self.next_seq {
-            ev = Self::gap(self.next_seq, seq);
+            ev = Change::gap(self.next_seq, seq);
             self.advance(seq.wrapping_add(1));
             // `advance` counted `seq` itself lost; it arrived.
             self.lost = self.lost.wrapping_sub(1);
@@ -292,15 +346,15 @@ impl FlowState {
         } else if self.next_seq - seq <= WINDOW {
             if self.bit(seq) {
                 self.duplicates += 1;
-                return LossEvent::None;
+                return Change::NONE;
             }
             self.set_bit(seq);
             self.lost = self.lost.wrapping_sub(1);
             self.reordered += 1;
-            ev = LossEvent::Fill { seq };
+            ev = Change::fill(seq);
         } else {
             self.stale += 1;
-            return LossEvent::None;
+            return Change::NONE;
         }
         self.timing(tx_ns, rx_ns);
         ev
@@ -309,21 +363,21 @@ impl FlowState {
     /// Accounts an end-of-flow marker announcing `count` data datagrams;
     /// the first one may count the tail lost (a gap).
     #[inline(always)]
-    pub fn on_end(&mut self, count: u64, rx_ns: u64, flags: u16, clock: u32) -> LossEvent {
+    pub fn on_end(&mut self, count: u64, rx_ns: u64, flags: u16, clock: u32) -> Change {
         self.arrival(rx_ns, flags, clock);
         if self.ended != 0 {
-            return LossEvent::None;
+            return Change::NONE;
         }
         self.ended = 1;
         self.end_count = count;
-        let ev = Self::gap(self.next_seq, count);
+        let ev = Change::gap(self.next_seq, count);
         self.advance(count);
         ev
     }
 
     /// Accounts one parsed datagram.
     #[inline(always)]
-    pub fn on_header(&mut self, h: &crate::wire::Header, rx_ns: u64) -> LossEvent {
+    pub fn on_header(&mut self, h: &crate::wire::Header, rx_ns: u64) -> Change {
         match h.kind {
             crate::wire::Kind::Data => self.on_data(h.seq, h.len, h.tx_ns, rx_ns, h.flags, h.clock),
             crate::wire::Kind::End => self.on_end(h.seq, rx_ns, h.flags, h.clock),
@@ -418,8 +472,8 @@ mod tests {
         events
             .iter()
             .map(|e| match *e {
-                Ev::Data(s) => st.on_data(s, 100, 0, 1, 0, 0),
-                Ev::End(c) => st.on_end(c, 1, 0, 0),
+                Ev::Data(s) => st.on_data(s, 100, 0, 1, 0, 0).into(),
+                Ev::End(c) => st.on_end(c, 1, 0, 0).into(),
             })
             .collect()
     }

@@ -905,9 +905,9 @@ mod tests {
         order.swap(10, 40);
         order.swap(100, 101);
         for (i, s) in order.iter().enumerate() {
-            log.apply(st.on_data(*s, 10, 0, i as u64, 0, 0), i as u64 / 100);
+            log.apply(st.on_data(*s, 10, 0, i as u64, 0, 0).into(), i as u64 / 100);
         }
-        log.apply(st.on_end(1003, 0, 0, 0), 99);
+        log.apply(st.on_end(1003, 0, 0, 0).into(), 99);
         let truth: Vec<u64> = (0..1003).filter(|s| s % 7 == 3 || (500..503).contains(s) || *s >= 1000).collect();
         let got: Vec<u64> = log.ranges().iter().flat_map(|[s, n]| *s..s + n).collect();
         assert_eq!(got, truth);

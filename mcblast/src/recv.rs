@@ -143,7 +143,7 @@ fn read_loop(
                             run: h.run,
                             flow: h.flow,
                         };
-                        let ev = g.flows.entry(key).or_default().on_header(&h, now);
+                        let ev = g.flows.entry(key).or_default().on_header(&h, now).into();
                         g.loss.apply(key, ev, now, loss_iv_ns);
                     }
                     _ => g.foreign += 1,
