@@ -142,10 +142,23 @@ const IP_OFFSET: u16 = 0x1fff;
 
 #[xdp(frags)]
 pub fn mcblast_counter(ctx: XdpContext) -> u32 {
+    xdp_count(&XdpFrame(&ctx))
+}
+
+/// The counter for kernels without XDP multi-buffer (before 5.18: no
+/// `frags` programs, no `bpf_xdp_load_bytes`): the frame is one buffer,
+/// read directly. Drivers of those kernels give XDP only frames that fit.
+#[xdp]
+pub fn mcblast_counter_linear(ctx: XdpContext) -> u32 {
+    xdp_count(&XdpLinearFrame(&ctx))
+}
+
+#[inline(always)]
+fn xdp_count<F: Frame>(f: &F) -> u32 {
     count(GlobalCounter::Packets);
     // The configuration is read once per packet, here.
     let Some(&cfg) = CONFIG.get(0) else { return xdp_action::XDP_PASS };
-    match try_count(&XdpFrame(&ctx), &cfg) {
+    match try_count(f, &cfg) {
         Verdict::Pass => xdp_action::XDP_PASS,
         Verdict::Counted | Verdict::LaterFragment if cfg.sink != 0 => xdp_action::XDP_DROP,
         Verdict::Counted | Verdict::LaterFragment => xdp_action::XDP_PASS,
@@ -170,8 +183,19 @@ pub fn mcblast_tc(ctx: TcContext) -> i32 {
 /// The walk's next step over a coalesced packet in XDP (see [`walk_step`]).
 #[xdp(frags)]
 pub fn mcblast_counter_step(ctx: XdpContext) -> u32 {
+    xdp_step(&XdpFrame(&ctx))
+}
+
+/// The walk's next step of [`mcblast_counter_linear`].
+#[xdp]
+pub fn mcblast_counter_linear_step(ctx: XdpContext) -> u32 {
+    xdp_step(&XdpLinearFrame(&ctx))
+}
+
+#[inline(always)]
+fn xdp_step<F: Frame>(f: &F) -> u32 {
     let Some(&cfg) = CONFIG.get(0) else { return xdp_action::XDP_PASS };
-    match walk_step(&XdpFrame(&ctx)) {
+    match walk_step(f) {
         Verdict::Counted if cfg.sink != 0 => xdp_action::XDP_DROP,
         _ => xdp_action::XDP_PASS,
     }
@@ -203,7 +227,7 @@ struct XdpFrame<'a>(&'a XdpContext);
 impl Frame for XdpFrame<'_> {
     #[inline(always)]
     fn bytes<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
-        if let Some(p) = ptr_at::<[u8; N]>(self.0, offset) {
+        if let Some(p) = ptr_at::<[u8; N]>(self.0, offset, MAX_LINEAR_OFFSET) {
             // SAFETY: `ptr_at` checked the N bytes lie inside the linear frame.
             return Some(unsafe { *p });
         }
@@ -218,6 +242,23 @@ impl Frame for XdpFrame<'_> {
     fn walk_on(&self) {
         // SAFETY: a tail call into an XDP program of the same kind (frags).
         unsafe { XDP_STEPS.tail_call(self.0, 0) };
+    }
+}
+
+/// An XDP frame of one buffer, read directly (no helper).
+struct XdpLinearFrame<'a>(&'a XdpContext);
+
+impl Frame for XdpLinearFrame<'_> {
+    #[inline(always)]
+    fn bytes<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        // SAFETY: `ptr_at` checked the N bytes lie inside the frame.
+        ptr_at::<[u8; N]>(self.0, offset, MAX_ONE_BUFFER_OFFSET).map(|p| unsafe { *p })
+    }
+
+    #[inline(always)]
+    fn walk_on(&self) {
+        // SAFETY: a tail call into an XDP program of the same kind (one buffer).
+        unsafe { XDP_LINEAR_STEPS.tail_call(self.0, 0) };
     }
 }
 
@@ -262,15 +303,18 @@ pub(crate) fn count_n(c: GlobalCounter, n: u64) {
     }
 }
 
-/// Offsets past this are never read directly (see [`ptr_at`]).
+/// Offsets past these are never read directly (see [`ptr_at`]): in a
+/// multi-buffer frame the linear part is at most a page; a one-buffer frame
+/// (generic XDP linearises a GSO batch) may hold up to 64 KiB.
 const MAX_LINEAR_OFFSET: usize = 0x3fff;
+const MAX_ONE_BUFFER_OFFSET: usize = 0xff00;
 
 /// A pointer to `T` at `offset` in the linear part of the frame, if it fits.
 #[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
+fn ptr_at<T>(ctx: &XdpContext, offset: usize, max: usize) -> Option<*const T> {
     // The verifier takes a variable packet offset only when offset and
-    // size stay below 64 KiB; the linear part is at most a page anyway.
-    if offset > MAX_LINEAR_OFFSET {
+    // size stay below 64 KiB.
+    if offset > max {
         return None;
     }
     let start = ctx.data();
@@ -509,12 +553,14 @@ struct Carrier {
 #[btf_map]
 static WALK: PerCpuArray<Carrier, 1> = PerCpuArray::new();
 
-/// The walk's step programs, slot 0: one map per program type (a program
-/// array holds programs of one type).
+/// The walk's step programs, slot 0: one map per program kind (a program
+/// array holds programs of one type, and XDP ones of one frags-ness).
 #[btf_map]
 static XDP_STEPS: ProgramArray<1> = ProgramArray::new();
 #[btf_map]
 static TC_STEPS: ProgramArray<1> = ProgramArray::new();
+#[btf_map]
+static XDP_LINEAR_STEPS: ProgramArray<1> = ProgramArray::new();
 
 /// 1 where the kernel has `bpf_ktime_get_tai_ns` (6.1 and later); userspace
 /// writes 0 before loading where it is missing. A read-only global: the

@@ -40,6 +40,10 @@ pub(crate) const TC_PROGRAM: &str = "mcblast_tc";
 /// The counter's walk over the datagrams of a GSO or GRO packet goes on
 /// in these programs (tail calls through the named program arrays).
 const XDP_STEP: &str = "mcblast_counter_step";
+/// The one-buffer XDP program and its step, for kernels without XDP
+/// multi-buffer (see `kfeatures`), and the program arrays of both steps.
+const XDP_LINEAR_PROGRAM: &str = "mcblast_counter_linear";
+const XDP_LINEAR_STEP: &str = "mcblast_counter_linear_step";
 const TC_STEP: &str = "mcblast_tc_step";
 /// Names of the drop tracer (tp_btf `kfree_skb`) in the object: for the
 /// tracepoint with the receiving socket (4 arguments), and without (3).
@@ -154,20 +158,21 @@ impl KernelCounter {
             ebpf.take_map("LOSS_EVENTS").context("eBPF object has no LOSS_EVENTS map")?,
         )?);
         // Each program is loaded when its attach point is first tried.
+        let (xdp_program, xdp_step, xdp_steps) = xdp_programs(&features);
         let xdp = |ebpf: &mut Ebpf, flags: u32| -> Result<std::io::Result<Attachment>> {
             let prog: &mut Xdp = ebpf
-                .program_mut(PROGRAM)
-                .with_context(|| format!("eBPF object has no program {PROGRAM}"))?
+                .program_mut(xdp_program)
+                .with_context(|| format!("eBPF object has no program {xdp_program}"))?
                 .try_into()?;
             if prog.fd().is_err() {
-                prog.load().map_err(explain_program)?;
+                prog.load().map_err(|e| explain_program(e, "XDP"))?;
                 let step: &mut Xdp =
-                    ebpf.program_mut(XDP_STEP).with_context(|| format!("eBPF object has no {XDP_STEP}"))?.try_into()?;
-                step.load().map_err(explain_program)?;
+                    ebpf.program_mut(xdp_step).with_context(|| format!("eBPF object has no {xdp_step}"))?.try_into()?;
+                step.load().map_err(|e| explain_program(e, "XDP"))?;
                 let fd = step.fd()?.try_clone()?;
-                set_step(ebpf, "XDP_STEPS", &fd)?;
+                set_step(ebpf, xdp_steps, &fd)?;
             }
-            let prog: &mut Xdp = ebpf.program_mut(PROGRAM).expect("loaded above").try_into()?;
+            let prog: &mut Xdp = ebpf.program_mut(xdp_program).expect("loaded above").try_into()?;
             Ok(crate::sys::bpf::xdp_link_create(prog.fd()?.as_fd(), iface.index, flags).map(Attachment::Link))
         };
         let tc = |ebpf: &mut Ebpf| -> Result<std::io::Result<Attachment>> {
@@ -175,10 +180,10 @@ impl KernelCounter {
                 .program_mut(TC_PROGRAM)
                 .with_context(|| format!("eBPF object has no program {TC_PROGRAM}"))?
                 .try_into()?;
-            prog.load().map_err(explain_program)?;
+            prog.load().map_err(|e| explain_program(e, "tc"))?;
             let step: &mut SchedClassifier =
                 ebpf.program_mut(TC_STEP).with_context(|| format!("eBPF object has no {TC_STEP}"))?.try_into()?;
-            step.load().map_err(explain_program)?;
+            step.load().map_err(|e| explain_program(e, "tc"))?;
             let fd = step.fd()?.try_clone()?;
             set_step(ebpf, "TC_STEPS", &fd)?;
             let prog: &mut SchedClassifier = ebpf.program_mut(TC_PROGRAM).expect("loaded above").try_into()?;
@@ -216,6 +221,11 @@ impl KernelCounter {
             reason
         } else {
             format!("{reason}; receive times from the monotonic clock plus its TAI offset (no bpf_ktime_get_tai_ns)")
+        };
+        let reason = if features.xdp_frags || point == AttachPoint::Tc {
+            reason
+        } else {
+            format!("{reason}; a one-buffer XDP program (no XDP multi-buffer in this kernel)")
         };
         Ok(KernelCounter { link: Some(link), groups: Mutex::new(groups), loss, ebpf, mode, reason })
     }
@@ -516,14 +526,24 @@ fn explain_load(e: EbpfError) -> anyhow::Error {
                 anyhow!("the kernel refused the counter's BTF: {e}")
             }
         }
-        EbpfError::ProgramError(e) => explain_program(e),
+        EbpfError::ProgramError(e) => explain_program(e, "eBPF"),
         e => anyhow!("cannot load the kernel counter: {e}"),
     }
 }
 
+/// The XDP program, its walk step and the step's program array this
+/// kernel can load: multi-buffer (`frags`) ones where it has them.
+fn xdp_programs(features: &KernelFeatures) -> (&'static str, &'static str, &'static str) {
+    if features.xdp_frags {
+        (PROGRAM, XDP_STEP, "XDP_STEPS")
+    } else {
+        (XDP_LINEAR_PROGRAM, XDP_LINEAR_STEP, "XDP_LINEAR_STEPS")
+    }
+}
+
 /// Turns a program load failure into a clear error; verifier rejections
-/// carry the end of the verifier log.
-fn explain_program(e: ProgramError) -> anyhow::Error {
+/// carry the end of the verifier log. `kind` is "XDP" or "tc".
+fn explain_program(e: ProgramError, kind: &str) -> anyhow::Error {
     match e {
         ProgramError::LoadError { io_error, verifier_log } => {
             // The verifier says EACCES too: a privilege problem only when
@@ -537,12 +557,15 @@ fn explain_program(e: ProgramError) -> anyhow::Error {
                 if no_btf() {
                     return anyhow!("{NO_BTF}");
                 }
-                return anyhow!("the kernel refused the XDP program: {io_error} (is XDP supported by this kernel?)");
+                return anyhow!(
+                    "the kernel refused the counter's {kind} program: {io_error} (no verifier log: a program type, \
+                     flag or helper this kernel lacks; `mcblast probe` lists what it has)"
+                );
             }
             let tail = lines[lines.len().saturating_sub(VERIFIER_TAIL)..].join("\n");
-            anyhow!("the kernel verifier rejected the XDP program ({io_error}); end of the verifier log:\n{tail}")
+            anyhow!("the kernel verifier rejected the counter's {kind} program ({io_error}); end of the verifier log:\n{tail}")
         }
-        e => anyhow!("cannot load the XDP program: {e}"),
+        e => anyhow!("cannot load the counter's {kind} program: {e}"),
     }
 }
 
@@ -670,6 +693,11 @@ fn native_reason(iface: &Iface, e: &std::io::Error) -> String {
     }
     match e.raw_os_error() {
         Some(libc::EOPNOTSUPP) | Some(524 /* ENOTSUPP */) => "the driver has no native XDP".to_string(),
+        Some(libc::ERANGE) if !KernelFeatures::probe().xdp_frags => format!(
+            "MTU {} is too large for the driver's native XDP in a kernel without XDP multi-buffer (a frame must fit \
+             one page); use --xdp-mode tc (or generic), or a smaller MTU",
+            iface.mtu
+        ),
         Some(libc::ERANGE) => "the MTU is too large for the driver's native XDP".to_string(),
         _ => e.to_string(),
     }

@@ -4,9 +4,10 @@
 //! | feature | probe | since | without it |
 //! |---|---|---|---|
 //! | `bpf_ktime_get_tai_ns` | `BPF_FUNC_ktime_get_tai_ns` in `enum bpf_func_id` | 6.1 | monotonic clock + offset measured at attach |
+//! | XDP multi-buffer | `BPF_FUNC_xdp_load_bytes` in `enum bpf_func_id` (it came with `frags` programs) | 5.18 | a one-buffer XDP program; frames that do not fit one buffer need tc |
 //! | tcx links | `BPF_TCX_INGRESS` in `enum bpf_attach_type` | 6.6 | a classic clsact qdisc + BPF filter ([`crate::tc_classic`]) |
 //!
-//! `MCBLAST_PRETEND_MISSING=tai,tcx` (a test aid) makes this kernel look as
+//! `MCBLAST_PRETEND_MISSING=tai,tcx,frags` (a test aid) makes this kernel look as
 //! if it lacked them, so the fallbacks run on any kernel.
 
 use crate::btf::Btf;
@@ -20,6 +21,8 @@ pub struct KernelFeatures {
     pub tai_helper: bool,
     /// tc programs attach through tcx links.
     pub tcx: bool,
+    /// XDP programs may see multi-buffer frames (`frags`, `bpf_xdp_load_bytes`).
+    pub xdp_frags: bool,
 }
 
 impl KernelFeatures {
@@ -30,7 +33,7 @@ impl KernelFeatures {
     }
 
     /// As [`probe`](Self::probe), with the features named in `pretend`
-    /// (comma-separated: `tai`, `tcx`) read as missing.
+    /// (comma-separated: `tai`, `tcx`, `frags`) read as missing.
     pub fn probe_hiding(pretend: &str) -> KernelFeatures {
         let btf = Btf::from_kernel().ok();
         let missing = |name: &str| pretend.split(',').any(|p| p.trim() == name);
@@ -42,6 +45,7 @@ impl KernelFeatures {
         KernelFeatures {
             tai_helper: !missing("tai") && has("bpf_func_id", "BPF_FUNC_ktime_get_tai_ns"),
             tcx: !missing("tcx") && has("bpf_attach_type", "BPF_TCX_INGRESS"),
+            xdp_frags: !missing("frags") && has("bpf_func_id", "BPF_FUNC_xdp_load_bytes"),
         }
     }
 }
@@ -87,7 +91,9 @@ mod tests {
         let real = KernelFeatures::probe();
         let has_tai = btf.enum_values("bpf_func_id").unwrap().iter().any(|(_, n)| n == "BPF_FUNC_ktime_get_tai_ns");
         assert_eq!(real.tai_helper, has_tai);
-        let old = KernelFeatures::probe_hiding("tai, tcx");
-        assert_eq!(old, KernelFeatures { tai_helper: false, tcx: false });
+        let frags = btf.enum_values("bpf_func_id").unwrap().iter().any(|(_, n)| n == "BPF_FUNC_xdp_load_bytes");
+        assert_eq!(real.xdp_frags, frags);
+        let old = KernelFeatures::probe_hiding("tai, tcx,frags");
+        assert_eq!(old, KernelFeatures { tai_helper: false, tcx: false, xdp_frags: false });
     }
 }

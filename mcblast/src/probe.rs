@@ -394,6 +394,16 @@ fn counter_feature_checks() -> Vec<Check> {
             },
         ),
         check_line(
+            "XDP multi-buffer (frags)",
+            Some(f.xdp_frags),
+            yes_no(f.xdp_frags),
+            if f.xdp_frags {
+                "BPF_FUNC_xdp_load_bytes in the kernel's enum bpf_func_id"
+            } else {
+                "not in the kernel's BTF: the counter's XDP program sees one-buffer frames only (jumbo frames at tc)"
+            },
+        ),
+        check_line(
             "bpf_ktime_get_tai_ns",
             Some(f.tai_helper),
             yes_no(f.tai_helper),

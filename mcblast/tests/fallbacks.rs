@@ -131,3 +131,31 @@ fn lab_impair_without_tcx_uses_a_classic_egress_filter() {
     impair(&["r1", "--clear"]);
     assert!(!port_filters().contains("mcblast"), "{}", port_filters());
 }
+
+/// Without XDP multi-buffer (before 5.18) the counter loads its one-buffer
+/// XDP program: generic XDP hands it whole 8192-byte datagrams (GSO batches
+/// linearised) and it counts every one; native XDP on a veth at MTU 9000
+/// is refused with the reason and what to use instead.
+#[test]
+fn without_xdp_multi_buffer_a_one_buffer_program_counts_exactly() {
+    if skip(NEEDS) {
+        return;
+    }
+    let _serial = serial();
+    let lab = lab("ff", 1);
+    let frags = [("MCBLAST_PRETEND_MISSING", "frags")];
+    let argv = ["mcblast", "recv", "--interface", "eth0", "--counter", "kernel", "--xdp-mode", "native", "-t", "5"];
+    let out = lab.exec_cmd("r1", &argv).envs(frags).output().expect("native recv");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("without XDP multi-buffer") && err.contains("--xdp-mode tc"), "{err}");
+    let r = start_recv_env(&lab, "r1", &["--counter", "kernel", "--xdp-mode", "generic"], &frags);
+    let why = r.begin["attach_reason"].as_str().unwrap_or_default().to_string();
+    assert!(why.contains("one-buffer XDP program"), "{why}");
+    lab.wait_members(Ipv4Addr::new(239, 0, 0, 1), &lab.receivers(), Duration::from_secs(15)).expect("join");
+    let sent = send_gso(&lab);
+    assert_eq!(sent, 3000);
+    let lines = finish(r);
+    let s = summary(&lines, "kernel");
+    let f = &s["flows"][0];
+    assert_eq!((u(f, "received"), u(f, "lost"), u(f, "duplicates")), (sent, 0, 0), "{s}");
+}

@@ -1177,7 +1177,7 @@ mod tests {
             secs: 3.0,
             out: vec![],
             err: [
-                "mcblast: the kernel verifier rejected the XDP program (Invalid argument (os error 22)); \
+                "mcblast: the kernel verifier rejected the counter's XDP program (Invalid argument (os error 22)); \
                  end of the verifier log:",
                 "465: (4f) r7 |= r1",
                 "; fun()",
