@@ -169,8 +169,9 @@ pub struct DropConfig {
     pub sk_net: u32,
     /// Byte offset of `ns.inum` in `struct net`.
     pub net_inum: u32,
-    /// The value of `SKB_DROP_REASON_NOT_SPECIFIED` in this kernel: drops
-    /// with this reason are also keyed by where they happened (`location`).
+    /// The value of `SKB_DROP_REASON_NOT_SPECIFIED` in this kernel
+    /// ([`NO_DROP_REASON`] in one without reasons): drops with this reason
+    /// are also keyed by where they happened (`location`).
     pub locate_reason: u32,
     /// Byte offset of `__sk_common.skc_cookie` in `struct sock`.
     pub sk_cookie: u32,
@@ -217,6 +218,11 @@ impl DropClass {
 
 /// Key of the per-CPU `DROPS` map: the kernel's drop reason (a value of the
 /// running kernel's `enum skb_drop_reason`, subsystem bits included) and the
+/// The reason the drop tracer records in a kernel whose `kfree_skb`
+/// tracepoint has none (before 5.17): such drops are told apart by where
+/// they happened (`location`).
+pub const NO_DROP_REASON: u32 = u32::MAX;
+
 /// [`DropClass`] of the datagram; for [`DropConfig::locate_reason`] also
 /// the kernel address that freed it (the tracepoint's `location`), else 0.
 #[repr(C)]

@@ -24,7 +24,7 @@
 
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_probe_read_kernel, programs::BtfTracePointContext};
 use mcblast_common::{
-    maps::{Config, DropClass, DropConfig, DropKey, FlowKey, GlobalCounter, TupleKey},
+    maps::{Config, DropClass, DropConfig, DropKey, FlowKey, GlobalCounter, NO_DROP_REASON, TupleKey},
     wire::{HEADER_LEN, Header, Kind, Packet, datagrams, stride},
 };
 
@@ -48,16 +48,27 @@ fn read<T>(base: u64, off: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + off as u64) as *const T) }.ok()
 }
 
+/// The arguments of the running kernel's `kfree_skb` tracepoint.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Args {
+    /// `(skb, location, reason, rx_sk)`: 6.11 and later.
+    WithSocket,
+    /// `(skb, location, reason)`: 5.17 to 6.10.
+    WithReason,
+    /// `(skb, location)`: before 5.17; every drop is keyed by its location.
+    NoReason,
+}
+
 #[inline(always)]
-pub fn on_kfree_skb(ctx: &BtfTracePointContext, has_rx_sk: bool) {
+pub fn on_kfree_skb(ctx: &BtfTracePointContext, args: Args) {
     let Some(&dc) = DROP_CONFIG.get(0) else { return };
     if dc.netns == 0 {
         return;
     }
     let Some(&cfg) = CONFIG.get(0) else { return };
     let skb: u64 = ctx.arg(ARG_SKB);
-    let reason: u32 = ctx.arg(ARG_REASON);
-    let rx_sk: u64 = if has_rx_sk { ctx.arg(ARG_RX_SK) } else { 0 };
+    let reason: u32 = if args == Args::NoReason { NO_DROP_REASON } else { ctx.arg(ARG_REASON) };
+    let rx_sk: u64 = if args == Args::WithSocket { ctx.arg(ARG_RX_SK) } else { 0 };
     if let Some((class, flow, n)) = classify(&dc, &cfg, skb, rx_sk) {
         let location: u64 = if reason == dc.locate_reason { ctx.arg(ARG_LOCATION) } else { 0 };
         count(DropKey { reason, class: class as u32, location, flow }, n);

@@ -116,7 +116,7 @@ static DROPS: PerCpuHashMap<DropKey, u64, { MAX_DROP_KEYS as usize }> = PerCpuHa
 /// The drop tracer: `trace_kfree_skb(skb, location, reason, rx_sk)` (6.11 and later).
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn mcblast_drops(ctx: BtfTracePointContext) -> i32 {
-    drops::on_kfree_skb(&ctx, true);
+    drops::on_kfree_skb(&ctx, drops::Args::WithSocket);
     0
 }
 
@@ -124,7 +124,15 @@ pub fn mcblast_drops(ctx: BtfTracePointContext) -> i32 {
 /// (5.17 to 6.10): `trace_kfree_skb(skb, location, reason)`.
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn mcblast_drops_nosk(ctx: BtfTracePointContext) -> i32 {
-    drops::on_kfree_skb(&ctx, false);
+    drops::on_kfree_skb(&ctx, drops::Args::WithReason);
+    0
+}
+
+/// The drop tracer for kernels whose tracepoint has no drop reason (before
+/// 5.17): `trace_kfree_skb(skb, location)`.
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn mcblast_drops_noreason(ctx: BtfTracePointContext) -> i32 {
+    drops::on_kfree_skb(&ctx, drops::Args::NoReason);
     0
 }
 

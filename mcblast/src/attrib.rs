@@ -40,7 +40,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use mcblast_common::maps::{DropClass, DropKey};
+use mcblast_common::maps::{DropClass, DropKey, NO_DROP_REASON};
 use mcblast_common::{FlowKey, FlowState};
 use serde::Serialize;
 
@@ -48,6 +48,10 @@ use crate::btf::Btf;
 
 /// `SKB_DROP_REASON_SUBSYS_MASK`: reasons of a subsystem carry its number in the high bits.
 const SUBSYS_SHIFT: u32 = 16;
+
+/// The reason name of drops in a kernel without drop reasons (before
+/// 5.17): they are told apart by the function that freed them.
+pub const NO_REASON: &str = "NO_REASON_IN_KERNEL";
 
 /// The names of the running kernel's drop reasons.
 #[derive(Debug, Clone, Default)]
@@ -58,10 +62,11 @@ pub struct ReasonNames {
 
 impl ReasonNames {
     /// From `enum skb_drop_reason` (and `enum skb_drop_reason_subsys`, when
-    /// present) of the kernel's BTF.
+    /// present) of the kernel's BTF; none in a kernel without drop reasons.
     pub fn from_btf(btf: &Btf) -> Result<ReasonNames> {
         let short = |n: &str| n.strip_prefix("SKB_DROP_REASON_").or_else(|| n.strip_prefix("SKB_")).unwrap_or(n).to_string();
-        let names = btf.enum_values("skb_drop_reason")?.into_iter().map(|(v, n)| (v as u32, short(&n))).collect();
+        let Ok(reasons) = btf.enum_values("skb_drop_reason") else { return Ok(ReasonNames::default()) };
+        let names = reasons.into_iter().map(|(v, n)| (v as u32, short(&n))).collect();
         let subsystems = btf
             .enum_values("skb_drop_reason_subsys")
             .unwrap_or_default()
@@ -76,6 +81,20 @@ impl ReasonNames {
         ReasonNames { names: pairs.iter().map(|(v, n)| (*v, n.to_string())).collect(), subsystems: BTreeMap::new() }
     }
 
+    /// Whether the kernel has drop reasons.
+    pub fn available(&self) -> bool {
+        !self.names.is_empty()
+    }
+
+    /// The reason the drop tracer keys by location: NOT_SPECIFIED, or the
+    /// tracer's own [`NO_DROP_REASON`] in a kernel without reasons.
+    pub fn locate_reason(&self) -> Result<u32> {
+        if !self.available() {
+            return Ok(NO_DROP_REASON);
+        }
+        self.value("NOT_SPECIFIED").ok_or_else(|| anyhow::anyhow!("the kernel has no drop reason NOT_SPECIFIED"))
+    }
+
     /// The value of a reason, by its short name.
     pub fn value(&self, name: &str) -> Option<u32> {
         self.names.iter().find(|(_, n)| *n == name).map(|(v, _)| *v)
@@ -85,6 +104,9 @@ impl ReasonNames {
     pub fn name(&self, reason: u32) -> String {
         if let Some(n) = self.names.get(&reason) {
             return n.clone();
+        }
+        if reason == NO_DROP_REASON {
+            return NO_REASON.to_string();
         }
         let sub = reason >> SUBSYS_SHIFT;
         if sub != 0 {
@@ -126,11 +148,32 @@ impl Layer {
                 Layer::NoListener
             }
             "NOT_SPECIFIED" => Layer::Unspecified,
+            NO_REASON => Layer::of_function(function),
             "NO_SOCKET" => Layer::NoListener,
             "SOCKET_RCVBUFF" | "PROTO_MEM" => Layer::Socket,
             "SOCKET_CLOSE" | "QUEUE_PURGE" => Layer::Unread,
             "FRAG_REASM_TIMEOUT" | "FRAG_TOO_FAR" | "DUP_FRAG" => Layer::Reassembly,
             _ => Layer::Kernel,
+        }
+    }
+}
+
+impl Layer {
+    /// The layer of a drop in a kernel without drop reasons, by the function
+    /// that freed it, where that function drops for one cause only (Linux
+    /// 5.10's IPv4 and UDP receive paths); any other is "freed without a
+    /// reason" under its function's name, never guessed.
+    fn of_function(function: Option<&str>) -> Layer {
+        match function {
+            // NF_DROP from a netfilter hook (nftables, iptables).
+            Some("nf_hook_slow") => Layer::Kernel,
+            // A multicast datagram no socket wants.
+            Some("__udp4_lib_mcast_deliver" | "__udp4_lib_rcv") => Layer::NoListener,
+            // __udp_enqueue_schedule_skb refused it (receive buffer or UDP memory).
+            Some("__udp_queue_rcv_skb") => Layer::Socket,
+            // The socket's queues purged at close.
+            Some("inet_sock_destruct" | "udp_destruct_sock" | "skb_queue_purge") => Layer::Unread,
+            _ => Layer::Unspecified,
         }
     }
 }
@@ -212,6 +255,10 @@ pub struct Layers {
     pub fragments: u64,
     /// Every reason the drop tracer saw for datagrams to the port.
     pub reasons: Vec<ReasonCount>,
+    /// Whether the kernel gives drop reasons (5.17 and later); without them
+    /// every drop's reason is [`NO_REASON`] and its layer comes from the
+    /// function that freed it ([`Layer::of`]).
+    pub drop_reasons: bool,
     /// Drops to the port the tracer could not count (its map was full):
     /// the waterfall misses them when non-zero.
     pub tracer_keys_full: u64,
@@ -351,6 +398,7 @@ pub fn layers(m: &Measured, reasons: Vec<ReasonCount>, host: HostDeltas) -> Laye
             && m.expected + m.path_duplicates == m.at_driver + m.path_lost,
         so_rxq_ovfl: m.so_rxq_ovfl,
         fragments: m.fragments,
+        drop_reasons: !reasons.iter().any(|r| r.reason == NO_REASON),
         reasons,
         tracer_keys_full: 0,
         host,
@@ -397,7 +445,8 @@ pub fn human(l: &Layers) -> String {
     if l.sunk > 0 {
         row(&mut t, "  - sunk (--sink)", l.sunk.to_string(), "dropped by design after counting, not loss");
     }
-    row(&mut t, "  - dropped in the kernel", l.kernel_dropped.to_string(), if l.kernel_dropped > 0 { "by reason (kfree_skb):" } else { "" });
+    let how = if l.drop_reasons { "by reason (kfree_skb):" } else { "by the function that freed them (kfree_skb):" };
+    row(&mut t, "  - dropped in the kernel", l.kernel_dropped.to_string(), if l.kernel_dropped > 0 { how } else { "" });
     by(&mut t, Layer::Kernel);
     if l.fragments > 0 || l.reassembly_failed > 0 {
         let lost = l
@@ -423,7 +472,8 @@ pub fn human(l: &Layers) -> String {
         }
     }
     if l.unspecified > 0 {
-        row(&mut t, "  - freed without a reason", l.unspecified.to_string(), "NOT_SPECIFIED:");
+        let how = if l.drop_reasons { "NOT_SPECIFIED:" } else { "by a function that drops for more than one cause:" };
+        row(&mut t, "  - freed without a reason", l.unspecified.to_string(), how);
         by(&mut t, Layer::Unspecified);
     }
     if l.no_listener > 0 {
@@ -446,6 +496,9 @@ pub fn human(l: &Layers) -> String {
             "warning: the drop tracer's map was full: {} drop(s) to the port were not counted by reason or flow\n",
             l.tracer_keys_full
         ));
+    }
+    if !l.drop_reasons {
+        t.push_str("this kernel gives no drop reasons (before Linux 5.17): layers come from the functions that freed the datagrams\n");
     }
     if l.adds_up {
         t.push_str("every datagram is accounted for");
@@ -867,6 +920,37 @@ mod tests {
         assert_eq!(syms.lookup(0xffff0004).as_deref(), Some("first"));
         assert_eq!(syms.lookup(0xffff0030).as_deref(), Some("a_func"));
         assert_eq!(syms.lookup(0x10), None);
+    }
+
+    /// A kernel without drop reasons: the same run's drops keyed by the
+    /// function that freed them add up to the same waterfall, a function
+    /// that drops for several causes stays "freed without a reason", and the
+    /// table says why there are no reasons.
+    #[test]
+    fn without_drop_reasons_layers_come_from_the_freeing_function() {
+        let none = ReasonNames::default();
+        assert!(!none.available());
+        assert_eq!(none.locate_reason().unwrap(), NO_DROP_REASON);
+        assert_eq!(names().locate_reason().unwrap(), 2);
+        let at = |location, class: DropClass| DropKey { reason: NO_DROP_REASON, class: class as u32, location, flow: FlowKey::default() };
+        let drops = BTreeMap::from([
+            (at(0x10, DropClass::Data), 100),
+            (at(0x20, DropClass::Data), 40),
+            (at(0x30, DropClass::Data), 2),
+            (at(0x40, DropClass::Data), 3),
+        ]);
+        let sym = |a: u64| {
+            Some(match a { 0x10 => "nf_hook_slow", 0x20 => "__udp_queue_rcv_skb", 0x30 => "inet_sock_destruct", _ => "ip_rcv_core" }.to_string())
+        };
+        let r = reason_counts(&drops, &none, sym);
+        assert!(r.iter().all(|c| c.reason == NO_REASON), "{r:?}");
+        let m = Measured { expected: 1000, at_driver: 990, path_lost: 10, path_duplicates: 0, read: 845, so_rxq_ovfl: 40, fragments: 0, sunk: 0 };
+        let l = layers(&m, r, HostDeltas::default());
+        assert_eq!((l.kernel_dropped, l.socket_dropped, l.unread_at_close, l.unspecified), (100, 40, 2, 3));
+        assert!(l.adds_up && !l.drop_reasons, "{l:?}");
+        let text = human(&l);
+        assert!(text.contains("by the function that freed them") && text.contains("in nf_hook_slow"), "{text}");
+        assert!(text.contains("no drop reasons (before Linux 5.17)") && text.contains("in ip_rcv_core"), "{text}");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, ProgramArra
 use aya::programs::{BtfTracePoint, ProgramError, SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use mcblast_common::maps::{
-    Config, DropConfig, DropKey, FlowEntry, FlowKey, GLOBAL_COUNTERS, GlobalCounter, LossRecord, MAX_GROUPS,
+    Config, DropConfig, DropKey, FlowEntry, FlowKey, GLOBAL_COUNTERS, GlobalCounter, LossRecord, MAX_GROUPS, NO_DROP_REASON,
 };
 use mcblast_common::tracker::FlowState;
 
@@ -49,6 +49,7 @@ const TC_STEP: &str = "mcblast_tc_step";
 /// tracepoint with the receiving socket (4 arguments), and without (3).
 const DROP_PROGRAM: &str = "mcblast_drops";
 const DROP_PROGRAM_NOSK: &str = "mcblast_drops_nosk";
+const DROP_PROGRAM_NOREASON: &str = "mcblast_drops_noreason";
 
 /// Which drop tracer program to load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +62,10 @@ pub enum DropTracer {
     /// `kfree_skb(skb, location, reason)` (kernels 5.17 to 6.10): every
     /// drop is matched by `skb->dev`; any socket of the namespace counts.
     WithoutSocket,
+    /// `kfree_skb(skb, location)` (before 5.17): as `WithoutSocket`, and
+    /// every drop is recorded with reason [`NO_DROP_REASON`] and the address
+    /// that freed it.
+    WithoutReason,
 }
 /// The tracepoint the drop tracer attaches to.
 const DROP_TRACEPOINT: &str = "kfree_skb";
@@ -300,7 +305,8 @@ impl KernelCounter {
     /// in this process's network namespace on `iface` (or in a socket of
     /// this namespace). Read them with [`drops`](Self::drops). Drops with
     /// reason `locate_reason` (the kernel's value of NOT_SPECIFIED) are
-    /// also keyed by the address that freed them.
+    /// also keyed by the address that freed them; in a kernel without drop
+    /// reasons, every drop is, with reason [`NO_DROP_REASON`].
     ///
     /// The attachment is a BPF link held by the loaded object: it goes with
     /// the [`KernelCounter`], and with the process however it dies.
@@ -310,11 +316,16 @@ impl KernelCounter {
             DropTracer::Auto => match btf.tracepoint_args(DROP_TRACEPOINT)? {
                 n if n >= 4 => DropTracer::WithSocket,
                 3 => DropTracer::WithoutSocket,
-                n => bail!("the kernel's {DROP_TRACEPOINT} tracepoint has {n} arguments: no drop reason (kernels before 5.17)"),
+                2 => DropTracer::WithoutReason,
+                n => bail!("the kernel's {DROP_TRACEPOINT} tracepoint has {n} arguments (expected skb, location, ...)"),
             },
             w => w,
         };
-        let program = if which == DropTracer::WithSocket { DROP_PROGRAM } else { DROP_PROGRAM_NOSK };
+        let (program, locate_reason) = match which {
+            DropTracer::WithSocket => (DROP_PROGRAM, locate_reason),
+            DropTracer::WithoutSocket => (DROP_PROGRAM_NOSK, locate_reason),
+            DropTracer::WithoutReason | DropTracer::Auto => (DROP_PROGRAM_NOREASON, NO_DROP_REASON),
+        };
         let off = |s: &str, p: &str| btf.offset(s, p);
         let netns = crate::sys::netns_inode().context("cannot identify this network namespace")?;
         let dc = DropConfig {

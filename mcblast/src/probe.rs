@@ -435,7 +435,11 @@ fn kfree_skb_check() -> Check {
                 NAME,
                 Some(has),
                 if has { "yes" } else { "no" },
-                format!("{p} {} a `reason` field", if has { "has" } else { "has no" }),
+                if has {
+                    format!("{p} has a `reason` field")
+                } else {
+                    format!("{p} has no `reason` field: the drop tracer names drops by the function that freed them")
+                },
             );
         }
     }

@@ -329,10 +329,7 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
         if p.socket {
             match crate::btf::Btf::from_kernel()
                 .and_then(|btf| ReasonNames::from_btf(&btf))
-                .and_then(|names| {
-                    let unspecified = names.value("NOT_SPECIFIED").context("the kernel has no drop reason NOT_SPECIFIED")?;
-                    k.trace_drops(&p.iface, unspecified, DropTracer::Auto).map(|_| names)
-                })
+                .and_then(|names| k.trace_drops(&p.iface, names.locate_reason()?, DropTracer::Auto).map(|_| names))
             {
                 Ok(names) => reason_names = Some(names),
                 Err(e) => eprintln!("mcblast: no loss attribution (layers): {e:#}"),
@@ -687,6 +684,9 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
         let mut layers = attrib::layers(&m, reasons, host_end.since(&host_start));
         if kernel_mode == Some("tc") {
             layers.counted_at = "tc ingress";
+        }
+        if let Some(names) = &reason_names {
+            layers.drop_reasons = names.available();
         }
         if let (Some(a), Some(b)) = (&driver_start, &driver_end) {
             let (driver, other) = attrib::driver_layer(a, b);

@@ -755,7 +755,8 @@ fn tracer_cells(run: &Run) -> (Cell, Cell) {
         .and_then(|l| l["reasons"].as_array())
         .into_iter()
         .flatten()
-        .find(|r| r["reason"] == "NETFILTER_DROP")
+        // Without drop reasons (before 5.17): by the function that freed them.
+        .find(|r| r["reason"] == "NETFILTER_DROP" || (r["reason"] == "NO_REASON_IN_KERNEL" && r["function"] == "nf_hook_slow"))
         .and_then(|r| r["data"].as_u64())
         .unwrap_or(0);
     let names = if dropped == want && named == want {
@@ -765,7 +766,7 @@ fn tracer_cells(run: &Run) -> (Cell, Cell) {
             _ => Cell::Yes,
         }
     } else {
-        Cell::No(format!("{dropped} kernel drops, {named} as NETFILTER_DROP, of the {want} nftables dropped"))
+        Cell::No(format!("{dropped} kernel drops, {named} as NETFILTER_DROP (or in nf_hook_slow), of the {want} nftables dropped"))
     };
     (Cell::Yes, names)
 }
@@ -853,7 +854,7 @@ pub fn features(run: &Run) -> Vec<(String, Cell)> {
     rows.push(("recv --counter socket".into(), socket_cell(run)));
     let (attach, names) = tracer_cells(run);
     rows.push(("drop tracer (tp_btf kfree_skb) attaches".into(), attach));
-    rows.push(("drop tracer names nftables drops (NETFILTER_DROP)".into(), names));
+    rows.push(("drop tracer names nftables drops (NETFILTER_DROP; before 5.17, by nf_hook_slow)".into(), names));
     rows.push(("`mcblast lab impair` (a tc egress program on the bridge port)".into(), impair_cell(run)));
     for (i, e) in ["socket", "mmsg", "gso", "uring", "xdp"].iter().enumerate() {
         rows.push((format!("send --engine {e}"), engine_cell(run, e, 11 + i as u64)));
