@@ -169,8 +169,13 @@ impl Layer {
             Some("nf_hook_slow") => Layer::Kernel,
             // A multicast datagram no socket wants.
             Some("__udp4_lib_mcast_deliver" | "__udp4_lib_rcv") => Layer::NoListener,
-            // __udp_enqueue_schedule_skb refused it (receive buffer or UDP memory).
-            Some("__udp_queue_rcv_skb") => Layer::Socket,
+            // The socket's receive path: __udp_enqueue_schedule_skb refused
+            // it (receive buffer or UDP memory), in __udp_queue_rcv_skb, which
+            // 5.10 inlines into udp_queue_rcv_one_skb; that one also frees
+            // datagrams failing the socket's checksum or filter checks. Both
+            // count in the socket's own drop counter (sk_drops, SO_RXQ_OVFL),
+            // which the waterfall shows beside this row.
+            Some("__udp_queue_rcv_skb" | "udp_queue_rcv_one_skb") => Layer::Socket,
             // The socket's queues purged at close.
             Some("inet_sock_destruct" | "udp_destruct_sock" | "skb_queue_purge") => Layer::Unread,
             _ => Layer::Unspecified,
@@ -940,7 +945,7 @@ mod tests {
             (at(0x40, DropClass::Data), 3),
         ]);
         let sym = |a: u64| {
-            Some(match a { 0x10 => "nf_hook_slow", 0x20 => "__udp_queue_rcv_skb", 0x30 => "inet_sock_destruct", _ => "ip_rcv_core" }.to_string())
+            Some(match a { 0x10 => "nf_hook_slow", 0x20 => "udp_queue_rcv_one_skb", 0x30 => "inet_sock_destruct", _ => "ip_rcv_core" }.to_string())
         };
         let r = reason_counts(&drops, &none, sym);
         assert!(r.iter().all(|c| c.reason == NO_REASON), "{r:?}");

@@ -153,5 +153,16 @@ fi
 finish 20 recv_drops recv_impair
 step impair_clear 60 "$M" lab impair r2 --clear --json
 
+# The socket layer: a burst of 8192-byte datagrams overflows a 4 KiB receive
+# buffer on r2; the drop tracer must charge every overflow to the socket
+# (its count = the namespace's Udp RcvbufErrors).
+rbg recv_rcvbuf r2 --rcvbuf 4096
+if [ "$(ready 90 recv_rcvbuf)" -gt 0 ]; then
+    send send_rcvbuf -e mmsg -l 8192 -n $N --pps 100000
+else
+    skip send_rcvbuf "no receiver attached"
+fi
+finish 20 recv_rcvbuf
+
 step lab_down 120 "$M" lab down
 emit "done secs=$(since "$START")"

@@ -771,6 +771,40 @@ fn tracer_cells(run: &Run) -> (Cell, Cell) {
     (Cell::Yes, names)
 }
 
+/// The drop tracer at the socket: a burst overflowing a 4 KiB receive
+/// buffer, every overflow charged to the socket layer (datagrams of every
+/// class, as the kernel's Udp RcvbufErrors counts them).
+fn rcvbuf_cell(run: &Run) -> Cell {
+    if let Some(c) = failed(run, "recv_rcvbuf") {
+        return c;
+    }
+    let j = json(&run.steps["recv_rcvbuf"]);
+    let Some(l) = of_type(&j, "summary", Some("layers")) else {
+        return Cell::No("no waterfall (the drop tracer did not attach)".into());
+    };
+    let socket: u64 = l["reasons"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["layer"] == "socket")
+        .map(|r| ["data", "end", "other", "fragments"].iter().map(|f| r[f].as_u64().unwrap_or(0)).sum::<u64>())
+        .sum();
+    let errors = l["host"]["udp_rcvbuf_errors"].as_u64();
+    match errors {
+        Some(e) if e > 0 && e == socket && l["adds_up"] == true => Cell::Yes,
+        Some(0) => Cell::No("the burst did not overflow the receive buffer".into()),
+        e => {
+            let by: Vec<String> = l["reasons"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| format!("{} in {} ({}): {}", r["reason"], r["function"], r["layer"], r["data"]))
+                .collect();
+            Cell::No(format!("{socket} charged to the socket, Udp RcvbufErrors {e:?}; drops: {}", by.join(", ")))
+        }
+    }
+}
+
 /// `mcblast lab impair`: attached, and its own counts on clearing (every 10th of N dropped).
 fn impair_cell(run: &Run) -> Cell {
     if let Some(c) = failed(run, "impair") {
@@ -855,6 +889,7 @@ pub fn features(run: &Run) -> Vec<(String, Cell)> {
     let (attach, names) = tracer_cells(run);
     rows.push(("drop tracer (tp_btf kfree_skb) attaches".into(), attach));
     rows.push(("drop tracer names nftables drops (NETFILTER_DROP; before 5.17, by nf_hook_slow)".into(), names));
+    rows.push(("drop tracer charges receive-buffer overflows to the socket (= Udp RcvbufErrors)".into(), rcvbuf_cell(run)));
     rows.push(("`mcblast lab impair` (a tc egress program on the bridge port)".into(), impair_cell(run)));
     for (i, e) in ["socket", "mmsg", "gso", "uring", "xdp"].iter().enumerate() {
         rows.push((format!("send --engine {e}"), engine_cell(run, e, 11 + i as u64)));
