@@ -5,8 +5,10 @@
 //!   playbook tests), the pinned nightly with rust-src for the eBPF build, bpf-linker.
 //! * `test`  — setup, then every test (unit, property, privileged
 //!   integration tests in throwaway namespaces, a bounded fuzz run, `dist` and
-//!   its checks, the kernel smoke suite of `kernels`), then a check that
+//!   its checks, the kernel smoke suite of `kernels`, `docs`), then a check that
 //!   nothing the tests made outlived them.
+//! * `docs`  — the guide (docs/*.md, README.md, ARCHITECTURE.md) as HTML in
+//!   target/docs/, failing on a broken relative link or anchor; see `docs.rs`.
 //! * `demo`  — setup, build, bring up a lab of 1 sender + 9 receivers, send
 //!   10 s of 8192-byte multicast at 100 Mbit/s, print each receiver's
 //!   report, remove the lab.
@@ -23,6 +25,7 @@
 //!   `kernels --check` is the part of `test` that runs it.
 
 mod dist;
+mod docs;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -80,6 +83,7 @@ fn main() {
         Some("setup") => setup(),
         Some("test") => test(),
         Some("demo") => demo(),
+        Some("docs") => docs::docs(&root()).map(drop),
         Some("bench") => bench(&args[1..]),
         Some("dist") => dist::dist(!args.iter().any(|a| a == "--no-check")).map(drop),
         Some("kernels") => kernels::kernels(&args[1..]),
@@ -93,7 +97,7 @@ fn main() {
             setup().and_then(|_| fuzz(secs))
         }
         _ => {
-            eprintln!("usage: cargo xtask <setup|test|demo|bench [lab-bench flags]|bench recv [recv-bench flags]|fuzz [--seconds N]|dist [--no-check]|kernels [--only host,6.1,5.10] [--out FILE] [--check]>");
+            eprintln!("usage: cargo xtask <setup|test|docs|demo|bench [lab-bench flags]|bench recv [recv-bench flags]|fuzz [--seconds N]|dist [--no-check]|kernels [--only host,6.1,5.10] [--out FILE] [--check]>");
             std::process::exit(2);
         }
     };
@@ -302,6 +306,15 @@ fn test() -> Result<()> {
     let mut t = Tally::default();
     let mut ok = cargo_test(&["--workspace", "--exclude", "mcblast-ebpf", "--no-fail-fast", "--lib", "--bins", "--tests"], &mut t)?;
     ok &= cargo_test(&["--workspace", "--exclude", "mcblast-ebpf", "--doc"], &mut t)?;
+    // The guide builds and every link in it resolves.
+    match docs::docs(&root()) {
+        Ok(_) => t.passed += 1,
+        Err(e) => {
+            eprintln!("xtask: docs failed: {e:#}");
+            t.failed += 1;
+            ok = false;
+        }
+    }
     if let Err(e) = fuzz(20) {
         eprintln!("xtask: fuzz run failed: {e:#}");
         t.failed += 1;
