@@ -369,7 +369,7 @@ pub fn layers(m: &Measured, reasons: Vec<ReasonCount>, host: HostDeltas) -> Laye
     // The drop tracer can miss frees the kernel made: on this project's lab a
     // whole timer batch of reassembly timeouts, run in a softirq that
     // interrupted one particular process, never reached the BPF program
-    // while ftrace recorded every one (README, "Fragmented datagrams"). The kernel
+    // while ftrace recorded every one (docs/attribution.md, "Fragmented datagrams"). The kernel
     // counts timed-out reassemblies itself, per namespace: what it counted
     // beyond the tracer is charged to reassembly, but never more than the
     // loss after the driver that nothing else explains (the counter also

@@ -14,7 +14,7 @@ use crate::output::Printer;
 use crate::sys::gso::max_segments;
 
 /// The engines `auto` tries, fastest first: the order measured on the lab
-/// (`cargo xtask bench`, see the README's performance section). gso was
+/// (`cargo xtask bench`, see docs/performance.md). gso was
 /// ×1.6–3.7 the socket engine in every case; mmsg about ×1 (0.94–1.09);
 /// uring below both on a quiet machine (×0.86–0.98), so it comes last and
 /// `auto` never picks it while socket works; it stays for machines where

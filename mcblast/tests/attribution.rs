@@ -188,7 +188,7 @@ fn sigkilled_receiver_leaves_no_drop_tracer() {
         return;
     }
     if Command::new("bpftool").arg("version").output().is_err() {
-        eprintln!("SKIP: bpftool is not installed (apt-get install -y bpftool)");
+        common::skipped("bpftool is not installed (apt-get install -y bpftool)");
         return;
     }
     let _serial = serial();

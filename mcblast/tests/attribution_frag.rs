@@ -112,7 +112,7 @@ fn a_lost_fragment_is_charged_to_reassembly_as_a_whole_datagram() {
                 .sum();
             // The drop tracer sees the timeouts by their first fragment; it
             // can miss a timer batch of them (a kernel-side blind spot, see
-            // the README's known limits), and then the namespace's own
+            // docs/attribution.md's known limits), and then the namespace's own
             // Ip ReasmTimeout supplies exactly the rest, named as untraced.
             let untraced = u(l, "reassembly_untraced");
             assert_eq!(timeouts + untraced, dropped, "{node}: {l}");

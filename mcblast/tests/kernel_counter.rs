@@ -18,7 +18,11 @@ use mcblast::kernel::KernelCounter;
 use mcblast::netns::NetNs;
 use mcblast_common::maps::{Config, FlowKey, GlobalCounter, MAX_FLOWS};
 use mcblast_common::tracker::{FlowState, STATE_SENDER_SYNCED};
-use mcblast_common::wire::{FLAG_CLOCK_SYNCED, FLAG_TAI_SHIFT, HEADER_LEN, Header, Kind, Packet};
+use mcblast_common::wire::{FLAG_CLOCK_SYNCED, FLAG_TAI_SHIFT, HEADER_LEN, Header, Kind};
+
+mod common;
+use common::frames::{frame, header_datagram, ip_frame, udp};
+use common::{sh_netns as sh, snmp_netns as snmp};
 
 const PORT: u16 = 47001;
 const SENDER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -45,16 +49,9 @@ struct Pair {
     b: NetNs,
 }
 
-fn skip_unless_root(test: &str) -> bool {
-    if mcblast::netns::privileged() {
-        return false;
-    }
-    eprintln!("SKIPPED {test}: needs root (CAP_SYS_ADMIN + CAP_NET_ADMIN + CAP_BPF)");
-    true
-}
-
-fn sh(ns: &NetNs, script: &str) {
-    ns.exec("sh", &["-c", script]).unwrap_or_else(|e| panic!("in {}: {script}: {e:#}", ns.name()));
+/// Not privileged: the test says it is skipped and returns.
+fn skip_unless_root() -> bool {
+    common::skip("needs root (CAP_SYS_ADMIN + CAP_NET_ADMIN + CAP_BPF)")
 }
 
 impl Pair {
@@ -160,12 +157,6 @@ impl FlowId {
     }
 }
 
-fn header_datagram(h: Header) -> Vec<u8> {
-    let mut buf = vec![0x5a; h.len as usize];
-    h.emit(&mut Packet::new_unchecked(&mut buf[..]));
-    buf
-}
-
 /// A sender socket in namespace a that never lets more than [`IN_FLIGHT`]
 /// datagrams run ahead of what the counter has seen (`sent` may be shared
 /// by several senders).
@@ -259,60 +250,6 @@ fn send_all(pair: &Pair, counter: &KernelCounter, f: impl FnOnce(&Tx<'_>) + Send
     let n = sent.load(Ordering::SeqCst);
     wait_seen(counter, base, n);
     n
-}
-
-// ---------------------------------------------------------------------------
-// Hand-made frames
-
-/// Ethernet frame to `group`'s multicast MAC: optional 802.1Q tag (or any
-/// outer tag type), IPv4 with `opts` (a multiple of 4 bytes) and the given
-/// flags/fragment-offset field, UDP to `port` carrying `payload`.
-fn frame(tag: Option<(u16, u16)>, opts: &[u8], frag: u16, group: Ipv4Addr, port: u16, payload: &[u8]) -> Vec<u8> {
-    ip_frame(tag, opts, 0x1234, frag, group, &udp(port, payload))
-}
-
-/// A UDP header to `port` (length 8 + `payload`, no checksum), then `payload`.
-fn udp(port: u16, payload: &[u8]) -> Vec<u8> {
-    let mut u = Vec::with_capacity(8 + payload.len());
-    u.extend_from_slice(&40000u16.to_be_bytes());
-    u.extend_from_slice(&port.to_be_bytes());
-    u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    u.extend_from_slice(&[0, 0]); // no UDP checksum
-    u.extend_from_slice(payload);
-    u
-}
-
-/// Ethernet frame to `group`'s multicast MAC, as [`frame`], of an IPv4
-/// packet (protocol UDP) with IP id `id` and flags/fragment-offset `frag`
-/// carrying `l4` as its payload as it is (a UDP datagram, or a part of one
-/// for a fragment).
-fn ip_frame(tag: Option<(u16, u16)>, opts: &[u8], id: u16, frag: u16, group: Ipv4Addr, l4: &[u8]) -> Vec<u8> {
-    assert_eq!(opts.len() % 4, 0);
-    let g = group.octets();
-    let mut f = vec![0x01, 0x00, 0x5e, g[1] & 0x7f, g[2], g[3], 0x02, 0, 0, 0, 0, 0x01];
-    if let Some((tpid, vid)) = tag {
-        f.extend_from_slice(&tpid.to_be_bytes());
-        f.extend_from_slice(&vid.to_be_bytes());
-    }
-    f.extend_from_slice(&0x0800u16.to_be_bytes());
-    let ihl = 20 + opts.len();
-    let total = (ihl + l4.len()) as u16;
-    let mut ip = vec![0x40 | (ihl / 4) as u8, 0];
-    ip.extend_from_slice(&total.to_be_bytes());
-    ip.extend_from_slice(&id.to_be_bytes());
-    ip.extend_from_slice(&frag.to_be_bytes());
-    ip.extend_from_slice(&[1, 17, 0, 0]);
-    ip.extend_from_slice(&SENDER.octets());
-    ip.extend_from_slice(&g);
-    ip.extend_from_slice(opts);
-    let mut sum: u32 = ip.chunks(2).map(|w| u16::from_be_bytes([w[0], w[1]]) as u32).sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(l4);
-    f
 }
 
 // ---------------------------------------------------------------------------
@@ -441,7 +378,7 @@ fn script(n: u64, drop: &[u64], moves: &[(u64, u64)], dups: &[(u64, usize)], end
 /// reordering, duplicates and end-of-flow markers: every count is exact.
 #[test]
 fn exact_counts_for_interleaved_flows() {
-    if skip_unless_root("exact_counts_for_interleaved_flows") {
+    if skip_unless_root() {
         return;
     }
     let pair = Pair::new("exact", 1);
@@ -557,7 +494,7 @@ fn lost_set(events: &[Ev]) -> BTreeSet<u64> {
 /// fragment, and its later fragment is matched to it.
 #[test]
 fn foreign_and_malformed_datagrams_touch_no_flow() {
-    if skip_unless_root("foreign_and_malformed_datagrams_touch_no_flow") {
+    if skip_unless_root() {
         return;
     }
     let pair = Pair::new("foreign", 1);
@@ -638,7 +575,7 @@ fn foreign_and_malformed_datagrams_touch_no_flow() {
 /// an empty list counts every group again; bad lists change nothing.
 #[test]
 fn only_joined_groups_and_sources_are_counted() {
-    if skip_unless_root("only_joined_groups_and_sources_are_counted") {
+    if skip_unless_root() {
         return;
     }
     let pair = Pair::new("groups", 1);
@@ -809,12 +746,12 @@ fn one_flow_from_two_cpus_generic() {
 
 fn two_cpus(mode: XdpMode, tag: &str) {
     let name = format!("one_flow_from_two_cpus ({tag})");
-    if skip_unless_root(&name) {
+    if skip_unless_root() {
         return;
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     if cpus < 2 {
-        eprintln!("SKIPPED {name}: needs 2 CPUs, this machine has {cpus}");
+        common::skipped(&format!("needs 2 CPUs, this machine has {cpus}"));
         return;
     }
     let pair = Pair::new(tag, 2);
@@ -895,7 +832,7 @@ fn two_cpus(mode: XdpMode, tag: &str) {
 /// socket; foreign ones still do. Without it, everything passes.
 #[test]
 fn sink_drops_counted_datagrams_only() {
-    if skip_unless_root("sink_drops_counted_datagrams_only") {
+    if skip_unless_root() {
         return;
     }
     let pair = Pair::new("sink", 1);
@@ -946,12 +883,6 @@ fn sink_drops_counted_datagrams_only() {
     }
 }
 
-/// A field of `/proc/net/snmp` in namespace `ns`.
-fn snmp(ns: &NetNs, proto: &str, field: &str) -> u64 {
-    let out = Command::new("ip").args(["netns", "exec", ns.name(), "cat", "/proc/net/snmp"]).output().unwrap();
-    mcblast::attrib::snmp_value(&String::from_utf8_lossy(&out.stdout), proto, field).expect("snmp field")
-}
-
 /// Fragmented datagrams (20000 bytes at MTU 9000: 3 fragments each) in XDP
 /// and at tc ingress: each counted once in its flow by its first fragment,
 /// its 2 later fragments matched; with `sink` every fragment is dropped, so
@@ -959,7 +890,7 @@ fn snmp(ns: &NetNs, proto: &str, field: &str) -> u64 {
 /// after them do); without it every datagram reassembles and is read.
 #[test]
 fn sink_drops_fragmented_datagrams_whole_in_xdp_and_at_tc() {
-    if skip_unless_root("sink_drops_fragmented_datagrams_whole_in_xdp_and_at_tc") {
+    if skip_unless_root() {
         return;
     }
     let pair = Pair::new("fsink", 1);
@@ -1036,7 +967,7 @@ fn sink_drops_fragmented_datagrams_whole_in_xdp_and_at_tc() {
 /// or of a datagram to another port is counted as unmatched.
 #[test]
 fn vlan_tags_ip_options_and_fragments_are_parsed() {
-    if skip_unless_root("vlan_tags_ip_options_and_fragments_are_parsed") {
+    if skip_unless_root() {
         return;
     }
     let pair = Pair::new("frames", 1);
@@ -1110,7 +1041,7 @@ fn vlan_tags_ip_options_and_fragments_are_parsed() {
 /// flows already in the map go on counting.
 #[test]
 fn full_flow_map_counts_map_full() {
-    if skip_unless_root("full_flow_map_counts_map_full") {
+    if skip_unless_root() {
         return;
     }
     let pair = Pair::new("full", 1);
@@ -1139,7 +1070,7 @@ fn full_flow_map_counts_map_full() {
 /// packet was written into, it picks native XDP.
 #[test]
 fn auto_picks_the_attach_point_that_reads_packets_in_place() {
-    if skip_unless_root("auto_picks_the_attach_point_that_reads_packets_in_place") {
+    if skip_unless_root() {
         return;
     }
     let pair = Pair::new("auto", 1);
@@ -1161,7 +1092,7 @@ fn auto_picks_the_attach_point_that_reads_packets_in_place() {
 /// Dropping the counter detaches it.
 #[test]
 fn drop_detaches_the_program() {
-    if skip_unless_root("drop_detaches_the_program") {
+    if skip_unless_root() {
         return;
     }
     let pair = Pair::new("detach", 1);
@@ -1188,7 +1119,7 @@ const CHILD_READY: &str = "MCBT-KC-CHILD-ATTACHED";
 /// releases the BPF link with the process's descriptors.
 #[test]
 fn sigkill_leaves_nothing_attached() {
-    if skip_unless_root("sigkill_leaves_nothing_attached") {
+    if skip_unless_root() {
         return;
     }
     let pair = Pair::new("kill", 1);

@@ -14,13 +14,9 @@ use mcblast::lab::{self, Lab, LabConfig, MdbEntry};
 mod common;
 use common::raw::Stream;
 
-fn privileged(test: &str) -> bool {
-    if mcblast::netns::privileged() {
-        true
-    } else {
-        eprintln!("skipping {test}: lab tests need root (CAP_SYS_ADMIN and CAP_NET_ADMIN)");
-        false
-    }
+/// False (after saying the test is skipped) when not privileged.
+fn privileged(_test: &str) -> bool {
+    !common::skip("lab tests need root (CAP_SYS_ADMIN and CAP_NET_ADMIN)")
 }
 
 fn prefix(tag: &str) -> String {

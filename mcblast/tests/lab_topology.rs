@@ -18,13 +18,9 @@ use common::raw::{Seqs, Stream};
 mod common;
 use common::{serial, snmp};
 
-fn privileged(test: &str) -> bool {
-    if mcblast::netns::privileged() {
-        true
-    } else {
-        eprintln!("skipping {test}: lab tests need root (CAP_SYS_ADMIN and CAP_NET_ADMIN)");
-        false
-    }
+/// False (after saying the test is skipped) when not privileged.
+fn privileged(_test: &str) -> bool {
+    !common::skip("lab tests need root (CAP_SYS_ADMIN and CAP_NET_ADMIN)")
 }
 
 fn prefix(tag: &str) -> String {

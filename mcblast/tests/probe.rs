@@ -6,7 +6,8 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mcblast");
+mod common;
+use common::BIN;
 
 #[test]
 fn json_is_one_probe_line_and_every_check_says_how() {

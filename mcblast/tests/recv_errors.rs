@@ -3,22 +3,11 @@
 
 use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_mcblast");
+mod common;
+use common::{BIN, one_line_error};
 
 fn recv(args: &[&str]) -> Output {
     Command::new(BIN).arg("recv").args(args).output().expect("run mcblast")
-}
-
-/// Asserts a one-line error containing every `needle`.
-fn one_line_error(out: &Output, needles: &[&str]) {
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let err = String::from_utf8_lossy(&out.stderr);
-    let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "one line, got: {err}");
-    assert!(lines[0].starts_with("mcblast: "), "{err}");
-    for n in needles {
-        assert!(lines[0].contains(n), "missing {n:?} in: {err}");
-    }
 }
 
 #[test]
@@ -55,7 +44,7 @@ fn json_mode_also_prints_an_error_line() {
 fn kernel_counter_without_privileges_names_the_capabilities() {
     // Run as `nobody` (no capabilities), if we can switch user at all.
     if !mcblast::netns::privileged() || Command::new("setpriv").arg("--version").output().is_err() {
-        eprintln!("SKIP: needs root and setpriv (util-linux) to drop to an unprivileged user");
+        common::skipped("needs root and setpriv (util-linux) to drop to an unprivileged user");
         return;
     }
     let out = Command::new("setpriv")

@@ -13,13 +13,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use mcblast::netns::{NetNs, privileged};
+use mcblast::netns::NetNs;
 use mcblast::sys::send::{Buffer, set_buffer};
 use mcblast_common::wire::{Header, Kind};
 use serde::Deserialize;
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mcblast");
+mod common;
+use common::BIN;
 /// Hard bound on any one run (sender and receiver).
 const RUN_LIMIT: Duration = Duration::from_secs(60);
 /// The receiver stops this long after the sender exited with nothing more arriving.
@@ -95,11 +96,7 @@ struct Case<'a> {
 }
 
 fn skip() -> bool {
-    if !privileged() {
-        println!("skipping: needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) to create network namespaces");
-        return true;
-    }
-    false
+    common::skip("needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) to create network namespaces")
 }
 
 fn namespace(tag: &str) -> NetNs {

@@ -277,7 +277,7 @@ fn ssh_world(tag: &str) -> Option<(MutexGuard<'static, ()>, World)> {
         return None;
     }
     if let Some(why) = missing_ssh() {
-        eprintln!("SKIP: {why}");
+        common::skipped(&why);
         return None;
     }
     let s = serial();
@@ -467,7 +467,7 @@ fn killed_run_ends_the_remote_commands() {
 #[test]
 fn deploy_copies_once_and_runs_the_copy() {
     if Command::new("sudo").arg("-V").output().is_err() {
-        eprintln!("SKIP: sudo not installed: run `cargo xtask setup`");
+        common::skipped("sudo not installed: run `cargo xtask setup`");
         return;
     }
     let Some((_s, w)) = ssh_world("sshd") else {
@@ -542,7 +542,7 @@ fn have_ansible() -> bool {
     let on_path = |p: std::ffi::OsString| std::env::split_paths(&p).any(|d| d.join("ansible-playbook").is_file());
     let ok = std::env::var_os("PATH").is_some_and(on_path);
     if !ok {
-        eprintln!("SKIP: ansible-playbook not installed: run `cargo xtask setup` (Debian package ansible-core)");
+        common::skipped("ansible-playbook not installed: run `cargo xtask setup` (Debian package ansible-core)");
     }
     ok
 }

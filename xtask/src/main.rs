@@ -5,8 +5,10 @@
 //!   playbook tests), the pinned nightly with rust-src for the eBPF build, bpf-linker.
 //! * `test`  — setup, then every test (unit, property, privileged
 //!   integration tests in throwaway namespaces, a bounded fuzz run, `dist` and
-//!   its checks, the kernel smoke suite of `kernels`), then a check that
+//!   its checks, the kernel smoke suite of `kernels`, `docs`), then a check that
 //!   nothing the tests made outlived them.
+//! * `docs`  — the guide (docs/*.md, README.md, ARCHITECTURE.md) as HTML in
+//!   target/docs/, failing on a broken relative link or anchor; see `docs.rs`.
 //! * `demo`  — setup, build, bring up a lab of 1 sender + 9 receivers, send
 //!   10 s of 8192-byte multicast at 100 Mbit/s, print each receiver's
 //!   report, remove the lab.
@@ -23,6 +25,7 @@
 //!   `kernels --check` is the part of `test` that runs it.
 
 mod dist;
+mod docs;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -80,6 +83,7 @@ fn main() {
         Some("setup") => setup(),
         Some("test") => test(),
         Some("demo") => demo(),
+        Some("docs") => docs::docs(&root()).map(drop),
         Some("bench") => bench(&args[1..]),
         Some("dist") => dist::dist(!args.iter().any(|a| a == "--no-check")).map(drop),
         Some("kernels") => kernels::kernels(&args[1..]),
@@ -93,7 +97,7 @@ fn main() {
             setup().and_then(|_| fuzz(secs))
         }
         _ => {
-            eprintln!("usage: cargo xtask <setup|test|demo|bench [lab-bench flags]|bench recv [recv-bench flags]|fuzz [--seconds N]|dist [--no-check]|kernels [--only host,6.1,5.10] [--out FILE] [--check]>");
+            eprintln!("usage: cargo xtask <setup|test|docs|demo|bench [lab-bench flags]|bench recv [recv-bench flags]|fuzz [--seconds N]|dist [--no-check]|kernels [--only host,6.1,5.10] [--out FILE] [--check]>");
             std::process::exit(2);
         }
     };
@@ -218,10 +222,29 @@ fn tally_line(t: &mut Tally, line: &str) {
     }
 }
 
+/// Where the tests record themselves as skipped (`mcblast/tests/common`'s
+/// `skipped`): libtest counts a test that returns early as passed, so each
+/// writes `SKIP binary::test: why` here, and `test` moves it to skipped.
+const SKIP_LOG: &str = "MCBLAST_SKIP_LOG";
+
+fn skip_log() -> PathBuf {
+    std::env::temp_dir().join(format!("mcblast-xtask-test-skips-{}.log", std::process::id()))
+}
+
+/// The distinct tests of a skip log, each `binary::test: why`.
+fn skips(log: &str) -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    log.lines()
+        .filter_map(|l| l.strip_prefix("SKIP "))
+        .filter(|l| seen.insert(l.split(": ").next().unwrap_or(l).to_string()))
+        .map(str::to_string)
+        .collect()
+}
+
 /// Runs cargo test with the given arguments, echoing its output and tallying results.
 fn cargo_test(args: &[&str], t: &mut Tally) -> Result<bool> {
     let mut cmd = cargo();
-    cmd.current_dir(root()).arg("test").args(args).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    cmd.current_dir(root()).arg("test").args(args).env(SKIP_LOG, skip_log()).stdout(Stdio::piped()).stderr(Stdio::inherit());
     eprintln!("xtask: running {cmd:?}");
     let mut child = cmd.spawn().context("cannot start cargo test")?;
     for line in BufReader::new(child.stdout.take().expect("stdout")).lines() {
@@ -300,8 +323,26 @@ fn test() -> Result<()> {
     setup()?;
     let before = leftovers();
     let mut t = Tally::default();
+    let _ = std::fs::remove_file(skip_log());
     let mut ok = cargo_test(&["--workspace", "--exclude", "mcblast-ebpf", "--no-fail-fast", "--lib", "--bins", "--tests"], &mut t)?;
     ok &= cargo_test(&["--workspace", "--exclude", "mcblast-ebpf", "--doc"], &mut t)?;
+    // Tests that could not run here said so: skipped, not passed.
+    let skipped = skips(&std::fs::read_to_string(skip_log()).unwrap_or_default());
+    let _ = std::fs::remove_file(skip_log());
+    t.passed = t.passed.saturating_sub(skipped.len() as u64);
+    t.ignored += skipped.len() as u64;
+    if !skipped.is_empty() {
+        println!("xtask test: {} test(s) could not run here and are skipped:\n  {}", skipped.len(), skipped.join("\n  "));
+    }
+    // The guide builds and every link in it resolves.
+    match docs::docs(&root()) {
+        Ok(_) => t.passed += 1,
+        Err(e) => {
+            eprintln!("xtask: docs failed: {e:#}");
+            t.failed += 1;
+            ok = false;
+        }
+    }
     if let Err(e) = fuzz(20) {
         eprintln!("xtask: fuzz run failed: {e:#}");
         t.failed += 1;
@@ -475,5 +516,11 @@ mod tests {
         tally_line(&mut t, "test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out");
         tally_line(&mut t, "running 3 tests");
         assert_eq!((t.passed, t.failed, t.ignored), (20, 1, 2));
+    }
+
+    #[test]
+    fn counts_each_skipped_test_once() {
+        let log = "SKIP send::a: needs root\nSKIP send::a: needs root\nnoise\nSKIP lab::b: no: really\n";
+        assert_eq!(skips(log), ["send::a: needs root", "lab::b: no: really"]);
     }
 }

@@ -1,15 +1,17 @@
-//! Helpers shared by the privileged lab tests (`mod common;` in each test
-//! file): privilege skip, serialisation, labs, `mcblast recv` and
+//! Helpers shared by the tests (`mod common;` in each test file): skipping a
+//! test that cannot run here (and saying so), serialisation, labs, `mcblast recv` and
 //! `mcblast send` run on lab nodes, and picking lines out of their JSON;
 //! guards that remove a temp dir or a lab when a test ends, bounded waits,
-//! and `sh`, `nft` and /proc/net/snmp in a node's namespace.
+//! and `sh`, `nft` and /proc/net/snmp in a node's namespace (or in a bare
+//! [`NetNs`]); hand-made frames in [`frames`]; one-line errors of the binary.
 //! Not every test file uses every helper.
 #![allow(dead_code)]
 
 pub mod csv;
+pub mod frames;
 pub mod raw;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -17,6 +19,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use mcblast::lab::{Lab, LabConfig};
+use mcblast::netns::NetNs;
 use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mcblast");
@@ -28,13 +31,53 @@ pub fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// True (after saying why, `SKIP: {why}`) when not privileged.
+/// The environment variable naming the file where skipped tests are
+/// recorded; `cargo xtask test` sets it and counts the lines.
+pub const SKIP_LOG: &str = "MCBLAST_SKIP_LOG";
+
+/// Says that the running test cannot run here and returns without testing:
+/// call it, then `return`. libtest has no way to skip at run time (the test
+/// will show as `ok`), so it says so itself: one `SKIP binary::test: why`
+/// line on stderr, written past libtest's output capture so a plain
+/// `cargo test` shows it, and the same in `$MCBLAST_SKIP_LOG`, from which
+/// `cargo xtask test` counts the test as skipped instead of passed.
+pub fn skipped(why: &str) {
+    let exe = std::env::current_exe().ok();
+    let stem = exe.as_ref().and_then(|p| p.file_stem()).map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    // Cargo names test binaries `name-<hash>`.
+    let bin = stem.rsplit_once('-').map_or(stem.as_str(), |(b, _)| b).to_string();
+    let test = std::thread::current().name().unwrap_or("main").to_string();
+    let line = format!("SKIP {bin}::{test}: {why}");
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+    if let Some(log) = std::env::var_os(SKIP_LOG) {
+        let f = std::fs::OpenOptions::new().create(true).append(true).open(log);
+        if let Ok(mut f) = f {
+            // One write per line: O_APPEND keeps lines of parallel tests whole.
+            let _ = f.write_all(format!("{line}\n").as_bytes());
+        }
+    }
+}
+
+/// True (after [`skipped`]`(why)`) when not privileged: the test returns.
 pub fn skip(why: &str) -> bool {
     if !mcblast::netns::privileged() {
-        eprintln!("SKIP: {why}");
+        skipped(why);
         return true;
     }
     false
+}
+
+/// Asserts that `out` is the binary's one-line error (exit status 2,
+/// `mcblast: ...` on stderr) containing every `needle`.
+pub fn one_line_error(out: &std::process::Output, needles: &[&str]) {
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line, got: {err}");
+    assert!(lines[0].starts_with("mcblast: "), "{err}");
+    for n in needles {
+        assert!(lines[0].contains(n), "missing {n:?} in: {err}");
+    }
 }
 
 /// A lab with a prefix unique to this process and `tag`, `mcblast` installed.
@@ -220,6 +263,17 @@ pub fn wait_bounded(child: &mut Child, limit: Duration, poll: Duration, what: &s
 pub fn sh(ns: &str, script: &str) {
     let out = Command::new("ip").args(["netns", "exec", ns, "sh", "-c", script]).output().unwrap();
     assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Runs a shell script inside the bare namespace `ns`; panics if it failed.
+pub fn sh_netns(ns: &NetNs, script: &str) {
+    ns.exec("sh", &["-c", script]).unwrap_or_else(|e| panic!("in {}: {script}: {e:#}", ns.name()));
+}
+
+/// A field of `/proc/net/snmp` in the bare namespace `ns`.
+pub fn snmp_netns(ns: &NetNs, proto: &str, field: &str) -> u64 {
+    let out = Command::new("ip").args(["netns", "exec", ns.name(), "cat", "/proc/net/snmp"]).output().unwrap();
+    mcblast::attrib::snmp_value(&String::from_utf8_lossy(&out.stdout), proto, field).expect("snmp field")
 }
 
 /// A field of /proc/net/snmp in a node's namespace.
