@@ -946,7 +946,8 @@ classic clsact filter before Linux 6.6) and 1470 and 8192-byte datagrams, counts
 datagrams (`send -e mmsg --pps 300`) with `recv` on r1 (both counters) and `recv --sink` on r2; sends 200 \
 datagrams with each engine to a `--counter socket` receiver; drops every 10th datagram with an nftables rule \
 in r1 (the drop tracer must name them) and with `mcblast lab impair` on r2's port (counted there by a \
-`--counter socket` receiver). `yes` means the step ran and every count was exact; a note gives the first error \
+`--counter socket` receiver); overflows a 4 KiB receive buffer on r2 with 300 datagrams of 8192 bytes (the \
+drop tracer must charge every overflow to the socket). `yes` means the step ran and every count was exact; a note gives the first error \
 line or the wrong count.\n\n",
     );
     let table: Vec<Vec<(String, Cell)>> = runs.iter().map(features).collect();
