@@ -7,6 +7,7 @@
 #![no_std]
 #![deny(unsafe_code)]
 
+pub mod hist;
 pub mod maps;
 pub mod tracker;
 pub mod wire;

@@ -26,10 +26,8 @@
 pub const WINDOW_WORDS: usize = 16;
 /// Sequence numbers the reorder window covers.
 pub const WINDOW: u64 = (WINDOW_WORDS * 64) as u64;
-/// Buckets of the one-way delay histogram. Bucket 0 holds delays under
-/// 1 µs (and negative ones, from unsynchronised clocks); bucket `k >= 1`
-/// holds `[2^(k-1), 2^k)` µs; the last bucket is open-ended.
-pub const DELAY_BUCKETS: usize = 32;
+/// Buckets of the one-way delay and IPDV histograms ([`crate::hist`]).
+pub const DELAY_BUCKETS: usize = crate::hist::BUCKETS;
 
 /// Flag in [`FlowState::flags`]: the sender reported a synchronised clock.
 pub const STATE_SENDER_SYNCED: u32 = 1;
@@ -156,8 +154,16 @@ pub struct FlowState {
     pub delay_sum_ns: i64,
     pub delay_min_ns: i64,
     pub delay_max_ns: i64,
-    /// Histogram of one-way delay, see [`DELAY_BUCKETS`].
+    /// Histogram of one-way delay ([`crate::hist`]).
     pub delay_hist: [u64; DELAY_BUCKETS],
+    /// Delay samples below zero (clocks not synchronised), also in bucket 0.
+    pub delay_negative: u64,
+    /// Inter-packet delay variation (RFC 3393 IPDV): |transit(i) −
+    /// transit(i−1)| of consecutive arrivals, in ns: count, max, histogram.
+    /// Needs no clock synchronisation.
+    pub ipdv_count: u64,
+    pub ipdv_max_ns: u64,
+    pub ipdv_hist: [u64; DELAY_BUCKETS],
     /// Which of the last [`WINDOW`] sequence numbers arrived.
     pub window: [u64; WINDOW_WORDS],
 }
@@ -166,22 +172,6 @@ impl Default for FlowState {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// Histogram bucket for a one-way delay in ns.
-#[inline(always)]
-pub fn delay_bucket(delay_ns: i64) -> usize {
-    if delay_ns < 1000 {
-        return 0;
-    }
-    let us = (delay_ns as u64) / 1000;
-    let b = (64 - us.leading_zeros()) as usize;
-    if b >= DELAY_BUCKETS { DELAY_BUCKETS - 1 } else { b }
-}
-
-/// Lower bound in µs of a histogram bucket.
-pub fn bucket_floor_us(bucket: usize) -> u64 {
-    if bucket == 0 { 0 } else { 1u64 << (bucket - 1) }
 }
 
 impl FlowState {
@@ -209,6 +199,10 @@ impl FlowState {
             delay_min_ns: 0,
             delay_max_ns: 0,
             delay_hist: [0; DELAY_BUCKETS],
+            delay_negative: 0,
+            ipdv_count: 0,
+            ipdv_max_ns: 0,
+            ipdv_hist: [0; DELAY_BUCKETS],
             window: [0; WINDOW_WORDS],
         }
     }
@@ -292,6 +286,7 @@ impl FlowState {
                 .jitter_q4_ns
                 .wrapping_add(ad)
                 .wrapping_sub((self.jitter_q4_ns.wrapping_add(8)) >> 4);
+            self.ipdv(ad);
         }
         self.last_transit_ns = transit;
         if self.delay_count == 0 || transit < self.delay_min_ns {
@@ -302,8 +297,21 @@ impl FlowState {
         }
         self.delay_count += 1;
         self.delay_sum_ns = self.delay_sum_ns.wrapping_add(transit);
-        let b = delay_bucket(transit) & (DELAY_BUCKETS - 1);
-        self.delay_hist[b] += 1;
+        if transit < 0 {
+            self.delay_negative += 1;
+        }
+        crate::hist::bump(&mut self.delay_hist, transit);
+    }
+
+    /// Counts one inter-packet delay variation of `ad` ns.
+    #[inline(always)]
+    fn ipdv(&mut self, ad: u64) {
+        self.ipdv_count += 1;
+        if ad > self.ipdv_max_ns {
+            self.ipdv_max_ns = ad;
+        }
+        let v = if ad > i64::MAX as u64 { i64::MAX } else { ad as i64 };
+        crate::hist::bump(&mut self.ipdv_hist, v);
     }
 
     #[inline(always)]
@@ -647,15 +655,26 @@ mod tests {
         assert!((got - j).abs() <= 2.0, "jitter {got} vs {j}");
     }
 
+    /// One-way delays (one negative: clocks apart) and the IPDV of
+    /// consecutive arrivals land in their log-linear buckets.
     #[test]
-    fn delay_buckets() {
-        assert_eq!(delay_bucket(-5), 0);
-        assert_eq!(delay_bucket(999), 0);
-        assert_eq!(delay_bucket(1000), 1);
-        assert_eq!(delay_bucket(3999), 2);
-        assert_eq!(delay_bucket(4000), 3);
-        assert_eq!(delay_bucket(i64::MAX), DELAY_BUCKETS - 1);
-        assert_eq!(bucket_floor_us(3), 4);
+    fn delay_and_ipdv_histograms() {
+        use crate::hist::bucket;
+        let mut st = FlowState::new();
+        let transits = [5000i64, 5000, 2_000_000, -300, 5300];
+        for (i, &t) in transits.iter().enumerate() {
+            let tx = 1_000_000_000u64;
+            st.on_data(i as u64, 100, tx, (tx as i64 + t) as u64, 0, 0);
+        }
+        assert_eq!(st.delay_hist.iter().sum::<u64>(), 5);
+        assert_eq!((st.delay_hist[bucket(5000)], st.delay_hist[bucket(2_000_000)], st.delay_hist[0]), (2, 1, 1));
+        assert_eq!(st.delay_hist[bucket(5300)], 1);
+        assert_eq!(st.delay_negative, 1);
+        // |Δtransit|: 0, 1 995 000, 2 000 300, 5 600.
+        assert_eq!((st.ipdv_count, st.ipdv_max_ns), (4, 2_000_300));
+        assert_eq!(bucket(1_995_000), bucket(2_000_300));
+        assert_eq!((st.ipdv_hist[0], st.ipdv_hist[bucket(2_000_300)], st.ipdv_hist[bucket(5600)]), (1, 2, 1));
+        assert_eq!(st.ipdv_hist.iter().sum::<u64>(), st.ipdv_count);
     }
 
     /// Builds an arrival order from `n` datagrams: drop some, displace some

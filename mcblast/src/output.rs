@@ -8,7 +8,8 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use mcblast_common::tracker::{DELAY_BUCKETS, FlowState, bucket_floor_us};
+use mcblast_common::hist;
+use mcblast_common::tracker::FlowState;
 
 /// Writes human text or JSON Lines to stdout.
 pub struct Printer {
@@ -202,6 +203,8 @@ pub struct FlowReport {
     pub jitter_us: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delay: Option<Delay>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipdv: Option<Ipdv>,
     /// Kernel counter only: data datagrams of `received` that arrived
     /// fragmented (counted by their first fragment).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -216,9 +219,47 @@ pub struct Delay {
     pub min_us: f64,
     pub mean_us: f64,
     pub max_us: f64,
-    /// Non-empty buckets as `[ge_us, count]`: delays of at least `ge_us` µs
-    /// (and below the next power of two).
-    pub histogram: Vec<(u64, u64)>,
+    #[serde(flatten)]
+    pub percentiles: Percentiles,
+    /// Delays below zero (clocks apart), counted in the first bucket too.
+    pub negative: u64,
+    /// Non-empty buckets of the tracker's histogram ([`mcblast_common::hist`]).
+    pub histogram_ns: Vec<(i64, u64)>,
+}
+
+/// Inter-packet delay variation of a flow (RFC 3393: |transit(i) −
+/// transit(i−1)| of consecutive arrivals). Needs no clock synchronisation.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct Ipdv {
+    pub count: u64,
+    pub max_us: f64,
+    #[serde(flatten)]
+    pub percentiles: Percentiles,
+    pub histogram_ns: Vec<(i64, u64)>,
+}
+
+/// Percentiles (µs) read from a log-linear histogram: each within 6.25 % of
+/// the true value (its bucket), clamped to the exact min and max.
+#[derive(Serialize, Debug, Clone, Copy, PartialEq)]
+pub struct Percentiles {
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub p9999_us: f64,
+}
+
+impl Percentiles {
+    pub fn of(hist: &[u64], min_ns: i64, max_ns: i64) -> Percentiles {
+        let q = |q: f64| hist::quantile_ns(hist, q, min_ns, max_ns).unwrap_or(0) as f64 / 1e3;
+        Percentiles { p50_us: q(0.5), p90_us: q(0.9), p99_us: q(0.99), p999_us: q(0.999), p9999_us: q(0.9999) }
+    }
+}
+
+/// The non-empty buckets of a histogram as `[lower_ns, count]`; the first
+/// bucket (below 1024 ns, negative values included) says 0.
+pub fn histogram_ns(hist: &[u64]) -> Vec<(i64, u64)> {
+    hist.iter().enumerate().filter(|(_, n)| **n > 0).map(|(b, n)| (hist::lower_ns(b).max(0), *n)).collect()
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -319,10 +360,18 @@ pub fn flow_report(key: &mcblast_common::FlowKey, st: &FlowState, local: &crate:
             min_us: st.delay_min_ns as f64 / 1e3,
             mean_us: st.delay_mean_ns().unwrap_or(0) as f64 / 1e3,
             max_us: st.delay_max_ns as f64 / 1e3,
-            histogram: (0..DELAY_BUCKETS)
-                .filter(|&b| st.delay_hist[b] > 0)
-                .map(|b| (bucket_floor_us(b), st.delay_hist[b]))
-                .collect(),
+            percentiles: Percentiles::of(&st.delay_hist, st.delay_min_ns, st.delay_max_ns),
+            negative: st.delay_negative,
+            histogram_ns: histogram_ns(&st.delay_hist),
+        }
+    });
+    let ipdv = (st.ipdv_count > 0).then(|| {
+        let max = st.ipdv_max_ns.min(i64::MAX as u64) as i64;
+        Ipdv {
+            count: st.ipdv_count,
+            max_us: max as f64 / 1e3,
+            percentiles: Percentiles::of(&st.ipdv_hist, 0, max),
+            histogram_ns: histogram_ns(&st.ipdv_hist),
         }
     });
     FlowReport {
@@ -341,6 +390,7 @@ pub fn flow_report(key: &mcblast_common::FlowKey, st: &FlowState, local: &crate:
         ended: st.ended != 0,
         jitter_us: st.jitter_ns() as f64 / 1e3,
         delay,
+        ipdv,
         fragmented: None,
     }
 }
@@ -394,7 +444,9 @@ mod tests {
         let d = r.delay.unwrap();
         assert!(d.trusted, "same clock id means the delay is trusted");
         assert_eq!(d.min_us, 2.0);
-        assert_eq!(d.histogram, vec![(2, 3)]);
+        // 2000 ns: the bucket [1984, 2048) ns of the log-linear histogram.
+        assert_eq!(d.histogram_ns, vec![(1984, 3)]);
+        assert_eq!((d.percentiles.p50_us, d.percentiles.p9999_us), (2.0, 2.0), "clamped to the exact max");
         let r2 = flow_report(&key, &st, &here(8, false, 0));
         assert!(!r2.delay.unwrap().trusted, "another clock, not synchronised");
         // Another host, both synchronised, sender's TAI offset 37 (flags bits 8..15).

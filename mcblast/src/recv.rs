@@ -792,7 +792,7 @@ fn human_summary(s: &RecvSummary, socket_drops: Option<u64>) -> String {
     let mut t = format!("--- {} counter, {:.1} s ---\n", s.counter, s.duration_s);
     t.push_str(&format!(
         "{:<15} {:<15} {:>8} {:>4} {:>10} {:>8} {:>8} {:>6} {:>5} {:>10}  {}\n",
-        "sender", "group", "run", "flow", "received", "lost", "loss%", "reord", "dup", "jitter_us", "delay_us min/mean/max"
+        "sender", "group", "run", "flow", "received", "lost", "loss%", "reord", "dup", "jitter_us", "delay_us min/mean/p99/max"
     ));
     for f in &s.flows {
         let delay = f
@@ -800,9 +800,10 @@ fn human_summary(s: &RecvSummary, socket_drops: Option<u64>) -> String {
             .as_ref()
             .map(|d| {
                 format!(
-                    "{:.0}/{:.0}/{:.0}{}",
+                    "{:.0}/{:.0}/{:.0}/{:.0}{}",
                     d.min_us,
                     d.mean_us,
+                    d.percentiles.p99_us,
                     d.max_us,
                     if d.trusted { "" } else { " (clocks not synchronised)" }
                 )

@@ -1159,3 +1159,71 @@ fn child_attaches_and_waits() {
     std::thread::sleep(STALL * 3);
     panic!("child was not killed");
 }
+
+/// Delays the histogram test stamps its datagrams with: the midpoints of
+/// random buckets from 1 s to 34 s, either sign (a negative one is a send
+/// time in the future: clocks apart), each also far from its predecessor by
+/// a difference (the IPDV) at least `MARGIN` from its own bucket's edges.
+/// The real transit (µs, or a few ms on a loaded machine) then moves no
+/// value out of its bucket.
+fn stamped_delays(n: usize) -> Vec<i64> {
+    use mcblast_common::hist::{bucket, lower_ns, upper_ns};
+    const MARGIN: i64 = 10_000_000;
+    let first = bucket(1 << 30);
+    let mid = |b: usize| lower_ns(b) + (upper_ns(b) - lower_ns(b)) / 2;
+    let clear = |x: i64| x >= 1 << 30 && x - lower_ns(bucket(x)) >= MARGIN && upper_ns(bucket(x)) - x >= MARGIN;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed >> 33
+    };
+    let mut out: Vec<i64> = Vec::new();
+    while out.len() < n {
+        let d = mid(first + (next() % 80) as usize) * if next() % 4 == 0 { -1 } else { 1 };
+        if out.last().is_none_or(|&p| clear((d - p).abs())) {
+            out.push(d);
+        }
+    }
+    out
+}
+
+/// Ground truth for the kernel's histograms: datagrams stamped with chosen
+/// send times (so each one-way delay and each IPDV is known to well within
+/// its bucket) must fill the kernel's delay and IPDV histograms exactly as
+/// the host's tracker fills them from the same delays, bucket for bucket.
+#[test]
+fn delay_and_ipdv_histograms_in_the_kernel_match_the_host_tracker() {
+    if skip_unless_root() {
+        return;
+    }
+    let pair = Pair::new("hist", 1);
+    let counter = pair.attach(XdpMode::Native, config());
+    let f = FlowId { group: Ipv4Addr::new(239, 1, 1, 9), run: 0x4157, flow: 0, len: 400 };
+    let delays = stamped_delays(60);
+    send_all(&pair, &counter, |tx| {
+        for (i, &d) in delays.iter().enumerate() {
+            let h = Header {
+                kind: Kind::Data,
+                flags: FLAG_CLOCK_SYNCED | ((TAI_OFFSET as u16) << FLAG_TAI_SHIFT),
+                run: f.run,
+                flow: f.flow,
+                seq: i as u64,
+                tx_ns: (mcblast::clock::tai_ns() as i64 - d) as u64,
+                len: f.len as u32,
+                clock: CLOCK,
+            };
+            tx.send_to(&header_datagram(h), f.group, PORT);
+        }
+    });
+    let kernel = flow_state(&counter.flows().expect("read flows"), &f);
+    let mut host = FlowState::new();
+    let t0 = 1u64 << 40;
+    for (i, &d) in delays.iter().enumerate() {
+        host.on_data(i as u64, f.len as u32, t0, (t0 as i64 + d) as u64, 0, 0);
+    }
+    assert_eq!((kernel.received, kernel.delay_count, kernel.ipdv_count), (60, 60, 59));
+    assert!(host.delay_negative > 0 && host.delay_negative < 60, "the script has both signs");
+    assert_eq!(kernel.delay_negative, host.delay_negative);
+    assert_eq!(kernel.delay_hist, host.delay_hist, "delay histogram");
+    assert_eq!(kernel.ipdv_hist, host.ipdv_hist, "IPDV histogram");
+}

@@ -217,8 +217,8 @@ fn check_run_numbers(page: &str, dir: &Path) {
                 let l = jsonl(&dir.join("raw").join(format!("c{k:03}-r{}-{node}.jsonl", r["repeat"])));
                 let sm = l.iter().find(|v| v["type"] == "summary" && v["counter"] == "kernel").unwrap();
                 for f in sm["flows"].as_array().unwrap().iter().filter(|f| f["run"].to_string() == r["run_id"]) {
-                    for b in f["delay"]["histogram"].as_array().unwrap() {
-                        *hist.entry(b[0].as_u64().unwrap()).or_default() += b[1].as_u64().unwrap();
+                    for (ge, n) in mcblast::report::delay_octaves(&f["delay"]) {
+                        *hist.entry(ge).or_default() += n;
                     }
                 }
             }

@@ -117,7 +117,8 @@ pub struct RecvRun {
     pub layers: Option<Value>,
     /// The begin line (version, attach point).
     pub begin: Option<Value>,
-    /// One-way delay histogram of the run's flows (counter above): (bucket floor µs, datagrams).
+    /// One-way delay histogram of the run's flows (counter above), by power
+    /// of two ([`octave_floor_us`]): (bucket floor µs, datagrams).
     pub delay_hist: Vec<(u64, u64)>,
 }
 
@@ -326,8 +327,7 @@ pub fn load(dir: &Path) -> Result<RunData> {
             let mut delay_hist: Vec<(u64, u64)> = Vec::new();
             if let Some(sm) = lines.iter().find(|l| l["type"] == "summary" && l["counter"] == counter) {
                 for f in sm["flows"].as_array().into_iter().flatten().filter(|f| f["run"].as_u64() == run_id) {
-                    for b in f["delay"]["histogram"].as_array().into_iter().flatten() {
-                        let (ge, n) = (b[0].as_u64().unwrap_or(0), b[1].as_u64().unwrap_or(0));
+                    for (ge, n) in delay_octaves(&f["delay"]) {
                         match delay_hist.iter_mut().find(|e| e.0 == ge) {
                             Some(e) => e.1 += n,
                             None => delay_hist.push((ge, n)),
@@ -442,6 +442,28 @@ pub fn run(a: ReportArgs) -> Result<ExitCode> {
     std::fs::write(&out, page).with_context(|| format!("writing {}", out.display()))?;
     println!("{}", out.display());
     Ok(ExitCode::SUCCESS)
+}
+
+
+/// A flow's delay histogram by power of two ([`octave_floor_us`]):
+/// (floor µs, datagrams), from its `histogram_ns`, or from the power-of-two
+/// `histogram` (floor µs) of runs recorded before the log-linear one.
+pub fn delay_octaves(delay: &serde_json::Value) -> Vec<(u64, u64)> {
+    let pairs = |key: &str| delay[key].as_array().cloned().unwrap_or_default();
+    let n = |b: &serde_json::Value| b[1].as_u64().unwrap_or(0);
+    match delay.get("histogram_ns") {
+        Some(_) => pairs("histogram_ns").iter().map(|b| (octave_floor_us(b[0].as_i64().unwrap_or(0)), n(b))).collect(),
+        None => pairs("histogram").iter().map(|b| (b[0].as_u64().unwrap_or(0), n(b))).collect(),
+    }
+}
+
+/// The power-of-two bucket (floor in µs; 0 for below 1 µs) the report's
+/// delay chart puts a fine histogram bucket in, by the bucket's lower bound
+/// in ns: the chart shows the distribution's shape, the percentiles come
+/// from the fine buckets.
+pub fn octave_floor_us(lower_ns: i64) -> u64 {
+    let us = (lower_ns.max(0) as u64) / 1000;
+    if us == 0 { 0 } else { 1 << (63 - us.leading_zeros()) }
 }
 
 #[cfg(test)]
