@@ -270,6 +270,13 @@ fn leftovers() -> Vec<String> {
             .filter(|l| l.contains("sshd") && l.contains("mcblast-ssh-test-"))
             .map(|l| format!("sshd still running: {}", l.trim())),
     );
+    // The Prometheus server of the Prometheus test (its config and storage are in its temp directory).
+    v.extend(
+        output(Command::new("ps").args(["-eo", "pid=,args="]))
+            .lines()
+            .filter(|l| l.contains("prometheus") && l.contains("mcblast-prom-test-"))
+            .map(|l| format!("prometheus still running: {}", l.trim())),
+    );
     // What `mcblast run` starts: its reaper, and receivers and senders that stop when the run's pipe closes.
     v.extend(
         output(Command::new("ps").args(["-eo", "pid=,args="]))
