@@ -162,6 +162,7 @@ pub struct FlowState {
     /// transit(i−1)| of consecutive arrivals, in ns: count, max, histogram.
     /// Needs no clock synchronisation.
     pub ipdv_count: u64,
+    pub ipdv_sum_ns: u64,
     pub ipdv_max_ns: u64,
     pub ipdv_hist: [u64; DELAY_BUCKETS],
     /// Which of the last [`WINDOW`] sequence numbers arrived.
@@ -201,6 +202,7 @@ impl FlowState {
             delay_hist: [0; DELAY_BUCKETS],
             delay_negative: 0,
             ipdv_count: 0,
+            ipdv_sum_ns: 0,
             ipdv_max_ns: 0,
             ipdv_hist: [0; DELAY_BUCKETS],
             window: [0; WINDOW_WORDS],
@@ -307,6 +309,7 @@ impl FlowState {
     #[inline(always)]
     fn ipdv(&mut self, ad: u64) {
         self.ipdv_count += 1;
+        self.ipdv_sum_ns = self.ipdv_sum_ns.wrapping_add(ad);
         if ad > self.ipdv_max_ns {
             self.ipdv_max_ns = ad;
         }
@@ -671,7 +674,7 @@ mod tests {
         assert_eq!(st.delay_hist[bucket(5300)], 1);
         assert_eq!(st.delay_negative, 1);
         // |Δtransit|: 0, 1 995 000, 2 000 300, 5 600.
-        assert_eq!((st.ipdv_count, st.ipdv_max_ns), (4, 2_000_300));
+        assert_eq!((st.ipdv_count, st.ipdv_max_ns, st.ipdv_sum_ns), (4, 2_000_300, 4_000_900));
         assert_eq!(bucket(1_995_000), bucket(2_000_300));
         assert_eq!((st.ipdv_hist[0], st.ipdv_hist[bucket(2_000_300)], st.ipdv_hist[bucket(5600)]), (1, 2, 1));
         assert_eq!(st.ipdv_hist.iter().sum::<u64>(), st.ipdv_count);

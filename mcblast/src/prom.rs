@@ -8,6 +8,12 @@
 //! connections handled one after another. The page is rendered on each
 //! scrape by a closure the command hands over; it reads the same shared
 //! state the JSON and interval output use (nothing is counted twice).
+//!
+//! The pages: counters end in `_total` and name their unit, no series is
+//! the total of others (so `sum()` never counts twice), both carry
+//! `mcblast_build_info`, the receiver's one-way delay is a histogram whose
+//! `le` bounds come from [`le_buckets`], and the sender's datagrams
+//! are per flow with the receivers' flow labels (`run`, `flow`, `group`).
 
 use std::fmt::Write as _;
 use std::io::{ErrorKind, Read, Write};
@@ -40,13 +46,25 @@ pub enum Kind {
     Counter,
     /// Goes up and down.
     Gauge,
+    /// Cumulative `_bucket{le}` counts, `_sum` and `_count`.
+    Histogram,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
 }
 
 struct Family {
     name: String,
     help: &'static str,
     kind: Kind,
-    /// Rendered `{labels} value` of each sample.
+    /// Rendered `name{labels} value` lines.
     samples: Vec<String>,
 }
 
@@ -58,9 +76,8 @@ pub struct Page {
 }
 
 impl Page {
-    /// Adds a sample of family `name` (created on first use with `kind`
-    /// and `help`). Counter names must end in `_total`.
-    pub fn add(&mut self, name: &str, kind: Kind, help: &'static str, labels: &[(&str, &str)], value: f64) {
+    /// The family `name` (created on first use with `kind` and `help`).
+    fn family(&mut self, name: &str, kind: Kind, help: &'static str) -> &mut Family {
         debug_assert!(valid_name(name), "{name}");
         debug_assert_eq!(kind == Kind::Counter, name.ends_with("_total"), "{name}");
         let i = match self.families.iter().position(|f| f.name == name) {
@@ -70,20 +87,15 @@ impl Page {
                 self.families.len() - 1
             }
         };
-        let mut s = String::new();
-        if !labels.is_empty() {
-            s.push('{');
-            for (k, (l, v)) in labels.iter().enumerate() {
-                debug_assert!(valid_name(l) && !l.contains(':'), "{l}");
-                if k > 0 {
-                    s.push(',');
-                }
-                let _ = write!(s, "{l}=\"{}\"", escape_label(v));
-            }
-            s.push('}');
-        }
-        let _ = write!(s, " {}", fmt_value(value));
-        self.families[i].samples.push(s);
+        debug_assert_eq!(self.families[i].kind, kind, "{name}");
+        &mut self.families[i]
+    }
+
+    /// Adds a sample of family `name` (created on first use with `kind`
+    /// and `help`). Counter names must end in `_total`.
+    pub fn add(&mut self, name: &str, kind: Kind, help: &'static str, labels: &[(&str, &str)], value: f64) {
+        let line = sample(name, labels, value);
+        self.family(name, kind, help).samples.push(line);
     }
 
     /// A counter sample (`name` ends in `_total`).
@@ -96,22 +108,54 @@ impl Page {
         self.add(name, Kind::Gauge, help, labels, value);
     }
 
+    /// A histogram's samples: `buckets` are (upper bound, count in that
+    /// bucket alone) in increasing bound order, the last bound `+Inf`;
+    /// they are rendered cumulative, `_count` being the last.
+    pub fn histogram(&mut self, name: &str, help: &'static str, labels: &[(&str, &str)], buckets: &[(f64, u64)], sum: f64) {
+        debug_assert!(buckets.last().is_some_and(|b| b.0 == f64::INFINITY), "{name}: the last bucket is +Inf");
+        let mut lines = Vec::with_capacity(buckets.len() + 2);
+        let mut cum = 0u64;
+        for &(le, n) in buckets {
+            cum += n;
+            let le = fmt_value(le);
+            let l: Vec<(&str, &str)> = labels.iter().copied().chain([("le", le.as_str())]).collect();
+            lines.push(sample(&format!("{name}_bucket"), &l, cum as f64));
+        }
+        lines.push(sample(&format!("{name}_sum"), labels, sum));
+        lines.push(sample(&format!("{name}_count"), labels, cum as f64));
+        self.family(name, Kind::Histogram, help).samples.extend(lines);
+    }
+
     /// The exposition text.
     pub fn render(&self) -> String {
         let mut out = String::new();
         for f in &self.families {
-            let kind = match f.kind {
-                Kind::Counter => "counter",
-                Kind::Gauge => "gauge",
-            };
             let _ = writeln!(out, "# HELP {} {}", f.name, f.help.replace('\\', "\\\\").replace('\n', "\\n"));
-            let _ = writeln!(out, "# TYPE {} {kind}", f.name);
+            let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind.as_str());
             for s in &f.samples {
-                let _ = writeln!(out, "{}{s}", f.name);
+                let _ = writeln!(out, "{s}");
             }
         }
         out
     }
+}
+
+/// One `name{labels} value` line (no newline).
+fn sample(name: &str, labels: &[(&str, &str)], value: f64) -> String {
+    let mut s = name.to_string();
+    if !labels.is_empty() {
+        s.push('{');
+        for (k, (l, v)) in labels.iter().enumerate() {
+            debug_assert!(valid_name(l) && !l.contains(':'), "{l}");
+            if k > 0 {
+                s.push(',');
+            }
+            let _ = write!(s, "{l}=\"{}\"", escape_label(v));
+        }
+        s.push('}');
+    }
+    let _ = write!(s, " {}", fmt_value(value));
+    s
 }
 
 /// `[a-zA-Z_:][a-zA-Z0-9_:]*`
@@ -316,134 +360,214 @@ pub struct RecvLive {
     pub reasons: Option<Vec<crate::attrib::ReasonCount>>,
 }
 
+/// `mcblast_build_info{version,commit} 1` (commit empty when not built from git).
+fn build_info(p: &mut Page) {
+    let commit = crate::cli::VERSION.split_once(" (").map_or("", |(_, c)| c.trim_end_matches(')'));
+    let l: &[(&str, &str)] = &[("version", env!("CARGO_PKG_VERSION")), ("commit", commit)];
+    p.gauge("mcblast_build_info", "The mcblast build serving this page (always 1).", l, 1.0);
+}
+
+/// A tracker histogram ([`mcblast_common::hist`]) as the page's buckets:
+/// `(le seconds, count)` for every power of two from 2^10 ns (1.024 µs) to
+/// 2^36 ns (68.719476736 s), then `+Inf`. These powers of two are bucket
+/// boundaries of the tracker's log-linear histogram, so each of its buckets
+/// falls in exactly one `le` bucket (the values it holds are below that
+/// `le`); the first also holds negative delays (unsynchronised clocks). The
+/// one place the page's bounds come from.
+pub fn le_buckets(hist: &[u64]) -> Vec<(f64, u64)> {
+    use mcblast_common::hist::{MAX_SHIFT, MIN_SHIFT, upper_ns};
+    let mut out: Vec<(f64, u64)> = (MIN_SHIFT..=MAX_SHIFT + 1).map(|k| ((1u64 << k) as f64 / 1e9, 0)).collect();
+    out.push((f64::INFINITY, 0));
+    for (b, &n) in hist.iter().enumerate().filter(|(_, n)| **n > 0) {
+        let up = upper_ns(b) as f64 / 1e9;
+        let j = out.iter().position(|(le, _)| up <= *le).unwrap_or(out.len() - 1);
+        out[j].1 += n;
+    }
+    out
+}
+
 /// The receiver's page. Flow values come from [`crate::output::flow_report`],
-/// as in the JSON summary.
+/// as in the JSON summary. The `counter` label says which counter (kernel,
+/// socket) saw the datagrams: both count the same traffic, so sums over
+/// receivers are taken per counter (`sum by (counter)`).
 pub fn recv_page(v: &RecvLive, local: &crate::clock::LocalClock) -> String {
-    use crate::attrib::Layer;
     let mut p = Page::default();
+    build_info(&mut p);
     for (counter, snap) in &v.snaps {
         for (key, st) in &snap.flows {
-            let f = crate::output::flow_report(key, st, local);
-            let (run, flow) = (f.run.to_string(), f.flow.to_string());
-            let l: &[(&str, &str)] =
-                &[("sender", &f.sender), ("group", &f.group), ("run", &run), ("flow", &flow), ("counter", counter)];
-            p.counter("mcblast_recv_received_total", "Data datagrams received (duplicates and stale ones included).", l, f.received);
-            p.counter("mcblast_recv_bytes_total", "UDP payload bytes of the received datagrams.", l, f.bytes);
-            p.gauge(
-                "mcblast_recv_lost_datagrams",
-                "Sequence numbers below the highest seen that have not arrived (a gauge: a late datagram takes one back).",
-                l,
-                f.lost as f64,
-            );
-            p.gauge("mcblast_recv_expected_datagrams", "Datagrams the flow is known to have sent (highest sequence + 1, or the end marker's count).", l, f.expected as f64);
-            p.counter("mcblast_recv_reordered_total", "Datagrams that arrived after a higher sequence number.", l, f.reordered);
-            p.counter("mcblast_recv_duplicates_total", "Datagrams whose sequence number had already arrived.", l, f.duplicates);
-            p.counter("mcblast_recv_stale_total", "Datagrams too far behind the highest sequence number to classify.", l, f.stale);
-            p.gauge("mcblast_recv_jitter_seconds", "RFC 3550 inter-arrival jitter.", l, f.jitter_us / 1e6);
-            p.gauge("mcblast_recv_flow_ended", "1 once the flow's end marker arrived.", l, f64::from(u8::from(f.ended)));
-            if let Some(d) = &f.delay {
-                for (stat, us) in [("min", d.min_us), ("mean", d.mean_us), ("max", d.max_us)] {
-                    let ls: Vec<(&str, &str)> = l.iter().copied().chain([("stat", stat)]).collect();
-                    p.gauge("mcblast_recv_delay_seconds", "One-way delay (receive minus send time): min, mean, max.", &ls, us / 1e6);
-                }
-                p.gauge(
-                    "mcblast_recv_delay_trusted",
-                    "1 when sender and receiver share a clock or both are synchronised (else the delay is not a one-way delay).",
-                    l,
-                    f64::from(u8::from(d.trusted)),
-                );
-            }
+            recv_flow(&mut p, counter, key, st, local);
         }
-        let c: &[(&str, &str)] = &[("counter", counter)];
-        p.counter("mcblast_recv_foreign_total", "Datagrams to the port that are not mcblast datagrams of a counted run.", c, snap.foreign);
-        if let Some(m) = snap.map_full {
-            p.counter("mcblast_recv_map_full_total", "Valid datagrams with no room in the kernel flow map (not tracked).", c, m);
-        }
-        if let Some(f) = snap.fragments {
-            p.counter("mcblast_recv_fragments_total", "Datagrams that arrived as IPv4 fragments (counted in their flows by their first fragment).", c, f);
-        }
-        if let Some(o) = snap.other_group {
-            p.counter("mcblast_recv_other_group_total", "Datagrams to the port for groups or sources not joined.", c, o);
-        }
+        recv_counter_totals(&mut p, counter, snap);
     }
     if let Some(d) = v.socket_drops {
-        p.counter("mcblast_recv_socket_buffer_drops_total", "Datagrams the socket counter's full receive buffer dropped (SO_RXQ_OVFL).", &[], d);
+        p.counter("mcblast_recv_socket_buffer_dropped_datagrams_total", "Datagrams the socket counter's full receive buffer dropped (SO_RXQ_OVFL).", &[], d);
     }
     if let Some(reasons) = &v.reasons {
-        let drops = crate::attrib::LayerDrops::of(reasons);
-        for (layer, n) in [
-            ("kernel", drops.kernel),
-            ("reassembly", drops.reassembly),
-            ("unspecified", drops.unspecified),
-            ("no_listener", drops.no_listener),
-            ("socket", drops.socket),
-            ("unread", drops.unread),
-        ] {
-            p.counter("mcblast_recv_layer_dropped_total", "Data datagrams the drop tracer charged to each layer of this host.", &[("layer", layer)], n);
-        }
-        for r in reasons {
-            let layer = match r.layer {
-                Layer::Kernel => "kernel",
-                Layer::Unspecified => "unspecified",
-                Layer::NoListener => "no_listener",
-                Layer::Socket => "socket",
-                Layer::Unread => "unread",
-                Layer::Reassembly => "reassembly",
-            };
-            let l: &[(&str, &str)] =
-                &[("reason", &r.reason), ("function", r.function.as_deref().unwrap_or("")), ("layer", layer)];
-            p.counter("mcblast_recv_drop_reason_total", "Data datagrams the kernel dropped, by drop reason.", l, r.data);
-        }
+        recv_drops(&mut p, reasons);
     }
     p.render()
 }
 
-/// The sender's page: per worker and in total, read from the workers'
-/// published counters (the same the interval lines and summary read); the
-/// ledger's interface counters as deltas since the start.
-pub fn send_page(
-    run: u32,
-    workers: &[crate::send::counters::WorkerCounters],
-    ledger: Option<(&str, &crate::send::ledger::TxCounters)>,
-) -> String {
-    use crate::send::counters::Counts;
-    let mut p = Page::default();
-    let run = run.to_string();
-    let mut rows: Vec<(String, Counts)> = workers.iter().enumerate().map(|(i, w)| (i.to_string(), w.read())).collect();
-    let mut total = Counts::default();
-    for (_, c) in &rows {
-        total.add(c);
+/// One flow's series as seen by `counter`.
+fn recv_flow(
+    p: &mut Page,
+    counter: &str,
+    key: &mcblast_common::FlowKey,
+    st: &mcblast_common::tracker::FlowState,
+    local: &crate::clock::LocalClock,
+) {
+    let f = crate::output::flow_report(key, st, local);
+    let (run, flow) = (f.run.to_string(), f.flow.to_string());
+    let l: &[(&str, &str)] = &[("sender", &f.sender), ("group", &f.group), ("run", &run), ("flow", &flow), ("counter", counter)];
+    p.counter("mcblast_recv_datagrams_total", "Data datagrams received (duplicates and stale ones included).", l, f.received);
+    p.counter("mcblast_recv_bytes_total", "UDP payload bytes of the received datagrams.", l, f.bytes);
+    p.gauge(
+        "mcblast_recv_lost_datagrams",
+        "Sequence numbers below the highest seen that have not arrived (a gauge, not a counter: a late datagram takes one back).",
+        l,
+        f.lost as f64,
+    );
+    p.gauge("mcblast_recv_expected_datagrams", "Datagrams the flow is known to have sent (highest sequence + 1, or the end marker's count).", l, f.expected as f64);
+    p.counter("mcblast_recv_reordered_datagrams_total", "Datagrams that arrived after a higher sequence number.", l, f.reordered);
+    p.counter("mcblast_recv_duplicate_datagrams_total", "Datagrams whose sequence number had already arrived.", l, f.duplicates);
+    p.counter("mcblast_recv_stale_datagrams_total", "Datagrams too far behind the highest sequence number to classify.", l, f.stale);
+    p.gauge("mcblast_recv_jitter_seconds", "RFC 3550 inter-arrival jitter.", l, f.jitter_us / 1e6);
+    p.gauge("mcblast_recv_flow_ended", "1 once the flow's end marker arrived.", l, f64::from(u8::from(f.ended)));
+    if let Some(d) = &f.delay {
+        p.histogram(
+            "mcblast_recv_delay_seconds",
+            "One-way delay (receive minus send time) of the datagrams timed (le bounds: see docs/prometheus.md).",
+            l,
+            &le_buckets(&st.delay_hist),
+            st.delay_sum_ns as f64 / 1e9,
+        );
+        p.gauge("mcblast_recv_delay_min_seconds", "Smallest one-way delay.", l, d.min_us / 1e6);
+        p.gauge("mcblast_recv_delay_max_seconds", "Largest one-way delay.", l, d.max_us / 1e6);
+        p.gauge(
+            "mcblast_recv_delay_trusted",
+            "1 when sender and receiver share a clock or both are synchronised (else the delay is not a one-way delay).",
+            l,
+            f64::from(u8::from(d.trusted)),
+        );
     }
-    rows.push(("all".into(), total));
-    for (worker, c) in &rows {
-        let l: &[(&str, &str)] = &[("run", &run), ("worker", worker)];
-        p.counter("mcblast_send_asked_total", "Send attempts: handed to the kernel + refused.", l, c.sent + c.end_markers + c.errors());
-        p.counter("mcblast_send_sent_total", "Data datagrams the kernel took.", l, c.sent);
-        p.counter("mcblast_send_bytes_total", "UDP payload bytes of the data datagrams sent.", l, c.bytes);
-        p.counter("mcblast_send_end_markers_total", "End-of-flow markers the kernel took.", l, c.end_markers);
-        for (reason, n) in [("enobufs", c.enobufs), ("eagain", c.eagain), ("other", c.other)] {
-            let lr: &[(&str, &str)] = &[("run", &run), ("worker", worker), ("reason", reason)];
-            p.counter("mcblast_send_refused_total", "Send attempts the kernel refused (each is asked again).", lr, n);
-        }
-        p.counter("mcblast_send_pacing_slips_total", "Times the pacer fell behind its schedule.", l, c.slips);
-        p.counter("mcblast_send_pacing_deficit_total", "Datagrams' worth of time the pacer gave up after slips.", l, c.deficit);
+    if st.ipdv_count > 0 {
+        p.histogram(
+            "mcblast_recv_ipdv_seconds",
+            "Inter-packet delay variation (RFC 3393: |transit(i) - transit(i-1)| of consecutive arrivals; needs no clock sync).",
+            l,
+            &le_buckets(&st.ipdv_hist),
+            st.ipdv_sum_ns as f64 / 1e9,
+        );
+    }
+}
+
+/// A counter's datagrams that belong to no tracked flow.
+fn recv_counter_totals(p: &mut Page, counter: &str, snap: &crate::recv::Snapshot) {
+    let c: &[(&str, &str)] = &[("counter", counter)];
+    p.counter("mcblast_recv_foreign_datagrams_total", "Datagrams to the port that are not mcblast datagrams of a counted run.", c, snap.foreign);
+    if let Some(m) = snap.map_full {
+        p.counter("mcblast_recv_map_full_datagrams_total", "Valid datagrams with no room in the kernel flow map (not tracked).", c, m);
+    }
+    if let Some(f) = snap.fragments {
+        p.counter("mcblast_recv_fragmented_datagrams_total", "Datagrams that arrived as IPv4 fragments (counted in their flows by their first fragment).", c, f);
+    }
+    if let Some(o) = snap.other_group {
+        p.counter("mcblast_recv_other_group_datagrams_total", "Datagrams to the port for groups or sources not joined.", c, o);
+    }
+}
+
+/// The drop tracer's counts: by layer, and by kernel drop reason.
+fn recv_drops(p: &mut Page, reasons: &[crate::attrib::ReasonCount]) {
+    use crate::attrib::Layer;
+    let drops = crate::attrib::LayerDrops::of(reasons);
+    for (layer, n) in [
+        ("kernel", drops.kernel),
+        ("reassembly", drops.reassembly),
+        ("unspecified", drops.unspecified),
+        ("no_listener", drops.no_listener),
+        ("socket", drops.socket),
+        ("unread", drops.unread),
+    ] {
+        p.counter("mcblast_recv_layer_dropped_datagrams_total", "Data datagrams the drop tracer charged to each layer of this host.", &[("layer", layer)], n);
+    }
+    for r in reasons {
+        let layer = match r.layer {
+            Layer::Kernel => "kernel",
+            Layer::Unspecified => "unspecified",
+            Layer::NoListener => "no_listener",
+            Layer::Socket => "socket",
+            Layer::Unread => "unread",
+            Layer::Reassembly => "reassembly",
+        };
+        let l: &[(&str, &str)] = &[("reason", &r.reason), ("function", r.function.as_deref().unwrap_or("")), ("layer", layer)];
+        p.counter("mcblast_recv_drop_reason_datagrams_total", "Data datagrams the kernel dropped, by drop reason (the same drops as the layer counts, finer).", l, r.data);
+    }
+}
+
+/// What the sender's page reads: the run, its flows, the workers' and the
+/// flows' published counters (the same the interval lines and summary read).
+pub struct SendLive {
+    pub run: u32,
+    pub flows: Vec<crate::send::plan::FlowPlan>,
+    /// Datagram length (every data datagram has it).
+    pub length: u64,
+    pub workers: Arc<[crate::send::counters::WorkerCounters]>,
+    /// By flow id.
+    pub flow_sent: Arc<[crate::send::counters::FlowCounter]>,
+}
+
+/// The sender's page: per flow what was sent (labels as on the receivers'
+/// pages: run, flow, group; and the worker), per worker the attempts,
+/// refusals and pacing; the ledger's interface counters as deltas since the
+/// start. No total series: `sum()` adds the flows or workers up.
+pub fn send_page(v: &SendLive, ledger: Option<(&str, &crate::send::ledger::TxCounters)>) -> String {
+    let mut p = Page::default();
+    build_info(&mut p);
+    let run = v.run.to_string();
+    for f in &v.flows {
+        let (flow, group, worker) = (f.id.to_string(), f.group.to_string(), f.worker.to_string());
+        let l: &[(&str, &str)] = &[("run", &run), ("flow", &flow), ("group", &group), ("worker", &worker)];
+        let sent = v.flow_sent.get(f.id as usize).map_or(0, |c| c.read());
+        p.counter("mcblast_send_datagrams_total", "Data datagrams the kernel took.", l, sent);
+        p.counter("mcblast_send_bytes_total", "UDP payload bytes of the data datagrams sent.", l, sent * v.length);
+    }
+    for (i, w) in v.workers.iter().enumerate() {
+        send_worker(&mut p, &run, &i.to_string(), &w.read());
     }
     if let Some((iface, start)) = ledger {
-        let now = crate::send::ledger::TxCounters::read(iface);
-        let l: &[(&str, &str)] = &[("run", &run), ("interface", iface)];
-        let d = |a: Option<u64>, b: Option<u64>| Some(a?.wrapping_sub(b?));
-        for (name, help, v) in [
-            ("mcblast_send_interface_tx_packets_total", "Packets the interface sent since the start (all its traffic).", d(now.tx_packets, start.tx_packets)),
-            ("mcblast_send_qdisc_dropped_total", "Root qdisc drops since the start (sent again after ENOBUFS).", d(now.qdisc_drops, start.qdisc_drops)),
-            ("mcblast_send_tx_dropped_total", "Packets the driver dropped after taking them since the start.", d(now.tx_dropped, start.tx_dropped)),
-            ("mcblast_send_tx_errors_total", "Packets the driver failed to send since the start.", d(now.tx_errors, start.tx_errors)),
-        ] {
-            if let Some(v) = v {
-                p.counter(name, help, l, v);
-            }
-        }
+        send_ledger(&mut p, &run, iface, start);
     }
     p.render()
+}
+
+/// One worker's attempts, refusals and pacing.
+fn send_worker(p: &mut Page, run: &str, worker: &str, c: &crate::send::counters::Counts) {
+    let l: &[(&str, &str)] = &[("run", run), ("worker", worker)];
+    p.counter("mcblast_send_attempts_total", "Send attempts: datagrams and end markers handed to the kernel + refused.", l, c.sent + c.end_markers + c.errors());
+    p.counter("mcblast_send_end_markers_total", "End-of-flow markers the kernel took.", l, c.end_markers);
+    for (reason, n) in [("enobufs", c.enobufs), ("eagain", c.eagain), ("other", c.other)] {
+        let lr: &[(&str, &str)] = &[("run", run), ("worker", worker), ("reason", reason)];
+        p.counter("mcblast_send_refused_attempts_total", "Send attempts the kernel refused (each is asked again).", lr, n);
+    }
+    p.counter("mcblast_send_pacing_slips_total", "Times the pacer fell behind its schedule.", l, c.slips);
+    p.counter("mcblast_send_pacing_deficit_datagrams_total", "Datagrams' worth of time the pacer gave up after slips.", l, c.deficit);
+}
+
+/// The interface's transmit counters since the start.
+fn send_ledger(p: &mut Page, run: &str, iface: &str, start: &crate::send::ledger::TxCounters) {
+    let now = crate::send::ledger::TxCounters::read(iface);
+    let l: &[(&str, &str)] = &[("run", run), ("interface", iface)];
+    let d = |a: Option<u64>, b: Option<u64>| Some(a?.wrapping_sub(b?));
+    for (name, help, v) in [
+        ("mcblast_send_interface_tx_packets_total", "Packets the interface sent since the start (all its traffic).", d(now.tx_packets, start.tx_packets)),
+        ("mcblast_send_qdisc_dropped_packets_total", "Root qdisc drops since the start (sent again after ENOBUFS).", d(now.qdisc_drops, start.qdisc_drops)),
+        ("mcblast_send_tx_dropped_packets_total", "Packets the driver dropped after taking them since the start.", d(now.tx_dropped, start.tx_dropped)),
+        ("mcblast_send_tx_error_packets_total", "Packets the driver failed to send since the start.", d(now.tx_errors, start.tx_errors)),
+    ] {
+        if let Some(v) = v {
+            p.counter(name, help, l, v);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -466,8 +590,51 @@ mod tests {
     }
 
     #[test]
+    fn histograms_are_cumulative_with_sum_and_count() {
+        let mut p = Page::default();
+        let b = [(0.5, 2), (1.0, 0), (f64::INFINITY, 1)];
+        p.histogram("d_seconds", "Delay.", &[("f", "1")], &b, 1.75);
+        assert_eq!(
+            p.render(),
+            "# HELP d_seconds Delay.\n# TYPE d_seconds histogram\n\
+             d_seconds_bucket{f=\"1\",le=\"0.5\"} 2\nd_seconds_bucket{f=\"1\",le=\"1\"} 2\n\
+             d_seconds_bucket{f=\"1\",le=\"+Inf\"} 3\nd_seconds_sum{f=\"1\"} 1.75\nd_seconds_count{f=\"1\"} 3\n"
+        );
+    }
+
+    #[test]
+    fn delay_bounds_are_powers_of_two_on_the_tracker_buckets() {
+        use mcblast_common::hist::{BUCKETS, bucket};
+        let le: Vec<f64> = le_buckets(&[]).iter().map(|b| b.0).collect();
+        assert_eq!(le.len(), 28);
+        assert_eq!((le[0], le[1]), (1.024e-6, 2.048e-6));
+        assert_eq!((fmt_value(le[0]), fmt_value(le[26])), ("0.000001024".to_string(), "68.719476736".to_string()));
+        assert_eq!(le[27], f64::INFINITY);
+        // Every value's count lands in the first bucket whose le is above it.
+        for ns in [-5i64, 0, 1023, 1024, 1999, 2048, 123_456, 1_000_000, 999_999_999, 68_719_476_735, 86_400_000_000_000] {
+            let mut hist = [0u64; BUCKETS];
+            hist[bucket(ns)] = 1;
+            let got = le_buckets(&hist);
+            let j = got.iter().position(|b| b.1 == 1).unwrap();
+            assert_eq!(got.iter().map(|b| b.1).sum::<u64>(), 1);
+            assert!((ns as f64) / 1e9 < le[j], "{ns} ns under le {}", le[j]);
+            assert!(j == 0 || (ns as f64) / 1e9 >= le[j - 1], "{ns} ns above le {}", le[j - 1]);
+        }
+    }
+
+    #[test]
+    fn build_info_names_the_version() {
+        let mut p = Page::default();
+        build_info(&mut p);
+        let page = p.render();
+        assert!(page.contains(&format!("mcblast_build_info{{version=\"{}\",commit=\"", env!("CARGO_PKG_VERSION"))), "{page}");
+        let line = page.lines().last().unwrap();
+        assert!(line.ends_with("\"} 1") && !line.contains(" (") && !line.contains(")\""), "{page}");
+    }
+
+    #[test]
     fn names_and_values() {
-        assert!(valid_name("mcblast_recv_received_total") && valid_name("_a:b"));
+        assert!(valid_name("mcblast_recv_datagrams_total") && valid_name("_a:b"));
         assert!(!valid_name("1a") && !valid_name("") && !valid_name("a-b"));
         assert_eq!(fmt_value(18446744073709551615u64 as f64), "18446744073709552000");
         assert_eq!(fmt_value(123456789.0), "123456789");

@@ -48,12 +48,11 @@ fn mcblast(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("run mcblast")
 }
 
-/// A CSV file as rows of name -> value (the fixtures' fields have no quotes).
+/// A CSV file as rows of name -> value.
 fn csv(path: &Path) -> Vec<HashMap<String, String>> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut lines = text.lines();
-    let header: Vec<String> = lines.next().expect("header").split(',').map(String::from).collect();
-    lines.map(|l| header.iter().cloned().zip(l.split(',').map(String::from)).collect()).collect()
+    let mut r = ::csv::Reader::from_path(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let header: Vec<String> = r.headers().expect("header").iter().map(String::from).collect();
+    r.records().map(|rec| header.iter().cloned().zip(rec.expect("a CSV row").iter().map(String::from)).collect()).collect()
 }
 
 fn jsonl(path: &Path) -> Vec<Value> {
@@ -415,9 +414,9 @@ fn errors_are_one_line() {
     let w = work.to_str().unwrap();
     one_line(&["report", &format!("{w}/nope")], "is not a directory");
     one_line(&["report", w], "is not a run directory (no summary.csv)");
-    std::fs::write(work.join("summary.csv"), mcblast::run::stats::summary_header() + "\n").unwrap();
+    std::fs::write(work.join("summary.csv"), mcblast::run::stats::summary_header().join(",") + "\n").unwrap();
     one_line(&["report", w], "cases.csv is missing");
-    std::fs::write(work.join("cases.csv"), mcblast::run::stats::cases_header() + "\n").unwrap();
+    std::fs::write(work.join("cases.csv"), mcblast::run::stats::cases_header().join(",") + "\n").unwrap();
     one_line(&["report", w], "no finished case");
     // a finished case whose raw file is gone
     let run = work.join("run");

@@ -92,6 +92,10 @@ fn two_cases_two_repeats_injected_loss_exact() {
     let out = d.join("out");
     let o = run(&plan, &out, &prefix, &[]);
     assert!(o.status.success(), "mcblast run failed: {}", String::from_utf8_lossy(&o.stderr));
+    // stderr is a pipe: plain progress lines, no terminal escape codes
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains(['\x1b', '\r']), "escape codes in piped output: {err:?}");
+    assert!(err.lines().any(|l| l.starts_with("mcblast run: case 2/2 repeat 2/2: ")), "{err}");
     let (_, rows) = csv(&out.join("cases.csv"));
     assert_eq!(rows.len(), 2 * 2 * 3, "case x repeat x receiver");
     for r in &rows {

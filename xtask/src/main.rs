@@ -72,6 +72,9 @@ const DEBIAN: &[(&str, &str)] = &[
     ("objcopy", "binutils"),
     ("xz", "xz-utils"),
     ("dpkg-deb", "dpkg"),
+    // The Prometheus test's own server (loopback only) and promtool.
+    ("prometheus", "prometheus"),
+    ("promtool", "prometheus"),
 ];
 
 /// Debian's hook that tells maintainer scripts whether they may start services.
@@ -144,7 +147,7 @@ fn cargo() -> Command {
 fn setup() -> Result<()> {
     install_debian(DEBIAN)?;
     setup_ebpf_toolchain()?;
-    eprintln!("xtask: setup complete ({NIGHTLY} + rust-src, bpf-linker {BPF_LINKER}, iproute2, nftables, iperf, netsniff-ng, linux-perf, openssh-client, openssh-server, chromium, sudo, ansible-core, qemu-system-x86, cpio, busybox-static, kmod, binutils, xz-utils)");
+    eprintln!("xtask: setup complete ({NIGHTLY} + rust-src, bpf-linker {BPF_LINKER}, iproute2, nftables, iperf, netsniff-ng, linux-perf, openssh-client, openssh-server, chromium, sudo, ansible-core, qemu-system-x86, cpio, busybox-static, kmod, binutils, xz-utils, prometheus)");
     Ok(())
 }
 
@@ -177,12 +180,24 @@ fn install_debian(wanted: &[(&str, &str)]) -> Result<()> {
         let restored = if had_policy { std::fs::rename(&saved, POLICY_RC_D) } else { std::fs::remove_file(POLICY_RC_D) };
         res?;
         restored.with_context(|| format!("putting {POLICY_RC_D} back (it is {saved})"))?;
-        // with systemd, the package enables ssh.service for the next boot: not ours to enable
-        if missing.contains(&"openssh-server") && Path::new("/run/systemd/system").is_dir() {
-            let _ = run(Command::new("systemctl").args(["disable", "ssh.service"]));
+        for (package, unit) in NOT_OURS_TO_ENABLE {
+            if missing.contains(package) {
+                disable_unit(unit);
+            }
         }
     }
     Ok(())
+}
+
+/// Packages whose postinst enables a service for the next boot; the tests start their own
+/// (sshd, prometheus on loopback), so the system's stay disabled.
+const NOT_OURS_TO_ENABLE: &[(&str, &str)] = &[("openssh-server", "ssh.service"), ("prometheus", "prometheus.service")];
+
+/// Disables `unit` for the next boot (systemctl edits the links offline too, when systemd is not running).
+fn disable_unit(unit: &str) {
+    if have("systemctl") {
+        let _ = run(Command::new("systemctl").args(["disable", unit]));
+    }
 }
 
 /// The pinned nightly with rust-src and bpf-linker: what build.rs needs for the eBPF program.
@@ -277,6 +292,13 @@ fn leftovers() -> Vec<String> {
             .lines()
             .filter(|l| l.contains("sshd") && l.contains("mcblast-ssh-test-"))
             .map(|l| format!("sshd still running: {}", l.trim())),
+    );
+    // The Prometheus server of the Prometheus test (its config and storage are in its temp directory).
+    v.extend(
+        output(Command::new("ps").args(["-eo", "pid=,args="]))
+            .lines()
+            .filter(|l| l.contains("prometheus") && l.contains("mcblast-prom-test-"))
+            .map(|l| format!("prometheus still running: {}", l.trim())),
     );
     // What `mcblast run` starts: its reaper, and receivers and senders that stop when the run's pipe closes.
     v.extend(

@@ -37,43 +37,10 @@ impl Row {
     }
 }
 
-/// Splits one CSV line into fields (RFC 4180 quoting, as `run::stats::csv_field` writes).
-fn csv_fields(line: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
-            }
-            ('"', true) => quoted = false,
-            ('"', false) if cur.is_empty() => quoted = true,
-            (',', false) => out.push(std::mem::take(&mut cur)),
-            _ => cur.push(c),
-        }
-    }
-    out.push(cur);
-    out
-}
-
-/// A CSV file with a header line, as rows.
+/// A CSV file `mcblast run` wrote, as rows (see [`crate::run::csvfile`]).
 fn read_csv(path: &Path) -> Result<Vec<Row>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let header = csv_fields(lines.next().with_context(|| format!("{} is empty (no header line)", path.display()))?);
-    lines
-        .enumerate()
-        .map(|(i, l)| {
-            let f = csv_fields(l);
-            if f.len() != header.len() {
-                bail!("{}:{}: {} fields where the header has {}", path.display(), i + 2, f.len(), header.len());
-            }
-            Ok(Row(header.iter().cloned().zip(f).collect()))
-        })
-        .collect()
+    let (header, rows) = crate::run::csvfile::read(path)?;
+    Ok(rows.into_iter().map(|f| Row(header.iter().cloned().zip(f).collect())).collect())
 }
 
 fn json_lines(path: &Path) -> Result<Vec<Value>> {
@@ -471,11 +438,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn csv_quoting_round_trip() {
-        use crate::run::stats::csv_field;
-        let fields = ["plain", "a,b", "say \"x\"", ""];
-        let line = fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(",");
-        assert_eq!(csv_fields(&line), fields);
+    fn csv_written_by_run_reads_back_with_commas_quotes_and_newlines() {
+        let dir = std::env::temp_dir().join(format!("mcblast-report-csv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("cases.csv");
+        let header = crate::run::stats::cases_header();
+        let names = ["r1", "rack 2, \"east\"", "two\nlines", "\"\"", ""];
+        let mut w = crate::run::csvfile::CsvOut::create(&p, &header).unwrap();
+        for n in names {
+            let row: Vec<String> = header.iter().map(|h| if h == "receiver" { n.to_string() } else { h.clone() }).collect();
+            w.row(&row).unwrap();
+        }
+        drop(w);
+        let rows = read_csv(&p);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let rows = rows.unwrap();
+        assert_eq!(rows.iter().map(|r| r.get("receiver")).collect::<Vec<_>>(), names);
+        assert!(rows.iter().all(|r| r.get("loss_pct") == "loss_pct" && r.get("case") == "case"));
     }
 
     fn case(pairs: &[(&str, &str)]) -> CaseData {

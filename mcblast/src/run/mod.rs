@@ -17,6 +17,7 @@
 //! counts collected, the impairment removed. Results are written as each run ends, so
 //! Ctrl-C keeps every finished run and case.
 
+pub mod csvfile;
 pub mod deploy;
 pub mod inventory;
 pub mod plan;
@@ -24,13 +25,13 @@ pub mod reaper;
 pub mod stats;
 pub mod transport;
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
 use crate::cli::RunArgs;
@@ -123,7 +124,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         plan.repeats,
         out.display()
     );
-    let mut progress = Progress { start: Instant::now(), total: n as u32 * plan.repeats, done: 0 };
+    let mut progress = Progress::new(n as u32 * plan.repeats);
     let mut lab: Option<Lab> = None;
     let mut finished = 0;
     let res = (|| -> Result<()> {
@@ -148,19 +149,19 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
                 progress.show(k, n, rep, plan.repeats, &case_label(case));
                 let (s, rs) = one_run(&plan, &site, case, k, rep, &out)?;
                 for (node, r) in &rs {
-                    w.case_row(&stats::cases_row(k, case, rep, node, &s, r))?;
+                    w.cases.row(&stats::cases_row(k, case, rep, node, &s, r))?;
                 }
                 let rs: Vec<RecvResult> = rs.into_iter().map(|(_, r)| r).collect();
                 samples.add_repeat(&s, &rs);
-                progress.done += 1;
+                progress.repeat_done();
             }
-            w.summary_row(&stats::summary_row(k, case, &samples))?;
+            w.summary.row(&stats::summary_row(k, case, &samples))?;
             finished += 1;
         }
         Ok(())
     })();
     drop(lab);
-    eprintln!();
+    progress.finish();
     if finished > 0 {
         crate::report::after_run(&out);
     }
@@ -278,50 +279,70 @@ fn case_label(c: &Case) -> String {
     )
 }
 
+/// `mcblast run`'s progress on stderr. On a terminal, an indicatif bar of
+/// cases × repeats with the current case, elapsed time and ETA, redrawn
+/// every second so it ticks during a repeat; anywhere else (a log, a pipe)
+/// one plain line per step and no escape codes.
 struct Progress {
     start: Instant,
     total: u32,
     done: u32,
+    bar: Option<ProgressBar>,
 }
 
 impl Progress {
+    fn new(total: u32) -> Progress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let style = ProgressStyle::with_template("[{elapsed_precise}] {wide_bar} {pos}/{len} runs  ETA {eta}  {msg}")
+                .expect("a valid template");
+            let b = ProgressBar::new(u64::from(total)).with_style(style);
+            b.enable_steady_tick(Duration::from_secs(1));
+            b
+        });
+        Progress { start: Instant::now(), total, done: 0, bar }
+    }
+
     fn show(&self, k: usize, n: usize, rep: u32, reps: u32, what: &str) {
-        let el = self.start.elapsed().as_secs_f64();
-        let eta = if self.done > 0 {
-            format!("{:.0} s", el / f64::from(self.done) * f64::from(self.total - self.done))
-        } else {
-            "?".into()
-        };
-        eprint!("\r\x1b[2Kcase {k}/{n} repeat {rep}/{reps}  elapsed {el:.0} s  ETA {eta}  {what}");
-        let _ = std::io::stderr().flush();
+        let step = format!("case {k}/{n} repeat {rep}/{reps}: {what}");
+        match &self.bar {
+            Some(b) => b.set_message(step),
+            None => {
+                let el = self.start.elapsed().as_secs_f64();
+                let eta = match self.done {
+                    0 => "?".to_string(),
+                    d => format!("{:.0} s", el / f64::from(d) * f64::from(self.total - d)),
+                };
+                eprintln!("mcblast run: {step} (elapsed {el:.0} s, ETA {eta})");
+            }
+        }
+    }
+
+    fn repeat_done(&mut self) {
+        self.done += 1;
+        if let Some(b) = &self.bar {
+            b.inc(1);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
     }
 }
 
-/// `cases.csv` and `summary.csv`, a line written and flushed as soon as it is known.
+/// `cases.csv` and `summary.csv`, a row written and flushed as soon as it is known.
 struct Writer {
-    cases: File,
-    summary: File,
+    cases: csvfile::CsvOut,
+    summary: csvfile::CsvOut,
 }
 
 impl Writer {
     fn create(dir: &Path) -> Result<Writer> {
-        let open = |name: &str, header: String| -> Result<File> {
-            let p = dir.join(name);
-            let mut f = OpenOptions::new().create(true).write(true).truncate(true).open(&p).with_context(|| format!("creating {}", p.display()))?;
-            writeln!(f, "{header}")?;
-            Ok(f)
-        };
-        Ok(Writer { cases: open("cases.csv", stats::cases_header())?, summary: open("summary.csv", stats::summary_header())? })
-    }
-    fn case_row(&mut self, row: &str) -> Result<()> {
-        writeln!(self.cases, "{row}")?;
-        self.cases.flush()?;
-        Ok(())
-    }
-    fn summary_row(&mut self, row: &str) -> Result<()> {
-        writeln!(self.summary, "{row}")?;
-        self.summary.flush()?;
-        Ok(())
+        Ok(Writer {
+            cases: csvfile::CsvOut::create(&dir.join("cases.csv"), &stats::cases_header())?,
+            summary: csvfile::CsvOut::create(&dir.join("summary.csv"), &stats::summary_header())?,
+        })
     }
 }
 

@@ -171,7 +171,8 @@ pub fn case_params(k: usize, c: &Case) -> Vec<String> {
     ]
 }
 
-pub fn cases_header() -> String {
+/// The `cases.csv` header.
+pub fn cases_header() -> Vec<String> {
     let mut h: Vec<&str> = CASE_PARAMS.to_vec();
     h.extend([
         "repeat",
@@ -195,7 +196,7 @@ pub fn cases_header() -> String {
         "injected_duplicated",
         "injected_reordered",
     ]);
-    h.join(",")
+    h.iter().map(|s| s.to_string()).collect()
 }
 
 fn opt<T: ToString>(v: Option<T>) -> String {
@@ -206,8 +207,8 @@ fn f3(x: f64) -> String {
     format!("{x:.3}")
 }
 
-/// A `cases.csv` row (no newline).
-pub fn cases_row(k: usize, c: &Case, repeat: u32, node: &str, s: &SendResult, r: &RecvResult) -> String {
+/// A `cases.csv` row (its fields).
+pub fn cases_row(k: usize, c: &Case, repeat: u32, node: &str, s: &SendResult, r: &RecvResult) -> Vec<String> {
     let mut v = case_params(k, c);
     v.extend([
         repeat.to_string(),
@@ -231,7 +232,7 @@ pub fn cases_row(k: usize, c: &Case, repeat: u32, node: &str, s: &SendResult, r:
         opt(r.injected.map(|i| i.duplicated)),
         opt(r.injected.map(|i| i.reordered)),
     ]);
-    v.iter().map(|x| csv_field(x)).collect::<Vec<_>>().join(",")
+    v
 }
 
 pub const METRICS: &[&str] = &["throughput_mbps", "loss_pct", "jitter_us", "sender_cpu_s"];
@@ -239,7 +240,8 @@ pub const METRICS: &[&str] = &["throughput_mbps", "loss_pct", "jitter_us", "send
 /// Means over receivers and repeats of the impairment's counts (empty on real hosts).
 pub const INJECTED_MEANS: &[&str] = &["injected_dropped_mean", "injected_duplicated_mean", "injected_reordered_mean"];
 
-pub fn summary_header() -> String {
+/// The `summary.csv` header.
+pub fn summary_header() -> Vec<String> {
     let mut h: Vec<String> = CASE_PARAMS.iter().map(|s| s.to_string()).collect();
     h.push("repeats".into());
     h.push("samples".into());
@@ -249,7 +251,7 @@ pub fn summary_header() -> String {
         }
     }
     h.extend(INJECTED_MEANS.iter().map(|s| s.to_string()));
-    h.join(",")
+    h
 }
 
 /// Samples of one case: per receiver and repeat (throughput, loss, jitter), per repeat (sender CPU).
@@ -277,8 +279,8 @@ impl CaseSamples {
     }
 }
 
-/// A `summary.csv` row (no newline).
-pub fn summary_row(k: usize, c: &Case, cs: &CaseSamples) -> String {
+/// A `summary.csv` row (its fields).
+pub fn summary_row(k: usize, c: &Case, cs: &CaseSamples) -> Vec<String> {
     let mut v = case_params(k, c);
     v.push(cs.repeats.to_string());
     v.push(cs.throughput.len().to_string());
@@ -292,12 +294,7 @@ pub fn summary_row(k: usize, c: &Case, cs: &CaseSamples) -> String {
         let xs: Vec<f64> = cs.injected.iter().map(|i| f(i) as f64).collect();
         v.push(opt(stats(&xs).map(|st| f3(st.mean))));
     }
-    v.iter().map(|x| csv_field(x)).collect::<Vec<_>>().join(",")
-}
-
-/// Quotes a field when it holds a comma, quote or newline (RFC 4180).
-pub fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+    v
 }
 
 #[cfg(test)]
@@ -360,23 +357,23 @@ mod tests {
         assert_eq!(r.injected, None);
         assert_eq!((r.path_lost, r.kernel_dropped, r.socket_dropped), (Some(50), Some(0), Some(1)));
         assert_eq!(throughput_mbps(&r, &s), 1396500.0 * 8.0 / 2.0 / 1e6);
-        let header = cases_header();
-        let row = cases_row(3, &case(), 2, "r1", &s, &r);
+        let header = cases_header().join(",");
+        let row = cases_row(3, &case(), 2, "r1", &s, &r).join(",");
         assert_eq!(header.split(',').count(), row.split(',').count());
         assert_eq!(
             row,
             "3,load,10M/1470,10000000,1470,3,on,125,5,every,1,0.5,0,7,same-host,2,2,77,r1,1000,950,50,5.0201,3.500,20.000,5.586,5.880,0.250,50,0,1,4,6,,,"
         );
         r.injected = Some(Injected { dropped: 50, duplicated: 4, reordered: 6 });
-        assert!(cases_row(3, &case(), 2, "r1", &s, &r).ends_with(",50,0,1,4,6,50,4,6"));
+        assert!(cases_row(3, &case(), 2, "r1", &s, &r).join(",").ends_with(",50,0,1,4,6,50,4,6"));
         assert!(header.starts_with("case,block,load,rate_bps,length,receivers,snooping,query_interval_s,loss_injected_pct,loss_mode,burst,reorder_injected_pct,duplicate_injected_pct,seed,placement,duration_s,repeat,run_id,receiver,sent,received,lost,loss_pct"));
         assert!(header.ends_with(",path_lost,kernel_dropped,socket_dropped,duplicates,reordered,injected_dropped,injected_duplicated,injected_reordered"));
         // no loss, nothing random: no mode, burst or seed
         let clean = Case { impair: Default::default(), ..case() };
-        assert!(cases_row(3, &clean, 2, "r1", &s, &r).starts_with("3,load,10M/1470,10000000,1470,3,on,125,0,,,0,0,,same-host,2,"));
+        assert!(cases_row(3, &clean, 2, "r1", &s, &r).join(",").starts_with("3,load,10M/1470,10000000,1470,3,on,125,0,,,0,0,,same-host,2,"));
         // real hosts: the lab-only parameters are empty
         let hosts = Case { on_lab: false, impair: Default::default(), ..case() };
-        assert!(cases_row(3, &hosts, 2, "r1", &s, &r).starts_with("3,load,10M/1470,10000000,1470,3,,,0,,,0,0,,,2,"));
+        assert!(cases_row(3, &hosts, 2, "r1", &s, &r).join(",").starts_with("3,load,10M/1470,10000000,1470,3,,,0,,,0,0,,,2,"));
         assert!(parse_send(&recv).is_err());
     }
 
@@ -395,9 +392,8 @@ mod tests {
         cs.add_repeat(&s1, &[r(1_000_000, 0.0, 1.0), r(2_000_000, 5.0, 3.0)]);
         cs.add_repeat(&s2, &[r(3_000_000, 5.0, 5.0), r(2_000_000, 10.0, 7.0)]);
         // throughput 8, 16, 24, 16 Mbit/s: mean 16, sd sqrt(128/3); loss 0,5,5,10: mean 5, sd sqrt(50/3)
-        let row = summary_row(1, &case(), &cs);
-        let f: Vec<&str> = row.split(',').collect();
-        assert_eq!(summary_header().split(',').count(), f.len());
+        let f = summary_row(1, &case(), &cs);
+        assert_eq!(summary_header().len(), f.len());
         assert_eq!(&f[16..18], ["2", "4"]);
         assert_eq!(&f[18..22], ["16.000", &format!("{:.3}", (128.0f64 / 3.0).sqrt()), "8.000", "24.000"]);
         assert_eq!(&f[22..26], ["5.000", &format!("{:.3}", (50.0f64 / 3.0).sqrt()), "0.000", "10.000"]);
@@ -405,23 +401,17 @@ mod tests {
         assert_eq!(&f[30..34], ["2.000", &format!("{:.3}", 2.0f64.sqrt()), "1.000", "3.000"]);
         // injected dropped 1, 2, 3, 2: mean 2; duplicated 1 each; reordered 0
         assert_eq!(&f[34..37], ["2.000", "1.000", "0.000"]);
-        assert!(summary_header().ends_with(",sender_cpu_s_max,injected_dropped_mean,injected_duplicated_mean,injected_reordered_mean"));
+        assert!(summary_header().join(",").ends_with(",sender_cpu_s_max,injected_dropped_mean,injected_duplicated_mean,injected_reordered_mean"));
         // one repeat: sd left empty
         let mut one = CaseSamples::default();
         one.add_repeat(&s1, &[r(1_000_000, 0.0, 1.0)]);
-        let f1: Vec<String> = summary_row(1, &case(), &one).split(',').map(String::from).collect();
+        let f1 = summary_row(1, &case(), &one);
         assert_eq!(f1[19], "");
         assert_eq!(f1[31], "");
         // no impairment counts (real hosts): the means are empty
         let mut none = CaseSamples::default();
         none.add_repeat(&s1, &[RecvResult::default()]);
-        assert!(summary_row(1, &case(), &none).ends_with(",,,"));
+        assert!(summary_row(1, &case(), &none).join(",").ends_with(",,,"));
     }
 
-    #[test]
-    fn csv_quoting() {
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"x\""), "\"say \"\"x\"\"\"");
-        assert_eq!(csv_field("plain"), "plain");
-    }
 }

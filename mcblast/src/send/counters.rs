@@ -98,6 +98,27 @@ impl WorkerCounters {
     }
 }
 
+/// One flow's published count of data datagrams the kernel took (the
+/// flow's next sequence number): one writer (the flow's worker, once per
+/// send call) and one reader (the Prometheus page). On its own pair of
+/// cache lines, as [`WorkerCounters`], so workers never share a line.
+#[repr(C, align(128))]
+#[derive(Debug, Default)]
+pub struct FlowCounter {
+    sent: AtomicU64,
+}
+
+impl FlowCounter {
+    #[inline]
+    pub fn publish(&self, sent: u64) {
+        self.sent.store(sent, Relaxed);
+    }
+
+    pub fn read(&self) -> u64 {
+        self.sent.load(Relaxed)
+    }
+}
+
 /// Sum over all workers.
 pub fn merge(all: &[WorkerCounters]) -> Counts {
     let mut t = Counts::default();

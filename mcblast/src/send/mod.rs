@@ -36,7 +36,7 @@ pub mod plan;
 pub mod report;
 pub mod worker;
 
-use counters::{WorkerCounters, merge};
+use counters::{FlowCounter, WorkerCounters, merge};
 use pacer::PaceStats;
 use engine::{FlowSocket, Template};
 pub use plan::Plan;
@@ -86,15 +86,21 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
     report::begin_with_mode(&mut out, &plan, run_id, xdp_mode)?;
 
     let counters: Arc<[WorkerCounters]> = (0..plan.workers.len()).map(|_| WorkerCounters::default()).collect();
-    // The Prometheus endpoint reads the workers' counters; the ledger's
+    let flow_sent: Arc<[FlowCounter]> = (0..plan.flows.len()).map(|_| FlowCounter::default()).collect();
+    // The Prometheus endpoint reads the workers' and the flows' counters; the ledger's
     // interface counters once their start values are known.
     let prom_ledger: Arc<std::sync::OnceLock<(String, ledger::TxCounters)>> = Arc::default();
     let _prom = match args.common.prometheus {
         Some(addr) => {
-            let (c, l) = (counters.clone(), prom_ledger.clone());
-            Some(crate::prom::serve(addr, move || {
-                crate::prom::send_page(run_id, &c, l.get().map(|(i, t)| (i.as_str(), t)))
-            })?)
+            let live = crate::prom::SendLive {
+                run: run_id,
+                flows: plan.flows.clone(),
+                length: plan.length as u64,
+                workers: counters.clone(),
+                flow_sent: flow_sent.clone(),
+            };
+            let l = prom_ledger.clone();
+            Some(crate::prom::serve(addr, move || crate::prom::send_page(&live, l.get().map(|(i, t)| (i.as_str(), t))))?)
         }
         None => None,
     };
@@ -118,6 +124,7 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
             template,
             flows,
             counters: counters.clone(),
+            flow_sent: flow_sent.clone(),
             abort: abort.clone(),
             xdp: xdp.get_mut(w.index).and_then(Option::take),
         };

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::thread::JoinHandle;
 
-use super::counters::{Counts, WorkerCounters};
+use super::counters::{Counts, FlowCounter, WorkerCounters};
 use super::engine::xdp::XdpSetup;
 use super::engine::{Engine, FlowSocket, GsoEngine, MmsgEngine, SocketEngine, Template, UringEngine, XdpEngine};
 use super::pacer::{PaceStats, Pacer, Step, batch_len, quantum};
@@ -76,6 +76,8 @@ pub struct Worker {
     pub template: Template,
     pub flows: Vec<FlowSocket>,
     pub counters: Arc<[WorkerCounters]>,
+    /// Every flow's published count, by flow id.
+    pub flow_sent: Arc<[FlowCounter]>,
     /// Set by any worker that gives up, so the others stop too.
     pub abort: Arc<AtomicBool>,
     /// The xdp engine's AF_XDP socket for this worker (opened before the run).
@@ -189,10 +191,11 @@ impl Worker {
             // Paced: wake when asked, not up to 50 µs later. Failure only costs precision.
             let _ = set_timer_slack_ns(1_000);
         }
-        let Worker { index, pps, engine, batch, zerocopy, count, duration_ns, template, flows, counters, abort, xdp, .. } =
-            self;
+        let Worker {
+            index, pps, engine, batch, zerocopy, count, duration_ns, template, flows, counters, flow_sent, abort, xdp, ..
+        } = self;
         let ids: Vec<u32> = flows.iter().map(|f| f.id).collect();
-        let ctx = Ctx { index, pps, batch, count, duration_ns, length: template.length as u64, ids, counters, abort };
+        let ctx = Ctx { index, pps, batch, count, duration_ns, length: template.length as u64, ids, counters, flow_sent, abort };
         match engine {
             cli::Engine::Socket => ctx.go(SocketEngine::new(flows, template), ready, start),
             cli::Engine::Mmsg => ctx.go(MmsgEngine::new(flows, template, batch), ready, start),
@@ -229,6 +232,7 @@ struct Ctx {
     length: u64,
     ids: Vec<u32>,
     counters: Arc<[WorkerCounters]>,
+    flow_sent: Arc<[FlowCounter]>,
     abort: Arc<AtomicBool>,
 }
 
@@ -333,6 +337,7 @@ impl Ctx {
                 let s = e.send_data(slot, seq[slot], left);
                 if s.n > 0 {
                     seq[slot] += s.n as u64;
+                    self.flow_sent[self.ids[slot] as usize].publish(seq[slot]);
                     left -= s.n;
                     c.sent += s.n as u64;
                     c.bytes += s.n as u64 * self.length;
@@ -539,6 +544,7 @@ mod tests {
             length: 100,
             ids: (0..flows as u32).map(|i| 10 + i).collect(),
             counters: (0..1).map(|_| WorkerCounters::default()).collect(),
+            flow_sent: (0..10 + flows).map(|_| FlowCounter::default()).collect(),
             abort: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -557,6 +563,7 @@ mod tests {
         assert_eq!((c.enobufs, c.eagain, c.other), (e.enobufs, e.eagain, e.other));
         assert!(c.enobufs > 0 && c.eagain > 0 && c.other > 0);
         assert_eq!(x.counters[0].read(), c, "published");
+        assert!(x.ids.iter().all(|&id| x.flow_sent[id as usize].read() == 1000), "every flow's count published");
         x.send_ends(&mut e, &seq, &mut c);
         assert_eq!(c.end_markers, 3 * END_MARKERS as u64);
         // Each flow's socket carried its end markers, with the flow's id and count.

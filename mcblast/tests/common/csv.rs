@@ -1,18 +1,18 @@
-//! Reading the CSVs `mcblast run` writes.
+//! Reading the CSVs `mcblast run` writes (with the `csv` crate: quoted
+//! commas, quotes and newlines are read as the writer meant them).
 
 use std::collections::HashMap;
 use std::path::Path;
 
-/// A CSV file as (header, rows of name -> value).
+/// A CSV file as (header, rows of name -> value); every row has the header's fields.
 pub fn csv(path: &Path) -> (Vec<String>, Vec<HashMap<String, String>>) {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut lines = text.lines();
-    let header: Vec<String> = lines.next().expect("header").split(',').map(String::from).collect();
-    let rows = lines
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            assert_eq!(f.len(), header.len(), "{}: row {l}", path.display());
-            header.iter().cloned().zip(f.iter().map(|s| s.to_string())).collect()
+    let mut r = ::csv::Reader::from_path(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let header: Vec<String> = r.headers().expect("header").iter().map(String::from).collect();
+    let rows = r
+        .records()
+        .map(|rec| {
+            let rec = rec.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            header.iter().cloned().zip(rec.iter().map(String::from)).collect()
         })
         .collect();
     (header, rows)
