@@ -47,6 +47,11 @@ pub const QUERIER_MAC: &str = "0a:77:00:00:00:fe";
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The daemons the lab runs; [`stop`] signals nothing else.
 const DAEMONS: &[&str] = &["ovsdb-server", "ovs-vswitchd", "ovn-controller", "ovn-northd"];
+/// The clients the lab runs on its daemons' sockets: bounded by [`CTL_TIMEOUT`], and
+/// [`stop`] ends any left by a killed `mcblast` (found by the lab directory in their arguments).
+const CLIENTS: &[&str] = &["ovs-vsctl", "ovn-nbctl", "ovn-sbctl", "ovs-appctl", "ovsdb-tool"];
+/// No OVS/OVN client the lab runs waits longer (e.g. for a daemon that died).
+pub const CTL_TIMEOUT: &str = "--timeout=20";
 
 /// Tunnel encapsulation between the hypervisors.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -242,18 +247,18 @@ pub fn installed() -> bool {
 
 /// `ovn-nbctl` on the lab's NB database.
 pub fn nbctl(prefix: &str, args: &[&str]) -> Result<String> {
-    output(Command::new("ovn-nbctl").arg(format!("--db={}", db_remote(prefix, "nb"))).args(args))
+    output(Command::new("ovn-nbctl").arg(CTL_TIMEOUT).arg(format!("--db={}", db_remote(prefix, "nb"))).args(args))
 }
 
 /// `ovn-sbctl` on the lab's SB database.
 pub fn sbctl(prefix: &str, args: &[&str]) -> Result<String> {
-    output(Command::new("ovn-sbctl").arg(format!("--db={}", db_remote(prefix, "sb"))).args(args))
+    output(Command::new("ovn-sbctl").arg(CTL_TIMEOUT).arg(format!("--db={}", db_remote(prefix, "sb"))).args(args))
 }
 
 /// `ovs-vsctl` on hypervisor K's own database.
 pub fn vsctl(prefix: &str, k: u32, args: &[&str]) -> Result<String> {
     let db = host_dir(prefix, k).join("db.sock");
-    output(Command::new("ovs-vsctl").arg(format!("--db=unix:{}", db.display())).args(args))
+    output(Command::new("ovs-vsctl").arg(CTL_TIMEOUT).arg(format!("--db=unix:{}", db.display())).args(args))
 }
 
 /// Starts a daemon inside `ns` with `--detach` and a pidfile `<dir>/<name>.pid`; its
@@ -439,13 +444,14 @@ impl Lab {
 /// `ovs-appctl` on hypervisor K's ovs-vswitchd.
 pub fn vswitchd_ctl(prefix: &str, k: u32, args: &[&str]) -> Result<String> {
     let ctl = host_dir(prefix, k).join("ovs-vswitchd.ctl");
-    output(Command::new("ovs-appctl").arg(format!("--target={}", ctl.display())).args(args))
+    output(Command::new("ovs-appctl").arg(CTL_TIMEOUT).arg(format!("--target={}", ctl.display())).args(args))
 }
 
 /// OVS's userspace tunnels drop a packet whose remote endpoint's MAC is not yet in
 /// its neighbour cache (it sends an ARP request instead): the first datagram to each
 /// host would be lost. Every hypervisor gets every other's br-phy MAC up front, aged
-/// out after an hour at the earliest (ARP traffic on the underlay refreshes them).
+/// out after an hour at the earliest (ARP traffic on the underlay refreshes them);
+/// the underlay switch gets every br-phy MAC as a static FDB entry.
 fn prime_tunnel_neighbours(prefix: &str, t: &Topology) -> Result<()> {
     let mut macs = Vec::new();
     for k in 0..=t.hosts {
@@ -453,6 +459,10 @@ fn prime_tunnel_neighbours(prefix: &str, t: &Topology) -> Result<()> {
         let mac = v.get(0).and_then(|l| l["address"].as_str()).map(str::to_string);
         macs.push(mac.with_context(|| format!("no MAC on br-phy of {}", host_name(k)))?);
     }
+    // The tunnels are one-way traffic the underlay switch would never learn the
+    // destination of, flooding every copy to every host: static entries instead.
+    let fdb: String = macs.iter().enumerate().map(|(k, mac)| format!("fdb add {mac} dev {} master static\n", host_name(k as u32))).collect();
+    super::output_with_stdin(Command::new("bridge").args(["-n", &format!("{prefix}{UNDERLAY}"), "-batch", "-"]), &fdb)?;
     for k in 0..=t.hosts {
         vswitchd_ctl(prefix, k, &["tnl/neigh/aging", "3600"])?;
         for (j, mac) in macs.iter().enumerate().filter(|&(j, _)| j as u32 != k) {
@@ -551,11 +561,22 @@ pub fn open_spec(prefix: &str) -> Result<Option<(LabSpec, OvnSettings)>> {
 /// Whether /proc/PID is one of our daemons (its program a known daemon, its
 /// arguments naming the lab directory): a recycled PID is never signalled.
 fn is_our_daemon(pid: u32, dir: &Path) -> bool {
+    is_ours(pid, dir, DAEMONS)
+}
+
+/// Whether /proc/PID runs one of `progs` with the lab directory in its arguments.
+fn is_ours(pid: u32, dir: &Path, progs: &[&str]) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
     let args: Vec<String> = cmdline.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
     let prog = args.first().and_then(|a| a.rsplit('/').next()).unwrap_or("");
-    let dir = dir.to_string_lossy();
-    DAEMONS.contains(&prog) && args.iter().any(|a| a.contains(dir.as_ref()))
+    let dir = format!("{}/", dir.display());
+    progs.contains(&prog) && args.iter().any(|a| a.contains(&dir))
+}
+
+/// Clients of this lab's daemons still running (left by a killed `mcblast`).
+fn stray_clients(dir: &Path) -> Vec<u32> {
+    let pids = std::fs::read_dir("/proc").into_iter().flatten().flatten();
+    pids.filter_map(|e| e.file_name().to_str()?.parse().ok()).filter(|&p| is_ours(p, dir, CLIENTS)).collect()
 }
 
 /// Gone, or a zombie nobody reaped yet.
@@ -587,14 +608,16 @@ fn pidfile_pids(dir: &Path) -> Vec<u32> {
 }
 
 /// Stops every daemon of the lab (SIGTERM, SIGKILL after 3 s) by the PID in its
-/// pidfile and removes the lab directory. Returns how many daemons it stopped.
+/// pidfile, and any OVS/OVN client a killed `mcblast` left waiting on them, and
+/// removes the lab directory. Returns how many daemons it stopped.
 /// Idempotent: no directory is not an error.
 pub fn stop(prefix: &str) -> Result<usize> {
     let dir = lab_dir(prefix);
     if !dir.exists() {
         return Ok(0);
     }
-    let pids: Vec<u32> = pidfile_pids(&dir).into_iter().filter(|&p| is_our_daemon(p, &dir)).collect();
+    let mut pids: Vec<u32> = pidfile_pids(&dir).into_iter().filter(|&p| is_our_daemon(p, &dir)).collect();
+    pids.extend(stray_clients(&dir));
     for &p in &pids {
         signal(p, "-TERM");
     }

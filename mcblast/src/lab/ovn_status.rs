@@ -13,10 +13,10 @@ use anyhow::{Context, Result, anyhow};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::ovn::{LSWITCH, lab_dir, nbctl, sbctl};
+use super::ovn::{LSWITCH, nbctl, sbctl};
 use super::status::MdbEntry;
 use super::topo::host_name;
-use super::{Lab, NODE_IF, ip_json, output};
+use super::{Lab, NODE_IF, ip_json};
 
 /// The whole OVN view.
 #[derive(Debug, Clone, Serialize)]
@@ -162,9 +162,7 @@ pub fn memberships(lab: &Lab, node: &str) -> Result<Vec<String>> {
 
 /// Hypervisor K's datapath `lookups:` line (`ovs-appctl dpctl/show`).
 fn datapath(prefix: &str, k: u32) -> String {
-    let ctl = lab_dir(prefix).join(host_name(k)).join("ovs-vswitchd.ctl");
-    let out = output(std::process::Command::new("ovs-appctl").arg(format!("--target={}", ctl.display())).arg("dpctl/show"));
-    match out {
+    match super::ovn::vswitchd_ctl(prefix, k, &["dpctl/show"]) {
         Ok(s) => s.lines().find(|l| l.contains("lookups:")).map_or("-".into(), |l| l.trim().to_string()),
         Err(e) => format!("unreadable: {e:#}"),
     }
