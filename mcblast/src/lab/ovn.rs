@@ -636,6 +636,8 @@ pub fn stop(prefix: &str) -> Result<usize> {
         bail!("OVN daemon {p} of lab {prefix} does not stop");
     }
     std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    // The shared root too, once no other lab uses it (fails harmlessly while one does).
+    let _ = std::fs::remove_dir(ROOT);
     Ok(pids.len())
 }
 
