@@ -370,7 +370,7 @@ pub struct LabUpArgs {
     /// Receivers per emulated host (default 3).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=243))]
     pub per_host: Option<u32>,
-    /// How the hosts are joined: bridge (one shared switch, TGW-like) or vxlan (head-end replication, OVN-like).
+    /// How the hosts are joined: bridge (one shared switch, TGW-like), vxlan (head-end replication, OVN-like) or ovn (a real OVN).
     #[arg(long, value_enum)]
     pub fabric: Option<LabFabric>,
     /// spread: --per-host receivers on each host; same-host: all of them on host h1.
@@ -394,13 +394,15 @@ pub struct LabUpArgs {
     /// Seconds a member stays without answering queries (default 2 x query interval + 10).
     #[arg(long, value_parser = clap::value_parser!(u64).range(2..=10000))]
     pub membership_interval: Option<u64>,
+    #[command(flatten)]
+    pub ovn: crate::lab::ovn::OvnArgs,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LabPreset {
     /// AWS TGW multicast: shared switch, IGMPv2 querier every 120 s, member dropped after 3 missed queries, MTU 8500.
     Tgw,
-    /// OpenStack OVN: VXLAN head-end replication, snooping, queries every 150 s, idle timeout 300 s.
+    /// OpenStack OVN: a real OVN (--fabric ovn) when installed, else VXLAN head-end replication; snooping, queries every 150 s, idle timeout 300 s.
     Ovn,
 }
 
@@ -408,6 +410,8 @@ pub enum LabPreset {
 pub enum LabFabric {
     Bridge,
     Vxlan,
+    /// A real OVN: OVS + ovn-controller per host (needs openvswitch-switch, ovn-central, ovn-host).
+    Ovn,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //!
 //! * `setup` — install what the build and the tests need, if missing: Debian
 //!   packages (iproute2, nftables, openssh, chromium for the report test, sudo and ansible-core for the deploy and
-//!   playbook tests), the pinned nightly with rust-src for the eBPF build, bpf-linker.
+//!   playbook tests, Open vSwitch and OVN for `lab up --fabric ovn`), the pinned nightly with rust-src for the eBPF build, bpf-linker.
 //! * `test`  — setup, then every test (unit, property, privileged
 //!   integration tests in throwaway namespaces, a bounded fuzz run, `dist` and
 //!   its checks, the kernel smoke suite of `kernels`, `docs`), then a check that
@@ -75,6 +75,20 @@ const DEBIAN: &[(&str, &str)] = &[
     // The Prometheus test's own server (loopback only) and promtool.
     ("prometheus", "prometheus"),
     ("promtool", "prometheus"),
+    // `mcblast lab up --fabric ovn`: a real OVN (central DBs + northd, one ovsdb-server, ovs-vswitchd
+    // and ovn-controller per emulated hypervisor, all run by the lab itself, never as system services).
+    ("ovs-vswitchd", "openvswitch-switch"),
+    ("ovn-northd", "ovn-central"),
+    ("ovn-controller", "ovn-host"),
+];
+
+/// System services the packages above may start or enable; the tests and the lab run their own instead.
+const NOT_OUR_SERVICES: &[(&str, &str)] = &[
+    ("openssh-server", "ssh"),
+    ("openvswitch-switch", "openvswitch-switch"),
+    ("ovn-central", "ovn-central"),
+    ("ovn-host", "ovn-host"),
+    ("prometheus", "prometheus"),
 ];
 
 /// Debian's hook that tells maintainer scripts whether they may start services.
@@ -147,7 +161,7 @@ fn cargo() -> Command {
 fn setup() -> Result<()> {
     install_debian(DEBIAN)?;
     setup_ebpf_toolchain()?;
-    eprintln!("xtask: setup complete ({NIGHTLY} + rust-src, bpf-linker {BPF_LINKER}, iproute2, nftables, iperf, netsniff-ng, linux-perf, openssh-client, openssh-server, chromium, sudo, ansible-core, qemu-system-x86, cpio, busybox-static, kmod, binutils, xz-utils, prometheus)");
+    eprintln!("xtask: setup complete ({NIGHTLY} + rust-src, bpf-linker {BPF_LINKER}, iproute2, nftables, iperf, netsniff-ng, linux-perf, openssh-client, openssh-server, chromium, sudo, ansible-core, qemu-system-x86, cpio, busybox-static, kmod, binutils, xz-utils, openvswitch-switch, ovn-central, ovn-host, prometheus)");
     Ok(())
 }
 
@@ -180,24 +194,31 @@ fn install_debian(wanted: &[(&str, &str)]) -> Result<()> {
         let restored = if had_policy { std::fs::rename(&saved, POLICY_RC_D) } else { std::fs::remove_file(POLICY_RC_D) };
         res?;
         restored.with_context(|| format!("putting {POLICY_RC_D} back (it is {saved})"))?;
-        for (package, unit) in NOT_OURS_TO_ENABLE {
-            if missing.contains(package) {
-                disable_unit(unit);
-            }
+        for (package, service) in NOT_OUR_SERVICES.iter().filter(|(p, _)| missing.contains(p)) {
+            disable_service(package, service);
         }
     }
     Ok(())
 }
 
-/// Packages whose postinst enables a service for the next boot; the tests start their own
-/// (sshd, prometheus on loopback), so the system's stay disabled.
-const NOT_OURS_TO_ENABLE: &[(&str, &str)] = &[("openssh-server", "ssh.service"), ("prometheus", "prometheus.service")];
-
-/// Disables `unit` for the next boot (systemctl edits the links offline too, when systemd is not running).
-fn disable_unit(unit: &str) {
-    if have("systemctl") {
-        let _ = run(Command::new("systemctl").args(["disable", unit]));
+/// A service a package installed: stopped if it runs anyway (no policy-rc.d honoured, e.g. a
+/// manual start), and not enabled for the next boot (systemd and sysv-rc links alike).
+fn disable_service(package: &str, service: &str) {
+    let unit = format!("{service}.service");
+    let init_d = format!("/etc/init.d/{service}");
+    if Path::new("/run/systemd/system").is_dir() {
+        let _ = run(Command::new("systemctl").args(["disable", "--now", &unit]));
+    } else if Path::new(&init_d).exists() {
+        let _ = run(Command::new(&init_d).arg("stop"));
     }
+    if Path::new(&init_d).exists() && have("update-rc.d") {
+        let _ = run(Command::new("update-rc.d").args([service, "disable"]));
+    }
+    // without a running systemd, systemctl still removes the unit's links for the next boot
+    if have("systemctl") && Path::new(&format!("/lib/systemd/system/{unit}")).exists() {
+        let _ = run(Command::new("systemctl").args(["disable", &unit]));
+    }
+    eprintln!("xtask: {package}: service {service} stopped and disabled (the tests run their own)");
 }
 
 /// The pinned nightly with rust-src and bpf-linker: what build.rs needs for the eBPF program.
@@ -300,6 +321,16 @@ fn leftovers() -> Vec<String> {
             .filter(|l| l.contains("prometheus") && l.contains("mcblast-prom-test-"))
             .map(|l| format!("prometheus still running: {}", l.trim())),
     );
+    // The OVN lab's daemons (run from its directory under /run/mcblast-ovn) and that directory.
+    v.extend(
+        output(Command::new("ps").args(["-eo", "pid=,args="]))
+            .lines()
+            .filter(|l| l.contains("/run/mcblast-ovn/"))
+            .map(|l| format!("OVN/OVS daemon of a lab still running: {}", l.trim())),
+    );
+    if let Ok(dirs) = std::fs::read_dir("/run/mcblast-ovn") {
+        v.extend(dirs.flatten().map(|d| format!("OVN lab directory {}", d.path().display())));
+    }
     // What `mcblast run` starts: its reaper, and receivers and senders that stop when the run's pipe closes.
     v.extend(
         output(Command::new("ps").args(["-eo", "pid=,args="]))

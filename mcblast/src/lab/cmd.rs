@@ -16,6 +16,9 @@ pub fn run(cmd: LabCommand) -> Result<ExitCode> {
         LabCommand::Up(a) => up(prefix, a),
         LabCommand::Status => {
             let lab = Lab::open(&prefix)?;
+            if lab.topology().is_some_and(|t| t.fabric == Fabric::Ovn) {
+                return super::ovn::status_cmd(&lab);
+            }
             print!("{}", lab.status()?.render());
             let impaired = lab.impaired_links();
             if !impaired.is_empty() {
@@ -79,6 +82,9 @@ pub fn spec_from_args(prefix: String, a: &LabUpArgs) -> Result<LabSpec> {
         fabric: match a.fabric {
             Some(LabFabric::Bridge) => Fabric::Bridge,
             Some(LabFabric::Vxlan) => Fabric::Vxlan,
+            Some(LabFabric::Ovn) => Fabric::Ovn,
+            // --preset ovn: the real OVN when it is installed
+            None if preset == Some(Preset::Ovn) && super::ovn::installed() => Fabric::Ovn,
             None => p_fabric,
         },
         placement: match a.placement {
@@ -101,6 +107,9 @@ pub fn spec_from_args(prefix: String, a: &LabUpArgs) -> Result<LabSpec> {
 fn up(prefix: String, a: LabUpArgs) -> Result<ExitCode> {
     let spec = spec_from_args(prefix, &a)?;
     require_root()?;
+    if spec.topology.is_some_and(|t| t.fabric == Fabric::Ovn) {
+        return super::ovn::up_cmd(spec, &a);
+    }
     // Ctrl-C while building: stop, remove the half-built lab, exit.
     crate::sys::install_stop_signals().context("installing signal handlers")?;
     let lab = Lab::up_spec(&spec)?.keep();
@@ -274,7 +283,9 @@ mod tests {
         assert_eq!((s.base.mtu, s.base.snooping, s.base.querier), (8500, true, true));
         let s = spec(&["--preset", "ovn", "--querier", "off", "--placement", "same-host"]).unwrap();
         let t = s.topology.unwrap();
-        assert_eq!((t.fabric, t.placement), (Fabric::Vxlan, Placement::SameHost));
+        // the real OVN when it is installed here, else the VXLAN approximation
+        let want = if super::super::ovn::installed() { Fabric::Ovn } else { Fabric::Vxlan };
+        assert_eq!((t.fabric, t.placement), (want, Placement::SameHost));
         assert_eq!((s.igmp.query_interval_cs, s.igmp.membership_interval_cs), (15_000, 30_000));
         assert!(!s.base.querier && s.base.snooping);
         // an explicit query interval without membership: derived from it, not the preset's

@@ -40,6 +40,8 @@ mod cmd;
 mod igmp;
 pub mod impair;
 mod nft;
+pub mod ovn;
+mod ovn_status;
 mod status;
 mod topo;
 
@@ -59,6 +61,7 @@ use anyhow::{Context, Result, anyhow, bail};
 
 pub use cmd::run;
 pub use igmp::{IgmpListener, IgmpQuery, parse_igmp_query};
+pub use ovn_status::OvnStatus;
 pub use status::{BridgeStatus, HostStatus, LabStatus, MdbEntry, NodeStatus, PortLoss, TopologyStatus};
 pub use topo::{
     Fabric, HOST_PREFIX, IgmpConfig, LabSpec, Placement, Preset, Topology, UNDERLAY, VXLAN_OVERHEAD, host_name,
@@ -195,6 +198,7 @@ fn is_lab_ns(prefix: &str, ns: &str) -> bool {
         rest == SWITCH
             || rest == SENDER
             || rest == topo::UNDERLAY
+            || rest == ovn::CENTRAL
             || receiver_index(rest).is_some()
             || topo::host_index(rest).is_some()
     })
@@ -225,6 +229,9 @@ impl Lab {
     /// or emulated hosts joined by a fabric (see [`Topology`]). Same
     /// guarantees as [`Lab::up`].
     pub fn up_spec(spec: &LabSpec) -> Result<Lab> {
+        if spec.topology.is_some_and(|t| t.fabric == Fabric::Ovn) {
+            return Lab::up_ovn(spec, &ovn::OvnSettings::from_spec(spec));
+        }
         spec.validate()?;
         require_root()?;
         let cfg = &spec.base;
@@ -248,6 +255,9 @@ impl Lab {
             return Err(LabError::NotUp { prefix: prefix.to_string() }.into());
         }
         let incomplete = |detail: String| LabError::Incomplete { prefix: prefix.to_string(), detail };
+        if let Some((spec, _)) = ovn::open_spec(prefix).map_err(|e| incomplete(format!("{e:#}")))? {
+            return Ok(Lab { cfg: spec.base, igmp: spec.igmp, topology: spec.topology, mcblast: None, owned: false });
+        }
         if topo::is_hierarchical(&names, prefix) {
             let spec = topo::open_spec(prefix, &names).map_err(|e| incomplete(format!("{e:#}")))?;
             return Ok(Lab {
@@ -351,6 +361,9 @@ impl Lab {
             Some(t) => {
                 let mut v = t.host_names();
                 v.push(t.fabric_node().to_string());
+                if t.fabric == Fabric::Ovn {
+                    v.push(ovn::CENTRAL.to_string());
+                }
                 v
             }
         }
@@ -827,6 +840,8 @@ pub fn down(prefix: &str) -> Result<()> {
 pub fn down_counted(prefix: &str) -> Result<usize> {
     require_root()?;
     impair::remove_all(prefix).context("removing the lab's impairments")?;
+    // OVN's daemons first (by their pidfiles), or they would keep the namespaces alive.
+    ovn::stop(prefix).context("stopping the lab's OVN daemons")?;
     let names = lab_namespaces(prefix)?;
     for ns in &names {
         // A process still inside keeps the namespace (and its interfaces)

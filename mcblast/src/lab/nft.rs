@@ -186,7 +186,7 @@ impl Lab {
         for h in t.host_names() {
             let m = match t.fabric {
                 Fabric::Bridge => format!("meta l4proto udp @th,{TH_MAGIC_BIT},32 {magic:#010x}"),
-                Fabric::Vxlan => format!("udp dport {VXLAN_PORT} @th,{TH_VXLAN_MAGIC_BIT},32 {magic:#010x}"),
+                Fabric::Vxlan | Fabric::Ovn => format!("udp dport {VXLAN_PORT} @th,{TH_VXLAN_MAGIC_BIT},32 {magic:#010x}"),
             };
             s += &format!("add rule bridge {FABRIC_TABLE} forward oifname \"{h}\" {m} counter comment \"to {h}\"\n");
         }

@@ -217,7 +217,7 @@ impl Lab {
                     let ns = self.ns_name(&h);
                     let underlay = match t.fabric {
                         Fabric::Bridge => None,
-                        Fabric::Vxlan => {
+                        Fabric::Vxlan | Fabric::Ovn => {
                             let v = ip_json(&ns, &["addr", "show", "dev", UNDERLAY_IF])?;
                             let l = v.get(0).cloned().unwrap_or(Value::Null);
                             ipv4_of(&l).map(|a| (a, l["mtu"].as_u64().unwrap_or(0) as u32))
@@ -225,7 +225,7 @@ impl Lab {
                     };
                     let fabric_ports = match t.fabric {
                         Fabric::Bridge => vec![UPLINK.to_string()],
-                        Fabric::Vxlan => (0..=t.hosts).filter(|&j| j != k).map(tunnel_port).collect(),
+                        Fabric::Vxlan | Fabric::Ovn => (0..=t.hosts).filter(|&j| j != k).map(tunnel_port).collect(),
                     };
                     hosts.push(HostStatus {
                         bridge: bridge_info(&ns)?,
@@ -280,7 +280,7 @@ impl Lab {
                 Some(k) if k > 0 => {
                     let up = match t.fabric {
                         Fabric::Bridge => host_name(k),
-                        Fabric::Vxlan => tunnel_port(k),
+                        Fabric::Vxlan | Fabric::Ovn => tunnel_port(k),
                     };
                     vec![(host_name(k), port.to_string()), (t.querier_node(), up)]
                 }
@@ -298,6 +298,9 @@ impl Lab {
     /// host for VXLAN) list it. Without snooping the tables stay empty:
     /// don't wait then.
     pub fn wait_members(&self, group: Ipv4Addr, ports: &[String], timeout: std::time::Duration) -> Result<Vec<MdbEntry>> {
+        if self.topology().is_some_and(|t| t.fabric == Fabric::Ovn) {
+            return self.ovn_wait_members(group, ports, timeout);
+        }
         let g = group.to_string();
         let deadline = std::time::Instant::now() + timeout;
         loop {

@@ -67,6 +67,8 @@ pub enum Fabric {
     Bridge,
     /// VXLAN over an underlay, head-end replication (OpenStack OVN-like).
     Vxlan,
+    /// A real OVN: one OVS + ovn-controller per host, Geneve or VXLAN tunnels (see `ovn.rs`).
+    Ovn,
 }
 
 impl Fabric {
@@ -74,12 +76,14 @@ impl Fabric {
         match self {
             Fabric::Bridge => "bridge",
             Fabric::Vxlan => "vxlan",
+            Fabric::Ovn => "ovn",
         }
     }
     fn parse(s: &str) -> Option<Fabric> {
         match s {
             "bridge" => Some(Fabric::Bridge),
             "vxlan" => Some(Fabric::Vxlan),
+            "ovn" => Some(Fabric::Ovn),
             _ => None,
         }
     }
@@ -147,7 +151,7 @@ impl Topology {
     pub fn fabric_node(&self) -> &'static str {
         match self.fabric {
             Fabric::Bridge => super::SWITCH,
-            Fabric::Vxlan => UNDERLAY,
+            Fabric::Vxlan | Fabric::Ovn => UNDERLAY,
         }
     }
 
@@ -157,6 +161,7 @@ impl Topology {
         match self.fabric {
             Fabric::Bridge => super::SWITCH.to_string(),
             Fabric::Vxlan => host_name(0),
+            Fabric::Ovn => super::ovn::CENTRAL.to_string(),
         }
     }
 
@@ -328,6 +333,9 @@ impl LabSpec {
             if t.fabric == Fabric::Vxlan && self.base.mtu + VXLAN_OVERHEAD > 65535 {
                 return Err(LabError::Config(format!("MTU {}: VXLAN needs MTU + 50 <= 65535", self.base.mtu)));
             }
+            if t.fabric == Fabric::Ovn && self.base.mtu + super::ovn::GENEVE_OVERHEAD > 65535 {
+                return Err(LabError::Config(format!("MTU {}: OVN tunnels need MTU + 58 <= 65535", self.base.mtu)));
+            }
         }
         Ok(())
     }
@@ -431,7 +439,7 @@ pub(super) fn plan(prefix: &str, spec: &LabSpec, t: &Topology) -> Plan {
             }
             s += &format!("addr add {}/{} dev {br}\n", super::node_addr(super::SWITCH, 1).unwrap(), super::SUBNET_LEN);
         }
-        Fabric::Vxlan => {
+        Fabric::Vxlan | Fabric::Ovn => {
             // The underlay carries unicast VXLAN only: a plain bridge.
             s += &format!("link add {br} type bridge mcast_snooping 0\nlink set {br} mtu {um}\nlink set {br} up\n");
         }
@@ -465,7 +473,7 @@ pub(super) fn plan(prefix: &str, spec: &LabSpec, t: &Topology) -> Plan {
                      link set {UPLINK} master {br}\nlink set {UPLINK} up\n"
                 );
             }
-            Fabric::Vxlan => {
+            Fabric::Vxlan | Fabric::Ovn => {
                 let me = underlay_addr(k);
                 s += &format!(
                     "link add {UNDERLAY_IF} mtu {um} type veth peer name {h} mtu {um} netns {fab}\n\

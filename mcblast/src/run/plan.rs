@@ -526,7 +526,9 @@ fn resolve(f: PlanFile, file: &str, profile: Option<&str>, default_prefix: &str)
         None => p_fabric,
         Some("bridge") => Fabric::Bridge,
         Some("vxlan") => Fabric::Vxlan,
-        Some(x) => bail!("{file}: lab.fabric '{x}': use bridge or vxlan"),
+        // a real OVN (lab/ovn.rs): snooping, querier, query and membership intervals become ls0's mcast_* knobs
+        Some("ovn") => Fabric::Ovn,
+        Some(x) => bail!("{file}: lab.fabric '{x}': use bridge, vxlan or ovn"),
     };
     let placement_of = |x: &str| match x {
         "spread" => Ok(Placement::Spread),

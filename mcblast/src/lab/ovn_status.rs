@@ -1,0 +1,276 @@
+//! What `mcblast lab status` shows of an OVN lab (`--fabric ovn`): the logical
+//! switch's multicast settings as OVN has them, the chassis and where each
+//! port is bound, OVN's learned groups (`IGMP_Group`, per chassis, with the
+//! `mrouters` entries), the `Multicast_Group`s northd made of them, each
+//! receiver's own memberships, and each hypervisor's datapath counters.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::ovn::{LSWITCH, nbctl, sbctl};
+use super::status::MdbEntry;
+use super::topo::host_name;
+use super::{Lab, NODE_IF, ip_json};
+
+/// The whole OVN view.
+#[derive(Debug, Clone, Serialize)]
+pub struct OvnStatus {
+    pub prefix: String,
+    /// The logical switch's `other_config` (mcast_* keys), as OVN stores them.
+    pub other_config: BTreeMap<String, String>,
+    /// Chassis name -> (encap type, encap IP).
+    pub chassis: BTreeMap<String, (String, String)>,
+    /// Logical port -> (chassis it is bound on, up).
+    pub ports: BTreeMap<String, (String, bool)>,
+    /// OVN's learned groups: (group or `mrouters`, chassis, member ports).
+    pub igmp_groups: Vec<(String, String, Vec<String>)>,
+    /// northd's multicast groups of the switch: (name, ports).
+    pub multicast_groups: Vec<(String, Vec<String>)>,
+    /// Each receiver's own IPv4 memberships on eth0 (`ip maddr`).
+    pub memberships: Vec<(String, Vec<String>)>,
+    /// Per hypervisor: the datapath's `lookups:` line (hit, missed, lost).
+    pub datapath: Vec<(String, String)>,
+}
+
+/// The string atoms of an OVSDB JSON value: `"x"`, `["uuid", "u"]`, `["set", [...]]`, `["map", ...]` as `k=v`.
+fn atoms(v: &Value) -> Vec<String> {
+    match v {
+        Value::String(s) => vec![s.clone()],
+        Value::Number(n) => vec![n.to_string()],
+        Value::Bool(b) => vec![b.to_string()],
+        Value::Array(a) if a.len() == 2 && a[0] == "set" => a[1].as_array().into_iter().flatten().flat_map(atoms).collect(),
+        Value::Array(a) if a.len() == 2 && a[0] == "map" => a[1]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|kv| format!("{}={}", atoms(&kv[0]).join(""), atoms(&kv[1]).join("")))
+            .collect(),
+        Value::Array(a) if a.len() == 2 && (a[0] == "uuid" || a[0] == "named-uuid") => atoms(&a[1]),
+        _ => vec![],
+    }
+}
+
+/// Rows of a `--format=json list` output as column -> atoms.
+pub(super) fn rows(json: &str) -> Result<Vec<BTreeMap<String, Vec<String>>>> {
+    let v: Value = serde_json::from_str(json).context("OVSDB JSON")?;
+    let heads: Vec<String> = atoms(&Value::Array(vec!["set".into(), v["headings"].clone()]));
+    let data = v["data"].as_array().ok_or_else(|| anyhow!("no data in {json}"))?;
+    Ok(data
+        .iter()
+        .map(|r| heads.iter().cloned().zip(r.as_array().into_iter().flatten().map(atoms)).collect())
+        .collect())
+}
+
+fn sb_rows(prefix: &str, table: &str, cols: &str) -> Result<Vec<BTreeMap<String, Vec<String>>>> {
+    rows(&sbctl(prefix, &["--format=json", &format!("--columns={cols}"), "list", table])?)
+}
+
+fn first(r: &BTreeMap<String, Vec<String>>, col: &str) -> String {
+    r.get(col).and_then(|v| v.first()).cloned().unwrap_or_default()
+}
+
+/// uuid -> name maps of the SB Chassis and Port_Binding tables.
+fn names(prefix: &str) -> Result<(BTreeMap<String, String>, BTreeMap<String, String>)> {
+    let ch = sb_rows(prefix, "Chassis", "_uuid,name")?.iter().map(|r| (first(r, "_uuid"), first(r, "name"))).collect();
+    let pb = sb_rows(prefix, "Port_Binding", "_uuid,logical_port")?
+        .iter()
+        .map(|r| (first(r, "_uuid"), first(r, "logical_port")))
+        .collect();
+    Ok((ch, pb))
+}
+
+/// OVN's learned groups: (address, chassis name, member port names), sorted.
+pub fn igmp_groups(prefix: &str) -> Result<Vec<(String, String, Vec<String>)>> {
+    let (ch, pb) = names(prefix)?;
+    let name = |m: &BTreeMap<String, String>, u: &String| m.get(u).cloned().unwrap_or_else(|| u.clone());
+    let mut v: Vec<_> = sb_rows(prefix, "IGMP_Group", "address,chassis,ports")?
+        .iter()
+        .map(|r| {
+            let mut ports: Vec<String> = r.get("ports").into_iter().flatten().map(|u| name(&pb, u)).collect();
+            ports.sort_by_key(|p| port_rank(p));
+            (first(r, "address"), name(&ch, &first(r, "chassis")), ports)
+        })
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+fn port_rank(p: &str) -> (u32, String) {
+    (p.strip_prefix('r').and_then(|d| d.parse().ok()).unwrap_or(0), p.to_string())
+}
+
+fn other_config(prefix: &str) -> Result<BTreeMap<String, String>> {
+    let cols = nbctl(prefix, &["--format=json", "--columns=other_config", "find", "Logical_Switch", &format!("name={LSWITCH}")])?;
+    let r = rows(&cols)?;
+    Ok(r.first()
+        .and_then(|r| r.get("other_config"))
+        .into_iter()
+        .flatten()
+        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect())
+}
+
+fn chassis(prefix: &str) -> Result<BTreeMap<String, (String, String)>> {
+    Ok(sb_rows(prefix, "Encap", "chassis_name,type,ip")?
+        .iter()
+        .map(|r| (first(r, "chassis_name"), (first(r, "type"), first(r, "ip"))))
+        .collect())
+}
+
+fn ports(prefix: &str) -> Result<BTreeMap<String, (String, bool)>> {
+    let (ch, _) = names(prefix)?;
+    let mut m = BTreeMap::new();
+    for r in sb_rows(prefix, "Port_Binding", "logical_port,chassis,up")? {
+        let c = ch.get(&first(&r, "chassis")).cloned().unwrap_or_else(|| "-".into());
+        m.insert(first(&r, "logical_port"), (c, first(&r, "up") == "true"));
+    }
+    Ok(m)
+}
+
+fn multicast_groups(prefix: &str) -> Result<Vec<(String, Vec<String>)>> {
+    let (_, pb) = names(prefix)?;
+    let mut v: Vec<_> = sb_rows(prefix, "Multicast_Group", "name,ports")?
+        .iter()
+        .map(|r| {
+            let mut ports: Vec<String> =
+                r.get("ports").into_iter().flatten().map(|u| pb.get(u).cloned().unwrap_or_else(|| u.clone())).collect();
+            ports.sort_by_key(|p| port_rank(p));
+            (first(r, "name"), ports)
+        })
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// A node's IPv4 multicast memberships on eth0 (`ip -j maddr show dev eth0`).
+pub fn memberships(lab: &Lab, node: &str) -> Result<Vec<String>> {
+    let v = ip_json(&lab.ns_name(node), &["maddr", "show", "dev", NODE_IF])?;
+    Ok(v.as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|l| l["maddr"].as_array().cloned().unwrap_or_default())
+        .filter(|m| m["family"] == "inet")
+        .filter_map(|m| m["address"].as_str().map(str::to_string))
+        .collect())
+}
+
+/// Hypervisor K's datapath `lookups:` line (`ovs-appctl dpctl/show`).
+fn datapath(prefix: &str, k: u32) -> String {
+    match super::ovn::vswitchd_ctl(prefix, k, &["dpctl/show"]) {
+        Ok(s) => s.lines().find(|l| l.contains("lookups:")).map_or("-".into(), |l| l.trim().to_string()),
+        Err(e) => format!("unreadable: {e:#}"),
+    }
+}
+
+impl Lab {
+    /// OVN's view of the lab (only for `--fabric ovn`).
+    pub fn ovn_status(&self) -> Result<OvnStatus> {
+        let p = self.prefix();
+        let hosts = self.topology().map_or(0, |t| t.hosts);
+        let mut memberships = Vec::new();
+        for r in self.receivers() {
+            let m = memberships_or_err(self, &r);
+            memberships.push((r, m));
+        }
+        Ok(OvnStatus {
+            prefix: p.to_string(),
+            other_config: other_config(p)?,
+            chassis: chassis(p)?,
+            ports: ports(p)?,
+            igmp_groups: igmp_groups(p)?,
+            multicast_groups: multicast_groups(p)?,
+            memberships,
+            datapath: (0..=hosts).map(|k| (host_name(k), datapath(p, k))).collect(),
+        })
+    }
+
+    /// Waits until OVN lists every port in `ports` as a member of `group` (IGMP_Group),
+    /// then a moment for the sender's chassis to install the group's flows. With
+    /// snooping off OVN learns nothing: returns at once.
+    pub fn ovn_wait_members(&self, group: Ipv4Addr, ports: &[String], timeout: Duration) -> Result<Vec<MdbEntry>> {
+        let (g, p) = (group.to_string(), self.prefix());
+        let snoop = other_config(p)?.get("mcast_snoop").is_some_and(|v| v == "true");
+        let deadline = Instant::now() + timeout;
+        loop {
+            let groups = igmp_groups(p)?;
+            let member = |n: &String| groups.iter().any(|(a, _, ps)| *a == g && ps.contains(n));
+            let missing: Vec<&str> = ports.iter().filter(|n| snoop && !member(n)).map(String::as_str).collect();
+            if missing.is_empty() {
+                std::thread::sleep(Duration::from_millis(if snoop { 1000 } else { 0 }));
+                let entries = groups.into_iter().filter(|(a, _, _)| *a == g);
+                return Ok(entries
+                    .flat_map(|(a, c, ps)| ps.into_iter().map(move |port| MdbEntry { port, group: a.clone(), state: c.clone() }))
+                    .collect());
+            }
+            if Instant::now() >= deadline {
+                return Err(anyhow!("{} did not join {group} within {:.1} s (OVN IGMP_Group)", missing.join(", "), timeout.as_secs_f64()));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn memberships_or_err(lab: &Lab, node: &str) -> Vec<String> {
+    memberships(lab, node).unwrap_or_else(|e| vec![format!("unreadable: {e:#}")])
+}
+
+impl OvnStatus {
+    /// The human-readable view.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "OVN logical switch {LSWITCH} (ovn-nbctl get Logical_Switch {LSWITCH} other_config):");
+        for (k, v) in &self.other_config {
+            let _ = writeln!(s, "  {k:<26} {v}");
+        }
+        let _ = writeln!(s, "chassis (encap):");
+        for (c, (t, ip)) in &self.chassis {
+            let bound: Vec<&str> = self.ports.iter().filter(|(_, (ch, _))| ch == c).map(|(p, _)| p.as_str()).collect();
+            let _ = writeln!(s, "  {c:<4} {t} {ip:<12} ports: {}", bound.join(" "));
+        }
+        let down: Vec<&str> = self.ports.iter().filter(|(_, (_, up))| !up).map(|(p, _)| p.as_str()).collect();
+        let _ = writeln!(s, "ports up: {} of {}{}", self.ports.len() - down.len(), self.ports.len(), if down.is_empty() { String::new() } else { format!(" (down: {})", down.join(" ")) });
+        let _ = writeln!(s, "OVN IGMP_Group (learned per chassis; mrouters = multicast-router ports):");
+        if self.igmp_groups.is_empty() {
+            let _ = writeln!(s, "  (none)");
+        }
+        for (g, c, ps) in &self.igmp_groups {
+            let _ = writeln!(s, "  {g:<15} on {c:<4} {}", if ps.is_empty() { "-".to_string() } else { ps.join(" ") });
+        }
+        let _ = writeln!(s, "OVN Multicast_Group:");
+        for (n, ps) in &self.multicast_groups {
+            let _ = writeln!(s, "  {n:<18} {}", ps.join(" "));
+        }
+        let _ = writeln!(s, "receivers' own memberships (eth0):");
+        for (r, m) in &self.memberships {
+            let m: Vec<&str> = m.iter().map(String::as_str).filter(|a| *a != "224.0.0.1").collect();
+            let _ = writeln!(s, "  {r:<5} {}", if m.is_empty() { "-".to_string() } else { m.join(" ") });
+        }
+        let _ = writeln!(s, "userspace datapath (ovs-appctl dpctl/show; lost = upcalls dropped):");
+        for (h, l) in &self.datapath {
+            let _ = writeln!(s, "  {h:<4} {l}");
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ovsdb_json_rows_flatten_uuids_sets_and_maps() {
+        let j = r#"{"data":[[["uuid","u1"],"239.0.0.1",["set",[["uuid","p1"],["uuid","p2"]]],["map",[["mcast_snoop","true"]]]]],
+                    "headings":["_uuid","address","ports","other_config"]}"#;
+        let r = rows(j).unwrap();
+        assert_eq!(first(&r[0], "_uuid"), "u1");
+        assert_eq!(r[0]["ports"], ["p1", "p2"]);
+        assert_eq!(r[0]["other_config"], ["mcast_snoop=true"]);
+        assert_eq!(port_rank("r10").0, 10);
+    }
+}

@@ -1,0 +1,252 @@
+//! Privileged tests of `--fabric ovn`: a real OVN (OVS userspace datapath,
+//! ovn-controller per emulated hypervisor, Geneve tunnels) built by the lab.
+//! Each test has its own namespace prefix (`mcbt<pid>o<tag>-`); the `Lab`
+//! guard and a `LabGone` guard stop every daemon and remove every namespace
+//! and file even when a test fails. Tests run one at a time (the machine has
+//! 2 cores and OVS's userspace datapath is CPU-bound); every load is bounded
+//! (a fixed count at 10 Mbit/s or less). Skipped, with a message, when not
+//! root or when OVN is not installed (`cargo xtask setup` installs it).
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use mcblast::lab::ovn::{self, OvnSettings};
+use mcblast::lab::{Fabric, IgmpConfig, Lab, LabConfig, LabSpec, Placement, Topology};
+use serde_json::Value;
+
+mod common;
+use common::{BIN, Recv, finish, lab_prefix, nft_counter, nft_load, only_flow, sender_summary, serial, spawn_send, start_recv, summary, u};
+
+const GROUP: Ipv4Addr = Ipv4Addr::new(239, 0, 0, 1);
+const OTHER: Ipv4Addr = Ipv4Addr::new(239, 0, 0, 2);
+/// Geneve's UDP port on the underlay.
+const GENEVE_PORT: u16 = 6081;
+
+/// False (after saying why the test is skipped) when the test cannot run here.
+fn runnable() -> bool {
+    if common::skip("OVN lab tests need root (CAP_SYS_ADMIN and CAP_NET_ADMIN)") {
+        return false;
+    }
+    if !ovn::installed() {
+        common::skipped("OVN is not installed (openvswitch-switch, ovn-central, ovn-host): run cargo xtask setup");
+        return false;
+    }
+    true
+}
+
+/// An OVN lab of `hosts` x `per_host` receivers with the Neutron defaults
+/// (snooping on, no querier, unregistered groups not flooded), snooping as given.
+fn ovn_lab(tag: &str, hosts: u32, per_host: u32, snoop: bool) -> (Lab, common::LabGone) {
+    let (prefix, gone) = lab_prefix(&format!("o{tag}"));
+    let topology = Topology { hosts, per_host, fabric: Fabric::Ovn, placement: Placement::Spread };
+    let spec = LabSpec {
+        base: LabConfig { prefix, receivers: hosts * per_host, mtu: 9000, snooping: snoop, querier: false },
+        igmp: IgmpConfig::default(),
+        topology: Some(topology),
+    };
+    let settings = OvnSettings { flood_unregistered: false, ..OvnSettings::from_spec(&spec) };
+    let started = Instant::now();
+    let lab = Lab::up_ovn(&spec, &settings).expect("OVN lab up").with_mcblast(BIN);
+    eprintln!("OVN lab {} up in {:.1} s", lab.prefix(), started.elapsed().as_secs_f64());
+    (lab, gone)
+}
+
+/// Sends `n` datagrams of `len` bytes to `group` at `rate`; asserts all were sent.
+fn send(lab: &Lab, group: Ipv4Addr, n: u64, len: usize, rate: &str) {
+    let (g, n_s, l) = (group.to_string(), n.to_string(), len.to_string());
+    let s = sender_summary(spawn_send(lab, &["-g", &g, "-n", &n_s, "-l", &l, "-b", rate]));
+    assert_eq!(u(&s, "sent"), n, "{s}");
+}
+
+/// The kernel counter's one flow: every datagram exactly once, none lost; the layers add up with no path loss.
+fn assert_exact(node: &str, lines: &[Value], n: u64) {
+    let k = only_flow(summary(lines, "kernel"));
+    assert_eq!((u(k, "received"), u(k, "lost"), u(k, "duplicates")), (n, 0, 0), "{node}: {k}");
+    let layers = summary(lines, "layers");
+    assert_eq!(layers["adds_up"], true, "{node}: {layers}");
+    assert_eq!(u(layers, "path_lost"), 0, "{node}: {layers}");
+}
+
+/// Receivers for `members` on GROUP and `others` on OTHER (bounded by `-t`).
+fn receivers(lab: &Lab, members: &[&str], others: &[&str]) -> (Vec<Recv>, Vec<Recv>) {
+    let m = members.iter().map(|n| start_recv(lab, n, &[])).collect();
+    let o = others.iter().map(|n| start_recv(lab, n, &["-g", &OTHER.to_string(), "-t", "8"])).collect();
+    (m, o)
+}
+
+fn names(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn snooping_off_floods_to_non_members() {
+    if !runnable() {
+        return;
+    }
+    let _serial = serial();
+    let (lab, _gone) = ovn_lab("f", 2, 2, false);
+    // r1, r3 (one per host) join GROUP; r2, r4 join another group only.
+    let (members, others) = receivers(&lab, &["r1", "r3"], &["r2", "r4"]);
+    // OVN learns nothing with snooping off: wait_members returns at once; the joins are sent by now.
+    lab.wait_members(GROUP, &names(&["r1", "r3"]), Duration::from_secs(10)).unwrap();
+    send(&lab, GROUP, 300, 1470, "10M");
+    for r in members {
+        let node = r.node.clone();
+        assert_exact(&node, &finish(r), 300);
+    }
+    for r in others {
+        let node = r.node.clone();
+        let lines = finish(r);
+        let k = summary(&lines, "kernel");
+        // Flooded: every datagram and the 3 end markers reached the non-member, set aside as another group's.
+        assert_eq!(u(k, "other_group"), 303, "{node}: {k}");
+        assert_eq!(k["flows"].as_array().map(Vec::len), Some(0), "{node}: {k}");
+    }
+    assert!(ovn::sbctl(lab.prefix(), &["--bare", "--columns=address", "find", "IGMP_Group", "address=239.0.0.1"]).unwrap().trim().is_empty());
+}
+
+#[test]
+fn snooping_on_delivers_only_to_members() {
+    if !runnable() {
+        return;
+    }
+    let _serial = serial();
+    let (lab, _gone) = ovn_lab("s", 2, 2, true);
+    let (members, others) = receivers(&lab, &["r1", "r3"], &["r2", "r4"]);
+    let learned = lab.wait_members(GROUP, &names(&["r1", "r3"]), Duration::from_secs(20)).unwrap();
+    lab.wait_members(OTHER, &names(&["r2", "r4"]), Duration::from_secs(20)).unwrap();
+    // OVN's IGMP_Group lists each member on its own chassis.
+    let mut per_chassis: Vec<(String, String)> = learned.iter().map(|e| (e.port.clone(), e.state.clone())).collect();
+    per_chassis.sort();
+    assert_eq!(per_chassis, [("r1".to_string(), "h1".to_string()), ("r3".to_string(), "h2".to_string())]);
+    // `lab status` shows OVN's view beside each receiver's own membership.
+    let st = lab.ovn_status().unwrap();
+    let status = st.render();
+    assert!(status.contains("239.0.0.1       on h1   r1"), "{status}");
+    assert!(status.contains("mcast_snoop                true"), "{status}");
+    let own = |r: &str| st.memberships.iter().find(|(n, _)| n == r).map(|(_, m)| m.clone()).unwrap_or_default();
+    assert!(own("r1").contains(&GROUP.to_string()) && own("r2").contains(&OTHER.to_string()), "{status}");
+    send(&lab, GROUP, 300, 1470, "10M");
+    for r in members {
+        let node = r.node.clone();
+        assert_exact(&node, &finish(r), 300);
+    }
+    for r in others {
+        let node = r.node.clone();
+        let lines = finish(r);
+        let k = summary(&lines, "kernel");
+        assert_eq!(u(k, "other_group"), 0, "{node}: nothing of a group it did not join: {k}");
+        assert_eq!(k["flows"].as_array().map(Vec::len), Some(0), "{node}: {k}");
+    }
+}
+
+/// The seed's case on OVN: 1 sender -> 3 hosts x 3 receivers at 10 Mbit/s, 1470 B and 8192 B.
+#[test]
+fn one_to_three_by_three_at_10_mbit_every_receiver_exact() {
+    if !runnable() {
+        return;
+    }
+    let _serial = serial();
+    let (lab, _gone) = ovn_lab("n", 3, 3, true);
+    let all = lab.receivers();
+    // 10 Mbit/s for about 1.5 s each: 1275 x 1470 B, 230 x 8192 B.
+    for (len, n) in [(1470usize, 1275u64), (8192, 230)] {
+        let recvs: Vec<Recv> = all.iter().map(|r| start_recv(&lab, r, &["--counter", "kernel"])).collect();
+        lab.wait_members(GROUP, &all, Duration::from_secs(30)).unwrap();
+        let t = Instant::now();
+        send(&lab, GROUP, n, len, "10M");
+        eprintln!("{len} B: {n} datagrams sent in {:.2} s", t.elapsed().as_secs_f64());
+        for r in recvs {
+            let node = r.node.clone();
+            let lines = finish(r);
+            let k = only_flow(summary(&lines, "kernel"));
+            assert_eq!((u(k, "received"), u(k, "lost"), u(k, "duplicates")), (n, 0, 0), "{node} {len} B: {k}");
+        }
+    }
+}
+
+/// nftables on the underlay switch: drops every `every`-th Geneve packet toward
+/// `host` that carries an mcblast data datagram (inner UDP payload magic "MCBL",
+/// kind 0), before that host's hypervisor sees it.
+fn drop_toward_host(lab: &Lab, host: &str, every: u64) {
+    // Outer UDP 8 + Geneve 8 + OVN's option 8 + inner Ethernet 14 + IPv4 20 + UDP 8 = 66 bytes to the payload.
+    let magic = 66 * 8;
+    let kind = magic + 40;
+    let rules = format!(
+        "table bridge mcbtovn {{\n\
+           chain uldrop {{ type filter hook forward priority filter; policy accept;\n\
+             oifname \"{host}\" udp dport {GENEVE_PORT} @th,{magic},32 0x4d43424c @th,{kind},8 0 numgen inc mod {every} 0 counter drop\n\
+           }}\n\
+         }}\n"
+    );
+    nft_load(&lab.ns_name("ul"), "ovn", &rules);
+}
+
+#[test]
+fn underlay_drop_toward_one_hypervisor_is_path_loss_of_its_receivers_only() {
+    if !runnable() {
+        return;
+    }
+    let _serial = serial();
+    let (lab, _gone) = ovn_lab("u", 3, 2, true);
+    drop_toward_host(&lab, "h2", 10);
+    let all = lab.receivers();
+    let recvs: Vec<Recv> = all.iter().map(|r| start_recv(&lab, r, &[])).collect();
+    lab.wait_members(GROUP, &all, Duration::from_secs(30)).unwrap();
+    let n = 1000;
+    send(&lab, GROUP, n, 1470, "10M");
+    let dropped = nft_counter(&lab.ns_name("ul"), "bridge", "mcbtovn");
+    // Head-end replication: h0 sends one copy per host, so one drop is one datagram lost at every receiver of h2.
+    assert_eq!(dropped, n / 10, "every 10th of {n} data datagrams toward h2");
+    for r in recvs {
+        let node = r.node.clone();
+        let lines = finish(r);
+        let on_h2 = lab.host_of(&node).as_deref() == Some("h2");
+        let want = if on_h2 { dropped } else { 0 };
+        let k = only_flow(summary(&lines, "kernel"));
+        assert_eq!((u(k, "received"), u(k, "lost")), (n - want, want), "{node}: {k}");
+        let layers = summary(&lines, "layers");
+        assert_eq!(layers["adds_up"], true, "{node}: {layers}");
+        assert_eq!(u(layers, "path_lost"), want, "{node}: the loss is charged to the path: {layers}");
+        assert_eq!(u(layers, "kernel_dropped") + u(layers, "socket_dropped"), 0, "{node}: {layers}");
+    }
+}
+
+/// `lab down` after the `mcblast` that built the lab was killed with SIGKILL
+/// (mid-build): every OVN daemon and namespace of the lab is gone.
+#[test]
+fn lab_down_removes_everything_after_kill_9() {
+    if !runnable() {
+        return;
+    }
+    let _serial = serial();
+    let (prefix, _gone) = lab_prefix("ok");
+    let mut up = std::process::Command::new(BIN)
+        .args(["lab", "up", "--fabric", "ovn", "--hosts", "2", "--per-host", "1"])
+        .env(mcblast::lab::PREFIX_ENV, &prefix)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let dir = ovn::lab_dir(&prefix);
+    // Kill it once some daemons run (their pidfiles exist), or once it is done.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !dir.join("h1").join("ovs-vswitchd.pid").exists() && up.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "lab up made no hypervisor in 20 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = up.kill();
+    let _ = up.wait();
+    let daemons = || -> Vec<String> {
+        let ps = std::process::Command::new("ps").args(["-eo", "stat=,args="]).output().unwrap();
+        let d = dir.display().to_string();
+        String::from_utf8_lossy(&ps.stdout).lines().filter(|l| !l.starts_with('Z') && l.contains(&d)).map(str::to_string).collect()
+    };
+    assert!(!daemons().is_empty(), "the killed lab up left daemons behind (the case under test)");
+    let out = std::process::Command::new(BIN).args(["lab", "down"]).env(mcblast::lab::PREFIX_ENV, &prefix).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(daemons(), Vec::<String>::new());
+    assert!(!dir.exists(), "{} still exists", dir.display());
+    let ns = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let left: Vec<String> = String::from_utf8_lossy(&ns.stdout).lines().filter(|l| l.starts_with(&prefix)).map(str::to_string).collect();
+    assert!(left.is_empty(), "namespaces left: {left:?}");
+}
