@@ -116,6 +116,10 @@ fn two_cases_two_repeats_injected_loss_exact() {
             "the program's counts: {r:?}"
         );
         assert_eq!((num(r, "duplicates"), num(r, "reordered")), (0, 0), "{r:?}");
+        // delay and IPDV percentiles, from the receiver's histogram: ordered
+        let us = |k: &str| r[k].parse::<f64>().unwrap_or_else(|_| panic!("{k}: {r:?}"));
+        assert!(us("delay_p50_us") <= us("delay_p99_us") && us("delay_p99_us") <= us("delay_p999_us"), "{r:?}");
+        assert!(0.0 < us("delay_p50_us") && us("ipdv_p50_us") <= us("ipdv_p99_us"), "{r:?}");
         // no seed without a random part; no mode or burst without loss
         let params = if want == 0 { ("", "", "") } else { ("every", "1", "") };
         assert_eq!((r["loss_mode"].as_str(), r["burst"].as_str(), r["seed"].as_str()), params, "{r:?}");
@@ -137,6 +141,17 @@ fn two_cases_two_repeats_injected_loss_exact() {
     for s in &sum {
         assert_eq!((num(s, "repeats"), num(s, "samples")), (2, 6));
         assert!(!s["throughput_mbps_sd"].is_empty() && !s["sender_cpu_s_sd"].is_empty());
+        // percentiles of the histograms merged over receivers and repeats: ordered
+        let p: Vec<f64> = ["delay_p50_us", "delay_p90_us", "delay_p99_us", "delay_p999_us", "delay_p9999_us"]
+            .iter()
+            .map(|k| s[*k].parse().unwrap_or_else(|_| panic!("{k}: {s:?}")))
+            .collect();
+        assert!(p.windows(2).all(|w| w[0] <= w[1]), "{p:?}");
+    }
+    // each case's delays as an HdrHistogram interval log: an interval per repeat and receiver
+    for c in ["1", "2"] {
+        let log = std::fs::read_to_string(out.join(format!("c00{c}-delay.hlog"))).expect("the case's .hlog");
+        assert_eq!(log.lines().filter(|l| l.starts_with("Tag=")).count(), 2 * 3, "{log}");
     }
     assert_eq!(sum[0]["loss_pct_max"], "0.000");
     // 5 % injected: ⌊sent / 20⌋ of sent, between 5 − 100/sent % and 5 %

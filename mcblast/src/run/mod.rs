@@ -19,6 +19,7 @@
 
 pub mod csvfile;
 pub mod deploy;
+pub mod hlog;
 pub mod inventory;
 pub mod plan;
 pub mod reaper;
@@ -144,18 +145,24 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
                 }
             };
             let mut samples = CaseSamples::default();
+            let mut delays: Vec<(u32, String, stats::Dist)> = Vec::new();
             for rep in 1..=plan.repeats {
                 check_stop()?;
                 progress.show(k, n, rep, plan.repeats, &case_label(case));
                 let (s, rs) = one_run(&plan, &site, case, k, rep, &out)?;
                 for (node, r) in &rs {
                     w.cases.row(&stats::cases_row(k, case, rep, node, &s, r))?;
+                    delays.extend(r.delay.clone().map(|d| (rep, node.clone(), d)));
                 }
                 let rs: Vec<RecvResult> = rs.into_iter().map(|(_, r)| r).collect();
                 samples.add_repeat(&s, &rs);
                 progress.repeat_done();
             }
             w.summary.row(&stats::summary_row(k, case, &samples))?;
+            let entries: Vec<hlog::Entry> =
+                delays.iter().map(|(repeat, node, delay)| hlog::Entry { repeat: *repeat, node, delay }).collect();
+            let duration = std::time::Duration::from_secs_f64(case.duration);
+            hlog::write(&out.join(format!("c{k:03}-delay.hlog")), &entries, duration)?;
             finished += 1;
         }
         Ok(())

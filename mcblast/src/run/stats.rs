@@ -38,6 +38,77 @@ pub struct SendResult {
     pub cpu_s: f64,
 }
 
+/// A distribution as the tracker's log-linear histogram
+/// ([`mcblast_common::hist`]) plus its exact extremes (ns): what the JSON
+/// summary's `histogram_ns`, `min_us` and `max_us` say. Merging adds bucket
+/// counts, so percentiles over receivers and repeats are exact merges.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Dist {
+    pub hist: Vec<u64>,
+    pub min_ns: i64,
+    pub max_ns: i64,
+}
+
+impl Dist {
+    /// From a JSON `delay` or `ipdv` object (None when it has no histogram).
+    pub fn from_json(v: &Value) -> Option<Dist> {
+        let pairs = v["histogram_ns"].as_array()?;
+        let mut hist = vec![0u64; mcblast_common::hist::BUCKETS];
+        for p in pairs {
+            hist[mcblast_common::hist::bucket(p[0].as_i64()?)] += p[1].as_u64()?;
+        }
+        let ns = |key: &str| v[key].as_f64().map(|us| (us * 1e3).round() as i64);
+        Some(Dist { hist, min_ns: ns("min_us").unwrap_or(0), max_ns: ns("max_us")? })
+    }
+
+    /// Adds another distribution's values.
+    pub fn merge(&mut self, o: &Dist) {
+        if self.hist.is_empty() {
+            *self = o.clone();
+            return;
+        }
+        self.hist.iter_mut().zip(&o.hist).for_each(|(a, b)| *a += b);
+        (self.min_ns, self.max_ns) = (self.min_ns.min(o.min_ns), self.max_ns.max(o.max_ns));
+    }
+
+    /// The `q`-quantile in µs (see [`mcblast_common::hist::quantile_ns`]), three decimals.
+    pub fn quantile_us(&self, q: f64) -> Option<String> {
+        mcblast_common::hist::quantile_ns(&self.hist, q, self.min_ns, self.max_ns).map(|ns| f3(ns as f64 / 1e3))
+    }
+}
+
+/// Merges the distributions some flows have.
+fn merged(ds: impl Iterator<Item = Dist>) -> Option<Dist> {
+    ds.reduce(|mut a, b| {
+        a.merge(&b);
+        a
+    })
+}
+
+/// The percentiles `cases.csv` has per receiver and run.
+const CASE_QUANTILES: &[(&str, &str, f64)] =
+    &[("delay", "p50", 0.5), ("delay", "p99", 0.99), ("delay", "p999", 0.999), ("ipdv", "p50", 0.5), ("ipdv", "p99", 0.99)];
+/// The percentiles `summary.csv` has per case, from the histograms merged over receivers and repeats.
+const SUMMARY_QUANTILES: &[(&str, &str, f64)] = &[
+    ("delay", "p50", 0.5),
+    ("delay", "p90", 0.9),
+    ("delay", "p99", 0.99),
+    ("delay", "p999", 0.999),
+    ("delay", "p9999", 0.9999),
+    ("ipdv", "p50", 0.5),
+    ("ipdv", "p99", 0.99),
+    ("ipdv", "p999", 0.999),
+];
+
+fn quantile_columns(qs: &[(&str, &str, f64)]) -> Vec<String> {
+    qs.iter().map(|(d, p, _)| format!("{d}_{p}_us")).collect()
+}
+
+fn quantile_fields(qs: &[(&str, &str, f64)], delay: Option<&Dist>, ipdv: Option<&Dist>) -> Vec<String> {
+    let pick = |d: &str| if d == "delay" { delay } else { ipdv };
+    qs.iter().map(|(d, _, q)| pick(d).and_then(|x| x.quantile_us(*q)).unwrap_or_default()).collect()
+}
+
 /// One receiver in one run.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RecvResult {
@@ -47,6 +118,9 @@ pub struct RecvResult {
     pub loss_pct: f64,
     pub jitter_us: f64,
     pub delay_mean_us: Option<f64>,
+    /// One-way delay and IPDV of the run's flows, merged.
+    pub delay: Option<Dist>,
+    pub ipdv: Option<Dist>,
     /// From the `layers` summary, when the receiver had the drop tracer.
     pub path_lost: Option<u64>,
     pub kernel_dropped: Option<u64>,
@@ -114,6 +188,8 @@ pub fn parse_recv(lines: &[Value], run_id: u32) -> Result<RecvResult> {
         loss_pct: if total == 0 { 0.0 } else { 100.0 * lost as f64 / total as f64 },
         jitter_us: jitter,
         delay_mean_us: (!delays.is_empty()).then(|| delays.iter().sum::<f64>() / delays.len() as f64),
+        delay: merged(mine.iter().filter_map(|f| Dist::from_json(&f["delay"]))),
+        ipdv: merged(mine.iter().filter_map(|f| Dist::from_json(&f["ipdv"]))),
         path_lost: lay("path_lost"),
         kernel_dropped: lay("kernel_dropped"),
         socket_dropped: lay("socket_dropped"),
@@ -173,17 +249,11 @@ pub fn case_params(k: usize, c: &Case) -> Vec<String> {
 
 /// The `cases.csv` header.
 pub fn cases_header() -> Vec<String> {
-    let mut h: Vec<&str> = CASE_PARAMS.to_vec();
-    h.extend([
-        "repeat",
-        "run_id",
-        "receiver",
-        "sent",
-        "received",
-        "lost",
-        "loss_pct",
-        "jitter_us",
-        "delay_mean_us",
+    let strs = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut h = strs(CASE_PARAMS);
+    h.extend(strs(&["repeat", "run_id", "receiver", "sent", "received", "lost", "loss_pct", "jitter_us", "delay_mean_us"]));
+    h.extend(quantile_columns(CASE_QUANTILES));
+    h.extend(strs(&[
         "throughput_mbps",
         "sender_rate_mbps",
         "sender_cpu_s",
@@ -195,8 +265,8 @@ pub fn cases_header() -> Vec<String> {
         "injected_dropped",
         "injected_duplicated",
         "injected_reordered",
-    ]);
-    h.iter().map(|s| s.to_string()).collect()
+    ]));
+    h
 }
 
 fn opt<T: ToString>(v: Option<T>) -> String {
@@ -220,6 +290,9 @@ pub fn cases_row(k: usize, c: &Case, repeat: u32, node: &str, s: &SendResult, r:
         format!("{:.4}", r.loss_pct),
         f3(r.jitter_us),
         opt(r.delay_mean_us.map(f3)),
+    ]);
+    v.extend(quantile_fields(CASE_QUANTILES, r.delay.as_ref(), r.ipdv.as_ref()));
+    v.extend([
         f3(throughput_mbps(r, s)),
         f3(s.rate_bps / 1e6),
         f3(s.cpu_s),
@@ -251,6 +324,7 @@ pub fn summary_header() -> Vec<String> {
         }
     }
     h.extend(INJECTED_MEANS.iter().map(|s| s.to_string()));
+    h.extend(quantile_columns(SUMMARY_QUANTILES));
     h
 }
 
@@ -264,6 +338,9 @@ pub struct CaseSamples {
     pub cpu: Vec<f64>,
     /// Per receiver and repeat with an impairment program's counts: dropped, duplicated, reordered.
     pub injected: Vec<Injected>,
+    /// One-way delay and IPDV over every receiver and repeat, merged.
+    pub delay: Option<Dist>,
+    pub ipdv: Option<Dist>,
 }
 
 impl CaseSamples {
@@ -275,6 +352,8 @@ impl CaseSamples {
             self.loss.push(r.loss_pct);
             self.jitter.push(r.jitter_us);
             self.injected.extend(r.injected);
+            self.delay = merged(self.delay.take().into_iter().chain(r.delay.clone()));
+            self.ipdv = merged(self.ipdv.take().into_iter().chain(r.ipdv.clone()));
         }
     }
 }
@@ -294,6 +373,7 @@ pub fn summary_row(k: usize, c: &Case, cs: &CaseSamples) -> Vec<String> {
         let xs: Vec<f64> = cs.injected.iter().map(|i| f(i) as f64).collect();
         v.push(opt(stats(&xs).map(|st| f3(st.mean))));
     }
+    v.extend(quantile_fields(SUMMARY_QUANTILES, cs.delay.as_ref(), cs.ipdv.as_ref()));
     v
 }
 
@@ -332,6 +412,38 @@ mod tests {
         }
     }
 
+    /// Percentiles per receiver from its flows' merged histograms, and per
+    /// case from every receiver's and repeat's: merged bucket counts, never
+    /// averaged percentiles; clamped to the exact extremes.
+    #[test]
+    fn percentiles_come_from_merged_histograms() {
+        let recv = |flows: &str| -> RecvResult {
+            let line = format!(r#"{{"type":"summary","role":"recv","counter":"kernel","flows":[{flows}]}}"#);
+            parse_recv(&[serde_json::from_str(&line).unwrap()], 7).unwrap()
+        };
+        // r1: two flows, 2 µs ×90 and 1 ms ×10 between them; r2: 5 µs ×100.
+        let r1 = recv(
+            r#"{"run":7,"delay":{"min_us":2.0,"max_us":2.0,"histogram_ns":[[1984,90]]}},
+               {"run":7,"delay":{"min_us":2.0,"max_us":1000.0,"histogram_ns":[[983040,10]]},"ipdv":{"max_us":0.5,"histogram_ns":[[0,9]]}}"#,
+        );
+        let r2 = recv(r#"{"run":7,"delay":{"min_us":5.0,"max_us":5.0,"histogram_ns":[[4864,100]]}}"#);
+        let s = SendResult { run_id: 7, sent: 100, duration_s: 1.0, rate_bps: 0.0, cpu_s: 0.0 };
+        let row = cases_row(1, &case(), 1, "r1", &s, &r1);
+        let at = |name: &str| cases_header().iter().position(|h| h == name).unwrap();
+        // p50 in the 2 µs bucket ([1984, 2048) ns, clamped to the max 1000 µs: 2.047);
+        // p99 in the 1 ms bucket, clamped to the exact max.
+        assert_eq!((&row[at("delay_p50_us")][..], &row[at("delay_p99_us")][..]), ("2.047", "1000.000"));
+        assert_eq!((&row[at("ipdv_p50_us")][..], &row[at("ipdv_p99_us")][..]), ("0.500", "0.500"));
+        let mut cs = CaseSamples::default();
+        cs.add_repeat(&s, &[r1, r2]);
+        let f = summary_row(1, &case(), &cs);
+        let at = |name: &str| summary_header().iter().position(|h| h == name).unwrap();
+        // 200 values: rank 100 is the last of r2's 5 µs bucket ([4864, 5120) ns), clamped to 5.119;
+        // rank 198 is in the 1 ms bucket.
+        assert_eq!((&f[at("delay_p50_us")][..], &f[at("delay_p99_us")][..]), ("5.119", "1000.000"));
+        assert_eq!(&f[at("delay_p90_us")][..], "5.119");
+    }
+
     #[test]
     fn parse_lines_and_rows() {
         let send: Vec<Value> = [
@@ -362,7 +474,7 @@ mod tests {
         assert_eq!(header.split(',').count(), row.split(',').count());
         assert_eq!(
             row,
-            "3,load,10M/1470,10000000,1470,3,on,125,5,every,1,0.5,0,7,same-host,2,2,77,r1,1000,950,50,5.0201,3.500,20.000,5.586,5.880,0.250,50,0,1,4,6,,,"
+            "3,load,10M/1470,10000000,1470,3,on,125,5,every,1,0.5,0,7,same-host,2,2,77,r1,1000,950,50,5.0201,3.500,20.000,,,,,,5.586,5.880,0.250,50,0,1,4,6,,,"
         );
         r.injected = Some(Injected { dropped: 50, duplicated: 4, reordered: 6 });
         assert!(cases_row(3, &case(), 2, "r1", &s, &r).join(",").ends_with(",50,0,1,4,6,50,4,6"));
@@ -401,7 +513,8 @@ mod tests {
         assert_eq!(&f[30..34], ["2.000", &format!("{:.3}", 2.0f64.sqrt()), "1.000", "3.000"]);
         // injected dropped 1, 2, 3, 2: mean 2; duplicated 1 each; reordered 0
         assert_eq!(&f[34..37], ["2.000", "1.000", "0.000"]);
-        assert!(summary_header().join(",").ends_with(",sender_cpu_s_max,injected_dropped_mean,injected_duplicated_mean,injected_reordered_mean"));
+        assert!(summary_header().join(",").contains(",sender_cpu_s_max,injected_dropped_mean,injected_duplicated_mean,injected_reordered_mean,delay_p50_us,"));
+        assert!(summary_header().join(",").ends_with(",ipdv_p50_us,ipdv_p99_us,ipdv_p999_us"));
         // one repeat: sd left empty
         let mut one = CaseSamples::default();
         one.add_repeat(&s1, &[r(1_000_000, 0.0, 1.0)]);
