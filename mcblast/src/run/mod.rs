@@ -300,7 +300,7 @@ struct Progress {
 impl Progress {
     fn new(total: u32) -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
-            let style = ProgressStyle::with_template("[{elapsed_precise}] {wide_bar} {pos}/{len} runs  ETA {eta}  {msg}")
+            let style = ProgressStyle::with_template("{wide_msg}\n[{elapsed_precise}] {wide_bar} {pos}/{len} runs  ETA {eta}")
                 .expect("a valid template");
             let b = ProgressBar::new(u64::from(total)).with_style(style);
             b.enable_steady_tick(Duration::from_secs(1));
