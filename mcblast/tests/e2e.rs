@@ -64,6 +64,20 @@ fn clean_run_one_to_nine_no_loss_kernel_equals_socket() {
             assert_eq!(kf[field], sf[field], "{node}: kernel and socket disagree on {field}");
         }
         assert_eq!(k["foreign"].as_u64(), Some(0), "{node}");
+        // Delay percentiles from both counters, ordered; the kernel counter
+        // stamps each datagram at tc ingress, the socket counter when it is
+        // read, later, on the same clock: each of its percentiles is at least
+        // the kernel's.
+        let ps = ["min_us", "p50_us", "p90_us", "p99_us", "p999_us", "p9999_us", "max_us"];
+        let of = |f: &Value| -> Vec<f64> { ps.iter().map(|p| f["delay"][*p].as_f64().expect(p)).collect() };
+        let (kp, sp) = (of(kf), of(sf));
+        for p in [&kp, &sp] {
+            assert!(p.windows(2).all(|w| w[0] <= w[1]), "{node}: percentiles out of order {p:?}");
+        }
+        assert!(kp.iter().zip(&sp).all(|(k, s)| k <= s), "{node}: kernel {kp:?} above socket {sp:?}");
+        for f in [kf, sf] {
+            assert_eq!(f["ipdv"]["count"].as_u64(), Some(sent - 1), "{node}: {f}");
+        }
     }
 }
 
