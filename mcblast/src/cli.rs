@@ -5,13 +5,11 @@
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// What `mcblast --version` prints after `mcblast `: the crate version and
-/// the git commit it was built from, when known (`0.1.0 (3f2a9c1d04be)`).
-/// `mcblast run` compares it with every remote host's.
-pub const VERSION: &str = env!("MCBLAST_VERSION");
+pub use crate::mcast::check_groups;
+pub use crate::version::VERSION;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -541,16 +539,6 @@ fn parse_lab_mtu(s: &str) -> Result<u32, String> {
     }
 }
 
-/// Checks the groups are multicast addresses.
-pub fn check_groups(groups: &[Ipv4Addr]) -> Result<()> {
-    for g in groups {
-        if !g.is_multicast() {
-            bail!("{g} is not a multicast group: use an address in 224.0.0.0/4, e.g. 239.0.0.1");
-        }
-    }
-    Ok(())
-}
-
 /// Entry point: parse, run, print errors as one line, map to an exit code.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -709,12 +697,6 @@ mod tests {
         assert!(e.contains("CPU 99999999999 in '0-99999999999' is out of range") && e.contains("4095"), "{e}");
         assert!(parse_cpu_list("4096").unwrap_err().contains("out of range"));
         assert!(parse_cpu_list("0-999999999999999999999999").unwrap_err().contains("out of range"));
-    }
-    #[test]
-    fn groups_must_be_multicast() {
-        assert!(check_groups(&["239.1.1.1".parse().unwrap()]).is_ok());
-        let e = check_groups(&["10.0.0.1".parse().unwrap()]).unwrap_err().to_string();
-        assert!(e.contains("not a multicast group"));
     }
     #[test]
     fn send_cpus_parse_as_one_list() {

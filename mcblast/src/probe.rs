@@ -110,7 +110,7 @@ pub fn check(engine: Engine, s: &EngineSupport, length: usize, mtu: Option<u32>,
         Engine::Gso => {
             let how = s.gso.clone()?;
             if let Some(m) = mtu
-                && length + crate::send::plan::IP_UDP_OVERHEAD > m as usize
+                && length + crate::mcast::IP_UDP_OVERHEAD > m as usize
             {
                 return Err(format!(
                     "UDP GSO cannot fragment: each {length}-byte datagram must fit the {m}-byte MTU (the kernel answers EINVAL)"

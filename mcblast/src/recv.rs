@@ -15,7 +15,8 @@ use anyhow::{Context, Result, bail};
 
 use mcblast_common::{Config, FlowKey, FlowState, GlobalCounter, Header};
 
-use crate::cli::{CounterMode, RecvArgs, check_groups};
+use crate::cli::{CounterMode, RecvArgs};
+use crate::mcast::check_groups;
 use crate::clock;
 use crate::iface::{self, Iface};
 use crate::attrib::{self, HostCounters, LayerDrops, Measured, ReasonCount, ReasonNames, Symbols};

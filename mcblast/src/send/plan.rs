@@ -9,8 +9,7 @@ use mcblast_common::wire::HEADER_LEN;
 use crate::cli::{self, SendArgs};
 use crate::iface::Iface;
 
-/// IPv4 (20) + UDP (8) header bytes around a datagram.
-pub const IP_UDP_OVERHEAD: usize = 28;
+pub use crate::mcast::IP_UDP_OVERHEAD;
 /// The largest UDP payload in an IPv4 packet.
 pub const MAX_DATAGRAM: usize = 65_535 - IP_UDP_OVERHEAD;
 /// The kernel's limit on messages per `sendmmsg` (UIO_MAXIOV).
@@ -214,7 +213,7 @@ impl Plan {
     /// Resolves the flags against the machine, or says what is wrong.
     pub fn resolve(a: &SendArgs, host: &dyn Host) -> Result<Plan> {
         let c = &a.common;
-        cli::check_groups(&c.groups)?;
+        crate::mcast::check_groups(&c.groups)?;
         if c.groups.is_empty() {
             bail!("no multicast group: give one with -g, e.g. -g 239.0.0.1");
         }
