@@ -8,7 +8,13 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+// The domains' own types, named here so clap's derive and `mcblast::cli::...` paths keep working.
+pub use crate::kernel::XdpMode;
+pub use crate::lab::OnOff;
 pub use crate::mcast::check_groups;
+pub use crate::preflight::PreflightRole;
+pub use crate::recv::CounterMode;
+pub use crate::send::Engine;
 pub use crate::version::VERSION;
 
 #[derive(Parser, Debug)]
@@ -111,13 +117,6 @@ pub struct PreflightArgs {
     /// JSON output (one line).
     #[arg(long)]
     pub json: bool,
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PreflightRole {
-    Send,
-    Recv,
-    Both,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -416,56 +415,6 @@ pub enum LabFabric {
 pub enum LabPlacement {
     Spread,
     SameHost,
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnOff {
-    On,
-    Off,
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Engine {
-    Socket,
-    Mmsg,
-    /// UDP GSO (UDP_SEGMENT): one sendmsg carries up to 64 datagrams.
-    Gso,
-    /// io_uring batched sendmsg (zero-copy send with --zerocopy).
-    Uring,
-    /// AF_XDP: whole frames through a UMEM and TX ring (zero-copy where the driver can).
-    Xdp,
-    /// The fastest engine this machine and interface support, by probing.
-    Auto,
-}
-
-impl Engine {
-    /// The name the user types and the reports print.
-    pub fn name(self) -> &'static str {
-        match self {
-            Engine::Socket => "socket",
-            Engine::Mmsg => "mmsg",
-            Engine::Gso => "gso",
-            Engine::Uring => "uring",
-            Engine::Xdp => "xdp",
-            Engine::Auto => "auto",
-        }
-    }
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CounterMode {
-    Kernel,
-    Socket,
-    Both,
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum XdpMode {
-    Auto,
-    Native,
-    Generic,
-    /// tc ingress (tcx link), not XDP.
-    Tc,
 }
 
 /// Parses `100M`, `1.5G`, `64k`, `2500` (SI: k = 1000).

@@ -12,8 +12,16 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 
-use crate::cli::{PreflightArgs, PreflightRole};
+use crate::cli::PreflightArgs;
 use crate::output::Printer;
+
+/// Which side this host plays (`preflight --role`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreflightRole {
+    Send,
+    Recv,
+    Both,
+}
 
 /// A finding's verdict (ordered: the worst wins).
 #[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

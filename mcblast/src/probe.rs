@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::cli::{Engine, ProbeArgs};
+use crate::cli::ProbeArgs;
+use crate::send::Engine;
 use crate::output::Printer;
 use crate::sys::gso::max_segments;
 

@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 
 use mcblast_common::{Config, FlowKey, FlowState, GlobalCounter, Header};
 
-use crate::cli::{CounterMode, RecvArgs};
+use crate::cli::RecvArgs;
 use crate::mcast::check_groups;
 use crate::clock;
 use crate::iface::{self, Iface};
@@ -24,6 +24,14 @@ use crate::fanout::LossBook;
 use crate::kernel::{DropTracer, KernelCounter};
 use crate::output::{self, FlowReport, LayersInterval, LayersSummary, Printer, RecvBegin, RecvInterval, RecvSummary};
 use crate::sys::{self, net};
+
+/// Which counters `recv` runs (`--counter`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CounterMode {
+    Kernel,
+    Socket,
+    Both,
+}
 
 /// What one counter knows at one moment.
 #[derive(Default, Clone)]

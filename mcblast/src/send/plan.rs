@@ -6,7 +6,8 @@ use std::net::Ipv4Addr;
 use anyhow::{Result, bail};
 use mcblast_common::wire::HEADER_LEN;
 
-use crate::cli::{self, SendArgs};
+use super::Engine;
+use crate::cli::SendArgs;
 use crate::iface::Iface;
 
 pub use crate::mcast::IP_UDP_OVERHEAD;
@@ -95,7 +96,7 @@ pub struct WorkerPlan {
 #[derive(Debug, Clone)]
 pub struct Plan {
     /// The engine the workers run: never `Auto` (resolved by probing).
-    pub engine: cli::Engine,
+    pub engine: Engine,
     /// Why `auto` chose `engine` (None when the user named the engine).
     pub engine_reason: Option<String>,
     /// uring engine: zero-copy sends.
@@ -182,8 +183,7 @@ fn resolve_engine(
     host: &dyn Host,
     iface: Option<&str>,
     mtu: Option<u32>,
-) -> Result<(cli::Engine, Option<String>)> {
-    use cli::Engine;
+) -> Result<(Engine, Option<String>)> {
     if a.zerocopy && !matches!(a.engine, Engine::Uring | Engine::Auto) {
         bail!("--zerocopy applies to the uring engine only: use --engine uring --zerocopy, or leave out --zerocopy");
     }
@@ -393,6 +393,7 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli;
     use clap::Parser;
 
     struct Fake {
