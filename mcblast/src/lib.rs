@@ -9,6 +9,7 @@
 //! Unsafe code lives only in [`sys`], where the OS is called.
 #![deny(unsafe_code)]
 
+pub mod app;
 pub mod attrib;
 pub mod btf;
 pub mod cli;
