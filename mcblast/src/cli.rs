@@ -3,15 +3,19 @@
 //! cause is reported once, up front, in one line.
 
 use std::net::Ipv4Addr;
-use std::process::ExitCode;
 
-use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// What `mcblast --version` prints after `mcblast `: the crate version and
-/// the git commit it was built from, when known (`0.1.0 (3f2a9c1d04be)`).
-/// `mcblast run` compares it with every remote host's.
-pub const VERSION: &str = env!("MCBLAST_VERSION");
+// The domains' own types, named here so clap's derive and `mcblast::cli::...` paths keep working.
+pub use crate::kernel::XdpMode;
+pub use crate::lab::OnOff;
+pub use crate::lab::ovn::OvnArgs;
+pub use crate::mcast::check_groups;
+pub use crate::preflight::PreflightRole;
+pub use crate::prom::parse_listen;
+pub use crate::recv::CounterMode;
+pub use crate::send::Engine;
+pub use crate::version::VERSION;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -115,13 +119,6 @@ pub struct PreflightArgs {
     pub json: bool,
 }
 
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PreflightRole {
-    Send,
-    Recv,
-    Both,
-}
-
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     /// The plan file (TOML), e.g. examples/seed-matrix.toml (lab) or examples/three-hosts.toml (ssh).
@@ -180,7 +177,7 @@ pub struct Common {
     #[arg(long)]
     pub json: bool,
     /// Serve live counters in the Prometheus text format at http://ADDR:PORT/metrics.
-    #[arg(long, value_name = "ADDR:PORT", value_parser = crate::prom::parse_listen)]
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen)]
     pub prometheus: Option<std::net::SocketAddr>,
     /// Stop (as on Ctrl-C) when standard input ends: `mcblast run` keeps it open while it lives.
     #[arg(long, hide = true)]
@@ -395,7 +392,7 @@ pub struct LabUpArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(2..=10000))]
     pub membership_interval: Option<u64>,
     #[command(flatten)]
-    pub ovn: crate::lab::ovn::OvnArgs,
+    pub ovn: OvnArgs,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -418,56 +415,6 @@ pub enum LabFabric {
 pub enum LabPlacement {
     Spread,
     SameHost,
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnOff {
-    On,
-    Off,
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Engine {
-    Socket,
-    Mmsg,
-    /// UDP GSO (UDP_SEGMENT): one sendmsg carries up to 64 datagrams.
-    Gso,
-    /// io_uring batched sendmsg (zero-copy send with --zerocopy).
-    Uring,
-    /// AF_XDP: whole frames through a UMEM and TX ring (zero-copy where the driver can).
-    Xdp,
-    /// The fastest engine this machine and interface support, by probing.
-    Auto,
-}
-
-impl Engine {
-    /// The name the user types and the reports print.
-    pub fn name(self) -> &'static str {
-        match self {
-            Engine::Socket => "socket",
-            Engine::Mmsg => "mmsg",
-            Engine::Gso => "gso",
-            Engine::Uring => "uring",
-            Engine::Xdp => "xdp",
-            Engine::Auto => "auto",
-        }
-    }
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CounterMode {
-    Kernel,
-    Socket,
-    Both,
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum XdpMode {
-    Auto,
-    Native,
-    Generic,
-    /// tc ingress (tcx link), not XDP.
-    Tc,
 }
 
 /// Parses `100M`, `1.5G`, `64k`, `2500` (SI: k = 1000).
@@ -541,147 +488,10 @@ fn parse_lab_mtu(s: &str) -> Result<u32, String> {
     }
 }
 
-/// Checks the groups are multicast addresses.
-pub fn check_groups(groups: &[Ipv4Addr]) -> Result<()> {
-    for g in groups {
-        if !g.is_multicast() {
-            bail!("{g} is not a multicast group: use an address in 224.0.0.0/4, e.g. 239.0.0.1");
-        }
-    }
-    Ok(())
-}
-
-/// Entry point: parse, run, print errors as one line, map to an exit code.
-pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => return parse_error(e),
-    };
-    let json = match &cli.command {
-        Command::Send(a) => a.common.json,
-        Command::Recv(a) => a.common.json,
-        Command::Lab(LabCommand::Impair(a)) => a.json,
-        Command::Lab(_) => false,
-        Command::Probe(a) => a.json,
-        Command::Run(_) | Command::RunReaper(_) => false,
-        Command::Preflight(a) => a.json,
-        Command::Report(a) => a.json,
-        Command::Generate(_) => false,
-    };
-    let res = match cli.command {
-        Command::Send(a) => crate::send::run(a),
-        Command::Recv(a) => crate::recv::run(a),
-        Command::Lab(c) => crate::lab::run(c),
-        Command::Probe(a) => crate::probe::run(a),
-        Command::Run(a) => crate::run::run(a),
-        Command::RunReaper(a) => crate::run::reaper::serve(a),
-        Command::Preflight(a) => crate::preflight::run(a),
-        Command::Report(a) => {
-            if !a.compare && a.inputs.iter().all(|p| p.is_file()) {
-                crate::fanout::report(&a.inputs, a.json)
-            } else {
-                crate::report::run(a)
-            }
-        }
-        Command::Generate(c) => generate(c),
-    };
-    match res {
-        Ok(code) => code,
-        Err(e) => {
-            if crate::output::is_broken_pipe(&e) {
-                return ExitCode::SUCCESS;
-            }
-            crate::output::print_error(json, &e);
-            ExitCode::from(2)
-        }
-    }
-}
-
-fn generate(c: GenerateCommand) -> Result<ExitCode> {
-    use clap::CommandFactory;
-    let mut cmd = Cli::command();
-    match c {
-        GenerateCommand::Man { dir } => {
-            std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
-            clap_mangen::generate_to(cmd, &dir).map_err(|e| anyhow::anyhow!("cannot write the man pages into {}: {e}", dir.display()))?;
-        }
-        GenerateCommand::Completions { shell } => clap_complete::generate(shell, &mut cmd, "mcblast", &mut std::io::stdout().lock()),
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Help and version print as clap renders them; a usage error becomes one
-/// line, `mcblast: <what is wrong> (see --help)`, and exit status 2.
-fn parse_error(e: clap::Error) -> ExitCode {
-    use clap::error::ErrorKind;
-    match e.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            let _ = e.print();
-            ExitCode::SUCCESS
-        }
-        _ => {
-            eprintln!("mcblast: {} (see --help)", one_line(&e.render().to_string()));
-            ExitCode::from(2)
-        }
-    }
-}
-
-/// The first line of a clap error without its `error: ` prefix, with a
-/// `tip:` line folded in when clap offers one.
-fn one_line(rendered: &str) -> String {
-    let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
-    let first = lines.next().unwrap_or("invalid arguments");
-    let mut first = first.strip_prefix("error: ").unwrap_or(first).to_string();
-    // "the following required arguments were not provided:" lists them on the next lines
-    if first.ends_with(':') {
-        let listed: Vec<&str> = rendered
-            .lines()
-            .skip_while(|l| !l.contains(first.as_str()))
-            .skip(1)
-            .take_while(|l| l.starts_with("  "))
-            .map(str::trim)
-            .collect();
-        if !listed.is_empty() {
-            first = format!("{} {}", first, listed.join(" "));
-        }
-    }
-    match lines.find(|l| l.starts_with("tip:")) {
-        Some(tip) => format!("{first}; {tip}"),
-        None => first,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    #[test]
-    fn impair_percentages_are_ppm_in_range() {
-        assert_eq!(parse_pct("1"), Ok(10_000));
-        assert_eq!(parse_pct("0.5%"), Ok(5_000));
-        assert_eq!(parse_pct("100"), Ok(1_000_000));
-        assert_eq!(parse_pct("0.0001"), Ok(1));
-        for bad in ["0", "-1", "100.5", "x", "0.00001", "NaN"] {
-            assert!(parse_pct(bad).unwrap_err().contains("out of range"), "{bad}");
-        }
-        let e = Cli::try_parse_from(["mcblast", "lab", "impair", "r1", "--every", "3", "--loss", "1"]).unwrap_err();
-        assert!(one_line(&e.render().to_string()).contains("cannot be used with"));
-        let e = Cli::try_parse_from(["mcblast", "lab", "impair", "r1", "--clear", "--every", "3"]).unwrap_err();
-        assert!(one_line(&e.render().to_string()).contains("cannot be used with"));
-    }
 
-    #[test]
-    fn clap_errors_fold_to_one_line() {
-        let e = Cli::try_parse_from(["mcblast", "send", "-b", "12x"]).unwrap_err();
-        let line = one_line(&e.render().to_string());
-        assert!(!line.contains('\n'));
-        assert!(line.contains("unknown unit 'x'"), "{line}");
-        let e = Cli::try_parse_from(["mcblast", "send", "--nope"]).unwrap_err();
-        let line = one_line(&e.render().to_string());
-        assert!(line.starts_with("unexpected argument '--nope'"), "{line}");
-        let e = Cli::try_parse_from(["mcblast", "report"]).unwrap_err();
-        let line = one_line(&e.render().to_string());
-        assert!(line.starts_with("the following required arguments were not provided: <RUN_DIR | FILE.jsonl>"), "{line}");
-    }
 
     #[test]
     fn rates() {
@@ -711,30 +521,11 @@ mod tests {
         assert!(parse_cpu_list("0-999999999999999999999999").unwrap_err().contains("out of range"));
     }
     #[test]
-    fn groups_must_be_multicast() {
-        assert!(check_groups(&["239.1.1.1".parse().unwrap()]).is_ok());
-        let e = check_groups(&["10.0.0.1".parse().unwrap()]).unwrap_err().to_string();
-        assert!(e.contains("not a multicast group"));
-    }
-    #[test]
     fn send_cpus_parse_as_one_list() {
         let Command::Send(a) = Cli::try_parse_from(["mcblast", "send", "--cpus", "0,2-3"]).unwrap().command else {
             panic!("not send")
         };
         assert_eq!(a.cpus, Some(vec![0, 2, 3]));
-    }
-    #[test]
-    fn generate_writes_a_man_page_per_command() {
-        let dir = std::env::temp_dir().join(format!("mcblast-man-test-{}", std::process::id()));
-        let res = generate(GenerateCommand::Man { dir: dir.clone() });
-        let top = std::fs::read_to_string(dir.join("mcblast.1"));
-        let recv = std::fs::read_to_string(dir.join("mcblast-recv.1"));
-        let hidden = dir.join("mcblast-generate.1").exists();
-        let _ = std::fs::remove_dir_all(&dir);
-        res.unwrap();
-        assert!(top.unwrap().contains(".TH mcblast 1"));
-        assert!(recv.unwrap().contains("\\-\\-xdp\\-mode"));
-        assert!(!hidden, "the hidden generate command has no page");
     }
     #[test]
     fn clap_definition_is_valid() {

@@ -26,7 +26,6 @@ use mcblast_common::maps::{
 };
 use mcblast_common::tracker::FlowState;
 
-use crate::cli::XdpMode;
 use crate::kfeatures::KernelFeatures;
 use crate::iface::Iface;
 
@@ -50,6 +49,16 @@ const TC_STEP: &str = "mcblast_tc_step";
 const DROP_PROGRAM: &str = "mcblast_drops";
 const DROP_PROGRAM_NOSK: &str = "mcblast_drops_nosk";
 const DROP_PROGRAM_NOREASON: &str = "mcblast_drops_noreason";
+
+/// Where the user asks the kernel counter to attach (`recv --xdp-mode`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpMode {
+    Auto,
+    Native,
+    Generic,
+    /// tc ingress (tcx link), not XDP.
+    Tc,
+}
 
 /// Which drop tracer program to load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,6 +9,7 @@
 //! Unsafe code lives only in [`sys`], where the OS is called.
 #![deny(unsafe_code)]
 
+pub mod app;
 pub mod attrib;
 pub mod btf;
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod iface;
 pub mod igmp_timing;
 pub mod kernel;
 pub mod kfeatures;
+pub mod mcast;
 pub mod output;
 pub mod preflight;
 pub mod probe;
@@ -32,3 +34,4 @@ pub mod report;
 pub mod run;
 pub mod send;
 pub mod tc_classic;
+pub mod version;

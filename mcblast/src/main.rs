@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    mcblast::cli::main()
+    mcblast::app::main()
 }

@@ -12,8 +12,16 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 
-use crate::cli::{PreflightArgs, PreflightRole};
+use crate::cli::PreflightArgs;
 use crate::output::Printer;
+
+/// Which side this host plays (`preflight --role`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreflightRole {
+    Send,
+    Recv,
+    Both,
+}
 
 /// A finding's verdict (ordered: the worst wins).
 #[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -63,7 +71,7 @@ pub const MAX_CLOCK_ERROR_US: f64 = 100.0;
 /// Payload vs MTU: a datagram over the MTU leaves in fragments, which AWS
 /// TGW drops, and of which one lost loses the whole datagram.
 pub fn check_mtu(iface: &str, mtu: u32, length: usize, sends: bool) -> Finding {
-    let packet = length + crate::send::plan::IP_UDP_OVERHEAD;
+    let packet = length + crate::mcast::IP_UDP_OVERHEAD;
     let value = format!("{length}-byte datagrams = {packet}-byte IP packets, MTU {mtu} on {iface}");
     if packet <= mtu as usize {
         return finding("mtu", Level::Ok, value, "every datagram fits the MTU: no fragments", None);
@@ -71,7 +79,7 @@ pub fn check_mtu(iface: &str, mtu: u32, length: usize, sends: bool) -> Finding {
     // Fragment payloads are multiples of 8 bytes; the UDP header rides in the first.
     let per = (mtu as usize).saturating_sub(20) / 8 * 8;
     let frags = (length + 8).div_ceil(per.max(8));
-    let max = (mtu as usize).saturating_sub(crate::send::plan::IP_UDP_OVERHEAD);
+    let max = (mtu as usize).saturating_sub(crate::mcast::IP_UDP_OVERHEAD);
     finding(
         "mtu",
         if sends { Level::Fail } else { Level::Warn },
@@ -369,7 +377,7 @@ fn mcblast_socket_multicast_all_off() -> Option<bool> {
 
 /// Measures and checks.
 pub fn gather(a: &PreflightArgs) -> Result<Report> {
-    crate::cli::check_groups(&a.groups)?;
+    crate::mcast::check_groups(&a.groups)?;
     let name = match &a.interface {
         Some(n) => n.clone(),
         None => crate::iface::default_for_group(a.groups[0]).ok_or_else(|| {

@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::cli::{Engine, ProbeArgs};
+use crate::cli::ProbeArgs;
+use crate::send::Engine;
 use crate::output::Printer;
 use crate::sys::gso::max_segments;
 
@@ -110,7 +111,7 @@ pub fn check(engine: Engine, s: &EngineSupport, length: usize, mtu: Option<u32>,
         Engine::Gso => {
             let how = s.gso.clone()?;
             if let Some(m) = mtu
-                && length + crate::send::plan::IP_UDP_OVERHEAD > m as usize
+                && length + crate::mcast::IP_UDP_OVERHEAD > m as usize
             {
                 return Err(format!(
                     "UDP GSO cannot fragment: each {length}-byte datagram must fit the {m}-byte MTU (the kernel answers EINVAL)"

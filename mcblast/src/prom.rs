@@ -362,7 +362,7 @@ pub struct RecvLive {
 
 /// `mcblast_build_info{version,commit} 1` (commit empty when not built from git).
 fn build_info(p: &mut Page) {
-    let commit = crate::cli::VERSION.split_once(" (").map_or("", |(_, c)| c.trim_end_matches(')'));
+    let commit = crate::version::VERSION.split_once(" (").map_or("", |(_, c)| c.trim_end_matches(')'));
     let l: &[(&str, &str)] = &[("version", env!("CARGO_PKG_VERSION")), ("commit", commit)];
     p.gauge("mcblast_build_info", "The mcblast build serving this page (always 1).", l, 1.0);
 }

@@ -15,7 +15,8 @@ use anyhow::{Context, Result, bail};
 
 use mcblast_common::{Config, FlowKey, FlowState, GlobalCounter, Header};
 
-use crate::cli::{CounterMode, RecvArgs, check_groups};
+use crate::cli::RecvArgs;
+use crate::mcast::check_groups;
 use crate::clock;
 use crate::iface::{self, Iface};
 use crate::attrib::{self, HostCounters, LayerDrops, Measured, ReasonCount, ReasonNames, Symbols};
@@ -23,6 +24,14 @@ use crate::fanout::LossBook;
 use crate::kernel::{DropTracer, KernelCounter};
 use crate::output::{self, FlowReport, LayersInterval, LayersSummary, Printer, RecvBegin, RecvInterval, RecvSummary};
 use crate::sys::{self, net};
+
+/// Which counters `recv` runs (`--counter`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CounterMode {
+    Kernel,
+    Socket,
+    Both,
+}
 
 /// What one counter knows at one moment.
 #[derive(Default, Clone)]
@@ -290,72 +299,153 @@ fn plan(a: &RecvArgs) -> Result<Plan> {
     })
 }
 
-/// Runs `mcblast recv`.
+/// How long the main loop sleeps between its checks.
+const STEP: Duration = Duration::from_millis(50);
+
+/// Runs `mcblast recv`, phase by phase: open, begin, count (the main loop), finish, report.
 pub fn run(a: RecvArgs) -> Result<ExitCode> {
-    let p = plan(&a)?;
-    let mut out = Printer::new(a.common.json);
-    sys::install_stop_signals().context("installing signal handlers")?;
-    if a.common.stop_on_stdin_eof {
-        sys::stop_on_stdin_eof();
+    let mut r = Receiver::open(a)?;
+    r.begin()?;
+    let (start, end) = r.count()?;
+    let f = r.finish()?;
+    r.report(f, (end - start) as f64 / 1e9)
+}
+
+/// A receiver between its phases: the plan and the flags it does not carry, and what `open` set up. Fields drop
+/// in order: the memberships and the socket counter first, the live page and the printer last.
+struct Receiver {
+    /// Kernel only: the joined socket, held (never read) for its membership.
+    _membership: Option<OwnedFd>,
+    socket: Option<SocketCounter>,
+    /// --leave-window: the membership left explicitly at the end.
+    keep: Option<OwnedFd>,
+    /// The socket receive buffer granted (socket counter).
+    granted: usize,
+    /// IGMP timing: the queries that reach this host (taken by the report), and when the join was asked.
+    query_watch: Option<Result<crate::igmp_timing::QueryWatch, String>>,
+    join_ns: u64,
+    gaps: crate::igmp_timing::GapTracker,
+    /// The kernel counter's loss records, grouped by `loss_iv_ns`.
+    kernel_loss: LossBook,
+    loss_iv_ns: u64,
+    host_start: HostCounters,
+    /// The driver's statistics (ethtool -S); None when unreadable.
+    driver_start: Option<Vec<(String, u64)>>,
+    kernel: Option<KernelCounter>,
+    reason_names: Option<ReasonNames>,
+    /// Kernel symbols (for NOT_SPECIFIED drops), loaded once, when first needed.
+    syms: Option<Symbols>,
+    /// Whether the clock is synchronized (read at the begin line).
+    synced: bool,
+    live: Option<(Arc<crate::prom::Live<crate::prom::RecvLive>>, crate::prom::Server)>,
+    out: Printer,
+    p: Plan,
+    a: RecvArgs,
+}
+
+/// The main loop's clocks (monotonic ns) and what the next interval line counts from.
+struct Ticks {
+    start: u64,
+    last_tick: u64,
+    last_gap_poll: u64,
+    last_end_check: u64,
+    /// Since when every flow seen has ended (None while one has not).
+    ended_at: Option<u64>,
+    prev: HashMap<&'static str, (u64, u64, i64)>,
+    prev_drops: LayerDrops,
+    prev_driver: Option<u64>,
+}
+
+/// The receiver's sockets and memberships, as `join` leaves them.
+struct Joined {
+    socket: Option<SocketCounter>,
+    membership: Option<OwnedFd>,
+    keep: Option<OwnedFd>,
+    granted: usize,
+    query_watch: Result<crate::igmp_timing::QueryWatch, String>,
+    join_ns: u64,
+}
+
+/// --leave-window: when the group(s) were left, when the window ended, the kernel counter's flows before and after.
+type Left = (u64, u64, Vec<(FlowKey, FlowState)>, Vec<(FlowKey, FlowState)>);
+
+/// What the receiver read after its main loop: the report's input.
+struct Finals {
+    /// A failed socket thread, reported after the summaries.
+    socket_error: Option<anyhow::Error>,
+    snaps: Vec<(&'static str, Snapshot)>,
+    socket_drops: Option<u64>,
+    reasons: Option<Vec<ReasonCount>>,
+    flow_drops: Option<Vec<(FlowKey, LayerDrops)>>,
+    tracer_keys_full: Option<u64>,
+    host_end: HostCounters,
+    driver_end: Option<Vec<(String, u64)>>,
+    leave: Option<Left>,
+    kernel_mode: Option<&'static str>,
+    kernel_events_lost: Option<u64>,
+    socket_loss: Option<LossBook>,
+}
+
+/// The drop tracer's counts by reason; with `per_flow`, also what they charged to each flow's layers. Kernel
+/// symbols (for NOT_SPECIFIED drops) are loaded into `syms` once, when first needed.
+fn tracer_counts(
+    k: &KernelCounter,
+    names: &ReasonNames,
+    syms: &mut Option<Symbols>,
+    per_flow: bool,
+) -> Result<(Vec<ReasonCount>, Vec<(FlowKey, LayerDrops)>)> {
+    let drops = k.drops()?;
+    if syms.is_none() && drops.keys().any(|d| d.location != 0) {
+        *syms = Some(Symbols::load());
     }
-    // The Prometheus endpoint first: a bad address stops the run before anything is attached.
-    let live = match a.common.prometheus {
-        Some(addr) => {
-            let live = crate::prom::Live::new(crate::prom::RecvLive::default());
-            let (l, local) = (live.clone(), clock::local());
-            let server = crate::prom::serve(addr, move || crate::prom::recv_page(&l.fresh(LIVE_WAIT), &local))?;
-            Some((live, server))
-        }
-        None => None,
-    };
+    let symbol = |a| syms.as_ref().and_then(|s: &Symbols| s.lookup(a));
+    let flows = if per_flow { attrib::flow_drops(&drops, names, symbol) } else { Vec::new() };
+    Ok((attrib::reason_counts(&drops, names, symbol), flows))
+}
 
-    // Attach the kernel counter before joining, so the first datagram is counted.
-    let mut reason_names: Option<ReasonNames> = None;
-    let mut kernel = if p.kernel {
-        let cfg = Config {
-            port: p.port,
-            _pad: 0,
-            run_filter: a.run_id.unwrap_or(0),
-            sink: p.sink.into(),
-            clock: clock::clock_id(),
-            mono_to_tai_ns: 0, // measured by attach where the kernel needs it
-        };
-        let mut k = KernelCounter::attach(&p.iface, a.xdp_mode, cfg)?;
-        // Count only the groups (and source) we join, as the socket does.
-        let joined: Vec<_> = p.groups.iter().map(|g| (*g, p.source)).collect();
-        k.set_groups(&joined)?;
-        // Loss attribution needs both counters and the drop tracer; without
-        // the tracer the receiver still counts, and says why there is no waterfall.
-        if p.socket {
-            match crate::btf::Btf::from_kernel()
-                .and_then(|btf| ReasonNames::from_btf(&btf))
-                .and_then(|names| k.trace_drops(&p.iface, names.locate_reason()?, DropTracer::Auto).map(|_| names))
-            {
-                Ok(names) => reason_names = Some(names),
-                Err(e) => eprintln!("mcblast: no loss attribution (layers): {e:#}"),
-            }
+/// The kernel counter attached, counting only the groups (and source) joined, as the socket does; with the socket
+/// counter also the drop tracer. Loss attribution needs both counters and the tracer; without the tracer the
+/// receiver still counts, and says why there is no waterfall.
+fn attach_kernel(p: &Plan, a: &RecvArgs) -> Result<(KernelCounter, Option<ReasonNames>)> {
+    let cfg = Config {
+        port: p.port,
+        _pad: 0,
+        run_filter: a.run_id.unwrap_or(0),
+        sink: p.sink.into(),
+        clock: clock::clock_id(),
+        mono_to_tai_ns: 0, // measured by attach where the kernel needs it
+    };
+    let mut k = KernelCounter::attach(&p.iface, a.xdp_mode, cfg)?;
+    let joined: Vec<_> = p.groups.iter().map(|g| (*g, p.source)).collect();
+    k.set_groups(&joined)?;
+    let mut reason_names = None;
+    if p.socket {
+        match crate::btf::Btf::from_kernel()
+            .and_then(|btf| ReasonNames::from_btf(&btf))
+            .and_then(|names| k.trace_drops(&p.iface, names.locate_reason()?, DropTracer::Auto).map(|_| names))
+        {
+            Ok(names) => reason_names = Some(names),
+            Err(e) => eprintln!("mcblast: no loss attribution (layers): {e:#}"),
         }
-        Some(k)
-    } else {
-        None
-    };
-    let host_start = HostCounters::read(&p.iface.name);
-    // The driver's statistics (ethtool -S); None when unreadable.
-    let driver_start = sys::ethtool::stats(&p.iface.name).ok();
-    // Loss records are grouped by the report interval (1 s without one),
-    // aligned to the TAI clock so receivers line up.
-    let loss_iv_ns = p.interval.unwrap_or(Duration::from_secs(1)).as_nanos().max(1) as u64;
-    let mut kernel_loss = LossBook::default();
-    let mut drain_kernel_loss = |k: &KernelCounter| {
-        k.drain_loss(|r| {
-            if let Some(ev) = r.event() {
-                kernel_loss.apply(r.key, ev, r.rx_ns, loss_iv_ns);
-            }
-        });
-    };
+    }
+    Ok((k, reason_names))
+}
 
-    // The membership socket: the socket counter's own socket, or (kernel
-    // only) an unbound socket that joins but never queues datagrams.
+/// Joins the plan's group(s) (from its source, if any) on `fd`.
+fn join_groups(p: &Plan, fd: &OwnedFd) -> Result<()> {
+    for g in &p.groups {
+        match (p.source, p.iface.addr) {
+            (Some(src), Some(ifa)) => net::join_source(fd, *g, src, ifa),
+            _ => net::join_group(fd, *g, p.iface.index),
+        }
+        .with_context(|| format!("cannot join {g} on {}", p.iface.name))?;
+    }
+    Ok(())
+}
+
+/// The membership socket (the socket counter's own socket, or, kernel only, an unbound socket that joins but
+/// never queues datagrams), the IGMP query watch, the join, --leave-window's membership, the socket counter.
+fn join(p: &Plan, a: &RecvArgs, kernel: Option<&mut KernelCounter>, tracer: bool, loss_iv_ns: u64) -> Result<Joined> {
     let (fd, granted) = if p.socket {
         net::recv_socket(&net::RecvSocketOpts { port: p.port, rcvbuf: a.rcvbuf })
             .with_context(|| format!("cannot bind UDP port {}", p.port))?
@@ -363,35 +453,25 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
         (net::udp_socket().context("creating a socket")?, 0)
     };
     // Socket-level drops are charged only when they are this socket's.
-    if let (Some(k), Some(_), true) = (kernel.as_mut(), &reason_names, p.socket) {
+    if let (Some(k), true, true) = (kernel, tracer, p.socket) {
         let cookie = net::socket_cookie(&fd).context("cannot read the socket's cookie (SO_COOKIE)")?;
         k.set_drop_socket(cookie)?;
     }
     // IGMP timing: the queries that reach this host, and when the join was asked.
     let query_watch = crate::igmp_timing::QueryWatch::start().map_err(|e| format!("raw IGMP socket: {e}"));
     let join_ns = clock::tai_ns();
-    let join = |fd: &OwnedFd| -> Result<()> {
-        for g in &p.groups {
-            match (p.source, p.iface.addr) {
-                (Some(src), Some(ifa)) => net::join_source(fd, *g, src, ifa),
-                _ => net::join_group(fd, *g, p.iface.index),
-            }
-            .with_context(|| format!("cannot join {g} on {}", p.iface.name))?;
-        }
-        Ok(())
-    };
-    join(&fd)?;
+    join_groups(p, &fd)?;
     // With --leave-window: a second membership that outlives the counting
     // socket, left explicitly at the end while the kernel counter counts.
     let mut keep = if a.leave_window > 0.0 && p.socket {
         let k = net::udp_socket().context("creating a socket")?;
-        join(&k)?;
+        join_groups(p, &k)?;
         Some(k)
     } else {
         None
     };
     // In kernel-only mode the joined socket is only kept alive (with its membership).
-    let (mut socket, mut membership) = if p.socket {
+    let (socket, mut membership) = if p.socket {
         (Some(SocketCounter::start(fd, p.groups[0], a.run_id, Duration::from_micros(a.read_delay_us), loss_iv_ns)), None)
     } else {
         (None, Some(fd))
@@ -400,269 +480,398 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
     if a.leave_window > 0.0 && keep.is_none() {
         keep = membership.take();
     }
+    Ok(Joined { socket, membership, keep, granted, query_watch, join_ns })
+}
 
-    let counters: Vec<&'static str> =
-        [(p.kernel, "kernel"), (p.socket, "socket")].into_iter().filter(|c| c.0).map(|c| c.1).collect();
-    let synced = clock::synchronized();
-    let begin = RecvBegin {
-        role: "recv",
-        version: env!("CARGO_PKG_VERSION"),
-        interface: p.iface.name.clone(),
-        groups: p.groups.iter().map(|g| g.to_string()).collect(),
-        port: p.port,
-        source: p.source.map(|s| s.to_string()),
-        counters: counters.clone(),
-        xdp_mode: kernel.as_ref().map(|k| k.mode()),
-        attach_reason: kernel.as_ref().map(|k| k.reason().to_string()),
-        clock_synced: synced,
-        drop_tracer: reason_names.is_some(),
-        sink: p.sink,
-    };
-    out.emit("begin", &begin)?;
-    out.human(&format!(
-        "mcblast recv on {} (ifindex {}), group {} port {}{}; counters: {}{}{}",
-        p.iface.name,
-        p.iface.index,
-        begin.groups.join(","),
-        p.port,
-        p.source.map(|s| format!(" from {s}")).unwrap_or_default(),
-        counters.join(" + "),
-        kernel
-            .as_ref()
-            .map(|k| {
-                let at = if k.mode() == "tc" { "tc ingress, tcx".to_string() } else { format!("XDP {}", k.mode()) };
-                format!(" ({at}: {})", k.reason())
-            })
-            .unwrap_or_default(),
-        if p.sink { "; sink: counted datagrams are dropped there" } else { "" },
-    ))?;
-    if p.socket && granted < a.rcvbuf / 2 {
-        out.human(&format!("note: socket receive buffer is {granted} bytes, not the {} asked for", a.rcvbuf))?;
+impl Receiver {
+    /// The plan, the signals, the Prometheus endpoint (first: a bad address stops the run before anything is
+    /// attached), the kernel counter (before joining, so the first datagram is counted), then the join.
+    fn open(a: RecvArgs) -> Result<Receiver> {
+        let p = plan(&a)?;
+        let out = Printer::new(a.common.json);
+        sys::install_stop_signals().context("installing signal handlers")?;
+        if a.common.stop_on_stdin_eof {
+            sys::stop_on_stdin_eof();
+        }
+        let live = match a.common.prometheus {
+            Some(addr) => {
+                let live = crate::prom::Live::new(crate::prom::RecvLive::default());
+                let (l, local) = (live.clone(), clock::local());
+                let server = crate::prom::serve(addr, move || crate::prom::recv_page(&l.fresh(LIVE_WAIT), &local))?;
+                Some((live, server))
+            }
+            None => None,
+        };
+        let (mut kernel, reason_names) = match p.kernel {
+            true => attach_kernel(&p, &a).map(|(k, names)| (Some(k), names))?,
+            false => (None, None),
+        };
+        let host_start = HostCounters::read(&p.iface.name);
+        let driver_start = sys::ethtool::stats(&p.iface.name).ok();
+        // Loss records are grouped by the report interval (1 s without one),
+        // aligned to the TAI clock so receivers line up.
+        let loss_iv_ns = p.interval.unwrap_or(Duration::from_secs(1)).as_nanos().max(1) as u64;
+        let j = join(&p, &a, kernel.as_mut(), reason_names.is_some(), loss_iv_ns)?;
+        Ok(Receiver {
+            _membership: j.membership,
+            socket: j.socket,
+            keep: j.keep,
+            granted: j.granted,
+            query_watch: Some(j.query_watch),
+            join_ns: j.join_ns,
+            gaps: crate::igmp_timing::GapTracker::default(),
+            kernel_loss: LossBook::default(),
+            loss_iv_ns,
+            host_start,
+            driver_start,
+            kernel,
+            reason_names,
+            syms: None,
+            synced: false,
+            live,
+            out,
+            p,
+            a,
+        })
     }
 
-    let snap_all = |socket: &Option<SocketCounter>| -> Result<Vec<(&'static str, Snapshot)>> {
+    /// The begin record and its human line; a note when the socket buffer is less than half the one asked for.
+    fn begin(&mut self) -> Result<()> {
+        let (p, kernel) = (&self.p, &self.kernel);
+        let counters: Vec<&'static str> =
+            [(p.kernel, "kernel"), (p.socket, "socket")].into_iter().filter(|c| c.0).map(|c| c.1).collect();
+        self.synced = clock::synchronized();
+        let begin = RecvBegin {
+            role: "recv",
+            version: env!("CARGO_PKG_VERSION"),
+            interface: p.iface.name.clone(),
+            groups: p.groups.iter().map(|g| g.to_string()).collect(),
+            port: p.port,
+            source: p.source.map(|s| s.to_string()),
+            counters: counters.clone(),
+            xdp_mode: kernel.as_ref().map(|k| k.mode()),
+            attach_reason: kernel.as_ref().map(|k| k.reason().to_string()),
+            clock_synced: self.synced,
+            drop_tracer: self.reason_names.is_some(),
+            sink: p.sink,
+        };
+        self.out.emit("begin", &begin)?;
+        self.out.human(&format!(
+            "mcblast recv on {} (ifindex {}), group {} port {}{}; counters: {}{}{}",
+            p.iface.name,
+            p.iface.index,
+            begin.groups.join(","),
+            p.port,
+            p.source.map(|s| format!(" from {s}")).unwrap_or_default(),
+            counters.join(" + "),
+            kernel
+                .as_ref()
+                .map(|k| {
+                    let at = if k.mode() == "tc" { "tc ingress, tcx".to_string() } else { format!("XDP {}", k.mode()) };
+                    format!(" ({at}: {})", k.reason())
+                })
+                .unwrap_or_default(),
+            if p.sink { "; sink: counted datagrams are dropped there" } else { "" },
+        ))?;
+        if p.socket && self.granted < self.a.rcvbuf / 2 {
+            self.out.human(&format!("note: socket receive buffer is {} bytes, not the {} asked for", self.granted, self.a.rcvbuf))?;
+        }
+        Ok(())
+    }
+
+    /// The main loop, every STEP: the live page, the kernel's loss records, the arrival gaps, the interval lines;
+    /// until the stop, --time, or every flow ended plus --grace. Returns when it started and ended (monotonic ns).
+    fn count(&mut self) -> Result<(u64, u64)> {
+        let start = clock::mono_ns();
+        let mut t = Ticks {
+            start,
+            last_tick: start,
+            last_gap_poll: start,
+            last_end_check: start,
+            ended_at: None,
+            prev: HashMap::new(),
+            prev_drops: LayerDrops::default(),
+            prev_driver: self.driver_start.as_deref().map(attrib::driver_drops),
+        };
+        loop {
+            std::thread::sleep(STEP);
+            self.publish_live()?;
+            self.drain_kernel_loss();
+            let now = clock::mono_ns();
+            if now - t.last_gap_poll >= GAP_POLL.as_nanos() as u64 {
+                t.last_gap_poll = now;
+                self.poll_gaps()?;
+            }
+            let elapsed = Duration::from_nanos(now - start);
+            let snaps = self.interval(&mut t, now)?;
+            if sys::stop_requested() || self.p.time.is_some_and(|limit| elapsed >= limit) {
+                break;
+            }
+            if now - t.last_end_check >= END_CHECK.as_nanos() as u64 {
+                t.last_end_check = now;
+                if self.ended(&mut t, now, snaps)? {
+                    break;
+                }
+            }
+        }
+        Ok((start, clock::mono_ns()))
+    }
+
+    /// Both counters' snapshots, kernel first.
+    fn snap_all(&self) -> Result<Vec<(&'static str, Snapshot)>> {
         let mut v = Vec::new();
-        if let Some(k) = &kernel {
+        if let Some(k) = &self.kernel {
             v.push(("kernel", kernel_snapshot(k)?));
         }
-        if let Some(s) = socket {
+        if let Some(s) = &self.socket {
             v.push(("socket", s.snapshot()));
         }
         Ok(v)
-    };
+    }
 
-    // The drop tracer's counts by reason; kernel symbols (for NOT_SPECIFIED
-    // drops) are loaded once, when first needed.
-    let mut syms: Option<Symbols> = None;
-    // With `per_flow`, also what they charged to each flow's layers.
-    let mut tracer_counts =
-        |k: &KernelCounter, names: &ReasonNames, per_flow: bool| -> Result<(Vec<ReasonCount>, Vec<(FlowKey, LayerDrops)>)> {
-            let drops = k.drops()?;
-            if syms.is_none() && drops.keys().any(|d| d.location != 0) {
-                syms = Some(Symbols::load());
-            }
-            let symbol = |a| syms.as_ref().and_then(|s: &Symbols| s.lookup(a));
-            let flows = if per_flow { attrib::flow_drops(&drops, names, symbol) } else { Vec::new() };
-            Ok((attrib::reason_counts(&drops, names, symbol), flows))
-        };
-    let mut tracer_reasons =
-        |k: &KernelCounter, names: &ReasonNames| -> Result<Vec<ReasonCount>> { Ok(tracer_counts(k, names, false)?.0) };
+    /// The drop tracer's counts ([`tracer_counts`]); None without the kernel counter or the tracer.
+    fn tracer(&mut self, per_flow: bool) -> Result<Option<(Vec<ReasonCount>, Vec<(FlowKey, LayerDrops)>)>> {
+        match (&self.kernel, &self.reason_names) {
+            (Some(k), Some(names)) => Ok(Some(tracer_counts(k, names, &mut self.syms, per_flow)?)),
+            _ => Ok(None),
+        }
+    }
 
-    let start = clock::mono_ns();
-    let secs_since = |t: u64| (t - start) as f64 / 1e9;
-    let mut last_tick = start;
-    let mut prev: HashMap<&'static str, (u64, u64, i64)> = HashMap::new();
-    let mut prev_drops = LayerDrops::default();
-    let mut prev_driver = driver_start.as_deref().map(attrib::driver_drops);
-    let mut ended_at: Option<u64> = None;
-    let mut last_end_check = start;
-    let mut gaps = crate::igmp_timing::GapTracker::default();
-    let mut last_gap_poll = start;
-    let step = Duration::from_millis(50);
-    loop {
-        std::thread::sleep(step);
-        if let Some((l, _)) = &live
-            && l.wanted()
-        {
-            let reasons = match (&kernel, &reason_names) {
-                (Some(k), Some(names)) => Some(tracer_reasons(k, names)?),
-                _ => None,
-            };
-            let socket_drops = socket.as_ref().map(|s| s.view.lock().expect("socket view lock").drops);
-            l.publish(crate::prom::RecvLive { snaps: snap_all(&socket)?, socket_drops, reasons });
-        }
-        if let Some(k) = &kernel {
-            drain_kernel_loss(k);
-        }
-        let now = clock::mono_ns();
-        if now - last_gap_poll >= GAP_POLL.as_nanos() as u64 {
-            last_gap_poll = now;
-            let flows = match (&kernel, &socket) {
-                (Some(k), _) => k.flows()?,
-                (None, Some(s)) => s.snapshot().flows,
-                _ => Vec::new(),
-            };
-            if flows.len() <= MAX_GAP_FLOWS {
-                gaps.observe(&flows);
-            }
-        }
-        let elapsed = Duration::from_nanos(now - start);
-        let mut snaps = None;
-        if let Some(iv) = p.interval
-            && now - last_tick >= iv.as_nanos() as u64
-        {
-            let s = snap_all(&socket)?;
-            let drops = match (&kernel, &reason_names) {
-                (Some(k), Some(names)) => {
-                    let now_drops = LayerDrops::of(&tracer_reasons(k, names)?);
-                    let mut d = now_drops.since(&prev_drops);
-                    prev_drops = now_drops;
-                    let driver = sys::ethtool::stats(&p.iface.name).ok().map(|s| attrib::driver_drops(&s));
-                    d.driver = driver.zip(prev_driver).map(|(a, b)| a.saturating_sub(b));
-                    prev_driver = driver.or(prev_driver);
-                    Some(d)
+    /// Moves the kernel counter's new loss records into its loss book.
+    fn drain_kernel_loss(&mut self) {
+        let (book, loss_iv_ns) = (&mut self.kernel_loss, self.loss_iv_ns);
+        if let Some(k) = &self.kernel {
+            k.drain_loss(|r| {
+                if let Some(ev) = r.event() {
+                    book.apply(r.key, ev, r.rx_ns, loss_iv_ns);
                 }
-                _ => None,
-            };
-            interval_lines(&mut out, &s, drops, &mut prev, secs_since(last_tick), secs_since(now))?;
-            last_tick = now;
-            snaps = Some(s);
-        }
-        if sys::stop_requested() || p.time.is_some_and(|t| elapsed >= t) {
-            break;
-        }
-        if now - last_end_check >= END_CHECK.as_nanos() as u64 {
-            last_end_check = now;
-            // Stop once every flow any counter saw has ended, plus the grace.
-            let s = match snaps {
-                Some(s) => s,
-                None => snap_all(&socket)?,
-            };
-            let seen = s.iter().map(|(_, c)| c.flows.len()).max().unwrap_or(0);
-            let all_ended = seen > 0
-                && s.iter().all(|(_, c)| c.flows.iter().all(|(_, f)| f.ended != 0))
-                && (a.expect_flows == 0 || seen >= a.expect_flows as usize);
-            if !all_ended {
-                ended_at = None;
-            } else if ended_at.is_none() {
-                ended_at = Some(now);
-            }
-            if ended_at.is_some_and(|t| now - t >= p.grace.as_nanos() as u64) {
-                break;
-            }
+            });
         }
     }
-    let end = clock::mono_ns();
-    // A failed socket thread must not cost the kernel counter's summary:
-    // report what both counted, then the error.
-    let socket_error = socket.as_mut().and_then(|s| s.finish().err());
-    let finals = snap_all(&socket)?;
-    let socket_drops = socket.as_ref().map(|s| s.view.lock().expect("socket view lock").drops);
-    // The tracer's counts, read after the socket closed.
-    let (reasons, flow_drops) = match (&kernel, &reason_names) {
-        (Some(k), Some(names)) => {
-            let (r, f) = tracer_counts(k, names, true)?;
-            (Some(r), Some(f))
-        }
-        _ => (None, None),
-    };
-    let tracer_keys_full = match (&kernel, &reason_names) {
-        (Some(k), Some(_)) => Some(k.global(GlobalCounter::DropKeysFull)?),
-        _ => None,
-    };
-    if let Some((l, _)) = &live {
-        l.finish(crate::prom::RecvLive { snaps: finals.clone(), socket_drops, reasons: reasons.clone() });
-    }
-    let host_end = HostCounters::read(&p.iface.name);
-    let driver_end = sys::ethtool::stats(&p.iface.name).ok();
-    // --leave-window: leave, and count what still arrives (the kernel counter).
-    let leave = match (keep.take(), &kernel) {
-        (Some(fd), Some(k)) => {
-            let before = k.flows()?;
-            let at = clock::tai_ns();
-            for g in &p.groups {
-                match (p.source, p.iface.addr) {
-                    (Some(src), Some(ifa)) => net::leave_source(&fd, *g, src, ifa),
-                    _ => net::leave_group(&fd, *g, p.iface.index),
-                }
-                .with_context(|| format!("cannot leave {g} on {}", p.iface.name))?;
-            }
-            drop(fd);
-            let until = clock::mono_ns() + (a.leave_window * 1e9) as u64;
-            while clock::mono_ns() < until && !sys::stop_requested() {
-                std::thread::sleep(step.min(Duration::from_nanos(until.saturating_sub(clock::mono_ns()))));
-            }
-            let after = k.flows()?;
-            Some((at, clock::tai_ns(), before, after))
-        }
-        _ => None,
-    };
-    let kernel_mode = kernel.as_ref().map(|k| k.mode());
-    // The last loss records, and whether the ring buffer lost any.
-    let kernel_events_lost = match &kernel {
-        Some(k) => {
-            drain_kernel_loss(k);
-            Some(k.global(GlobalCounter::LossEventsLost)?)
-        }
-        None => None,
-    };
-    drop(kernel);
-    let socket_loss = socket.as_ref().map(|s| std::mem::take(&mut s.view.lock().expect("socket view lock").loss));
 
-    let local = clock::LocalClock { synced, ..clock::local() };
-    let duration = secs_since(end);
-    let mut worst: f64 = 0.0;
-    let mut reports: Vec<(&'static str, Vec<FlowReport>)> = Vec::new();
-    for (name, snap) in &finals {
-        let fragmented = |k: &FlowKey| snap.fragmented.iter().find(|(fk, _)| fk == k).map_or(0, |(_, n)| *n);
-        let flows: Vec<FlowReport> = snap
-            .flows
-            .iter()
-            .map(|(k, s)| FlowReport {
-                fragmented: (*name == "kernel").then(|| fragmented(k)),
-                ..output::flow_report(k, s, &local)
-            })
-            .collect();
-        worst = flows.iter().map(|f| f.loss_pct).fold(worst, f64::max);
-        let summary = RecvSummary {
-            role: "recv",
-            counter: name,
-            duration_s: duration,
-            foreign: snap.foreign,
-            flows: flows.clone(),
-            map_full: snap.map_full,
-            fragments: snap.fragments,
-            later_fragments: snap.later_fragments,
-            unmatched_fragments: snap.unmatched_fragments,
-            other_group: snap.other_group,
-            coalesced: snap.coalesced,
-            unwalked: snap.unwalked,
-        };
-        out.emit("summary", &summary)?;
-        out.human(&human_summary(&summary, if *name == "socket" { socket_drops } else { None }))?;
-        let book = if *name == "kernel" { Some(&kernel_loss) } else { socket_loss.as_ref() };
-        if let Some(book) = book {
-            let events_lost = if *name == "kernel" { kernel_events_lost } else { None };
-            out.emit("loss", &book.line(name, loss_iv_ns, events_lost))?;
-            let text = book.human(name);
-            if !text.is_empty() {
-                out.human(&text)?;
-            }
-            if events_lost.is_some_and(|n| n > 0) {
-                out.human(&format!(
-                    "warning: {} loss events found the kernel's ring buffer full: the lost ranges above are incomplete (the counts are exact)",
-                    events_lost.unwrap_or(0)
-                ))?;
-            }
+    /// Refreshes the live page's counters when a scrape waits for them.
+    fn publish_live(&mut self) -> Result<()> {
+        if !self.live.as_ref().is_some_and(|(l, _)| l.wanted()) {
+            return Ok(());
         }
-        reports.push((name, flows));
+        let reasons = self.tracer(false)?.map(|(r, _)| r);
+        let socket_drops = self.socket.as_ref().map(|s| s.view.lock().expect("socket view lock").drops);
+        let snaps = self.snap_all()?;
+        if let Some((l, _)) = &self.live {
+            l.publish(crate::prom::RecvLive { snaps, socket_drops, reasons });
+        }
+        Ok(())
     }
-    if let [(_, k), (_, s)] = reports.as_slice() {
-        out.human(&compare(k, s))?;
+
+    /// Samples the flows' arrival gaps (dropouts): the kernel counter's flows, else the socket's.
+    fn poll_gaps(&mut self) -> Result<()> {
+        let flows = match (&self.kernel, &self.socket) {
+            (Some(k), _) => k.flows()?,
+            (None, Some(s)) => s.snapshot().flows,
+            _ => Vec::new(),
+        };
+        if flows.len() <= MAX_GAP_FLOWS {
+            self.gaps.observe(&flows);
+        }
+        Ok(())
     }
-    // With --sink nothing reaches the stack: the waterfall ends at the
-    // driver, where the counter dropped what it counted.
-    if let Some(reasons) = reasons.or_else(|| p.sink.then(Vec::new)) {
+
+    /// At each --interval: the interval lines, with what each layer dropped since the last ones. Returns the
+    /// snapshots it took (None when no interval was due).
+    fn interval(&mut self, t: &mut Ticks, now: u64) -> Result<Option<Vec<(&'static str, Snapshot)>>> {
+        match self.p.interval {
+            Some(iv) if now - t.last_tick >= iv.as_nanos() as u64 => {}
+            _ => return Ok(None),
+        }
+        let s = self.snap_all()?;
+        let drops = match self.tracer(false)? {
+            Some((reasons, _)) => {
+                let now_drops = LayerDrops::of(&reasons);
+                let mut d = now_drops.since(&t.prev_drops);
+                t.prev_drops = now_drops;
+                let driver = sys::ethtool::stats(&self.p.iface.name).ok().map(|s| attrib::driver_drops(&s));
+                d.driver = driver.zip(t.prev_driver).map(|(a, b)| a.saturating_sub(b));
+                t.prev_driver = driver.or(t.prev_driver);
+                Some(d)
+            }
+            None => None,
+        };
+        let secs_since = |x: u64| (x - t.start) as f64 / 1e9;
+        let (t0, t1) = (secs_since(t.last_tick), secs_since(now));
+        interval_lines(&mut self.out, &s, drops, &mut t.prev, t0, t1)?;
+        t.last_tick = now;
+        Ok(Some(s))
+    }
+
+    /// Whether to stop: every flow any counter saw has ended (and, with --expect-flows, that many were seen),
+    /// --grace ago. `snaps`: this step's snapshots, if the interval took them.
+    fn ended(&self, t: &mut Ticks, now: u64, snaps: Option<Vec<(&'static str, Snapshot)>>) -> Result<bool> {
+        let s = match snaps {
+            Some(s) => s,
+            None => self.snap_all()?,
+        };
+        let seen = s.iter().map(|(_, c)| c.flows.len()).max().unwrap_or(0);
+        let all_ended = seen > 0
+            && s.iter().all(|(_, c)| c.flows.iter().all(|(_, f)| f.ended != 0))
+            && (self.a.expect_flows == 0 || seen >= self.a.expect_flows as usize);
+        if !all_ended {
+            t.ended_at = None;
+        } else if t.ended_at.is_none() {
+            t.ended_at = Some(now);
+        }
+        Ok(t.ended_at.is_some_and(|e| now - e >= self.p.grace.as_nanos() as u64))
+    }
+
+    /// After the loop: the socket counter stopped (a failure is kept for after the summaries, so it does not cost
+    /// the kernel counter's), the final counts, the live page's last values, --leave-window, the last loss
+    /// records; the kernel counter detached.
+    fn finish(&mut self) -> Result<Finals> {
+        let socket_error = self.socket.as_mut().and_then(|s| s.finish().err());
+        let snaps = self.snap_all()?;
+        let socket_drops = self.socket.as_ref().map(|s| s.view.lock().expect("socket view lock").drops);
+        // The tracer's counts, read after the socket closed.
+        let (reasons, flow_drops) = match self.tracer(true)? {
+            Some((r, f)) => (Some(r), Some(f)),
+            None => (None, None),
+        };
+        let tracer_keys_full = match (&self.kernel, &self.reason_names) {
+            (Some(k), Some(_)) => Some(k.global(GlobalCounter::DropKeysFull)?),
+            _ => None,
+        };
+        if let Some((l, _)) = &self.live {
+            l.finish(crate::prom::RecvLive { snaps: snaps.clone(), socket_drops, reasons: reasons.clone() });
+        }
+        let host_end = HostCounters::read(&self.p.iface.name);
+        let driver_end = sys::ethtool::stats(&self.p.iface.name).ok();
+        let leave = self.leave_window()?;
+        let kernel_mode = self.kernel.as_ref().map(|k| k.mode());
+        // The last loss records, and whether the ring buffer lost any.
+        self.drain_kernel_loss();
+        let kernel_events_lost = match &self.kernel {
+            Some(k) => Some(k.global(GlobalCounter::LossEventsLost)?),
+            None => None,
+        };
+        self.kernel = None;
+        let socket_loss = self.socket.as_ref().map(|s| std::mem::take(&mut s.view.lock().expect("socket view lock").loss));
+        Ok(Finals {
+            socket_error,
+            snaps,
+            socket_drops,
+            reasons,
+            flow_drops,
+            tracer_keys_full,
+            host_end,
+            driver_end,
+            leave,
+            kernel_mode,
+            kernel_events_lost,
+            socket_loss,
+        })
+    }
+
+    /// --leave-window: leaves the group(s) and keeps the kernel counter counting what still arrives.
+    fn leave_window(&mut self) -> Result<Option<Left>> {
+        let (Some(fd), Some(k)) = (self.keep.take(), &self.kernel) else {
+            return Ok(None);
+        };
+        let p = &self.p;
+        let before = k.flows()?;
+        let at = clock::tai_ns();
+        for g in &p.groups {
+            match (p.source, p.iface.addr) {
+                (Some(src), Some(ifa)) => net::leave_source(&fd, *g, src, ifa),
+                _ => net::leave_group(&fd, *g, p.iface.index),
+            }
+            .with_context(|| format!("cannot leave {g} on {}", p.iface.name))?;
+        }
+        drop(fd);
+        let until = clock::mono_ns() + (self.a.leave_window * 1e9) as u64;
+        while clock::mono_ns() < until && !sys::stop_requested() {
+            std::thread::sleep(STEP.min(Duration::from_nanos(until.saturating_sub(clock::mono_ns()))));
+        }
+        let after = k.flows()?;
+        Ok(Some((at, clock::tai_ns(), before, after)))
+    }
+
+    /// The summaries, the layers (with --sink they end at the driver, where the counter dropped what it
+    /// counted), the IGMP timing; then the socket counter's failure, or --max-loss's verdict.
+    fn report(mut self, mut f: Finals, duration: f64) -> Result<ExitCode> {
+        let worst = self.summaries(&f, duration)?;
+        if let Some(reasons) = f.reasons.take().or_else(|| self.p.sink.then(Vec::new)) {
+            self.layers(&f, reasons, duration)?;
+        }
+        self.igmp(&f)?;
+        if let Some(e) = f.socket_error {
+            return Err(e.context("the socket counter failed (the summaries above are up to that point)"));
+        }
+        if let Some(max) = self.a.max_loss
+            && worst > max
+        {
+            self.out.human(&format!("loss {worst:.3} % exceeds --max-loss {max} %"))?;
+            return Ok(ExitCode::from(1));
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// Each counter's summary record (and human form) and its loss records; with both counters, their comparison.
+    /// Returns the worst flow's loss (%).
+    fn summaries(&mut self, f: &Finals, duration: f64) -> Result<f64> {
+        let local = clock::LocalClock { synced: self.synced, ..clock::local() };
+        let mut worst: f64 = 0.0;
+        let mut reports: Vec<(&'static str, Vec<FlowReport>)> = Vec::new();
+        for (name, snap) in &f.snaps {
+            let fragmented = |k: &FlowKey| snap.fragmented.iter().find(|(fk, _)| fk == k).map_or(0, |(_, n)| *n);
+            let flows: Vec<FlowReport> = snap
+                .flows
+                .iter()
+                .map(|(k, s)| FlowReport {
+                    fragmented: (*name == "kernel").then(|| fragmented(k)),
+                    ..output::flow_report(k, s, &local)
+                })
+                .collect();
+            worst = flows.iter().map(|f| f.loss_pct).fold(worst, f64::max);
+            let summary = RecvSummary {
+                role: "recv",
+                counter: name,
+                duration_s: duration,
+                foreign: snap.foreign,
+                flows: flows.clone(),
+                map_full: snap.map_full,
+                fragments: snap.fragments,
+                later_fragments: snap.later_fragments,
+                unmatched_fragments: snap.unmatched_fragments,
+                other_group: snap.other_group,
+                coalesced: snap.coalesced,
+                unwalked: snap.unwalked,
+            };
+            self.out.emit("summary", &summary)?;
+            self.out.human(&human_summary(&summary, if *name == "socket" { f.socket_drops } else { None }))?;
+            let book = if *name == "kernel" { Some(&self.kernel_loss) } else { f.socket_loss.as_ref() };
+            if let Some(book) = book {
+                let events_lost = if *name == "kernel" { f.kernel_events_lost } else { None };
+                self.out.emit("loss", &book.line(name, self.loss_iv_ns, events_lost))?;
+                let text = book.human(name);
+                if !text.is_empty() {
+                    self.out.human(&text)?;
+                }
+                if events_lost.is_some_and(|n| n > 0) {
+                    self.out.human(&format!(
+                        "warning: {} loss events found the kernel's ring buffer full: the lost ranges above are incomplete (the counts are exact)",
+                        events_lost.unwrap_or(0)
+                    ))?;
+                }
+            }
+            reports.push((name, flows));
+        }
+        if let [(_, k), (_, s)] = reports.as_slice() {
+            self.out.human(&compare(k, s))?;
+        }
+        Ok(worst)
+    }
+
+    /// The loss waterfall from both counters, the drop tracer's `reasons`, the host and driver counters.
+    fn layers(&mut self, f: &Finals, reasons: Vec<ReasonCount>, duration: f64) -> Result<()> {
+        let finals = &f.snaps;
         let total = |name: &str| finals.iter().find(|(n, _)| *n == name).map(|(_, s)| s.flows.as_slice()).unwrap_or_default();
         let sum = |flows: &[(FlowKey, FlowState)], f: fn(&FlowState) -> u64| flows.iter().map(|(_, s)| f(s)).sum::<u64>();
         let (kf, sf) = (total("kernel"), total("socket"));
@@ -672,65 +881,61 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
             path_lost: sum(kf, |s| s.lost),
             path_duplicates: sum(kf, |s| s.duplicates + s.stale),
             read: sum(sf, |s| s.received),
-            so_rxq_ovfl: socket_drops.unwrap_or(0),
+            so_rxq_ovfl: f.socket_drops.unwrap_or(0),
             fragments: finals
                 .iter()
                 .find(|(n, _)| *n == "kernel")
                 .map_or(0, |(_, s)| s.fragmented.iter().map(|(_, n)| n).sum()),
             // The program drops every datagram it counted in a flow (a
             // fragmented one with all its matched fragments).
-            sunk: if p.sink { sum(kf, |s| s.received) } else { 0 },
+            sunk: if self.p.sink { sum(kf, |s| s.received) } else { 0 },
         };
-        let mut layers = attrib::layers(&m, reasons, host_end.since(&host_start));
-        if kernel_mode == Some("tc") {
+        let mut layers = attrib::layers(&m, reasons, f.host_end.since(&self.host_start));
+        if f.kernel_mode == Some("tc") {
             layers.counted_at = "tc ingress";
         }
-        if let Some(names) = &reason_names {
+        if let Some(names) = &self.reason_names {
             layers.drop_reasons = names.available();
         }
-        if let (Some(a), Some(b)) = (&driver_start, &driver_end) {
+        if let (Some(a), Some(b)) = (&self.driver_start, &f.driver_end) {
             let (driver, other) = attrib::driver_layer(a, b);
             (layers.driver, layers.ethtool) = (Some(driver), Some(other));
         }
         let counted = |name: &str| finals.iter().find(|(n, _)| *n == name).map(|(_, s)| s.flows.as_slice());
         let fragmented = finals.iter().find(|(n, _)| *n == "kernel").map(|(_, s)| s.fragmented.as_slice());
-        layers.flows = attrib::flow_layers(counted("kernel"), counted("socket"), fragmented, flow_drops.as_deref());
-        layers.tracer_keys_full = tracer_keys_full.unwrap_or(0);
-        out.human(&attrib::human(&layers))?;
-        out.emit("summary", &LayersSummary { role: "recv", counter: "layers", duration_s: duration, layers })?;
+        layers.flows = attrib::flow_layers(counted("kernel"), counted("socket"), fragmented, f.flow_drops.as_deref());
+        layers.tracer_keys_full = f.tracer_keys_full.unwrap_or(0);
+        self.out.human(&attrib::human(&layers))?;
+        self.out.emit("summary", &LayersSummary { role: "recv", counter: "layers", duration_s: duration, layers })?;
+        Ok(())
     }
-    {
-        let (counter, flows) = finals
+
+    /// The IGMP timing record: join to first datagram, the queries seen, the gaps, --leave-window's leave.
+    fn igmp(&mut self, f: &Finals) -> Result<()> {
+        let (counter, flows) = f
+            .snaps
             .iter()
             .find(|(n, _)| *n == "kernel")
-            .or(finals.first())
+            .or(f.snaps.first())
             .map(|(n, s)| (*n, s.flows.as_slice()))
             .unwrap_or(("none", &[]));
-        let (queries, unavailable) = match query_watch {
-            Ok(w) => (w.finish(), None),
-            Err(e) => (Vec::new(), Some(e)),
+        let (queries, unavailable) = match self.query_watch.take() {
+            Some(Ok(w)) => (w.finish(), None),
+            Some(Err(e)) => (Vec::new(), Some(e)),
+            None => (Vec::new(), None), // taken once, here
         };
-        let l = leave.as_ref().map(|(at, end, before, after)| crate::igmp_timing::Leave {
+        let l = f.leave.as_ref().map(|(at, end, before, after)| crate::igmp_timing::Leave {
             at_ns: *at,
             window_end_ns: *end,
             before,
             after,
         });
-        let mut r = crate::igmp_timing::report(counter, &p.groups, join_ns, flows, &queries, &gaps.gaps, l.as_ref());
+        let mut r = crate::igmp_timing::report(counter, &self.p.groups, self.join_ns, flows, &queries, &self.gaps.gaps, l.as_ref());
         r.queries_unavailable = unavailable;
-        out.emit("igmp", &r)?;
-        out.human(&crate::igmp_timing::human(&r))?;
+        self.out.emit("igmp", &r)?;
+        self.out.human(&crate::igmp_timing::human(&r))?;
+        Ok(())
     }
-    if let Some(e) = socket_error {
-        return Err(e.context("the socket counter failed (the summaries above are up to that point)"));
-    }
-    if let Some(max) = a.max_loss
-        && worst > max
-    {
-        out.human(&format!("loss {worst:.3} % exceeds --max-loss {max} %"))?;
-        return Ok(ExitCode::from(1));
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn interval_lines(

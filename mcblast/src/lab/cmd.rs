@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 use super::topo::{Fabric, IgmpConfig, LabSpec, Placement, Preset, Topology, default_membership_cs};
-use super::{Lab, LabConfig, SWITCH, down_counted, prefix_from_env, require_root};
-use crate::cli::{LabCommand, LabFabric, LabImpairArgs, LabPlacement, LabPreset, LabUpArgs, OnOff};
+use super::{Lab, LabConfig, OnOff, SWITCH, down_counted, prefix_from_env, require_root};
+use crate::cli::{LabCommand, LabFabric, LabImpairArgs, LabPlacement, LabPreset, LabUpArgs};
 use crate::output::Printer;
 
 /// Runs a lab command. The prefix comes from `$MCBLAST_LAB_PREFIX` (default `mcb-`).

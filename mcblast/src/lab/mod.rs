@@ -68,6 +68,13 @@ pub use topo::{
     tunnel_port, underlay_addr,
 };
 
+/// A switch the user turns on or off (`lab up --snooping`, `--querier`, `--flood-unregistered`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
 /// Namespace-name prefix used when none is given.
 pub const DEFAULT_PREFIX: &str = "mcb-";
 /// Environment variable the CLI reads the prefix from (for tests and parallel labs).

@@ -96,7 +96,7 @@ pub struct OvnArgs {
     pub profile: Option<Profile>,
     /// --fabric ovn: mcast_flood_unregistered, flood groups nobody joined (default off).
     #[arg(long, value_enum)]
-    pub flood_unregistered: Option<crate::cli::OnOff>,
+    pub flood_unregistered: Option<super::OnOff>,
     /// --fabric ovn: mcast_table_size, most groups per switch (default 2048).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=32766))]
     pub mcast_table_size: Option<u32>,
@@ -144,7 +144,7 @@ impl OvnSettings {
             s.querier = if querier_given { s.querier } else { false };
         }
         s.encap = a.encap.unwrap_or(s.encap);
-        s.flood_unregistered = a.flood_unregistered.map_or(s.flood_unregistered, |x| x == crate::cli::OnOff::On);
+        s.flood_unregistered = a.flood_unregistered.map_or(s.flood_unregistered, |x| x == super::OnOff::On);
         s.table_size = a.mcast_table_size.unwrap_or(s.table_size);
         s.query_max_response_s = a.query_max_response.unwrap_or(s.query_max_response_s);
         s

@@ -73,11 +73,11 @@ pub fn deployed_path(mcblast_path: &str, target: &str) -> String {
 /// their `mcblast_path` at it; one line per host, an error if any failed.
 pub fn deploy(hosts: &mut Hosts) -> Result<()> {
     let exe = std::fs::read("/proc/self/exe").context("reading this program (/proc/self/exe) to deploy it")?;
-    let tag = build_tag(crate::cli::VERSION, Some(fnv1a(&exe)));
+    let tag = build_tag(crate::version::VERSION, Some(fnv1a(&exe)));
     let mb = exe.len() as f64 / 1e6;
     drop(exe);
     let all: Vec<&mut Host> = std::iter::once(&mut hosts.sender).chain(hosts.receivers.iter_mut()).collect();
-    let (v, n) = (crate::cli::VERSION, all.len());
+    let (v, n) = (crate::version::VERSION, all.len());
     eprintln!("mcblast run: deploying mcblast {v} ({mb:.1} MB) to {n} host(s) where it is missing");
     let results: Vec<Result<String>> = std::thread::scope(|s| {
         let ts: Vec<_> = all.iter().map(|h| s.spawn(|| deploy_one(h, &tag))).collect();

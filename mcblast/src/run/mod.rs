@@ -208,7 +208,7 @@ fn prepare_hosts(h: &mut Hosts, deploy: bool) -> Result<()> {
 /// that is unreachable, lacks mcblast or runs another build, then an error.
 fn check_hosts(h: &Hosts) -> Result<()> {
     let nodes: Vec<Node> = std::iter::once(&h.sender).chain(&h.receivers).map(Node::ssh).collect();
-    eprintln!("mcblast run: checking mcblast {} on {} host(s) over ssh", crate::cli::VERSION, nodes.len());
+    eprintln!("mcblast run: checking mcblast {} on {} host(s) over ssh", crate::version::VERSION, nodes.len());
     let limit = Duration::from_secs(40);
     let bad: Vec<String> = std::thread::scope(|s| {
         let hs: Vec<_> = nodes.iter().map(|n| s.spawn(move || n.check_version(limit))).collect();

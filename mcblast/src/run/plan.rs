@@ -486,7 +486,7 @@ fn resolve(f: PlanFile, file: &str, profile: Option<&str>, default_prefix: &str)
         })?,
     };
     let group = f.group.unwrap_or(Ipv4Addr::new(239, 0, 0, 1));
-    crate::cli::check_groups(&[group]).with_context(|| format!("{file}: group"))?;
+    crate::mcast::check_groups(&[group]).with_context(|| format!("{file}: group"))?;
     let hosts = match &f.hosts {
         None => None,
         Some(h) => {

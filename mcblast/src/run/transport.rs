@@ -199,8 +199,8 @@ impl Node {
         let prog = self.program();
         Ok(match code {
             Some(0) => match out.lines().next().and_then(|l| l.trim().strip_prefix("mcblast ")) {
-                Some(v) if v == crate::cli::VERSION => Version::Same,
-                Some(v) => Version::Other(format!("{name}: mcblast {v} but this is {}", crate::cli::VERSION)),
+                Some(v) if v == crate::version::VERSION => Version::Same,
+                Some(v) => Version::Other(format!("{name}: mcblast {v} but this is {}", crate::version::VERSION)),
                 None => Version::Other(format!(
                     "{name}: `{prog} --version` printed {:?}, not mcblast's version (set mcblast_path to the mcblast binary)",
                     out.lines().next().unwrap_or("").trim()

@@ -47,6 +47,35 @@ pub const SNDBUF: usize = 4 << 20;
 /// How long a send may block on a full socket buffer before it counts as EAGAIN.
 pub const SEND_TIMEOUT: Duration = Duration::from_millis(200);
 
+/// The engine the user asks for (`send --engine`); `Auto` is resolved in the plan.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Socket,
+    Mmsg,
+    /// UDP GSO (UDP_SEGMENT): one sendmsg carries up to 64 datagrams.
+    Gso,
+    /// io_uring batched sendmsg (zero-copy send with --zerocopy).
+    Uring,
+    /// AF_XDP: whole frames through a UMEM and TX ring (zero-copy where the driver can).
+    Xdp,
+    /// The fastest engine this machine and interface support, by probing.
+    Auto,
+}
+
+impl Engine {
+    /// The name the user types and the reports print.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Socket => "socket",
+            Engine::Mmsg => "mmsg",
+            Engine::Gso => "gso",
+            Engine::Uring => "uring",
+            Engine::Xdp => "xdp",
+            Engine::Auto => "auto",
+        }
+    }
+}
+
 /// Runs `mcblast send`.
 pub fn run(args: SendArgs) -> Result<ExitCode> {
     let plan = Plan::resolve(&args, &plan::System)?;
@@ -75,7 +104,7 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
 
     // The xdp engine's AF_XDP sockets, one per worker, before anything is sent.
     let (mut xdp, xdp_mode) = match plan.engine {
-        crate::cli::Engine::Xdp => {
+        Engine::Xdp => {
             let (setups, mode) = engine::xdp::open_all(&plan, &src_ports)?;
             (setups.into_iter().map(Some).collect(), Some(mode.name()))
         }

@@ -6,11 +6,11 @@ use std::net::Ipv4Addr;
 use anyhow::{Result, bail};
 use mcblast_common::wire::HEADER_LEN;
 
-use crate::cli::{self, SendArgs};
+use super::Engine;
+use crate::cli::SendArgs;
 use crate::iface::Iface;
 
-/// IPv4 (20) + UDP (8) header bytes around a datagram.
-pub const IP_UDP_OVERHEAD: usize = 28;
+pub use crate::mcast::IP_UDP_OVERHEAD;
 /// The largest UDP payload in an IPv4 packet.
 pub const MAX_DATAGRAM: usize = 65_535 - IP_UDP_OVERHEAD;
 /// The kernel's limit on messages per `sendmmsg` (UIO_MAXIOV).
@@ -96,7 +96,7 @@ pub struct WorkerPlan {
 #[derive(Debug, Clone)]
 pub struct Plan {
     /// The engine the workers run: never `Auto` (resolved by probing).
-    pub engine: cli::Engine,
+    pub engine: Engine,
     /// Why `auto` chose `engine` (None when the user named the engine).
     pub engine_reason: Option<String>,
     /// uring engine: zero-copy sends.
@@ -183,8 +183,7 @@ fn resolve_engine(
     host: &dyn Host,
     iface: Option<&str>,
     mtu: Option<u32>,
-) -> Result<(cli::Engine, Option<String>)> {
-    use cli::Engine;
+) -> Result<(Engine, Option<String>)> {
     if a.zerocopy && !matches!(a.engine, Engine::Uring | Engine::Auto) {
         bail!("--zerocopy applies to the uring engine only: use --engine uring --zerocopy, or leave out --zerocopy");
     }
@@ -214,7 +213,7 @@ impl Plan {
     /// Resolves the flags against the machine, or says what is wrong.
     pub fn resolve(a: &SendArgs, host: &dyn Host) -> Result<Plan> {
         let c = &a.common;
-        cli::check_groups(&c.groups)?;
+        crate::mcast::check_groups(&c.groups)?;
         if c.groups.is_empty() {
             bail!("no multicast group: give one with -g, e.g. -g 239.0.0.1");
         }
@@ -394,6 +393,7 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli;
     use clap::Parser;
 
     struct Fake {

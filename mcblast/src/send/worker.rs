@@ -15,7 +15,6 @@ use super::counters::{Counts, FlowCounter, WorkerCounters};
 use super::engine::xdp::XdpSetup;
 use super::engine::{Engine, FlowSocket, GsoEngine, MmsgEngine, SocketEngine, Template, UringEngine, XdpEngine};
 use super::pacer::{PaceStats, Pacer, Step, batch_len, quantum};
-use crate::cli;
 use crate::clock::mono_ns;
 use crate::sys::send::{pin_current_thread, set_timer_slack_ns, sleep_until_mono};
 
@@ -66,7 +65,7 @@ pub struct Worker {
     pub cpu: Option<usize>,
     /// This worker's datagrams/s (None: flat out).
     pub pps: Option<f64>,
-    pub engine: cli::Engine,
+    pub engine: super::Engine,
     pub batch: usize,
     /// uring engine: zero-copy sends.
     pub zerocopy: bool,
@@ -197,17 +196,17 @@ impl Worker {
         let ids: Vec<u32> = flows.iter().map(|f| f.id).collect();
         let ctx = Ctx { index, pps, batch, count, duration_ns, length: template.length as u64, ids, counters, flow_sent, abort };
         match engine {
-            cli::Engine::Socket => ctx.go(SocketEngine::new(flows, template), ready, start),
-            cli::Engine::Mmsg => ctx.go(MmsgEngine::new(flows, template, batch), ready, start),
-            cli::Engine::Xdp => match xdp {
+            super::Engine::Socket => ctx.go(SocketEngine::new(flows, template), ready, start),
+            super::Engine::Mmsg => ctx.go(MmsgEngine::new(flows, template, batch), ready, start),
+            super::Engine::Xdp => match xdp {
                 Some(x) => ctx.go(XdpEngine::new(flows, template, x), ready, start),
                 None => {
                     let _ = ready.send((index, Err(format!("worker {index}: no AF_XDP socket was opened for it"))));
                     idle
                 }
             },
-            cli::Engine::Gso => ctx.go(GsoEngine::new(flows, template, batch, index), ready, start),
-            cli::Engine::Uring => match UringEngine::new(flows, template, batch, zerocopy, index) {
+            super::Engine::Gso => ctx.go(GsoEngine::new(flows, template, batch, index), ready, start),
+            super::Engine::Uring => match UringEngine::new(flows, template, batch, zerocopy, index) {
                 Ok(e) => ctx.go(e, ready, start),
                 Err(e) => {
                     let _ = ready.send((index, Err(format!("worker {index}: cannot set up io_uring: {e}; use --engine mmsg"))));
@@ -215,7 +214,7 @@ impl Worker {
                 }
             },
             // The plan resolves auto before any worker starts.
-            cli::Engine::Auto => {
+            super::Engine::Auto => {
                 let _ = ready.send((index, Err("internal error: engine auto was not resolved".into())));
                 idle
             }
