@@ -37,6 +37,27 @@ pub fn bucket(ns: i64) -> usize {
     1 + (((msb - MIN_SHIFT) as usize) << SUB_BITS) + sub
 }
 
+/// Powers of two a bucket can lie in: below 2^10 ns, each of 2^10 … 2^35,
+/// and 2^36 ns and up.
+pub const OCTAVES: usize = 2 + (MAX_SHIFT - MIN_SHIFT + 1) as usize;
+
+/// The power of two bucket `b` lies in: 0 below 2^10 ns, `k` for
+/// [2^(9+k), 2^(10+k)) ns, `OCTAVES − 1` from 2^36 ns on. Every value of
+/// `b` is below [`octave_upper_ns`] of it: coarse buckets that the fine
+/// ones nest in exactly.
+pub fn octave(b: usize) -> usize {
+    match b {
+        0 => 0,
+        b if b >= BUCKETS - 1 => OCTAVES - 1,
+        b => 1 + ((b - 1) >> SUB_BITS),
+    }
+}
+
+/// One past the largest value (ns) of an octave; None for the last (open-ended).
+pub fn octave_upper_ns(o: usize) -> Option<i64> {
+    (o + 1 < OCTAVES).then(|| 1i64 << (MIN_SHIFT as usize + o))
+}
+
 /// Counts `ns` in `hist`.
 ///
 /// The eBPF verifier must see the index bounded before it touches the map
@@ -129,6 +150,17 @@ mod tests {
             let (lo, hi) = (lower_ns(b), upper_ns(b));
             assert!(hi > lo && (hi - lo) * 16 <= lo, "bucket {b}: {lo}..{hi}");
             assert_eq!((bucket(lo), bucket(hi - 1), bucket(hi)), (b, b, b + 1));
+        }
+    }
+
+    #[test]
+    fn octaves_hold_their_buckets() {
+        assert_eq!(OCTAVES, 28);
+        assert_eq!((octave_upper_ns(0), octave_upper_ns(26), octave_upper_ns(27)), (Some(1024), Some(1 << 36), None));
+        for b in 0..BUCKETS {
+            let o = octave(b);
+            assert!(octave_upper_ns(o).is_none_or(|up| upper_ns(b) <= up), "bucket {b} above octave {o}");
+            assert!(o == 0 || octave_upper_ns(o - 1).is_some_and(|up| lower_ns(b) >= up), "bucket {b} below octave {o}");
         }
     }
 

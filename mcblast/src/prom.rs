@@ -375,13 +375,11 @@ fn build_info(p: &mut Page) {
 /// `le`); the first also holds negative delays (unsynchronised clocks). The
 /// one place the page's bounds come from.
 pub fn le_buckets(hist: &[u64]) -> Vec<(f64, u64)> {
-    use mcblast_common::hist::{MAX_SHIFT, MIN_SHIFT, upper_ns};
-    let mut out: Vec<(f64, u64)> = (MIN_SHIFT..=MAX_SHIFT + 1).map(|k| ((1u64 << k) as f64 / 1e9, 0)).collect();
-    out.push((f64::INFINITY, 0));
-    for (b, &n) in hist.iter().enumerate().filter(|(_, n)| **n > 0) {
-        let up = upper_ns(b) as f64 / 1e9;
-        let j = out.iter().position(|(le, _)| up <= *le).unwrap_or(out.len() - 1);
-        out[j].1 += n;
+    use mcblast_common::hist::{OCTAVES, octave, octave_upper_ns};
+    let mut out: Vec<(f64, u64)> =
+        (0..OCTAVES).map(|o| (octave_upper_ns(o).map_or(f64::INFINITY, |ns| ns as f64 / 1e9), 0)).collect();
+    for (b, &n) in hist.iter().enumerate() {
+        out[octave(b)].1 += n;
     }
     out
 }
