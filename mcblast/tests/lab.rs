@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use mcblast::lab::{self, Lab, LabConfig, MdbEntry};
 mod common;
+use common::namespaces;
 use common::raw::Stream;
 
 /// False (after saying the test is skipped) when not privileged.
@@ -36,15 +37,6 @@ impl Drop for Cleanup {
 }
 
 /// Namespaces whose name starts with `prefix`, from `ip netns list`.
-fn namespaces(prefix: &str) -> BTreeSet<String> {
-    let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(prefix))
-        .map(str::to_string)
-        .collect()
-}
 
 fn set(prefix: &str, names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|n| format!("{prefix}{n}")).collect()

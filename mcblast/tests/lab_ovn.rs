@@ -246,7 +246,6 @@ fn lab_down_removes_everything_after_kill_9() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(daemons(), Vec::<String>::new());
     assert!(!dir.exists(), "{} still exists", dir.display());
-    let ns = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
-    let left: Vec<String> = String::from_utf8_lossy(&ns.stdout).lines().filter(|l| l.starts_with(&prefix)).map(str::to_string).collect();
+    let left = common::namespaces(&prefix);
     assert!(left.is_empty(), "namespaces left: {left:?}");
 }

@@ -16,6 +16,7 @@ use mcblast::lab::{self, Fabric, IgmpConfig, Lab, LabConfig, LabSpec, Placement,
 use common::raw::{Seqs, Stream};
 
 mod common;
+use common::namespaces;
 use common::{serial, snmp};
 
 /// False (after saying the test is skipped) when not privileged.
@@ -52,15 +53,6 @@ impl Drop for Cleanup {
     }
 }
 
-fn namespaces(prefix: &str) -> BTreeSet<String> {
-    let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(prefix))
-        .map(str::to_string)
-        .collect()
-}
 
 fn ok(out: Output) -> String {
     assert!(out.status.success(), "command failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));

@@ -286,16 +286,6 @@ fn alive(pid: u32) -> bool {
     mcblast::sys::proc::state_and_group(pid).is_some_and(|(s, _)| s != 'Z')
 }
 
-fn namespaces_of(prefix: &str) -> Vec<String> {
-    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(prefix))
-        .map(str::to_string)
-        .collect()
-}
-
 /// `kill -9` of `mcblast run` while the sender sends, with an impairment
 /// attached: within 10 s its reaper has stopped the receivers and the
 /// sender, removed the lab's namespaces and pinned programs, and exited.
@@ -342,7 +332,7 @@ fn killed_run_leaves_nothing() {
     assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(libc::SIGKILL));
     let left = loop {
         let left: Vec<String> = procs.iter().filter(|&&p| alive(p)).map(|&p| format!("{p} {}", cmdline(p))).collect();
-        let ns = namespaces_of(&prefix);
+        let ns = common::namespaces(&prefix);
         let clean = left.is_empty() && ns.is_empty() && !lab_dir(&prefix).exists();
         if clean || killed.elapsed() > Duration::from_secs(10) {
             break (left, ns);
@@ -350,7 +340,7 @@ fn killed_run_leaves_nothing() {
         std::thread::sleep(Duration::from_millis(100));
     };
     let err = err.join().unwrap();
-    assert_eq!(left, (Vec::new(), Vec::new()), "processes or namespaces outlived the run by 10 s: {err}");
+    assert_eq!(left, (Vec::new(), Default::default()), "processes or namespaces outlived the run by 10 s: {err}");
     assert!(!lab_dir(&prefix).exists(), "the impairment's pins outlived the run");
     assert!(!alive(reaper), "the reaper exits when done");
     assert!(err.contains("ended without cleaning up") && err.contains(&prefix), "{err}");

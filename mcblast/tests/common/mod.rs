@@ -339,3 +339,14 @@ pub fn lost_seqs(lines: &[Value], counter: &str) -> (std::collections::BTreeSet<
     }
     (set, l)
 }
+
+/// The network namespaces whose name starts with `prefix` (`ip netns list`).
+pub fn namespaces(prefix: &str) -> std::collections::BTreeSet<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
