@@ -307,37 +307,29 @@ fn leftovers() -> Vec<String> {
             .filter(|l| l.contains("prog/xdp") || l.contains(" xdp"))
             .map(|l| format!("XDP program still attached: {}", l.trim())),
     );
-    // The sshds of the ssh test (their config is in its temp directory).
-    v.extend(
-        output(Command::new("ps").args(["-eo", "pid=,args="]))
-            .lines()
-            .filter(|l| l.contains("sshd") && l.contains("mcblast-ssh-test-"))
-            .map(|l| format!("sshd still running: {}", l.trim())),
-    );
-    // The Prometheus server of the Prometheus test (its config and storage are in its temp directory).
-    v.extend(
-        output(Command::new("ps").args(["-eo", "pid=,args="]))
-            .lines()
-            .filter(|l| l.contains("prometheus") && l.contains("mcblast-prom-test-"))
-            .map(|l| format!("prometheus still running: {}", l.trim())),
-    );
-    // The OVN lab's daemons (run from its directory under /run/mcblast-ovn) and that directory.
-    v.extend(
-        output(Command::new("ps").args(["-eo", "pid=,args="]))
-            .lines()
-            .filter(|l| l.contains("/run/mcblast-ovn/"))
-            .map(|l| format!("OVN/OVS daemon of a lab still running: {}", l.trim())),
-    );
+    // Processes the tests start, by what their command lines hold: the ssh
+    // test's sshds and the Prometheus test's server (config in their temp
+    // directories), the OVN lab's daemons (run from /run/mcblast-ovn), and
+    // what `mcblast run` starts (its reaper, and receivers and senders that
+    // stop when the run's pipe closes).
+    let ours = |l: &str| -> Option<&str> {
+        if l.contains("sshd") && l.contains("mcblast-ssh-test-") {
+            Some("sshd")
+        } else if l.contains("prometheus") && l.contains("mcblast-prom-test-") {
+            Some("prometheus")
+        } else if l.contains("/run/mcblast-ovn/") {
+            Some("OVN/OVS daemon of a lab")
+        } else if l.contains("mcblast") && (l.contains(" run-reaper ") || l.contains(" --stop-on-stdin-eof ")) {
+            Some("mcblast run's process")
+        } else {
+            None
+        }
+    };
+    let ps = output(Command::new("ps").args(["-eo", "pid=,args="]));
+    v.extend(ps.lines().filter_map(|l| ours(l).map(|what| format!("{what} still running: {}", l.trim()))));
     if let Ok(dirs) = std::fs::read_dir("/run/mcblast-ovn") {
         v.extend(dirs.flatten().map(|d| format!("OVN lab directory {}", d.path().display())));
     }
-    // What `mcblast run` starts: its reaper, and receivers and senders that stop when the run's pipe closes.
-    v.extend(
-        output(Command::new("ps").args(["-eo", "pid=,args="]))
-            .lines()
-            .filter(|l| l.contains("mcblast") && (l.contains(" run-reaper ") || l.contains(" --stop-on-stdin-eof ")))
-            .map(|l| format!("mcblast run's process still running: {}", l.trim())),
-    );
     // The receiver's drop tracer (tp_btf kfree_skb) and its counter at tc
     // ingress (tcx), when bpftool is there to list programs.
     if let Ok(out) = Command::new("bpftool").args(["prog", "show"]).output() {
