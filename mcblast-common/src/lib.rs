@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 pub mod hist;
+pub mod iperf2;
 pub mod maps;
 pub mod tracker;
 pub mod wire;

@@ -52,8 +52,9 @@ pub struct FlowEntry<L: Copy> {
 pub struct Config {
     /// UDP destination port to count, host byte order.
     pub port: u16,
-    pub _pad: u16,
-    /// Non-zero: only this run id is counted; others are foreign.
+    /// What the datagrams on the port are: [`FORMAT_MCBLAST`] or [`FORMAT_IPERF2`].
+    pub format: u16,
+    /// Non-zero: only this run id is counted; others are foreign (mcblast format).
     pub run_filter: u32,
     /// Non-zero: drop counted mcblast datagrams (XDP_DROP) instead of passing them.
     pub sink: u32,
@@ -64,7 +65,15 @@ pub struct Config {
     /// (before 6.1) the counter adds it to `bpf_ktime_get_ns`. The two
     /// clocks run at one rate; only a step of the system clock moves it.
     pub mono_to_tai_ns: u64,
+    /// How iperf2 datagrams are read ([`FORMAT_IPERF2`]).
+    pub iperf2: crate::iperf2::Reading,
 }
+
+/// [`Config::format`]: mcblast's own datagrams ([`crate::wire`]).
+pub const FORMAT_MCBLAST: u16 = 0;
+/// [`Config::format`]: iperf2's UDP datagrams ([`crate::iperf2`]), one flow
+/// per (sender, source port, group, port).
+pub const FORMAT_IPERF2: u16 = 1;
 
 /// Indices into the per-CPU `GLOBAL` counter array.
 #[repr(u32)]
@@ -538,7 +547,7 @@ mod tests {
     #[test]
     fn sizes_have_no_padding() {
         assert_eq!(core::mem::size_of::<FlowKey>(), 16);
-        assert_eq!(core::mem::size_of::<Config>(), 24);
+        assert_eq!(core::mem::size_of::<Config>(), 40);
         assert_eq!(core::mem::size_of::<DropConfig>(), 72);
         assert_eq!(core::mem::size_of::<TupleKey>(), 12);
         assert_eq!(core::mem::size_of::<DropKey>(), 32);

@@ -91,6 +91,9 @@ pub enum WireError {
     /// Sequence number (or end-marker count) u64::MAX: no sender gets there,
     /// and accepting it would wrap the tracker's arithmetic.
     BadSeq,
+    /// Not an iperf2 datagram: a field iperf2 never sends that way
+    /// (see [`crate::iperf2`]).
+    NotIperf2,
 }
 
 impl core::fmt::Display for WireError {
@@ -102,6 +105,7 @@ impl core::fmt::Display for WireError {
             WireError::BadKind => "unknown mcblast datagram kind",
             WireError::BadLength => "length field disagrees with the datagram length",
             WireError::BadSeq => "sequence number out of range",
+            WireError::NotIperf2 => "not an iperf2 datagram (time stamp or id out of range)",
         })
     }
 }

@@ -24,7 +24,8 @@
 
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_probe_read_kernel, programs::BtfTracePointContext};
 use mcblast_common::{
-    maps::{Config, DropClass, DropConfig, DropKey, FlowKey, GlobalCounter, NO_DROP_REASON, TupleKey},
+    iperf2,
+    maps::{Config, DropClass, DropConfig, DropKey, FORMAT_IPERF2, FlowKey, GlobalCounter, NO_DROP_REASON, TupleKey},
     wire::{HEADER_LEN, Header, Kind, Packet, datagrams, stride},
 };
 
@@ -140,25 +141,23 @@ fn classify(dc: &DropConfig, cfg: &Config, skb: u64, rx_sk: u64) -> Option<(Drop
     let first_fragment = frag & 0x2000 != 0;
     let unparsed = if first_fragment { DropClass::Fragment } else { DropClass::Other };
     let udp_len = u16::from_be_bytes([udp[4], udp[5]]) as usize;
+    let tuple = TupleKey { sender: saddr, group: daddr, sport: ne16(udp[0], udp[1]), dport: ne16(udp[2], udp[3]) };
+    let hdr = l4 + UDP_HLEN as u64;
+    if cfg.format == FORMAT_IPERF2 {
+        return Some(iperf2_class(dc, skb, head, hdr, &tuple, udp_len, first_fragment));
+    }
     if udp_len < UDP_HLEN + HEADER_LEN {
         return Some((unparsed, none, 1));
     }
     let payload_len = udp_len - UDP_HLEN;
-    // The mcblast header must lie in the linear part: data + (len - data_len).
-    let hdr = l4 + UDP_HLEN as u64;
-    let (Some(data), Some(len), Some(data_len)) =
-        (read::<u64>(skb, dc.skb_data), read::<u32>(skb, dc.skb_len), read::<u32>(skb, dc.skb_data_len))
-    else {
-        return Some((unparsed, none, 1));
-    };
-    let linear_end = data + len.saturating_sub(data_len) as u64;
+    // The mcblast header must lie in the linear part.
+    let Some(linear_end) = linear_end(dc, skb) else { return Some((unparsed, none, 1)) };
     let bytes = if hdr + HEADER_LEN as u64 > linear_end || hdr < head {
         None
     } else {
         read::<[u8; HEADER_LEN]>(hdr, 0)
     };
     let Some(bytes) = bytes else {
-        let tuple = TupleKey { sender: saddr, group: daddr, sport: ne16(udp[0], udp[1]), dport: ne16(udp[2], udp[3]) };
         let n = paged_datagrams(dc, skb, head, payload_len);
         return Some(match noted_flow(&tuple) {
             Some(flow) if first_fragment => (DropClass::Fragment, flow, n),
@@ -185,6 +184,50 @@ fn classify(dc: &DropConfig, cfg: &Config, skb: u64, rx_sk: u64) -> Option<(Drop
         Kind::Data => (DropClass::Data, flow, n),
         Kind::End => (DropClass::End, flow, n),
     })
+}
+
+/// Where the skb's linear part ends: data + (len - data_len).
+#[inline(always)]
+fn linear_end(dc: &DropConfig, skb: u64) -> Option<u64> {
+    let data = read::<u64>(skb, dc.skb_data)?;
+    let len = read::<u32>(skb, dc.skb_len)?;
+    let data_len = read::<u32>(skb, dc.skb_data_len)?;
+    Some(data + len.saturating_sub(data_len) as u64)
+}
+
+/// The class and flow of a dropped iperf2 datagram (`recv --format
+/// iperf2`): its header read from the linear part when it is there, else
+/// the flow the counter noted for its tuple, as data. iperf2 sends one
+/// datagram a packet.
+#[inline(always)]
+fn iperf2_class(
+    dc: &DropConfig,
+    skb: u64,
+    head: u64,
+    hdr: u64,
+    tuple: &TupleKey,
+    udp_len: usize,
+    first_fragment: bool,
+) -> (DropClass, FlowKey, u64) {
+    let data = if first_fragment { DropClass::Fragment } else { DropClass::Data };
+    let unparsed = if first_fragment { DropClass::Fragment } else { DropClass::Other };
+    let in_linear = linear_end(dc, skb).is_some_and(|end| hdr >= head && hdr + iperf2::PEEK_LEN as u64 <= end);
+    let bytes = if in_linear { read::<[u8; iperf2::PEEK_LEN]>(hdr, 0) } else { None };
+    let Some(bytes) = bytes else {
+        return match noted_flow(tuple) {
+            Some(flow) => (data, flow, 1),
+            None => (unparsed, FlowKey::default(), 1),
+        };
+    };
+    let payload_len = udp_len.saturating_sub(UDP_HLEN);
+    let r = iperf2::Reading::default(); // the kind and the flow only
+    match iperf2::parse(&bytes, payload_len, u16::from_be(tuple.sport), u16::from_be(tuple.dport), &r) {
+        Ok(h) => {
+            let flow = FlowKey { sender: tuple.sender, group: tuple.group, run: h.run, flow: h.flow };
+            (if h.kind == Kind::End { DropClass::End } else { data }, flow, 1)
+        }
+        Err(_) => (unparsed, FlowKey::default(), 1),
+    }
 }
 
 #[inline(always)]

@@ -42,11 +42,12 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TcContext, XdpContext},
 };
 use mcblast_common::{
+    iperf2,
     maps::{
-        Config, DropConfig, DropKey, FlowEntry, FlowKey, FragKey, GLOBAL_COUNTERS, GlobalCounter, LOSS_RING_BYTES,
+        Config, DropConfig, FORMAT_IPERF2, DropKey, FlowEntry, FlowKey, FragKey, GLOBAL_COUNTERS, GlobalCounter, LOSS_RING_BYTES,
         LossRecord, MAX_DROP_KEYS, MAX_FLOWS, MAX_FRAGS, MAX_GROUPS, TupleKey,
     },
-    wire::{HEADER_LEN, Header, Kind, Packet, WALK_PER_STEP, datagrams, stride},
+    wire::{HEADER_LEN, Header, Kind, Packet, WALK_PER_STEP, WireError, datagrams, stride},
 };
 
 /// The map value: tracker state behind the kernel's spin lock. The lock
@@ -409,17 +410,39 @@ fn try_count<F: Frame>(ctx: &F, cfg: &Config) -> Verdict {
         return Verdict::Pass;
     }
     // The first fragment of a fragmented datagram (MF set, offset 0): the
-    // UDP header holds the whole datagram's length and the mcblast header
+    // UDP header holds the whole datagram's length and the datagram's header
     // follows it (a first fragment too short to hold it, below an MTU of
     // about 100 bytes, fails to read below and is foreign), so it is
     // counted as the datagram.
     let first_fragment = frag & IP_MF_OR_OFFSET != 0;
     let udp_len = u16::from_be_bytes([udp[4], udp[5]]) as usize;
-    if udp_len < UDP_HLEN + HEADER_LEN {
+    let iperf2 = cfg.format == FORMAT_IPERF2;
+    let min_len = if iperf2 { iperf2::MIN_LEN } else { HEADER_LEN };
+    if udp_len < UDP_HLEN + min_len {
         count(GlobalCounter::Foreign);
         return Verdict::Pass;
     }
     let payload_len = udp_len - UDP_HLEN;
+    let mut pkt = Carrier {
+        saddr,
+        daddr,
+        ip_id: u16::from_ne_bytes([ip[4], ip[5]]) as u32,
+        first_fragment: first_fragment as u32,
+        run_filter,
+        l4: l4 as u32,
+        payload_len: payload_len as u32,
+        stride: payload_len as u32,
+        rx_ns: rx_ns(cfg),
+        pieces: 1,
+        next: 1,
+        counted: 0,
+        sport: u16::from_ne_bytes([udp[0], udp[1]]),
+        dport: u16::from_ne_bytes([udp[2], udp[3]]),
+    };
+    if iperf2 {
+        // One datagram a packet: iperf2 sends no GSO batches.
+        return iperf2_datagram(ctx, &pkt, &cfg.iperf2);
+    }
 
     // The first mcblast header, copied out (from a later buffer of a
     // multi-buffer frame or a non-linear skb too).
@@ -435,22 +458,8 @@ fn try_count<F: Frame>(ctx: &F, cfg: &Config) -> Verdict {
         stride = payload_len;
     }
     let pieces = datagrams(payload_len, stride);
-    let mut pkt = Carrier {
-        saddr,
-        daddr,
-        ip_id: u16::from_ne_bytes([ip[4], ip[5]]) as u32,
-        first_fragment: first_fragment as u32,
-        run_filter,
-        l4: l4 as u32,
-        payload_len: payload_len as u32,
-        stride: stride as u32,
-        rx_ns: rx_ns(cfg),
-        pieces: pieces as u32,
-        next: 1,
-        counted: 0,
-        sport: u16::from_ne_bytes([udp[0], udp[1]]),
-        dport: u16::from_ne_bytes([udp[2], udp[3]]),
-    };
+    pkt.stride = stride as u32;
+    pkt.pieces = pieces as u32;
     let verdict = datagram(&pkt, &first, stride);
     if pieces == 1 {
         return verdict;
@@ -598,7 +607,6 @@ fn rx_ns(cfg: &Config) -> u64 {
 /// not a valid datagram of a counted run or its flow found no room.
 #[inline(always)]
 fn datagram(pkt: &Carrier, hdr: &[u8; HEADER_LEN], len: usize) -> Verdict {
-    let rx_ns = pkt.rx_ns;
     let Ok(h) = Header::parse(&Packet::new_unchecked(&hdr[..]), len) else {
         count(GlobalCounter::Foreign);
         return Verdict::Pass;
@@ -607,7 +615,32 @@ fn datagram(pkt: &Carrier, hdr: &[u8; HEADER_LEN], len: usize) -> Verdict {
         count(GlobalCounter::Foreign);
         return Verdict::Pass;
     }
+    account(pkt, &h)
+}
 
+/// Counts the packet's iperf2 datagram in its flow (see
+/// `mcblast_common::iperf2`): the flow is the sender's UDP port pair.
+#[inline(always)]
+fn iperf2_datagram<F: Frame>(ctx: &F, pkt: &Carrier, r: &iperf2::Reading) -> Verdict {
+    let parsed = match ctx.bytes::<{ iperf2::PEEK_LEN }>(pkt.l4 as usize + UDP_HLEN) {
+        Some(b) => iperf2::parse(&b, pkt.payload_len as usize, u16::from_be(pkt.sport), u16::from_be(pkt.dport), r),
+        None => Err(WireError::Truncated),
+    };
+    match parsed {
+        Ok(h) => account(pkt, &h),
+        Err(_) => {
+            count(GlobalCounter::Foreign);
+            Verdict::Pass
+        }
+    }
+}
+
+/// Runs the tracker of `h`'s flow on it: [`Verdict::Counted`], or `Pass`
+/// when the flow found no room.
+#[inline(always)]
+fn account(pkt: &Carrier, h: &Header) -> Verdict {
+    let rx_ns = pkt.rx_ns;
+    let len = h.len as usize;
     let key = FlowKey { sender: pkt.saddr, group: pkt.daddr, run: h.run, flow: h.flow };
     let tuple = TupleKey { sender: pkt.saddr, group: pkt.daddr, sport: pkt.sport, dport: pkt.dport };
     let Some(entry) = flow_entry(&key, &tuple) else {

@@ -13,7 +13,7 @@ pub use crate::lab::ovn::OvnArgs;
 pub use crate::mcast::check_groups;
 pub use crate::preflight::PreflightRole;
 pub use crate::prom::parse_listen;
-pub use crate::recv::CounterMode;
+pub use crate::recv::{CounterMode, Format, SenderClock};
 pub use crate::send::Engine;
 pub use crate::version::VERSION;
 
@@ -268,6 +268,14 @@ pub struct RecvArgs {
     /// Count only this run id; datagrams of other runs count as foreign.
     #[arg(long)]
     pub run_id: Option<u32>,
+    /// What the datagrams on the port are: mcblast's own, or iperf2's (`iperf -c GROUP -u`,
+    /// one flow per sender address and port; see docs/iperf2.md).
+    #[arg(long, value_enum, default_value_t = Format::Mcblast)]
+    pub format: Format,
+    /// With --format iperf2: what the iperf2 sender's clock is (its datagrams do not say), so
+    /// one-way delay can be trusted: shared (same host), synced (NTP/PTP), or unknown.
+    #[arg(long, value_enum, default_value_t = SenderClock::Unknown)]
+    pub sender_clock: SenderClock,
     /// Where the kernel counter attaches: auto (native XDP, then generic XDP, then tc
     /// ingress, saying which and why), native, generic, or tc (tc ingress through a tcx
     /// link, Linux 6.6+: whole frames of any size, where native XDP caps the MTU).

@@ -32,6 +32,15 @@ pub fn mono_to_tai_ns() -> u64 {
         .map_or(0, |(_, offset)| offset)
 }
 
+/// CLOCK_TAI − CLOCK_REALTIME now, in ns: the kernel's TAI−UTC offset (whole
+/// seconds; 0 where nothing set it), what turns a `gettimeofday` stamp
+/// (iperf2's) into TAI.
+pub fn tai_minus_utc_ns() -> u64 {
+    let d = tai_ns().wrapping_sub(crate::sys::clock_ns(libc::CLOCK_REALTIME)) as i64;
+    let s = (d + 500_000_000).div_euclid(1_000_000_000);
+    (s.max(0) as u64) * 1_000_000_000
+}
+
 /// This kernel's clock identity: FNV-1a of the boot id. Two hosts (or
 /// namespaces) with the same value read the same clock.
 pub fn clock_id() -> u32 {
@@ -82,6 +91,12 @@ mod tests {
     fn clock_id_is_stable_and_nonzero() {
         assert_eq!(super::clock_id(), super::clock_id());
         assert_ne!(super::clock_id(), 0);
+    }
+    #[test]
+    fn tai_minus_utc_is_whole_seconds() {
+        let d = super::tai_minus_utc_ns();
+        assert_eq!(d % 1_000_000_000, 0);
+        assert!(d <= 255_000_000_000);
     }
     #[test]
     fn tai_is_close_to_realtime() {

@@ -170,6 +170,8 @@ pub struct RecvBegin {
     pub port: u16,
     pub source: Option<String>,
     pub counters: Vec<&'static str>,
+    /// What the datagrams are: "mcblast" or "iperf2" (`--format`).
+    pub format: &'static str,
     /// The kernel counter's attach point: "native" or "generic" (XDP), or "tc"
     /// (tc ingress through tcx); absent without the kernel counter.
     pub xdp_mode: Option<&'static str>,
@@ -281,6 +283,9 @@ pub struct RecvSummary {
     pub role: &'static str,
     pub counter: &'static str,
     pub duration_s: f64,
+    /// What the datagrams are: "mcblast", or "iperf2" (then a flow's `run` is
+    /// the destination port and its `flow` the sender's source port).
+    pub format: &'static str,
     /// Datagrams to the port that were not mcblast's, were malformed, or of another run.
     pub foreign: u64,
     pub flows: Vec<FlowReport>,

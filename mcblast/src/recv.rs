@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use mcblast_common::{Config, FlowKey, FlowState, GlobalCounter, Header};
+use mcblast_common::maps::{FORMAT_IPERF2, FORMAT_MCBLAST};
+use mcblast_common::wire::{FLAG_CLOCK_SYNCED, FLAG_TAI_SHIFT};
+use mcblast_common::{Config, FlowKey, FlowState, GlobalCounter, Header, iperf2};
 
 use crate::cli::RecvArgs;
 use crate::mcast::check_groups;
@@ -31,6 +33,90 @@ pub enum CounterMode {
     Kernel,
     Socket,
     Both,
+}
+
+/// What the datagrams on the port are (`--format`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// mcblast's own datagrams (`mcblast send`).
+    #[default]
+    Mcblast,
+    /// iperf2's UDP datagrams (`iperf -c GROUP -u`), one flow per sender port.
+    Iperf2,
+}
+
+/// What is known of an iperf2 sender's clock (`--sender-clock`): its
+/// datagrams do not say, so one-way delay is trusted only when the user does.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SenderClock {
+    /// Nothing: delay is shown untrusted (IPDV and jitter need no clock).
+    #[default]
+    Unknown,
+    /// Synchronised (NTP/PTP): delay is trusted when this receiver's clock is too.
+    Synced,
+    /// The sender runs on this receiver's kernel clock (same host, or a namespace of it).
+    Shared,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Mcblast => "mcblast",
+            Format::Iperf2 => "iperf2",
+        }
+    }
+}
+
+/// How the datagrams on the port are read into the tracker's headers.
+#[derive(Debug, Clone, Copy)]
+struct Reader {
+    format: Format,
+    /// mcblast format: only this run counts.
+    run_filter: Option<u32>,
+    port: u16,
+    iperf2: iperf2::Reading,
+}
+
+impl Reader {
+    fn new(a: &RecvArgs, port: u16) -> Reader {
+        let local = clock::local();
+        let (flags, clock) = match a.sender_clock {
+            SenderClock::Unknown => (0, 0),
+            SenderClock::Synced => (FLAG_CLOCK_SYNCED | (local.tai_offset as u16) << FLAG_TAI_SHIFT, 0),
+            SenderClock::Shared => (0, local.id),
+        };
+        let iperf2 = iperf2::Reading { tai_minus_utc_ns: clock::tai_minus_utc_ns(), clock, flags, _pad: 0 };
+        Reader { format: a.format, run_filter: a.run_id, port, iperf2 }
+    }
+
+    /// The header of a datagram from UDP port `sport`, if it is one of the format (and run) counted.
+    fn header(&self, buf: &[u8], sport: u16) -> Option<Header> {
+        match self.format {
+            Format::Mcblast => Header::parse_datagram(buf).ok().filter(|h| self.run_filter.is_none_or(|r| r == h.run)),
+            Format::Iperf2 => {
+                let mut b = [0u8; iperf2::PEEK_LEN];
+                let n = buf.len().min(iperf2::PEEK_LEN);
+                b[..n].copy_from_slice(&buf[..n]);
+                iperf2::parse(&b, buf.len(), sport, self.port, &self.iperf2).ok()
+            }
+        }
+    }
+
+    /// The kernel counter's configuration for this reader.
+    fn config(&self, sink: bool) -> Config {
+        Config {
+            port: self.port,
+            format: match self.format {
+                Format::Mcblast => FORMAT_MCBLAST,
+                Format::Iperf2 => FORMAT_IPERF2,
+            },
+            run_filter: self.run_filter.unwrap_or(0),
+            sink: sink.into(),
+            clock: clock::clock_id(),
+            mono_to_tai_ns: 0, // measured by attach where the kernel needs it
+            iperf2: self.iperf2,
+        }
+    }
 }
 
 /// What one counter knows at one moment.
@@ -93,7 +179,7 @@ impl SocketCounter {
     fn start(
         fd: OwnedFd,
         default_group: Ipv4Addr,
-        run_filter: Option<u32>,
+        reader: Reader,
         read_delay: Duration,
         loss_iv_ns: u64,
     ) -> SocketCounter {
@@ -103,7 +189,7 @@ impl SocketCounter {
         let thread = std::thread::Builder::new()
             .name("mcblast-sock".into())
             .spawn(move || -> Result<()> {
-                let r = read_loop(&fd, &v, &s, default_group, run_filter, read_delay, loss_iv_ns);
+                let r = read_loop(&fd, &v, &s, default_group, reader, read_delay, loss_iv_ns);
                 // The drop count as of now: drops after the last datagram read count too.
                 if let Ok(d) = net::socket_drops(&fd) {
                     v.lock().expect("socket view lock").drops = d as u64;
@@ -121,7 +207,7 @@ fn read_loop(
     v: &Mutex<SocketView>,
     s: &AtomicBool,
     default_group: Ipv4Addr,
-    run_filter: Option<u32>,
+    reader: Reader,
     read_delay: Duration,
     loss_iv_ns: u64,
 ) -> Result<()> {
@@ -144,8 +230,8 @@ fn read_loop(
             let mut g = v.lock().expect("socket view lock");
             for i in 0..n {
                 let (buf, meta) = batch.get(i);
-                match Header::parse_datagram(buf) {
-                    Ok(h) if run_filter.is_none_or(|r| r == h.run) => {
+                match reader.header(buf, meta.sport) {
+                    Some(h) => {
                         let key = FlowKey {
                             sender: addr_key(meta.src),
                             group: addr_key(meta.dst.unwrap_or(default_group)),
@@ -235,6 +321,7 @@ struct Plan {
     interval: Option<Duration>,
     time: Option<Duration>,
     grace: Duration,
+    reader: Reader,
 }
 
 fn plan(a: &RecvArgs) -> Result<Plan> {
@@ -280,6 +367,12 @@ fn plan(a: &RecvArgs) -> Result<Plan> {
     if a.run_id == Some(0) {
         bail!("--run-id 0 is not a run id: run ids are non-zero (the sender prints its run id)");
     }
+    if a.format == Format::Iperf2 && a.run_id.is_some() {
+        bail!("--run-id picks an mcblast run; iperf2 flows are told apart by their source port: drop --run-id");
+    }
+    if a.format == Format::Mcblast && a.sender_clock != SenderClock::Unknown {
+        bail!("--sender-clock is for --format iperf2: mcblast datagrams carry their sender's clock themselves");
+    }
     if let Some(p) = a.max_loss
         && !(0.0..=100.0).contains(&p)
     {
@@ -295,6 +388,7 @@ fn plan(a: &RecvArgs) -> Result<Plan> {
         interval: Some(secs(a.common.interval, "--interval")?).filter(|d| !d.is_zero()),
         time: a.time.map(|t| secs(t, "--time")).transpose()?,
         grace: secs(a.grace, "--grace")?,
+        reader: Reader::new(a, a.common.port),
         iface,
     })
 }
@@ -407,15 +501,7 @@ fn tracer_counts(
 /// counter also the drop tracer. Loss attribution needs both counters and the tracer; without the tracer the
 /// receiver still counts, and says why there is no waterfall.
 fn attach_kernel(p: &Plan, a: &RecvArgs) -> Result<(KernelCounter, Option<ReasonNames>)> {
-    let cfg = Config {
-        port: p.port,
-        _pad: 0,
-        run_filter: a.run_id.unwrap_or(0),
-        sink: p.sink.into(),
-        clock: clock::clock_id(),
-        mono_to_tai_ns: 0, // measured by attach where the kernel needs it
-    };
-    let mut k = KernelCounter::attach(&p.iface, a.xdp_mode, cfg)?;
+    let mut k = KernelCounter::attach(&p.iface, a.xdp_mode, p.reader.config(p.sink))?;
     let joined: Vec<_> = p.groups.iter().map(|g| (*g, p.source)).collect();
     k.set_groups(&joined)?;
     let mut reason_names = None;
@@ -472,7 +558,7 @@ fn join(p: &Plan, a: &RecvArgs, kernel: Option<&mut KernelCounter>, tracer: bool
     };
     // In kernel-only mode the joined socket is only kept alive (with its membership).
     let (socket, mut membership) = if p.socket {
-        (Some(SocketCounter::start(fd, p.groups[0], a.run_id, Duration::from_micros(a.read_delay_us), loss_iv_ns)), None)
+        (Some(SocketCounter::start(fd, p.groups[0], p.reader, Duration::from_micros(a.read_delay_us), loss_iv_ns)), None)
     } else {
         (None, Some(fd))
     };
@@ -549,6 +635,7 @@ impl Receiver {
             port: p.port,
             source: p.source.map(|s| s.to_string()),
             counters: counters.clone(),
+            format: p.reader.format.name(),
             xdp_mode: kernel.as_ref().map(|k| k.mode()),
             attach_reason: kernel.as_ref().map(|k| k.reason().to_string()),
             clock_synced: self.synced,
@@ -834,6 +921,7 @@ impl Receiver {
                 role: "recv",
                 counter: name,
                 duration_s: duration,
+                format: self.p.reader.format.name(),
                 foreign: snap.foreign,
                 flows: flows.clone(),
                 map_full: snap.map_full,
@@ -995,9 +1083,12 @@ fn interval_lines(
 
 fn human_summary(s: &RecvSummary, socket_drops: Option<u64>) -> String {
     let mut t = format!("--- {} counter, {:.1} s ---\n", s.counter, s.duration_s);
+    // iperf2 flows are port pairs: the group's port and the sender's.
+    let iperf2 = s.format == Format::Iperf2.name();
+    let (run, flow) = if iperf2 { ("port", "sport") } else { ("run", "flow") };
     t.push_str(&format!(
-        "{:<15} {:<15} {:>8} {:>4} {:>10} {:>8} {:>8} {:>6} {:>5} {:>10}  {}\n",
-        "sender", "group", "run", "flow", "received", "lost", "loss%", "reord", "dup", "jitter_us", "delay_us min/mean/p99/max"
+        "{:<15} {:<15} {:>8} {:>5} {:>10} {:>8} {:>8} {:>6} {:>5} {:>10}  {}\n",
+        "sender", "group", run, flow, "received", "lost", "loss%", "reord", "dup", "jitter_us", "delay_us min/mean/p99/max"
     ));
     for f in &s.flows {
         let delay = f
@@ -1015,10 +1106,10 @@ fn human_summary(s: &RecvSummary, socket_drops: Option<u64>) -> String {
             })
             .unwrap_or_else(|| "-".into());
         t.push_str(&format!(
-            "{:<15} {:<15} {:>8x} {:>4} {:>10} {:>8} {:>8.3} {:>6} {:>5} {:>10.1}  {}{}\n",
+            "{:<15} {:<15} {:>8} {:>5} {:>10} {:>8} {:>8.3} {:>6} {:>5} {:>10.1}  {}{}\n",
             f.sender,
             f.group,
-            f.run,
+            if iperf2 { f.run.to_string() } else { format!("{:x}", f.run) },
             f.flow,
             f.received,
             f.lost,
@@ -1027,11 +1118,11 @@ fn human_summary(s: &RecvSummary, socket_drops: Option<u64>) -> String {
             f.duplicates,
             f.jitter_us,
             delay,
-            if f.ended { "" } else { "  (no end marker yet)" }
+            if f.ended { "" } else { "  (no end marker: loss after the last datagram is unknown)" }
         ));
     }
     if s.flows.is_empty() {
-        t.push_str("(no mcblast flows seen)\n");
+        t.push_str(&format!("(no {} flows seen)\n", s.format));
     }
     t.push_str(&format!("foreign datagrams: {}", s.foreign));
     if let Some(m) = s.map_full.filter(|m| *m > 0) {

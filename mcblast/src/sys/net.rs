@@ -116,6 +116,8 @@ fn source_membership(
 pub struct Meta {
     pub len: usize,
     pub src: Ipv4Addr,
+    /// The sender's UDP port.
+    pub sport: u16,
     /// Destination address (the group), from IP_PKTINFO.
     pub dst: Option<Ipv4Addr>,
 }
@@ -152,7 +154,7 @@ impl RecvBatch {
             iovs: vec![unsafe { zeroed() }; n],
             // SAFETY: an all-zero mmsghdr (null pointers, zero lengths) is a valid value.
             msgs: vec![unsafe { zeroed() }; n],
-            metas: vec![Meta { len: 0, src: Ipv4Addr::UNSPECIFIED, dst: None }; n],
+            metas: vec![Meta { len: 0, src: Ipv4Addr::UNSPECIFIED, sport: 0, dst: None }; n],
             drops: None,
         };
         for i in 0..n {
@@ -195,6 +197,7 @@ impl RecvBatch {
             let mut meta = Meta {
                 len: (m.msg_len as usize).min(self.slot),
                 src: Ipv4Addr::from(u32::from_be(name.sin_addr.s_addr)),
+                sport: u16::from_be(name.sin_port),
                 dst: None,
             };
             // SAFETY: msg_hdr was filled by the kernel; the CMSG macros walk
