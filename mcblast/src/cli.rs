@@ -249,7 +249,8 @@ pub struct RecvArgs {
     /// Which counters run: kernel (eBPF XDP), socket (recvmmsg), or both side by side
     /// (default both; kernel with --sink).
     #[arg(long, value_enum, default_value_t = CounterMode::Both,
-          default_value_if("sink", clap::builder::ArgPredicate::IsPresent, "kernel"))]
+          default_value_if("sink", clap::builder::ArgPredicate::IsPresent, "kernel"),
+          default_value_if("iperf2_server", clap::builder::ArgPredicate::IsPresent, "kernel"))]
     pub counter: CounterMode,
     /// Sink: the kernel counter drops every mcblast datagram it counted (XDP_DROP), so the
     /// receiving stack never sees them and a saturation run measures the path. Needs the
@@ -276,6 +277,14 @@ pub struct RecvArgs {
     /// one-way delay can be trusted: shared (same host), synced (NTP/PTP), or unknown.
     #[arg(long, value_enum, default_value_t = SenderClock::Unknown)]
     pub sender_clock: SenderClock,
+    /// With --format iperf2: run an iperf2 server (`iperf -s -u -B GROUP`) beside the kernel
+    /// counter and set its Lost/Total against the layers (implies --counter kernel: the socket
+    /// layer is iperf2's).
+    #[arg(long)]
+    pub iperf2_server: bool,
+    /// An extra argument for that iperf2 server, e.g. --iperf2-arg=-w --iperf2-arg=64K (repeat).
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true, requires = "iperf2_server")]
+    pub iperf2_arg: Vec<String>,
     /// Where the kernel counter attaches: auto (native XDP, then generic XDP, then tc
     /// ingress, saying which and why), native, generic, or tc (tc ingress through a tcx
     /// link, Linux 6.6+: whole frames of any size, where native XDP caps the MTU).

@@ -17,6 +17,7 @@ pub mod clock;
 pub mod fanout;
 pub mod iface;
 pub mod igmp_timing;
+pub mod iperf2_server;
 pub mod kernel;
 pub mod kfeatures;
 pub mod mcast;

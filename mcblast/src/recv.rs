@@ -306,6 +306,9 @@ const MAX_GAP_FLOWS: usize = 256;
 /// Longest a scrape waits for the main loop to refresh the live counters.
 const LIVE_WAIT: Duration = Duration::from_millis(500);
 
+/// Longest the receiver waits at the end for the iperf2 server's own report.
+const IPERF2_WAIT: Duration = Duration::from_secs(2);
+
 /// How often the receiver checks whether every flow has ended.
 const END_CHECK: Duration = Duration::from_millis(250);
 
@@ -322,6 +325,8 @@ struct Plan {
     time: Option<Duration>,
     grace: Duration,
     reader: Reader,
+    /// --iperf2-server: iperf2 reads the socket beside the kernel counter.
+    iperf2_server: bool,
 }
 
 fn plan(a: &RecvArgs) -> Result<Plan> {
@@ -370,6 +375,12 @@ fn plan(a: &RecvArgs) -> Result<Plan> {
     if a.format == Format::Iperf2 && a.run_id.is_some() {
         bail!("--run-id picks an mcblast run; iperf2 flows are told apart by their source port: drop --run-id");
     }
+    if a.iperf2_server && a.format != Format::Iperf2 {
+        bail!("--iperf2-server runs iperf2's server on iperf2 traffic: add --format iperf2");
+    }
+    if a.iperf2_server && (a.counter != CounterMode::Kernel || a.sink) {
+        bail!("--iperf2-server makes iperf2 the socket reader beside the kernel counter: drop --counter and --sink");
+    }
     if a.format == Format::Mcblast && a.sender_clock != SenderClock::Unknown {
         bail!("--sender-clock is for --format iperf2: mcblast datagrams carry their sender's clock themselves");
     }
@@ -389,6 +400,7 @@ fn plan(a: &RecvArgs) -> Result<Plan> {
         time: a.time.map(|t| secs(t, "--time")).transpose()?,
         grace: secs(a.grace, "--grace")?,
         reader: Reader::new(a, a.common.port),
+        iperf2_server: a.iperf2_server,
         iface,
     })
 }
@@ -408,6 +420,8 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
 /// A receiver between its phases: the plan and the flags it does not carry, and what `open` set up. Fields drop
 /// in order: the memberships and the socket counter first, the live page and the printer last.
 struct Receiver {
+    /// --iperf2-server: the iperf2 server reading the socket.
+    iperf2: Option<crate::iperf2_server::Server>,
     /// Kernel only: the joined socket, held (never read) for its membership.
     _membership: Option<OwnedFd>,
     socket: Option<SocketCounter>,
@@ -478,6 +492,8 @@ struct Finals {
     kernel_mode: Option<&'static str>,
     kernel_events_lost: Option<u64>,
     socket_loss: Option<LossBook>,
+    /// --iperf2-server: its report (or why there is none).
+    iperf2: Option<Result<crate::iperf2_server::Report>>,
 }
 
 /// The drop tracer's counts by reason; with `per_flow`, also what they charged to each flow's layers. Kernel
@@ -505,7 +521,7 @@ fn attach_kernel(p: &Plan, a: &RecvArgs) -> Result<(KernelCounter, Option<Reason
     let joined: Vec<_> = p.groups.iter().map(|g| (*g, p.source)).collect();
     k.set_groups(&joined)?;
     let mut reason_names = None;
-    if p.socket {
+    if p.socket || p.iperf2_server {
         match crate::btf::Btf::from_kernel()
             .and_then(|btf| ReasonNames::from_btf(&btf))
             .and_then(|names| k.trace_drops(&p.iface, names.locate_reason()?, DropTracer::Auto).map(|_| names))
@@ -598,7 +614,12 @@ impl Receiver {
         // aligned to the TAI clock so receivers line up.
         let loss_iv_ns = p.interval.unwrap_or(Duration::from_secs(1)).as_nanos().max(1) as u64;
         let j = join(&p, &a, kernel.as_mut(), reason_names.is_some(), loss_iv_ns)?;
+        let iperf2 = match p.iperf2_server {
+            true => Some(crate::iperf2_server::Server::start(p.groups[0], p.port, &p.iface.name, &a.iperf2_arg)?),
+            false => None,
+        };
         Ok(Receiver {
+            iperf2,
             _membership: j.membership,
             socket: j.socket,
             keep: j.keep,
@@ -814,6 +835,8 @@ impl Receiver {
     /// records; the kernel counter detached.
     fn finish(&mut self) -> Result<Finals> {
         let socket_error = self.socket.as_mut().and_then(|s| s.finish().err());
+        // iperf2's report, and its socket closed, before the tracer is read.
+        let iperf2 = self.iperf2.take().map(|s| s.stop(IPERF2_WAIT));
         let snaps = self.snap_all()?;
         let socket_drops = self.socket.as_ref().map(|s| s.view.lock().expect("socket view lock").drops);
         // The tracer's counts, read after the socket closed.
@@ -853,6 +876,7 @@ impl Receiver {
             kernel_mode,
             kernel_events_lost,
             socket_loss,
+            iperf2,
         })
     }
 
@@ -884,8 +908,19 @@ impl Receiver {
     /// counted), the IGMP timing; then the socket counter's failure, or --max-loss's verdict.
     fn report(mut self, mut f: Finals, duration: f64) -> Result<ExitCode> {
         let worst = self.summaries(&f, duration)?;
-        if let Some(reasons) = f.reasons.take().or_else(|| self.p.sink.then(Vec::new)) {
-            self.layers(&f, reasons, duration)?;
+        let layers = match f.reasons.take().or_else(|| self.p.sink.then(Vec::new)) {
+            Some(reasons) => Some(self.layers(&f, reasons, duration)?),
+            None => None,
+        };
+        match (f.iperf2.take(), layers) {
+            (Some(Ok(r)), Some(l)) => {
+                let c = crate::iperf2_server::compare(&r, &l);
+                self.out.emit("summary", &c)?;
+                self.out.human(&crate::iperf2_server::human(&c))?;
+            }
+            (Some(Ok(_)), None) => eprintln!("mcblast: no comparison with iperf2: the drop tracer is not running"),
+            (Some(Err(e)), _) => eprintln!("mcblast: no comparison with iperf2: {e:#}"),
+            (None, _) => {}
         }
         self.igmp(&f)?;
         if let Some(e) = f.socket_error {
@@ -958,7 +993,7 @@ impl Receiver {
     }
 
     /// The loss waterfall from both counters, the drop tracer's `reasons`, the host and driver counters.
-    fn layers(&mut self, f: &Finals, reasons: Vec<ReasonCount>, duration: f64) -> Result<()> {
+    fn layers(&mut self, f: &Finals, reasons: Vec<ReasonCount>, duration: f64) -> Result<attrib::Layers> {
         let finals = &f.snaps;
         let total = |name: &str| finals.iter().find(|(n, _)| *n == name).map(|(_, s)| s.flows.as_slice()).unwrap_or_default();
         let sum = |flows: &[(FlowKey, FlowState)], f: fn(&FlowState) -> u64| flows.iter().map(|(_, s)| f(s)).sum::<u64>();
@@ -968,7 +1003,11 @@ impl Receiver {
             at_driver: sum(kf, |s| s.received),
             path_lost: sum(kf, |s| s.lost),
             path_duplicates: sum(kf, |s| s.duplicates + s.stale),
-            read: sum(sf, |s| s.received),
+            // The application: the socket counter, or iperf2 beside the kernel counter.
+            read: match &f.iperf2 {
+                Some(Ok(r)) => r.read,
+                _ => sum(sf, |s| s.received),
+            },
             so_rxq_ovfl: f.socket_drops.unwrap_or(0),
             fragments: finals
                 .iter()
@@ -994,8 +1033,8 @@ impl Receiver {
         layers.flows = attrib::flow_layers(counted("kernel"), counted("socket"), fragmented, f.flow_drops.as_deref());
         layers.tracer_keys_full = f.tracer_keys_full.unwrap_or(0);
         self.out.human(&attrib::human(&layers))?;
-        self.out.emit("summary", &LayersSummary { role: "recv", counter: "layers", duration_s: duration, layers })?;
-        Ok(())
+        self.out.emit("summary", &LayersSummary { role: "recv", counter: "layers", duration_s: duration, layers: layers.clone() })?;
+        Ok(layers)
     }
 
     /// The IGMP timing record: join to first datagram, the queries seen, the gaps, --leave-window's leave.

@@ -83,3 +83,14 @@ mod tests {
         assert_ne!(state_and_group(me).map(|(_, g)| g), None);
     }
 }
+
+/// Sends SIGINT to a child process this one started and has not waited for
+/// (so its pid cannot have been reused).
+pub fn interrupt(child: &std::process::Child) -> io::Result<()> {
+    // SAFETY: kill(2) with the pid of our own unreaped child and a signal number.
+    if unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
