@@ -174,7 +174,12 @@ pub struct Comparison {
     pub iperf2: Report,
     /// The data datagrams iperf2 missed: the flows' datagrams less what it read.
     pub missed: u64,
-    /// Where mcblast saw them go, by layer.
+    /// FINs that reached this host but not iperf2 (dropped after the
+    /// driver): the drop tracer counts a FIN whose header it cannot read (a
+    /// full-size datagram's payload sits outside the skb's linear part) as
+    /// data, so they are taken out of the layer they fell in.
+    pub fins_dropped: u64,
+    /// Where mcblast saw iperf2's data datagrams go, by layer.
     pub path_lost: u64,
     pub kernel_dropped: u64,
     pub socket_dropped: u64,
@@ -186,11 +191,23 @@ pub struct Comparison {
     pub adds_up: bool,
 }
 
-/// Compares iperf2's report with the waterfall `l` of the same run.
-pub fn compare(r: &Report, l: &crate::attrib::Layers) -> Comparison {
+/// Compares iperf2's report with the waterfall `l` of the same run, in
+/// which the kernel counter saw `ended` flows end (their FINs reach the host).
+pub fn compare(r: &Report, l: &crate::attrib::Layers, ended: u64) -> Comparison {
     let missed = l.expected.saturating_sub(r.read);
-    let kernel = l.kernel_dropped + l.reassembly_failed + l.unspecified + l.no_listener;
-    let by_layer = [("path", l.path_lost), ("kernel", kernel), ("socket", l.socket_dropped + l.unread_at_close)];
+    let fins_dropped = ended.saturating_sub(if r.saw_fin { r.reports } else { 0 });
+    // Those the tracer could not tell from data.
+    let ends_classed: u64 = l.reasons.iter().map(|x| x.end).sum();
+    let mut fins_as_data = fins_dropped.saturating_sub(ends_classed);
+    let mut take = |n: u64| {
+        let t = n.min(fins_as_data);
+        fins_as_data -= t;
+        n - t
+    };
+    let socket = take(l.socket_dropped);
+    let unread = take(l.unread_at_close);
+    let kernel = take(l.kernel_dropped + l.reassembly_failed + l.unspecified + l.no_listener);
+    let by_layer = [("path", l.path_lost), ("kernel", kernel), ("socket", socket + unread)];
     let nonzero: Vec<_> = by_layer.iter().filter(|(_, n)| *n > 0).collect();
     let layer = match nonzero.as_slice() {
         [] => "none",
@@ -202,10 +219,11 @@ pub fn compare(r: &Report, l: &crate::attrib::Layers) -> Comparison {
         counter: "iperf2",
         iperf2: r.clone(),
         missed,
+        fins_dropped,
         path_lost: l.path_lost,
         kernel_dropped: kernel,
-        socket_dropped: l.socket_dropped,
-        unread_at_close: l.unread_at_close,
+        socket_dropped: socket,
+        unread_at_close: unread,
         layer,
         adds_up: by_layer.iter().map(|(_, n)| n).sum::<u64>() == missed,
     }
@@ -215,28 +233,29 @@ pub fn compare(r: &Report, l: &crate::attrib::Layers) -> Comparison {
 pub fn human(c: &Comparison) -> String {
     let r = &c.iperf2;
     let pct = if r.total > 0 { 100.0 * r.lost as f64 / r.total as f64 } else { 0.0 };
-    let mut t = format!("--- iperf2 beside the counter ({}) ---
-", r.command);
+    let mut t = format!("--- iperf2 beside the counter ({}) ---\n", r.command);
     t.push_str(&format!(
-        "iperf2 says Lost/Total {}/{} ({pct:.3} %){}; it read {} data datagrams, missed {}
-",
+        "iperf2 says Lost/Total {}/{} ({pct:.3} %){}; it read {} data datagrams, missed {}\n",
         r.lost,
         r.total,
-        if r.saw_fin { "" } else { ", no FIN seen: interrupted for its report" },
+        if r.saw_fin { "" } else { ", no FIN read: interrupted for its report" },
         r.read,
         c.missed
     ));
     t.push_str(&format!(
-        "mcblast: lost on the path {}, dropped in the kernel {}, dropped at the socket {} (+{} unread at close)
-",
-        c.path_lost, c.kernel_dropped, c.socket_dropped, c.unread_at_close
+        "mcblast: lost on the path {}, dropped in the kernel {}, dropped at the socket {} (+{} unread at close){}\n",
+        c.path_lost,
+        c.kernel_dropped,
+        c.socket_dropped,
+        c.unread_at_close,
+        if c.fins_dropped > 0 { format!("; and {} FIN(s) dropped after the driver", c.fins_dropped) } else { String::new() }
     ));
     let verdict = match c.layer {
-        "none" => "nothing was lost".to_string(),
-        "path" => "iperf2's loss was on the path (the network, before this host's driver)".to_string(),
-        "kernel" => "iperf2's loss was in this host's kernel, before the socket".to_string(),
-        "socket" => "iperf2's loss was at its own socket (receive buffer full): not the network".to_string(),
-        _ => "iperf2's loss was on several layers (see the waterfall)".to_string(),
+        "none" => "nothing was lost",
+        "path" => "iperf2's loss was on the path (the network, before this host's driver)",
+        "kernel" => "iperf2's loss was in this host's kernel, before the socket",
+        "socket" => "iperf2's loss was at its own socket (receive buffer full): not the network",
+        _ => "iperf2's loss was on several layers (see the waterfall)",
     };
     let sum = if c.adds_up { "the layers add up to it exactly" } else { "the layers do not add up to it: see docs/iperf2.md" };
     t.push_str(&format!("{verdict}; {sum}"));

@@ -914,7 +914,9 @@ impl Receiver {
         };
         match (f.iperf2.take(), layers) {
             (Some(Ok(r)), Some(l)) => {
-                let c = crate::iperf2_server::compare(&r, &l);
+                let kernel = f.snaps.iter().find(|(n, _)| *n == "kernel").map(|(_, s)| s.flows.as_slice()).unwrap_or_default();
+                let ended = kernel.iter().filter(|(_, s)| s.ended != 0).count() as u64;
+                let c = crate::iperf2_server::compare(&r, &l, ended);
                 self.out.emit("summary", &c)?;
                 self.out.human(&crate::iperf2_server::human(&c))?;
             }
