@@ -253,7 +253,7 @@ fn netfilter_and_no_listener(tag: &str, which: mcblast::kernel::DropTracer) {
     let (k, _membership) = b
         .run(move || -> anyhow::Result<_> {
             let iface = mcblast::iface::lookup("vb")?;
-            let cfg = Config { port: PORT, _pad: 0, run_filter: 0, sink: 0, clock: 0, mono_to_tai_ns: 0 };
+            let cfg = Config { port: PORT, run_filter: 0, sink: 0, clock: 0, ..Config::default() };
             let mut k = KernelCounter::attach(&iface, mcblast::cli::XdpMode::Auto, cfg)?;
             let got = k.trace_drops(&iface, unspecified, which)?;
             assert!(which == mcblast::kernel::DropTracer::Auto || got == which);

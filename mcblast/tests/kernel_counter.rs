@@ -107,7 +107,7 @@ impl Pair {
 }
 
 fn config() -> Config {
-    Config { port: PORT, _pad: 0, run_filter: 0, sink: 0, clock: CLOCK, mono_to_tai_ns: 0 }
+    Config { port: PORT, run_filter: 0, sink: 0, clock: CLOCK, ..Config::default() }
 }
 
 // ---------------------------------------------------------------------------
