@@ -9,17 +9,21 @@
 //! [  1] Sent 3204 datagrams
 //! ```
 //!
-//! `Sent N` is not the number of data datagrams. The client (Client.cpp)
-//! sends data datagram id 1 from `SendFirstPayload` (it carries the client
-//! header), ids 2..=M from `RunUDP`, then in `FinishTrafficActions` one FIN
-//! with id −(M+1) that it reports like a datagram; the final report's count is
-//! the reporter's last packet id (`cntDatagrams = stats->PacketID`), not a
-//! count of writes. Measured on this build (iperf 2.1.8, multicast, `-T 1`),
-//! with receivers that saw every datagram: N = M + 2 every time (3204 for 3202
-//! data datagrams at -b 100M -l 8192 -t 2; 896 for 894 at 10M/1470 -t 1; 260
-//! for 258 at 1M/512 -t 1 -e). The receivers count M data datagrams (ids
-//! 1..=M) and one FIN (which they do not count as data), so the data count is
-//! N − [`SENT_OVER_DATA`].
+//! `Sent N` is not the number of data datagrams. The client (Client.cpp of
+//! iperf 2.1.8) sends data datagram id 1 from `SendFirstPayload` (it carries
+//! the client header; `StartSynch` reports it), ids 2..=M from `RunUDP`, then
+//! in `FinishTrafficActions` one FIN with id −(M+1), which it also reports as
+//! a packet (with the positive id M+1); the final `Sent` is the reporter's
+//! `cntDatagrams = stats->PacketID` (Reporter.c), the last reported id, not a
+//! count of writes. That reading gives M + 1; the client prints one more, and
+//! where that last one comes from was not traced. Measured on this build
+//! (Debian's iperf 2.1.8, multicast, `-T 1`) with receivers that saw every
+//! datagram and nothing foreign: N = M + 2 every time (3204 for 3202 data
+//! datagrams at -b 100M -l 8192 -t 2; 896 for 894 at 10M/1470 -t 1; 260 for
+//! 258 at 1M/512 -t 1 -e, whose `Write/Err` said 258). The receivers count M
+//! data datagrams (ids 1..=M, `expected` = M from the FIN) and the FIN apart,
+//! so the data count is N − [`SENT_OVER_DATA`]; `tests/run.rs`
+//! (`iperf2_sender_one_case`) checks it against the receivers.
 
 use anyhow::{Context, Result};
 
