@@ -193,6 +193,65 @@ fn seed_matrix_quick() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// `sender = "iperf2"`: the users' own iperf2 client sends (10 Mbit/s, 1 s)
+/// to 3 mcblast receivers; every receiver counts exactly the client's data
+/// datagrams (its `Sent N` less the 2 it counts beyond them), no loss, and
+/// the client's output is kept in raw/.
+#[test]
+fn iperf2_sender_one_case() {
+    if common::skip(NEEDS) {
+        return;
+    }
+    if !Path::new("/usr/bin/iperf").exists() && Command::new("iperf").arg("-v").output().is_err() {
+        common::skipped("needs iperf2 (`iperf`, Debian package iperf)");
+        return;
+    }
+    let _s = serial();
+    let prefix = format!("mcbt{}ip2-", std::process::id());
+    let _gone = LabGone(prefix.clone());
+    let d = tmpdir("iperf2");
+    let plan = d.join("iperf2.toml");
+    let text = "sender = \"iperf2\"\niperf2_args = [\"-e\"]\nduration = 1\nrepeats = 1\n[lab]\nhosts = 3\nper_host = 1\n\
+                [[matrix]]\nname = \"iperf2\"\nload = [\"10M/1470\"]\n";
+    std::fs::write(&plan, text).unwrap();
+    let out = d.join("out");
+    let mut cmd = common::mcblast_run(&plan, &out, &prefix);
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut s);
+        s
+    });
+    let st = common::wait_bounded(&mut child, Duration::from_secs(180), Duration::from_millis(100), "mcblast run took over 180 s");
+    let err = err.join().unwrap();
+    assert!(st.success(), "mcblast run failed: {err}");
+    let client = std::fs::read_to_string(out.join("raw/c001-r1-sender.txt")).expect("the client's output in raw/");
+    let reported: u64 = client
+        .lines()
+        .find_map(|l| l.split_once("Sent ")?.1.strip_suffix(" datagrams")?.parse().ok())
+        .unwrap_or_else(|| panic!("no Sent line: {client}"));
+    let (_, rows) = csv(&out.join("cases.csv"));
+    assert_eq!(rows.len(), 3, "one row per receiver");
+    for r in &rows {
+        assert_eq!(num(r, "sent"), reported - 2, "the client's data datagrams: {r:?}");
+        assert!(num(r, "sent") > 500, "{r:?}");
+        assert_eq!((num(r, "received"), num(r, "lost")), (num(r, "sent"), 0), "{r:?}");
+        assert_eq!((num(r, "duplicates"), num(r, "reordered")), (0, 0), "{r:?}");
+        let mbps: f64 = r["throughput_mbps"].parse().unwrap_or_else(|_| panic!("{r:?}"));
+        assert!((9.0..=11.5).contains(&mbps), "{r:?}");
+    }
+    let (_, sum) = csv(&out.join("summary.csv"));
+    assert_eq!((sum.len(), sum[0]["loss_pct_max"].as_str()), (1, "0.000"));
+    for n in ["r1", "r2", "r3"] {
+        let raw = std::fs::read_to_string(out.join("raw").join(format!("c001-r1-{n}.jsonl"))).unwrap();
+        assert!(raw.contains("\"format\":\"iperf2\""), "{n}: {raw}");
+    }
+    assert!(mcblast::lab::Lab::open(&prefix).is_err(), "the run removed its lab");
+    assert_eq!(common::namespaces(&prefix), Default::default(), "no namespace left");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
 /// What the impairment program decides for `count` data datagrams of one
 /// flow followed by its end marker; the counts `mcblast run` reports.
 fn replay(cfg: &ImpairConfig, count: u64) -> (u64, u64, u64) {

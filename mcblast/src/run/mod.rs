@@ -20,6 +20,7 @@
 pub mod csvfile;
 pub mod deploy;
 pub mod hlog;
+pub mod iperf2;
 pub mod inventory;
 pub mod plan;
 pub mod reaper;
@@ -38,8 +39,8 @@ use serde_json::Value;
 use crate::cli::RunArgs;
 use crate::lab::{Lab, LabSpec};
 use mcblast_common::maps::ImpairConfig;
-use plan::{Case, Hosts, Plan};
-use stats::{CaseSamples, RecvResult};
+use plan::{Case, Hosts, Plan, Sender};
+use stats::{CaseSamples, FlowPick, RecvResult};
 use transport::{Node, Proc};
 
 /// Seconds between the receivers' interval lines (the report plots them over time).
@@ -364,6 +365,40 @@ fn fmt_s(x: f64) -> String {
     format!("{x}")
 }
 
+/// One run's fixed facts: its ids, the plan's group and port as arguments, the receivers' bound.
+struct RunCtx<'a> {
+    plan: &'a Plan,
+    site: &'a Site<'a>,
+    case: &'a Case,
+    k: usize,
+    rep: u32,
+    run_id: u32,
+    group: String,
+    port: String,
+    bound: f64,
+}
+
+impl RunCtx<'_> {
+    fn ctx(&self, what: &str) -> String {
+        format!("case {} repeat {}: {what}", self.k, self.rep)
+    }
+
+    fn iperf2(&self) -> Option<&[String]> {
+        match &self.plan.sender {
+            Sender::Iperf2 { args } => Some(args),
+            Sender::Mcblast => None,
+        }
+    }
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+fn iface(n: &Node) -> Vec<String> {
+    n.interface.iter().flat_map(|i| ["--interface".to_string(), i.clone()]).collect()
+}
+
 /// One repeat of one case: returns the sender's result and (node, result) per receiver.
 fn one_run(
     plan: &Plan,
@@ -373,120 +408,181 @@ fn one_run(
     rep: u32,
     out: &Path,
 ) -> Result<(stats::SendResult, Vec<(String, RecvResult)>)> {
-    let ctx = |what: &str| format!("case {k} repeat {rep}: {what}");
     // a run id per run: time-derived, low bit toggled for the warm-up
     let run_id = (SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u32).unwrap_or(1) | 1) ^ (k as u32) << 8;
-    let warm_id = run_id ^ 1;
-    let group = plan.group.to_string();
-    let port = plan.port.to_string();
+    let (group, port) = (plan.group.to_string(), plan.port.to_string());
     let bound = plan.warmup + case.duration + 30.0;
-    let strings = |v: &[&str]| -> Vec<String> { v.iter().map(|s| s.to_string()).collect() };
-    let iface = |n: &Node| -> Vec<String> {
-        n.interface.iter().flat_map(|i| ["--interface".to_string(), i.clone()]).collect()
-    };
-    // Preflight on every node before the case's first run: raw/cNNN-preflight-NODE.json, warnings once, a fail stops the case.
+    let r = RunCtx { plan, site, case, k, rep, run_id, group, port, bound };
     if rep == 1 {
-        let mut pf = strings(&["-g", &group, "-p", &port, "-l", &case.load.length.to_string()]);
-        pf.extend(case.load.rate_bps.map(|r| ["-b".to_string(), format!("{r}")]).into_iter().flatten());
-        if site.lab.as_ref().is_some_and(|(_, spec)| spec.igmp.version == 2) {
-            pf.extend(strings(&["--igmp-version", "2"]));
-        }
-        fn check<'n>(n: &'n Node, role: &'static str) -> crate::preflight::CheckNode<'n> {
-            crate::preflight::CheckNode {
-                name: n.name.clone(),
-                role,
-                interface: n.interface.clone(),
-                command: Box::new(move |a: &[String]| n.command(a)),
-            }
-        }
-        let nodes: Vec<_> =
-            std::iter::once(check(&site.sender, "send")).chain(site.receivers.iter().map(|r| check(r, "recv"))).collect();
-        crate::preflight::before_case_on(&nodes, &pf, &out.join("raw"), &format!("c{k:03}")).with_context(|| ctx("preflight"))?;
+        preflight_case(&r, out)?;
     }
-    let mut recvs = Vec::new();
-    for r in &site.receivers {
-        let mut argv = strings(&["recv", transport::STOP_ON_EOF]);
-        argv.extend(iface(r));
-        argv.extend(strings(&[
-            "--json", "-i", RECV_INTERVAL, "-g", &group, "-p", &port, "--run-id", &run_id.to_string(), "--expect-flows", "1", "-t",
-            &fmt_s(bound),
-        ]));
-        recvs.push(Proc::spawn(r, &argv, Some(run_id))?);
+    // iperf2 has no run id to tell a warm-up from the measured run: its warm-up runs before the receivers start
+    if r.iperf2().is_some() && plan.warmup > 0.0 {
+        send_iperf2(&r, "warm-up sender", plan.warmup, None)?;
     }
-    // membership: every receiver's begin line (printed after its join); on
-    // the lab with snooping also the bridges' group tables
-    for p in &mut recvs {
-        let first = p.first_line(Duration::from_secs(60)).with_context(|| ctx("waiting for the begin line"))?;
-        let node = p.node.clone();
-        let Some(first) = first else {
-            let (code, _, err) = p.wait(Duration::from_secs(10))?;
-            bail!("{}", ctx(&format!("{node}: recv did not start (exit {code:?}): {}", err.trim())));
-        };
-        let begin: Value = serde_json::from_str(&first)
-            .map_err(|_| anyhow::anyhow!("{}", ctx(&format!("{node}: recv did not start (first line {:?})", first.trim()))))?;
-        if begin["type"] != "begin" {
-            bail!("{}", ctx(&format!("{node}: recv's first line is not begin: {}", first.trim())));
-        }
-    }
+    let recvs = start_receivers(&r)?;
     if let Some((lab, spec)) = &site.lab
         && spec.base.snooping
     {
-        lab.wait_members(plan.group, &lab.receivers(), Duration::from_secs(20)).with_context(|| ctx("waiting for IGMP membership"))?;
+        lab.wait_members(plan.group, &lab.receivers(), Duration::from_secs(20)).with_context(|| r.ctx("waiting for IGMP membership"))?;
     }
     check_stop()?;
-    let send_argv = |id: u32, secs: f64| -> Vec<String> {
-        let mut v = strings(&["send", transport::STOP_ON_EOF]);
-        v.extend(iface(&site.sender));
-        v.extend(strings(&[
-            "--json", "-i", "0", "-g", &group, "-p", &port, "-l", &case.load.length.to_string(), "-t", &fmt_s(secs),
-            "--run-id", &id.to_string(), "--engine", &plan.engine,
-        ]));
-        if let Some(r) = case.load.rate_bps {
-            v.extend(["-b".to_string(), format!("{r}")]);
-        }
-        v
-    };
-    if plan.warmup > 0.0 {
-        let (code, _, err) = Proc::spawn(&site.sender, &send_argv(warm_id, plan.warmup), Some(warm_id))?
-            .finish(Duration::from_secs_f64(plan.warmup + 30.0))?;
-        if code != Some(0) {
-            bail!("{}", ctx(&format!("warm-up sender failed: {}", err.trim())));
-        }
+    if r.iperf2().is_none() && plan.warmup > 0.0 {
+        send_mcblast(&r, "warm-up sender", run_id ^ 1, plan.warmup, None)?;
     }
     // the case's impairment on every receiver's port; removed when the guard
     // goes, also on an error or a stop
     let mut impaired = match &site.lab {
-        Some((lab, _)) => Some(Impaired::install(lab, case.impair_config()).with_context(|| ctx("injecting the impairment"))?),
+        Some((lab, _)) => Some(Impaired::install(lab, case.impair_config()).with_context(|| r.ctx("injecting the impairment"))?),
         None => None,
     };
-    let (code, sout, serr) = Proc::spawn(&site.sender, &send_argv(run_id, case.duration), Some(run_id))?
-        .finish(Duration::from_secs_f64(case.duration + 30.0))?;
-    let base = format!("c{k:03}-r{rep}");
-    std::fs::write(out.join("raw").join(format!("{base}-sender.jsonl")), &sout)?;
-    if code != Some(0) {
-        bail!("{}", ctx(&format!("sender failed: {}", serr.trim())));
-    }
-    let s = stats::parse_send(&json_lines("sender", &sout)?).with_context(|| ctx("sender"))?;
-    let mut rows = Vec::new();
-    for p in recvs {
-        let node = p.node.clone();
-        let (code, text, err) = p.finish(Duration::from_secs_f64(bound + 10.0))?;
-        std::fs::write(out.join("raw").join(format!("{base}-{node}.jsonl")), &text)?;
-        if !matches!(code, Some(0) | Some(1)) {
-            bail!("{}", ctx(&format!("{node}: recv failed: {}", err.trim())));
+    let (base, raw) = (format!("c{k:03}-r{rep}"), out.join("raw"));
+    let (s, pick) = match r.iperf2() {
+        Some(_) => {
+            let rep = send_iperf2(&r, "sender", case.duration, Some(&raw.join(format!("{base}-sender.txt"))))?;
+            // the receivers' flow of this client: run = the destination port, flow = its source port
+            (rep.send, FlowPick { run: u32::from(plan.port), flow: rep.source_port.map(u32::from) })
         }
-        let r = stats::parse_recv(&json_lines(&node, &text)?, run_id).with_context(|| ctx(&node))?;
-        rows.push((node, r));
-    }
+        None => {
+            let s = send_mcblast(&r, "sender", run_id, case.duration, Some(&raw.join(format!("{base}-sender.jsonl"))))?;
+            (s, FlowPick { run: run_id, flow: None })
+        }
+    };
+    let mut rows = collect_receivers(&r, recvs, &pick, &raw, &base)?;
     // the receivers saw the flow's end marker, so it has passed the ports:
     // the counts are final
     if let Some(imp) = impaired.take() {
-        let counts = imp.finish().with_context(|| ctx("removing the impairment"))?;
+        let counts = imp.finish().with_context(|| r.ctx("removing the impairment"))?;
         for (node, r) in &mut rows {
             r.injected = Some(counts.iter().find(|(l, _)| l == node).map(|(_, i)| *i).unwrap_or_default());
         }
     }
     Ok((s, rows))
+}
+
+/// Preflight on every node before the case's first run: raw/cNNN-preflight-NODE.json, warnings once, a fail
+/// stops the case.
+fn preflight_case(r: &RunCtx, out: &Path) -> Result<()> {
+    let (site, case) = (r.site, r.case);
+    let mut pf = strings(&["-g", &r.group, "-p", &r.port, "-l", &case.load.length.to_string()]);
+    pf.extend(case.load.rate_bps.map(|r| ["-b".to_string(), format!("{r}")]).into_iter().flatten());
+    if site.lab.as_ref().is_some_and(|(_, spec)| spec.igmp.version == 2) {
+        pf.extend(strings(&["--igmp-version", "2"]));
+    }
+    fn check<'n>(n: &'n Node, role: &'static str) -> crate::preflight::CheckNode<'n> {
+        crate::preflight::CheckNode {
+            name: n.name.clone(),
+            role,
+            interface: n.interface.clone(),
+            command: Box::new(move |a: &[String]| n.command(a)),
+        }
+    }
+    let nodes: Vec<_> =
+        std::iter::once(check(&site.sender, "send")).chain(site.receivers.iter().map(|r| check(r, "recv"))).collect();
+    let tag = format!("c{:03}", r.k);
+    crate::preflight::before_case_on(&nodes, &pf, &out.join("raw"), &tag).with_context(|| r.ctx("preflight"))
+}
+
+/// Starts `mcblast recv --json` on every receiver and waits for each one's
+/// begin line (printed after its join). With an iperf2 sender they count
+/// iperf2's datagrams (`--format iperf2`): the lab's namespaces share this
+/// host's clock (`--sender-clock shared`, delay trusted), real hosts' clocks
+/// are not known to be synchronised (`unknown`).
+fn start_receivers(r: &RunCtx) -> Result<Vec<Proc>> {
+    let mut recvs = Vec::new();
+    for node in &r.site.receivers {
+        let mut argv = strings(&["recv", transport::STOP_ON_EOF]);
+        argv.extend(iface(node));
+        let bound = fmt_s(r.bound);
+        argv.extend(strings(&["--json", "-i", RECV_INTERVAL, "-g", &r.group, "-p", &r.port, "--expect-flows", "1", "-t", &bound]));
+        let id = match r.iperf2() {
+            Some(_) => {
+                let clock = if r.site.lab.is_some() { "shared" } else { "unknown" };
+                argv.extend(strings(&["--format", "iperf2", "--sender-clock", clock]));
+                // no run id on the command line: over ssh it stops by stdin EOF and -t, not by pkill
+                None
+            }
+            None => {
+                argv.extend(strings(&["--run-id", &r.run_id.to_string()]));
+                Some(r.run_id)
+            }
+        };
+        recvs.push(Proc::spawn(node, &argv, id)?);
+    }
+    for p in &mut recvs {
+        wait_begin(r, p)?;
+    }
+    Ok(recvs)
+}
+
+/// A receiver's first line, which must be its begin line.
+fn wait_begin(r: &RunCtx, p: &mut Proc) -> Result<()> {
+    let first = p.first_line(Duration::from_secs(60)).with_context(|| r.ctx("waiting for the begin line"))?;
+    let node = p.node.clone();
+    let Some(first) = first else {
+        let (code, _, err) = p.wait(Duration::from_secs(10))?;
+        bail!("{}", r.ctx(&format!("{node}: recv did not start (exit {code:?}): {}", err.trim())));
+    };
+    let begin: Value = serde_json::from_str(&first)
+        .map_err(|_| anyhow::anyhow!("{}", r.ctx(&format!("{node}: recv did not start (first line {:?})", first.trim()))))?;
+    if begin["type"] != "begin" {
+        bail!("{}", r.ctx(&format!("{node}: recv's first line is not begin: {}", first.trim())));
+    }
+    Ok(())
+}
+
+/// `mcblast send` of `secs` under run id `id` on the sender; its JSON Lines go to `raw` when given.
+fn send_mcblast(r: &RunCtx, role: &str, id: u32, secs: f64, raw: Option<&Path>) -> Result<stats::SendResult> {
+    let case = r.case;
+    let mut v = strings(&["send", transport::STOP_ON_EOF]);
+    v.extend(iface(&r.site.sender));
+    v.extend(strings(&[
+        "--json", "-i", "0", "-g", &r.group, "-p", &r.port, "-l", &case.load.length.to_string(), "-t", &fmt_s(secs),
+        "--run-id", &id.to_string(), "--engine", &r.plan.engine,
+    ]));
+    if let Some(b) = case.load.rate_bps {
+        v.extend(["-b".to_string(), format!("{b}")]);
+    }
+    let (code, sout, serr) = Proc::spawn(&r.site.sender, &v, Some(id))?.finish(Duration::from_secs_f64(secs + 30.0))?;
+    if let Some(path) = raw {
+        std::fs::write(path, &sout)?;
+    }
+    if code != Some(0) {
+        bail!("{}", r.ctx(&format!("{role} failed: {}", serr.trim())));
+    }
+    stats::parse_send(&json_lines(role, &sout)?).with_context(|| r.ctx(role))
+}
+
+/// The iperf2 client for `secs` on the sender (`iperf -c GROUP -u ...`, TTL 1
+/// as `mcblast send`'s default); its output (stdout, then stderr) goes to `raw` when given.
+fn send_iperf2(r: &RunCtx, role: &str, secs: f64, raw: Option<&Path>) -> Result<iperf2::ClientReport> {
+    let argv = iperf2::client_args(&r.group, &r.port, 1, r.case, secs, r.iperf2().unwrap_or_default());
+    let (code, sout, serr) =
+        Proc::spawn_program(&r.site.sender, iperf2::PROGRAM, &argv)?.finish(Duration::from_secs_f64(secs + 30.0))?;
+    if let Some(path) = raw {
+        std::fs::write(path, format!("$ {} {}\n{sout}{serr}", iperf2::PROGRAM, argv.join(" ")))?;
+    }
+    if code != Some(0) {
+        bail!("{}", r.ctx(&format!("{role} (iperf client) failed (exit {code:?}): {}", serr.trim())));
+    }
+    iperf2::parse_client(&sout).with_context(|| r.ctx(&format!("{role} (iperf client)")))
+}
+
+/// Waits for every receiver's end, writes its raw lines, reads its flow.
+fn collect_receivers(r: &RunCtx, recvs: Vec<Proc>, pick: &FlowPick, raw: &Path, base: &str) -> Result<Vec<(String, RecvResult)>>
+{
+    let mut rows = Vec::new();
+    for p in recvs {
+        let node = p.node.clone();
+        let (code, text, err) = p.finish(Duration::from_secs_f64(r.bound + 10.0))?;
+        std::fs::write(raw.join(format!("{base}-{node}.jsonl")), &text)?;
+        if !matches!(code, Some(0) | Some(1)) {
+            bail!("{}", r.ctx(&format!("{node}: recv failed: {}", err.trim())));
+        }
+        let res = stats::parse_recv_flows(&json_lines(&node, &text)?, pick).with_context(|| r.ctx(&node))?;
+        rows.push((node, res));
+    }
+    Ok(rows)
 }
 
 /// The impairment of one run on the receivers' ports of the lab; what is

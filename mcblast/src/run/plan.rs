@@ -40,6 +40,10 @@ pub struct PlanFile {
     pub repeats: Option<u32>,
     /// Sender engine (default auto).
     pub engine: Option<String>,
+    /// Who sends: `mcblast` (default) or `iperf2` (the users' own `iperf -c GROUP -u`).
+    pub sender: Option<String>,
+    /// sender = "iperf2": extra flags for the iperf client (e.g. `["-e"]`).
+    pub iperf2_args: Option<Vec<String>>,
     /// Lab impairment of every case (a block's lists replace these): see [`Impairment`].
     pub loss: Option<f64>,
     pub loss_mode: Option<String>,
@@ -380,6 +384,16 @@ impl Case {
     }
 }
 
+/// Who sends a plan's datagrams (`sender`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sender {
+    /// `mcblast send` with the plan's engine.
+    Mcblast,
+    /// `iperf -c GROUP -u ...` (iperf2 on the sender node), with these extra client flags;
+    /// the receivers count with `recv --format iperf2`.
+    Iperf2 { args: Vec<String> },
+}
+
 /// The resolved plan.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -388,6 +402,7 @@ pub struct Plan {
     pub warmup: f64,
     pub repeats: u32,
     pub engine: String,
+    pub sender: Sender,
     /// The lab for the base settings; cases change receivers, snooping, query interval, placement.
     pub base: LabSpec,
     /// Set for a `[hosts]` plan: the cases run there, not on a lab.
@@ -568,6 +583,7 @@ fn resolve(f: PlanFile, file: &str, profile: Option<&str>, default_prefix: &str)
     if !(1..=1000).contains(&repeats) {
         bail!("{file}: repeats {repeats}: use 1..=1000");
     }
+    let sender = sender_of(&f, file)?;
     let engine = f.engine.clone().unwrap_or_else(|| "auto".into());
     if !["auto", "socket", "mmsg", "gso", "uring", "xdp"].contains(&engine.as_str()) {
         bail!("{file}: engine '{engine}': use auto, socket, mmsg, gso, uring or xdp");
@@ -666,7 +682,79 @@ fn resolve(f: PlanFile, file: &str, profile: Option<&str>, default_prefix: &str)
             }
         }
     }
-    Ok(Plan { group, port: f.port.unwrap_or(5001), warmup, repeats, engine, base, hosts, cases })
+    if sender != Sender::Mcblast {
+        check_iperf2_cases(file, &cases)?;
+    }
+    Ok(Plan { group, port: f.port.unwrap_or(5001), warmup, repeats, engine, sender, base, hosts, cases })
+}
+
+/// Why a key is refused with `sender = "iperf2"`.
+const IPERF2_WHY: &str = "sender = \"iperf2\" sends one flow with iperf's own pacing";
+
+/// Client flags `mcblast run` sets itself (from the case, or `-f` and `-i` to read the output) or that
+/// iperf2 cannot do here (`-P`: flows > 1).
+const IPERF2_OWN_FLAGS: &[(&str, &str)] = &[
+    ("-c", "--client"),
+    ("-s", "--server"),
+    ("-u", "--udp"),
+    ("-p", "--port"),
+    ("-T", "--ttl"),
+    ("-b", "--bandwidth"),
+    ("-l", "--len"),
+    ("-t", "--time"),
+    ("-n", "--num"),
+    ("-P", "--parallel"),
+    ("-i", "--interval"),
+    ("-f", "--format"),
+];
+
+/// The plan's `sender` and `iperf2_args`; one line naming the key when they do not fit the rest.
+fn sender_of(f: &PlanFile, file: &str) -> Result<Sender> {
+    match f.sender.as_deref() {
+        None | Some("mcblast") => {
+            if f.iperf2_args.is_some() {
+                bail!("{file}: `iperf2_args` is for sender = \"iperf2\": remove it or set sender = \"iperf2\"");
+            }
+            Ok(Sender::Mcblast)
+        }
+        Some("iperf2") => {
+            if f.engine.is_some() {
+                bail!("{file}: {IPERF2_WHY}: drop `engine`");
+            }
+            let args = f.iperf2_args.clone().unwrap_or_default();
+            for a in &args {
+                let own = IPERF2_OWN_FLAGS.iter().find(|(short, long)| {
+                    (a.starts_with(short) && !a.starts_with("--")) || a == long || a.starts_with(&format!("{long}="))
+                });
+                match own {
+                    Some(("-P", _)) => bail!("{file}: {IPERF2_WHY} (not flows > 1): drop `{a}` from `iperf2_args`"),
+                    Some(_) => {
+                        bail!("{file}: iperf2_args `{a}`: mcblast run sets it itself (from the case, or to read the output); drop it")
+                    }
+                    None => {}
+                }
+            }
+            Ok(Sender::Iperf2 { args })
+        }
+        Some(x) => bail!("{file}: sender '{x}': use \"mcblast\" or \"iperf2\""),
+    }
+}
+
+/// What iperf2 cannot send: flat out (`max`: iperf2 paces with -b) and the
+/// lab's impairment (its program reads mcblast's header only, so iperf2's
+/// datagrams would pass it untouched).
+fn check_iperf2_cases(file: &str, cases: &[Case]) -> Result<()> {
+    for c in cases {
+        if c.load.rate_bps.is_none() {
+            bail!("{file}: load {}: {IPERF2_WHY} (-b): give `load` a rate, not max", c.load.text);
+        }
+        let i = &c.impair;
+        let key = [("loss", i.loss_pct), ("reorder", i.reorder_pct), ("duplicate", i.duplicate_pct)].into_iter().find(|k| k.1 > 0.0);
+        if let Some((key, _)) = key {
+            bail!("{file}: sender = \"iperf2\": the lab's impairment program reads mcblast's header only: drop `{key}`");
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -826,6 +914,65 @@ repeats = 2
         assert_eq!(p.cases.len(), 1);
         assert_eq!(p.cases[0].receivers, 9);
         assert_eq!(p.repeats, 5);
+    }
+}
+
+#[cfg(test)]
+mod iperf2_tests {
+    use super::*;
+
+    #[test]
+    fn iperf2_sender_and_its_args() {
+        let t = "sender = \"iperf2\"\niperf2_args = [\"-e\"]\n[[matrix]]\nload = [\"10M/1470\"]\n";
+        let p = parse(t, "i.toml", None, "x-").unwrap();
+        assert_eq!(p.sender, Sender::Iperf2 { args: vec!["-e".into()] });
+        assert_eq!(parse("", "m.toml", None, "x-").unwrap().sender, Sender::Mcblast);
+        assert_eq!(parse("sender = \"mcblast\"", "m.toml", None, "x-").unwrap().sender, Sender::Mcblast);
+    }
+
+    #[test]
+    fn what_iperf2_cannot_do_is_one_line_naming_the_key() {
+        let iperf = "sender = \"iperf2\"\n";
+        for (t, want) in [
+            (format!("{iperf}engine = \"mmsg\""), "i.toml: sender = \"iperf2\" sends one flow with iperf's own pacing: drop `engine`"),
+            (
+                format!("{iperf}iperf2_args = [\"-P\", \"4\"]"),
+                "i.toml: sender = \"iperf2\" sends one flow with iperf's own pacing (not flows > 1): drop `-P` from `iperf2_args`",
+            ),
+            (
+                format!("{iperf}iperf2_args = [\"--parallel=2\"]"),
+                "i.toml: sender = \"iperf2\" sends one flow with iperf's own pacing (not flows > 1): drop `--parallel=2` from `iperf2_args`",
+            ),
+            (
+                format!("{iperf}iperf2_args = [\"-b\", \"5M\"]"),
+                "i.toml: iperf2_args `-b`: mcblast run sets it itself (from the case, or to read the output); drop it",
+            ),
+            (
+                format!("{iperf}[[matrix]]\nload = [\"max/8192\"]"),
+                "i.toml: load max/8192: sender = \"iperf2\" sends one flow with iperf's own pacing (-b): give `load` a rate, not max",
+            ),
+            (
+                format!("{iperf}[[matrix]]\nloss = [0, 1]"),
+                "i.toml: sender = \"iperf2\": the lab's impairment program reads mcblast's header only: drop `loss`",
+            ),
+            (format!("{iperf}reorder = 1"), "i.toml: sender = \"iperf2\": the lab's impairment program reads mcblast's header only: drop `reorder`"),
+            ("iperf2_args = [\"-e\"]".to_string(), "i.toml: `iperf2_args` is for sender = \"iperf2\": remove it or set sender = \"iperf2\""),
+            ("sender = \"iperf3\"".to_string(), "i.toml: sender 'iperf3': use \"mcblast\" or \"iperf2\""),
+        ] {
+            let e = parse(&t, "i.toml", None, "x-").unwrap_err().to_string();
+            assert_eq!(e, want, "{t}");
+        }
+    }
+
+    /// The shipped iperf2 variant of the seed matrix parses, with and without the quick profile.
+    #[test]
+    fn seed_matrix_iperf2_example() {
+        let text = include_str!("../../../examples/seed-matrix-iperf2.toml");
+        let full = parse(text, "seed-matrix-iperf2.toml", None, "x-").unwrap();
+        assert!(matches!(full.sender, Sender::Iperf2 { .. }));
+        assert!(full.cases.iter().all(|c| c.load.rate_bps.is_some() && c.impair_config().is_none()));
+        let quick = parse(text, "seed-matrix-iperf2.toml", Some("quick"), "x-").unwrap();
+        assert!(quick.cases.len() <= full.cases.len() && quick.repeats <= full.repeats);
     }
 }
 

@@ -162,14 +162,34 @@ pub fn parse_send(lines: &[Value]) -> Result<SendResult> {
     })
 }
 
+/// Which of a receiver's flows are the run's: those of `run` (mcblast's run
+/// id; with `--format iperf2` the destination port) and, when known, `flow`
+/// (iperf2: the client's source port, as its output says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowPick {
+    pub run: u32,
+    pub flow: Option<u32>,
+}
+
+impl FlowPick {
+    fn matches(&self, f: &Value) -> bool {
+        f["run"].as_u64() == Some(u64::from(self.run)) && self.flow.is_none_or(|x| f["flow"].as_u64() == Some(u64::from(x)))
+    }
+}
+
 /// A receiver's kernel-counter flow of `run_id` (the path as the driver saw
 /// it) plus its `layers` line when present.
 pub fn parse_recv(lines: &[Value], run_id: u32) -> Result<RecvResult> {
+    parse_recv_flows(lines, &FlowPick { run: run_id, flow: None })
+}
+
+/// [`parse_recv`] of the flows `pick` matches.
+pub fn parse_recv_flows(lines: &[Value], pick: &FlowPick) -> Result<RecvResult> {
     let k = summary(lines, "recv", Some("kernel"))
         .or_else(|| summary(lines, "recv", Some("socket")))
         .context("the receiver printed no summary line")?;
     let flows = k["flows"].as_array().context("summary without flows")?;
-    let mine: Vec<&Value> = flows.iter().filter(|f| f["run"].as_u64() == Some(u64::from(run_id))).collect();
+    let mine: Vec<&Value> = flows.iter().filter(|f| pick.matches(f)).collect();
     let sum = |key: &str| mine.iter().map(|f| f[key].as_u64().unwrap_or(0)).sum::<u64>();
     let received = sum("received");
     let lost = sum("lost");

@@ -131,17 +131,31 @@ impl Node {
 
     /// The local command that runs `mcblast ARGS` on the node.
     pub fn command(&self, args: &[String]) -> Command {
+        self.program_command(None, args)
+    }
+
+    /// The local command that runs `PROGRAM ARGS` on the node (None: mcblast;
+    /// another program, e.g. the iperf2 sender, is found in the node's PATH and runs unprivileged over ssh).
+    pub fn program_command(&self, program: Option<&str>, args: &[String]) -> Command {
         match &self.transport {
-            Transport::Netns { ns, program } => {
+            Transport::Netns { ns, program: mcblast } => {
                 let mut c = Command::new("ip");
-                c.arg("netns").arg("exec").arg(ns).arg(program).args(args);
+                c.arg("netns").arg("exec").arg(ns);
+                match program {
+                    Some(p) => c.arg(p),
+                    None => c.arg(mcblast),
+                };
+                c.args(args);
                 join_run_group(&mut c);
                 c
             }
             Transport::Ssh(h) => {
                 let mut c = Self::ssh_base(h);
                 // mcblast_path as written (it may be `sudo -n /opt/mcblast`), the rest quoted
-                let mut remote = format!("exec {}", h.mcblast_path);
+                let mut remote = match program {
+                    Some(p) => format!("exec {}", shell_quote(p)),
+                    None => format!("exec {}", h.mcblast_path),
+                };
                 for a in args {
                     remote.push(' ');
                     remote.push_str(&shell_quote(a));
@@ -274,15 +288,25 @@ impl Proc {
     /// Starts `mcblast ARGS` on `node`. `run_id` (the `--run-id` in `args`)
     /// lets an abandoned remote command be found and killed.
     pub fn spawn(node: &Node, args: &[String], run_id: Option<u32>) -> Result<Proc> {
+        Self::start(node, None, args, run_id)
+    }
+
+    /// Starts `PROGRAM ARGS` on `node` (not mcblast: e.g. the iperf2 client).
+    /// It must bound itself (iperf's `-t`): over ssh it is not killed by run id.
+    pub fn spawn_program(node: &Node, program: &str, args: &[String]) -> Result<Proc> {
+        Self::start(node, Some(program), args, None)
+    }
+
+    fn start(node: &Node, program: Option<&str>, args: &[String], run_id: Option<u32>) -> Result<Proc> {
         let mut child = node
-            .command(args)
+            .program_command(program, args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| match node.transport {
                 Transport::Ssh(_) => format!("{}: starting ssh (install openssh-client)", node.name),
-                Transport::Netns { .. } => format!("{}: starting {}", node.name, args.join(" ")),
+                Transport::Netns { .. } => format!("{}: starting {} {}", node.name, program.unwrap_or("mcblast"), args.join(" ")),
             })?;
         let stdin = child.stdin.take();
         let (tx, lines) = mpsc::channel();
@@ -429,6 +453,17 @@ mod tests {
         let n = Node { name: "r1".into(), interface: None, transport: Transport::Netns { ns: "p-r1".into(), program: "/x/mcblast".into() } };
         let args: Vec<String> = n.command(&["recv".into()]).get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         assert_eq!(args, ["netns", "exec", "p-r1", "/x/mcblast", "recv"]);
+        let args: Vec<String> =
+            n.program_command(Some("iperf"), &["-c".into()]).get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(args, ["netns", "exec", "p-r1", "iperf", "-c"]);
+    }
+
+    /// Another program than mcblast runs as itself over ssh, without mcblast_path's sudo.
+    #[test]
+    fn ssh_program_command_line() {
+        let c = Node::ssh(&host()).program_command(Some("iperf"), &["-c".into(), "239.0.0.1".into(), "-e".into()]);
+        let last = c.get_args().last().unwrap().to_string_lossy().into_owned();
+        assert_eq!(last, "exec iperf -c 239.0.0.1 -e");
     }
 
     /// The pattern, through a shell as on the remote side, finds the
