@@ -189,6 +189,8 @@ pub struct Comparison {
     pub layer: &'static str,
     /// Whether the layers add up to iperf2's loss exactly.
     pub adds_up: bool,
+    /// The layers' datagrams less iperf2's `missed` (0 when they add up).
+    pub difference: i64,
 }
 
 /// Compares iperf2's report with the waterfall `l` of the same run, in
@@ -226,6 +228,7 @@ pub fn compare(r: &Report, l: &crate::attrib::Layers, ended: u64) -> Comparison 
         unread_at_close: unread,
         layer,
         adds_up: by_layer.iter().map(|(_, n)| n).sum::<u64>() == missed,
+        difference: by_layer.iter().map(|(_, n)| *n as i64).sum::<i64>() - missed as i64,
     }
 }
 
@@ -257,7 +260,15 @@ pub fn human(c: &Comparison) -> String {
         "socket" => "iperf2's loss was at its own socket (receive buffer full): not the network",
         _ => "iperf2's loss was on several layers (see the waterfall)",
     };
-    let sum = if c.adds_up { "the layers add up to it exactly" } else { "the layers do not add up to it: see docs/iperf2.md" };
+    let sum = match (c.adds_up, r.saw_fin) {
+        (true, _) => "the layers add up to it exactly".to_string(),
+        (false, true) => format!("the layers hold {:+} datagram(s) against it: see docs/iperf2.md", c.difference),
+        (false, false) => format!(
+            "the layers hold {:+} datagram(s) against it: iperf2 read no FIN and was interrupted for its report, \
+             whose count can be one off (docs/iperf2.md)",
+            c.difference
+        ),
+    };
     t.push_str(&format!("{verdict}; {sum}"));
     t
 }

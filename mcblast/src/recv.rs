@@ -329,8 +329,26 @@ struct Plan {
     iperf2_server: bool,
 }
 
+/// The flags of `--format iperf2` that only make sense together.
+fn check_format(a: &RecvArgs) -> Result<()> {
+    if a.format == Format::Iperf2 && a.run_id.is_some() {
+        bail!("--run-id picks an mcblast run; iperf2 flows are told apart by their source port: drop --run-id");
+    }
+    if a.iperf2_server && a.format != Format::Iperf2 {
+        bail!("--iperf2-server runs iperf2's server on iperf2 traffic: add --format iperf2");
+    }
+    if a.iperf2_server && (a.counter != CounterMode::Kernel || a.sink) {
+        bail!("--iperf2-server makes iperf2 the socket reader beside the kernel counter: drop --counter and --sink");
+    }
+    if a.format == Format::Mcblast && a.sender_clock != SenderClock::Unknown {
+        bail!("--sender-clock is for --format iperf2: mcblast datagrams carry their sender's clock themselves");
+    }
+    Ok(())
+}
+
 fn plan(a: &RecvArgs) -> Result<Plan> {
     check_groups(&a.common.groups)?;
+    check_format(a)?;
     let name = match &a.common.interface {
         Some(n) => n.clone(),
         None => iface::default_for_group(a.common.groups[0]).with_context(|| {
@@ -371,18 +389,6 @@ fn plan(a: &RecvArgs) -> Result<Plan> {
     secs(a.leave_window, "--leave-window")?;
     if a.run_id == Some(0) {
         bail!("--run-id 0 is not a run id: run ids are non-zero (the sender prints its run id)");
-    }
-    if a.format == Format::Iperf2 && a.run_id.is_some() {
-        bail!("--run-id picks an mcblast run; iperf2 flows are told apart by their source port: drop --run-id");
-    }
-    if a.iperf2_server && a.format != Format::Iperf2 {
-        bail!("--iperf2-server runs iperf2's server on iperf2 traffic: add --format iperf2");
-    }
-    if a.iperf2_server && (a.counter != CounterMode::Kernel || a.sink) {
-        bail!("--iperf2-server makes iperf2 the socket reader beside the kernel counter: drop --counter and --sink");
-    }
-    if a.format == Format::Mcblast && a.sender_clock != SenderClock::Unknown {
-        bail!("--sender-clock is for --format iperf2: mcblast datagrams carry their sender's clock themselves");
     }
     if let Some(p) = a.max_loss
         && !(0.0..=100.0).contains(&p)

@@ -63,12 +63,21 @@ fn a_clean_iperf2_run_is_counted_exactly_on_every_receiver() {
     }
     let _serial = serial();
     let lab = lab("ic", 3);
-    let rs: Vec<Recv> = lab.receivers().iter().map(|n| recv(&lab, n, &[])).collect();
+    // r3 sinks: its kernel counter drops every iperf2 datagram it counted.
+    let rs: Vec<Recv> =
+        lab.receivers().iter().map(|n| recv(&lab, n, if n == "r3" { &["--sink"] } else { &[] })).collect();
     wait_members(&lab);
     let data = iperf_client(&lab, "100M", "8192", "2");
     for r in rs {
         let node = r.node.clone();
         let lines = finish(r);
+        if node == "r3" {
+            let f = kernel_flow(&lines);
+            assert_eq!((u(&f, "received"), u(&f, "lost"), f["ended"].as_bool()), (data, 0, Some(true)), "sink: {f}");
+            let l = lines.iter().find(|l| l["counter"] == "layers").expect("sink layers");
+            assert_eq!((u(l, "sunk"), u(l, "read")), (data, 0), "every datagram sunk, none read: {l}");
+            continue;
+        }
         for counter in ["kernel", "socket"] {
             let f = only_flow(summary(&lines, counter)).clone();
             assert_eq!((u(&f, "received"), u(&f, "lost"), u(&f, "expected")), (data, 0, data), "{node} {counter}: {f}");
@@ -99,9 +108,16 @@ fn every_50th_datagram_dropped_on_one_port_is_that_receivers_path_loss_exactly()
     let data = iperf_client(&lab, "50M", "8192", "2");
     let dropped = nft_counter(&lab.access_ns("r1"), "bridge", "mcbtiperf");
     assert_eq!(dropped, data.div_ceil(50), "every 50th of {data}");
+    let dir = TempDir(std::env::temp_dir().join(format!("mcbt{}iperf2-fanout", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let mut files = Vec::new();
     for r in rs {
         let node = r.node.clone();
+        let begin = r.begin.clone();
         let lines = finish(r);
+        let file = dir.0.join(format!("{node}.jsonl"));
+        std::fs::write(&file, std::iter::once(&begin).chain(&lines).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+        files.push(file);
         let f = kernel_flow(&lines);
         let lost = if node == "r1" { dropped } else { 0 };
         assert_eq!((u(&f, "lost"), u(&f, "received"), u(&f, "expected")), (lost, data - lost, data), "{node}: {f}");
@@ -109,6 +125,12 @@ fn every_50th_datagram_dropped_on_one_port_is_that_receivers_path_loss_exactly()
         assert_eq!(u(l, "path_lost"), lost, "{node}: {l}");
         assert!(l["adds_up"].as_bool().unwrap(), "{node}: {l}");
     }
+    // `mcblast report` over the three: r1's loss is its own (unique), none common.
+    let out = Command::new(BIN).arg("report").args(&files).arg("--json").output().expect("mcblast report");
+    assert!(out.status.success(), "report: {}", String::from_utf8_lossy(&out.stderr));
+    let rep: Value = serde_json::from_slice(&out.stdout).expect("report JSON");
+    let t = &rep["totals"];
+    assert_eq!((u(t, "common"), u(t, "partial"), u(&t["unique"], "r1")), (0, 0, dropped), "{t}");
 }
 
 #[test]
@@ -133,13 +155,21 @@ fn an_iperf2_server_with_a_tiny_buffer_loses_at_its_socket_not_on_the_path() {
     let fin_read = c["saw_fin"].as_bool().unwrap();
     assert_eq!(u(c, "total"), data + fin_read as u64, "{c}");
     assert_eq!(u(c, "fins_dropped"), !fin_read as u64, "{c}");
+    // The socket layer (data datagrams and the FIN) is exactly Udp RcvbufErrors.
     let l = lines.iter().find(|l| l["counter"] == "layers").expect("layers");
-    assert_eq!(u(l, "socket_dropped"), rcvbuf_errors, "the socket layer = Udp RcvbufErrors: {l}");
+    let ends: u64 = l["reasons"].as_array().unwrap().iter().map(|r| u(r, "end")).sum();
+    assert_eq!(u(l, "socket_dropped") + ends, rcvbuf_errors, "the socket layer = Udp RcvbufErrors: {l}");
     assert_eq!(u(c, "socket_dropped") + u(c, "fins_dropped"), rcvbuf_errors, "{c}");
+    assert_eq!((u(c, "path_lost"), u(c, "kernel_dropped"), c["layer"].as_str()), (0, 0, Some("socket")), "{c}");
     assert_eq!(u(c, "missed"), iperf_lost, "{c}");
-    assert_eq!(u(c, "socket_dropped"), iperf_lost, "{c}");
-    assert_eq!((c["layer"].as_str(), c["adds_up"].as_bool()), (Some("socket"), Some(true)), "{c}");
-    assert_eq!(u(c, "path_lost"), 0, "{c}");
+    if fin_read {
+        // iperf2 printed its own report: its loss is the socket's, exactly.
+        assert_eq!((u(c, "socket_dropped"), c["adds_up"].as_bool()), (iperf_lost, Some(true)), "{c}");
+    } else {
+        // Interrupted for its report (its FIN was dropped), iperf 2.1.8 was
+        // seen to count one datagram fewer lost than its socket dropped.
+        assert!(u(c, "socket_dropped").abs_diff(iperf_lost) <= 1, "{c}");
+    }
 }
 
 #[test]

@@ -31,6 +31,16 @@ fn run_id_zero_and_absurd_durations_are_refused() {
 }
 
 #[test]
+fn iperf2_flags_that_do_not_fit_are_refused() {
+    let lo = ["--interface", "lo"];
+    let with = |extra: &[&str]| recv(&[&lo[..], extra].concat());
+    one_line_error(&with(&["--format", "iperf2", "--run-id", "7"]), &["--run-id", "source port"]);
+    one_line_error(&with(&["--iperf2-server"]), &["--iperf2-server", "--format iperf2"]);
+    one_line_error(&with(&["--format", "iperf2", "--iperf2-server", "--counter", "both"]), &["--iperf2-server", "--counter"]);
+    one_line_error(&with(&["--sender-clock", "synced", "--counter", "socket"]), &["--sender-clock", "--format iperf2"]);
+}
+
+#[test]
 fn json_mode_also_prints_an_error_line() {
     let out = recv(&["--json", "--interface", "mcbnosuch0", "--counter", "socket"]);
     assert_eq!(out.status.code(), Some(2));
