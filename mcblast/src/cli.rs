@@ -408,6 +408,15 @@ pub struct LabUpArgs {
     /// Seconds a member stays without answering queries (default 2 x query interval + 10).
     #[arg(long, value_parser = clap::value_parser!(u64).range(2..=10000))]
     pub membership_interval: Option<u64>,
+    /// AWS TGW's limits in the fabric: per-flow rates, fragments and IGMPv3 reports dropped (default on with --preset tgw).
+    #[arg(long, value_enum)]
+    pub tgw_limits: Option<OnOff>,
+    /// Per-flow datagram rate the TGW fabric allows (default 75000, 15000 with more than 10 receivers).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub tgw_flow_pps: Option<u64>,
+    /// Per-flow bit rate the TGW fabric allows, e.g. 1G or 200M (default 1G).
+    #[arg(long, value_parser = parse_rate)]
+    pub tgw_flow_rate: Option<f64>,
     #[command(flatten)]
     pub ovn: OvnArgs,
 }

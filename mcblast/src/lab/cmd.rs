@@ -2,10 +2,10 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use super::topo::{Fabric, IgmpConfig, LabSpec, Placement, Preset, Topology, default_membership_cs};
-use super::{Lab, LabConfig, OnOff, SWITCH, down_counted, prefix_from_env, require_root};
+use super::{Lab, LabConfig, OnOff, TgwLimits, SWITCH, down_counted, prefix_from_env, require_root};
 use crate::cli::{LabCommand, LabFabric, LabImpairArgs, LabPlacement, LabPreset, LabUpArgs};
 use crate::output::Printer;
 
@@ -20,6 +20,9 @@ pub fn run(cmd: LabCommand) -> Result<ExitCode> {
                 return super::ovn::status_cmd(&lab);
             }
             print!("{}", lab.status()?.render());
+            if let Some((l, d)) = lab.tgw_limits()? {
+                print!("{}", super::tgw::render(&l, &d));
+            }
             let impaired = lab.impaired_links();
             if !impaired.is_empty() {
                 println!("impairments (eBPF at the port's tc egress; mcblast lab impair LINK --stats|--clear):");
@@ -104,15 +107,50 @@ pub fn spec_from_args(prefix: String, a: &LabUpArgs) -> Result<LabSpec> {
     Ok(spec)
 }
 
+/// The TGW limits `lab up` enforces: on by default with `--preset tgw`,
+/// switched by `--tgw-limits`, rates overridden by `--tgw-flow-pps`/`--tgw-flow-rate`.
+pub fn tgw_from_args(a: &LabUpArgs, spec: &LabSpec) -> Result<Option<TgwLimits>> {
+    let rates_given = a.tgw_flow_pps.is_some() || a.tgw_flow_rate.is_some();
+    let on = match a.tgw_limits {
+        Some(x) => x == OnOff::On,
+        None => a.preset == Some(LabPreset::Tgw) || rates_given,
+    };
+    if !on {
+        if rates_given {
+            bail!("--tgw-flow-pps and --tgw-flow-rate need the TGW limits on: drop --tgw-limits off");
+        }
+        return Ok(None);
+    }
+    if spec.topology.is_none_or(|t| t.fabric != Fabric::Bridge) {
+        bail!("--tgw-limits needs emulated hosts on the bridge fabric: use --preset tgw (or --fabric bridge)");
+    }
+    let mut l = TgwLimits::aws(spec.base.receivers);
+    if let Some(p) = a.tgw_flow_pps {
+        l.flow_pps = Some(p);
+    }
+    if let Some(r) = a.tgw_flow_rate {
+        if !(8.0..=1e12).contains(&r) {
+            bail!("--tgw-flow-rate {r}: must be 8 bit/s..1T");
+        }
+        l.flow_bps = Some(r as u64);
+    }
+    Ok(Some(l))
+}
+
 fn up(prefix: String, a: LabUpArgs) -> Result<ExitCode> {
     let spec = spec_from_args(prefix, &a)?;
+    let tgw = tgw_from_args(&a, &spec)?;
     require_root()?;
     if spec.topology.is_some_and(|t| t.fabric == Fabric::Ovn) {
         return super::ovn::up_cmd(spec, &a);
     }
     // Ctrl-C while building: stop, remove the half-built lab, exit.
     crate::sys::install_stop_signals().context("installing signal handlers")?;
-    let lab = Lab::up_spec(&spec)?.keep();
+    let lab = Lab::up_spec(&spec)?;
+    if let Some(l) = &tgw {
+        lab.tgw_limits_apply(l)?;
+    }
+    let lab = lab.keep();
     let cfg = &spec.base;
     let on = |b: bool| if b { "on" } else { "off" };
     if let Some(t) = &spec.topology {
@@ -139,6 +177,9 @@ fn up(prefix: String, a: LabUpArgs) -> Result<ExitCode> {
             qi = ig.query_interval_cs as f64 / 100.0,
             mi = ig.membership_interval_cs as f64 / 100.0,
         );
+        if let Some(l) = &tgw {
+            println!("  TGW limits in the fabric ({}sw): {}", cfg.prefix, l.describe());
+        }
         println!("  try: mcblast lab exec r1 -- mcblast recv    |    mcblast lab status    |    mcblast lab down");
         return Ok(ExitCode::SUCCESS);
     }

@@ -44,6 +44,7 @@ pub mod ovn;
 mod ovn_status;
 mod status;
 mod topo;
+mod tgw;
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
@@ -62,6 +63,7 @@ use anyhow::{Context, Result, anyhow, bail};
 pub use cmd::run;
 pub use igmp::{IgmpListener, IgmpQuery, parse_igmp_query};
 pub use ovn_status::OvnStatus;
+pub use tgw::{TgwDrops, TgwFlowDrop, TgwLimits};
 pub use status::{BridgeStatus, HostStatus, LabStatus, MdbEntry, NodeStatus, PortLoss, TopologyStatus};
 pub use topo::{
     Fabric, HOST_PREFIX, IgmpConfig, LabSpec, Placement, Preset, Topology, UNDERLAY, VXLAN_OVERHEAD, host_name,

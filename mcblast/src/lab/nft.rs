@@ -46,9 +46,9 @@ const FABRIC_TABLE: &str = "mcblast_fabric";
 /// packet: outer UDP 8 + VXLAN 8 + inner Ethernet 14 + inner IPv4 20 + inner UDP 8.
 const TH_VXLAN_MAGIC_BIT: u32 = (8 + 8 + 14 + 20 + 8) * 8;
 /// Bit offset of the mcblast magic in the transport header (after the UDP header).
-const TH_MAGIC_BIT: u32 = 8 * 8;
+pub(super) const TH_MAGIC_BIT: u32 = 8 * 8;
 /// Bit offset of the kind byte (payload offset 5).
-const TH_KIND_BIT: u32 = (8 + 5) * 8;
+pub(super) const TH_KIND_BIT: u32 = (8 + 5) * 8;
 const OFFERED: &str = "offered";
 const SENDER_NODE: &str = super::SENDER;
 const DROP: &str = "drop every ";
@@ -59,16 +59,16 @@ fn port_chain(node: &str) -> String {
 
 /// One rule of a port chain, as nft lists it.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct RuleInfo {
-    handle: u64,
-    comment: String,
-    packets: u64,
-    bytes: u64,
-    every: Option<u64>,
+pub(super) struct RuleInfo {
+    pub(super) handle: u64,
+    pub(super) comment: String,
+    pub(super) packets: u64,
+    pub(super) bytes: u64,
+    pub(super) every: Option<u64>,
 }
 
 /// Rules of a chain from `nft -j list chain ...` output.
-fn parse_rules(v: &Value) -> Vec<RuleInfo> {
+pub(super) fn parse_rules(v: &Value) -> Vec<RuleInfo> {
     let items = v["nftables"].as_array().map(Vec::as_slice).unwrap_or_default();
     items
         .iter()
@@ -94,16 +94,16 @@ fn nft_cmd(ns: &str) -> Result<Command> {
 }
 
 /// Applies an nft script atomically in a namespace.
-fn nft_apply(ns: &str, script: &str) -> Result<()> {
+pub(super) fn nft_apply(ns: &str, script: &str) -> Result<()> {
     output_with_stdin(nft_cmd(ns)?.args(["-f", "-"]), script).map(|_| ())
 }
 
-fn nft_json(ns: &str, args: &[&str]) -> Result<Value> {
+pub(super) fn nft_json(ns: &str, args: &[&str]) -> Result<Value> {
     let text = output(nft_cmd(ns)?.arg("-j").args(args))?;
     parse_json(&text).with_context(|| format!("output of nft -j {} in {ns}", args.join(" ")))
 }
 
-fn table_exists(ns: &str, table: &str) -> Result<bool> {
+pub(super) fn table_exists(ns: &str, table: &str) -> Result<bool> {
     let v = nft_json(ns, &["list", "tables", "bridge"])?;
     let items = v["nftables"].as_array().map(Vec::as_slice).unwrap_or_default();
     Ok(items.iter().any(|i| i["table"]["name"].as_str() == Some(table)))
