@@ -1,0 +1,153 @@
+//! AWS TGW's limits as the lab's fabric enforces them (`lab up --preset tgw`,
+//! `--tgw-limits`): the per-flow datagram and bit rates, fragmented multicast
+//! dropped, IGMPv3 reports ignored. Each drop is counted by the fabric (nftables
+//! in the switch); the receivers' path loss must equal those counts exactly —
+//! the fabric's own counters are the ground truth, never a rate × time
+//! expectation. The rates are set low (`--tgw-flow-pps 2000`, 8 Mbit/s) so a
+//! sender exceeds them on a shared 2-core machine; the mechanism is the one
+//! `--preset tgw` uses with AWS's 75,000/s and 1 Gbit/s. Privileged: skipped
+//! with a message when not root; every lab is removed when its test ends.
+
+use std::process::Command;
+
+use mcblast::lab::{Fabric, Lab, LabConfig, LabSpec, Placement, Preset, TgwLimits, Topology};
+use serde_json::Value;
+
+mod common;
+use common::*;
+
+const NEEDS: &str = "needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF) for namespaces and nftables";
+
+fn prefix(tag: &str) -> String {
+    format!("mcbt{}g{tag}-", std::process::id())
+}
+
+/// A `--preset tgw` lab of one receiver host with 2 receivers, with `limits` in its fabric.
+fn tgw_lab(tag: &str, limits: &TgwLimits) -> Lab {
+    let (_, igmp, mtu, _, _) = Preset::Tgw.settings();
+    let topology = Topology { hosts: 1, per_host: 2, fabric: Fabric::Bridge, placement: Placement::Spread };
+    let spec = LabSpec {
+        base: LabConfig { prefix: prefix(tag), receivers: 2, mtu, snooping: true, querier: true },
+        igmp,
+        topology: Some(topology),
+    };
+    let lab = Lab::up_spec(&spec).expect("lab up").with_mcblast(BIN);
+    lab.tgw_limits_apply(limits).expect("TGW limits");
+    lab
+}
+
+fn limits(pps: Option<u64>, bps: Option<u64>) -> TgwLimits {
+    TgwLimits { fragments: true, flow_pps: pps, flow_bps: bps, igmpv2_only: true }
+}
+
+/// Receivers on r1 and r2, the sender run with `args`; returns (sent, every receiver's layers).
+fn run(lab: &Lab, args: &[&str]) -> (u64, Vec<(String, Value)>) {
+    let recvs: Vec<Recv> = lab.receivers().iter().map(|n| start_recv(lab, n, &["-t", "20"])).collect();
+    wait_members(lab);
+    let sent = u(&sender_summary(spawn_send(lab, args)), "sent");
+    let layers = recvs
+        .into_iter()
+        .map(|r| {
+            let node = r.node.clone();
+            let lines = finish(r);
+            (node, summary(&lines, "layers").clone())
+        })
+        .collect();
+    (sent, layers)
+}
+
+/// Every receiver lost exactly `dropped` on the path and nothing elsewhere.
+fn charged_to_the_path(layers: &[(String, Value)], sent: u64, dropped: u64) {
+    for (node, l) in layers {
+        assert_eq!(l["adds_up"], true, "{node}: {l}");
+        assert_eq!(u(l, "expected"), sent, "{node}: {l}");
+        assert_eq!(u(l, "path_lost"), dropped, "{node}: the fabric dropped {dropped}: {l}");
+        assert_eq!(u(l, "reached_driver"), sent - dropped, "{node}: {l}");
+        assert_eq!(u(l, "read"), sent - dropped, "{node}: {l}");
+        for f in ["kernel_dropped", "socket_dropped", "path_duplicates"] {
+            assert_eq!(u(l, f), 0, "{node}: {f}: {l}");
+        }
+    }
+}
+
+#[test]
+fn a_flow_over_the_datagram_rate_loses_exactly_what_the_fabric_dropped() {
+    if common::skip(NEEDS) {
+        return;
+    }
+    let _serial = serial();
+    let lab = tgw_lab("p", &limits(Some(2000), None));
+    // 10,000 datagrams at 5,000/s against a 2,000/s bucket: about 6,000 over
+    let (sent, layers) = run(&lab, &["--engine", "mmsg", "-n", "10000", "--pps", "5000", "-l", "64"]);
+    assert_eq!(sent, 10_000);
+    let (l, d) = lab.tgw_limits().expect("read").expect("limits in force");
+    assert_eq!(l.flow_pps, Some(2000));
+    assert!(d.over_pps > 0 && d.over_pps < sent, "the bucket dropped some, not all: {d:?}");
+    assert_eq!((d.over_bps, d.fragments), (0, 0), "{d:?}");
+    assert_eq!(d.flows.len(), 1, "{d:?}");
+    assert_eq!(d.flows[0].dropped, d.over_pps, "{d:?}");
+    assert_eq!(lab.tgw_dropped().unwrap(), d.over_pps);
+    charged_to_the_path(&layers, sent, d.over_pps);
+    // lab status shows the limit and its count
+    let out = Command::new(BIN).args(["lab", "status"]).env("MCBLAST_LAB_PREFIX", lab.prefix()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("TGW limits"), "{text}");
+    let line = text.lines().find(|l| l.contains("datagrams/s per flow")).unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("2000 /s") && line.ends_with(&format!("dropped {}", d.over_pps)), "{line}");
+}
+
+#[test]
+fn a_flow_over_the_bit_rate_loses_exactly_what_the_fabric_dropped() {
+    if common::skip(NEEDS) {
+        return;
+    }
+    let _serial = serial();
+    // 8 Mbit/s per flow; 1470-byte datagrams (1498 IP bytes) at 2,000/s are about 24 Mbit/s
+    let lab = tgw_lab("b", &limits(None, Some(8_000_000)));
+    let (sent, layers) = run(&lab, &["--engine", "mmsg", "-n", "4000", "--pps", "2000", "-l", "1470"]);
+    assert_eq!(sent, 4000);
+    let (_, d) = lab.tgw_limits().expect("read").expect("limits in force");
+    assert!(d.over_bps > 0 && d.over_bps < sent, "{d:?}");
+    assert_eq!((d.over_pps, d.fragments), (0, 0), "{d:?}");
+    assert_eq!(d.flows.iter().map(|f| f.dropped).sum::<u64>(), d.over_bps, "{d:?}");
+    charged_to_the_path(&layers, sent, d.over_bps);
+}
+
+#[test]
+fn a_fragmented_datagram_never_arrives_and_is_charged_to_the_path() {
+    if common::skip(NEEDS) {
+        return;
+    }
+    let _serial = serial();
+    let lab = tgw_lab("f", &limits(None, None));
+    // 9000-byte datagrams: 9028-byte IP packets over MTU 8500, two fragments each
+    let (sent, layers) = run(&lab, &["--engine", "mmsg", "-n", "50", "--pps", "200", "-l", "9000", "--allow-fragments"]);
+    assert_eq!(sent, 50);
+    let (_, d) = lab.tgw_limits().expect("read").expect("limits in force");
+    assert_eq!(d.fragmented_datagrams, 50, "{d:?}");
+    assert_eq!(d.fragments, 100, "{d:?}");
+    assert_eq!((d.over_pps, d.over_bps), (0, 0), "{d:?}");
+    charged_to_the_path(&layers, sent, 50);
+}
+
+#[test]
+fn limits_off_leave_the_fabric_alone_and_flags_are_checked() {
+    // without root: the flags are checked before anything is built
+    let out = Command::new(BIN).args(["lab", "up", "--receivers", "2", "--tgw-limits", "on"]).output().unwrap();
+    one_line_error(&out, &["--tgw-limits", "bridge fabric"]);
+    let out = Command::new(BIN)
+        .args(["lab", "up", "--preset", "tgw", "--tgw-limits", "off", "--tgw-flow-pps", "10"])
+        .output()
+        .unwrap();
+    one_line_error(&out, &["--tgw-flow-pps"]);
+    if common::skip(NEEDS) {
+        return;
+    }
+    let _serial = serial();
+    let lab = tgw_lab("o", &limits(Some(10), None));
+    assert!(lab.tgw_limits().unwrap().is_some());
+    lab.tgw_limits_remove().unwrap();
+    assert!(lab.tgw_limits().unwrap().is_none());
+    assert_eq!(lab.tgw_dropped().unwrap(), 0);
+}
