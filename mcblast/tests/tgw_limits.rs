@@ -8,7 +8,9 @@
 //! `--preset tgw` uses with AWS's 75,000/s and 1 Gbit/s. Privileged: skipped
 //! with a message when not root; every lab is removed when its test ends.
 
+use std::net::Ipv4Addr;
 use std::process::Command;
+use std::time::Duration;
 
 use mcblast::lab::{Fabric, Lab, LabConfig, LabSpec, Placement, Preset, TgwLimits, Topology};
 use serde_json::Value;
@@ -24,7 +26,13 @@ fn prefix(tag: &str) -> String {
 
 /// A `--preset tgw` lab of one receiver host with 2 receivers, with `limits` in its fabric.
 fn tgw_lab(tag: &str, limits: &TgwLimits) -> Lab {
-    let (_, igmp, mtu, _, _) = Preset::Tgw.settings();
+    tgw_lab_igmp(tag, limits, 2)
+}
+
+/// As [`tgw_lab`], with IGMP version `version` (3: the nodes are not forced to IGMPv2).
+fn tgw_lab_igmp(tag: &str, limits: &TgwLimits, version: u8) -> Lab {
+    let (_, mut igmp, mtu, _, _) = Preset::Tgw.settings();
+    igmp.version = version;
     let topology = Topology { hosts: 1, per_host: 2, fabric: Fabric::Bridge, placement: Placement::Spread };
     let spec = LabSpec {
         base: LabConfig { prefix: prefix(tag), receivers: 2, mtu, snooping: true, querier: true },
@@ -150,4 +158,21 @@ fn limits_off_leave_the_fabric_alone_and_flags_are_checked() {
     lab.tgw_limits_remove().unwrap();
     assert!(lab.tgw_limits().unwrap().is_none());
     assert_eq!(lab.tgw_dropped().unwrap(), 0);
+}
+
+#[test]
+fn igmpv3_reports_are_ignored_so_a_v3_receiver_never_becomes_a_member() {
+    if common::skip(NEEDS) {
+        return;
+    }
+    let _serial = serial();
+    // IGMPv3 queries, nodes not forced to v2: their reports are v3 and the fabric drops them
+    let lab = tgw_lab_igmp("v", &limits(None, None), 3);
+    let r = start_recv(&lab, "r1", &["-t", "4"]);
+    let joined = lab.wait_members(Ipv4Addr::new(239, 0, 0, 1), &["r1".to_string()], Duration::from_secs(3));
+    assert!(joined.is_err(), "r1 became a member through IGMPv3: {joined:?}");
+    drop(r);
+    let (_, d) = lab.tgw_limits().expect("read").expect("limits in force");
+    assert!(d.igmpv3_reports > 0, "{d:?}");
+    assert_eq!(d.fragments + d.over_pps + d.over_bps, 0, "{d:?}");
 }

@@ -1,4 +1,4 @@
-//! Loss injection on the path: nftables rules in the switch namespace.
+//! Loss injection on the path: nftables rules in the switch namespace (TGW's limits: `tgw.rs`).
 //!
 //! ```text
 //! table bridge mcblast {
