@@ -520,6 +520,37 @@ impl LossRecord {
     }
 }
 
+/// The lab's TGW member cap (`lab up --tgw-max-members`): groups it tracks,
+/// and (group, member) pairs.
+pub const MAX_TGW_GROUPS: u32 = 1024;
+pub const MAX_TGW_MEMBERS: u32 = 16384;
+
+/// A member of a group, as the TGW member cap admitted it: network byte order addresses.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TgwMemberKey {
+    pub group: u32,
+    pub member: u32,
+}
+
+/// One group of the TGW member cap (`L` as in [`FlowEntry`]): members
+/// admitted, and reports refused because the group was full.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TgwGroup<L: Copy> {
+    pub lock: L,
+    pub members: u32,
+    pub refused: u64,
+}
+
+/// Element 0 of the member cap's config array: the most members a group may have.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TgwMemberConfig {
+    pub cap: u32,
+    pub _pad: u32,
+}
+
 #[cfg(feature = "user")]
 mod user {
     #![allow(unsafe_code)]
@@ -539,6 +570,12 @@ mod user {
     // SAFETY: as above; u32/u64 fields, FlowKey and a byte array, laid out
     // without padding (checked in the tests below).
     unsafe impl aya::Pod for ImpairEntry<u32> {}
+    // SAFETY: as above; two u32 fields.
+    unsafe impl aya::Pod for TgwMemberKey {}
+    // SAFETY: as above; two u32 fields and a u64, no padding.
+    unsafe impl aya::Pod for TgwGroup<u32> {}
+    // SAFETY: as above; two u32 fields.
+    unsafe impl aya::Pod for TgwMemberConfig {}
 }
 
 #[cfg(test)]

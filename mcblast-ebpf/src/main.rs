@@ -30,6 +30,7 @@
 
 mod drops;
 mod impair;
+mod tgw;
 
 use aya_ebpf::{
     bindings::{BPF_F_RDONLY_PROG, BPF_NOEXIST, TC_ACT_SHOT, TC_ACT_UNSPEC, bpf_spin_lock, xdp_action},

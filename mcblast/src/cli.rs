@@ -417,6 +417,9 @@ pub struct LabUpArgs {
     /// Per-flow bit rate the TGW fabric allows, e.g. 1G or 200M (default 1G).
     #[arg(long, value_parser = parse_rate)]
     pub tgw_flow_rate: Option<f64>,
+    /// Most members a group may have in the TGW fabric (default 100; 0: no cap).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub tgw_max_members: Option<u32>,
     #[command(flatten)]
     pub ovn: OvnArgs,
 }

@@ -31,11 +31,15 @@ fn tgw_lab(tag: &str, limits: &TgwLimits) -> Lab {
 
 /// As [`tgw_lab`], with IGMP version `version` (3: the nodes are not forced to IGMPv2).
 fn tgw_lab_igmp(tag: &str, limits: &TgwLimits, version: u8) -> Lab {
+    tgw_lab_hosts(tag, limits, version, 1, 2)
+}
+
+fn tgw_lab_hosts(tag: &str, limits: &TgwLimits, version: u8, hosts: u32, per_host: u32) -> Lab {
     let (_, mut igmp, mtu, _, _) = Preset::Tgw.settings();
     igmp.version = version;
-    let topology = Topology { hosts: 1, per_host: 2, fabric: Fabric::Bridge, placement: Placement::Spread };
+    let topology = Topology { hosts, per_host, fabric: Fabric::Bridge, placement: Placement::Spread };
     let spec = LabSpec {
-        base: LabConfig { prefix: prefix(tag), receivers: 2, mtu, snooping: true, querier: true },
+        base: LabConfig { prefix: prefix(tag), receivers: hosts * per_host, mtu, snooping: true, querier: true },
         igmp,
         topology: Some(topology),
     };
@@ -45,7 +49,7 @@ fn tgw_lab_igmp(tag: &str, limits: &TgwLimits, version: u8) -> Lab {
 }
 
 fn limits(pps: Option<u64>, bps: Option<u64>) -> TgwLimits {
-    TgwLimits { fragments: true, flow_pps: pps, flow_bps: bps, igmpv2_only: true }
+    TgwLimits { fragments: true, flow_pps: pps, flow_bps: bps, igmpv2_only: true, max_members: None }
 }
 
 /// Receivers on r1 and r2, the sender run with `args`; returns (sent, every receiver's layers).
@@ -175,4 +179,39 @@ fn igmpv3_reports_are_ignored_so_a_v3_receiver_never_becomes_a_member() {
     let (_, d) = lab.tgw_limits().expect("read").expect("limits in force");
     assert!(d.igmpv3_reports > 0, "{d:?}");
     assert_eq!(d.fragments + d.over_pps + d.over_bps, 0, "{d:?}");
+}
+
+/// The 100-member cap, tested with a cap of 2 (the mechanism is the same; 101
+/// receivers are too heavy for this machine): r1 and r2 (host h1) join and
+/// are admitted, r3 (host h2) joins third and gets nothing — its reports are
+/// refused, so no bridge learns it and the fabric sends h2 no datagram.
+#[test]
+fn a_member_over_the_cap_gets_nothing() {
+    if common::skip(NEEDS) {
+        return;
+    }
+    let _serial = serial();
+    let mut l = limits(None, None);
+    l.max_members = Some(2);
+    let lab = tgw_lab_hosts("m", &l, 2, 2, 2);
+    lab.watch_fabric().expect("fabric counters");
+    let group = Ipv4Addr::new(239, 0, 0, 1);
+    let first: Vec<Recv> = ["r1", "r2"].iter().map(|n| start_recv(&lab, n, &["-t", "20"])).collect();
+    lab.wait_members(group, &["r1".to_string(), "r2".to_string()], Duration::from_secs(15)).expect("r1, r2 join");
+    let r3 = start_recv(&lab, "r3", &["-t", "20"]);
+    let joined = lab.wait_members(group, &["r3".to_string()], Duration::from_secs(3));
+    assert!(joined.is_err(), "r3 became the third member: {joined:?}");
+    let sent = u(&sender_summary(spawn_send(&lab, &["--engine", "mmsg", "-n", "500", "--pps", "1000", "-l", "64"])), "sent");
+    assert_eq!(sent, 500);
+    for r in first {
+        let node = r.node.clone();
+        let lines = finish(r);
+        assert_eq!(u(summary(&lines, "layers"), "read"), sent, "{node}");
+    }
+    assert_eq!(lab.fabric_delivered(2).unwrap(), 0, "the fabric sent h2 (r3's host) something");
+    let (limits, d) = lab.tgw_limits().expect("read").expect("limits in force");
+    assert_eq!(limits.max_members, Some(2));
+    let g = d.groups.iter().find(|g| g.group == group).unwrap_or_else(|| panic!("{d:?}"));
+    assert!(g.refused > 0, "{d:?}");
+    drop(r3);
 }

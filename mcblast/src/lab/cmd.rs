@@ -110,14 +110,14 @@ pub fn spec_from_args(prefix: String, a: &LabUpArgs) -> Result<LabSpec> {
 /// The TGW limits `lab up` enforces: on by default with `--preset tgw`,
 /// switched by `--tgw-limits`, rates overridden by `--tgw-flow-pps`/`--tgw-flow-rate`.
 pub fn tgw_from_args(a: &LabUpArgs, spec: &LabSpec) -> Result<Option<TgwLimits>> {
-    let rates_given = a.tgw_flow_pps.is_some() || a.tgw_flow_rate.is_some();
+    let rates_given = a.tgw_flow_pps.is_some() || a.tgw_flow_rate.is_some() || a.tgw_max_members.is_some();
     let on = match a.tgw_limits {
         Some(x) => x == OnOff::On,
         None => a.preset == Some(LabPreset::Tgw) || rates_given,
     };
     if !on {
         if rates_given {
-            bail!("--tgw-flow-pps and --tgw-flow-rate need the TGW limits on: drop --tgw-limits off");
+            bail!("--tgw-flow-pps, --tgw-flow-rate and --tgw-max-members need the TGW limits on: drop --tgw-limits off");
         }
         return Ok(None);
     }
@@ -133,6 +133,9 @@ pub fn tgw_from_args(a: &LabUpArgs, spec: &LabSpec) -> Result<Option<TgwLimits>>
             bail!("--tgw-flow-rate {r}: must be 8 bit/s..1T");
         }
         l.flow_bps = Some(r as u64);
+    }
+    if let Some(m) = a.tgw_max_members {
+        l.max_members = (m > 0).then_some(m);
     }
     Ok(Some(l))
 }

@@ -64,6 +64,8 @@ pub struct TgwLimits {
     pub flow_bps: Option<u64>,
     /// IGMPv3 reports dropped before any bridge snoops them (TGW speaks IGMPv2 only).
     pub igmpv2_only: bool,
+    /// Most members a group may have, lab-wide (eBPF at the receivers' ports); None: no cap.
+    pub max_members: Option<u32>,
 }
 
 impl TgwLimits {
@@ -71,7 +73,13 @@ impl TgwLimits {
     /// them may join one group: more than 10 lowers the rate to 15,000/s).
     pub fn aws(receivers: u32) -> Self {
         let pps = if receivers > TGW_MANY_RECEIVERS { TGW_FLOW_PPS_MANY } else { TGW_FLOW_PPS };
-        TgwLimits { fragments: true, flow_pps: Some(pps), flow_bps: Some(TGW_FLOW_BPS), igmpv2_only: true }
+        TgwLimits {
+            fragments: true,
+            flow_pps: Some(pps),
+            flow_bps: Some(TGW_FLOW_BPS),
+            igmpv2_only: true,
+            max_members: Some(TGW_MAX_MEMBERS),
+        }
     }
 
     /// One line for `lab up` and `lab status`.
@@ -88,6 +96,9 @@ impl TgwLimits {
         }
         if self.igmpv2_only {
             v.push("IGMPv3 reports dropped".into());
+        }
+        if let Some(m) = self.max_members {
+            v.push(format!("at most {m} members per group"));
         }
         if v.is_empty() { "none".into() } else { v.join(", ") }
     }
@@ -118,6 +129,8 @@ pub struct TgwDrops {
     pub igmpv3_reports: u64,
     /// Per flow: datagrams the rate limits dropped (over_pps + over_bps in all).
     pub flows: Vec<TgwFlowDrop>,
+    /// Per group: members the cap admitted, reports it refused.
+    pub groups: Vec<TgwGroupCount>,
 }
 
 fn flow_key() -> &'static str {
@@ -189,6 +202,15 @@ pub fn render(l: &TgwLimits, d: &TgwDrops) -> String {
         d.fragments
     );
     s += &format!("  {:<32} {:<24} dropped {}\n", "IGMPv3 reports ignored", on(l.igmpv2_only), d.igmpv3_reports);
+    s += &format!(
+        "  {:<32} {:<24} refused {} report(s)\n",
+        "members per group",
+        l.max_members.map_or("off".to_string(), |m| format!("at most {m}")),
+        d.groups.iter().map(|g| g.refused).sum::<u64>()
+    );
+    for g in &d.groups {
+        s += &format!("  group {}: {} member(s) admitted, {} report(s) refused\n", g.group, g.members, g.refused);
+    }
     for f in &d.flows {
         s += &format!("  flow {}:{} -> {}:{}  dropped {} (over a rate)\n", f.source, f.sport, f.group, f.dport, f.dropped);
     }
@@ -215,7 +237,118 @@ fn parse_flow_drops(v: &Value) -> Vec<TgwFlowDrop> {
     out
 }
 
+/// The member cap's program and maps in the eBPF object.
+const MEMBERS_PROGRAM: &str = "mcblast_tgw_members";
+const MEMBERS_CONFIG: &str = "TGW_CONFIG";
+const MEMBERS_GROUPS: &str = "TGW_GROUPS";
+/// TGW: 100 members per group (by default).
+pub const TGW_MAX_MEMBERS: u32 = 100;
+
+fn members_pin(prefix: &str, what: &str) -> std::path::PathBuf {
+    super::impair::lab_dir(prefix).join(format!("tgw-members-{what}"))
+}
+
+/// One group of the member cap: members admitted, reports refused (the group was full).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TgwGroupCount {
+    pub group: Ipv4Addr,
+    pub members: u32,
+    pub refused: u64,
+}
+
 impl Lab {
+    /// Admits at most `cap` members per group, lab-wide: the eBPF program
+    /// `mcblast_tgw_members` at the tcx ingress of every receiver's access
+    /// port, all sharing one map, drops the IGMP reports of members beyond
+    /// it before the bridge snoops them. Pinned under the lab's bpffs
+    /// directory, so `lab down` removes it.
+    pub fn tgw_members_apply(&self, cap: u32) -> Result<()> {
+        use std::os::fd::{AsFd, OwnedFd};
+        let prefix = self.prefix().to_string();
+        if members_pin(&prefix, "groups").exists() {
+            bail!("lab {prefix} already caps the members per group");
+        }
+        if crate::kernel::OBJECT.is_empty() {
+            bail!("this mcblast was built without its eBPF programs (AYA_BUILD_SKIP); rebuild without it");
+        }
+        if !crate::kfeatures::KernelFeatures::probe().tcx {
+            bail!("the TGW member cap needs tcx links (Linux 6.6 or later)");
+        }
+        let bpffs = std::path::Path::new(super::impair::BPFFS);
+        crate::sys::bpf::ensure_bpffs(bpffs).context("cannot mount bpffs")?;
+        crate::sys::bpf::raise_memlock_limit();
+        let mut ebpf = aya::EbpfLoader::new().load(crate::kernel::OBJECT).context("cannot load the member cap's maps")?;
+        let mut cfg: aya::maps::Array<aya::maps::MapData, mcblast_common::maps::TgwMemberConfig> =
+            aya::maps::Array::try_from(ebpf.take_map(MEMBERS_CONFIG).context("eBPF object has no TGW_CONFIG map")?)?;
+        cfg.set(0, mcblast_common::maps::TgwMemberConfig { cap, _pad: 0 }, 0)?;
+        let dir = super::impair::lab_dir(&prefix);
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let groups = ebpf.take_map(MEMBERS_GROUPS).context("eBPF object has no TGW_GROUPS map")?;
+        let prog: &mut aya::programs::SchedClassifier =
+            ebpf.program_mut(MEMBERS_PROGRAM).context("eBPF object has no member cap program")?.try_into()?;
+        prog.load().map_err(|e| anyhow::anyhow!("the kernel refused the member cap program: {e}"))?;
+        let prog_fd: OwnedFd = prog.fd()?.as_fd().try_clone_to_owned()?;
+        cfg.pin(members_pin(&prefix, "config")).map_err(|e| anyhow::anyhow!("cannot pin the member cap config: {e}"))?;
+        groups.pin(members_pin(&prefix, "groups")).map_err(|e| anyhow::anyhow!("cannot pin the member cap map: {e}"))?;
+        for node in self.receivers() {
+            let ns = self.access_ns(&node);
+            let fd = prog_fd.try_clone()?;
+            let port = node.clone();
+            let link = super::run_in_ns(&ns, move || -> Result<OwnedFd> {
+                let ifindex = crate::sys::if_index(&port).with_context(|| format!("no port {port}"))?;
+                crate::sys::bpf::tcx_link_create(fd.as_fd(), ifindex)
+                    .map_err(|e| anyhow::anyhow!("cannot attach at tc ingress (tcx) of {port}: {e}"))
+            })
+            .and_then(|r| r)
+            .with_context(|| format!("capping members on {node}'s port in {ns}"))?;
+            crate::sys::bpf::obj_pin(link.as_fd(), &members_pin(&prefix, &format!("link-{node}")))
+                .with_context(|| format!("cannot pin the member cap link of {node}"))?;
+        }
+        Ok(())
+    }
+
+    /// The member cap in force, None without one.
+    fn tgw_members_cap(&self) -> Result<Option<u32>> {
+        let pin = members_pin(self.prefix(), "config");
+        if !pin.exists() {
+            return Ok(None);
+        }
+        let data = aya::maps::MapData::from_pin(&pin).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", pin.display()))?;
+        let map: aya::maps::Array<aya::maps::MapData, mcblast_common::maps::TgwMemberConfig> =
+            aya::maps::Array::try_from(aya::maps::Map::Array(data))?;
+        Ok(Some(map.get(&0, 0)?.cap))
+    }
+
+    /// Removes the member cap's pins (the kernel then detaches its programs).
+    fn tgw_members_remove(&self) -> Result<()> {
+        let dir = super::impair::lab_dir(self.prefix());
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if e.file_name().to_str().is_some_and(|n| n.starts_with("tgw-members-")) {
+                std::fs::remove_file(e.path()).with_context(|| format!("cannot remove {}", e.path().display()))?;
+            }
+        }
+        let _ = std::fs::remove_dir(&dir);
+        Ok(())
+    }
+
+    /// The member cap's groups (members admitted, reports refused); None without a cap.
+    pub fn tgw_members(&self) -> Result<Option<Vec<TgwGroupCount>>> {
+        let pin = members_pin(self.prefix(), "groups");
+        if !pin.exists() {
+            return Ok(None);
+        }
+        let data = aya::maps::MapData::from_pin(&pin).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", pin.display()))?;
+        let map: aya::maps::HashMap<aya::maps::MapData, u32, mcblast_common::maps::TgwGroup<u32>> =
+            aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data))?;
+        let mut v = Vec::new();
+        for kv in map.iter() {
+            let (g, e) = kv?;
+            v.push(TgwGroupCount { group: Ipv4Addr::from(g.to_ne_bytes()), members: e.members, refused: e.refused });
+        }
+        v.sort_by_key(|g| g.group);
+        Ok(Some(v))
+    }
+
     /// The namespaces that drop IGMPv3 reports: the switch and every host.
     fn tgw_igmp_namespaces(&self) -> Vec<String> {
         let mut v = vec![self.ns_name(super::SWITCH)];
@@ -250,11 +383,16 @@ impl Lab {
                 }
             }
         }
-        nft_apply(&sw, &sw_script).context("installing the TGW limits in the fabric switch")
+        nft_apply(&sw, &sw_script).context("installing the TGW limits in the fabric switch")?;
+        if let Some(m) = l.max_members {
+            self.tgw_members_apply(m)?;
+        }
+        Ok(())
     }
 
     /// Removes the TGW limits (no-op when there are none).
     pub fn tgw_limits_remove(&self) -> Result<()> {
+        self.tgw_members_remove()?;
         for ns in self.tgw_igmp_namespaces() {
             if table_exists(&ns, TABLE)? {
                 nft_apply(&ns, &format!("delete table bridge {TABLE}\n"))?;
@@ -281,6 +419,7 @@ impl Lab {
             flow_pps: param(PPS),
             flow_bps: param(BPS),
             igmpv2_only: find(V3).is_some(),
+            max_members: self.tgw_members_cap()?,
         };
         let pk = |p: &str| find(p).map_or(0, |r| r.packets);
         let mut d = TgwDrops {
@@ -290,6 +429,7 @@ impl Lab {
             over_bps: pk(BPS),
             igmpv3_reports: pk(V3),
             flows: parse_flow_drops(&nft_json(&sw, &["list", "set", "bridge", TABLE, "dropped"])?),
+            groups: self.tgw_members()?.unwrap_or_default(),
         };
         if limits.igmpv2_only {
             for ns in self.tgw_igmp_namespaces().into_iter().filter(|n| *n != sw) {
@@ -328,7 +468,7 @@ mod tests {
         assert!(s.contains("limit rate over 75000/second"), "{s}");
         assert!(s.contains("limit rate over 125000000 bytes/second"), "{s}");
         assert!(s.contains(FRAG_FIRST) && s.contains(FRAG_LATER));
-        let none = TgwLimits { fragments: false, flow_pps: None, flow_bps: None, igmpv2_only: false };
+        let none = TgwLimits { fragments: false, flow_pps: None, flow_bps: None, igmpv2_only: false, max_members: None };
         let s = switch_script(&none);
         assert!(!s.contains("add rule"), "{s}");
         assert_eq!(none.describe(), "none");
