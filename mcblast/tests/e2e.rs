@@ -355,7 +355,8 @@ fn tc_attach_point_counts_exactly_and_leaves_nothing_behind() {
     lab.clear_drop("r2").expect("clear nft rule");
     let before = udp_seen(&lab, "r1");
     let r = start_recv(&lab, "r1", &["--xdp-mode", "tc", "--sink", "--expect-flows", "1"]);
-    wait_members(&lab);
+    // r1 only: r2's receiver has finished, and its membership goes with it.
+    lab.wait_members(Ipv4Addr::new(239, 0, 0, 1), &["r1".to_string()], Duration::from_secs(15)).expect("r1 joins");
     let s = send(&lab, &["-n", "500", "--pps", "5000", "-l", "8192"]);
     assert_eq!(s["sent"].as_u64(), Some(500));
     let lines = finish(r);
