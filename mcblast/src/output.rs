@@ -457,16 +457,14 @@ pub fn flow_report(key: &mcblast_common::FlowKey, st: &FlowState, local: &crate:
     let ip = |v: u32| std::net::Ipv4Addr::from(v.to_ne_bytes()).to_string();
     let expected = st.expected();
     let loss_pct = if expected == 0 { 0.0 } else { st.lost as f64 * 100.0 / expected as f64 };
-    let delay = (st.delay_count > 0).then(|| {
-        Delay {
-            trusted: delay_trusted(st, local),
-            min_us: st.delay_min_ns as f64 / 1e3,
-            mean_us: st.delay_mean_ns().unwrap_or(0) as f64 / 1e3,
-            max_us: st.delay_max_ns as f64 / 1e3,
-            percentiles: Percentiles::of(&st.delay_hist, st.delay_min_ns, st.delay_max_ns),
-            negative: st.delay_negative,
-            histogram_ns: histogram_ns(&st.delay_hist),
-        }
+    let delay = (st.delay_count > 0).then(|| Delay {
+        trusted: delay_trusted(st, local),
+        min_us: st.delay_min_ns as f64 / 1e3,
+        mean_us: st.delay_mean_ns().unwrap_or(0) as f64 / 1e3,
+        max_us: st.delay_max_ns as f64 / 1e3,
+        percentiles: Percentiles::of(&st.delay_hist, st.delay_min_ns, st.delay_max_ns),
+        negative: st.delay_negative,
+        histogram_ns: histogram_ns(&st.delay_hist),
     });
     let ipdv = (st.ipdv_count > 0).then(|| {
         let max = st.ipdv_max_ns.min(i64::MAX as u64) as i64;
@@ -589,7 +587,9 @@ mod tests {
         assert!(near(d.delay_p50_us, 10.0), "{d:?}");
         assert!(near(d.delay_p99_us, 5000.0) && near(d.delay_p999_us, 5000.0), "b's delays are the top 10 %: {d:?}");
         assert!(d.delay_max_us.unwrap() <= 5000.0, "clamped to the largest delay seen");
-        assert!(d.delay_p50_us <= d.delay_p99_us && d.delay_p99_us <= d.delay_p999_us && d.delay_p999_us <= d.delay_max_us);
+        assert!(
+            d.delay_p50_us <= d.delay_p99_us && d.delay_p99_us <= d.delay_p999_us && d.delay_p999_us <= d.delay_max_us
+        );
         assert_eq!(d.delay_trusted, Some(true));
         // IPDV: a's 1 ms → 10 µs step once, the rest 0; b's all 0
         assert_eq!(h.ipdv.iter().sum::<u64>(), 90 + 9);

@@ -983,7 +983,11 @@ impl Receiver {
                 unwalked: snap.unwalked,
             };
             self.out.emit("summary", &summary)?;
-            self.out.human(&human_summary(&summary, if *name == "socket" { f.socket_drops } else { None }, self.a.verbose))?;
+            self.out.human(&human_summary(
+                &summary,
+                if *name == "socket" { f.socket_drops } else { None },
+                self.a.verbose,
+            ))?;
             let book = if *name == "kernel" { Some(&self.kernel_loss) } else { f.socket_loss.as_ref() };
             if let Some(book) = book {
                 let events_lost = if *name == "kernel" { f.kernel_events_lost } else { None };
@@ -1243,7 +1247,10 @@ fn human_summary(s: &RecvSummary, socket_drops: Option<u64>, verbose: bool) -> S
 /// Per flow, one-way delay and IPDV percentiles (µs): p50, p90, p99, p99.9, p99.99 and max.
 fn percentile_table(s: &RecvSummary, run: &str, flow: &str, iperf2: bool) -> String {
     let cols = |p: &output::Percentiles, max: f64| {
-        format!("{:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}", p.p50_us, p.p90_us, p.p99_us, p.p999_us, p.p9999_us, max)
+        format!(
+            "{:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+            p.p50_us, p.p90_us, p.p99_us, p.p999_us, p.p9999_us, max
+        )
     };
     let dash = format!("{:>9} {:>9} {:>9} {:>9} {:>9} {:>9}", "-", "-", "-", "-", "-", "-");
     let head = format!("{:>9} {:>9} {:>9} {:>9} {:>9} {:>9}", "p50", "p90", "p99", "p99.9", "p99.99", "max");
@@ -1291,5 +1298,53 @@ fn compare(kernel: &[FlowReport], socket: &[FlowReport]) -> String {
         "kernel and socket counters agree on every flow".into()
     } else {
         diffs.join("\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verbose_summary_adds_every_percentile() {
+        let mut st = FlowState::new();
+        for s in 0..100u64 {
+            let _ = st.on_data(s, 100, 1_000_000 * s, 1_000_000 * s + 20_000 + 1000 * (s % 10), 0, 7);
+        }
+        let key = FlowKey {
+            sender: u32::from_ne_bytes([10, 0, 0, 1]),
+            group: u32::from_ne_bytes([239, 0, 0, 1]),
+            run: 9,
+            flow: 0,
+        };
+        let local = clock::LocalClock { id: 8, synced: false, tai_offset: 0 };
+        let s = RecvSummary {
+            role: "recv",
+            counter: "kernel",
+            duration_s: 1.0,
+            format: "mcblast",
+            foreign: 0,
+            flows: vec![output::flow_report(&key, &st, &local)],
+            map_full: None,
+            fragments: None,
+            later_fragments: None,
+            unmatched_fragments: None,
+            other_group: None,
+            coalesced: None,
+            unwalked: None,
+        };
+        let short = human_summary(&s, None, false);
+        assert!(short.contains("delay_us min/mean/p99/max") && !short.contains("p99.99"), "{short}");
+        let long = human_summary(&s, None, true);
+        assert!(long.starts_with(&short[..short.find("foreign").unwrap()]), "the first table stays as it was");
+        let head = long.lines().find(|l| l.contains("p99.99")).expect("a percentile table");
+        assert_eq!(head.matches("p99.99").count(), 2, "delay and IPDV: {head}");
+        let d = s.flows[0].delay.as_ref().unwrap();
+        let row =
+            long.lines().find(|l| l.contains("(delay: clocks not synchronised)")).expect("untrusted delay marked");
+        assert!(
+            row.contains(&format!("{:.1}", d.percentiles.p50_us)) && row.contains(&format!("{:.1}", d.max_us)),
+            "{row}"
+        );
     }
 }

@@ -36,7 +36,8 @@ fn clean_run_one_to_nine_no_loss_kernel_equals_socket() {
     }
     let _serial = serial();
     let lab = lab("a", 9);
-    let recvs: Vec<Recv> = lab.receivers().iter().map(|n| start_recv(&lab, n, &[])).collect();
+    // interval lines each second (the helper's default is none): each carries its own delay percentiles
+    let recvs: Vec<Recv> = lab.receivers().iter().map(|n| start_recv(&lab, n, &["-i", "1"])).collect();
     for r in &recvs {
         // auto on the lab's veth: tc ingress (veth copies every packet for native XDP).
         assert_eq!(r.begin["xdp_mode"], "tc", "{}", r.begin);

@@ -486,7 +486,9 @@ fn percentile_figure(c: &CaseData, counter: &str, repeats: u32) -> Option<String
         return None;
     }
     let mut series = Vec::new();
-    let mut cap = format!("The {counter} counter's histograms, Σ over the receivers and {repeats} repeat(s); a point per bucket, at its top.");
+    let mut cap = format!(
+        "The {counter} counter's histograms, Σ over the receivers and {repeats} repeat(s); a point per bucket, at its top."
+    );
     if !dc.is_empty() {
         let _ = write!(cap, " One-way delay: {}.", pct_text(&dc));
         series.push(Series { name: "one-way delay".into(), colour: svg::colour(0), dashed: false, points: dc });
@@ -525,7 +527,10 @@ fn percentiles_over_time(c: &CaseData, col: &dyn Fn(&str) -> &'static str, repea
     Some(format!(
         "<figure>{}<figcaption>{}</figcaption></figure>",
         svg::line_chart("Delay p50 and p99 per interval", "seconds since the receiver started", "µs", &series),
-        esc("One-way delay percentiles of each interval alone (the interval lines' delay_p99_us, solid, and delay_p50_us, dashed), a pair of lines per receiver and repeat.")
+        esc(
+            "One-way delay percentiles of each interval alone (the interval lines' delay_p99_us, solid, and \
+             delay_p50_us, dashed), a pair of lines per receiver and repeat."
+        )
     ))
 }
 
@@ -538,7 +543,8 @@ fn compare_percentiles(a: &RunData, ca: &CaseData, b: &RunData, cb: &CaseData) -
         let (dc, ic) = (super::cdf(&d), super::cdf(&ip));
         if !dc.is_empty() {
             cap.push(format!("{} delay: {}", r.label, pct_text(&dc)));
-            series.push(Series { name: format!("{} delay", r.label), colour: svg::colour(i), dashed: false, points: dc });
+            let name = format!("{} delay", r.label);
+            series.push(Series { name, colour: svg::colour(i), dashed: false, points: dc });
         }
         if !ic.is_empty() {
             cap.push(format!("{} IPDV: {}", r.label, pct_text(&ic)));

@@ -198,7 +198,8 @@ pub fn percentile_chart(title: &str, series: &[Series]) -> String {
         e += 1.0;
     }
     let _ = write!(s, "<text x=\"{:.1}\" y=\"{:.1}\" class=\"xl\">µs (log scale)</text>", LEFT + pw / 2.0, h - 6.0);
-    let _ = write!(s, "<text transform=\"translate(12 {:.1}) rotate(-90)\" class=\"xl\">percentile</text>", TOP + ph / 2.0);
+    let _ =
+        write!(s, "<text transform=\"translate(12 {:.1}) rotate(-90)\" class=\"xl\">percentile</text>", TOP + ph / 2.0);
     for se in series {
         let pts: Vec<String> = se.points.iter().map(|&(x, f)| format!("{:.1},{:.1}", sx(x), sy(nines(f)))).collect();
         let dash = if se.dashed { " stroke-dasharray=\"5 3\"" } else { "" };
@@ -463,7 +464,10 @@ mod tests {
         assert_eq!(nines(0.0), 0.0);
         assert!((nines(0.9) - 1.0).abs() < 1e-9 && (nines(0.999) - 3.0).abs() < 1e-9);
         assert_eq!(nines(1.0), NINES_TOP);
-        let c = percentile_chart("d", &[Series { name: "delay".into(), colour: "#000", dashed: false, points: vec![(1.0, 0.5), (100.0, 1.0)] }]);
+        let c = percentile_chart(
+            "d",
+            &[Series { name: "delay".into(), colour: "#000", dashed: false, points: vec![(1.0, 0.5), (100.0, 1.0)] }],
+        );
         assert_eq!(c.matches("<polyline").count(), 1);
         assert!(c.contains(">p50</text>") && c.contains(">p99.99</text>") && c.contains(">100</text>"));
     }
