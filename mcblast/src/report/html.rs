@@ -459,8 +459,11 @@ fn case_figures(c: &CaseData) -> Vec<String> {
     figs
 }
 
+/// A histogram by bucket top ([`super::bucket_tops`]).
+type Tops = Vec<(i64, u64)>;
+
 /// A case's delay and IPDV histograms, each merged over its receivers and repeats (bucket counts added).
-fn merged_tops(c: &CaseData) -> (Vec<(i64, u64)>, Vec<(i64, u64)>) {
+fn merged_tops(c: &CaseData) -> (Tops, Tops) {
     let (mut d, mut i) = (Vec::new(), Vec::new());
     for r in &c.recvs {
         super::merge_tops(&mut d, &r.delay_tops);
