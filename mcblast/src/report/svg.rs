@@ -171,7 +171,8 @@ pub fn percentile_chart(title: &str, series: &[Series]) -> String {
     let hi = if hi <= lo { lo + 1.0 } else { hi };
     let sx = |x: f64| LEFT + (x.max(0.1).log10() - lo) / (hi - lo) * pw;
     let sy = |n: f64| TOP + ph - n / NINES_TOP * ph;
-    let marks = [(0.0, "p0"), (nines(0.5), "p50"), (1.0, "p90"), (2.0, "p99"), (3.0, "p99.9"), (4.0, "p99.99")];
+    // no label at 0: p50 sits just above it
+    let marks = [(0.0, ""), (nines(0.5), "p50"), (1.0, "p90"), (2.0, "p99"), (3.0, "p99.9"), (4.0, "p99.99")];
     let mut s = open(W, h, "chart pct", title);
     let _ = write!(s, "<text x=\"{LEFT}\" y=\"15\" class=\"t\">{}</text>", esc(title));
     for (n, label) in marks {
