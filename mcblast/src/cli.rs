@@ -260,6 +260,10 @@ pub struct RecvArgs {
     /// Stop after this many seconds at the latest (recv also stops once every flow has ended, plus --grace, and on Ctrl-C).
     #[arg(short = 't', long, value_name = "SECS")]
     pub time: Option<f64>,
+    /// Human summary: every percentile of one-way delay and IPDV per flow (p50, p90, p99, p99.9, p99.99, max),
+    /// in a second table (without it: delay min/mean/p99/max). JSON lines carry them always.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
     /// Seconds to wait after the last flow ended before stopping.
     #[arg(long, default_value_t = 1.0, value_name = "SECS")]
     pub grace: f64,

@@ -276,6 +276,100 @@ pub struct RecvInterval {
     pub lost: i64,
     pub rate_bps: f64,
     pub rate_pps: f64,
+    /// Delay and IPDV percentiles of this interval alone (null without samples in it).
+    #[serde(flatten)]
+    pub dist: IntervalDist,
+}
+
+/// One-way delay and IPDV percentiles (µs) of one interval, over a counter's flows: each flow's histogram of
+/// the interval is the difference of two cumulative snapshots, and the flows' are summed (an exact merge).
+/// Null when the interval had no such sample. `delay_max_us` is the top of the highest non-empty bucket (a
+/// difference of histograms keeps no exact maximum), clamped to the largest delay seen so far: at most 6.25 %
+/// above the interval's true maximum.
+#[derive(Serialize, Debug, Clone, Copy, Default, PartialEq)]
+pub struct IntervalDist {
+    /// False when a flow with delay samples in the interval has an untrusted delay (clocks not synchronised).
+    pub delay_trusted: Option<bool>,
+    pub delay_p50_us: Option<f64>,
+    pub delay_p99_us: Option<f64>,
+    pub delay_p999_us: Option<f64>,
+    pub delay_max_us: Option<f64>,
+    pub ipdv_p50_us: Option<f64>,
+    pub ipdv_p99_us: Option<f64>,
+}
+
+/// A flow's cumulative delay and IPDV histograms at one interval report: what the next one subtracts.
+#[derive(Clone)]
+pub struct FlowHists {
+    pub delay: [u64; hist::BUCKETS],
+    pub ipdv: [u64; hist::BUCKETS],
+}
+
+impl FlowHists {
+    pub fn of(st: &FlowState) -> Box<FlowHists> {
+        Box::new(FlowHists { delay: st.delay_hist, ipdv: st.ipdv_hist })
+    }
+}
+
+/// The sum over a counter's flows of their histograms of one interval ([`IntervalDist`]).
+pub struct IntervalHists {
+    delay: [u64; hist::BUCKETS],
+    ipdv: [u64; hist::BUCKETS],
+    /// Bounds of the values the interval can hold: the flows' smallest and largest delays, and largest IPDV, so far.
+    delay_min: i64,
+    delay_max: i64,
+    ipdv_max: i64,
+    trusted: bool,
+}
+
+impl Default for IntervalHists {
+    fn default() -> Self {
+        IntervalHists {
+            delay: [0; hist::BUCKETS],
+            ipdv: [0; hist::BUCKETS],
+            delay_min: i64::MAX,
+            delay_max: i64::MIN,
+            ipdv_max: 0,
+            trusted: true,
+        }
+    }
+}
+
+impl IntervalHists {
+    /// Adds one flow's interval: its histograms now minus those of the last report (`prev`; None for a flow new
+    /// since then), bucket by bucket. `trusted`: whether the flow's one-way delay is ([`delay_trusted`]).
+    pub fn add(&mut self, now: &FlowState, prev: Option<&FlowHists>, trusted: bool) {
+        let mut any_delay = false;
+        for b in 0..hist::BUCKETS {
+            let d = now.delay_hist[b].saturating_sub(prev.map_or(0, |p| p.delay[b]));
+            let i = now.ipdv_hist[b].saturating_sub(prev.map_or(0, |p| p.ipdv[b]));
+            any_delay |= d > 0;
+            self.delay[b] += d;
+            self.ipdv[b] += i;
+        }
+        if any_delay {
+            self.delay_min = self.delay_min.min(now.delay_min_ns);
+            self.delay_max = self.delay_max.max(now.delay_max_ns);
+            self.trusted &= trusted;
+        }
+        self.ipdv_max = self.ipdv_max.max(now.ipdv_max_ns.min(i64::MAX as u64) as i64);
+    }
+
+    pub fn dist(&self) -> IntervalDist {
+        let us = |ns: Option<i64>| ns.map(|v| v as f64 / 1e3);
+        let d = |q| us(hist::quantile_ns(&self.delay, q, self.delay_min, self.delay_max));
+        let i = |q| us(hist::quantile_ns(&self.ipdv, q, 0, self.ipdv_max));
+        let top = self.delay.iter().rposition(|n| *n > 0);
+        IntervalDist {
+            delay_trusted: top.map(|_| self.trusted),
+            delay_p50_us: d(0.5),
+            delay_p99_us: d(0.99),
+            delay_p999_us: d(0.999),
+            delay_max_us: us(top.map(|b| hist::upper_ns(b).saturating_sub(1).clamp(self.delay_min, self.delay_max))),
+            ipdv_p50_us: i(0.5),
+            ipdv_p99_us: i(0.99),
+        }
+    }
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -349,6 +443,12 @@ pub struct LayersSummary {
     pub layers: crate::attrib::Layers,
 }
 
+/// Whether a flow's one-way delays are trusted (see [`flow_report`]).
+pub fn delay_trusted(st: &FlowState, local: &crate::clock::LocalClock) -> bool {
+    let sender_synced = st.flags & mcblast_common::tracker::STATE_SENDER_SYNCED != 0;
+    st.sender_clock == local.id || (sender_synced && local.synced && st.sender_tai_offset() == local.tai_offset)
+}
+
 /// Builds a flow's report from its tracker state. One-way delays are
 /// trusted when the sender shares our clock (same boot id), or both clocks
 /// are synchronised and agree on the TAI−UTC offset (timestamps are
@@ -357,18 +457,14 @@ pub fn flow_report(key: &mcblast_common::FlowKey, st: &FlowState, local: &crate:
     let ip = |v: u32| std::net::Ipv4Addr::from(v.to_ne_bytes()).to_string();
     let expected = st.expected();
     let loss_pct = if expected == 0 { 0.0 } else { st.lost as f64 * 100.0 / expected as f64 };
-    let delay = (st.delay_count > 0).then(|| {
-        let sender_synced = st.flags & mcblast_common::tracker::STATE_SENDER_SYNCED != 0;
-        Delay {
-            trusted: st.sender_clock == local.id
-                || (sender_synced && local.synced && st.sender_tai_offset() == local.tai_offset),
-            min_us: st.delay_min_ns as f64 / 1e3,
-            mean_us: st.delay_mean_ns().unwrap_or(0) as f64 / 1e3,
-            max_us: st.delay_max_ns as f64 / 1e3,
-            percentiles: Percentiles::of(&st.delay_hist, st.delay_min_ns, st.delay_max_ns),
-            negative: st.delay_negative,
-            histogram_ns: histogram_ns(&st.delay_hist),
-        }
+    let delay = (st.delay_count > 0).then(|| Delay {
+        trusted: delay_trusted(st, local),
+        min_us: st.delay_min_ns as f64 / 1e3,
+        mean_us: st.delay_mean_ns().unwrap_or(0) as f64 / 1e3,
+        max_us: st.delay_max_ns as f64 / 1e3,
+        percentiles: Percentiles::of(&st.delay_hist, st.delay_min_ns, st.delay_max_ns),
+        negative: st.delay_negative,
+        histogram_ns: histogram_ns(&st.delay_hist),
     });
     let ipdv = (st.ipdv_count > 0).then(|| {
         let max = st.ipdv_max_ns.min(i64::MAX as u64) as i64;
@@ -460,6 +556,50 @@ mod tests {
         assert!(flow_report(&key, &synced, &here(8, true, 37)).delay.unwrap().trusted);
         assert!(!flow_report(&key, &synced, &here(8, true, 0)).delay.unwrap().trusted, "TAI offsets differ");
         assert!(!flow_report(&key, &synced, &here(8, false, 37)).delay.unwrap().trusted, "we are not synchronised");
+    }
+
+    #[test]
+    fn interval_percentiles_are_the_difference_of_snapshots_merged_over_flows() {
+        let data = |st: &mut FlowState, seq: u64, delay_ns: u64| {
+            let _ = st.on_data(seq, 100, 1_000_000 * seq, 1_000_000 * seq + delay_ns, 0, 7);
+        };
+        let (mut a, mut b) = (FlowState::new(), FlowState::new());
+        // before the last report: flow a 100 datagrams of 1 ms delay (b not seen yet)
+        for s in 0..100 {
+            data(&mut a, s, 1_000_000);
+        }
+        let prev_a = FlowHists::of(&a);
+        let empty = IntervalHists::default();
+        assert_eq!(empty.dist(), IntervalDist::default(), "no samples: every field null");
+        // this interval: a 90 more at 10 µs, b (new) 10 at 5 ms
+        for s in 100..190 {
+            data(&mut a, s, 10_000);
+        }
+        for s in 0..10 {
+            data(&mut b, s, 5_000_000);
+        }
+        let mut h = IntervalHists::default();
+        h.add(&a, Some(&prev_a), true);
+        h.add(&b, None, true);
+        let d = h.dist();
+        assert_eq!(h.delay.iter().sum::<u64>(), 100, "the 100 earlier datagrams are not in the interval");
+        let near = |v: Option<f64>, want: f64| (v.unwrap() - want).abs() <= want * 0.0625;
+        assert!(near(d.delay_p50_us, 10.0), "{d:?}");
+        assert!(near(d.delay_p99_us, 5000.0) && near(d.delay_p999_us, 5000.0), "b's delays are the top 10 %: {d:?}");
+        assert!(d.delay_max_us.unwrap() <= 5000.0, "clamped to the largest delay seen");
+        assert!(
+            d.delay_p50_us <= d.delay_p99_us && d.delay_p99_us <= d.delay_p999_us && d.delay_p999_us <= d.delay_max_us
+        );
+        assert_eq!(d.delay_trusted, Some(true));
+        // IPDV: a's 1 ms → 10 µs step once, the rest 0; b's all 0
+        assert_eq!(h.ipdv.iter().sum::<u64>(), 90 + 9);
+        assert!(d.ipdv_p50_us.unwrap() < 1.1 && near(d.ipdv_p99_us, 990.0), "{d:?}");
+        // a flow without new datagrams adds nothing; an untrusted one with samples marks the delay untrusted
+        let mut h2 = IntervalHists::default();
+        h2.add(&a, Some(&FlowHists::of(&a)), false);
+        assert_eq!(h2.dist().delay_trusted, None);
+        h2.add(&b, None, false);
+        assert_eq!(h2.dist().delay_trusted, Some(false));
     }
 
     #[test]

@@ -466,6 +466,10 @@ struct Ticks {
     /// Since when every flow seen has ended (None while one has not).
     ended_at: Option<u64>,
     prev: HashMap<&'static str, (u64, u64, i64)>,
+    /// Per counter and flow, its delay and IPDV histograms at the last interval line.
+    prev_hists: HashMap<(&'static str, FlowKey), Box<output::FlowHists>>,
+    /// Whose one-way delays are trusted ([`output::delay_trusted`]).
+    local: clock::LocalClock,
     prev_drops: LayerDrops,
     prev_driver: Option<u64>,
 }
@@ -704,6 +708,8 @@ impl Receiver {
             last_end_check: start,
             ended_at: None,
             prev: HashMap::new(),
+            prev_hists: HashMap::new(),
+            local: clock::LocalClock { synced: self.synced, ..clock::local() },
             prev_drops: LayerDrops::default(),
             prev_driver: self.driver_start.as_deref().map(attrib::driver_drops),
         };
@@ -812,7 +818,8 @@ impl Receiver {
         };
         let secs_since = |x: u64| (x - t.start) as f64 / 1e9;
         let (t0, t1) = (secs_since(t.last_tick), secs_since(now));
-        interval_lines(&mut self.out, &s, drops, &mut t.prev, t0, t1)?;
+        let prev = Prev { totals: &mut t.prev, hists: &mut t.prev_hists, local: &t.local };
+        interval_lines(&mut self.out, &s, drops, prev, t0, t1)?;
         t.last_tick = now;
         Ok(Some(s))
     }
@@ -976,7 +983,11 @@ impl Receiver {
                 unwalked: snap.unwalked,
             };
             self.out.emit("summary", &summary)?;
-            self.out.human(&human_summary(&summary, if *name == "socket" { f.socket_drops } else { None }))?;
+            self.out.human(&human_summary(
+                &summary,
+                if *name == "socket" { f.socket_drops } else { None },
+                self.a.verbose,
+            ))?;
             let book = if *name == "kernel" { Some(&self.kernel_loss) } else { f.socket_loss.as_ref() };
             if let Some(book) = book {
                 let events_lost = if *name == "kernel" { f.kernel_events_lost } else { None };
@@ -1073,11 +1084,35 @@ impl Receiver {
     }
 }
 
+/// What the interval lines count from: per counter its totals, per counter and flow its histograms, at the last
+/// interval line.
+struct Prev<'a> {
+    totals: &'a mut HashMap<&'static str, (u64, u64, i64)>,
+    hists: &'a mut HashMap<(&'static str, FlowKey), Box<output::FlowHists>>,
+    local: &'a clock::LocalClock,
+}
+
+/// A counter's delay and IPDV percentiles since the last interval line; keeps this line's histograms in `prev`.
+fn interval_dist(
+    name: &'static str,
+    s: &Snapshot,
+    prev: &mut HashMap<(&'static str, FlowKey), Box<output::FlowHists>>,
+    local: &clock::LocalClock,
+) -> output::IntervalDist {
+    let mut h = output::IntervalHists::default();
+    for (key, st) in &s.flows {
+        let now = output::FlowHists::of(st);
+        let before = prev.insert((name, *key), now);
+        h.add(st, before.as_deref(), output::delay_trusted(st, local));
+    }
+    h.dist()
+}
+
 fn interval_lines(
     out: &mut Printer,
     snaps: &[(&'static str, Snapshot)],
     drops: Option<LayerDrops>,
-    prev: &mut HashMap<&'static str, (u64, u64, i64)>,
+    prev: Prev,
     t0: f64,
     t1: f64,
 ) -> Result<()> {
@@ -1085,7 +1120,7 @@ fn interval_lines(
     let mut human = format!("[{t0:6.1}-{t1:6.1} s]");
     for (name, s) in snaps {
         let (r, b, l) = s.totals();
-        let (pr, pb, pl) = prev.insert(name, (r, b, l)).unwrap_or((0, 0, 0));
+        let (pr, pb, pl) = prev.totals.insert(name, (r, b, l)).unwrap_or((0, 0, 0));
         let iv = RecvInterval {
             role: "recv",
             counter: name,
@@ -1096,6 +1131,7 @@ fn interval_lines(
             lost: l - pl,
             rate_bps: (b - pb) as f64 * 8.0 / dt,
             rate_pps: (r - pr) as f64 / dt,
+            dist: interval_dist(name, s, prev.hists, prev.local),
         };
         out.emit("interval", &iv)?;
         human.push_str(&format!(
@@ -1128,7 +1164,8 @@ fn interval_lines(
     Ok(())
 }
 
-fn human_summary(s: &RecvSummary, socket_drops: Option<u64>) -> String {
+/// `verbose` (-v): a second table with every delay and IPDV percentile per flow.
+fn human_summary(s: &RecvSummary, socket_drops: Option<u64>, verbose: bool) -> String {
     let mut t = format!("--- {} counter, {:.1} s ---\n", s.counter, s.duration_s);
     // iperf2 flows are port pairs: the group's port and the sender's.
     let iperf2 = s.format == Format::Iperf2.name();
@@ -1171,6 +1208,9 @@ fn human_summary(s: &RecvSummary, socket_drops: Option<u64>) -> String {
     if s.flows.is_empty() {
         t.push_str(&format!("(no {} flows seen)\n", s.format));
     }
+    if verbose && !s.flows.is_empty() {
+        t.push_str(&percentile_table(s, run, flow, iperf2));
+    }
     t.push_str(&format!("foreign datagrams: {}", s.foreign));
     if let Some(m) = s.map_full.filter(|m| *m > 0) {
         t.push_str(&format!(", flows not tracked (map full): {m}"));
@@ -1204,6 +1244,38 @@ fn human_summary(s: &RecvSummary, socket_drops: Option<u64>) -> String {
     t
 }
 
+/// Per flow, one-way delay and IPDV percentiles (µs): p50, p90, p99, p99.9, p99.99 and max.
+fn percentile_table(s: &RecvSummary, run: &str, flow: &str, iperf2: bool) -> String {
+    let cols = |p: &output::Percentiles, max: f64| {
+        format!(
+            "{:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+            p.p50_us, p.p90_us, p.p99_us, p.p999_us, p.p9999_us, max
+        )
+    };
+    let dash = format!("{:>9} {:>9} {:>9} {:>9} {:>9} {:>9}", "-", "-", "-", "-", "-", "-");
+    let head = format!("{:>9} {:>9} {:>9} {:>9} {:>9} {:>9}", "p50", "p90", "p99", "p99.9", "p99.99", "max");
+    let mut t = format!(
+        "{:<15} {:<15} {:>8} {:>5}  {:<6} {head}  {:<6} {head}\n",
+        "sender", "group", run, flow, "delay", "ipdv"
+    );
+    for f in &s.flows {
+        let delay = f.delay.as_ref().map(|d| cols(&d.percentiles, d.max_us)).unwrap_or_else(|| dash.clone());
+        let ipdv = f.ipdv.as_ref().map(|d| cols(&d.percentiles, d.max_us)).unwrap_or_else(|| dash.clone());
+        let untrusted = f.delay.as_ref().is_some_and(|d| !d.trusted);
+        t.push_str(&format!(
+            "{:<15} {:<15} {:>8} {:>5}  {:<6} {delay}  {:<6} {ipdv}{}\n",
+            f.sender,
+            f.group,
+            if iperf2 { f.run.to_string() } else { format!("{:x}", f.run) },
+            f.flow,
+            "µs",
+            "µs",
+            if untrusted { "  (delay: clocks not synchronised)" } else { "" }
+        ));
+    }
+    t
+}
+
 /// One line saying whether the kernel and socket views agree, flow by flow.
 fn compare(kernel: &[FlowReport], socket: &[FlowReport]) -> String {
     let key = |f: &FlowReport| (f.sender.clone(), f.group.clone(), f.run, f.flow);
@@ -1226,5 +1298,53 @@ fn compare(kernel: &[FlowReport], socket: &[FlowReport]) -> String {
         "kernel and socket counters agree on every flow".into()
     } else {
         diffs.join("\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verbose_summary_adds_every_percentile() {
+        let mut st = FlowState::new();
+        for s in 0..100u64 {
+            let _ = st.on_data(s, 100, 1_000_000 * s, 1_000_000 * s + 20_000 + 1000 * (s % 10), 0, 7);
+        }
+        let key = FlowKey {
+            sender: u32::from_ne_bytes([10, 0, 0, 1]),
+            group: u32::from_ne_bytes([239, 0, 0, 1]),
+            run: 9,
+            flow: 0,
+        };
+        let local = clock::LocalClock { id: 8, synced: false, tai_offset: 0 };
+        let s = RecvSummary {
+            role: "recv",
+            counter: "kernel",
+            duration_s: 1.0,
+            format: "mcblast",
+            foreign: 0,
+            flows: vec![output::flow_report(&key, &st, &local)],
+            map_full: None,
+            fragments: None,
+            later_fragments: None,
+            unmatched_fragments: None,
+            other_group: None,
+            coalesced: None,
+            unwalked: None,
+        };
+        let short = human_summary(&s, None, false);
+        assert!(short.contains("delay_us min/mean/p99/max") && !short.contains("p99.99"), "{short}");
+        let long = human_summary(&s, None, true);
+        assert!(long.starts_with(&short[..short.find("foreign").unwrap()]), "the first table stays as it was");
+        let head = long.lines().find(|l| l.contains("p99.99")).expect("a percentile table");
+        assert_eq!(head.matches("p99.99").count(), 2, "delay and IPDV: {head}");
+        let d = s.flows[0].delay.as_ref().unwrap();
+        let row =
+            long.lines().find(|l| l.contains("(delay: clocks not synchronised)")).expect("untrusted delay marked");
+        assert!(
+            row.contains(&format!("{:.1}", d.percentiles.p50_us)) && row.contains(&format!("{:.1}", d.max_us)),
+            "{row}"
+        );
     }
 }

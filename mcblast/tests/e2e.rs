@@ -36,7 +36,8 @@ fn clean_run_one_to_nine_no_loss_kernel_equals_socket() {
     }
     let _serial = serial();
     let lab = lab("a", 9);
-    let recvs: Vec<Recv> = lab.receivers().iter().map(|n| start_recv(&lab, n, &[])).collect();
+    // interval lines each second (the helper's default is none): each carries its own delay percentiles
+    let recvs: Vec<Recv> = lab.receivers().iter().map(|n| start_recv(&lab, n, &["-i", "1"])).collect();
     for r in &recvs {
         // auto on the lab's veth: tc ingress (veth copies every packet for native XDP).
         assert_eq!(r.begin["xdp_mode"], "tc", "{}", r.begin);
@@ -77,6 +78,21 @@ fn clean_run_one_to_nine_no_loss_kernel_equals_socket() {
         assert!(kp.iter().zip(&sp).all(|(k, s)| k <= s), "{node}: kernel {kp:?} above socket {sp:?}");
         for f in [kf, sf] {
             assert_eq!(f["ipdv"]["count"].as_u64(), Some(sent - 1), "{node}: {f}");
+        }
+        // Each interval with traffic carries its own delay and IPDV percentiles, ordered; one shared clock: trusted.
+        for counter in ["kernel", "socket"] {
+            let ivs: Vec<&Value> = lines
+                .iter()
+                .filter(|l| l["type"] == "interval" && l["counter"] == counter && l["received"].as_u64() > Some(0))
+                .collect();
+            assert!(!ivs.is_empty(), "{node} {counter}: no interval with traffic");
+            for iv in ivs {
+                let q = |k: &str| iv[k].as_f64().unwrap_or_else(|| panic!("{node} {counter}: no {k} in {iv}"));
+                let d = [q("delay_p50_us"), q("delay_p99_us"), q("delay_p999_us"), q("delay_max_us")];
+                assert!(d[0] > 0.0 && d.windows(2).all(|w| w[0] <= w[1]), "{node} {counter}: out of order {iv}");
+                assert!(q("ipdv_p50_us") <= q("ipdv_p99_us"), "{node} {counter}: {iv}");
+                assert_eq!(iv["delay_trusted"], true, "{node} {counter}: {iv}");
+            }
         }
     }
 }

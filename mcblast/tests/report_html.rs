@@ -276,9 +276,11 @@ fn fixture_report_in_chromium() {
     check_run_numbers(&d, &run);
     let summary = csv(&run.join("summary.csv"));
     let cases = csv(&run.join("cases.csv"));
-    // per case: throughput, loss, jitter, delay distribution, waterfall, heat matrix; a line per receiver and repeat in two charts
-    assert_eq!(count(&d, "<svg"), 6 * summary.len());
-    assert_eq!(count(&d, "<polyline"), 2 * cases.len());
+    // per case: throughput, loss, jitter, delay distribution, delay percentiles, waterfall, heat matrix; a line per
+    // receiver and repeat in two charts, and the delay percentile curve (the fixture's flows have no IPDV histogram;
+    // its interval lines no percentiles: no chart over time)
+    assert_eq!(count(&d, "<svg"), 7 * summary.len());
+    assert_eq!(count(&d, "<polyline"), 2 * cases.len() + summary.len());
     assert_eq!(count(&d, "<tr class=\"case\">"), summary.len());
     assert!(d.contains("<h1>mcblast report: TGW</h1>"), "the plan's preset labels the run");
     // jitter dots: one per receiver and repeat, with cases.csv's value
@@ -343,7 +345,9 @@ fn compare_ovn_and_tgw() {
     }
     // both runs' plots side by side, each with its own numbers
     let summaries = sa.len() + sb.len();
-    assert_eq!(count(&d, "<svg"), 6 * summaries);
+    // seven per case and side, and per shared case both runs' delay percentiles on one chart
+    assert_eq!(count(&d, "<svg"), 7 * summaries + sa.len());
+    assert_eq!(count(&d, "<svg class=\"chart pct\""), summaries + sa.len());
     // the headline table: a row per platform
     let head = nth(&d, "<table class=\"headline\">", "</table>", 0);
     assert!(head.contains("<th>TGW</th>") && head.contains("<th>OVN</th>"), "{head}");
@@ -374,6 +378,112 @@ fn compare_ovn_and_tgw() {
     let table = nth(&html, "<table class=\"compare\">", "</table>", 0);
     assert_eq!(count(table, "<tr class=\"case\">"), 1);
     assert!(html.contains("<p>Only in TGW (tgw): case 2: 10M/1470 rx3 snoop on injected loss 5% spread 2s q120s</p>"), "unpaired case listed");
+}
+
+/// The number of points of each polyline in `svg`, in order.
+fn polyline_points(svg: &str) -> Vec<usize> {
+    let points = |p: &str| p.split("points=\"").nth(1).unwrap().split('"').next().unwrap().split_whitespace().count();
+    svg.split("<polyline").skip(1).map(points).collect()
+}
+
+/// The fixture with what newer receivers write: per interval its delay p50/p99 (made up, rising), per flow an IPDV
+/// histogram. Returns, per raw file name, how many interval lines got percentiles.
+fn with_interval_percentiles(run: &Path) -> HashMap<String, usize> {
+    let mut n = HashMap::new();
+    for e in std::fs::read_dir(run.join("raw")).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        if name.ends_with("-sender.jsonl") {
+            continue;
+        }
+        let mut lines = jsonl(&p);
+        let mut j = 0;
+        for l in lines.iter_mut() {
+            if l["type"] == "interval" && l["counter"] == "kernel" && l["received"].as_u64() > Some(0) {
+                l["delay_p50_us"] = serde_json::json!(20.0 + j as f64);
+                l["delay_p99_us"] = serde_json::json!(60.0 + 2.0 * j as f64);
+                j += 1;
+            }
+            if l["type"] == "summary" && l["counter"] == "kernel" {
+                for f in l["flows"].as_array_mut().unwrap() {
+                    f["ipdv"] = serde_json::json!({"count": 8, "histogram_ns": [[0, 5], [2048, 2], [65536, 1]]});
+                }
+            }
+        }
+        n.insert(name, j);
+        std::fs::write(&p, lines.iter().map(|l| l.to_string() + "\n").collect::<String>()).unwrap();
+    }
+    n
+}
+
+#[test]
+fn delay_percentile_plots() {
+    let work = tmpdir("percentiles");
+    let _g = TempDir(work.clone());
+    let run = work.join("tgw");
+    copy_dir(&fixture("tgw"), &run);
+    let injected = with_interval_percentiles(&run);
+    let o = mcblast(&["report", run.to_str().unwrap()]);
+    assert!(o.status.success(), "mcblast report failed: {}", String::from_utf8_lossy(&o.stderr));
+    let html = std::fs::read_to_string(run.join("report.html")).unwrap();
+    let summary = csv(&run.join("summary.csv"));
+    let cases = csv(&run.join("cases.csv"));
+    assert_eq!(count(&html, "<svg"), 8 * summary.len(), "per case a percentile chart and a chart over time more");
+    for (i, s) in summary.iter().enumerate() {
+        let k: usize = s["case"].parse().unwrap();
+        let section = nth(&html, "<section class=\"case\"", "</section>", i);
+        // the percentile curves: a point per bucket of the histograms merged over receivers and repeats
+        let (mut delay, mut ipdv) = (Vec::new(), Vec::new());
+        let rows: Vec<&HashMap<String, String>> = cases.iter().filter(|r| r["case"] == s["case"]).collect();
+        for r in &rows {
+            let l = jsonl(&run.join("raw").join(format!("c{k:03}-r{}-{}.jsonl", r["repeat"], r["receiver"])));
+            let sm = l.iter().find(|v| v["type"] == "summary" && v["counter"] == "kernel").unwrap();
+            for f in sm["flows"].as_array().unwrap().iter().filter(|f| f["run"].to_string() == r["run_id"]) {
+                mcblast::report::merge_tops(&mut delay, &mcblast::report::bucket_tops(&f["delay"]));
+                mcblast::report::merge_tops(&mut ipdv, &mcblast::report::bucket_tops(&f["ipdv"]));
+            }
+        }
+        assert!(delay.len() >= 3, "case {k}: the fixture's delays spread over buckets: {delay:?}");
+        assert_eq!(ipdv.len(), 3);
+        let pct = nth(section, "<svg class=\"chart pct\"", "</svg>", 0);
+        assert_eq!(polyline_points(pct), vec![delay.len(), 3], "case {k}: delay then IPDV");
+        for label in [">p50</text>", ">p90</text>", ">p99</text>", ">p99.9</text>", ">p99.99</text>", "µs (log scale)"] {
+            assert!(pct.contains(label), "case {k}: no {label}");
+        }
+        assert!(pct.contains("<title>one-way delay</title>") && pct.contains("<title>IPDV</title>"));
+        // y rises along each curve (x to the right, the fraction up: SVG y down)
+        let first = pct.split("points=\"").nth(1).unwrap().split('"').next().unwrap();
+        let ys: Vec<f64> = first.split_whitespace().map(|p| p.split(',').nth(1).unwrap().parse().unwrap()).collect();
+        assert!(ys.windows(2).all(|w| w[1] <= w[0]), "case {k}: the CDF falls: {ys:?}");
+        let cap = nth(section, "Σ over the receivers", "</figcaption>", 0);
+        assert!(cap.contains("One-way delay: p50 ≤ "), "{cap}");
+        assert!(cap.contains("IPDV (dashed): p50 ≤ 1.0 µs, p99 ≤ 69.6 µs"), "{cap}");
+        // over time: a p99 and a p50 line per receiver and repeat, a point per interval with percentiles
+        let over = nth(section, "<title>Delay p50 and p99 per interval</title>", "</svg>", 0);
+        let want: Vec<usize> = rows
+            .iter()
+            .flat_map(|r| {
+                let n = injected[&format!("c{k:03}-r{}-{}.jsonl", r["repeat"], r["receiver"])];
+                [n, n]
+            })
+            .collect();
+        assert!(want.iter().all(|n| *n >= 2), "case {k}: intervals with traffic {want:?}");
+        assert_eq!(polyline_points(over), want, "case {k}");
+        assert!(over.contains("<title>r1 p99</title>") || over.contains("<title>r1 #1 p99</title>"), "case {k}");
+    }
+    // --compare: both runs' curves of each shared case on one chart (A's delay and IPDV, B's delay)
+    let out = work.join("compare.html");
+    let b = fixture("ovn");
+    let (r, b, o) = (run.to_str().unwrap(), b.to_str().unwrap(), out.to_str().unwrap());
+    let o = mcblast(&["report", "--compare", r, b, "--out", o]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let html = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(count(&html, "<title>Delay percentiles: TGW vs OVN</title>"), summary.len());
+    let both = nth(&html, "<title>Delay percentiles: TGW vs OVN</title>", "</svg>", 0);
+    assert_eq!(polyline_points(both).len(), 3, "TGW delay, TGW IPDV, OVN delay");
+    for t in ["<title>TGW delay</title>", "<title>TGW IPDV</title>", "<title>OVN delay</title>", ">p99</text>"] {
+        assert!(both.contains(t), "no {t}");
+    }
 }
 
 /// The waterfall rows of one side of a comparison page.
@@ -470,8 +580,17 @@ fn run_writes_report_on_the_lab() {
     let d = dom(&work, &page);
     check_run_numbers(&d, &out);
     assert!(d.contains("<h1>mcblast report: OVN</h1>"));
-    assert_eq!(count(&d, "<svg"), 12);
-    assert_eq!(count(&d, "<polyline"), 2 * 6);
+    // 8 charts per case: with the delay percentiles (delay and IPDV curves) and, from this version's interval lines,
+    // delay p50 and p99 over time (two lines per receiver)
+    assert_eq!(count(&d, "<svg"), 16);
+    assert_eq!(count(&d, "<polyline"), 2 * 6 + 2 * 2 + 2 * 6);
+    for k in 1..=2 {
+        let section = nth(&d, &format!("<section class=\"case\" id=\"case-{k}\">"), "</section>", 0);
+        let over = nth(section, "<title>Delay p50 and p99 per interval</title>", "</svg>", 0);
+        assert!(polyline_points(over).iter().all(|n| *n >= 1), "case {k}: {over}");
+        let pct = nth(section, "<svg class=\"chart pct\"", "</svg>", 0);
+        assert!(pct.contains("<title>one-way delay</title>") && pct.contains("<title>IPDV</title>"), "case {k}");
+    }
     screenshot(&work, &page, &work.join("report.png"), &[[0x1f, 0x77, 0xb4], [0xd6, 0x27, 0x28]]);
     assert!(mcblast::lab::Lab::open(&prefix).is_err(), "the run removed its lab");
 }

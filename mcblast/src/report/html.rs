@@ -376,6 +376,12 @@ fn case_figures(c: &CaseData) -> Vec<String> {
             format!("The {counter} counter's delay histogram, Σ over {repeats} repeat(s): how the delay varies (the jitter's spread)."),
         ));
     }
+    if let Some(f) = percentile_figure(c, counter.as_str(), repeats) {
+        figs.push(f);
+    }
+    if let Some(f) = percentiles_over_time(c, &col, repeats) {
+        figs.push(f);
+    }
     // the waterfall, summed over repeats
     let with_layers: Vec<&super::RecvRun> = c.recvs.iter().filter(|r| r.layers.is_some()).collect();
     if with_layers.is_empty() {
@@ -451,6 +457,111 @@ fn case_figures(c: &CaseData) -> Vec<String> {
         ));
     }
     figs
+}
+
+/// A histogram by bucket top ([`super::bucket_tops`]).
+type Tops = Vec<(i64, u64)>;
+
+/// A case's delay and IPDV histograms, each merged over its receivers and repeats (bucket counts added).
+fn merged_tops(c: &CaseData) -> (Tops, Tops) {
+    let (mut d, mut i) = (Vec::new(), Vec::new());
+    for r in &c.recvs {
+        super::merge_tops(&mut d, &r.delay_tops);
+        super::merge_tops(&mut i, &r.ipdv_tops);
+    }
+    (d, i)
+}
+
+/// `p50 ≤ 20.5 µs, p99 ≤ 65.5 µs, …`: percentiles read from a CDF (bucket tops: upper bounds).
+fn pct_text(cdf: &[(f64, f64)]) -> String {
+    [(0.5, "p50"), (0.99, "p99"), (0.999, "p99.9"), (0.9999, "p99.99")]
+        .iter()
+        .filter_map(|(q, name)| super::cdf_quantile(cdf, *q).map(|v| format!("{name} ≤ {v:.1} µs")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The percentile curves of a case's one-way delay and IPDV, merged over receivers and repeats.
+fn percentile_figure(c: &CaseData, counter: &str, repeats: u32) -> Option<String> {
+    let (d, i) = merged_tops(c);
+    let (dc, ic) = (super::cdf(&d), super::cdf(&i));
+    if dc.is_empty() && ic.is_empty() {
+        return None;
+    }
+    let mut series = Vec::new();
+    let mut cap = format!(
+        "The {counter} counter's histograms, Σ over the receivers and {repeats} repeat(s); a point per bucket, at its top."
+    );
+    if !dc.is_empty() {
+        let _ = write!(cap, " One-way delay: {}.", pct_text(&dc));
+        series.push(Series { name: "one-way delay".into(), colour: svg::colour(0), dashed: false, points: dc });
+    }
+    if !ic.is_empty() {
+        let _ = write!(cap, " IPDV (dashed): {}.", pct_text(&ic));
+        series.push(Series { name: "IPDV".into(), colour: svg::colour(1), dashed: true, points: ic });
+    }
+    Some(format!(
+        "<figure>{}<figcaption>{}</figcaption></figure>",
+        svg::percentile_chart("Delay percentiles", &series),
+        esc(&cap)
+    ))
+}
+
+/// p50 and p99 of one-way delay per interval, a pair of lines per receiver and repeat (the interval lines'
+/// `delay_p50_us`, `delay_p99_us`); None when no interval line carries them (receivers before they did).
+fn percentiles_over_time(c: &CaseData, col: &dyn Fn(&str) -> &'static str, repeats: u32) -> Option<String> {
+    let mut series = Vec::new();
+    for r in &c.recvs {
+        for (q, dashed) in [("p99", false), ("p50", true)] {
+            let points: Vec<(f64, f64)> = r
+                .intervals
+                .iter()
+                .filter_map(|iv| if q == "p99" { iv.delay_p99_us } else { iv.delay_p50_us }.map(|v| (iv.end_s, v)))
+                .collect();
+            if !points.is_empty() {
+                let name = format!("{} {q}", series_name(&r.node, r.repeat, repeats));
+                series.push(Series { name, colour: col(&r.node), dashed, points });
+            }
+        }
+    }
+    if series.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "<figure>{}<figcaption>{}</figcaption></figure>",
+        svg::line_chart("Delay p50 and p99 per interval", "seconds since the receiver started", "µs", &series),
+        esc(
+            "One-way delay percentiles of each interval alone (the interval lines' delay_p99_us, solid, and \
+             delay_p50_us, dashed), a pair of lines per receiver and repeat."
+        )
+    ))
+}
+
+/// Both runs' percentile curves of one shared case on one chart: one-way delay solid, IPDV dashed.
+fn compare_percentiles(a: &RunData, ca: &CaseData, b: &RunData, cb: &CaseData) -> Option<String> {
+    let mut series = Vec::new();
+    let mut cap = Vec::new();
+    for (i, (r, c)) in [(a, ca), (b, cb)].into_iter().enumerate() {
+        let (d, ip) = merged_tops(c);
+        let (dc, ic) = (super::cdf(&d), super::cdf(&ip));
+        if !dc.is_empty() {
+            cap.push(format!("{} delay: {}", r.label, pct_text(&dc)));
+            let name = format!("{} delay", r.label);
+            series.push(Series { name, colour: svg::colour(i), dashed: false, points: dc });
+        }
+        if !ic.is_empty() {
+            cap.push(format!("{} IPDV: {}", r.label, pct_text(&ic)));
+            series.push(Series { name: format!("{} IPDV", r.label), colour: svg::colour(i), dashed: true, points: ic });
+        }
+    }
+    if series.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "<figure>{}<figcaption>{}</figcaption></figure>",
+        svg::percentile_chart(&format!("Delay percentiles: {} vs {}", a.label, b.label), &series),
+        esc(&format!("Σ over each run's receivers and repeats; solid one-way delay, dashed IPDV. {}.", cap.join("; ")))
+    ))
 }
 
 /// `16` µs, `1k`, `2M`: a bucket floor, short.
@@ -585,7 +696,11 @@ pub fn compare_page(a: &RunData, b: &RunData) -> String {
         }
     }
     for (ca, cb) in &pairs {
-        let _ = write!(body, "<section class=\"case\" id=\"case-{}\"><h3>{}</h3><div class=\"pair\">", ca.k, esc(&case_title(ca)));
+        let _ = write!(body, "<section class=\"case\" id=\"case-{}\"><h3>{}</h3>", ca.k, esc(&case_title(ca)));
+        if let Some(f) = compare_percentiles(a, ca, b, cb) {
+            body.push_str(&f);
+        }
+        body.push_str("<div class=\"pair\">");
         for (r, c) in [(a, ca), (b, cb)] {
             let _ = write!(body, "<div><h4>{} (case {})</h4>{}</div>", esc(&r.label), c.k, case_figures(c).join(""));
         }

@@ -60,6 +60,10 @@ pub struct Interval {
     pub received: u64,
     pub lost: i64,
     pub rate_bps: f64,
+    /// One-way delay percentiles (µs) of this interval alone; None without delays, or from a receiver
+    /// older than the interval percentiles.
+    pub delay_p50_us: Option<f64>,
+    pub delay_p99_us: Option<f64>,
 }
 
 impl Interval {
@@ -87,6 +91,10 @@ pub struct RecvRun {
     /// One-way delay histogram of the run's flows (counter above), by power
     /// of two ([`octave_floor_us`]): (bucket floor µs, datagrams).
     pub delay_hist: Vec<(u64, u64)>,
+    /// The same flows' delay and IPDV histograms by bucket top ([`bucket_tops`]): (one past the bucket's
+    /// largest value in ns, datagrams), ascending, for the percentile curves.
+    pub delay_tops: Vec<(i64, u64)>,
+    pub ipdv_tops: Vec<(i64, u64)>,
 }
 
 /// One finished case.
@@ -288,10 +296,13 @@ pub fn load(dir: &Path) -> Result<RunData> {
                     received: l["received"].as_u64().unwrap_or(0),
                     lost: l["lost"].as_i64().unwrap_or(0),
                     rate_bps: l["rate_bps"].as_f64().unwrap_or(0.0),
+                    delay_p50_us: l["delay_p50_us"].as_f64(),
+                    delay_p99_us: l["delay_p99_us"].as_f64(),
                 })
                 .collect();
             let run_id = r.int("run_id");
             let mut delay_hist: Vec<(u64, u64)> = Vec::new();
+            let (mut delay_tops, mut ipdv_tops) = (Vec::new(), Vec::new());
             if let Some(sm) = lines.iter().find(|l| l["type"] == "summary" && l["counter"] == counter) {
                 for f in sm["flows"].as_array().into_iter().flatten().filter(|f| f["run"].as_u64() == run_id) {
                     for (ge, n) in delay_octaves(&f["delay"]) {
@@ -300,6 +311,8 @@ pub fn load(dir: &Path) -> Result<RunData> {
                             None => delay_hist.push((ge, n)),
                         }
                     }
+                    merge_tops(&mut delay_tops, &bucket_tops(&f["delay"]));
+                    merge_tops(&mut ipdv_tops, &bucket_tops(&f["ipdv"]));
                 }
             }
             delay_hist.sort();
@@ -308,7 +321,18 @@ pub fn load(dir: &Path) -> Result<RunData> {
             if sender_begin.is_none() {
                 sender_begin = json_lines(&raw("sender")).ok().and_then(|l| l.into_iter().find(|l| l["type"] == "begin"));
             }
-            recvs.push(RecvRun { node, repeat: rep, row: r.clone(), counter: counter.into(), intervals, layers, begin, delay_hist });
+            recvs.push(RecvRun {
+                node,
+                repeat: rep,
+                row: r.clone(),
+                counter: counter.into(),
+                intervals,
+                layers,
+                begin,
+                delay_hist,
+                delay_tops,
+                ipdv_tops,
+            });
         }
         if recvs.is_empty() {
             bail!("{}: case {k} has no rows in cases.csv: the run directory is inconsistent", dir.display());
@@ -424,6 +448,60 @@ pub fn delay_octaves(delay: &serde_json::Value) -> Vec<(u64, u64)> {
     }
 }
 
+/// A flow's delay or IPDV histogram by bucket top: (one past the bucket's largest value in ns, datagrams),
+/// ascending: from its log-linear `histogram_ns` (`[lower_ns, n]`; the open-ended last bucket's top is taken
+/// as twice its lower bound), or from the power-of-two `histogram` (`[floor_us, n]`) of older runs.
+pub fn bucket_tops(dist: &Value) -> Vec<(i64, u64)> {
+    use mcblast_common::hist;
+    let pairs = |key: &str| dist[key].as_array().cloned().unwrap_or_default();
+    let n = |b: &Value| b[1].as_u64().unwrap_or(0);
+    let mut v: Vec<(i64, u64)> = match dist.get("histogram_ns") {
+        Some(_) => pairs("histogram_ns")
+            .iter()
+            .map(|b| {
+                let lower = b[0].as_i64().unwrap_or(0);
+                let top = match hist::upper_ns(hist::bucket(lower)) {
+                    i64::MAX => lower.saturating_mul(2),
+                    t => t,
+                };
+                (top, n(b))
+            })
+            .collect(),
+        None => pairs("histogram").iter().map(|b| ((b[0].as_i64().unwrap_or(0) * 2).max(1) * 1000, n(b))).collect(),
+    };
+    v.sort();
+    v
+}
+
+/// Adds the buckets of `add` to `into` (both by bucket top, ascending): an exact merge.
+pub fn merge_tops(into: &mut Vec<(i64, u64)>, add: &[(i64, u64)]) {
+    for &(top, n) in add {
+        match into.binary_search_by_key(&top, |e| e.0) {
+            Ok(i) => into[i].1 += n,
+            Err(i) => into.insert(i, (top, n)),
+        }
+    }
+}
+
+/// The cumulative distribution of a histogram by bucket top: (top in µs, fraction of the values below it).
+pub fn cdf(tops: &[(i64, u64)]) -> Vec<(f64, f64)> {
+    let total: u64 = tops.iter().map(|t| t.1).sum();
+    let mut seen = 0;
+    tops.iter()
+        .filter(|t| t.1 > 0)
+        .map(|&(top, n)| {
+            seen += n;
+            (top as f64 / 1e3, seen as f64 / total as f64)
+        })
+        .collect()
+}
+
+/// The `q`-quantile read from a [`cdf`]: the first bucket top at which the fraction reaches `q` (as
+/// `hist::quantile_bucket`, a bound on the true value).
+pub fn cdf_quantile(cdf: &[(f64, f64)], q: f64) -> Option<f64> {
+    cdf.iter().find(|p| p.1 >= q - 1e-12).map(|p| p.0)
+}
+
 /// The power-of-two bucket (floor in µs; 0 for below 1 µs) the report's
 /// delay chart puts a fine histogram bucket in, by the bucket's lower bound
 /// in ns: the chart shows the distribution's shape, the percentiles come
@@ -494,6 +572,26 @@ mod tests {
     }
 
     #[test]
+    fn bucket_tops_merge_and_cdf() {
+        let a = serde_json::json!({"histogram_ns": [[0, 2], [19456, 6]]});
+        let old = serde_json::json!({"histogram": [[0, 1], [16, 1]]});
+        let (ta, to) = (bucket_tops(&a), bucket_tops(&old));
+        assert_eq!(ta, vec![(1024, 2), (20480, 6)], "[19456, 20480) ns is one log-linear bucket");
+        assert_eq!(to, vec![(1000, 1), (32000, 1)], "power-of-two buckets: [16, 32) µs");
+        let mut m = Vec::new();
+        merge_tops(&mut m, &ta);
+        merge_tops(&mut m, &ta);
+        merge_tops(&mut m, &to);
+        assert_eq!(m, vec![(1000, 1), (1024, 4), (20480, 12), (32000, 1)]);
+        let c = cdf(&m);
+        assert_eq!(c.len(), 4);
+        assert_eq!(c.last().unwrap().1, 1.0);
+        assert_eq!(cdf_quantile(&c, 0.5), Some(20.48));
+        assert_eq!(cdf_quantile(&c, 1.0), Some(32.0));
+        assert!(cdf(&[]).is_empty());
+    }
+
+    #[test]
     fn labels() {
         let l = parse_labels(&["A=OVN".into(), "b= TGW ".into()]).unwrap();
         assert_eq!(l, [Some("OVN".into()), Some("TGW".into())]);
@@ -503,7 +601,7 @@ mod tests {
 
     #[test]
     fn interval_loss() {
-        let iv = |received, lost| Interval { start_s: 0.0, end_s: 1.0, received, lost, rate_bps: 0.0 };
+        let iv = |received, lost| Interval { start_s: 0.0, end_s: 1.0, received, lost, rate_bps: 0.0, delay_p50_us: None, delay_p99_us: None };
         assert_eq!(iv(95, 5).loss_pct(), Some(5.0));
         assert_eq!(iv(0, 0).loss_pct(), None);
         assert_eq!(iv(10, -2).loss_pct(), Some(0.0));

@@ -145,6 +145,90 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
     s
 }
 
+/// The top of a percentile chart's "nines" axis: 99.99 % (values above it are drawn there).
+pub const NINES_TOP: f64 = 4.0;
+
+/// A fraction of the values on the "nines" axis: −log10(1 − F), so 90 % is 1, 99 % 2, 99.9 % 3, 99.99 % 4.
+pub fn nines(f: f64) -> f64 {
+    if f >= 1.0 { NINES_TOP } else { (-(1.0 - f.max(0.0)).log10()).min(NINES_TOP) }
+}
+
+/// A percentile chart: each series' points are (value µs, fraction of the values up to it), drawn with x on a log
+/// scale (µs) and y on the "nines" axis ([`nines`]) labelled p50 … p99.99, so the tail is as visible as the body.
+pub fn percentile_chart(title: &str, series: &[Series]) -> String {
+    let mut legend: Vec<(&str, &str, bool)> = Vec::new();
+    for se in series {
+        if !legend.iter().any(|l| l.0 == se.name) {
+            legend.push((&se.name, se.colour, se.dashed));
+        }
+    }
+    let h = (TOP + 14.0 * legend.len() as f64 + 10.0).max(240.0);
+    let (pw, ph) = (W - LEFT - RIGHT, h - TOP - BOTTOM);
+    let xs = || series.iter().flat_map(|s| s.points.iter().map(|p| p.0.max(0.1)));
+    let lo = xs().fold(f64::INFINITY, f64::min);
+    let hi = xs().fold(0.0, f64::max);
+    let (lo, hi) = if lo.is_finite() { (lo.log10().floor(), hi.log10().ceil()) } else { (0.0, 1.0) };
+    let hi = if hi <= lo { lo + 1.0 } else { hi };
+    let sx = |x: f64| LEFT + (x.max(0.1).log10() - lo) / (hi - lo) * pw;
+    let sy = |n: f64| TOP + ph - n / NINES_TOP * ph;
+    // no label at 0: p50 sits just above it
+    let marks = [(0.0, ""), (nines(0.5), "p50"), (1.0, "p90"), (2.0, "p99"), (3.0, "p99.9"), (4.0, "p99.99")];
+    let mut s = open(W, h, "chart pct", title);
+    let _ = write!(s, "<text x=\"{LEFT}\" y=\"15\" class=\"t\">{}</text>", esc(title));
+    for (n, label) in marks {
+        let _ = write!(
+            s,
+            "<line x1=\"{LEFT}\" x2=\"{:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\" class=\"grid\"/><text x=\"{:.1}\" y=\"{:.1}\" class=\"yl\">{label}</text>",
+            LEFT + pw,
+            LEFT - 4.0,
+            sy(n) + 4.0,
+            y = sy(n)
+        );
+    }
+    let mut e = lo;
+    while e <= hi + 1e-9 {
+        let x = 10f64.powf(e);
+        let _ = write!(
+            s,
+            "<line x1=\"{v:.1}\" x2=\"{v:.1}\" y1=\"{TOP}\" y2=\"{:.1}\" class=\"grid\"/><text x=\"{v:.1}\" y=\"{:.1}\" class=\"xl\">{}</text>",
+            TOP + ph,
+            TOP + ph + 14.0,
+            num(x),
+            v = sx(x)
+        );
+        e += 1.0;
+    }
+    let _ = write!(s, "<text x=\"{:.1}\" y=\"{:.1}\" class=\"xl\">µs (log scale)</text>", LEFT + pw / 2.0, h - 6.0);
+    let _ =
+        write!(s, "<text transform=\"translate(12 {:.1}) rotate(-90)\" class=\"xl\">percentile</text>", TOP + ph / 2.0);
+    for se in series {
+        let pts: Vec<String> = se.points.iter().map(|&(x, f)| format!("{:.1},{:.1}", sx(x), sy(nines(f)))).collect();
+        let dash = if se.dashed { " stroke-dasharray=\"5 3\"" } else { "" };
+        let _ = write!(
+            s,
+            "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"1.6\"{dash} points=\"{}\"><title>{}</title></polyline>",
+            se.colour,
+            pts.join(" "),
+            esc(&se.name)
+        );
+    }
+    for (i, (name, colour, dashed)) in legend.iter().enumerate() {
+        let ly = TOP + 4.0 + i as f64 * 14.0;
+        let lx = LEFT + pw + 10.0;
+        let dash = if *dashed { " stroke-dasharray=\"5 3\"" } else { "" };
+        let _ = write!(
+            s,
+            "<line x1=\"{lx:.1}\" x2=\"{:.1}\" y1=\"{ly:.1}\" y2=\"{ly:.1}\" stroke=\"{colour}\" stroke-width=\"2\"{dash}/><text x=\"{:.1}\" y=\"{:.1}\" class=\"lg\">{}</text>",
+            lx + 18.0,
+            lx + 22.0,
+            ly + 4.0,
+            esc(name)
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
+
 /// A row of a strip chart or a group of bars: label, colour, (value, tooltip) per dot or bar.
 pub type StripRow = (String, &'static str, Vec<(f64, String)>);
 
@@ -374,6 +458,19 @@ mod tests {
         let s = line_chart("<t>", "x&", "y", &[Series { name: "<r1>".into(), colour: "#000", dashed: false, points: vec![(1.0, 2.0)] }]);
         assert!(s.contains("&lt;t&gt;") && s.contains("x&amp;") && s.contains("&lt;r1&gt;"));
         assert!(!s.contains("<r1>"));
+    }
+
+    #[test]
+    fn nines_axis() {
+        assert_eq!(nines(0.0), 0.0);
+        assert!((nines(0.9) - 1.0).abs() < 1e-9 && (nines(0.999) - 3.0).abs() < 1e-9);
+        assert_eq!(nines(1.0), NINES_TOP);
+        let c = percentile_chart(
+            "d",
+            &[Series { name: "delay".into(), colour: "#000", dashed: false, points: vec![(1.0, 0.5), (100.0, 1.0)] }],
+        );
+        assert_eq!(c.matches("<polyline").count(), 1);
+        assert!(c.contains(">p50</text>") && c.contains(">p99.99</text>") && c.contains(">100</text>"));
     }
 
     #[test]
