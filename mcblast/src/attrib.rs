@@ -282,6 +282,9 @@ pub struct Layers {
     /// Where the kernel counter ran, for the human table ("XDP" or "tc ingress").
     #[serde(skip)]
     pub counted_at: &'static str,
+    /// Who read the socket: "socket counter" (mcblast's), or "iperf2"
+    /// (`recv --iperf2-server`: its socket's own drop count is not known).
+    pub reader: &'static str,
 }
 
 /// Groups the tracer's counts by reason (and, where the tracer recorded
@@ -411,6 +414,7 @@ pub fn layers(m: &Measured, reasons: Vec<ReasonCount>, host: HostDeltas) -> Laye
         ethtool: None,
         flows: Vec::new(),
         counted_at: "XDP",
+        reader: "socket counter",
     }
 }
 
@@ -485,17 +489,17 @@ pub fn human(l: &Layers) -> String {
         row(&mut t, "  - no listener on the port", l.no_listener.to_string(), "not loss: no socket was bound to the port");
     }
     row(&mut t, "delivered to the socket", l.delivered_to_socket.to_string(), "");
-    row(
-        &mut t,
-        "  - dropped at the socket",
-        l.socket_dropped.to_string(),
-        &format!("the socket's own drop count: {}", l.so_rxq_ovfl),
-    );
+    let own = match l.reader {
+        "iperf2" => "iperf2's socket".to_string(),
+        _ => format!("the socket's own drop count: {}", l.so_rxq_ovfl),
+    };
+    row(&mut t, "  - dropped at the socket", l.socket_dropped.to_string(), &own);
     by(&mut t, Layer::Socket);
     if l.unread_at_close > 0 {
         row(&mut t, "  - unread when the socket closed", l.unread_at_close.to_string(), "");
     }
-    row(&mut t, "read by the application", l.read.to_string(), "");
+    let reader = if l.reader == "iperf2" { "read by iperf2" } else { "read by the application" };
+    row(&mut t, reader, l.read.to_string(), "");
     if l.tracer_keys_full > 0 {
         t.push_str(&format!(
             "warning: the drop tracer's map was full: {} drop(s) to the port were not counted by reason or flow\n",

@@ -1040,6 +1040,9 @@ impl Receiver {
         if f.kernel_mode == Some("tc") {
             layers.counted_at = "tc ingress";
         }
+        if matches!(f.iperf2, Some(Ok(_))) {
+            layers.reader = "iperf2";
+        }
         if let Some(names) = &self.reason_names {
             layers.drop_reasons = names.available();
         }
