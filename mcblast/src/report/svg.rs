@@ -65,20 +65,68 @@ fn open(w: f64, h: f64, class: &str, title: &str) -> String {
 /// line and a label at each of the ticks `yt` (`sy` maps a value to its y,
 /// `pw` is the plot's width).
 fn open_with_y_grid(h: f64, class: &str, title: &str, yt: &[f64], pw: f64, sy: impl Fn(f64) -> f64) -> String {
+    let marks: Vec<(f64, String)> = yt.iter().map(|&t| (t, num(t))).collect();
+    open_with_y_marks(h, class, title, &marks, pw, sy)
+}
+
+/// As [`open_with_y_grid`], each grid line with its own label.
+fn open_with_y_marks(h: f64, class: &str, title: &str, marks: &[(f64, String)], pw: f64, sy: impl Fn(f64) -> f64) -> String {
     let mut s = open(W, h, class, title);
     let _ = write!(s, "<text x=\"{LEFT}\" y=\"15\" class=\"t\">{}</text>", esc(title));
-    for &t in yt {
+    for (t, label) in marks {
         let _ = write!(
             s,
-            "<line x1=\"{LEFT}\" x2=\"{:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\" class=\"grid\"/><text x=\"{:.1}\" y=\"{:.1}\" class=\"yl\">{}</text>",
+            "<line x1=\"{LEFT}\" x2=\"{:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\" class=\"grid\"/><text x=\"{:.1}\" y=\"{:.1}\" class=\"yl\">{label}</text>",
             LEFT + pw,
             LEFT - 4.0,
-            sy(t) + 4.0,
-            num(t),
-            y = sy(t)
+            sy(*t) + 4.0,
+            y = sy(*t)
         );
     }
     s
+}
+
+/// The series as polylines, each point mapped to the chart by `at`.
+fn polylines(s: &mut String, series: &[Series], at: impl Fn((f64, f64)) -> (f64, f64)) {
+    for se in series {
+        let pts: Vec<String> = se.points.iter().map(|&p| at(p)).map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
+        let dash = if se.dashed { " stroke-dasharray=\"5 3\"" } else { "" };
+        let _ = write!(
+            s,
+            "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"1.6\"{dash} points=\"{}\"><title>{}</title></polyline>",
+            se.colour,
+            pts.join(" "),
+            esc(&se.name)
+        );
+    }
+}
+
+/// The legend on the right of a plot `pw` wide: a line of each (name, colour, dashed) and its name.
+fn line_legend(s: &mut String, legend: &[(&str, &str, bool)], pw: f64) {
+    for (i, (name, colour, dashed)) in legend.iter().enumerate() {
+        let ly = TOP + 4.0 + i as f64 * 14.0;
+        let lx = LEFT + pw + 10.0;
+        let dash = if *dashed { " stroke-dasharray=\"5 3\"" } else { "" };
+        let _ = write!(
+            s,
+            "<line x1=\"{lx:.1}\" x2=\"{:.1}\" y1=\"{ly:.1}\" y2=\"{ly:.1}\" stroke=\"{colour}\" stroke-width=\"2\"{dash}/><text x=\"{:.1}\" y=\"{:.1}\" class=\"lg\">{}</text>",
+            lx + 18.0,
+            lx + 22.0,
+            ly + 4.0,
+            esc(name)
+        );
+    }
+}
+
+/// The x and y axis labels of a plot `pw` × `ph` in a chart `h` high.
+fn axis_labels(s: &mut String, x_label: &str, y_label: &str, pw: f64, ph: f64, h: f64) {
+    let _ = write!(s, "<text x=\"{:.1}\" y=\"{:.1}\" class=\"xl\">{}</text>", LEFT + pw / 2.0, h - 6.0, esc(x_label));
+    let _ = write!(
+        s,
+        "<text transform=\"translate(12 {:.1}) rotate(-90)\" class=\"xl\">{}</text>",
+        TOP + ph / 2.0,
+        esc(y_label)
+    );
 }
 
 /// A line chart: x and y axes from 0 to the data's maxima, a legend on the
@@ -111,36 +159,10 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
         TOP + ph,
         TOP + ph
     );
-    let _ = write!(s, "<text x=\"{:.1}\" y=\"{:.1}\" class=\"xl\">{}</text>", LEFT + pw / 2.0, h - 6.0, esc(x_label));
-    let _ = write!(
-        s,
-        "<text transform=\"translate(12 {:.1}) rotate(-90)\" class=\"xl\">{}</text>",
-        TOP + ph / 2.0,
-        esc(y_label)
-    );
-    for se in series {
-        let pts: Vec<String> = se.points.iter().map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y))).collect();
-        let dash = if se.dashed { " stroke-dasharray=\"5 3\"" } else { "" };
-        let _ = write!(
-            s,
-            "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"1.6\"{dash} points=\"{}\"><title>{}</title></polyline>",
-            se.colour,
-            pts.join(" "),
-            esc(&se.name)
-        );
-    }
-    for (i, (name, colour)) in legend.iter().enumerate() {
-        let ly = TOP + 4.0 + i as f64 * 14.0;
-        let lx = LEFT + pw + 10.0;
-        let _ = write!(
-            s,
-            "<line x1=\"{lx:.1}\" x2=\"{:.1}\" y1=\"{ly:.1}\" y2=\"{ly:.1}\" stroke=\"{colour}\" stroke-width=\"2\"/><text x=\"{:.1}\" y=\"{:.1}\" class=\"lg\">{}</text>",
-            lx + 18.0,
-            lx + 22.0,
-            ly + 4.0,
-            esc(name)
-        );
-    }
+    axis_labels(&mut s, x_label, y_label, pw, ph, h);
+    polylines(&mut s, series, |(x, y)| (sx(x), sy(y)));
+    let legend: Vec<(&str, &str, bool)> = legend.into_iter().map(|(n, c)| (n, c, false)).collect();
+    line_legend(&mut s, &legend, pw);
     s.push_str("</svg>");
     s
 }
@@ -173,18 +195,8 @@ pub fn percentile_chart(title: &str, series: &[Series]) -> String {
     let sy = |n: f64| TOP + ph - n / NINES_TOP * ph;
     // no label at 0: p50 sits just above it
     let marks = [(0.0, ""), (nines(0.5), "p50"), (1.0, "p90"), (2.0, "p99"), (3.0, "p99.9"), (4.0, "p99.99")];
-    let mut s = open(W, h, "chart pct", title);
-    let _ = write!(s, "<text x=\"{LEFT}\" y=\"15\" class=\"t\">{}</text>", esc(title));
-    for (n, label) in marks {
-        let _ = write!(
-            s,
-            "<line x1=\"{LEFT}\" x2=\"{:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\" class=\"grid\"/><text x=\"{:.1}\" y=\"{:.1}\" class=\"yl\">{label}</text>",
-            LEFT + pw,
-            LEFT - 4.0,
-            sy(n) + 4.0,
-            y = sy(n)
-        );
-    }
+    let marks: Vec<(f64, String)> = marks.iter().map(|&(n, l)| (n, l.to_string())).collect();
+    let mut s = open_with_y_marks(h, "chart pct", title, &marks, pw, sy);
     let mut e = lo;
     while e <= hi + 1e-9 {
         let x = 10f64.powf(e);
@@ -198,33 +210,9 @@ pub fn percentile_chart(title: &str, series: &[Series]) -> String {
         );
         e += 1.0;
     }
-    let _ = write!(s, "<text x=\"{:.1}\" y=\"{:.1}\" class=\"xl\">µs (log scale)</text>", LEFT + pw / 2.0, h - 6.0);
-    let _ =
-        write!(s, "<text transform=\"translate(12 {:.1}) rotate(-90)\" class=\"xl\">percentile</text>", TOP + ph / 2.0);
-    for se in series {
-        let pts: Vec<String> = se.points.iter().map(|&(x, f)| format!("{:.1},{:.1}", sx(x), sy(nines(f)))).collect();
-        let dash = if se.dashed { " stroke-dasharray=\"5 3\"" } else { "" };
-        let _ = write!(
-            s,
-            "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"1.6\"{dash} points=\"{}\"><title>{}</title></polyline>",
-            se.colour,
-            pts.join(" "),
-            esc(&se.name)
-        );
-    }
-    for (i, (name, colour, dashed)) in legend.iter().enumerate() {
-        let ly = TOP + 4.0 + i as f64 * 14.0;
-        let lx = LEFT + pw + 10.0;
-        let dash = if *dashed { " stroke-dasharray=\"5 3\"" } else { "" };
-        let _ = write!(
-            s,
-            "<line x1=\"{lx:.1}\" x2=\"{:.1}\" y1=\"{ly:.1}\" y2=\"{ly:.1}\" stroke=\"{colour}\" stroke-width=\"2\"{dash}/><text x=\"{:.1}\" y=\"{:.1}\" class=\"lg\">{}</text>",
-            lx + 18.0,
-            lx + 22.0,
-            ly + 4.0,
-            esc(name)
-        );
-    }
+    axis_labels(&mut s, "µs (log scale)", "percentile", pw, ph, h);
+    polylines(&mut s, series, |(x, f)| (sx(x), sy(nines(f))));
+    line_legend(&mut s, &legend, pw);
     s.push_str("</svg>");
     s
 }
