@@ -78,7 +78,7 @@ struct Reader {
 }
 
 impl Reader {
-    fn new(a: &RecvArgs, port: u16) -> Reader {
+    fn new(a: &RecvArgs) -> Reader {
         let local = clock::local();
         let (flags, clock) = match a.sender_clock {
             SenderClock::Unknown => (0, 0),
@@ -86,7 +86,7 @@ impl Reader {
             SenderClock::Shared => (0, local.id),
         };
         let iperf2 = iperf2::Reading { tai_minus_utc_ns: clock::tai_minus_utc_ns(), clock, flags, _pad: 0 };
-        Reader { format: a.format, run_filter: a.run_id, port, iperf2 }
+        Reader { format: a.format, run_filter: a.run_id, port: a.common.port, iperf2 }
     }
 
     /// The header of a datagram from UDP port `sport`, if it is one of the format (and run) counted.
@@ -405,7 +405,7 @@ fn plan(a: &RecvArgs) -> Result<Plan> {
         interval: Some(secs(a.common.interval, "--interval")?).filter(|d| !d.is_zero()),
         time: a.time.map(|t| secs(t, "--time")).transpose()?,
         grace: secs(a.grace, "--grace")?,
-        reader: Reader::new(a, a.common.port),
+        reader: Reader::new(a),
         iperf2_server: a.iperf2_server,
         iface,
     })

@@ -47,6 +47,17 @@ const BPF_F_LOCK: u64 = 4;
 const DETACH_WAIT: Duration = Duration::from_secs(5);
 
 /// The directory of a lab's pins.
+/// mcblast's eBPF object, loaded (not attached) for a lab program pinned
+/// under bpffs (`what` names it in errors): bpffs mounted, memlock raised.
+pub fn load_lab_object(what: &str) -> Result<aya::Ebpf> {
+    if crate::kernel::OBJECT.is_empty() {
+        bail!("this mcblast was built without its eBPF programs (AYA_BUILD_SKIP); rebuild without it");
+    }
+    crate::sys::bpf::ensure_bpffs(Path::new(BPFFS)).with_context(|| format!("cannot mount bpffs at {BPFFS}"))?;
+    crate::sys::bpf::raise_memlock_limit();
+    EbpfLoader::new().load(crate::kernel::OBJECT).with_context(|| format!("cannot load {what}'s maps"))
+}
+
 pub fn lab_dir(prefix: &str) -> PathBuf {
     Path::new(PIN_ROOT).join(prefix)
 }
@@ -181,13 +192,7 @@ impl Lab {
         if lpin.exists() || mpin.exists() {
             bail!("link {link} of lab {prefix} is already impaired: run `mcblast lab impair {link} --clear` first");
         }
-        if crate::kernel::OBJECT.is_empty() {
-            bail!("this mcblast was built without its eBPF programs (AYA_BUILD_SKIP); rebuild without it");
-        }
-        crate::sys::bpf::ensure_bpffs(Path::new(BPFFS)).with_context(|| format!("cannot mount bpffs at {BPFFS}"))?;
-        crate::sys::bpf::raise_memlock_limit();
-
-        let mut ebpf = EbpfLoader::new().load(crate::kernel::OBJECT).context("cannot load the impairment program's maps")?;
+        let mut ebpf = load_lab_object("the impairment program")?;
         let entry = ImpairEntry::<u32> {
             lock: 0,
             _pad: 0,

@@ -268,16 +268,10 @@ impl Lab {
         if members_pin(&prefix, "groups").exists() {
             bail!("lab {prefix} already caps the members per group");
         }
-        if crate::kernel::OBJECT.is_empty() {
-            bail!("this mcblast was built without its eBPF programs (AYA_BUILD_SKIP); rebuild without it");
-        }
         if !crate::kfeatures::KernelFeatures::probe().tcx {
             bail!("the TGW member cap needs tcx links (Linux 6.6 or later)");
         }
-        let bpffs = std::path::Path::new(super::impair::BPFFS);
-        crate::sys::bpf::ensure_bpffs(bpffs).context("cannot mount bpffs")?;
-        crate::sys::bpf::raise_memlock_limit();
-        let mut ebpf = aya::EbpfLoader::new().load(crate::kernel::OBJECT).context("cannot load the member cap's maps")?;
+        let mut ebpf = super::impair::load_lab_object("the member cap")?;
         let mut cfg: aya::maps::Array<aya::maps::MapData, mcblast_common::maps::TgwMemberConfig> =
             aya::maps::Array::try_from(ebpf.take_map(MEMBERS_CONFIG).context("eBPF object has no TGW_CONFIG map")?)?;
         cfg.set(0, mcblast_common::maps::TgwMemberConfig { cap, _pad: 0 }, 0)?;
