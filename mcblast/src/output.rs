@@ -276,7 +276,23 @@ pub struct RecvInterval {
     pub lost: i64,
     pub rate_bps: f64,
     pub rate_pps: f64,
-    /// Delay and IPDV percentiles of this interval alone (null without samples in it).
+    /// Delay and IPDV percentiles of this interval alone, over the counter's flows (null without samples in it).
+    #[serde(flatten)]
+    pub dist: IntervalDist,
+    /// The same per flow: each flow that received or lost datagrams in the interval.
+    pub flows: Vec<FlowInterval>,
+}
+
+/// One flow's share of an interval line: what it received and lost, and its delay and IPDV percentiles.
+#[derive(Serialize, Debug, Clone)]
+pub struct FlowInterval {
+    pub sender: String,
+    pub group: String,
+    pub run: u32,
+    pub flow: u32,
+    pub received: u64,
+    /// Change of the flow's lost count (negative when late datagrams filled gaps).
+    pub lost: i64,
     #[serde(flatten)]
     pub dist: IntervalDist,
 }
@@ -291,23 +307,31 @@ pub struct IntervalDist {
     /// False when a flow with delay samples in the interval has an untrusted delay (clocks not synchronised).
     pub delay_trusted: Option<bool>,
     pub delay_p50_us: Option<f64>,
+    pub delay_p90_us: Option<f64>,
     pub delay_p99_us: Option<f64>,
     pub delay_p999_us: Option<f64>,
+    pub delay_p9999_us: Option<f64>,
     pub delay_max_us: Option<f64>,
     pub ipdv_p50_us: Option<f64>,
+    pub ipdv_p90_us: Option<f64>,
     pub ipdv_p99_us: Option<f64>,
+    pub ipdv_p999_us: Option<f64>,
+    pub ipdv_p9999_us: Option<f64>,
+    pub ipdv_max_us: Option<f64>,
 }
 
-/// A flow's cumulative delay and IPDV histograms at one interval report: what the next one subtracts.
+/// A flow's cumulative counts and delay and IPDV histograms at one interval line: what the next one subtracts.
 #[derive(Clone)]
-pub struct FlowHists {
+pub struct FlowMark {
+    pub received: u64,
+    pub lost: u64,
     pub delay: [u64; hist::BUCKETS],
     pub ipdv: [u64; hist::BUCKETS],
 }
 
-impl FlowHists {
-    pub fn of(st: &FlowState) -> Box<FlowHists> {
-        Box::new(FlowHists { delay: st.delay_hist, ipdv: st.ipdv_hist })
+impl FlowMark {
+    pub fn of(st: &FlowState) -> Box<FlowMark> {
+        Box::new(FlowMark { received: st.received, lost: st.lost, delay: st.delay_hist, ipdv: st.ipdv_hist })
     }
 }
 
@@ -338,7 +362,7 @@ impl Default for IntervalHists {
 impl IntervalHists {
     /// Adds one flow's interval: its histograms now minus those of the last report (`prev`; None for a flow new
     /// since then), bucket by bucket. `trusted`: whether the flow's one-way delay is ([`delay_trusted`]).
-    pub fn add(&mut self, now: &FlowState, prev: Option<&FlowHists>, trusted: bool) {
+    pub fn add(&mut self, now: &FlowState, prev: Option<&FlowMark>, trusted: bool) {
         let mut any_delay = false;
         for b in 0..hist::BUCKETS {
             let d = now.delay_hist[b].saturating_sub(prev.map_or(0, |p| p.delay[b]));
@@ -359,17 +383,32 @@ impl IntervalHists {
         let us = |ns: Option<i64>| ns.map(|v| v as f64 / 1e3);
         let d = |q| us(hist::quantile_ns(&self.delay, q, self.delay_min, self.delay_max));
         let i = |q| us(hist::quantile_ns(&self.ipdv, q, 0, self.ipdv_max));
-        let top = self.delay.iter().rposition(|n| *n > 0);
+        let top = |h: &[u64], min: i64, max: i64| {
+            us(h.iter().rposition(|n| *n > 0).map(|b| hist::upper_ns(b).saturating_sub(1).clamp(min, max)))
+        };
+        let delay_max_us = top(&self.delay, self.delay_min, self.delay_max);
         IntervalDist {
-            delay_trusted: top.map(|_| self.trusted),
+            delay_trusted: delay_max_us.map(|_| self.trusted),
             delay_p50_us: d(0.5),
+            delay_p90_us: d(0.9),
             delay_p99_us: d(0.99),
             delay_p999_us: d(0.999),
-            delay_max_us: us(top.map(|b| hist::upper_ns(b).saturating_sub(1).clamp(self.delay_min, self.delay_max))),
+            delay_p9999_us: d(0.9999),
+            delay_max_us,
             ipdv_p50_us: i(0.5),
+            ipdv_p90_us: i(0.9),
             ipdv_p99_us: i(0.99),
+            ipdv_p999_us: i(0.999),
+            ipdv_p9999_us: i(0.9999),
+            ipdv_max_us: top(&self.ipdv, 0, self.ipdv_max),
         }
     }
+}
+
+/// A flow's key as the outputs name it: sender and group as dotted quads, run and flow as they are.
+pub fn flow_names(key: &mcblast_common::FlowKey) -> (String, String) {
+    let ip = |v: u32| std::net::Ipv4Addr::from(v.to_ne_bytes()).to_string();
+    (ip(key.sender), ip(key.group))
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -454,7 +493,6 @@ pub fn delay_trusted(st: &FlowState, local: &crate::clock::LocalClock) -> bool {
 /// are synchronised and agree on the TAI−UTC offset (timestamps are
 /// CLOCK_TAI; hosts that disagree on the offset differ by whole seconds).
 pub fn flow_report(key: &mcblast_common::FlowKey, st: &FlowState, local: &crate::clock::LocalClock) -> FlowReport {
-    let ip = |v: u32| std::net::Ipv4Addr::from(v.to_ne_bytes()).to_string();
     let expected = st.expected();
     let loss_pct = if expected == 0 { 0.0 } else { st.lost as f64 * 100.0 / expected as f64 };
     let delay = (st.delay_count > 0).then(|| Delay {
@@ -475,9 +513,10 @@ pub fn flow_report(key: &mcblast_common::FlowKey, st: &FlowState, local: &crate:
             histogram_ns: histogram_ns(&st.ipdv_hist),
         }
     });
+    let (sender, group) = flow_names(key);
     FlowReport {
-        sender: ip(key.sender),
-        group: ip(key.group),
+        sender,
+        group,
         run: key.run,
         flow: key.flow,
         received: st.received,
@@ -568,7 +607,7 @@ mod tests {
         for s in 0..100 {
             data(&mut a, s, 1_000_000);
         }
-        let prev_a = FlowHists::of(&a);
+        let prev_a = FlowMark::of(&a);
         let empty = IntervalHists::default();
         assert_eq!(empty.dist(), IntervalDist::default(), "no samples: every field null");
         // this interval: a 90 more at 10 µs, b (new) 10 at 5 ms
@@ -590,13 +629,15 @@ mod tests {
         assert!(
             d.delay_p50_us <= d.delay_p99_us && d.delay_p99_us <= d.delay_p999_us && d.delay_p999_us <= d.delay_max_us
         );
+        assert!(near(d.delay_p90_us, 10.0) && near(d.delay_p9999_us, 5000.0), "{d:?}");
         assert_eq!(d.delay_trusted, Some(true));
         // IPDV: a's 1 ms → 10 µs step once, the rest 0; b's all 0
         assert_eq!(h.ipdv.iter().sum::<u64>(), 90 + 9);
-        assert!(d.ipdv_p50_us.unwrap() < 1.1 && near(d.ipdv_p99_us, 990.0), "{d:?}");
+        assert!(d.ipdv_p50_us.unwrap() < 1.1 && d.ipdv_p90_us.unwrap() < 1.1 && near(d.ipdv_p99_us, 990.0), "{d:?}");
+        assert!(near(d.ipdv_p9999_us, 990.0) && d.ipdv_max_us.unwrap() <= 990.0 && near(d.ipdv_max_us, 990.0));
         // a flow without new datagrams adds nothing; an untrusted one with samples marks the delay untrusted
         let mut h2 = IntervalHists::default();
-        h2.add(&a, Some(&FlowHists::of(&a)), false);
+        h2.add(&a, Some(&FlowMark::of(&a)), false);
         assert_eq!(h2.dist().delay_trusted, None);
         h2.add(&b, None, false);
         assert_eq!(h2.dist().delay_trusted, Some(false));

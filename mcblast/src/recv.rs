@@ -467,7 +467,7 @@ struct Ticks {
     ended_at: Option<u64>,
     prev: HashMap<&'static str, (u64, u64, i64)>,
     /// Per counter and flow, its delay and IPDV histograms at the last interval line.
-    prev_hists: HashMap<(&'static str, FlowKey), Box<output::FlowHists>>,
+    prev_hists: HashMap<(&'static str, FlowKey), Box<output::FlowMark>>,
     /// Whose one-way delays are trusted ([`output::delay_trusted`]).
     local: clock::LocalClock,
     prev_drops: LayerDrops,
@@ -1091,24 +1091,45 @@ impl Receiver {
 /// interval line.
 struct Prev<'a> {
     totals: &'a mut HashMap<&'static str, (u64, u64, i64)>,
-    hists: &'a mut HashMap<(&'static str, FlowKey), Box<output::FlowHists>>,
+    hists: &'a mut HashMap<(&'static str, FlowKey), Box<output::FlowMark>>,
     local: &'a clock::LocalClock,
 }
 
-/// A counter's delay and IPDV percentiles since the last interval line; keeps this line's histograms in `prev`.
+/// A counter's delay and IPDV percentiles since the last interval line, over its flows and per flow (each flow
+/// that received or lost datagrams since); keeps this line's counts and histograms in `prev`.
 fn interval_dist(
     name: &'static str,
     s: &Snapshot,
-    prev: &mut HashMap<(&'static str, FlowKey), Box<output::FlowHists>>,
+    prev: &mut HashMap<(&'static str, FlowKey), Box<output::FlowMark>>,
     local: &clock::LocalClock,
-) -> output::IntervalDist {
-    let mut h = output::IntervalHists::default();
+) -> (output::IntervalDist, Vec<output::FlowInterval>) {
+    let mut all = output::IntervalHists::default();
+    let mut flows = Vec::new();
     for (key, st) in &s.flows {
-        let now = output::FlowHists::of(st);
-        let before = prev.insert((name, *key), now);
-        h.add(st, before.as_deref(), output::delay_trusted(st, local));
+        let before = prev.insert((name, *key), output::FlowMark::of(st));
+        let before = before.as_deref();
+        let trusted = output::delay_trusted(st, local);
+        all.add(st, before, trusted);
+        let received = st.received.saturating_sub(before.map_or(0, |b| b.received));
+        let lost = st.lost as i64 - before.map_or(0, |b| b.lost as i64);
+        if received == 0 && lost == 0 {
+            continue;
+        }
+        let mut one = output::IntervalHists::default();
+        one.add(st, before, trusted);
+        let (sender, group) = output::flow_names(key);
+        flows.push(output::FlowInterval { sender, group, run: key.run, flow: key.flow, received, lost, dist: one.dist() });
     }
-    h.dist()
+    (all.dist(), flows)
+}
+
+/// An interval's delay p99 for its human line ("" without delays), marked when the clocks are not synchronised.
+fn delay_p99(d: &output::IntervalDist) -> String {
+    match (d.delay_p99_us, d.delay_trusted) {
+        (Some(p), Some(true)) => format!(" p99 {p:>7.0} us"),
+        (Some(p), _) => format!(" p99 {p:>7.0} us (untrusted)"),
+        _ => String::new(),
+    }
 }
 
 fn interval_lines(
@@ -1124,6 +1145,7 @@ fn interval_lines(
     for (name, s) in snaps {
         let (r, b, l) = s.totals();
         let (pr, pb, pl) = prev.totals.insert(name, (r, b, l)).unwrap_or((0, 0, 0));
+        let (dist, flows) = interval_dist(name, s, prev.hists, prev.local);
         let iv = RecvInterval {
             role: "recv",
             counter: name,
@@ -1134,14 +1156,16 @@ fn interval_lines(
             lost: l - pl,
             rate_bps: (b - pb) as f64 * 8.0 / dt,
             rate_pps: (r - pr) as f64 / dt,
-            dist: interval_dist(name, s, prev.hists, prev.local),
+            dist,
+            flows,
         };
         out.emit("interval", &iv)?;
         human.push_str(&format!(
-            "  {name}: {:>8} dgrams {:>14} lost {:>6}",
+            "  {name}: {:>8} dgrams {:>14} lost {:>6}{}",
             iv.received,
             output::fmt_bps(iv.rate_bps),
-            iv.lost
+            iv.lost,
+            delay_p99(&iv.dist)
         ));
     }
     if let Some(d) = drops {

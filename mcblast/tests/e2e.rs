@@ -87,14 +87,29 @@ fn clean_run_one_to_nine_no_loss_kernel_equals_socket() {
                 .collect();
             assert!(!ivs.is_empty(), "{node} {counter}: no interval with traffic");
             for iv in ivs {
-                let q = |k: &str| iv[k].as_f64().unwrap_or_else(|| panic!("{node} {counter}: no {k} in {iv}"));
-                let d = [q("delay_p50_us"), q("delay_p99_us"), q("delay_p999_us"), q("delay_max_us")];
-                assert!(d[0] > 0.0 && d.windows(2).all(|w| w[0] <= w[1]), "{node} {counter}: out of order {iv}");
-                assert!(q("ipdv_p50_us") <= q("ipdv_p99_us"), "{node} {counter}: {iv}");
-                assert_eq!(iv["delay_trusted"], true, "{node} {counter}: {iv}");
+                interval_percentiles_ordered(iv, &format!("{node} {counter}"));
+                // The same per flow: the flows' counts add up to the counter's, each with its own percentiles.
+                let flows = iv["flows"].as_array().unwrap_or_else(|| panic!("{node} {counter}: no flows in {iv}"));
+                let sum = |k: &str| flows.iter().map(|f| f[k].as_i64().expect(k)).sum::<i64>();
+                let total = (iv["received"].as_i64().unwrap(), iv["lost"].as_i64().unwrap());
+                assert_eq!((sum("received"), sum("lost")), total, "{node} {counter}: {iv}");
+                for f in flows.iter().filter(|f| f["received"].as_u64() > Some(1)) {
+                    interval_percentiles_ordered(f, &format!("{node} {counter} flow {}", f["flow"]));
+                }
             }
         }
     }
+}
+
+/// An interval line's (or one of its flows') delay and IPDV percentiles: present, positive, in order, trusted.
+fn interval_percentiles_ordered(iv: &Value, what: &str) {
+    let q = |k: &str| iv[k].as_f64().unwrap_or_else(|| panic!("{what}: no {k} in {iv}"));
+    let ps = ["p50_us", "p90_us", "p99_us", "p999_us", "p9999_us", "max_us"];
+    let d: Vec<f64> = ps.iter().map(|p| q(&format!("delay_{p}"))).collect();
+    assert!(d[0] > 0.0 && d.windows(2).all(|w| w[0] <= w[1]), "{what}: delay out of order {iv}");
+    let i: Vec<f64> = ps.iter().map(|p| q(&format!("ipdv_{p}"))).collect();
+    assert!(i.windows(2).all(|w| w[0] <= w[1]), "{what}: ipdv out of order {iv}");
+    assert_eq!(iv["delay_trusted"], true, "{what}: {iv}");
 }
 
 #[test]
