@@ -118,7 +118,9 @@ fn two_cases_two_repeats_injected_loss_exact() {
         assert_eq!((num(r, "duplicates"), num(r, "reordered")), (0, 0), "{r:?}");
         // delay and IPDV percentiles, from the receiver's histogram: ordered
         let us = |k: &str| r[k].parse::<f64>().unwrap_or_else(|_| panic!("{k}: {r:?}"));
-        assert!(us("delay_p50_us") <= us("delay_p99_us") && us("delay_p99_us") <= us("delay_p999_us"), "{r:?}");
+        let ps = ["p50", "p90", "p99", "p999", "p9999", "max"];
+        let d: Vec<f64> = ps.iter().map(|p| us(&format!("delay_{p}_us"))).collect();
+        assert!(d.windows(2).all(|w| w[0] <= w[1]), "{d:?} {r:?}");
         assert!(0.0 < us("delay_p50_us") && us("ipdv_p50_us") <= us("ipdv_p99_us"), "{r:?}");
         // no seed without a random part; no mode or burst without loss
         let params = if want == 0 { ("", "", "") } else { ("every", "1", "") };
@@ -144,9 +146,15 @@ fn two_cases_two_repeats_injected_loss_exact() {
         // percentiles of the histograms merged over receivers and repeats: ordered
         let p: Vec<f64> = ["delay_p50_us", "delay_p90_us", "delay_p99_us", "delay_p999_us", "delay_p9999_us"]
             .iter()
+            .chain(&["delay_max_us"])
             .map(|k| s[*k].parse().unwrap_or_else(|_| panic!("{k}: {s:?}")))
             .collect();
         assert!(p.windows(2).all(|w| w[0] <= w[1]), "{p:?}");
+    }
+    // the merged maximum is exactly the largest of the case's receivers and repeats
+    for (i, c) in ["1", "2"].iter().enumerate() {
+        let top = rows.iter().filter(|r| r["case"] == *c).map(|r| r["delay_max_us"].parse::<f64>().unwrap());
+        assert_eq!(sum[i]["delay_max_us"].parse::<f64>().unwrap(), top.fold(0.0, f64::max), "case {c}");
     }
     // each case's delays as an HdrHistogram interval log: an interval per repeat and receiver
     for c in ["1", "2"] {

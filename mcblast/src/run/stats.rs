@@ -85,19 +85,21 @@ fn merged(ds: impl Iterator<Item = Dist>) -> Option<Dist> {
     })
 }
 
-/// The percentiles `cases.csv` has per receiver and run.
-const CASE_QUANTILES: &[(&str, &str, f64)] =
-    &[("delay", "p50", 0.5), ("delay", "p99", 0.99), ("delay", "p999", 0.999), ("ipdv", "p50", 0.5), ("ipdv", "p99", 0.99)];
-/// The percentiles `summary.csv` has per case, from the histograms merged over receivers and repeats.
-const SUMMARY_QUANTILES: &[(&str, &str, f64)] = &[
+/// The percentiles `cases.csv` has per receiver and run, and `summary.csv` per case from the histograms merged
+/// over receivers and repeats: p50 … p99.99 and the maximum (the 1-quantile: the exact largest value).
+const QUANTILES: &[(&str, &str, f64)] = &[
     ("delay", "p50", 0.5),
     ("delay", "p90", 0.9),
     ("delay", "p99", 0.99),
     ("delay", "p999", 0.999),
     ("delay", "p9999", 0.9999),
+    ("delay", "max", 1.0),
     ("ipdv", "p50", 0.5),
+    ("ipdv", "p90", 0.9),
     ("ipdv", "p99", 0.99),
     ("ipdv", "p999", 0.999),
+    ("ipdv", "p9999", 0.9999),
+    ("ipdv", "max", 1.0),
 ];
 
 fn quantile_columns(qs: &[(&str, &str, f64)]) -> Vec<String> {
@@ -272,7 +274,7 @@ pub fn cases_header() -> Vec<String> {
     let strs = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let mut h = strs(CASE_PARAMS);
     h.extend(strs(&["repeat", "run_id", "receiver", "sent", "received", "lost", "loss_pct", "jitter_us", "delay_mean_us"]));
-    h.extend(quantile_columns(CASE_QUANTILES));
+    h.extend(quantile_columns(QUANTILES));
     h.extend(strs(&[
         "throughput_mbps",
         "sender_rate_mbps",
@@ -311,7 +313,7 @@ pub fn cases_row(k: usize, c: &Case, repeat: u32, node: &str, s: &SendResult, r:
         f3(r.jitter_us),
         opt(r.delay_mean_us.map(f3)),
     ]);
-    v.extend(quantile_fields(CASE_QUANTILES, r.delay.as_ref(), r.ipdv.as_ref()));
+    v.extend(quantile_fields(QUANTILES, r.delay.as_ref(), r.ipdv.as_ref()));
     v.extend([
         f3(throughput_mbps(r, s)),
         f3(s.rate_bps / 1e6),
@@ -344,7 +346,7 @@ pub fn summary_header() -> Vec<String> {
         }
     }
     h.extend(INJECTED_MEANS.iter().map(|s| s.to_string()));
-    h.extend(quantile_columns(SUMMARY_QUANTILES));
+    h.extend(quantile_columns(QUANTILES));
     h
 }
 
@@ -393,7 +395,7 @@ pub fn summary_row(k: usize, c: &Case, cs: &CaseSamples) -> Vec<String> {
         let xs: Vec<f64> = cs.injected.iter().map(|i| f(i) as f64).collect();
         v.push(opt(stats(&xs).map(|st| f3(st.mean))));
     }
-    v.extend(quantile_fields(SUMMARY_QUANTILES, cs.delay.as_ref(), cs.ipdv.as_ref()));
+    v.extend(quantile_fields(QUANTILES, cs.delay.as_ref(), cs.ipdv.as_ref()));
     v
 }
 
@@ -449,7 +451,8 @@ mod tests {
         let r2 = recv(r#"{"run":7,"delay":{"min_us":5.0,"max_us":5.0,"histogram_ns":[[4864,100]]}}"#);
         let s = SendResult { run_id: 7, sent: 100, duration_s: 1.0, rate_bps: 0.0, cpu_s: 0.0 };
         let row = cases_row(1, &case(), 1, "r1", &s, &r1);
-        let at = |name: &str| cases_header().iter().position(|h| h == name).unwrap();
+        let at_case = |name: &str| cases_header().iter().position(|h| h == name).unwrap();
+        let at = at_case;
         // p50 in the 2 µs bucket ([1984, 2048) ns, clamped to the max 1000 µs: 2.047);
         // p99 in the 1 ms bucket, clamped to the exact max.
         assert_eq!((&row[at("delay_p50_us")][..], &row[at("delay_p99_us")][..]), ("2.047", "1000.000"));
@@ -462,6 +465,9 @@ mod tests {
         // rank 198 is in the 1 ms bucket.
         assert_eq!((&f[at("delay_p50_us")][..], &f[at("delay_p99_us")][..]), ("5.119", "1000.000"));
         assert_eq!(&f[at("delay_p90_us")][..], "5.119");
+        // the maximum is the exact largest value of the merged distributions, not a bucket bound
+        assert_eq!((&f[at("delay_max_us")][..], &f[at("delay_p9999_us")][..]), ("1000.000", "1000.000"));
+        assert_eq!(&row[at_case("delay_max_us")][..], "1000.000");
     }
 
     #[test]
@@ -494,7 +500,7 @@ mod tests {
         assert_eq!(header.split(',').count(), row.split(',').count());
         assert_eq!(
             row,
-            "3,load,10M/1470,10000000,1470,3,on,125,5,every,1,0.5,0,7,same-host,2,2,77,r1,1000,950,50,5.0201,3.500,20.000,,,,,,5.586,5.880,0.250,50,0,1,4,6,,,"
+            "3,load,10M/1470,10000000,1470,3,on,125,5,every,1,0.5,0,7,same-host,2,2,77,r1,1000,950,50,5.0201,3.500,20.000,,,,,,,,,,,,,5.586,5.880,0.250,50,0,1,4,6,,,"
         );
         r.injected = Some(Injected { dropped: 50, duplicated: 4, reordered: 6 });
         assert!(cases_row(3, &case(), 2, "r1", &s, &r).join(",").ends_with(",50,0,1,4,6,50,4,6"));
@@ -534,7 +540,10 @@ mod tests {
         // injected dropped 1, 2, 3, 2: mean 2; duplicated 1 each; reordered 0
         assert_eq!(&f[34..37], ["2.000", "1.000", "0.000"]);
         assert!(summary_header().join(",").contains(",sender_cpu_s_max,injected_dropped_mean,injected_duplicated_mean,injected_reordered_mean,delay_p50_us,"));
-        assert!(summary_header().join(",").ends_with(",ipdv_p50_us,ipdv_p99_us,ipdv_p999_us"));
+        let quantiles = ",delay_p50_us,delay_p90_us,delay_p99_us,delay_p999_us,delay_p9999_us,delay_max_us,\
+                         ipdv_p50_us,ipdv_p90_us,ipdv_p99_us,ipdv_p999_us,ipdv_p9999_us,ipdv_max_us";
+        assert!(cases_header().join(",").contains(&format!(",delay_mean_us{quantiles},throughput_mbps,")));
+        assert!(summary_header().join(",").ends_with(quantiles));
         // one repeat: sd left empty
         let mut one = CaseSamples::default();
         one.add_repeat(&s1, &[r(1_000_000, 0.0, 1.0)]);
