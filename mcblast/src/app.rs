@@ -30,13 +30,13 @@ pub fn main() -> ExitCode {
         Command::Send(a) => crate::send::run(a),
         Command::Recv(a) => crate::recv::run(a),
         Command::Lab(c) => crate::lab::run(c),
-        Command::Probe(a) => crate::probe::run(a),
+        Command::Probe(a) => crate::check::probe::run(a),
         Command::Run(a) => crate::run::run(a),
         Command::RunReaper(a) => crate::run::reaper::serve(a),
-        Command::Preflight(a) => crate::preflight::run(a),
+        Command::Preflight(a) => crate::check::preflight::run(a),
         Command::Report(a) => {
             if !a.compare && a.inputs.iter().all(|p| p.is_file()) {
-                crate::fanout::report(&a.inputs, a.json)
+                crate::report::fanout::report(&a.inputs, a.json)
             } else {
                 crate::report::run(a)
             }

@@ -7,11 +7,11 @@ use std::net::Ipv4Addr;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 // The domains' own types, named here so clap's derive and `mcblast::cli::...` paths keep working.
-pub use crate::kernel::XdpMode;
+pub use crate::recv::kernel::XdpMode;
 pub use crate::lab::OnOff;
 pub use crate::lab::ovn::OvnArgs;
 pub use crate::mcast::check_groups;
-pub use crate::preflight::PreflightRole;
+pub use crate::check::preflight::PreflightRole;
 pub use crate::prom::parse_listen;
 pub use crate::recv::{CounterMode, Format, SenderClock};
 pub use crate::send::Engine;

@@ -1,7 +1,7 @@
 //! mcblast: multicast saturation tester.
 //!
 //! * [`send`]: the sender and its engines;
-//! * [`recv`]: the receiver: the eBPF kernel counter ([`kernel`]) and the
+//! * [`recv`]: the receiver: the eBPF kernel counter ([`recv::kernel`]) and the
 //!   socket baseline (recvmmsg) feeding the same tracker;
 //! * [`lab`]: the network-namespace lab;
 //! * [`output`]: the human and JSON Lines output contract.
@@ -10,20 +10,12 @@
 #![deny(unsafe_code)]
 
 pub mod app;
-pub mod attrib;
-pub mod btf;
+pub mod check;
 pub mod cli;
 pub mod clock;
-pub mod fanout;
 pub mod iface;
-pub mod igmp_timing;
-pub mod iperf2_server;
-pub mod kernel;
-pub mod kfeatures;
 pub mod mcast;
 pub mod output;
-pub mod preflight;
-pub mod probe;
 pub mod prom;
 
 #[allow(unsafe_code)]
@@ -34,5 +26,4 @@ pub mod recv;
 pub mod report;
 pub mod run;
 pub mod send;
-pub mod tc_classic;
 pub mod version;

@@ -1,7 +1,7 @@
 //! The output contract. Human text by default; with `--json`, JSON Lines:
 //! one object per line, each with `"type"` = `"begin"`, `"interval"`,
 //! `"summary"`, `"loss"` (a receiver's exact lost ranges, see
-//! [`crate::fanout::LossLine`]) or `"error"`. The types here are serialize-only; tests
+//! `report::fanout::LossLine`) or `"error"`. The types here are serialize-only; tests
 //! deserialize the program's real output to check the contract.
 
 use std::io::{self, Write};
@@ -469,17 +469,6 @@ pub struct LayersInterval {
     /// The driver's drop counters (`ethtool -S`, whole interface); null
     /// when the driver's statistics cannot be read.
     pub driver_dropped: Option<u64>,
-}
-
-/// The receiver's loss attribution (`"counter":"layers"` summary line):
-/// where every data datagram of the run went, see [`crate::attrib`].
-#[derive(Serialize, Debug, Clone)]
-pub struct LayersSummary {
-    pub role: &'static str,
-    pub counter: &'static str,
-    pub duration_s: f64,
-    #[serde(flatten)]
-    pub layers: crate::attrib::Layers,
 }
 
 /// Whether a flow's one-way delays are trusted (see [`flow_report`]).

@@ -223,9 +223,9 @@ const LIB_N: u64 = 200;
 /// port, and drops every 5th data datagram with nftables on its input hook.
 /// The tracer must charge exactly the rule's count to NETFILTER_DROP and
 /// the rest, exactly Udp IgnoredMulti, to "no listener".
-fn netfilter_and_no_listener(tag: &str, which: mcblast::kernel::DropTracer) {
-    use mcblast::attrib::{self, Layer, ReasonNames, Symbols};
-    use mcblast::kernel::KernelCounter;
+fn netfilter_and_no_listener(tag: &str, which: mcblast::recv::kernel::DropTracer) {
+    use mcblast::recv::attrib::{self, Layer, ReasonNames, Symbols};
+    use mcblast::recv::kernel::KernelCounter;
     use mcblast::netns::NetNs;
     use mcblast_common::maps::Config;
     use mcblast_common::wire::{Header, Kind, Packet};
@@ -247,7 +247,7 @@ fn netfilter_and_no_listener(tag: &str, which: mcblast::kernel::DropTracer) {
     b.exec("nft", &["add table inet t; add chain inet t in { type filter hook input priority filter; }"]).unwrap();
     b.exec("nft", &[&format!("add rule inet t in udp dport {PORT} @th,104,8 0 numgen inc mod 5 0 counter drop")]).unwrap();
 
-    let btf = mcblast::btf::Btf::from_kernel().expect("kernel BTF");
+    let btf = mcblast::sys::btf::Btf::from_kernel().expect("kernel BTF");
     let names = ReasonNames::from_btf(&btf).expect("drop reasons");
     let unspecified = names.value("NOT_SPECIFIED").expect("NOT_SPECIFIED");
     let (k, _membership) = b
@@ -256,7 +256,7 @@ fn netfilter_and_no_listener(tag: &str, which: mcblast::kernel::DropTracer) {
             let cfg = Config { port: PORT, run_filter: 0, sink: 0, clock: 0, ..Config::default() };
             let mut k = KernelCounter::attach(&iface, mcblast::cli::XdpMode::Auto, cfg)?;
             let got = k.trace_drops(&iface, unspecified, which)?;
-            assert!(which == mcblast::kernel::DropTracer::Auto || got == which);
+            assert!(which == mcblast::recv::kernel::DropTracer::Auto || got == which);
             let fd = mcblast::sys::net::udp_socket()?;
             mcblast::sys::net::join_group(&fd, group, iface.index)?;
             Ok((k, fd))
@@ -323,7 +323,7 @@ fn netfilter_and_no_listener_with_the_kernels_tracepoint() {
         return;
     }
     let _serial = serial();
-    netfilter_and_no_listener("e", mcblast::kernel::DropTracer::Auto);
+    netfilter_and_no_listener("e", mcblast::recv::kernel::DropTracer::Auto);
 }
 
 /// The tracer built for kernels 5.17 to 6.10 (no receiving socket in the
@@ -334,7 +334,7 @@ fn netfilter_and_no_listener_with_the_older_tracepoint() {
         return;
     }
     let _serial = serial();
-    netfilter_and_no_listener("g", mcblast::kernel::DropTracer::WithoutSocket);
+    netfilter_and_no_listener("g", mcblast::recv::kernel::DropTracer::WithoutSocket);
 }
 
 #[test]

@@ -12,8 +12,9 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use mcblast::attrib::{Layer, ReasonCount};
-use mcblast::prom::{RecvLive, SendLive};
+use mcblast::recv::attrib::{Layer, ReasonCount};
+use mcblast::recv::live::RecvLive;
+use mcblast::send::live::SendLive;
 use mcblast::recv::Snapshot;
 use mcblast::send::counters::{FlowCounter, WorkerCounters};
 use mcblast_common::FlowKey;
@@ -49,7 +50,7 @@ fn pages() -> Vec<String> {
     }];
     let live = RecvLive { snaps: vec![("kernel", kernel), ("socket", socket)], socket_drops: Some(3), reasons: Some(reasons) };
     let local = mcblast::clock::LocalClock { id: 7, synced: false, tai_offset: 37 };
-    let recv = mcblast::prom::recv_page(&live, &local);
+    let recv = mcblast::recv::live::recv_page(&live, &local);
     let flows = vec![mcblast::send::plan::FlowPlan { id: 0, group: "239.0.0.1".parse().unwrap(), worker: 0 }];
     let send = SendLive {
         run: 9,
@@ -59,7 +60,7 @@ fn pages() -> Vec<String> {
         flow_sent: Arc::from([FlowCounter::default()]),
     };
     let start = mcblast::send::ledger::TxCounters::read("lo");
-    let send = mcblast::prom::send_page(&send, Some(("lo", &start)));
+    let send = mcblast::send::live::send_page(&send, Some(("lo", &start)));
     vec![recv, send]
 }
 

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mcblast::cli::XdpMode;
-use mcblast::kernel::KernelCounter;
+use mcblast::recv::kernel::KernelCounter;
 use mcblast::netns::NetNs;
 use mcblast_common::maps::{Config, FlowKey, GlobalCounter, MAX_FLOWS};
 use mcblast_common::tracker::{FlowState, STATE_SENDER_SYNCED};
@@ -464,17 +464,17 @@ fn exact_counts_for_interleaved_flows() {
     }
 }
 
-/// Drains the counter's loss records into a [`mcblast::fanout::LossBook`];
+/// Drains the counter's loss records into a [`mcblast::report::fanout::LossBook`];
 /// asserts the ring buffer lost none.
-fn loss_book(counter: &KernelCounter) -> mcblast::fanout::LossBook {
-    let mut book = mcblast::fanout::LossBook::default();
+fn loss_book(counter: &KernelCounter) -> mcblast::report::fanout::LossBook {
+    let mut book = mcblast::report::fanout::LossBook::default();
     counter.drain_loss(|r| book.apply(r.key, r.event().expect("known record kind"), r.rx_ns, 1_000_000_000));
     assert_eq!(counter.global(GlobalCounter::LossEventsLost).unwrap(), 0);
     book
 }
 
 /// The sequence numbers a flow's loss records hold.
-fn book_lost(book: &mcblast::fanout::LossBook, f: &FlowId) -> BTreeSet<u64> {
+fn book_lost(book: &mcblast::report::fanout::LossBook, f: &FlowId) -> BTreeSet<u64> {
     let Some(log) = book.flows.get(&f.key_from(SENDER)) else { return BTreeSet::new() };
     assert!(!log.truncated());
     log.ranges().iter().flat_map(|&[s, n]| s..s + n).collect()

@@ -117,17 +117,17 @@ fn findings_follow_the_nodes_settings() {
     std::fs::create_dir_all(&raw).unwrap();
     let args: Vec<String> = ["--igmp-version", "2"].iter().map(|s| s.to_string()).collect();
     sysctl(&lab, "r1", "net.ipv4.conf.eth0.force_igmp_version=0");
-    let e = mcblast::preflight::before_case(&lab, &lab.receivers(), &args, &raw, "c001").unwrap_err().to_string();
+    let e = mcblast::check::preflight::before_case(&lab, &lab.receivers(), &args, &raw, "c001").unwrap_err().to_string();
     assert!(
         e.contains("preflight fail on r1: igmp_version") && e.contains("fix: sysctl -w net.ipv4.conf.eth0.force_igmp_version=2"),
         "{e}"
     );
     // A preflight that cannot run stops the case too, saying why.
     let bad: Vec<String> = vec!["-l".into(), "10".into()];
-    let e = mcblast::preflight::before_case(&lab, &lab.receivers(), &bad, &raw, "c003").unwrap_err().to_string();
+    let e = mcblast::check::preflight::before_case(&lab, &lab.receivers(), &bad, &raw, "c003").unwrap_err().to_string();
     assert!(e.contains("sender: mcblast preflight failed") && e.contains("-l 10 is not a datagram length"), "{e}");
     sysctl(&lab, "r1", "net.ipv4.conf.eth0.force_igmp_version=2");
-    mcblast::preflight::before_case(&lab, &lab.receivers(), &args, &raw, "c002").expect("passes once forced");
+    mcblast::check::preflight::before_case(&lab, &lab.receivers(), &args, &raw, "c002").expect("passes once forced");
     for node in ["sender", "r1"] {
         let text = std::fs::read_to_string(raw.join(format!("c002-preflight-{node}.json"))).unwrap();
         let v: Value = serde_json::from_str(text.trim()).unwrap();

@@ -61,7 +61,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 
 pub use cmd::run;
-pub use igmp::{IgmpListener, IgmpQuery, parse_igmp_query};
+pub use igmp::IgmpListener;
 pub use ovn_status::OvnStatus;
 pub use tgw::{TgwDrops, TgwFlowDrop, TgwLimits};
 pub use status::{BridgeStatus, HostStatus, LabStatus, MdbEntry, NodeStatus, PortLoss, TopologyStatus};

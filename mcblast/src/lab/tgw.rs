@@ -268,7 +268,7 @@ impl Lab {
         if members_pin(&prefix, "groups").exists() {
             bail!("lab {prefix} already caps the members per group");
         }
-        if !crate::kfeatures::KernelFeatures::probe().tcx {
+        if !crate::sys::kfeatures::KernelFeatures::probe().tcx {
             bail!("the TGW member cap needs tcx links (Linux 6.6 or later)");
         }
         let mut ebpf = super::impair::load_lab_object("the member cap")?;

@@ -8,6 +8,7 @@
 //! plots from the receivers' interval and summary lines in `raw/`. Only the
 //! cases `summary.csv` lists are reported (after Ctrl-C: the finished ones).
 
+pub mod fanout;
 mod html;
 mod svg;
 

@@ -469,8 +469,8 @@ fn preflight_case(r: &RunCtx, out: &Path) -> Result<()> {
     if site.lab.as_ref().is_some_and(|(_, spec)| spec.igmp.version == 2) {
         pf.extend(strings(&["--igmp-version", "2"]));
     }
-    fn check<'n>(n: &'n Node, role: &'static str) -> crate::preflight::CheckNode<'n> {
-        crate::preflight::CheckNode {
+    fn check<'n>(n: &'n Node, role: &'static str) -> crate::check::preflight::CheckNode<'n> {
+        crate::check::preflight::CheckNode {
             name: n.name.clone(),
             role,
             interface: n.interface.clone(),
@@ -480,7 +480,7 @@ fn preflight_case(r: &RunCtx, out: &Path) -> Result<()> {
     let nodes: Vec<_> =
         std::iter::once(check(&site.sender, "send")).chain(site.receivers.iter().map(|r| check(r, "recv"))).collect();
     let tag = format!("c{:03}", r.k);
-    crate::preflight::before_case_on(&nodes, &pf, &out.join("raw"), &tag).with_context(|| r.ctx("preflight"))
+    crate::check::preflight::before_case_on(&nodes, &pf, &out.join("raw"), &tag).with_context(|| r.ctx("preflight"))
 }
 
 /// Starts `mcblast recv --json` on every receiver and waits for each one's

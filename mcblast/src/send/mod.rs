@@ -31,9 +31,11 @@ use crate::sys::send::{Buffer, set_buffer, set_dont_fragment, set_multicast_if, 
 pub mod counters;
 pub mod engine;
 pub mod ledger;
+pub mod live;
 pub mod pacer;
 pub mod plan;
 pub mod report;
+pub mod support;
 pub mod worker;
 
 use counters::{FlowCounter, WorkerCounters, merge};
@@ -121,7 +123,7 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
     let prom_ledger: Arc<std::sync::OnceLock<(String, ledger::TxCounters)>> = Arc::default();
     let _prom = match args.common.prometheus {
         Some(addr) => {
-            let live = crate::prom::SendLive {
+            let live = live::SendLive {
                 run: run_id,
                 flows: plan.flows.clone(),
                 length: plan.length as u64,
@@ -129,7 +131,7 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
                 flow_sent: flow_sent.clone(),
             };
             let l = prom_ledger.clone();
-            Some(crate::prom::serve(addr, move || crate::prom::send_page(&live, l.get().map(|(i, t)| (i.as_str(), t))))?)
+            Some(crate::prom::serve(addr, move || live::send_page(&live, l.get().map(|(i, t)| (i.as_str(), t))))?)
         }
         None => None,
     };

@@ -39,7 +39,7 @@ pub trait Host {
     /// The kernel's TAI−UTC offset in seconds (0 when it cannot be read).
     fn tai_offset_s(&self) -> i32;
     /// What the engines' probes say for interface `iface`.
-    fn engines(&self, iface: Option<&str>) -> crate::probe::EngineSupport;
+    fn engines(&self, iface: Option<&str>) -> crate::send::support::EngineSupport;
 }
 
 /// The real machine.
@@ -58,8 +58,8 @@ impl Host for System {
     fn tai_offset_s(&self) -> i32 {
         crate::sys::tai_offset_s().unwrap_or(0)
     }
-    fn engines(&self, iface: Option<&str>) -> crate::probe::EngineSupport {
-        crate::probe::engine_support(iface)
+    fn engines(&self, iface: Option<&str>) -> crate::send::support::EngineSupport {
+        crate::send::support::engine_support(iface)
     }
 }
 
@@ -194,15 +194,15 @@ fn resolve_engine(
     if a.engine == Engine::Auto {
         if a.zerocopy {
             // Zero-copy is an io_uring feature: auto means "uring if it can".
-            return match crate::probe::check(Engine::Uring, &support, a.length, mtu, true) {
+            return match crate::send::support::check(Engine::Uring, &support, a.length, mtu, true) {
                 Ok(how) => Ok((Engine::Uring, Some(format!("--zerocopy needs io_uring ({how})")))),
                 Err(why) => bail!("--zerocopy: {why}; leave out --zerocopy"),
             };
         }
-        let (e, why) = crate::probe::choose(&support, a.length, mtu, false);
+        let (e, why) = crate::send::support::choose(&support, a.length, mtu, false);
         return Ok((e, Some(why)));
     }
-    if let Err(why) = crate::probe::check(a.engine, &support, a.length, mtu, a.zerocopy) {
+    if let Err(why) = crate::send::support::check(a.engine, &support, a.length, mtu, a.zerocopy) {
         let instead = if a.engine == Engine::Uring && a.zerocopy { "--engine uring without --zerocopy" } else { "--engine mmsg" };
         bail!("--engine {}{}: {why}; use {instead} (or --engine auto)", a.engine.name(), if a.zerocopy { " --zerocopy" } else { "" });
     }
@@ -419,8 +419,8 @@ mod tests {
         fn tai_offset_s(&self) -> i32 {
             self.tai
         }
-        fn engines(&self, _iface: Option<&str>) -> crate::probe::EngineSupport {
-            crate::probe::EngineSupport::all()
+        fn engines(&self, _iface: Option<&str>) -> crate::send::support::EngineSupport {
+            crate::send::support::EngineSupport::all()
         }
     }
     const HOST: Fake = Fake { mtu: 9001, route: Some("eth0"), tai: 37 };
@@ -612,7 +612,7 @@ mod tests {
     }
 
     /// HOST, but with the given engine probes.
-    struct Probed(crate::probe::EngineSupport);
+    struct Probed(crate::send::support::EngineSupport);
     impl Host for Probed {
         fn lookup(&self, name: &str) -> Result<Iface> {
             HOST.lookup(name)
@@ -626,7 +626,7 @@ mod tests {
         fn tai_offset_s(&self) -> i32 {
             HOST.tai_offset_s()
         }
-        fn engines(&self, _iface: Option<&str>) -> crate::probe::EngineSupport {
+        fn engines(&self, _iface: Option<&str>) -> crate::send::support::EngineSupport {
             self.0.clone()
         }
     }
@@ -634,7 +634,7 @@ mod tests {
     #[test]
     fn auto_is_the_default_and_resolved_with_a_reason() {
         let p = plan(&[]).unwrap();
-        assert_eq!(p.engine, crate::probe::PREFERENCE[0]);
+        assert_eq!(p.engine, crate::send::support::PREFERENCE[0]);
         assert!(p.engine_reason.as_deref().unwrap().contains("fastest supported"), "{:?}", p.engine_reason);
         let p = plan(&["--engine", "mmsg"]).unwrap();
         assert_eq!((p.engine, p.engine_reason), (cli::Engine::Mmsg, None));
@@ -642,7 +642,7 @@ mod tests {
 
     #[test]
     fn an_unsupported_engine_names_the_failed_probe_and_the_way_out() {
-        let no = crate::probe::EngineSupport {
+        let no = crate::send::support::EngineSupport {
             gso: Err("setsockopt(UDP_SEGMENT) failed: Protocol not available".into()),
             uring: Err("io_uring_setup failed: Operation not permitted".into()),
             uring_zc: Err("io_uring_setup failed: Operation not permitted".into()),

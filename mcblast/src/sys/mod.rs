@@ -4,7 +4,9 @@
 //! Every `unsafe` block carries a `// SAFETY:` note.
 
 pub mod bpf;
+pub mod btf;
 pub mod ethtool;
+pub mod kfeatures;
 pub mod net;
 pub mod packet;
 pub mod proc;

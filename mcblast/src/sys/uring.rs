@@ -243,11 +243,11 @@ impl UringSender {
         }
         let mut done = 0usize;
         let mut notifs = 0usize;
-        let mut deadline = crate::clock::mono_ns() + self.timeout.as_nanos() as u64;
+        let mut deadline = super::clock_ns(libc::CLOCK_MONOTONIC) + self.timeout.as_nanos() as u64;
         let mut cancelled = false;
         let mut want = n;
         loop {
-            let left_ns = deadline.saturating_sub(crate::clock::mono_ns());
+            let left_ns = deadline.saturating_sub(super::clock_ns(libc::CLOCK_MONOTONIC));
             let ts = Timespec::from(Duration::from_nanos(left_ns.max(1)));
             let args = SubmitArgs::new().timespec(&ts);
             let waited = self.ring.submitter().submit_with_args(want, &args);
@@ -266,7 +266,7 @@ impl UringSender {
                     return (0, Some(e));
                 }
             }
-            if crate::clock::mono_ns() < deadline {
+            if super::clock_ns(libc::CLOCK_MONOTONIC) < deadline {
                 continue;
             }
             if cancelled {
@@ -287,7 +287,7 @@ impl UringSender {
                 }
             }
             cancelled = true;
-            deadline = crate::clock::mono_ns() + CANCEL_WAIT.as_nanos() as u64;
+            deadline = super::clock_ns(libc::CLOCK_MONOTONIC) + CANCEL_WAIT.as_nanos() as u64;
         }
         // Everything has completed: the prefix that succeeded, then the reason.
         let mut k = 0;

@@ -273,13 +273,13 @@ pub fn sh_netns(ns: &NetNs, script: &str) {
 /// A field of `/proc/net/snmp` in the bare namespace `ns`.
 pub fn snmp_netns(ns: &NetNs, proto: &str, field: &str) -> u64 {
     let out = Command::new("ip").args(["netns", "exec", ns.name(), "cat", "/proc/net/snmp"]).output().unwrap();
-    mcblast::attrib::snmp_value(&String::from_utf8_lossy(&out.stdout), proto, field).expect("snmp field")
+    mcblast::recv::attrib::snmp_value(&String::from_utf8_lossy(&out.stdout), proto, field).expect("snmp field")
 }
 
 /// A field of /proc/net/snmp in a node's namespace.
 pub fn snmp(lab: &Lab, node: &str, proto: &str, field: &str) -> u64 {
     let out = Command::new("ip").args(["netns", "exec", &lab.ns_name(node), "cat", "/proc/net/snmp"]).output().unwrap();
-    mcblast::attrib::snmp_value(&String::from_utf8_lossy(&out.stdout), proto, field).expect("snmp field")
+    mcblast::recv::attrib::snmp_value(&String::from_utf8_lossy(&out.stdout), proto, field).expect("snmp field")
 }
 
 /// Runs `nft` in the namespace `ns`; asserts it succeeded, returns its stdout.

@@ -26,7 +26,7 @@ use mcblast_common::maps::{
 };
 use mcblast_common::tracker::FlowState;
 
-use crate::kfeatures::KernelFeatures;
+use crate::sys::kfeatures::KernelFeatures;
 use crate::iface::Iface;
 
 /// The eBPF object built by `build.rs` (empty when built with `AYA_BUILD_SKIP`).
@@ -116,7 +116,7 @@ enum Attachment {
     Link(OwnedFd),
     /// A classic tc filter (kernels without tcx), detached with the program.
     #[allow(dead_code)] // held: removed when dropped
-    Classic(crate::tc_classic::Owner),
+    Classic(crate::recv::tc_classic::Owner),
 }
 
 /// The `GROUPS` and `GROUP_COUNT` maps of the program.
@@ -204,7 +204,7 @@ impl KernelCounter {
             if features.tcx {
                 return Ok(crate::sys::bpf::tcx_link_create(prog.fd()?.as_fd(), iface.index).map(Attachment::Link));
             }
-            Ok(match crate::tc_classic::attach(prog, iface) {
+            Ok(match crate::recv::tc_classic::attach(prog, iface) {
                 Ok((owner, note)) => {
                     if let Some(note) = note {
                         eprintln!("{note}");
@@ -320,7 +320,7 @@ impl KernelCounter {
     /// The attachment is a BPF link held by the loaded object: it goes with
     /// the [`KernelCounter`], and with the process however it dies.
     pub fn trace_drops(&mut self, iface: &Iface, locate_reason: u32, which: DropTracer) -> Result<DropTracer> {
-        let btf = crate::btf::Btf::from_kernel()?;
+        let btf = crate::sys::btf::Btf::from_kernel()?;
         let which = match which {
             DropTracer::Auto => match btf.tracepoint_args(DROP_TRACEPOINT)? {
                 n if n >= 4 => DropTracer::WithSocket,
@@ -707,7 +707,7 @@ fn busy(iface: &Iface) -> anyhow::Error {
 
 fn native_reason(iface: &Iface, e: &std::io::Error) -> String {
     if e.raw_os_error() == Some(libc::EINVAL)
-        && let Some(why) = crate::kfeatures::native_xdp_mtu_refusal(&iface.name, iface.mtu)
+        && let Some(why) = crate::sys::kfeatures::native_xdp_mtu_refusal(&iface.name, iface.mtu)
     {
         return why;
     }

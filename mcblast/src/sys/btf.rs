@@ -3,6 +3,8 @@
 //! an enum's values, read from the running kernel's `/sys/kernel/btf/vmlinux`.
 //! Format: `Documentation/bpf/btf.rst` (header, type section, string section).
 
+#![deny(unsafe_code)]
+
 use std::collections::HashMap;
 
 use anyhow::{Context, Result, anyhow, bail};

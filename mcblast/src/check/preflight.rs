@@ -4,7 +4,7 @@
 //!
 //! Each check is a pure function of what was measured (unit-tested);
 //! [`gather`] measures (sysctls of this network namespace, /proc/net/udp,
-//! adjtimex, chronyc, the probes of [`crate::probe`]).
+//! adjtimex, chronyc, the probes of [`crate::check::probe`]).
 
 use std::path::Path;
 use std::process::ExitCode;

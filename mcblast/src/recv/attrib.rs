@@ -44,7 +44,7 @@ use mcblast_common::maps::{DropClass, DropKey, NO_DROP_REASON};
 use mcblast_common::{FlowKey, FlowState};
 use serde::Serialize;
 
-use crate::btf::Btf;
+use crate::sys::btf::Btf;
 
 /// `SKB_DROP_REASON_SUBSYS_MASK`: reasons of a subsystem carry its number in the high bits.
 const SUBSYS_SHIFT: u32 = 16;
@@ -268,7 +268,7 @@ pub struct Layers {
     /// the waterfall misses them when non-zero.
     pub tracer_keys_full: u64,
     /// Kernel counters read at start and end (deltas); null when unreadable.
-    pub host: crate::attrib::HostDeltas,
+    pub host: crate::recv::attrib::HostDeltas,
     /// The receiver NIC/driver layer: the driver's drop counters
     /// (`ethtool -S`) that changed during the run; null when the driver's
     /// statistics could not be read. Whole interface, every packet: shown
@@ -892,6 +892,17 @@ pub fn softnet_dropped(text: &str) -> Option<u64> {
         sum += u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok()?;
     }
     Some(sum)
+}
+
+/// The receiver's loss attribution (`"counter":"layers"` summary line):
+/// where every data datagram of the run went, see this module.
+#[derive(Serialize, Debug, Clone)]
+pub struct LayersSummary {
+    pub role: &'static str,
+    pub counter: &'static str,
+    pub duration_s: f64,
+    #[serde(flatten)]
+    pub layers: Layers,
 }
 
 #[cfg(test)]

@@ -2,6 +2,13 @@
 //! XDP) and/or in a socket (recvmmsg) with the same tracker, report per
 //! interval and at the end.
 
+pub mod attrib;
+pub mod igmp_timing;
+pub mod iperf2_server;
+pub mod kernel;
+pub mod live;
+pub mod tc_classic;
+
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
@@ -21,10 +28,10 @@ use crate::cli::RecvArgs;
 use crate::mcast::check_groups;
 use crate::clock;
 use crate::iface::{self, Iface};
-use crate::attrib::{self, HostCounters, LayerDrops, Measured, ReasonCount, ReasonNames, Symbols};
-use crate::fanout::LossBook;
-use crate::kernel::{DropTracer, KernelCounter};
-use crate::output::{self, FlowReport, LayersInterval, LayersSummary, Printer, RecvBegin, RecvInterval, RecvSummary};
+use attrib::{LayersSummary, HostCounters, LayerDrops, Measured, ReasonCount, ReasonNames, Symbols};
+use crate::report::fanout::LossBook;
+use crate::recv::kernel::{DropTracer, KernelCounter};
+use crate::output::{self, FlowReport, LayersInterval, Printer, RecvBegin, RecvInterval, RecvSummary};
 use crate::sys::{self, net};
 
 /// Which counters `recv` runs (`--counter`).
@@ -427,7 +434,7 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
 /// in order: the memberships and the socket counter first, the live page and the printer last.
 struct Receiver {
     /// --iperf2-server: the iperf2 server reading the socket.
-    iperf2: Option<crate::iperf2_server::Server>,
+    iperf2: Option<crate::recv::iperf2_server::Server>,
     /// Kernel only: the joined socket, held (never read) for its membership.
     _membership: Option<OwnedFd>,
     socket: Option<SocketCounter>,
@@ -436,9 +443,9 @@ struct Receiver {
     /// The socket receive buffer granted (socket counter).
     granted: usize,
     /// IGMP timing: the queries that reach this host (taken by the report), and when the join was asked.
-    query_watch: Option<Result<crate::igmp_timing::QueryWatch, String>>,
+    query_watch: Option<Result<crate::recv::igmp_timing::QueryWatch, String>>,
     join_ns: u64,
-    gaps: crate::igmp_timing::GapTracker,
+    gaps: crate::recv::igmp_timing::GapTracker,
     /// The kernel counter's loss records, grouped by `loss_iv_ns`.
     kernel_loss: LossBook,
     loss_iv_ns: u64,
@@ -451,7 +458,7 @@ struct Receiver {
     syms: Option<Symbols>,
     /// Whether the clock is synchronized (read at the begin line).
     synced: bool,
-    live: Option<(Arc<crate::prom::Live<crate::prom::RecvLive>>, crate::prom::Server)>,
+    live: Option<(Arc<crate::prom::Live<live::RecvLive>>, crate::prom::Server)>,
     out: Printer,
     p: Plan,
     a: RecvArgs,
@@ -480,7 +487,7 @@ struct Joined {
     membership: Option<OwnedFd>,
     keep: Option<OwnedFd>,
     granted: usize,
-    query_watch: Result<crate::igmp_timing::QueryWatch, String>,
+    query_watch: Result<crate::recv::igmp_timing::QueryWatch, String>,
     join_ns: u64,
 }
 
@@ -503,7 +510,7 @@ struct Finals {
     kernel_events_lost: Option<u64>,
     socket_loss: Option<LossBook>,
     /// --iperf2-server: its report (or why there is none).
-    iperf2: Option<Result<crate::iperf2_server::Report>>,
+    iperf2: Option<Result<crate::recv::iperf2_server::Report>>,
 }
 
 /// The drop tracer's counts by reason; with `per_flow`, also what they charged to each flow's layers. Kernel
@@ -532,7 +539,7 @@ fn attach_kernel(p: &Plan, a: &RecvArgs) -> Result<(KernelCounter, Option<Reason
     k.set_groups(&joined)?;
     let mut reason_names = None;
     if p.socket || p.iperf2_server {
-        match crate::btf::Btf::from_kernel()
+        match crate::sys::btf::Btf::from_kernel()
             .and_then(|btf| ReasonNames::from_btf(&btf))
             .and_then(|names| k.trace_drops(&p.iface, names.locate_reason()?, DropTracer::Auto).map(|_| names))
         {
@@ -570,7 +577,7 @@ fn join(p: &Plan, a: &RecvArgs, kernel: Option<&mut KernelCounter>, tracer: bool
         k.set_drop_socket(cookie)?;
     }
     // IGMP timing: the queries that reach this host, and when the join was asked.
-    let query_watch = crate::igmp_timing::QueryWatch::start().map_err(|e| format!("raw IGMP socket: {e}"));
+    let query_watch = crate::recv::igmp_timing::QueryWatch::start().map_err(|e| format!("raw IGMP socket: {e}"));
     let join_ns = clock::tai_ns();
     join_groups(p, &fd)?;
     // With --leave-window: a second membership that outlives the counting
@@ -607,9 +614,9 @@ impl Receiver {
         }
         let live = match a.common.prometheus {
             Some(addr) => {
-                let live = crate::prom::Live::new(crate::prom::RecvLive::default());
+                let live = crate::prom::Live::new(live::RecvLive::default());
                 let (l, local) = (live.clone(), clock::local());
-                let server = crate::prom::serve(addr, move || crate::prom::recv_page(&l.fresh(LIVE_WAIT), &local))?;
+                let server = crate::prom::serve(addr, move || live::recv_page(&l.fresh(LIVE_WAIT), &local))?;
                 Some((live, server))
             }
             None => None,
@@ -625,7 +632,7 @@ impl Receiver {
         let loss_iv_ns = p.interval.unwrap_or(Duration::from_secs(1)).as_nanos().max(1) as u64;
         let j = join(&p, &a, kernel.as_mut(), reason_names.is_some(), loss_iv_ns)?;
         let iperf2 = match p.iperf2_server {
-            true => Some(crate::iperf2_server::Server::start(p.groups[0], p.port, &p.iface.name, &a.iperf2_arg)?),
+            true => Some(crate::recv::iperf2_server::Server::start(p.groups[0], p.port, &p.iface.name, &a.iperf2_arg)?),
             false => None,
         };
         Ok(Receiver {
@@ -636,7 +643,7 @@ impl Receiver {
             granted: j.granted,
             query_watch: Some(j.query_watch),
             join_ns: j.join_ns,
-            gaps: crate::igmp_timing::GapTracker::default(),
+            gaps: crate::recv::igmp_timing::GapTracker::default(),
             kernel_loss: LossBook::default(),
             loss_iv_ns,
             host_start,
@@ -778,7 +785,7 @@ impl Receiver {
         let socket_drops = self.socket.as_ref().map(|s| s.view.lock().expect("socket view lock").drops);
         let snaps = self.snap_all()?;
         if let Some((l, _)) = &self.live {
-            l.publish(crate::prom::RecvLive { snaps, socket_drops, reasons });
+            l.publish(live::RecvLive { snaps, socket_drops, reasons });
         }
         Ok(())
     }
@@ -862,7 +869,7 @@ impl Receiver {
             _ => None,
         };
         if let Some((l, _)) = &self.live {
-            l.finish(crate::prom::RecvLive { snaps: snaps.clone(), socket_drops, reasons: reasons.clone() });
+            l.finish(live::RecvLive { snaps: snaps.clone(), socket_drops, reasons: reasons.clone() });
         }
         let host_end = HostCounters::read(&self.p.iface.name);
         let driver_end = sys::ethtool::stats(&self.p.iface.name).ok();
@@ -929,9 +936,9 @@ impl Receiver {
             (Some(Ok(r)), Some(l)) => {
                 let kernel = f.snaps.iter().find(|(n, _)| *n == "kernel").map(|(_, s)| s.flows.as_slice()).unwrap_or_default();
                 let ended = kernel.iter().filter(|(_, s)| s.ended != 0).count() as u64;
-                let c = crate::iperf2_server::compare(&r, &l, ended);
+                let c = crate::recv::iperf2_server::compare(&r, &l, ended);
                 self.out.emit("summary", &c)?;
-                self.out.human(&crate::iperf2_server::human(&c))?;
+                self.out.human(&crate::recv::iperf2_server::human(&c))?;
             }
             (Some(Ok(_)), None) => eprintln!("mcblast: no comparison with iperf2: the drop tracer is not running"),
             (Some(Err(e)), _) => eprintln!("mcblast: no comparison with iperf2: {e:#}"),
@@ -1073,16 +1080,16 @@ impl Receiver {
             Some(Err(e)) => (Vec::new(), Some(e)),
             None => (Vec::new(), None), // taken once, here
         };
-        let l = f.leave.as_ref().map(|(at, end, before, after)| crate::igmp_timing::Leave {
+        let l = f.leave.as_ref().map(|(at, end, before, after)| crate::recv::igmp_timing::Leave {
             at_ns: *at,
             window_end_ns: *end,
             before,
             after,
         });
-        let mut r = crate::igmp_timing::report(counter, &self.p.groups, self.join_ns, flows, &queries, &self.gaps.gaps, l.as_ref());
+        let mut r = crate::recv::igmp_timing::report(counter, &self.p.groups, self.join_ns, flows, &queries, &self.gaps.gaps, l.as_ref());
         r.queries_unavailable = unavailable;
         self.out.emit("igmp", &r)?;
-        self.out.human(&crate::igmp_timing::human(&r))?;
+        self.out.human(&crate::recv::igmp_timing::human(&r))?;
         Ok(())
     }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use mcblast_common::{FlowKey, FlowState};
 use serde::Serialize;
 
-use crate::lab::{IgmpQuery, parse_igmp_query};
+use crate::mcast::{IgmpQuery, parse_igmp_query};
 
 /// A gap is a dropout when it is this many expected inter-arrival times long…
 pub const DROPOUT_FACTOR: u64 = 10;

@@ -195,7 +195,7 @@ pub struct Comparison {
 
 /// Compares iperf2's report with the waterfall `l` of the same run, in
 /// which the kernel counter saw `ended` flows end (their FINs reach the host).
-pub fn compare(r: &Report, l: &crate::attrib::Layers, ended: u64) -> Comparison {
+pub fn compare(r: &Report, l: &crate::recv::attrib::Layers, ended: u64) -> Comparison {
     let missed = l.expected.saturating_sub(r.read);
     let fins_dropped = ended.saturating_sub(if r.saw_fin { r.reports } else { 0 });
     // Those the tracer could not tell from data.
