@@ -18,6 +18,7 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -28,7 +29,7 @@ use aya::programs::tc::{self, NlOptions, TcAttachOptions, TcAttachType, TcError}
 use mcblast_common::maps::{ImpairConfig, ImpairEntry, ImpairState, ImpairStats, PPM};
 use serde::Serialize;
 
-use super::{Lab, SENDER, SWITCH, node_addr, run_in_ns};
+use super::{Lab, NODE_IF, SENDER, SWITCH, node_addr, run_in_ns};
 use crate::sys::kfeatures::KernelFeatures;
 use crate::recv::tc_classic;
 
@@ -45,6 +46,10 @@ const BPF_F_LOCK: u64 = 4;
 /// How long `--clear` waits for the kernel to detach the unpinned link
 /// (it is freed from a work queue after an RCU grace period).
 const DETACH_WAIT: Duration = Duration::from_secs(5);
+
+/// The sender's link alias while `lab impair` has its UDP segmentation off (see [`Lab::sender_segments`]): it
+/// lives and dies with the link, so nothing else records that the setting is the lab's to restore.
+const SEGMENTS_ALIAS: &str = "mcblast-impair: tx-udp-segmentation off";
 
 /// The directory of a lab's pins.
 /// mcblast's eBPF object, loaded (not attached) for a lab program pinned
@@ -157,7 +162,7 @@ impl ImpairReport {
         }
         if self.gso_passed != 0 {
             s += &format!(
-                ", passed untouched in GSO batches {} (the sender's UDP GSO batches cross the bridge whole: use --engine mmsg to impair them)",
+                ", passed untouched in GSO batches {} (batches that crossed the bridge whole: the lab's sender segments its own while a link is impaired, so these came from elsewhere or with its offload turned back on; use --engine mmsg to impair them)",
                 self.gso_passed
             );
         }
@@ -192,6 +197,18 @@ impl Lab {
         if lpin.exists() || mpin.exists() {
             bail!("link {link} of lab {prefix} is already impaired: run `mcblast lab impair {link} --clear` first");
         }
+        self.sender_segments(true)?;
+        self.attach_impairment(link, cfg).inspect_err(|_| {
+            if self.impaired_links().is_empty() {
+                let _ = self.sender_segments(false);
+            }
+        })
+    }
+
+    /// Loads the impairment program with `cfg`, pins its map and attaches it at the egress of `link`.
+    fn attach_impairment(&self, link: &str, cfg: ImpairConfig) -> Result<()> {
+        let prefix = self.prefix();
+        let (lpin, mpin) = (link_pin(prefix, link), map_pin(prefix, link));
         let mut ebpf = load_lab_object("the impairment program")?;
         let entry = ImpairEntry::<u32> {
             lock: 0,
@@ -279,7 +296,34 @@ impl Lab {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        if self.impaired_links().is_empty() {
+            self.sender_segments(false)?;
+        }
         Ok(report)
+    }
+
+    /// A UDP GSO batch crosses veth and the bridge as one packet, which the impairment program cannot split. So
+    /// while any link is impaired the sender's own stack segments its batches (`tx-udp-segmentation off` on its
+    /// link, as on NICs without UDP segmentation offload), and every datagram crosses the fabric alone.
+    /// `on`: turn segmentation in the stack on (a no-op when the device already segments nothing, e.g. OVN's
+    /// links with tx offloads off); off: give the device back its offload, only if `lab impair` took it.
+    pub fn sender_segments(&self, on: bool) -> Result<()> {
+        let ns = self.ns_name(SENDER);
+        let ip = |args: &[&str]| super::output(Command::new("ip").args(["-n", &ns]).args(args));
+        let ethtool = |args: &[&str]| {
+            super::output(Command::new("ip").args(["netns", "exec", &ns, "ethtool"]).args(args))
+        };
+        let ours = ip(&["-o", "link", "show", "dev", NODE_IF])?.contains(SEGMENTS_ALIAS);
+        if on && !ours && ethtool(&["-k", NODE_IF])?.lines().any(|l| l.trim() == "tx-udp-segmentation: on") {
+            ethtool(&["-K", NODE_IF, "tx-udp-segmentation", "off"])
+                .context("turning off UDP segmentation offload on the lab sender's link")?;
+            ip(&["link", "set", "dev", NODE_IF, "alias", SEGMENTS_ALIAS])?;
+        } else if !on && ours {
+            ethtool(&["-K", NODE_IF, "tx-udp-segmentation", "on"])
+                .context("restoring UDP segmentation offload on the lab sender's link")?;
+            ip(&["link", "set", "dev", NODE_IF, "alias", ""])?;
+        }
+        Ok(())
     }
 
     /// The lab's impaired links, sorted by name.
