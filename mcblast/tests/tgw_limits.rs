@@ -110,6 +110,28 @@ fn a_flow_over_the_datagram_rate_loses_exactly_what_the_fabric_dropped() {
 }
 
 #[test]
+fn a_gso_senders_datagrams_meet_the_rate_limit_one_by_one() {
+    if common::skip(NEEDS) {
+        return;
+    }
+    let _serial = serial();
+    let lab = tgw_lab("g", &limits(Some(2000), None));
+    // ENA has no UDP segmentation offload: with TGW's rate limits the lab's sender segments in its own stack, so
+    // the fabric's bucket counts datagrams, not GSO batches.
+    let k = Command::new("ip").args(["netns", "exec", &lab.ns_name("sender"), "ethtool", "-k", "eth0"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&k.stdout).contains("tx-udp-segmentation: off"), "the sender segments");
+    // flat out, where the gso engine fills whole batches
+    let (sent, layers) = run(&lab, &["--engine", "gso", "-n", "6000", "-l", "1470"]);
+    assert_eq!(sent, 6000);
+    let (_, d) = lab.tgw_limits().expect("read").expect("limits in force");
+    assert!(d.over_pps > 0 && d.over_pps < sent, "the bucket dropped some, not all: {d:?}");
+    for (node, l) in &layers {
+        assert_eq!(u(l, "expected"), sent, "{node}: {l}");
+        assert_eq!(u(l, "path_lost"), d.over_pps, "{node}: each packet the fabric dropped was one datagram: {l}");
+    }
+}
+
+#[test]
 fn a_flow_over_the_bit_rate_loses_exactly_what_the_fabric_dropped() {
     if common::skip(NEEDS) {
         return;

@@ -310,19 +310,30 @@ impl Lab {
     pub fn sender_segments(&self, on: bool) -> Result<()> {
         let ns = self.ns_name(SENDER);
         let ip = |args: &[&str]| super::output(Command::new("ip").args(["-n", &ns]).args(args));
-        let ethtool = |args: &[&str]| {
-            super::output(Command::new("ip").args(["netns", "exec", &ns, "ethtool"]).args(args))
-        };
         let ours = ip(&["-o", "link", "show", "dev", NODE_IF])?.contains(SEGMENTS_ALIAS);
-        if on && !ours && ethtool(&["-k", NODE_IF])?.lines().any(|l| l.trim() == "tx-udp-segmentation: on") {
-            ethtool(&["-K", NODE_IF, "tx-udp-segmentation", "off"])
-                .context("turning off UDP segmentation offload on the lab sender's link")?;
+        if on && !ours && self.sender_offloads_segmentation()? {
+            self.set_sender_offload(false)?;
             ip(&["link", "set", "dev", NODE_IF, "alias", SEGMENTS_ALIAS])?;
         } else if !on && ours {
-            ethtool(&["-K", NODE_IF, "tx-udp-segmentation", "on"])
-                .context("restoring UDP segmentation offload on the lab sender's link")?;
+            self.set_sender_offload(true)?;
             ip(&["link", "set", "dev", NODE_IF, "alias", ""])?;
         }
+        Ok(())
+    }
+
+    /// Whether the lab sender's link offloads UDP segmentation (`ethtool -k`: `tx-udp-segmentation: on`).
+    pub(super) fn sender_offloads_segmentation(&self) -> Result<bool> {
+        let ns = self.ns_name(SENDER);
+        let k = super::output(Command::new("ip").args(["netns", "exec", &ns, "ethtool", "-k", NODE_IF]))?;
+        Ok(k.lines().any(|l| l.trim() == "tx-udp-segmentation: on"))
+    }
+
+    /// Gives the lab sender's link UDP segmentation offload (`on`), or makes its stack segment (`!on`).
+    pub(super) fn set_sender_offload(&self, on: bool) -> Result<()> {
+        let v = if on { "on" } else { "off" };
+        let ns = self.ns_name(SENDER);
+        super::output(Command::new("ip").args(["netns", "exec", &ns, "ethtool", "-K", NODE_IF, "tx-udp-segmentation", v]))
+            .with_context(|| format!("setting tx-udp-segmentation {v} on the lab sender's link"))?;
         Ok(())
     }
 
