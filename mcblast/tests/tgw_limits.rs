@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::Duration;
 
-use mcblast::lab::{Fabric, Lab, LabConfig, LabSpec, Placement, Preset, TgwLimits, Topology};
+use mcblast::lab::{Fabric, IgmpConfig, Lab, LabConfig, LabSpec, Placement, Preset, TgwLimits, Topology};
 use serde_json::Value;
 
 mod common;
@@ -35,8 +35,13 @@ fn tgw_lab_igmp(tag: &str, limits: &TgwLimits, version: u8) -> Lab {
 }
 
 fn tgw_lab_hosts(tag: &str, limits: &TgwLimits, version: u8, hosts: u32, per_host: u32) -> Lab {
-    let (_, mut igmp, mtu, _, _) = Preset::Tgw.settings();
+    let (_, mut igmp, _, _, _) = Preset::Tgw.settings();
     igmp.version = version;
+    tgw_lab_with(tag, limits, igmp, hosts, per_host)
+}
+
+fn tgw_lab_with(tag: &str, limits: &TgwLimits, igmp: IgmpConfig, hosts: u32, per_host: u32) -> Lab {
+    let (_, _, mtu, _, _) = Preset::Tgw.settings();
     let topology = Topology { hosts, per_host, fabric: Fabric::Bridge, placement: Placement::Spread };
     let spec = LabSpec {
         base: LabConfig { prefix: prefix(tag), receivers: hosts * per_host, mtu, snooping: true, querier: true },
@@ -49,7 +54,7 @@ fn tgw_lab_hosts(tag: &str, limits: &TgwLimits, version: u8, hosts: u32, per_hos
 }
 
 fn limits(pps: Option<u64>, bps: Option<u64>) -> TgwLimits {
-    TgwLimits { fragments: true, flow_pps: pps, flow_bps: bps, igmpv2_only: true, max_members: None }
+    TgwLimits { fragments: true, flow_pps: pps, flow_bps: bps, igmpv2_only: true, max_members: None, queries_from_zero: true }
 }
 
 /// Receivers on r1 and r2, the sender run with `args`; returns (sent, every receiver's layers).
@@ -184,6 +189,30 @@ fn limits_off_leave_the_fabric_alone_and_flags_are_checked() {
     lab.tgw_limits_remove().unwrap();
     assert!(lab.tgw_limits().unwrap().is_none());
     assert_eq!(lab.tgw_dropped().unwrap(), 0);
+}
+
+/// TGW queries from 0.0.0.0; the members answer such queries and stay members. Queries every 2 s (membership
+/// 7 s: 3 missed queries) so that 10 s span several.
+#[test]
+fn queries_come_from_0_0_0_0_and_members_stay_through_them() {
+    if common::skip(NEEDS) {
+        return;
+    }
+    let _serial = serial();
+    let (_, mut igmp, _, _, _) = Preset::Tgw.settings();
+    (igmp.query_interval_cs, igmp.membership_interval_cs) = (200, 700);
+    let lab = tgw_lab_with("q", &limits(None, None), igmp, 1, 2);
+    let listener = lab.igmp_listener("r1").expect("IGMP listener");
+    let r = start_recv(&lab, "r1", &["-t", "14"]);
+    let group = Ipv4Addr::new(239, 0, 0, 1);
+    lab.wait_members(group, &["r1".to_string()], Duration::from_secs(5)).expect("r1 joins");
+    let q = listener.next_query(Duration::from_secs(5)).unwrap().expect("a query within 5 s");
+    assert_eq!((q.version, q.source, q.group), (2, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED), "{q:?}");
+    std::thread::sleep(Duration::from_secs(10));
+    lab.wait_members(group, &["r1".to_string()], Duration::from_secs(1)).expect("r1 still a member after 10 s");
+    let (l, _) = lab.tgw_limits().expect("read").expect("limits in force");
+    assert!(l.queries_from_zero, "{l:?}");
+    drop(r);
 }
 
 #[test]

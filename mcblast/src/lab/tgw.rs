@@ -26,6 +26,7 @@
 //! before the bridges snoop them, so a v3-only member is never learned.
 
 use std::net::Ipv4Addr;
+use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use mcblast_common::wire::MAGIC;
@@ -66,6 +67,8 @@ pub struct TgwLimits {
     pub igmpv2_only: bool,
     /// Most members a group may have, lab-wide (eBPF at the receivers' ports); None: no cap.
     pub max_members: Option<u32>,
+    /// The switch's IGMP general queries come from 0.0.0.0, as TGW's do (else from the switch's address).
+    pub queries_from_zero: bool,
 }
 
 impl TgwLimits {
@@ -79,6 +82,7 @@ impl TgwLimits {
             flow_bps: Some(TGW_FLOW_BPS),
             igmpv2_only: true,
             max_members: Some(TGW_MAX_MEMBERS),
+            queries_from_zero: true,
         }
     }
 
@@ -99,6 +103,9 @@ impl TgwLimits {
         }
         if let Some(m) = self.max_members {
             v.push(format!("at most {m} members per group"));
+        }
+        if self.queries_from_zero {
+            v.push("queries from 0.0.0.0".into());
         }
         if v.is_empty() { "none".into() } else { v.join(", ") }
     }
@@ -208,6 +215,7 @@ pub fn render(l: &TgwLimits, d: &TgwDrops) -> String {
         l.max_members.map_or("off".to_string(), |m| format!("at most {m}")),
         d.groups.iter().map(|g| g.refused).sum::<u64>()
     );
+    s += &format!("  {:<32} {}\n", "IGMP queries from 0.0.0.0", on(l.queries_from_zero));
     for g in &d.groups {
         s += &format!("  group {}: {} member(s) admitted, {} report(s) refused\n", g.group, g.members, g.refused);
     }
@@ -385,12 +393,31 @@ impl Lab {
         if let Some(m) = l.max_members {
             self.tgw_members_apply(m)?;
         }
+        self.tgw_query_source(l.queries_from_zero)
+    }
+
+    /// The switch's general queries from 0.0.0.0 (`zero`) or from its own address (the lab's default).
+    fn tgw_query_source(&self, zero: bool) -> Result<()> {
+        let sw = self.ns_name(super::SWITCH);
+        let v = if zero { "0" } else { "1" };
+        let mut ip = Command::new("ip");
+        ip.args(["-n", &sw, "link", "set", super::BRIDGE, "type", "bridge", "mcast_query_use_ifaddr", v]);
+        super::output(&mut ip)
+            .with_context(|| format!("setting the switch's IGMP query source in {sw}"))?;
         Ok(())
+    }
+
+    /// Whether the switch's general queries come from 0.0.0.0.
+    fn tgw_queries_from_zero(&self) -> Result<bool> {
+        let sw = self.ns_name(super::SWITCH);
+        let path = format!("/sys/class/net/{}/bridge/multicast_query_use_ifaddr", super::BRIDGE);
+        Ok(super::output(Command::new("ip").args(["netns", "exec", &sw, "cat", &path]))?.trim() == "0")
     }
 
     /// Removes the TGW limits (no-op when there are none).
     pub fn tgw_limits_remove(&self) -> Result<()> {
         self.tgw_members_remove()?;
+        self.tgw_query_source(false)?;
         for ns in self.tgw_igmp_namespaces() {
             if table_exists(&ns, TABLE)? {
                 nft_apply(&ns, &format!("delete table bridge {TABLE}\n"))?;
@@ -418,6 +445,7 @@ impl Lab {
             flow_bps: param(BPS),
             igmpv2_only: find(V3).is_some(),
             max_members: self.tgw_members_cap()?,
+            queries_from_zero: self.tgw_queries_from_zero()?,
         };
         let pk = |p: &str| find(p).map_or(0, |r| r.packets);
         let mut d = TgwDrops {
@@ -466,7 +494,7 @@ mod tests {
         assert!(s.contains("limit rate over 75000/second"), "{s}");
         assert!(s.contains("limit rate over 125000000 bytes/second"), "{s}");
         assert!(s.contains(FRAG_FIRST) && s.contains(FRAG_LATER));
-        let none = TgwLimits { fragments: false, flow_pps: None, flow_bps: None, igmpv2_only: false, max_members: None };
+        let none = TgwLimits { fragments: false, flow_pps: None, flow_bps: None, igmpv2_only: false, max_members: None, queries_from_zero: false };
         let s = switch_script(&none);
         assert!(!s.contains("add rule"), "{s}");
         assert_eq!(none.describe(), "none");
