@@ -173,6 +173,43 @@ fn two_cases_two_repeats_injected_loss_exact() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// `preset = "tgw"` in a plan enforces TGW's limits in the lab's fabric: a flat-out flow of 8192-byte
+/// datagrams is held to 1 Gbit/s at the switch, before replication, so both receivers lose the same datagrams
+/// on the path.
+#[test]
+fn tgw_preset_plan_enforces_the_flow_rate_limit() {
+    if common::skip(NEEDS) {
+        return;
+    }
+    let _s = serial();
+    let prefix = format!("mcbt{}tgw-", std::process::id());
+    let _gone = LabGone(prefix.clone());
+    let d = tmpdir("tgw");
+    let plan = d.join("tgw.toml");
+    std::fs::write(
+        &plan,
+        "duration = 2\nrepeats = 1\n[lab]\npreset = \"tgw\"\nhosts = 2\nper_host = 1\n\
+         [[matrix]]\nname = \"flat\"\nload = [\"max/8192\"]\n",
+    )
+    .unwrap();
+    let out = d.join("out");
+    let o = run(&plan, &out, &prefix, &[]);
+    assert!(o.status.success(), "mcblast run failed: {}", String::from_utf8_lossy(&o.stderr));
+    let (_, rows) = csv(&out.join("cases.csv"));
+    assert_eq!(rows.len(), 2);
+    let lost: Vec<u64> = rows.iter().map(|r| num(r, "path_lost")).collect();
+    assert!(lost[0] > 0 && lost[0] == lost[1], "the switch's bucket drops before replication: {rows:?}");
+    // nftables' byte bucket holds one second of its rate (plus the burst), full when the flow starts: over D
+    // seconds at most (D + 1) s of 1 Gbit/s of IP bytes pass, of which 8192 / 8220 is payload.
+    let bound = 1000.0 * 3.0 / 2.0 * 8192.0 / 8220.0 * 1.01;
+    for r in &rows {
+        let (mbps, sent): (f64, f64) = (r["throughput_mbps"].parse().unwrap(), r["sender_rate_mbps"].parse().unwrap());
+        assert!(mbps <= bound && mbps < sent, "held to 1 Gbit/s per flow: {mbps} Mbit/s of {sent}: {r:?}");
+    }
+    assert!(mcblast::lab::Lab::open(&prefix).is_err(), "the run removed its lab");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
 #[test]
 fn seed_matrix_quick() {
     if common::skip(NEEDS) {

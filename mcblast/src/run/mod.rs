@@ -82,6 +82,15 @@ pub(crate) fn timestamp(secs: u64) -> String {
     format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
+/// The lab of a case: its spec, and TGW's limits in its fabric when the plan asks for them.
+fn build_lab(plan: &Plan, spec: &LabSpec) -> Result<Lab> {
+    let lab = Lab::up_spec(spec)?;
+    if plan.tgw_limits {
+        lab.tgw_limits_apply(&crate::lab::TgwLimits::aws(spec.base.receivers)).context("applying the TGW limits")?;
+    }
+    Ok(lab)
+}
+
 pub fn run(a: RunArgs) -> Result<ExitCode> {
     let default_prefix = std::env::var(crate::lab::PREFIX_ENV)
         .ok()
@@ -140,7 +149,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
                         lab = None; // removes the previous lab first
                         check_stop()?;
                         progress.show(k, n, 0, plan.repeats, "building the lab");
-                        lab = Some(Lab::up_spec(&spec).with_context(|| format!("case {k}: building the lab"))?);
+                        lab = Some(build_lab(&plan, &spec).with_context(|| format!("case {k}: building the lab"))?);
                     }
                     Site::lab(lab.as_ref().unwrap(), spec)
                 }

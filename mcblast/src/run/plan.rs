@@ -81,6 +81,8 @@ pub struct LabSection {
     /// Seconds between IGMP general queries.
     pub query_interval: Option<u64>,
     pub mtu: Option<u32>,
+    /// TGW's documented limits in the fabric (default on with `preset = "tgw"`; needs the bridge fabric).
+    pub tgw_limits: Option<bool>,
 }
 
 /// `[hosts]`: the inventory and the groups to take the sender and the receivers from.
@@ -405,6 +407,8 @@ pub struct Plan {
     pub sender: Sender,
     /// The lab for the base settings; cases change receivers, snooping, query interval, placement.
     pub base: LabSpec,
+    /// Whether the lab enforces TGW's documented limits (`TgwLimits::aws` for the case's receivers).
+    pub tgw_limits: bool,
     /// Set for a `[hosts]` plan: the cases run there, not on a lab.
     pub hosts: Option<Hosts>,
     pub cases: Vec<Case>,
@@ -571,6 +575,7 @@ fn resolve(f: PlanFile, file: &str, profile: Option<&str>, default_prefix: &str)
         topology: Some(topology),
     };
     base.validate().map_err(|e| anyhow::anyhow!("{file}: [lab]: {e}"))?;
+    let tgw_limits = tgw_limits(file, l, preset, fabric)?;
     let duration = prof.duration.or(f.duration).unwrap_or(10.0);
     let warmup = prof.warmup.or(f.warmup).unwrap_or(0.0);
     let repeats = prof.repeats.or(f.repeats).unwrap_or(5);
@@ -685,7 +690,16 @@ fn resolve(f: PlanFile, file: &str, profile: Option<&str>, default_prefix: &str)
     if sender != Sender::Mcblast {
         check_iperf2_cases(file, &cases)?;
     }
-    Ok(Plan { group, port: f.port.unwrap_or(5001), warmup, repeats, engine, sender, base, hosts, cases })
+    Ok(Plan { group, port: f.port.unwrap_or(5001), warmup, repeats, engine, sender, base, tgw_limits, hosts, cases })
+}
+
+/// `[lab] tgw_limits`: on by default with `preset = "tgw"` on its bridge fabric; it needs that fabric.
+fn tgw_limits(file: &str, l: &LabSection, preset: Option<Preset>, fabric: Fabric) -> Result<bool> {
+    let on = l.tgw_limits.unwrap_or(preset == Some(Preset::Tgw) && fabric == Fabric::Bridge);
+    if on && fabric != Fabric::Bridge {
+        bail!("{file}: lab.tgw_limits needs the bridge fabric: use preset = \"tgw\" (or fabric = \"bridge\")");
+    }
+    Ok(on)
 }
 
 /// Why a key is refused with `sender = "iperf2"`.
