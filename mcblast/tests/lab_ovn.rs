@@ -37,14 +37,26 @@ fn runnable() -> bool {
 /// An OVN lab of `hosts` x `per_host` receivers with the Neutron defaults
 /// (snooping on, no querier, unregistered groups not flooded), snooping as given.
 fn ovn_lab(tag: &str, hosts: u32, per_host: u32, snoop: bool) -> (Lab, common::LabGone) {
+    ovn_lab_with(tag, hosts, per_host, snoop, |_, _| {})
+}
+
+/// As [`ovn_lab`], the spec and settings changed by `change` before the lab is built.
+fn ovn_lab_with(
+    tag: &str,
+    hosts: u32,
+    per_host: u32,
+    snoop: bool,
+    change: impl FnOnce(&mut LabSpec, &mut OvnSettings),
+) -> (Lab, common::LabGone) {
     let (prefix, gone) = lab_prefix(&format!("o{tag}"));
     let topology = Topology { hosts, per_host, fabric: Fabric::Ovn, placement: Placement::Spread };
-    let spec = LabSpec {
+    let mut spec = LabSpec {
         base: LabConfig { prefix, receivers: hosts * per_host, mtu: 9000, snooping: snoop, querier: false },
         igmp: IgmpConfig::default(),
         topology: Some(topology),
     };
-    let settings = OvnSettings { flood_unregistered: false, ..OvnSettings::from_spec(&spec) };
+    let mut settings = OvnSettings { flood_unregistered: false, ..OvnSettings::from_spec(&spec) };
+    change(&mut spec, &mut settings);
     let started = Instant::now();
     let lab = Lab::up_ovn(&spec, &settings).expect("OVN lab up").with_mcblast(BIN);
     eprintln!("OVN lab {} up in {:.1} s", lab.prefix(), started.elapsed().as_secs_f64());
@@ -138,6 +150,53 @@ fn snooping_on_delivers_only_to_members() {
         assert_eq!(u(k, "other_group"), 0, "{node}: nothing of a group it did not join: {k}");
         assert_eq!(k["flows"].as_array().map(Vec::len), Some(0), "{node}: {k}");
     }
+}
+
+/// `--mcast-flood r2`: with snooping on, the port with `options:mcast_flood=true`
+/// gets every datagram of a group it never joined; the same kind of non-member
+/// without it gets none; the members count exactly.
+#[test]
+fn mcast_flood_port_gets_a_group_it_did_not_join() {
+    if !runnable() {
+        return;
+    }
+    let _serial = serial();
+    let (lab, _gone) = ovn_lab_with("p", 2, 2, true, |_, s| s.flood_ports = names(&["r2"]));
+    let st = lab.ovn_status().unwrap();
+    assert_eq!(st.port_options.get("r2").cloned(), Some(names(&["mcast_flood=true"])), "{}", st.render());
+    assert_eq!(st.port_options.len(), 1, "{}", st.render());
+    assert!(st.render().contains("r2      mcast_flood=true"), "{}", st.render());
+    // r1, r3 join GROUP; r2 (flooded) and r4 join OTHER only.
+    let (members, others) = receivers(&lab, &["r1", "r3"], &["r2", "r4"]);
+    lab.wait_members(GROUP, &names(&["r1", "r3"]), Duration::from_secs(20)).unwrap();
+    lab.wait_members(OTHER, &names(&["r2", "r4"]), Duration::from_secs(20)).unwrap();
+    send(&lab, GROUP, 300, 1470, "10M");
+    for r in members {
+        let node = r.node.clone();
+        assert_exact(&node, &finish(r), 300);
+    }
+    for r in others {
+        let node = r.node.clone();
+        let lines = finish(r);
+        let k = summary(&lines, "kernel");
+        // r2: every datagram and the 3 end markers, set aside as another group's; r4: nothing.
+        let want = if node == "r2" { 303 } else { 0 };
+        assert_eq!(u(k, "other_group"), want, "{node}: {k}");
+        assert_eq!(k["flows"].as_array().map(Vec::len), Some(0), "{node}: {k}");
+    }
+}
+
+/// The per-port flags name nodes of an OVN lab; anything else is a one-line error before root is needed.
+#[test]
+fn per_port_flags_one_line_errors() {
+    let up = |args: &[&str]| {
+        let mut c = std::process::Command::new(BIN);
+        c.args(["lab", "up"]).args(args).env(mcblast::lab::PREFIX_ENV, "mcbtnone-").output().unwrap()
+    };
+    common::one_line_error(&up(&["--fabric", "ovn", "--hosts", "2", "--per-host", "2", "--mcast-flood", "r5"]), &[
+        "--mcast-flood r5: no such node in this lab (sender, r1..r4)",
+    ]);
+    common::one_line_error(&up(&["--fabric", "vxlan", "--mcast-flood-reports", "r1"]), &["need --fabric ovn"]);
 }
 
 /// The seed's case on OVN: 1 sender -> 3 hosts x 3 receivers at 10 Mbit/s, 1470 B and 8192 B.

@@ -24,6 +24,8 @@ pub struct OvnStatus {
     pub prefix: String,
     /// The logical switch's `other_config` (mcast_* keys), as OVN stores them.
     pub other_config: BTreeMap<String, String>,
+    /// Logical port -> its `mcast_*` options (`mcast_flood=true`, ...), ports with none left out.
+    pub port_options: BTreeMap<String, Vec<String>>,
     /// Chassis name -> (encap type, encap IP).
     pub chassis: BTreeMap<String, (String, String)>,
     /// Logical port -> (chassis it is bound on, up).
@@ -116,6 +118,18 @@ fn other_config(prefix: &str) -> Result<BTreeMap<String, String>> {
         .collect())
 }
 
+/// The `mcast_*` options of the switch's logical ports (`--mcast-flood`, `--mcast-flood-reports`).
+fn port_options(prefix: &str) -> Result<BTreeMap<String, Vec<String>>> {
+    let r = rows(&nbctl(prefix, &["--format=json", "--columns=name,options", "list", "Logical_Switch_Port"])?)?;
+    Ok(r.iter()
+        .map(|r| {
+            let o: Vec<String> = r.get("options").into_iter().flatten().filter(|o| o.starts_with("mcast_")).cloned().collect();
+            (first(r, "name"), o)
+        })
+        .filter(|(_, o)| !o.is_empty())
+        .collect())
+}
+
 fn chassis(prefix: &str) -> Result<BTreeMap<String, (String, String)>> {
     Ok(sb_rows(prefix, "Encap", "chassis_name,type,ip")?
         .iter()
@@ -181,6 +195,7 @@ impl Lab {
         Ok(OvnStatus {
             prefix: p.to_string(),
             other_config: other_config(p)?,
+            port_options: port_options(p)?,
             chassis: chassis(p)?,
             ports: ports(p)?,
             igmp_groups: igmp_groups(p)?,
@@ -227,6 +242,15 @@ impl OvnStatus {
         let _ = writeln!(s, "OVN logical switch {LSWITCH} (ovn-nbctl get Logical_Switch {LSWITCH} other_config):");
         for (k, v) in &self.other_config {
             let _ = writeln!(s, "  {k:<26} {v}");
+        }
+        let _ = writeln!(s, "logical switch ports' multicast options (ovn-nbctl get Logical_Switch_Port PORT options):");
+        if self.port_options.is_empty() {
+            let _ = writeln!(s, "  (none)");
+        }
+        let mut po: Vec<_> = self.port_options.iter().collect();
+        po.sort_by_key(|(p, _)| port_rank(p));
+        for (p, o) in po {
+            let _ = writeln!(s, "  {p:<7} {}", o.join(" "));
         }
         let _ = writeln!(s, "chassis (encap):");
         for (c, (t, ip)) in &self.chassis {
