@@ -8,6 +8,7 @@
 //! root or when OVN is not installed (`cargo xtask setup` installs it).
 
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mcblast::lab::ovn::{self, OvnSettings};
@@ -307,4 +308,104 @@ fn lab_down_removes_everything_after_kill_9() {
     assert!(!dir.exists(), "{} still exists", dir.display());
     let left = common::namespaces(&prefix);
     assert!(left.is_empty(), "namespaces left: {left:?}");
+}
+
+/// Drops (and counts) every IGMP packet a node sends: its reports and leaves never reach OVN.
+const DROP_IGMP_OUT: &str = "table ip mcbtidle {
+  chain out { type filter hook output priority filter; policy accept;
+    ip protocol igmp counter drop
+  }
+}
+";
+
+/// The idle timeout every test below sets (OVN's smallest `mcast_idle_timeout`).
+const IDLE_S: u64 = 15;
+
+/// When each of `nodes` first appeared in and then left OVN's IGMP_Group of GROUP, as
+/// seconds since `t0`: polled every 100 ms until `stop` is set or `limit` has passed.
+type Seen = (Option<f64>, Option<f64>);
+fn watch_members(lab: &Lab, nodes: &[&str], stop: &AtomicBool, t0: Instant, limit: Duration) -> Vec<Seen> {
+    let mut seen: Vec<Seen> = vec![(None, None); nodes.len()];
+    let deadline = Instant::now() + limit;
+    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+        let members = lab.ovn_members(GROUP).unwrap();
+        let now = t0.elapsed().as_secs_f64();
+        for (i, n) in nodes.iter().enumerate() {
+            let member = members.iter().any(|m| m == n);
+            match seen[i] {
+                (None, _) if member => seen[i].0 = Some(now),
+                (Some(_), None) if !member => seen[i].1 = Some(now),
+                _ => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    seen
+}
+
+/// The receiver's IGMP timing of its one group.
+fn igmp_group(lines: &[Value]) -> Value {
+    let igmp = lines.iter().find(|l| l["type"] == "igmp").unwrap_or_else(|| panic!("no igmp line in {lines:?}"));
+    igmp["groups"][0].clone()
+}
+
+fn secs(v: &Value, k: &str) -> f64 {
+    v[k].as_f64().unwrap_or_else(|| panic!("{k} is not a number: {v}")) / 1000.0
+}
+
+/// Neutron-like (snooping on, no querier) with `mcast_idle_timeout` 15 s, one receiver per host:
+/// r1 leaves after 8 s and its leave reaches OVN: it stops at once; r2 leaves after 8 s
+/// but its IGMP is dropped in its own namespace (a receiver that stops answering): OVN
+/// forwards to it until the idle timeout from its join; r3 stays and, with no querier to
+/// ask it again, is aged out at the idle timeout too. Margins: the join's second
+/// unsolicited report comes up to 1 s after the first, 3 s more for OVN's aging run,
+/// northd and the sender's chassis' flows on a loaded 2-core machine (and the 100 ms poll).
+#[test]
+fn idle_timeout_ages_out_members_that_stop_reporting() {
+    if !runnable() {
+        return;
+    }
+    let _serial = serial();
+    let (lab, _gone) = ovn_lab_with("i", 3, 1, true, |_, s| s.idle_timeout_s = IDLE_S);
+    assert_eq!(lab.ovn_status().unwrap().other_config.get("mcast_idle_timeout").map(String::as_str), Some("15"));
+    let idle = IDLE_S as f64;
+    let (t0, stop) = (Instant::now(), AtomicBool::new(false));
+    let nodes = ["r1", "r2", "r3"];
+    // Started together: each leave comes 8 s after its own join, however slow the start.
+    let leave = ["-t", "8", "--leave-window", "11"];
+    let args = [("r1", &leave[..]), ("r2", &leave), ("r3", &["-t", "21"])];
+    let (seen, lines) = std::thread::scope(|sc| {
+        let watch = sc.spawn(|| watch_members(&lab, &nodes, &stop, t0, Duration::from_secs(60)));
+        let starting: Vec<_> = args.iter().map(|(n, a)| sc.spawn(|| start_recv(&lab, n, a))).collect();
+        let recvs: Vec<Recv> = starting.into_iter().map(|h| h.join().unwrap()).collect();
+        lab.wait_members(GROUP, &names(&nodes), Duration::from_secs(10)).unwrap();
+        nft_load(&lab.ns_name("r2"), "idle", DROP_IGMP_OUT);
+        // 100 datagrams/s for 19 s: past the idle timeout of every member.
+        let n = 1900u64;
+        send(&lab, GROUP, n, 1000, "0.8M");
+        let lines: Vec<Vec<Value>> = recvs.into_iter().map(finish).collect();
+        stop.store(true, Ordering::Relaxed);
+        (watch.join().unwrap(), lines)
+    });
+    eprintln!("IGMP_Group (joined, left) s: {seen:?}");
+    let in_ovn = |i: usize| match seen[i] {
+        (Some(a), Some(b)) => b - a,
+        other => panic!("{}: not seen joining and leaving OVN's IGMP_Group: {other:?}", nodes[i]),
+    };
+    // r1: its leave removed it from OVN at once; nothing (but what was in flight) after it.
+    let g1 = igmp_group(&lines[0]);
+    assert!(in_ovn(0) < 8.0 + 1.5, "r1 left OVN with its leave, after 8 s: {:?}", seen[0]);
+    assert!(g1["stopped_after_leave"] == true && secs(&g1, "leave_to_last_ms") < 1.0, "{g1}");
+    // r2: its leave never reached OVN (the IGMP it sent was dropped, the leave's 2 reports at least).
+    assert!(nft_counter(&lab.ns_name("r2"), "ip", "mcbtidle") >= 2);
+    let g2 = igmp_group(&lines[1]);
+    let join_to_last = 8.0 + secs(&g2, "leave_to_last_ms");
+    eprintln!("r2: join -> last datagram {join_to_last:.2} s ({g2})");
+    assert!(g2["stopped_after_leave"] == true && (idle - 1.5..=idle + 4.0).contains(&join_to_last), "{g2}");
+    assert!((idle - 1.5..=idle + 4.0).contains(&in_ovn(1)), "r2 aged out of OVN: {:?}", seen[1]);
+    // r3: never left, yet aged out as well: nothing asked it to report again.
+    assert!((idle - 1.5..=idle + 4.0).contains(&in_ovn(2)), "r3 aged out of OVN: {:?}", seen[2]);
+    let k3 = only_flow(summary(&lines[2], "kernel"));
+    eprintln!("r3: received {} of 1900", u(k3, "received"));
+    assert!(u(k3, "received") < 1900, "r3 stopped getting the group while the sender still sent: {k3}");
 }

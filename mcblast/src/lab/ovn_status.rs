@@ -205,6 +205,14 @@ impl Lab {
         })
     }
 
+    /// The ports OVN lists as members of `group` (IGMP_Group, every chassis), sorted.
+    pub fn ovn_members(&self, group: Ipv4Addr) -> Result<Vec<String>> {
+        let g = group.to_string();
+        let mut v: Vec<String> = igmp_groups(self.prefix())?.into_iter().filter(|(a, _, _)| *a == g).flat_map(|(_, _, p)| p).collect();
+        v.sort_by_key(|p| port_rank(p));
+        Ok(v)
+    }
+
     /// Waits until OVN lists every port in `ports` as a member of `group` (IGMP_Group),
     /// then a moment for the sender's chassis to install the group's flows. With
     /// snooping off OVN learns nothing: returns at once.
