@@ -409,3 +409,136 @@ fn idle_timeout_ages_out_members_that_stop_reporting() {
     eprintln!("r3: received {} of 1900", u(k3, "received"));
     assert!(u(k3, "received") < 1900, "r3 stopped getting the group while the sender still sent: {k3}");
 }
+
+/// Counts the IGMPv2 membership reports (type 0x16) a node receives from the others.
+fn count_foreign_v2_reports(lab: &Lab, node: &str) {
+    let own = lab.addr(node);
+    let rules = format!(
+        "table ip mcbtrep {{\n  chain in {{ type filter hook input priority filter; policy accept;\n    \
+         ip protocol igmp ip saddr != {own} @th,0,8 0x16 counter\n  }}\n}}\n"
+    );
+    nft_load(&lab.ns_name(node), "rep", &rules);
+}
+
+/// An OVN lab of `per_host` receivers all on h1 with a querier, IGMPv2 on every node
+/// (`force_igmp_version=2`), queries every `query_s` seconds, idle timeout 15 s,
+/// `mcast_flood_reports` on `flood_reports`.
+fn igmpv2_lab(tag: &str, per_host: u32, query_s: u64, flood_reports: &[&str]) -> (Lab, common::LabGone) {
+    ovn_lab_with(tag, 1, per_host, true, |spec, s| {
+        spec.igmp = IgmpConfig { version: 2, query_interval_cs: query_s * 100, membership_interval_cs: IDLE_S * 100 };
+        spec.base.querier = true;
+        (s.querier, s.query_interval_s, s.idle_timeout_s) = (true, query_s, IDLE_S);
+        s.flood_reports_ports = names(flood_reports);
+    })
+}
+
+/// What each receiver of `nodes` got while the sender sent `n` datagrams at 50/s, with
+/// the IGMPv2 reports of the others it received counted: (OVN's IGMP_Group times, a
+/// leave only while the sender sent; lines).
+fn igmpv2_run(lab: &Lab, nodes: &[&str], n: u64) -> (Vec<Seen>, Vec<Vec<Value>>) {
+    for node in nodes {
+        count_foreign_v2_reports(lab, node);
+    }
+    let (t0, stop) = (Instant::now(), AtomicBool::new(false));
+    let bound = (n / 50 + 15).to_string();
+    std::thread::scope(|sc| {
+        let watch = sc.spawn(|| watch_members(lab, nodes, &stop, t0, Duration::from_secs(90)));
+        let starting: Vec<_> = nodes.iter().map(|node| sc.spawn(|| start_recv(lab, node, &["-t", &bound]))).collect();
+        let recvs: Vec<Recv> = starting.into_iter().map(|h| h.join().unwrap()).collect();
+        lab.wait_members(GROUP, &names(nodes), Duration::from_secs(10)).unwrap();
+        send(lab, GROUP, n, 1000, "0.4M");
+        let sent = t0.elapsed().as_secs_f64();
+        // A receiver that dropped out for good never gets the end markers: -t ends it.
+        let lines: Vec<Vec<Value>> = recvs.into_iter().map(finish).collect();
+        stop.store(true, Ordering::Relaxed);
+        // Leaving IGMP_Group after the sender was done is the receivers' own leave as they exit.
+        let seen = watch.join().unwrap().into_iter().map(|(j, l)| (j, l.filter(|&l| l < sent))).collect();
+        (seen, lines)
+    })
+}
+
+/// One receiver's figures: (received, foreign IGMPv2 reports it got, its IGMP timing line).
+fn igmpv2_figures(lab: &Lab, node: &str, lines: &[Value]) -> (u64, u64, Value) {
+    let k = only_flow(summary(lines, "kernel"));
+    let igmp = lines.iter().find(|l| l["type"] == "igmp").unwrap_or_else(|| panic!("{node}: no igmp line")).clone();
+    let reports = nft_counter(&lab.ns_name(node), "ip", "mcbtrep");
+    eprintln!("{node}: received {}, others' IGMPv2 reports {reports}, igmp {igmp}", u(k, "received"));
+    (u(k, "received"), reports, igmp)
+}
+
+/// General queries seen: at least `min`, every one OVN's (IGMPv3, from mcast_ip4_src).
+fn assert_ovn_queries(node: &str, igmp: &Value, min: usize) {
+    let q = igmp["queries"].as_array().unwrap();
+    assert!(q.len() >= min, "{node}: {igmp}");
+    assert!(q.iter().all(|q| q["version"] == 3 && q["source"] == "10.77.0.254" && q["group"] == "0.0.0.0"), "{node}: {igmp}");
+}
+
+/// The reported OVN behaviour: IGMPv2 receivers on one chassis suppressing each
+/// other's reports (each hears another's report to the group after a query and keeps
+/// its own), so OVN ages the silent ones out. On 23.03 with default ports OVN punts
+/// every report to ovn-controller and forwards it to no other port: no receiver hears
+/// another's report, each answers every query itself, none ever leaves IGMP_Group and
+/// every one gets every datagram, over 5 queries and more than one idle timeout.
+#[test]
+fn igmpv2_receivers_on_one_chassis_do_not_suppress_each_other() {
+    if !runnable() {
+        return;
+    }
+    let _serial = serial();
+    let nodes = ["r1", "r2", "r3"];
+    let (lab, _gone) = igmpv2_lab("v", 3, 5, &[]);
+    // 25 s at 50/s: 5 queries, the idle timeout more than once over.
+    let n = 1250;
+    let (seen, lines) = igmpv2_run(&lab, &nodes, n);
+    for (i, node) in nodes.iter().enumerate() {
+        let (received, reports, igmp) = igmpv2_figures(&lab, node, &lines[i]);
+        assert_eq!(reports, 0, "{node} heard none of the others' reports");
+        assert_eq!(received, n, "{node}: {igmp}");
+        // A member aged out stays out until it answers a query (5 s later at most), losing
+        // data; a gap the timing shows here lost nothing (every datagram arrived): a stall
+        // of the loaded machine, never that long.
+        for d in igmp["dropouts"].as_array().unwrap() {
+            assert!(secs(d, "duration_ms") < 5.0, "{node}: {d}");
+        }
+        assert_ovn_queries(node, &igmp, 4);
+        assert!(seen[i].0.is_some() && seen[i].1.is_none(), "{node} never left IGMP_Group: {:?}", seen[i]);
+    }
+}
+
+/// What the suppression does when reports do reach a member on the same chassis:
+/// `--mcast-flood-reports r2` forwards the others' reports to r2 (r1, r3..r5 hear none).
+/// After a query r2 hears a report to its group before its own random delay (up to the
+/// 1 s max response) runs out, keeps its own, and with queries every 10 s and an idle
+/// timeout of 15 s one such query is enough for OVN to age it out while it is still
+/// joined: it loses data, and a dropout it recovers from starts about 5 s (15 − 10, +1
+/// for its delay, +4 s for OVN on a loaded machine, −1.5 for whole seconds) after the
+/// query before it. r2 answers first with a chance of 1 in 5 per query; it stays in
+/// through all 4 queries of the run with a chance of 1 in 625.
+#[test]
+fn igmpv2_member_hearing_the_others_reports_suppresses_its_own_and_drops_out() {
+    if !runnable() {
+        return;
+    }
+    let _serial = serial();
+    let nodes = ["r1", "r2", "r3", "r4", "r5"];
+    let (lab, _gone) = igmpv2_lab("w", 5, 10, &["r2"]);
+    // 45 s at 50/s: 4 queries.
+    let n = 2250;
+    let (seen, lines) = igmpv2_run(&lab, &nodes, n);
+    for (i, node) in nodes.iter().enumerate() {
+        let (received, reports, igmp) = igmpv2_figures(&lab, node, &lines[i]);
+        assert_ovn_queries(node, &igmp, 3);
+        if *node != "r2" {
+            assert_eq!((reports, received), (0, n), "{node}: {igmp}");
+            assert!(seen[i].1.is_none(), "{node} never left IGMP_Group: {:?}", seen[i]);
+            continue;
+        }
+        assert!(reports >= 4, "r2 heard the others' reports: {reports}");
+        assert!(seen[i].1.is_some(), "r2 was aged out of IGMP_Group while joined: {:?}", seen[i]);
+        assert!(received < n, "r2 lost data while joined: {igmp}");
+        for d in igmp["dropouts"].as_array().unwrap() {
+            let after_query = secs(d, "query_to_gap_ms");
+            assert!((3.5..=IDLE_S as f64 - 10.0 + 1.0 + 4.0).contains(&after_query), "r2: {d}");
+        }
+    }
+}
