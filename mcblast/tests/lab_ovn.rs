@@ -542,3 +542,56 @@ fn igmpv2_member_hearing_the_others_reports_suppresses_its_own_and_drops_out() {
         }
     }
 }
+
+/// A drop coverage counter of one hypervisor in `lab status`'s datapath drops (0 when absent).
+fn drop_counter(st: &mcblast::lab::OvnStatus, host: &str, counter: &str) -> u64 {
+    let d = st.datapath_drops.iter().find(|d| d.host == host).unwrap_or_else(|| panic!("no {host}: {}", st.render()));
+    assert_eq!(d.unreadable, None, "{}", st.render());
+    d.counters.iter().find(|(c, _)| c == counter).map_or(0, |(_, n)| *n)
+}
+
+/// Loss inside the userspace datapath shows in `lab status`: with snooping on and
+/// unregistered groups not flooded, every datagram to a group nobody joined (and its
+/// 3 end markers) is dropped by h0's OpenFlow pipeline, OVS's `drop_action_of_pipeline`
+/// coverage counter, counted per packet also on datapath-cached flows; no receiver sees
+/// any of it. (OVS adds its threads' coverage counts to the totals about once a second:
+/// polled, up to 10 s.)
+#[test]
+fn datapath_drops_of_an_unregistered_group_show_in_lab_status() {
+    if !runnable() {
+        return;
+    }
+    let _serial = serial();
+    let (lab, _gone) = ovn_lab("d", 1, 2, true);
+    let (members, others) = receivers(&lab, &["r1"], &["r2"]);
+    lab.wait_members(GROUP, &names(&["r1"]), Duration::from_secs(20)).unwrap();
+    lab.wait_members(OTHER, &names(&["r2"]), Duration::from_secs(20)).unwrap();
+    const PIPELINE: &str = "drop_action_of_pipeline";
+    let before = lab.ovn_status().unwrap();
+    let (h0_before, h1_before) = (drop_counter(&before, "h0", PIPELINE), drop_counter(&before, "h1", PIPELINE));
+    // 239.0.0.3: nobody joined it.
+    let n = 200u64;
+    send(&lab, Ipv4Addr::new(239, 0, 0, 3), n, 1000, "1M");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        let st = lab.ovn_status().unwrap();
+        if drop_counter(&st, "h0", PIPELINE) - h0_before >= n + 3 || Instant::now() > deadline {
+            break st;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let status = after.render();
+    assert_eq!(drop_counter(&after, "h0", PIPELINE) - h0_before, n + 3, "{status}");
+    assert_eq!(drop_counter(&after, "h1", PIPELINE) - h1_before, 0, "nothing of it reached h1: {status}");
+    assert!(status.contains(&format!("  h0   {PIPELINE} {}", drop_counter(&after, "h0", PIPELINE))), "{status}");
+    // The member of GROUP then gets GROUP exactly, and neither receiver saw 239.0.0.3.
+    send(&lab, GROUP, 100, 1000, "1M");
+    for r in members.into_iter().chain(others) {
+        let node = r.node.clone();
+        let lines = finish(r);
+        if node == "r1" {
+            assert_exact(&node, &lines, 100);
+        }
+        assert_eq!(u(summary(&lines, "kernel"), "other_group"), 0, "{node}");
+    }
+}
