@@ -596,11 +596,6 @@ fn datapath_drops_of_an_unregistered_group_show_in_lab_status() {
     }
 }
 
-/// The sum over the hypervisors of a drop coverage counter.
-fn drop_total(st: &mcblast::lab::OvnStatus, counter: &str) -> Vec<(String, u64)> {
-    st.datapath_drops.iter().map(|d| (d.host.clone(), drop_counter(st, &d.host, counter))).collect()
-}
-
 /// Loss inside the OVS datapath toward one receiver: an OVN ACL (`to-lport`, drop)
 /// on r2's port for about a second in the middle of a stream. r2 loses a run of
 /// datagrams, all charged to the path, r1 gets every one. OVS's drop coverage
