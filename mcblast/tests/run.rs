@@ -297,6 +297,65 @@ fn iperf2_sender_one_case() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// A plan with `lab.fabric = "ovn"` runs on the real OVN (its lab directory and
+/// NB/SB daemons exist while the run runs, OVN's settings from the plan): one case,
+/// 10 Mbit/s for 1 s to 2 hosts x 1 receiver, every receiver exact; the run removes
+/// its OVN lab.
+#[test]
+fn ovn_fabric_one_case() {
+    if common::skip(NEEDS) {
+        return;
+    }
+    if !mcblast::lab::ovn::installed() {
+        common::skipped("OVN is not installed (openvswitch-switch, ovn-central, ovn-host): run cargo xtask setup");
+        return;
+    }
+    let _s = serial();
+    let prefix = format!("mcbt{}rovn-", std::process::id());
+    let _gone = LabGone(prefix.clone());
+    let d = tmpdir("ovn");
+    let plan = d.join("ovn.toml");
+    let text = "duration = 1\nrepeats = 1\n[lab]\nfabric = \"ovn\"\nhosts = 2\nper_host = 1\nquery_interval = 20\n\
+                [[matrix]]\nname = \"ovn\"\nload = [\"10M/1470\"]\n";
+    std::fs::write(&plan, text).unwrap();
+    let out = d.join("out");
+    let mut cmd = common::mcblast_run(&plan, &out, &prefix);
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut s);
+        s
+    });
+    // While it runs: an OVN lab of this prefix, with the plan's query interval on ls0.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut settings = None;
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        if settings.is_none()
+            && let Ok(Some((_, s))) = mcblast::lab::ovn::open_spec(&prefix)
+        {
+            settings = Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (limit, poll) = (Duration::from_secs(5), Duration::from_millis(100));
+    let st = common::wait_bounded(&mut child, limit, poll, "mcblast run took over 180 s");
+    let err = err.join().unwrap();
+    assert!(st.success(), "mcblast run failed: {err}");
+    let s = settings.expect("the run built an OVN lab");
+    assert_eq!((s.snoop, s.querier, s.query_interval_s, s.idle_timeout_s), (true, true, 20, 50), "{s:?}");
+    let (_, rows) = csv(&out.join("cases.csv"));
+    assert_eq!(rows.len(), 2, "one row per receiver");
+    for r in &rows {
+        assert!(num(r, "sent") > 500, "{r:?}");
+        assert_eq!((num(r, "received"), num(r, "lost"), num(r, "duplicates")), (num(r, "sent"), 0, 0), "{r:?}");
+    }
+    assert!(mcblast::lab::Lab::open(&prefix).is_err(), "the run removed its lab");
+    assert!(!mcblast::lab::ovn::lab_dir(&prefix).exists(), "the run removed its OVN daemons' directory");
+    assert_eq!(common::namespaces(&prefix), Default::default(), "no namespace left");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
 /// What the impairment program decides for `count` data datagrams of one
 /// flow followed by its end marker; the counts `mcblast run` reports.
 fn replay(cfg: &ImpairConfig, count: u64) -> (u64, u64, u64) {

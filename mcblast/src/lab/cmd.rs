@@ -143,6 +143,7 @@ pub fn tgw_from_args(a: &LabUpArgs, spec: &LabSpec) -> Result<Option<TgwLimits>>
 fn up(prefix: String, a: LabUpArgs) -> Result<ExitCode> {
     let spec = spec_from_args(prefix, &a)?;
     let tgw = tgw_from_args(&a, &spec)?;
+    super::ovn::check_args(&spec, &a.ovn)?;
     require_root()?;
     if spec.topology.is_some_and(|t| t.fabric == Fabric::Ovn) {
         return super::ovn::up_cmd(spec, &a);

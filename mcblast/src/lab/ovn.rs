@@ -103,6 +103,12 @@ pub struct OvnArgs {
     /// --fabric ovn: mcast_query_max_response in seconds (default 1).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=25))]
     pub query_max_response: Option<u64>,
+    /// --fabric ovn: options:mcast_flood=true on NODE's logical port: all multicast, joined or not (repeatable).
+    #[arg(long, value_name = "NODE")]
+    pub mcast_flood: Vec<String>,
+    /// --fabric ovn: options:mcast_flood_reports=true on NODE's logical port: the others' IGMP reports too (repeatable).
+    #[arg(long, value_name = "NODE")]
+    pub mcast_flood_reports: Vec<String>,
 }
 
 /// The logical switch's multicast settings (its `other_config:mcast_*`).
@@ -118,6 +124,10 @@ pub struct OvnSettings {
     pub query_interval_s: u64,
     pub query_max_response_s: u64,
     pub table_size: u32,
+    /// Logical ports with `options:mcast_flood=true`.
+    pub flood_ports: Vec<String>,
+    /// Logical ports with `options:mcast_flood_reports=true`.
+    pub flood_reports_ports: Vec<String>,
 }
 
 impl OvnSettings {
@@ -133,6 +143,8 @@ impl OvnSettings {
             query_interval_s: (spec.igmp.query_interval_cs / 100).clamp(1, 3600),
             query_max_response_s: 1,
             table_size: 2048,
+            flood_ports: Vec::new(),
+            flood_reports_ports: Vec::new(),
         }
     }
 
@@ -147,7 +159,27 @@ impl OvnSettings {
         s.flood_unregistered = a.flood_unregistered.map_or(s.flood_unregistered, |x| x == super::OnOff::On);
         s.table_size = a.mcast_table_size.unwrap_or(s.table_size);
         s.query_max_response_s = a.query_max_response.unwrap_or(s.query_max_response_s);
+        s.flood_ports = dedup(&a.mcast_flood);
+        s.flood_reports_ports = dedup(&a.mcast_flood_reports);
         s
+    }
+
+    /// Every port named by `--mcast-flood`/`--mcast-flood-reports` is a node of the topology.
+    pub fn check_ports(&self, t: &Topology) -> Result<(), LabError> {
+        let flags = [("--mcast-flood", &self.flood_ports), ("--mcast-flood-reports", &self.flood_reports_ports)];
+        for (flag, ports) in flags {
+            if let Some(p) = ports.iter().find(|p| t.host_of(p).is_none()) {
+                let last = t.receivers();
+                return Err(LabError::Config(format!("{flag} {p}: no such node in this lab (sender, r1..r{last})")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The `Logical_Switch_Port` options: (port, key) for each port set to true.
+    pub fn port_options(&self) -> Vec<(String, &'static str)> {
+        let flood = self.flood_ports.iter().map(|p| (p.clone(), "mcast_flood"));
+        flood.chain(self.flood_reports_ports.iter().map(|p| (p.clone(), "mcast_flood_reports"))).collect()
     }
 
     /// The `ovn-nbctl set Logical_Switch` assignments, in OVN's key names.
@@ -170,7 +202,8 @@ impl OvnSettings {
     /// One line kept in the lab directory (read back by [`open_spec`]).
     fn encode(&self) -> String {
         format!(
-            "encap={} snoop={} querier={} flood_unregistered={} idle={} query={} max_response={} table={}",
+            "encap={} snoop={} querier={} flood_unregistered={} idle={} query={} max_response={} table={} flood={} \
+             flood_reports={}",
             self.encap.as_str(),
             self.snoop,
             self.querier,
@@ -178,7 +211,9 @@ impl OvnSettings {
             self.idle_timeout_s,
             self.query_interval_s,
             self.query_max_response_s,
-            self.table_size
+            self.table_size,
+            self.flood_ports.join(","),
+            self.flood_reports_ports.join(",")
         )
     }
 
@@ -186,6 +221,8 @@ impl OvnSettings {
         let kv: std::collections::HashMap<&str, &str> = line.split_whitespace().filter_map(|w| w.split_once('=')).collect();
         let b = |k: &str| kv.get(k)?.parse::<bool>().ok();
         let n = |k: &str| kv.get(k)?.parse::<u64>().ok();
+        let list =
+            |k: &str| kv.get(k).map_or(Vec::new(), |v| v.split(',').filter(|p| !p.is_empty()).map(str::to_string).collect());
         Some(OvnSettings {
             encap: match *kv.get("encap")? {
                 "vxlan" => Encap::Vxlan,
@@ -199,8 +236,22 @@ impl OvnSettings {
             query_interval_s: n("query")?,
             query_max_response_s: n("max_response")?,
             table_size: n("table")? as u32,
+            // absent in the spec of a lab made before per-port options: none
+            flood_ports: list("flood"),
+            flood_reports_ports: list("flood_reports"),
         })
     }
+}
+
+/// The names in order, each once.
+fn dedup(v: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for x in v {
+        if !out.contains(x) {
+            out.push(x.clone());
+        }
+    }
+    out
 }
 
 /// The lab directory of a prefix (`lab-` in front, so no prefix can name `..`).
@@ -318,6 +369,14 @@ pub fn apply_settings(prefix: &str, settings: &OvnSettings) -> Result<()> {
     nbctl(prefix, &args).map(drop)
 }
 
+/// Sets the per-port options (`mcast_flood`, `mcast_flood_reports`) on the logical switch ports.
+pub fn apply_port_options(prefix: &str, settings: &OvnSettings) -> Result<()> {
+    for (port, key) in settings.port_options() {
+        nbctl(prefix, &["set", "Logical_Switch_Port", &port, &format!("options:{key}=true")])?;
+    }
+    Ok(())
+}
+
 /// Hypervisor K: its own ovsdb-server and ovs-vswitchd, br-phy with the encap
 /// address on the underlay, br-int, and ovn-controller as chassis `hK`.
 fn start_hypervisor(prefix: &str, k: u32, settings: &OvnSettings, underlay_mtu: u32) -> Result<()> {
@@ -400,6 +459,7 @@ impl Lab {
             Some(t) if t.fabric == Fabric::Ovn => t,
             _ => return Err(LabError::Config("an OVN lab needs a topology with fabric ovn".into()).into()),
         };
+        settings.check_ports(&t)?;
         let cfg = &spec.base;
         super::down(&cfg.prefix).context("removing a stale lab")?;
         let lab = Lab { cfg: cfg.clone(), igmp: spec.igmp, topology: spec.topology, mcblast: None, owned: true };
@@ -437,6 +497,7 @@ impl Lab {
             check_interrupted()?;
             attach_node(self, n, t.host_of(n).expect("node of the topology"))?;
         }
+        apply_port_options(&prefix, settings)?;
         wait_ready(&prefix, t, &nodes, READY_TIMEOUT)
     }
 }
@@ -641,6 +702,18 @@ pub fn stop(prefix: &str) -> Result<usize> {
     Ok(pids.len())
 }
 
+/// The per-port flags name nodes of an OVN lab: a one-line error otherwise (before `lab up` needs root).
+pub fn check_args(spec: &LabSpec, a: &OvnArgs) -> Result<(), LabError> {
+    let t = match spec.topology {
+        Some(t) if t.fabric == Fabric::Ovn => t,
+        _ if a.mcast_flood.is_empty() && a.mcast_flood_reports.is_empty() => return Ok(()),
+        _ => return Err(LabError::Config("--mcast-flood and --mcast-flood-reports need --fabric ovn".into())),
+    };
+    let (flood_ports, flood_reports_ports) = (a.mcast_flood.clone(), a.mcast_flood_reports.clone());
+    let s = OvnSettings { flood_ports, flood_reports_ports, ..OvnSettings::from_spec(spec) };
+    s.check_ports(&t)
+}
+
 /// `mcblast lab up` with `--fabric ovn`.
 pub fn up_cmd(mut spec: LabSpec, a: &crate::cli::LabUpArgs) -> Result<std::process::ExitCode> {
     let settings = OvnSettings::from_args(&spec, &a.ovn, a.snooping.is_some(), a.querier.is_some());
@@ -667,6 +740,10 @@ pub fn up_cmd(mut spec: LabSpec, a: &crate::cli::LabUpArgs) -> Result<std::proce
     );
     let kv: Vec<String> = settings.other_config().iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!("  logical switch {LSWITCH}: {}", kv.join(" "));
+    let po: Vec<String> = settings.port_options().iter().map(|(p, k)| format!("{p}:{k}=true")).collect();
+    if !po.is_empty() {
+        println!("  logical switch ports: {}", po.join(" "));
+    }
     println!("  note: OVS's userspace datapath carries about 100-150 Mbit/s in all: for behaviour, not saturation");
     println!("  try: mcblast lab exec r1 -- mcblast recv    |    mcblast lab status    |    mcblast lab down");
     Ok(std::process::ExitCode::SUCCESS)
@@ -710,7 +787,10 @@ mod tests {
     fn spec_round_trips_through_the_lab_directory() {
         let s = OvnSettings { encap: Encap::Vxlan, table_size: 7, ..OvnSettings::from_spec(&spec()) };
         let (back, settings) = parse_spec_text("x-", &spec_text(&spec(), &s)).unwrap();
-        assert_eq!((back, settings), (spec(), s));
+        assert_eq!((back, settings), (spec(), s.clone()));
+        let (flood_ports, flood_reports_ports) = (vec!["r2".into(), "sender".into()], vec!["r9".into()]);
+        let p = OvnSettings { flood_ports, flood_reports_ports, ..s };
+        assert_eq!(parse_spec_text("x-", &spec_text(&spec(), &p)).unwrap().1, p);
         assert!(parse_spec_text("x-", "garbage").is_none());
     }
 
@@ -727,6 +807,21 @@ mod tests {
         assert!(kv.contains(&("mcast_ip4_src".into(), "10.77.0.254".into())), "{kv:?}");
         assert!(kv.contains(&("mcast_flood_unregistered".into(), "false".into())), "{kv:?}");
         assert_eq!(kv.len(), 9);
+    }
+
+    #[test]
+    fn per_port_options_name_nodes_of_the_lab() {
+        let (mcast_flood, mcast_flood_reports) = (vec!["r2".into(), "r2".into()], vec!["sender".into()]);
+        let a = OvnArgs { mcast_flood, mcast_flood_reports, ..Default::default() };
+        let s = OvnSettings::from_args(&spec(), &a, false, false);
+        assert_eq!(s.port_options(), [("r2".to_string(), "mcast_flood"), ("sender".to_string(), "mcast_flood_reports")]);
+        assert!(check_args(&spec(), &a).is_ok());
+        let bad = OvnArgs { mcast_flood_reports: vec!["r10".into()], ..Default::default() };
+        let e = check_args(&spec(), &bad).unwrap_err().to_string();
+        assert!(e.contains("--mcast-flood-reports r10: no such node in this lab (sender, r1..r9)"), "{e}");
+        let vx = LabSpec { topology: spec().topology.map(|t| Topology { fabric: Fabric::Vxlan, ..t }), ..spec() };
+        assert!(check_args(&vx, &a).unwrap_err().to_string().contains("need --fabric ovn"));
+        assert!(check_args(&vx, &OvnArgs::default()).is_ok());
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub struct OvnStatus {
     pub prefix: String,
     /// The logical switch's `other_config` (mcast_* keys), as OVN stores them.
     pub other_config: BTreeMap<String, String>,
+    /// Logical port -> its `mcast_*` options (`mcast_flood=true`, ...), ports with none left out.
+    pub port_options: BTreeMap<String, Vec<String>>,
     /// Chassis name -> (encap type, encap IP).
     pub chassis: BTreeMap<String, (String, String)>,
     /// Logical port -> (chassis it is bound on, up).
@@ -36,6 +38,73 @@ pub struct OvnStatus {
     pub memberships: Vec<(String, Vec<String>)>,
     /// Per hypervisor: the datapath's `lookups:` line (hit, missed, lost).
     pub datapath: Vec<(String, String)>,
+    /// Per hypervisor: what its userspace datapath dropped since the lab came up.
+    pub datapath_drops: Vec<DatapathDrops>,
+}
+
+/// What one hypervisor's userspace datapath dropped since `lab up`: its ports' drop
+/// and error counts (`ovs-appctl dpctl/show -s`) and OVS's drop coverage counters
+/// (`ovs-appctl coverage/show`: `drop_action_*`, `datapath_drop_*`, ...), non-zero ones only.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DatapathDrops {
+    pub host: String,
+    /// (port, `rx_dropped`/`rx_errors`/`tx_dropped`/`tx_errors`, count).
+    pub ports: Vec<(String, String, u64)>,
+    /// (coverage counter, total).
+    pub counters: Vec<(String, u64)>,
+    /// Why the counters could not be read, if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unreadable: Option<String>,
+}
+
+/// The non-zero drop and error counts of each port in `ovs-appctl dpctl/show -s`
+/// (`?` = a counter the port does not have, e.g. a tunnel's).
+pub fn parse_port_drops(text: &str) -> Vec<(String, String, u64)> {
+    let mut out = Vec::new();
+    let mut port = String::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("port ") {
+            // "port 5: r1" or "port 4: genev_sys_6081 (geneve: ...)"
+            port = rest.split_once(": ").map_or("", |(_, n)| n).split_whitespace().next().unwrap_or("").to_string();
+            continue;
+        }
+        let dir = match line.split_whitespace().next() {
+            Some("RX") => "rx",
+            Some("TX") => "tx",
+            _ => continue,
+        };
+        for (k, v) in line.split_whitespace().filter_map(|w| w.split_once(':')) {
+            if let ("dropped" | "errors", Ok(n)) = (k, v.parse::<u64>())
+                && n > 0
+            {
+                out.push((port.clone(), format!("{dir}_{k}"), n));
+            }
+        }
+    }
+    out
+}
+
+/// The coverage counters of `ovs-appctl coverage/show` whose name says drop, with a non-zero total.
+pub fn parse_drop_counters(text: &str) -> Vec<(String, u64)> {
+    text.lines()
+        .filter_map(|l| {
+            let name = l.split_whitespace().next()?;
+            let total = l.rsplit_once("total:")?.1.trim().parse::<u64>().ok()?;
+            (name.contains("drop") && total > 0).then(|| (name.to_string(), total))
+        })
+        .collect()
+}
+
+/// Hypervisor K's datapath drops.
+fn datapath_drops(prefix: &str, k: u32) -> DatapathDrops {
+    let mut d = DatapathDrops { host: host_name(k), ..Default::default() };
+    let show = super::ovn::vswitchd_ctl(prefix, k, &["dpctl/show", "-s"]);
+    let cov = super::ovn::vswitchd_ctl(prefix, k, &["coverage/show"]);
+    match (show, cov) {
+        (Ok(s), Ok(c)) => (d.ports, d.counters) = (parse_port_drops(&s), parse_drop_counters(&c)),
+        (Err(e), _) | (_, Err(e)) => d.unreadable = Some(format!("{e:#}")),
+    }
+    d
 }
 
 /// The string atoms of an OVSDB JSON value: `"x"`, `["uuid", "u"]`, `["set", [...]]`, `["map", ...]` as `k=v`.
@@ -116,6 +185,18 @@ fn other_config(prefix: &str) -> Result<BTreeMap<String, String>> {
         .collect())
 }
 
+/// The `mcast_*` options of the switch's logical ports (`--mcast-flood`, `--mcast-flood-reports`).
+fn port_options(prefix: &str) -> Result<BTreeMap<String, Vec<String>>> {
+    let r = rows(&nbctl(prefix, &["--format=json", "--columns=name,options", "list", "Logical_Switch_Port"])?)?;
+    Ok(r.iter()
+        .map(|r| {
+            let o: Vec<String> = r.get("options").into_iter().flatten().filter(|o| o.starts_with("mcast_")).cloned().collect();
+            (first(r, "name"), o)
+        })
+        .filter(|(_, o)| !o.is_empty())
+        .collect())
+}
+
 fn chassis(prefix: &str) -> Result<BTreeMap<String, (String, String)>> {
     Ok(sb_rows(prefix, "Encap", "chassis_name,type,ip")?
         .iter()
@@ -181,13 +262,23 @@ impl Lab {
         Ok(OvnStatus {
             prefix: p.to_string(),
             other_config: other_config(p)?,
+            port_options: port_options(p)?,
             chassis: chassis(p)?,
             ports: ports(p)?,
             igmp_groups: igmp_groups(p)?,
             multicast_groups: multicast_groups(p)?,
             memberships,
             datapath: (0..=hosts).map(|k| (host_name(k), datapath(p, k))).collect(),
+            datapath_drops: (0..=hosts).map(|k| datapath_drops(p, k)).collect(),
         })
+    }
+
+    /// The ports OVN lists as members of `group` (IGMP_Group, every chassis), sorted.
+    pub fn ovn_members(&self, group: Ipv4Addr) -> Result<Vec<String>> {
+        let g = group.to_string();
+        let mut v: Vec<String> = igmp_groups(self.prefix())?.into_iter().filter(|(a, _, _)| *a == g).flat_map(|(_, _, p)| p).collect();
+        v.sort_by_key(|p| port_rank(p));
+        Ok(v)
     }
 
     /// Waits until OVN lists every port in `ports` as a member of `group` (IGMP_Group),
@@ -228,6 +319,15 @@ impl OvnStatus {
         for (k, v) in &self.other_config {
             let _ = writeln!(s, "  {k:<26} {v}");
         }
+        let _ = writeln!(s, "logical switch ports' multicast options (ovn-nbctl get Logical_Switch_Port PORT options):");
+        if self.port_options.is_empty() {
+            let _ = writeln!(s, "  (none)");
+        }
+        let mut po: Vec<_> = self.port_options.iter().collect();
+        po.sort_by_key(|(p, _)| port_rank(p));
+        for (p, o) in po {
+            let _ = writeln!(s, "  {p:<7} {}", o.join(" "));
+        }
         let _ = writeln!(s, "chassis (encap):");
         for (c, (t, ip)) in &self.chassis {
             let bound: Vec<&str> = self.ports.iter().filter(|(_, (ch, _))| ch == c).map(|(p, _)| p.as_str()).collect();
@@ -255,6 +355,23 @@ impl OvnStatus {
         for (h, l) in &self.datapath {
             let _ = writeln!(s, "  {h:<4} {l}");
         }
+        s += &self.render_drops();
+        s
+    }
+
+    /// The datapath drops since `lab up`, a line per hypervisor.
+    fn render_drops(&self) -> String {
+        let mut s = String::from("userspace datapath drops since lab up (dpctl/show -s ports; coverage/show *drop*):\n");
+        for d in &self.datapath_drops {
+            let mut parts: Vec<String> = d.ports.iter().map(|(p, k, n)| format!("{p} {k} {n}")).collect();
+            parts.extend(d.counters.iter().map(|(c, n)| format!("{c} {n}")));
+            let line = match &d.unreadable {
+                Some(e) => format!("unreadable: {e}"),
+                None if parts.is_empty() => "none".to_string(),
+                None => parts.join(", "),
+            };
+            let _ = writeln!(s, "  {:<4} {line}", d.host);
+        }
         s
     }
 }
@@ -272,5 +389,25 @@ mod tests {
         assert_eq!(r[0]["ports"], ["p1", "p2"]);
         assert_eq!(r[0]["other_config"], ["mcast_snoop=true"]);
         assert_eq!(port_rank("r10").0, 10);
+    }
+
+    #[test]
+    fn datapath_drops_parse_ports_and_coverage() {
+        let show = "netdev@ovs-netdev:
+  lookups: hit:3 missed:1 lost:0
+  port 4: genev_sys_6081 (geneve: packet_type=ptap)
+    RX packets:9 errors:? dropped:? overruns:? frame:?
+    TX packets:9 errors:? dropped:? aborted:? carrier:?
+  port 5: r1
+    RX packets:7 errors:0 dropped:2 overruns:0 frame:0
+    TX packets:0 errors:1 dropped:0 aborted:0 carrier:0
+";
+        let want = [("r1".to_string(), "rx_dropped".to_string(), 2), ("r1".into(), "tx_errors".into(), 1)];
+        assert_eq!(parse_port_drops(show), want);
+        let cov = "Event coverage, avg rate over last: 5 seconds, last minute, last hour,  hash=71254e36:\n\
+            datapath_drop_userspace_action_error   0.4/sec     0.033/sec        0.0006/sec   total: 4\n\
+            drop_action_of_pipeline    0.0/sec     0.000/sec        0.0000/sec   total: 0\n\
+            netdev_sent               59.4/sec     4.950/sec        0.0825/sec   total: 297\n97 events never hit\n";
+        assert_eq!(parse_drop_counters(cov), [("datapath_drop_userspace_action_error".to_string(), 4)]);
     }
 }
