@@ -272,6 +272,27 @@ fn underlay_drop_toward_one_hypervisor_is_path_loss_of_its_receivers_only() {
     }
 }
 
+/// `lab impair` is refused on OVN with one line saying why: tried, the program at the egress of a receiver's
+/// port on its hypervisor saw only part of the copies OVS's userspace datapath handed that receiver (r1 got 902
+/// of 1000 with every 10th dropped, 1 run in 3 exact), so the injected loss would not be exact.
+#[test]
+fn lab_impair_is_refused_on_ovn() {
+    if !runnable() {
+        return;
+    }
+    let _serial = serial();
+    let (lab, _gone) = ovn_lab("i", 1, 1, true);
+    let out = std::process::Command::new(BIN)
+        .args(["lab", "impair", "r1", "--every", "10"])
+        .env(mcblast::lab::PREFIX_ENV, lab.prefix())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!((out.status.code(), err.lines().count()), (Some(2), 1), "{err}");
+    assert!(err.contains("--fabric ovn") && err.contains("--fabric bridge"), "{err}");
+    assert!(lab.impaired_links().is_empty());
+}
+
 /// `lab down` after the `mcblast` that built the lab was killed with SIGKILL
 /// (mid-build): every OVN daemon and namespace of the lab is gone.
 #[test]

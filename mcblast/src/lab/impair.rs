@@ -186,6 +186,12 @@ impl Lab {
     /// process exits. Fails when the link is already impaired.
     pub fn impair(&self, link: &str, cfg: ImpairConfig) -> Result<()> {
         self.check_link(link)?;
+        if self.topology().is_some_and(|t| t.fabric == super::Fabric::Ovn) {
+            bail!(
+                "lab impair is not exact on --fabric ovn (OVS's userspace datapath hands a receiver some copies past \
+                 its port's tc egress): inject loss on --fabric bridge or vxlan, or drop with nftables on the underlay"
+            );
+        }
         if cfg.burst > 1 && cfg.every == 0 && cfg.loss_ppm == 0 {
             bail!("--burst K sizes the drops of --loss or --every: give one of them too");
         }
