@@ -690,6 +690,12 @@ fn resolve(f: PlanFile, file: &str, profile: Option<&str>, default_prefix: &str)
     if sender != Sender::Mcblast {
         check_iperf2_cases(file, &cases)?;
     }
+    if hosts.is_none() && fabric == Fabric::Ovn && cases.iter().any(|c| c.impair_config().is_some()) {
+        bail!(
+            "{file}: loss, reorder and duplicate are not injected exactly on lab.fabric = \"ovn\" \
+             (see mcblast lab impair): use fabric \"bridge\" or \"vxlan\" for those cases"
+        );
+    }
     Ok(Plan { group, port: f.port.unwrap_or(5001), warmup, repeats, engine, sender, base, tgw_limits, hosts, cases })
 }
 
@@ -817,6 +823,20 @@ repeats = 2
         assert_eq!(every(13), Some((20, 1, 0, DEFAULT_SEED)));
         assert_eq!(every(14), None);
         assert!(!p.cases[14].snooping);
+    }
+
+    #[test]
+    fn impairment_refused_on_ovn_and_tgw_limits_with_the_tgw_preset() {
+        let ovn = GOOD.replace("fabric = \"vxlan\"", "fabric = \"ovn\"");
+        let e = parse(&ovn, "g.toml", None, "x-").unwrap_err().to_string();
+        assert!(e.starts_with("g.toml: loss, reorder and duplicate are not injected exactly on lab.fabric = \"ovn\""), "{e}");
+        assert!(!parse(GOOD, "g.toml", None, "x-").unwrap().tgw_limits, "off without the tgw preset");
+        let tgw = GOOD.replace("fabric = \"vxlan\"", "preset = \"tgw\"");
+        assert!(parse(&tgw, "g.toml", None, "x-").unwrap().tgw_limits, "on with it");
+        let off = tgw.replace("preset = \"tgw\"", "preset = \"tgw\"\ntgw_limits = false");
+        assert!(!parse(&off, "g.toml", None, "x-").unwrap().tgw_limits);
+        let vx = GOOD.replace("fabric = \"vxlan\"", "fabric = \"vxlan\"\ntgw_limits = true");
+        assert!(parse(&vx, "g.toml", None, "x-").unwrap_err().to_string().contains("needs the bridge fabric"));
     }
 
     #[test]
