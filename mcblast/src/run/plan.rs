@@ -498,39 +498,74 @@ pub fn parse(text: &str, file: &str, profile: Option<&str>, default_prefix: &str
 }
 
 fn resolve(f: PlanFile, file: &str, profile: Option<&str>, default_prefix: &str) -> Result<Plan> {
-    let prof = match profile {
-        None => Profile::default(),
-        Some(p) => f.profile.get(p).cloned().with_context(|| {
-            format!("{file}: no [profile.{p}] (profiles: {})", f.profile.keys().cloned().collect::<Vec<_>>().join(", "))
-        })?,
-    };
+    let prof = resolve_profile(&f, file, profile)?;
     let group = f.group.unwrap_or(Ipv4Addr::new(239, 0, 0, 1));
     crate::mcast::check_groups(&[group]).with_context(|| format!("{file}: group"))?;
-    let hosts = match &f.hosts {
-        None => None,
-        Some(h) => {
-            if f.lab.is_some() {
-                bail!("{file}: both [lab] and [hosts]: a plan runs on the lab or on real hosts, remove one");
-            }
-            let dir = Path::new(file).parent().unwrap_or(Path::new(""));
-            let path = dir.join(&h.inventory);
-            let inv = inventory::load(&path)?;
-            let senders = inv.group(h.senders.as_deref().unwrap_or("senders"))?;
-            let receivers = inv.group(h.receivers.as_deref().unwrap_or("receivers"))?;
-            if let Some(r) = receivers.iter().find(|r| r.name == senders[0].name) {
-                bail!("{}: host `{}` is both the sender and a receiver: give each role its own host", inv.file(), r.name);
-            }
-            let refused = f.impair().first_set().map(|k| (k, String::new())).or_else(|| {
-                profile.and_then(|p| prof.impair().first_set().map(|k| (k, format!("[profile.{p}]: "))))
-            });
-            if let Some((key, at)) = refused {
-                bail!("{file}: {at}`{key}` is lab-only, not applicable on real hosts ({IMPAIR_WHY}); remove it");
-            }
-            Some(Hosts { inventory: path, sender: senders[0].clone(), receivers })
-        }
-    };
-    let lab_section = f.lab.clone().unwrap_or_default();
-    let l = &lab_section;
+    let hosts = resolve_hosts(&f, file, profile, &prof)?;
+    let (base, tgw_limits) = resolve_lab(f.lab.clone().unwrap_or_default(), file, default_prefix)?;
+    let (duration, warmup, repeats) = resolve_timing(&f, &prof, file)?;
+    let sender = sender_of(&f, file)?;
+    let engine = resolve_engine(&f, file)?;
+    let cx = CaseBase { file, top: f.impair(), prof: &prof, base: &base, hosts: hosts.as_ref(), duration };
+    let cases = resolve_cases(&cx, &f.matrix)?;
+    if sender != Sender::Mcblast {
+        check_iperf2_cases(file, &cases)?;
+    }
+    let fabric = base.topology.expect("run labs have hosts").fabric;
+    if hosts.is_none() && fabric == Fabric::Ovn && cases.iter().any(|c| c.impair_config().is_some()) {
+        bail!(
+            "{file}: loss, reorder and duplicate are not injected exactly on lab.fabric = \"ovn\" \
+             (see mcblast lab impair): use fabric \"bridge\" or \"vxlan\" for those cases"
+        );
+    }
+    Ok(Plan { group, port: f.port.unwrap_or(5001), warmup, repeats, engine, sender, base, tgw_limits, hosts, cases })
+}
+
+/// The `[profile.NAME]` asked for (all keys unset without one); an error listing the profiles when it is missing.
+fn resolve_profile(f: &PlanFile, file: &str, profile: Option<&str>) -> Result<Profile> {
+    match profile {
+        None => Ok(Profile::default()),
+        Some(p) => f.profile.get(p).cloned().with_context(|| {
+            format!("{file}: no [profile.{p}] (profiles: {})", f.profile.keys().cloned().collect::<Vec<_>>().join(", "))
+        }),
+    }
+}
+
+/// The real hosts of a `[hosts]` plan from its inventory (None for a lab plan), refusing `[lab]` and the impairment keys.
+fn resolve_hosts(f: &PlanFile, file: &str, profile: Option<&str>, prof: &Profile) -> Result<Option<Hosts>> {
+    let Some(h) = &f.hosts else { return Ok(None) };
+    if f.lab.is_some() {
+        bail!("{file}: both [lab] and [hosts]: a plan runs on the lab or on real hosts, remove one");
+    }
+    let dir = Path::new(file).parent().unwrap_or(Path::new(""));
+    let path = dir.join(&h.inventory);
+    let inv = inventory::load(&path)?;
+    let senders = inv.group(h.senders.as_deref().unwrap_or("senders"))?;
+    let receivers = inv.group(h.receivers.as_deref().unwrap_or("receivers"))?;
+    if let Some(r) = receivers.iter().find(|r| r.name == senders[0].name) {
+        bail!("{}: host `{}` is both the sender and a receiver: give each role its own host", inv.file(), r.name);
+    }
+    let refused = f.impair().first_set().map(|k| (k, String::new())).or_else(|| {
+        profile.and_then(|p| prof.impair().first_set().map(|k| (k, format!("[profile.{p}]: "))))
+    });
+    if let Some((key, at)) = refused {
+        bail!("{file}: {at}`{key}` is lab-only, not applicable on real hosts ({IMPAIR_WHY}); remove it");
+    }
+    Ok(Some(Hosts { inventory: path, sender: senders[0].clone(), receivers }))
+}
+
+/// A `placement` value of the plan.
+fn placement_of(file: &str, x: &str) -> Result<Placement> {
+    match x {
+        "spread" => Ok(Placement::Spread),
+        "same-host" => Ok(Placement::SameHost),
+        _ => Err(anyhow::anyhow!("{file}: placement '{x}': use spread or same-host")),
+    }
+}
+
+/// The base lab of `[lab]` (its preset's settings overridden by its own keys, validated) and whether it enforces
+/// TGW's limits.
+fn resolve_lab(l: LabSection, file: &str, default_prefix: &str) -> Result<(LabSpec, bool)> {
     let preset = match l.preset.as_deref() {
         None => None,
         Some("tgw") => Some(Preset::Tgw),
@@ -549,20 +584,13 @@ fn resolve(f: PlanFile, file: &str, profile: Option<&str>, default_prefix: &str)
         Some("ovn") => Fabric::Ovn,
         Some(x) => bail!("{file}: lab.fabric '{x}': use bridge, vxlan or ovn"),
     };
-    let placement_of = |x: &str| match x {
-        "spread" => Ok(Placement::Spread),
-        "same-host" => Ok(Placement::SameHost),
-        _ => Err(anyhow::anyhow!("{file}: placement '{x}': use spread or same-host")),
-    };
-    let placement = l.placement.as_deref().map(placement_of).transpose()?.unwrap_or(Placement::Spread);
-    let hosts_n = l.hosts.unwrap_or(3);
-    let per_host = l.per_host.unwrap_or(3);
+    let placement = l.placement.as_deref().map(|x| placement_of(file, x)).transpose()?.unwrap_or(Placement::Spread);
     let mut igmp = p_igmp;
     if let Some(q) = l.query_interval {
         igmp.query_interval_cs = q * 100;
         igmp.membership_interval_cs = default_membership_cs(igmp.query_interval_cs);
     }
-    let topology = Topology { hosts: hosts_n, per_host, fabric, placement };
+    let topology = Topology { hosts: l.hosts.unwrap_or(3), per_host: l.per_host.unwrap_or(3), fabric, placement };
     let base = LabSpec {
         base: LabConfig {
             prefix: l.prefix.clone().unwrap_or_else(|| default_prefix.to_string()),
@@ -575,7 +603,21 @@ fn resolve(f: PlanFile, file: &str, profile: Option<&str>, default_prefix: &str)
         topology: Some(topology),
     };
     base.validate().map_err(|e| anyhow::anyhow!("{file}: [lab]: {e}"))?;
-    let tgw_limits = tgw_limits(file, l, preset, fabric)?;
+    let tgw_limits = tgw_limits(file, &l, preset, fabric)?;
+    Ok((base, tgw_limits))
+}
+
+/// `[lab] tgw_limits`: on by default with `preset = "tgw"` on its bridge fabric; it needs that fabric.
+fn tgw_limits(file: &str, l: &LabSection, preset: Option<Preset>, fabric: Fabric) -> Result<bool> {
+    let on = l.tgw_limits.unwrap_or(preset == Some(Preset::Tgw) && fabric == Fabric::Bridge);
+    if on && fabric != Fabric::Bridge {
+        bail!("{file}: lab.tgw_limits needs the bridge fabric: use preset = \"tgw\" (or fabric = \"bridge\")");
+    }
+    Ok(on)
+}
+
+/// (duration, warm-up, repeats): the profile's, else the file's, else the defaults; each checked against its range.
+fn resolve_timing(f: &PlanFile, prof: &Profile, file: &str) -> Result<(f64, f64, u32)> {
     let duration = prof.duration.or(f.duration).unwrap_or(10.0);
     let warmup = prof.warmup.or(f.warmup).unwrap_or(0.0);
     let repeats = prof.repeats.or(f.repeats).unwrap_or(5);
@@ -588,98 +630,142 @@ fn resolve(f: PlanFile, file: &str, profile: Option<&str>, default_prefix: &str)
     if !(1..=1000).contains(&repeats) {
         bail!("{file}: repeats {repeats}: use 1..=1000");
     }
-    let sender = sender_of(&f, file)?;
+    Ok((duration, warmup, repeats))
+}
+
+/// The plan's `engine` (default `auto`), one of the names `mcblast send` knows.
+fn resolve_engine(f: &PlanFile, file: &str) -> Result<String> {
     let engine = f.engine.clone().unwrap_or_else(|| "auto".into());
     if !["auto", "socket", "mmsg", "gso", "uring", "xdp"].contains(&engine.as_str()) {
         bail!("{file}: engine '{engine}': use auto, socket, mmsg, gso, uring or xdp");
     }
-    let blocks = if f.matrix.is_empty() { vec![MatrixBlock::default()] } else { f.matrix.clone() };
+    Ok(engine)
+}
+
+/// What a matrix block's left-out lists fall back to: the plan's resolved base values.
+struct CaseBase<'a> {
+    file: &'a str,
+    /// The top-level impairment keys.
+    top: ImpairKeys,
+    prof: &'a Profile,
+    base: &'a LabSpec,
+    hosts: Option<&'a Hosts>,
+    duration: f64,
+}
+
+/// One block's lists, each resolved and checked.
+struct BlockAxes {
+    name: String,
+    loads: Vec<Load>,
+    receivers: Vec<u32>,
+    snooping: Vec<bool>,
+    query_intervals: Vec<u64>,
+    impairs: Vec<Impairment>,
+    placements: Vec<Placement>,
+    durations: Vec<f64>,
+}
+
+/// The plan's cases: every block's product in order (one default block without a matrix), identical cases merged.
+fn resolve_cases(cx: &CaseBase, matrix: &[MatrixBlock]) -> Result<Vec<Case>> {
+    let blocks = if matrix.is_empty() { vec![MatrixBlock::default()] } else { matrix.to_vec() };
     let mut cases: Vec<Case> = Vec::new();
     for (bi, b) in blocks.iter().enumerate() {
-        let name = b.name.clone().unwrap_or_else(|| format!("block{}", bi + 1));
-        let loads = match &b.load {
-            Some(v) => v.iter().map(|s| parse_load(s).map_err(|e| anyhow::anyhow!("{file}: {e:#}"))).collect::<Result<Vec<_>>>()?,
-            None => vec![parse_load("10M/1470")?],
-        };
-        if let Some(h) = &hosts {
-            let lab_only = [
-                ("snooping", b.snooping.is_some(), "IGMP snooping is the switch's"),
-                ("query_interval", b.query_interval.is_some(), "the querier is the network's"),
-                ("loss", b.loss.is_some(), IMPAIR_WHY),
-                ("loss_mode", b.loss_mode.is_some(), IMPAIR_WHY),
-                ("burst", b.burst.is_some(), IMPAIR_WHY),
-                ("reorder", b.reorder.is_some(), IMPAIR_WHY),
-                ("duplicate", b.duplicate.is_some(), IMPAIR_WHY),
-                ("seed", b.seed.is_some(), IMPAIR_WHY),
-                ("placement", b.placement.is_some(), "placement is the inventory's"),
-            ];
-            if let Some((key, _, why)) = lab_only.iter().find(|k| k.1) {
-                bail!("{file}: [[matrix]] {name}: `{key}` is lab-only, not applicable on real hosts ({why}); remove it");
-            }
-            let have = h.receivers.len() as u32;
-            if let Some(r) = b.receivers.iter().flatten().find(|&&r| r == 0 || r > have) {
-                bail!("{file}: receivers {r}: the inventory has {have} receiver(s); use 1..={have}");
-            }
+        let axes = block_axes(cx, bi, b)?;
+        add_block_cases(cx, &axes, &mut cases)?;
+    }
+    Ok(cases)
+}
+
+/// The lists of block number `bi` (from 0), with the base values for those left out, checked in the file's terms.
+fn block_axes(cx: &CaseBase, bi: usize, b: &MatrixBlock) -> Result<BlockAxes> {
+    let (file, base) = (cx.file, cx.base);
+    let topology = base.topology.expect("run labs have hosts");
+    let name = b.name.clone().unwrap_or_else(|| format!("block{}", bi + 1));
+    let loads = match &b.load {
+        Some(v) => v.iter().map(|s| parse_load(s).map_err(|e| anyhow::anyhow!("{file}: {e:#}"))).collect::<Result<Vec<_>>>()?,
+        None => vec![parse_load("10M/1470")?],
+    };
+    if let Some(h) = cx.hosts {
+        check_block_on_hosts(file, &name, b, h)?;
+    }
+    let all_receivers = cx.hosts.map_or(topology.receivers(), |h| h.receivers.len() as u32);
+    let receivers = b.receivers.clone().unwrap_or(vec![all_receivers]);
+    for &r in &receivers {
+        if cx.hosts.is_none() && (r == 0 || r % topology.hosts != 0) {
+            bail!("{file}: receivers {r}: use a multiple of lab.hosts ({}): each host gets receivers / hosts", topology.hosts);
         }
-        let all_receivers = hosts.as_ref().map_or(topology.receivers(), |h| h.receivers.len() as u32);
-        let receivers = b.receivers.clone().unwrap_or(vec![all_receivers]);
-        for &r in &receivers {
-            if hosts.is_none() && (r == 0 || r % hosts_n != 0) {
-                bail!("{file}: receivers {r}: use a multiple of lab.hosts ({hosts_n}): each host gets receivers / hosts");
-            }
+    }
+    let snooping = b.snooping.clone().unwrap_or(vec![base.base.snooping]);
+    let query_intervals = b.query_interval.clone().unwrap_or(vec![base.igmp.query_interval_cs / 100]);
+    for &q in &query_intervals {
+        if !(1..=3600).contains(&q) {
+            bail!("{file}: query_interval {q} s: use 1..=3600");
         }
-        let snooping = b.snooping.clone().unwrap_or(vec![base.base.snooping]);
-        let qis = b.query_interval.clone().unwrap_or(vec![base.igmp.query_interval_cs / 100]);
-        for &q in &qis {
-            if !(1..=3600).contains(&q) {
-                bail!("{file}: query_interval {q} s: use 1..=3600");
-            }
+    }
+    let impairs = impairments(file, &cx.top, &cx.prof.impair(), b)?;
+    let placements = match &b.placement {
+        Some(v) => v.iter().map(|s| placement_of(file, s)).collect::<Result<Vec<_>>>()?,
+        None => vec![topology.placement],
+    };
+    let durations = b.duration.clone().unwrap_or(vec![cx.duration]);
+    for ld in loads.iter().filter(|_| cx.hosts.is_none()) {
+        if ld.length + 28 > base.base.mtu {
+            bail!("{file}: load {}: a {}-byte datagram does not fit the lab's MTU {}", ld.text, ld.length, base.base.mtu);
         }
-        let impairs = impairments(file, &f.impair(), &prof.impair(), b)?;
-        let placements = match &b.placement {
-            Some(v) => v.iter().map(|s| placement_of(s)).collect::<Result<Vec<_>>>()?,
-            None => vec![placement],
-        };
-        let durations = b.duration.clone().unwrap_or(vec![duration]);
-        for ld in loads.iter().filter(|_| hosts.is_none()) {
-            if ld.length + 28 > base.base.mtu {
-                bail!("{file}: load {}: a {}-byte datagram does not fit the lab's MTU {}", ld.text, ld.length, base.base.mtu);
-            }
-        }
-        // Topology axes outermost, so consecutive cases share a lab.
-        for &pl in &placements {
-            for &r in &receivers {
-                for &sn in &snooping {
-                    for &q in &qis {
-                        for ld in &loads {
-                            for &imp in &impairs {
-                                for &d in &durations {
-                                    let d = prof.duration.unwrap_or(d);
-                                    let c = Case {
-                                        block: name.clone(),
-                                        load: ld.clone(),
-                                        receivers: r,
-                                        snooping: sn,
-                                        query_interval: q,
-                                        impair: imp,
-                                        placement: pl,
-                                        duration: d,
-                                        on_lab: hosts.is_none(),
-                                    };
-                                    if !(d > 0.0 && d <= 86_400.0) {
-                                        bail!("{file}: duration {d} s: use more than 0 and at most 86400");
-                                    }
-                                    // identical cases (in two blocks, or made identical by a
-                                    // profile) run once; the case names every block it is in
-                                    match cases.iter_mut().find(|o| Case { block: c.block.clone(), ..(*o).clone() } == c) {
-                                        Some(o) => {
-                                            if !o.block.split('+').any(|b| b == name) {
-                                                o.block = format!("{}+{name}", o.block);
-                                            }
-                                        }
-                                        None => cases.push(c),
-                                    }
+    }
+    Ok(BlockAxes { name, loads, receivers, snooping, query_intervals, impairs, placements, durations })
+}
+
+/// Refuses a block's lab-only keys on real hosts, and receiver counts the inventory does not have.
+fn check_block_on_hosts(file: &str, name: &str, b: &MatrixBlock, h: &Hosts) -> Result<()> {
+    let lab_only = [
+        ("snooping", b.snooping.is_some(), "IGMP snooping is the switch's"),
+        ("query_interval", b.query_interval.is_some(), "the querier is the network's"),
+        ("loss", b.loss.is_some(), IMPAIR_WHY),
+        ("loss_mode", b.loss_mode.is_some(), IMPAIR_WHY),
+        ("burst", b.burst.is_some(), IMPAIR_WHY),
+        ("reorder", b.reorder.is_some(), IMPAIR_WHY),
+        ("duplicate", b.duplicate.is_some(), IMPAIR_WHY),
+        ("seed", b.seed.is_some(), IMPAIR_WHY),
+        ("placement", b.placement.is_some(), "placement is the inventory's"),
+    ];
+    if let Some((key, _, why)) = lab_only.iter().find(|k| k.1) {
+        bail!("{file}: [[matrix]] {name}: `{key}` is lab-only, not applicable on real hosts ({why}); remove it");
+    }
+    let have = h.receivers.len() as u32;
+    if let Some(r) = b.receivers.iter().flatten().find(|&&r| r == 0 || r > have) {
+        bail!("{file}: receivers {r}: the inventory has {have} receiver(s); use 1..={have}");
+    }
+    Ok(())
+}
+
+/// Appends a block's product to `cases`, merging a case identical to an earlier one into it.
+fn add_block_cases(cx: &CaseBase, a: &BlockAxes, cases: &mut Vec<Case>) -> Result<()> {
+    let file = cx.file;
+    // Topology axes outermost, so consecutive cases share a lab.
+    for &pl in &a.placements {
+        for &r in &a.receivers {
+            for &sn in &a.snooping {
+                for &q in &a.query_intervals {
+                    for ld in &a.loads {
+                        for &imp in &a.impairs {
+                            for &d in &a.durations {
+                                let d = cx.prof.duration.unwrap_or(d);
+                                let c = Case {
+                                    block: a.name.clone(),
+                                    load: ld.clone(),
+                                    receivers: r,
+                                    snooping: sn,
+                                    query_interval: q,
+                                    impair: imp,
+                                    placement: pl,
+                                    duration: d,
+                                    on_lab: cx.hosts.is_none(),
+                                };
+                                if !(d > 0.0 && d <= 86_400.0) {
+                                    bail!("{file}: duration {d} s: use more than 0 and at most 86400");
                                 }
+                                merge_case(cases, c, &a.name);
                             }
                         }
                     }
@@ -687,25 +773,20 @@ fn resolve(f: PlanFile, file: &str, profile: Option<&str>, default_prefix: &str)
             }
         }
     }
-    if sender != Sender::Mcblast {
-        check_iperf2_cases(file, &cases)?;
-    }
-    if hosts.is_none() && fabric == Fabric::Ovn && cases.iter().any(|c| c.impair_config().is_some()) {
-        bail!(
-            "{file}: loss, reorder and duplicate are not injected exactly on lab.fabric = \"ovn\" \
-             (see mcblast lab impair): use fabric \"bridge\" or \"vxlan\" for those cases"
-        );
-    }
-    Ok(Plan { group, port: f.port.unwrap_or(5001), warmup, repeats, engine, sender, base, tgw_limits, hosts, cases })
+    Ok(())
 }
 
-/// `[lab] tgw_limits`: on by default with `preset = "tgw"` on its bridge fabric; it needs that fabric.
-fn tgw_limits(file: &str, l: &LabSection, preset: Option<Preset>, fabric: Fabric) -> Result<bool> {
-    let on = l.tgw_limits.unwrap_or(preset == Some(Preset::Tgw) && fabric == Fabric::Bridge);
-    if on && fabric != Fabric::Bridge {
-        bail!("{file}: lab.tgw_limits needs the bridge fabric: use preset = \"tgw\" (or fabric = \"bridge\")");
+/// Adds a case to `cases`, or, when one differs from it only by block, names block `name` in that one:
+/// identical cases (in two blocks, or made identical by a profile) run once.
+fn merge_case(cases: &mut Vec<Case>, c: Case, name: &str) {
+    match cases.iter_mut().find(|o| Case { block: c.block.clone(), ..(*o).clone() } == c) {
+        Some(o) => {
+            if !o.block.split('+').any(|b| b == name) {
+                o.block = format!("{}+{name}", o.block);
+            }
+        }
+        None => cases.push(c),
     }
-    Ok(on)
 }
 
 /// Why a key is refused with `sender = "iperf2"`.
