@@ -209,156 +209,192 @@ fn resolve_engine(
     Ok((a.engine, None))
 }
 
+/// Checks the groups and the report interval (`-g`, `-i`).
+fn check_groups_and_interval(c: &crate::cli::Common) -> Result<()> {
+    crate::mcast::check_groups(&c.groups)?;
+    if c.groups.is_empty() {
+        bail!("no multicast group: give one with -g, e.g. -g 239.0.0.1");
+    }
+    if !(c.interval.is_finite() && c.interval >= 0.0) {
+        bail!("-i {} is not an interval: give seconds between reports, or 0 for none", c.interval);
+    }
+    if c.interval > MAX_SECONDS {
+        bail!(
+            "-i {} is too long: -i must be at most {} seconds (about 115 days), or 0 for no interval reports",
+            num(c.interval),
+            num(MAX_SECONDS)
+        );
+    }
+    Ok(())
+}
+
+/// Checks `--run-id` and the datagram length `-l` against the header and the largest UDP payload.
+fn check_run_id_and_length(a: &SendArgs) -> Result<()> {
+    if a.run_id == Some(0) {
+        bail!(
+            "--run-id 0: run ids are non-zero (0 means \"any run\" to a receiver); give 1 or more, or leave it out for a random one"
+        );
+    }
+    if a.length < HEADER_LEN {
+        bail!(
+            "datagram length {} is too short: the mcblast header alone is {HEADER_LEN} bytes; use -l {HEADER_LEN} or more",
+            a.length
+        );
+    }
+    if a.length > MAX_DATAGRAM {
+        bail!(
+            "datagram length {} is too long: the largest UDP payload over IPv4 is {MAX_DATAGRAM} bytes; use -l {MAX_DATAGRAM} or less",
+            a.length
+        );
+    }
+    Ok(())
+}
+
+/// The outgoing interface (`--interface`, else the route to the first group; None: neither), its MTU checked.
+fn resolve_iface(a: &SendArgs, host: &dyn Host) -> Result<Option<(Iface, IfaceSource)>> {
+    let c = &a.common;
+    let iface = match &c.interface {
+        Some(name) => Some((host.lookup(name)?, IfaceSource::Flag)),
+        None => host.route_iface(c.groups[0]).and_then(|n| host.lookup(&n).ok()).map(|i| (i, IfaceSource::Route)),
+    };
+    if let Some((ifc, _)) = &iface {
+        let packet = a.length + IP_UDP_OVERHEAD;
+        if packet > ifc.mtu as usize && !a.allow_fragments {
+            bail!(
+                "-l {} makes {packet}-byte IP packets, more than the {}-byte MTU of {}: they would fragment, \
+                 and AWS Transit Gateway drops fragmented multicast; use -l {} or less, or --allow-fragments to send anyway",
+                a.length,
+                ifc.mtu,
+                ifc.name,
+                (ifc.mtu as usize).saturating_sub(IP_UDP_OVERHEAD).max(HEADER_LEN)
+            );
+        }
+    }
+    Ok(iface)
+}
+
+/// Checks `--flows` and `--threads` (each thread sends whole flows).
+fn check_flows_and_threads(a: &SendArgs) -> Result<()> {
+    if a.flows == 0 {
+        bail!("--flows 0 sends nothing: use --flows 1 or more");
+    }
+    if a.flows > MAX_FLOWS {
+        bail!("--flows {} is too many: each flow has its own socket and source port, so use at most {MAX_FLOWS}", a.flows);
+    }
+    if a.threads == 0 {
+        bail!("--threads 0 leaves no one to send: use --threads 1 or more");
+    }
+    if a.threads > a.flows {
+        bail!(
+            "--threads {} is more than --flows {}: each thread sends whole flows, so use --flows {} or more, or fewer threads",
+            a.threads,
+            a.flows,
+            a.threads
+        );
+    }
+    Ok(())
+}
+
+/// The CPUs of `--cpus` (empty without it), each one this process may use.
+fn resolve_cpus(a: &SendArgs, host: &dyn Host) -> Result<Vec<usize>> {
+    let Some(list) = &a.cpus else { return Ok(Vec::new()) };
+    let have = host.cpus();
+    if let Some(bad) = list.iter().find(|c| !have.contains(c)) {
+        bail!("CPU {bad} in --cpus is not available: this machine lets mcblast use CPUs {}", fmt_cpus(&have));
+    }
+    Ok(list.clone())
+}
+
+/// The run's duration in seconds (`-t`; the default without `-t` and `-n`; None: `-n` alone), `-t` and `-n` checked.
+fn resolve_duration(a: &SendArgs) -> Result<Option<f64>> {
+    if let Some(t) = a.time
+        && !(t.is_finite() && t > 0.0)
+    {
+        bail!("-t {t} is not a duration: give a positive number of seconds");
+    }
+    if let Some(t) = a.time
+        && t > MAX_SECONDS
+    {
+        bail!("-t {} is too long: -t must be at most {} seconds (about 115 days)", num(t), num(MAX_SECONDS));
+    }
+    if a.count == Some(0) {
+        bail!("-n 0 sends nothing: give the datagrams per flow, e.g. -n 1000");
+    }
+    Ok(match (a.time, a.count) {
+        (Some(t), _) => Some(t),
+        (None, Some(_)) => None,
+        (None, None) => Some(DEFAULT_SECONDS),
+    })
+}
+
+/// The datagrams/s of all flows together (`--pps`, or `-b` over the length; None: flat out), within what can be paced.
+fn resolve_rate(a: &SendArgs) -> Result<Option<f64>> {
+    let pps = match (a.pps, a.rate) {
+        (Some(p), _) => Some(p),
+        (None, Some(b)) => Some(pps_for_bps(b, a.length)),
+        (None, None) => None,
+    };
+    if let Some(p) = pps {
+        // Named as the user gave it: --pps, or -b with the length it is divided by.
+        let given = match a.pps {
+            Some(_) => format!("--pps {}", num(p)),
+            None => format!("-b {} with -l {} is {} datagrams/s, which", num(a.rate.unwrap_or(0.0)), a.length, num(p)),
+        };
+        let flag = if a.pps.is_some() { "--pps" } else { "-b" };
+        if p > MAX_PPS {
+            bail!(
+                "{given} is more than mcblast can pace ({} datagrams/s at most); leave out {flag} to send as fast as possible",
+                num(MAX_PPS)
+            );
+        }
+        if p < MIN_PPS {
+            bail!("{given} is less than one datagram per {} s: give a higher rate", num(1.0 / MIN_PPS));
+        }
+    }
+    Ok(pps)
+}
+
+/// The flows (group and worker of each) and the workers (CPU, flows and rate share of each).
+fn resolve_flows(a: &SendArgs, cpus: &[usize], pps: Option<f64>) -> (Vec<FlowPlan>, Vec<WorkerPlan>) {
+    let groups = &a.common.groups;
+    let threads = a.threads as usize;
+    let flows: Vec<FlowPlan> = (0..a.flows)
+        .map(|id| FlowPlan { id, group: groups[group_of(id, groups.len())], worker: worker_of(id, threads) })
+        .collect();
+    let mut per_worker: Vec<Vec<u32>> = vec![Vec::new(); threads];
+    for f in &flows {
+        per_worker[f.worker].push(f.id);
+    }
+    let workers = per_worker
+        .into_iter()
+        .enumerate()
+        .map(|(w, mine)| WorkerPlan {
+            index: w,
+            cpu: cpu_of(w, cpus),
+            pps: pps.map(|p| worker_pps(p, mine.len(), flows.len())),
+            flows: mine,
+        })
+        .collect();
+    (flows, workers)
+}
+
 impl Plan {
     /// Resolves the flags against the machine, or says what is wrong.
     pub fn resolve(a: &SendArgs, host: &dyn Host) -> Result<Plan> {
         let c = &a.common;
-        crate::mcast::check_groups(&c.groups)?;
-        if c.groups.is_empty() {
-            bail!("no multicast group: give one with -g, e.g. -g 239.0.0.1");
-        }
-        if !(c.interval.is_finite() && c.interval >= 0.0) {
-            bail!("-i {} is not an interval: give seconds between reports, or 0 for none", c.interval);
-        }
-        if c.interval > MAX_SECONDS {
-            bail!(
-                "-i {} is too long: -i must be at most {} seconds (about 115 days), or 0 for no interval reports",
-                num(c.interval),
-                num(MAX_SECONDS)
-            );
-        }
-        if a.run_id == Some(0) {
-            bail!(
-                "--run-id 0: run ids are non-zero (0 means \"any run\" to a receiver); give 1 or more, or leave it out for a random one"
-            );
-        }
-        if a.length < HEADER_LEN {
-            bail!(
-                "datagram length {} is too short: the mcblast header alone is {HEADER_LEN} bytes; use -l {HEADER_LEN} or more",
-                a.length
-            );
-        }
-        if a.length > MAX_DATAGRAM {
-            bail!(
-                "datagram length {} is too long: the largest UDP payload over IPv4 is {MAX_DATAGRAM} bytes; use -l {MAX_DATAGRAM} or less",
-                a.length
-            );
-        }
-        let iface = match &c.interface {
-            Some(name) => Some((host.lookup(name)?, IfaceSource::Flag)),
-            None => host.route_iface(c.groups[0]).and_then(|n| host.lookup(&n).ok()).map(|i| (i, IfaceSource::Route)),
-        };
-        if let Some((ifc, _)) = &iface {
-            let packet = a.length + IP_UDP_OVERHEAD;
-            if packet > ifc.mtu as usize && !a.allow_fragments {
-                bail!(
-                    "-l {} makes {packet}-byte IP packets, more than the {}-byte MTU of {}: they would fragment, \
-                     and AWS Transit Gateway drops fragmented multicast; use -l {} or less, or --allow-fragments to send anyway",
-                    a.length,
-                    ifc.mtu,
-                    ifc.name,
-                    (ifc.mtu as usize).saturating_sub(IP_UDP_OVERHEAD).max(HEADER_LEN)
-                );
-            }
-        }
-        if a.flows == 0 {
-            bail!("--flows 0 sends nothing: use --flows 1 or more");
-        }
-        if a.flows > MAX_FLOWS {
-            bail!("--flows {} is too many: each flow has its own socket and source port, so use at most {MAX_FLOWS}", a.flows);
-        }
-        if a.threads == 0 {
-            bail!("--threads 0 leaves no one to send: use --threads 1 or more");
-        }
-        if a.threads > a.flows {
-            bail!(
-                "--threads {} is more than --flows {}: each thread sends whole flows, so use --flows {} or more, or fewer threads",
-                a.threads,
-                a.flows,
-                a.threads
-            );
-        }
-        let cpus = match &a.cpus {
-            Some(list) => {
-                let have = host.cpus();
-                if let Some(bad) = list.iter().find(|c| !have.contains(c)) {
-                    bail!(
-                        "CPU {bad} in --cpus is not available: this machine lets mcblast use CPUs {}",
-                        fmt_cpus(&have)
-                    );
-                }
-                list.clone()
-            }
-            None => Vec::new(),
-        };
+        check_groups_and_interval(c)?;
+        check_run_id_and_length(a)?;
+        let iface = resolve_iface(a, host)?;
+        check_flows_and_threads(a)?;
+        let cpus = resolve_cpus(a, host)?;
         if a.batch == 0 || a.batch > MAX_BATCH {
             bail!("--batch {} is out of range: use 1..{MAX_BATCH} (the kernel's limit for one sendmmsg)", a.batch);
         }
-        if let Some(t) = a.time
-            && !(t.is_finite() && t > 0.0)
-        {
-            bail!("-t {t} is not a duration: give a positive number of seconds");
-        }
-        if let Some(t) = a.time
-            && t > MAX_SECONDS
-        {
-            bail!("-t {} is too long: -t must be at most {} seconds (about 115 days)", num(t), num(MAX_SECONDS));
-        }
-        if a.count == Some(0) {
-            bail!("-n 0 sends nothing: give the datagrams per flow, e.g. -n 1000");
-        }
-        let pps = match (a.pps, a.rate) {
-            (Some(p), _) => Some(p),
-            (None, Some(b)) => Some(pps_for_bps(b, a.length)),
-            (None, None) => None,
-        };
-        if let Some(p) = pps {
-            // Named as the user gave it: --pps, or -b with the length it is divided by.
-            let given = match a.pps {
-                Some(_) => format!("--pps {}", num(p)),
-                None => format!("-b {} with -l {} is {} datagrams/s, which", num(a.rate.unwrap_or(0.0)), a.length, num(p)),
-            };
-            let flag = if a.pps.is_some() { "--pps" } else { "-b" };
-            if p > MAX_PPS {
-                bail!(
-                    "{given} is more than mcblast can pace ({} datagrams/s at most); leave out {flag} to send as fast as possible",
-                    num(MAX_PPS)
-                );
-            }
-            if p < MIN_PPS {
-                bail!("{given} is less than one datagram per {} s: give a higher rate", num(1.0 / MIN_PPS));
-            }
-        }
-        let duration_s = match (a.time, a.count) {
-            (Some(t), _) => Some(t),
-            (None, Some(_)) => None,
-            (None, None) => Some(DEFAULT_SECONDS),
-        };
-
+        let duration_s = resolve_duration(a)?;
+        let pps = resolve_rate(a)?;
         let mtu = iface.as_ref().map(|(i, _)| i.mtu);
         let (engine, engine_reason) = resolve_engine(a, host, iface.as_ref().map(|(i, _)| i.name.as_str()), mtu)?;
-
-        let threads = a.threads as usize;
-        let flows: Vec<FlowPlan> = (0..a.flows)
-            .map(|id| FlowPlan { id, group: c.groups[group_of(id, c.groups.len())], worker: worker_of(id, threads) })
-            .collect();
-        let mut per_worker: Vec<Vec<u32>> = vec![Vec::new(); threads];
-        for f in &flows {
-            per_worker[f.worker].push(f.id);
-        }
-        let workers = per_worker
-            .into_iter()
-            .enumerate()
-            .map(|(w, mine)| {
-                WorkerPlan {
-                    index: w,
-                    cpu: cpu_of(w, &cpus),
-                    pps: pps.map(|p| worker_pps(p, mine.len(), flows.len())),
-                    flows: mine,
-                }
-            })
-            .collect();
-
+        let (flows, workers) = resolve_flows(a, &cpus, pps);
         Ok(Plan {
             engine,
             engine_reason,
