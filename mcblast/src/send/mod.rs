@@ -93,49 +93,117 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
         tai_offset: plan.tai_offset,
         length: plan.length,
     };
-
     // Sockets first: an error here (open-file limit, permissions) stops the
     // run before anything is sent.
-    let mut sockets: Vec<Option<FlowSocket>> = Vec::with_capacity(plan.flows.len());
-    let mut src_ports = Vec::with_capacity(plan.flows.len());
-    for f in &plan.flows {
-        let s = open_socket(&plan, f.group).with_context(|| format!("flow {}: cannot set up its socket", f.id))?;
-        src_ports.push(s.local_addr().map(|a| a.port()).unwrap_or(0));
-        sockets.push(Some(FlowSocket { id: f.id, socket: s }));
-    }
-
+    let (mut sockets, src_ports) = open_sockets(&plan)?;
     // The xdp engine's AF_XDP sockets, one per worker, before anything is sent.
-    let (mut xdp, xdp_mode) = match plan.engine {
-        Engine::Xdp => {
-            let (setups, mode) = engine::xdp::open_all(&plan, &src_ports)?;
-            (setups.into_iter().map(Some).collect(), Some(mode.name()))
-        }
-        _ => (Vec::new(), None),
-    };
+    let (mut xdp, xdp_mode) = open_xdp(&plan, &src_ports)?;
 
     let mut out = Printer::new(plan.json);
     report::begin_with_mode(&mut out, &plan, run_id, xdp_mode)?;
 
-    let counters: Arc<[WorkerCounters]> = (0..plan.workers.len()).map(|_| WorkerCounters::default()).collect();
-    let flow_sent: Arc<[FlowCounter]> = (0..plan.flows.len()).map(|_| FlowCounter::default()).collect();
+    let shared = Shared::new(&plan);
     // The Prometheus endpoint reads the workers' and the flows' counters; the ledger's
     // interface counters once their start values are known.
     let prom_ledger: Arc<std::sync::OnceLock<(String, ledger::TxCounters)>> = Arc::default();
-    let _prom = match args.common.prometheus {
-        Some(addr) => {
-            let live = live::SendLive {
-                run: run_id,
-                flows: plan.flows.clone(),
-                length: plan.length as u64,
-                workers: counters.clone(),
-                flow_sent: flow_sent.clone(),
-            };
-            let l = prom_ledger.clone();
-            Some(crate::prom::serve(addr, move || live::send_page(&live, l.get().map(|(i, t)| (i.as_str(), t))))?)
+    let _prom = serve_prometheus(&args, &plan, run_id, &shared, &prom_ledger)?;
+    let (starts, handles) = start_workers(&plan, template, &mut sockets, &mut xdp, &shared)?;
+
+    // The interface's transmit counters before the first datagram.
+    let tx_start = plan.iface.as_ref().map(|(i, _)| ledger::TxCounters::read(&i.name));
+    if let (Some((i, _)), Some(t)) = (&plan.iface, tx_start) {
+        let _ = prom_ledger.set((i.name.clone(), t));
+    }
+    let start_ns = mono_ns() + START_LEAD_NS;
+    for s in &starts {
+        let _ = s.send(Some(start_ns));
+    }
+    let mut reporter = report::Reporter::new(start_ns, plan.interval_s);
+    let report_err = report_while_sending(&mut out, &mut reporter, &handles, &shared);
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    for h in handles {
+        outcomes.push(h.join().map_err(|_| anyhow!("a worker thread panicked"))?);
+    }
+    if let Some(e) = report_err {
+        return Err(e.into());
+    }
+    let sent = Sent { run_id, start_ns, tx_start, src_ports: &src_ports, xdp_mode };
+    finish(&mut out, &plan, &mut reporter, &shared, outcomes, sent)
+}
+
+/// What the workers, the reporter and the Prometheus endpoint share.
+struct Shared {
+    counters: Arc<[WorkerCounters]>,
+    flow_sent: Arc<[FlowCounter]>,
+    /// Set to stop the workers early.
+    abort: Arc<AtomicBool>,
+}
+
+impl Shared {
+    /// Zeroed counters for the plan's workers and flows, not aborted.
+    fn new(plan: &Plan) -> Shared {
+        Shared {
+            counters: (0..plan.workers.len()).map(|_| WorkerCounters::default()).collect(),
+            flow_sent: (0..plan.flows.len()).map(|_| FlowCounter::default()).collect(),
+            abort: Arc::new(AtomicBool::new(false)),
         }
-        None => None,
+    }
+}
+
+/// Each flow's socket (by flow id) and its source port.
+fn open_sockets(plan: &Plan) -> Result<(Vec<Option<FlowSocket>>, Vec<u16>)> {
+    let mut sockets: Vec<Option<FlowSocket>> = Vec::with_capacity(plan.flows.len());
+    let mut src_ports = Vec::with_capacity(plan.flows.len());
+    for f in &plan.flows {
+        let s = open_socket(plan, f.group).with_context(|| format!("flow {}: cannot set up its socket", f.id))?;
+        src_ports.push(s.local_addr().map(|a| a.port()).unwrap_or(0));
+        sockets.push(Some(FlowSocket { id: f.id, socket: s }));
+    }
+    Ok((sockets, src_ports))
+}
+
+/// The xdp engine's AF_XDP set-up of each worker and the mode's name (nothing for the other engines).
+fn open_xdp(plan: &Plan, src_ports: &[u16]) -> Result<(Vec<Option<engine::xdp::XdpSetup>>, Option<&'static str>)> {
+    Ok(match plan.engine {
+        Engine::Xdp => {
+            let (setups, mode) = engine::xdp::open_all(plan, src_ports)?;
+            (setups.into_iter().map(Some).collect(), Some(mode.name()))
+        }
+        _ => (Vec::new(), None),
+    })
+}
+
+/// The Prometheus endpoint of `--prometheus`, serving the shared counters and the ledger's once set.
+fn serve_prometheus(
+    args: &SendArgs,
+    plan: &Plan,
+    run_id: u32,
+    shared: &Shared,
+    prom_ledger: &Arc<std::sync::OnceLock<(String, ledger::TxCounters)>>,
+) -> Result<Option<crate::prom::Server>> {
+    let Some(addr) = args.common.prometheus else { return Ok(None) };
+    let live = live::SendLive {
+        run: run_id,
+        flows: plan.flows.clone(),
+        length: plan.length as u64,
+        workers: shared.counters.clone(),
+        flow_sent: shared.flow_sent.clone(),
     };
-    let abort = Arc::new(AtomicBool::new(false));
+    let l = prom_ledger.clone();
+    Ok(Some(crate::prom::serve(addr, move || live::send_page(&live, l.get().map(|(i, t)| (i.as_str(), t))))?))
+}
+
+/// A worker's start channel (Some(time) starts it, None stops it) and its thread.
+type Started = (Vec<mpsc::Sender<Option<u64>>>, Vec<std::thread::JoinHandle<Outcome>>);
+
+/// The workers' threads, each pinned and set up and waiting for its start; the first reason one could not be.
+fn start_workers(
+    plan: &Plan,
+    template: Template,
+    sockets: &mut [Option<FlowSocket>],
+    xdp: &mut [Option<engine::xdp::XdpSetup>],
+    shared: &Shared,
+) -> Result<Started> {
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut starts = Vec::new();
     let mut handles = Vec::new();
@@ -154,9 +222,9 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
             duration_ns: plan.duration_s.map(|s| (s * 1e9) as u64),
             template,
             flows,
-            counters: counters.clone(),
-            flow_sent: flow_sent.clone(),
-            abort: abort.clone(),
+            counters: shared.counters.clone(),
+            flow_sent: shared.flow_sent.clone(),
+            abort: shared.abort.clone(),
             xdp: xdp.get_mut(w.index).and_then(Option::take),
         };
         match worker.spawn(ready_tx.clone(), start_rx) {
@@ -182,42 +250,55 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
             }
         }
     }
+    Ok((starts, handles))
+}
 
-    // The interface's transmit counters before the first datagram.
-    let tx_start = plan.iface.as_ref().map(|(i, _)| ledger::TxCounters::read(&i.name));
-    if let (Some((i, _)), Some(t)) = (&plan.iface, tx_start) {
-        let _ = prom_ledger.set((i.name.clone(), t));
-    }
-    let start_ns = mono_ns() + START_LEAD_NS;
-    for s in &starts {
-        let _ = s.send(Some(start_ns));
-    }
-    let mut reporter = report::Reporter::new(start_ns, plan.interval_s);
-    let mut report_err = None;
+/// Prints the interval reports until every worker has finished; the output's error if it went away (the workers
+/// then told to stop).
+fn report_while_sending(
+    out: &mut Printer,
+    reporter: &mut report::Reporter,
+    handles: &[std::thread::JoinHandle<Outcome>],
+    shared: &Shared,
+) -> Option<std::io::Error> {
     while !handles.iter().all(|h| h.is_finished()) {
         let now = mono_ns();
         let wake = reporter.next_due().map_or(now + 50_000_000, |d| d.min(now + 50_000_000));
         crate::sys::send::sleep_until_mono(wake);
-        if let Err(e) = reporter.tick(&mut out, mono_ns(), &merge(&counters)) {
+        if let Err(e) = reporter.tick(out, mono_ns(), &merge(&shared.counters)) {
             // Output is gone (e.g. `| head` exited): stop the workers, so
             // they still send their end markers, then report the error.
-            abort.store(true, std::sync::atomic::Ordering::Relaxed);
-            report_err = Some(e);
-            break;
+            shared.abort.store(true, std::sync::atomic::Ordering::Relaxed);
+            return Some(e);
         }
     }
-    let mut outcomes: Vec<Outcome> = Vec::new();
-    for h in handles {
-        outcomes.push(h.join().map_err(|_| anyhow!("a worker thread panicked"))?);
-    }
-    if let Some(e) = report_err {
-        return Err(e.into());
-    }
-    let totals = merge(&counters);
-    let data_end = outcomes.iter().filter_map(|o| o.data_end_ns).max().unwrap_or_else(mono_ns);
-    reporter.last(&mut out, data_end, &totals)?;
+    None
+}
 
-    let ledger = match (&plan.iface, tx_start) {
+/// What the finished run's summary needs besides the plan and the workers' outcomes.
+struct Sent<'a> {
+    run_id: u32,
+    start_ns: u64,
+    /// The interface's transmit counters before the first datagram.
+    tx_start: Option<ledger::TxCounters>,
+    src_ports: &'a [u16],
+    xdp_mode: Option<&'static str>,
+}
+
+/// Prints the last interval and the summary (with the interface's ledger); the first worker's fatal error, if any.
+fn finish(
+    out: &mut Printer,
+    plan: &Plan,
+    reporter: &mut report::Reporter,
+    shared: &Shared,
+    outcomes: Vec<Outcome>,
+    sent: Sent,
+) -> Result<ExitCode> {
+    let totals = merge(&shared.counters);
+    let data_end = outcomes.iter().filter_map(|o| o.data_end_ns).max().unwrap_or_else(mono_ns);
+    reporter.last(out, data_end, &totals)?;
+
+    let ledger = match (&plan.iface, sent.tx_start) {
         (Some((i, _)), Some(start)) => Some(ledger::Ledger::new(&i.name, &totals, &start, &tx_settled(&i.name, &start, &totals))),
         _ => None,
     };
@@ -225,17 +306,17 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
     let mut per_flow: Vec<(u32, u64)> = outcomes.iter().flat_map(|o| o.flows.iter().copied()).collect();
     per_flow.sort_unstable();
     report::summary(
-        &mut out,
+        out,
         &report::Final {
-            plan: &plan,
-            run_id,
-            duration_s: data_end.saturating_sub(start_ns) as f64 / 1e9,
+            plan,
+            run_id: sent.run_id,
+            duration_s: data_end.saturating_sub(sent.start_ns) as f64 / 1e9,
             totals,
             per_flow: &per_flow,
-            src_ports: &src_ports,
+            src_ports: sent.src_ports,
             cpu_s: crate::sys::process_cpu_seconds(),
             pacing: outcomes.iter().filter_map(|o| o.pacing).reduce(PaceStats::merge),
-            xdp_mode,
+            xdp_mode: sent.xdp_mode,
             ledger: ledger.as_ref(),
         },
     )?;
