@@ -305,8 +305,36 @@ fn case_figures(c: &CaseData) -> Vec<String> {
     let col = |node: &str| svg::colour(nodes.iter().position(|n| n == node).unwrap_or(0));
     let counter = c.recvs.first().map(|r| r.counter.clone()).unwrap_or_default();
     let mut figs = Vec::new();
-    let fig = |svg: String, cap: String| format!("<figure>{svg}<figcaption>{}</figcaption></figure>", esc(&cap));
+    let no_intervals = c.recvs.iter().all(|r| r.intervals.is_empty());
+    if no_intervals {
+        figs.push("<p class=\"note\">No interval lines in this run's raw files (receivers ran with -i 0): no plots over time.</p>".into());
+    } else {
+        figs.extend(interval_figures(c, &col, &counter, repeats));
+    }
+    figs.push(jitter_figure(c, &nodes, &col));
+    if let Some(f) = delay_figure(c, &nodes, &col, &counter, repeats) {
+        figs.push(f);
+    }
+    if let Some(f) = percentile_figure(c, counter.as_str(), repeats) {
+        figs.push(f);
+    }
+    if let Some(f) = percentiles_over_time(c, &col, repeats) {
+        figs.push(f);
+    }
+    figs.push(waterfall_figure(c, &nodes, repeats));
+    if !no_intervals {
+        figs.push(loss_heat_figure(c, repeats));
+    }
+    figs
+}
 
+/// A `<figure>` of an SVG chart with its caption.
+fn figure(svg: String, cap: String) -> String {
+    format!("<figure>{svg}<figcaption>{}</figcaption></figure>", esc(&cap))
+}
+
+/// The throughput and the loss per receiver over time, one point per interval report.
+fn interval_figures(c: &CaseData, col: &dyn Fn(&str) -> &'static str, counter: &str, repeats: u32) -> [String; 2] {
     let series = |f: &dyn Fn(&super::Interval) -> f64| -> Vec<Series> {
         c.recvs
             .iter()
@@ -318,19 +346,20 @@ fn case_figures(c: &CaseData) -> Vec<String> {
             })
             .collect()
     };
-    let no_intervals = c.recvs.iter().all(|r| r.intervals.is_empty());
-    if no_intervals {
-        figs.push("<p class=\"note\">No interval lines in this run's raw files (receivers ran with -i 0): no plots over time.</p>".into());
-    } else {
-        figs.push(fig(
+    [
+        figure(
             svg::line_chart("Throughput per receiver", "seconds since the receiver started", "Mbit/s", &series(&|iv| iv.rate_bps / 1e6)),
             format!("Receivers' {counter} counter, one point per interval report; dashed: repeats after the first."),
-        ));
-        figs.push(fig(
+        ),
+        figure(
             svg::line_chart("Loss per receiver", "seconds since the receiver started", "loss %", &series(&|iv| iv.loss_pct().unwrap_or(0.0))),
             "Datagrams lost in each interval, % of those the interval accounts for.".into(),
-        ));
-    }
+        ),
+    ]
+}
+
+/// The jitter of each receiver, one dot per repeat.
+fn jitter_figure(c: &CaseData, nodes: &[String], col: &dyn Fn(&str) -> &'static str) -> String {
     let strip: Vec<svg::StripRow> = nodes
         .iter()
         .map(|n| {
@@ -343,120 +372,127 @@ fn case_figures(c: &CaseData) -> Vec<String> {
             (n.clone(), col(n), vals)
         })
         .collect();
-    figs.push(fig(
+    figure(
         svg::strip_chart("Jitter per receiver and repeat", "jitter µs (RFC 3550)", &strip),
         "One dot per repeat (cases.csv jitter_us).".into(),
-    ));
-    // the one-way delay distribution, summed over repeats
+    )
+}
+
+/// The one-way delay distribution per receiver, summed over repeats; None without delay histograms.
+fn delay_figure(
+    c: &CaseData,
+    nodes: &[String],
+    col: &dyn Fn(&str) -> &'static str,
+    counter: &str,
+    repeats: u32,
+) -> Option<String> {
     let mut buckets: Vec<u64> = c.recvs.iter().flat_map(|r| r.delay_hist.iter().map(|b| b.0)).collect();
     buckets.sort();
     buckets.dedup();
-    if !buckets.is_empty() {
-        let groups: Vec<svg::StripRow> = nodes
-            .iter()
-            .map(|n| {
-                let count = |ge: u64| -> u64 {
-                    c.recvs.iter().filter(|r| &r.node == n).flat_map(|r| r.delay_hist.iter()).filter(|b| b.0 == ge).map(|b| b.1).sum()
-                };
-                let total: u64 = buckets.iter().map(|&b| count(b)).sum();
-                let vals = buckets
-                    .iter()
-                    .map(|&ge| {
-                        let k = count(ge);
-                        let pct = if total > 0 { 100.0 * k as f64 / total as f64 } else { 0.0 };
-                        (pct, format!("{n}, {}: {k} datagrams ({pct:.1} %)", bucket_range(ge)))
-                    })
-                    .collect();
-                (n.clone(), col(n), vals)
-            })
-            .collect();
-        let cats: Vec<String> = buckets.iter().map(|&b| format!("≥{}", bucket_short(b))).collect();
-        figs.push(fig(
-            svg::grouped_bars("One-way delay distribution per receiver", "delay µs (power-of-two buckets)", "% of datagrams", &cats, &groups),
-            format!("The {counter} counter's delay histogram, Σ over {repeats} repeat(s): how the delay varies (the jitter's spread)."),
-        ));
+    if buckets.is_empty() {
+        return None;
     }
-    if let Some(f) = percentile_figure(c, counter.as_str(), repeats) {
-        figs.push(f);
-    }
-    if let Some(f) = percentiles_over_time(c, &col, repeats) {
-        figs.push(f);
-    }
-    // the waterfall, summed over repeats
+    let groups: Vec<svg::StripRow> = nodes
+        .iter()
+        .map(|n| {
+            let count = |ge: u64| -> u64 {
+                c.recvs.iter().filter(|r| &r.node == n).flat_map(|r| r.delay_hist.iter()).filter(|b| b.0 == ge).map(|b| b.1).sum()
+            };
+            let total: u64 = buckets.iter().map(|&b| count(b)).sum();
+            let vals = buckets
+                .iter()
+                .map(|&ge| {
+                    let k = count(ge);
+                    let pct = if total > 0 { 100.0 * k as f64 / total as f64 } else { 0.0 };
+                    (pct, format!("{n}, {}: {k} datagrams ({pct:.1} %)", bucket_range(ge)))
+                })
+                .collect();
+            (n.clone(), col(n), vals)
+        })
+        .collect();
+    let cats: Vec<String> = buckets.iter().map(|&b| format!("≥{}", bucket_short(b))).collect();
+    Some(figure(
+        svg::grouped_bars("One-way delay distribution per receiver", "delay µs (power-of-two buckets)", "% of datagrams", &cats, &groups),
+        format!("The {counter} counter's delay histogram, Σ over {repeats} repeat(s): how the delay varies (the jitter's spread)."),
+    ))
+}
+
+/// The loss waterfall per receiver (bars and table), summed over repeats; a note when no receiver printed layers.
+fn waterfall_figure(c: &CaseData, nodes: &[String], repeats: u32) -> String {
     let with_layers: Vec<&super::RecvRun> = c.recvs.iter().filter(|r| r.layers.is_some()).collect();
     if with_layers.is_empty() {
-        figs.push("<p class=\"note\">No loss waterfall: the receivers printed no layers line (no drop tracer).</p>".into());
-    } else {
-        let mut rows = Vec::new();
-        let mut table = String::from(
-            "<table class=\"waterfall\"><tr><th>receiver</th><th>expected</th><th>lost on the path</th><th>reached the driver</th><th>kernel dropped</th><th>socket dropped</th><th>unread at close</th><th>read</th><th>adds up</th></tr>",
-        );
-        for n in &nodes {
-            let mine: Vec<&serde_json::Value> = with_layers.iter().filter(|r| &r.node == n).filter_map(|r| r.layers.as_ref()).collect();
-            if mine.is_empty() {
-                continue;
-            }
-            let sum = |k: &str| mine.iter().map(|l| l[k].as_u64().unwrap_or(0)).sum::<u64>();
-            let adds = mine.iter().all(|l| l["adds_up"].as_bool() == Some(true));
-            rows.push((
-                n.clone(),
-                vec![
-                    Segment { name: "read", colour: "#4caf50", value: sum("read") },
-                    Segment { name: "path", colour: "#d62728", value: sum("path_lost") },
-                    Segment { name: "kernel", colour: "#ff7f0e", value: sum("kernel_dropped") + sum("unspecified") + sum("no_listener") },
-                    Segment { name: "socket", colour: "#8c564b", value: sum("socket_dropped") },
-                    Segment { name: "unread", colour: "#9e9e9e", value: sum("unread_at_close") },
-                    Segment { name: "sunk", colour: "#1f77b4", value: sum("sunk") },
-                ],
-            ));
-            let _ = write!(
-                table,
-                "<tr><th>{}</th><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
-                esc(n),
-                sum("expected"),
-                sum("path_lost"),
-                sum("reached_driver"),
-                sum("kernel_dropped") + sum("unspecified") + sum("no_listener"),
-                sum("socket_dropped"),
-                sum("unread_at_close"),
-                sum("read"),
-                if adds { "yes" } else { "no" }
-            );
+        return "<p class=\"note\">No loss waterfall: the receivers printed no layers line (no drop tracer).</p>".into();
+    }
+    let mut rows = Vec::new();
+    let mut table = String::from(
+        "<table class=\"waterfall\"><tr><th>receiver</th><th>expected</th><th>lost on the path</th><th>reached the driver</th><th>kernel dropped</th><th>socket dropped</th><th>unread at close</th><th>read</th><th>adds up</th></tr>",
+    );
+    for n in nodes {
+        let mine: Vec<&serde_json::Value> = with_layers.iter().filter(|r| &r.node == n).filter_map(|r| r.layers.as_ref()).collect();
+        if mine.is_empty() {
+            continue;
         }
-        table.push_str("</table>");
-        figs.push(format!(
-            "<figure>{}{table}<figcaption>{}</figcaption></figure>",
-            svg::stacked_bars("Loss waterfall per receiver", &rows),
-            esc(&format!(
-                "Where every data datagram went (the receivers' layers lines), Σ over {repeats} repeat(s); kernel includes unspecified and no-listener drops."
-            ))
+        let sum = |k: &str| mine.iter().map(|l| l[k].as_u64().unwrap_or(0)).sum::<u64>();
+        let adds = mine.iter().all(|l| l["adds_up"].as_bool() == Some(true));
+        rows.push((
+            n.clone(),
+            vec![
+                Segment { name: "read", colour: "#4caf50", value: sum("read") },
+                Segment { name: "path", colour: "#d62728", value: sum("path_lost") },
+                Segment { name: "kernel", colour: "#ff7f0e", value: sum("kernel_dropped") + sum("unspecified") + sum("no_listener") },
+                Segment { name: "socket", colour: "#8c564b", value: sum("socket_dropped") },
+                Segment { name: "unread", colour: "#9e9e9e", value: sum("unread_at_close") },
+                Segment { name: "sunk", colour: "#1f77b4", value: sum("sunk") },
+            ],
         ));
+        let _ = write!(
+            table,
+            "<tr><th>{}</th><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+            esc(n),
+            sum("expected"),
+            sum("path_lost"),
+            sum("reached_driver"),
+            sum("kernel_dropped") + sum("unspecified") + sum("no_listener"),
+            sum("socket_dropped"),
+            sum("unread_at_close"),
+            sum("read"),
+            if adds { "yes" } else { "no" }
+        );
     }
-    if !no_intervals {
-        let bin = svg::heat_bin(c.recvs.iter().map(|r| r.intervals.len()).max().unwrap_or(0));
-        let rows: Vec<(String, Vec<Cell>)> = c
-            .recvs
-            .iter()
-            .map(|r| {
-                let cells = r
-                    .intervals
-                    .chunks(bin)
-                    .map(|ivs| {
-                        let lost: u64 = ivs.iter().map(|iv| iv.lost.max(0) as u64).sum();
-                        let total = lost + ivs.iter().map(|iv| iv.received).sum::<u64>();
-                        (total > 0).then(|| (100.0 * lost as f64 / total as f64, lost, total))
-                    })
-                    .collect();
-                (series_name(&r.node, r.repeat, repeats), cells)
-            })
-            .collect();
-        let x_label = if bin == 1 { "interval".to_string() } else { format!("interval ({bin} per cell)") };
-        figs.push(fig(
-            svg::heat_matrix("Loss: receivers × intervals", &x_label, &rows, bin),
-            "Each cell one interval report of one receiver: white no loss, red the most loss seen in this case, grey no traffic.".into(),
-        ));
-    }
-    figs
+    table.push_str("</table>");
+    format!(
+        "<figure>{}{table}<figcaption>{}</figcaption></figure>",
+        svg::stacked_bars("Loss waterfall per receiver", &rows),
+        esc(&format!(
+            "Where every data datagram went (the receivers' layers lines), Σ over {repeats} repeat(s); kernel includes unspecified and no-listener drops."
+        ))
+    )
+}
+
+/// The loss of each receiver's interval reports as a heat matrix (intervals binned to fit).
+fn loss_heat_figure(c: &CaseData, repeats: u32) -> String {
+    let bin = svg::heat_bin(c.recvs.iter().map(|r| r.intervals.len()).max().unwrap_or(0));
+    let rows: Vec<(String, Vec<Cell>)> = c
+        .recvs
+        .iter()
+        .map(|r| {
+            let cells = r
+                .intervals
+                .chunks(bin)
+                .map(|ivs| {
+                    let lost: u64 = ivs.iter().map(|iv| iv.lost.max(0) as u64).sum();
+                    let total = lost + ivs.iter().map(|iv| iv.received).sum::<u64>();
+                    (total > 0).then(|| (100.0 * lost as f64 / total as f64, lost, total))
+                })
+                .collect();
+            (series_name(&r.node, r.repeat, repeats), cells)
+        })
+        .collect();
+    let x_label = if bin == 1 { "interval".to_string() } else { format!("interval ({bin} per cell)") };
+    figure(
+        svg::heat_matrix("Loss: receivers × intervals", &x_label, &rows, bin),
+        "Each cell one interval report of one receiver: white no loss, red the most loss seen in this case, grey no traffic.".into(),
+    )
 }
 
 /// A histogram by bucket top ([`super::bucket_tops`]).
