@@ -590,6 +590,41 @@ fn read_sender(path: &Path, lines: &[serde_json::Value]) -> Result<Input> {
 
 /// Builds the report from the inputs.
 fn build(inputs: Vec<Input>) -> Result<Report> {
+    let (recvs, sender) = sort_inputs(inputs)?;
+    // All receivers must share a run (the sender's, when given).
+    check_one_run(&recvs, sender.as_ref())?;
+    let iv = recvs[0].loss.interval_s;
+    if let Some(r) = recvs.iter().find(|r| r.loss.interval_s != iv) {
+        bail!(
+            "{} groups its loss by {} s intervals and {} by {} s: run the receivers with the same --interval",
+            display(&recvs[0].file),
+            iv,
+            display(&r.file),
+            r.loss.interval_s
+        );
+    }
+    let (columns, rows) = loss_matrix(&recvs);
+    let (flows, mut totals) = split_flows(&recvs, sender.as_ref());
+    if let Some(s) = &sender {
+        let in_sender = s.lost_in_sender.map(|l| l.min(totals.common));
+        totals.sender = in_sender;
+        totals.path = in_sender.map(|l| totals.common - l);
+    }
+    let complete = rows.iter().all(|r| r.complete);
+    Ok(Report {
+        ty: "report",
+        receivers: rows,
+        interval_s: iv,
+        intervals_tai_ns: columns,
+        flows,
+        totals,
+        sender,
+        complete,
+    })
+}
+
+/// The receivers' outputs (at least one, names distinct) and the sender's (at most one), in input order.
+fn sort_inputs(inputs: Vec<Input>) -> Result<(Vec<Receiver>, Option<SenderInfo>)> {
     let mut recvs: Vec<Receiver> = Vec::new();
     let mut sender: Option<SenderInfo> = None;
     for i in inputs {
@@ -616,29 +651,37 @@ fn build(inputs: Vec<Input>) -> Result<Report> {
     if recvs.is_empty() {
         bail!("no receiver output among the inputs: give the files `mcblast recv --json` wrote (one per receiver)");
     }
-    // All receivers must share a run (the sender's, when given).
-    let runs = |r: &Receiver| r.flows.keys().map(|f| f.run).collect::<BTreeSet<u32>>();
-    if let Some(s) = &sender
-        && let Some(r) = recvs.iter().find(|r| !r.flows.is_empty() && !runs(r).contains(&(s.run as u32)))
+    Ok((recvs, sender))
+}
+
+/// The runs a receiver saw.
+fn runs_of(r: &Receiver) -> BTreeSet<u32> {
+    r.flows.keys().map(|f| f.run).collect()
+}
+
+/// Refuses receivers that saw no run in common, or none the sender sent.
+fn check_one_run(recvs: &[Receiver], sender: Option<&SenderInfo>) -> Result<()> {
+    if let Some(s) = sender
+        && let Some(r) = recvs.iter().find(|r| !r.flows.is_empty() && !runs_of(r).contains(&(s.run as u32)))
     {
         bail!(
             "{} saw run(s) {} but the sender {} sent run {:x}: give outputs of one run",
             display(&r.file),
-            hex_runs(&runs(r)),
+            hex_runs(&runs_of(r)),
             display(&s.file),
             s.run
         );
     }
     let with_flows: Vec<&Receiver> = recvs.iter().filter(|r| !r.flows.is_empty()).collect();
     if let Some(first) = with_flows.first() {
-        let mut common = runs(first);
+        let mut common = runs_of(first);
         for r in &with_flows[1..] {
-            let rr = runs(r);
+            let rr = runs_of(r);
             if common.intersection(&rr).next().is_none() {
                 bail!(
                     "{} saw run(s) {} and {} saw run(s) {}: these receivers are from different runs; give outputs of one run",
                     display(&first.file),
-                    hex_runs(&runs(first)),
+                    hex_runs(&runs_of(first)),
                     display(&r.file),
                     hex_runs(&rr)
                 );
@@ -646,18 +689,11 @@ fn build(inputs: Vec<Input>) -> Result<Report> {
             common = common.intersection(&rr).copied().collect();
         }
     }
-    let iv = recvs[0].loss.interval_s;
-    if let Some(r) = recvs.iter().find(|r| r.loss.interval_s != iv) {
-        bail!(
-            "{} groups its loss by {} s intervals and {} by {} s: run the receivers with the same --interval",
-            display(&recvs[0].file),
-            iv,
-            display(&r.file),
-            r.loss.interval_s
-        );
-    }
+    Ok(())
+}
 
-    // The matrix: recorded loss per receiver and interval.
+/// The matrix: the intervals' start times (columns) and each receiver's recorded loss per interval (rows).
+fn loss_matrix(recvs: &[Receiver]) -> (Vec<u64>, Vec<ReceiverRow>) {
     let columns: BTreeSet<u64> =
         recvs.iter().flat_map(|r| r.loss.flows.iter().flat_map(|f| f.intervals.iter().map(|i| i.start_tai_ns))).collect();
     let columns: Vec<u64> = columns.into_iter().collect();
@@ -682,8 +718,11 @@ fn build(inputs: Vec<Input>) -> Result<Report> {
             }
         })
         .collect();
+    (columns, rows)
+}
 
-    // Per flow: who saw it, and the classification over them.
+/// Per flow: who saw it and the classification of its loss over them; the totals of the classes (sender's share unset).
+fn split_flows(recvs: &[Receiver], sender: Option<&SenderInfo>) -> (Vec<FlowSplit>, Totals) {
     let all_flows: BTreeSet<FlowId> = recvs.iter().flat_map(|r| r.flows.keys().cloned()).collect();
     let mut totals = Totals { unique: recvs.iter().map(|r| (r.name.clone(), 0)).collect(), ..Totals::default() };
     let mut flows = Vec::new();
@@ -711,7 +750,7 @@ fn build(inputs: Vec<Input>) -> Result<Report> {
                 UniqueClass { receiver: seen[i].name.clone(), class: Class::of(r) }
             })
             .collect();
-        let sent = sender.as_ref().filter(|s| s.run == u64::from(id.run)).and_then(|s| s.flows.get(&id.flow).copied());
+        let sent = sender.filter(|s| s.run == u64::from(id.run)).and_then(|s| s.flows.get(&id.flow).copied());
         flows.push(FlowSplit {
             receivers: seen.iter().map(|r| r.name.clone()).collect(),
             sent,
@@ -721,22 +760,7 @@ fn build(inputs: Vec<Input>) -> Result<Report> {
             id,
         });
     }
-    if let Some(s) = &sender {
-        let in_sender = s.lost_in_sender.map(|l| l.min(totals.common));
-        totals.sender = in_sender;
-        totals.path = in_sender.map(|l| totals.common - l);
-    }
-    let complete = rows.iter().all(|r| r.complete);
-    Ok(Report {
-        ty: "report",
-        receivers: rows,
-        interval_s: iv,
-        intervals_tai_ns: columns,
-        flows,
-        totals,
-        sender,
-        complete,
-    })
+    (flows, totals)
 }
 
 fn hex_runs(runs: &BTreeSet<u32>) -> String {
@@ -760,11 +784,21 @@ fn human(r: &Report) -> String {
     if !r.complete {
         t.push_str("warning: some receivers' loss records are incomplete (see `complete`); the classification covers what was recorded\n");
     }
-    // The matrix.
+    let width = r.receivers.iter().map(|x| x.name.len()).max().unwrap_or(8).max(8);
+    t.push_str(&human_matrix(r, width));
+    // The classification.
+    for f in &r.flows {
+        t.push_str(&human_flow(f, width));
+    }
+    t.push_str(&human_totals(r));
+    t
+}
+
+/// The matrix, as text: lost datagrams per receiver and interval (receiver names padded to `width`).
+fn human_matrix(r: &Report, width: usize) -> String {
     let cols = r.intervals_tai_ns.len().min(HUMAN_COLUMNS);
     let t0 = r.intervals_tai_ns.first().copied().unwrap_or(0);
-    let width = r.receivers.iter().map(|x| x.name.len()).max().unwrap_or(8).max(8);
-    t.push_str(&format!("\nlost datagrams per receiver and {} s interval (columns: seconds from the first loss):\n", r.interval_s));
+    let mut t = format!("\nlost datagrams per receiver and {} s interval (columns: seconds from the first loss):\n", r.interval_s);
     t.push_str(&format!("{:<width$}", "receiver"));
     for c in &r.intervals_tai_ns[..cols] {
         t.push_str(&format!(" {:>7}", format!("+{:.0}", (c - t0) as f64 / 1e9)));
@@ -788,40 +822,47 @@ fn human(r: &Report) -> String {
             if row.complete { "" } else { "  (records incomplete)" }
         ));
     }
-    // The classification.
-    for f in &r.flows {
-        let k = f.receivers.len();
-        t.push_str(&format!(
-            "\nflow {} of {} to {} (run {:x}): seen by {k} receiver(s){}\n",
-            f.id.flow,
-            f.id.sender,
-            f.id.group,
-            f.id.run,
-            f.sent.map(|s| format!(", sender sent {s}")).unwrap_or_default()
-        ));
-        t.push_str(&format!(
-            "  common  (lost at all {k}: sender or fabric, upstream of the replication point): {:>8}{}\n",
-            f.common.count,
-            sep(fmt_ranges(&f.common.top, f.common.ranges))
-        ));
-        t.push_str(&format!(
-            "  partial (lost at some, not all: between the replication point and the receivers): {:>8}{}\n",
-            f.partial.count,
-            sep(fmt_ranges(&f.partial.top, f.partial.ranges))
-        ));
-        if f.unique.is_empty() {
-            t.push_str("  unique  (one receiver's path or host): none\n");
-        }
-        for u in &f.unique {
-            t.push_str(&format!(
-                "  unique  at {:<width$} (its own path or host): {:>8}{}\n",
-                u.receiver,
-                u.class.count,
-                sep(fmt_ranges(&u.class.top, u.class.ranges))
-            ));
-        }
+    t
+}
+
+/// One flow's classification, as text: its common, partial and unique loss (receiver names padded to `width`).
+fn human_flow(f: &FlowSplit, width: usize) -> String {
+    let k = f.receivers.len();
+    let mut t = format!(
+        "\nflow {} of {} to {} (run {:x}): seen by {k} receiver(s){}\n",
+        f.id.flow,
+        f.id.sender,
+        f.id.group,
+        f.id.run,
+        f.sent.map(|s| format!(", sender sent {s}")).unwrap_or_default()
+    );
+    t.push_str(&format!(
+        "  common  (lost at all {k}: sender or fabric, upstream of the replication point): {:>8}{}\n",
+        f.common.count,
+        sep(fmt_ranges(&f.common.top, f.common.ranges))
+    ));
+    t.push_str(&format!(
+        "  partial (lost at some, not all: between the replication point and the receivers): {:>8}{}\n",
+        f.partial.count,
+        sep(fmt_ranges(&f.partial.top, f.partial.ranges))
+    ));
+    if f.unique.is_empty() {
+        t.push_str("  unique  (one receiver's path or host): none\n");
     }
-    t.push_str(&format!("\ntotal: common {}, partial {}", r.totals.common, r.totals.partial));
+    for u in &f.unique {
+        t.push_str(&format!(
+            "  unique  at {:<width$} (its own path or host): {:>8}{}\n",
+            u.receiver,
+            u.class.count,
+            sep(fmt_ranges(&u.class.top, u.class.ranges))
+        ));
+    }
+    t
+}
+
+/// The totals line, as text, and what the sender's ledger says of the common loss.
+fn human_totals(r: &Report) -> String {
+    let mut t = format!("\ntotal: common {}, partial {}", r.totals.common, r.totals.partial);
     let uniq: Vec<String> = r.totals.unique.iter().filter(|(_, v)| **v > 0).map(|(k, v)| format!("{k} {v}")).collect();
     t.push_str(&format!(", unique {}", if uniq.is_empty() { "0".to_string() } else { uniq.join(", ") }));
     match (&r.sender, r.totals.sender, r.totals.path) {
