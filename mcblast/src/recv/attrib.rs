@@ -421,42 +421,65 @@ pub fn layers(m: &Measured, reasons: Vec<ReasonCount>, host: HostDeltas) -> Laye
 /// The human table of a waterfall.
 pub fn human(l: &Layers) -> String {
     let mut t = String::from("--- where the data datagrams went (all flows) ---\n");
-    let row = |t: &mut String, label: &str, n: String, note: &str| {
-        t.push_str(&format!("{label:<34} {n:>10}{}{note}\n", if note.is_empty() { "" } else { "  " }));
-    };
-    let by = |t: &mut String, layer: Layer| {
-        for r in l.reasons.iter().filter(|r| r.layer == layer && r.data + r.fragments > 0) {
-            let f = r.function.as_ref().map(|f| format!("in {f}")).unwrap_or_default();
-            row(t, &format!("      {}", r.reason), (r.data + r.fragments).to_string(), &f);
-        }
-    };
-    row(&mut t, "sent (senders' end markers)", l.expected.to_string(), "");
-    row(&mut t, "  - lost on the path", l.path_lost.to_string(), "sequence gaps at the driver");
+    human_path(&mut t, l);
+    human_kernel(&mut t, l);
+    human_socket(&mut t, l);
+    human_verdict(&mut t, l);
+    human_host(&mut t, l);
+    if l.flows.len() > 1 {
+        t.push('\n');
+        t.push_str(&human_flows(&l.flows));
+    }
+    t
+}
+
+/// Appends one line of the waterfall to `t`: label, count and an optional note.
+fn row(t: &mut String, label: &str, n: String, note: &str) {
+    t.push_str(&format!("{label:<34} {n:>10}{}{note}\n", if note.is_empty() { "" } else { "  " }));
+}
+
+/// Appends a line to `t` for each reason of `layer` that dropped data datagrams or fragments.
+fn by_reason(t: &mut String, l: &Layers, layer: Layer) {
+    for r in l.reasons.iter().filter(|r| r.layer == layer && r.data + r.fragments > 0) {
+        let f = r.function.as_ref().map(|f| format!("in {f}")).unwrap_or_default();
+        row(t, &format!("      {}", r.reason), (r.data + r.fragments).to_string(), &f);
+    }
+}
+
+/// Appends the lines up to the driver to `t`: sent, lost (and the NIC's drops) or duplicated on the path, reached the
+/// driver, sunk.
+fn human_path(t: &mut String, l: &Layers) {
+    row(t, "sent (senders' end markers)", l.expected.to_string(), "");
+    row(t, "  - lost on the path", l.path_lost.to_string(), "sequence gaps at the driver");
     match &l.driver {
         Some(d) if !d.counters.is_empty() => {
-            row(&mut t, "      receiver NIC/driver drops", d.dropped.to_string(), "ethtool -S, whole interface:");
+            row(t, "      receiver NIC/driver drops", d.dropped.to_string(), "ethtool -S, whole interface:");
             for c in &d.counters {
-                row(&mut t, &format!("        {}", c.name), c.delta.to_string(), c.why);
+                row(t, &format!("        {}", c.name), c.delta.to_string(), c.why);
             }
         }
-        Some(_) => row(&mut t, "      receiver NIC/driver drops", "0".into(), "ethtool -S, whole interface"),
+        Some(_) => row(t, "      receiver NIC/driver drops", "0".into(), "ethtool -S, whole interface"),
         None => {}
     }
     if l.path_duplicates > 0 {
-        row(&mut t, "  + duplicated on the path", l.path_duplicates.to_string(), "");
+        row(t, "  + duplicated on the path", l.path_duplicates.to_string(), "");
     }
     let frag_note = if l.fragments > 0 {
         format!("{} of them fragmented (counted by their first fragment)", l.fragments)
     } else {
         String::new()
     };
-    row(&mut t, &format!("reached the driver ({})", l.counted_at), l.reached_driver.to_string(), &frag_note);
+    row(t, &format!("reached the driver ({})", l.counted_at), l.reached_driver.to_string(), &frag_note);
     if l.sunk > 0 {
-        row(&mut t, "  - sunk (--sink)", l.sunk.to_string(), "dropped by design after counting, not loss");
+        row(t, "  - sunk (--sink)", l.sunk.to_string(), "dropped by design after counting, not loss");
     }
+}
+
+/// Appends the kernel's lines to `t`: dropped (by reason), never reassembled, freed without a reason, no listener.
+fn human_kernel(t: &mut String, l: &Layers) {
     let how = if l.drop_reasons { "by reason (kfree_skb):" } else { "by the function that freed them (kfree_skb):" };
-    row(&mut t, "  - dropped in the kernel", l.kernel_dropped.to_string(), if l.kernel_dropped > 0 { how } else { "" });
-    by(&mut t, Layer::Kernel);
+    row(t, "  - dropped in the kernel", l.kernel_dropped.to_string(), if l.kernel_dropped > 0 { how } else { "" });
+    by_reason(t, l, Layer::Kernel);
     if l.fragments > 0 || l.reassembly_failed > 0 {
         let lost = l
             .reasons
@@ -469,11 +492,11 @@ pub fn human(l: &Layers) -> String {
         } else {
             "a lost fragment would lose the whole datagram".to_string()
         };
-        row(&mut t, "  - never reassembled", l.reassembly_failed.to_string(), &note);
-        by(&mut t, Layer::Reassembly);
+        row(t, "  - never reassembled", l.reassembly_failed.to_string(), &note);
+        by_reason(t, l, Layer::Reassembly);
         if l.reassembly_untraced > 0 {
             row(
-                &mut t,
+                t,
                 "      Ip ReasmTimeout, untraced",
                 l.reassembly_untraced.to_string(),
                 "timed out in the kernel's count, not seen by the drop tracer",
@@ -482,24 +505,32 @@ pub fn human(l: &Layers) -> String {
     }
     if l.unspecified > 0 {
         let how = if l.drop_reasons { "NOT_SPECIFIED:" } else { "by a function that drops for more than one cause:" };
-        row(&mut t, "  - freed without a reason", l.unspecified.to_string(), how);
-        by(&mut t, Layer::Unspecified);
+        row(t, "  - freed without a reason", l.unspecified.to_string(), how);
+        by_reason(t, l, Layer::Unspecified);
     }
     if l.no_listener > 0 {
-        row(&mut t, "  - no listener on the port", l.no_listener.to_string(), "not loss: no socket was bound to the port");
+        row(t, "  - no listener on the port", l.no_listener.to_string(), "not loss: no socket was bound to the port");
     }
-    row(&mut t, "delivered to the socket", l.delivered_to_socket.to_string(), "");
+}
+
+/// Appends the socket's lines to `t`: delivered, dropped at the socket, unread at close, read.
+fn human_socket(t: &mut String, l: &Layers) {
+    row(t, "delivered to the socket", l.delivered_to_socket.to_string(), "");
     let own = match l.reader {
         "iperf2" => "iperf2's socket".to_string(),
         _ => format!("the socket's own drop count: {}", l.so_rxq_ovfl),
     };
-    row(&mut t, "  - dropped at the socket", l.socket_dropped.to_string(), &own);
-    by(&mut t, Layer::Socket);
+    row(t, "  - dropped at the socket", l.socket_dropped.to_string(), &own);
+    by_reason(t, l, Layer::Socket);
     if l.unread_at_close > 0 {
-        row(&mut t, "  - unread when the socket closed", l.unread_at_close.to_string(), "");
+        row(t, "  - unread when the socket closed", l.unread_at_close.to_string(), "");
     }
     let reader = if l.reader == "iperf2" { "read by iperf2" } else { "read by the application" };
-    row(&mut t, reader, l.read.to_string(), "");
+    row(t, reader, l.read.to_string(), "");
+}
+
+/// Appends the tracer's and the kernel's caveats to `t`, and whether every datagram is accounted for.
+fn human_verdict(t: &mut String, l: &Layers) {
     if l.tracer_keys_full > 0 {
         t.push_str(&format!(
             "warning: the drop tracer's map was full: {} drop(s) to the port were not counted by reason or flow\n",
@@ -518,6 +549,10 @@ pub fn human(l: &Layers) -> String {
             l.unaccounted
         ));
     }
+}
+
+/// Appends the host counters that could be read during the run to `t`, if any.
+fn human_host(t: &mut String, l: &Layers) {
     let h = &l.host;
     let pairs = [
         ("rx_dropped", h.rx_dropped),
@@ -535,11 +570,6 @@ pub fn human(l: &Layers) -> String {
     if !shown.is_empty() {
         t.push_str(&format!("\nhost counters during the run (whole interface / namespace): {}", shown.join(", ")));
     }
-    if l.flows.len() > 1 {
-        t.push('\n');
-        t.push_str(&human_flows(&l.flows));
-    }
-    t
 }
 
 /// The compact per-flow table (when there is more than one flow).
