@@ -117,6 +117,29 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
             r => r?,
         }
     }
+    let out = prepare_out(&a, &plan)?;
+    let mut w = Writer::create(&out)?;
+    let n = plan.cases.len();
+    eprintln!(
+        "mcblast run: {} case(s) x {} repeat(s), results in {}",
+        n,
+        plan.repeats,
+        out.display()
+    );
+    let mut progress = Progress::new(n as u32 * plan.repeats);
+    let mut finished = 0;
+    // the lab (if any) is removed when run_cases returns, before the progress line is finished
+    let res = run_cases(&plan, &out, &mut w, &mut progress, &mut finished);
+    progress.finish();
+    if finished > 0 {
+        crate::report::after_run(&out);
+    }
+    finish_run(res, finished, n, &progress, &out)
+}
+
+/// The results directory (`--out`, else `runs/TIMESTAMP`), created with its `raw/`, the plan and the inventory
+/// copied in.
+fn prepare_out(a: &RunArgs, plan: &Plan) -> Result<PathBuf> {
     let out = a.out.clone().unwrap_or_else(|| {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         PathBuf::from("runs").join(timestamp(now))
@@ -127,61 +150,70 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         std::fs::copy(&h.inventory, out.join("inventory"))
             .with_context(|| format!("copying the inventory into {}", out.display()))?;
     }
-    let mut w = Writer::create(&out)?;
+    Ok(out)
+}
+
+/// Runs every case in turn, counting those finished in `finished`; building a case's lab only when it differs from the
+/// previous case's, and removing the last one before returning.
+fn run_cases(plan: &Plan, out: &Path, w: &mut Writer, progress: &mut Progress, finished: &mut usize) -> Result<()> {
     let n = plan.cases.len();
-    eprintln!(
-        "mcblast run: {} case(s) x {} repeat(s), results in {}",
-        n,
-        plan.repeats,
-        out.display()
-    );
-    let mut progress = Progress::new(n as u32 * plan.repeats);
     let mut lab: Option<Lab> = None;
-    let mut finished = 0;
-    let res = (|| -> Result<()> {
-        for (i, case) in plan.cases.iter().enumerate() {
-            let k = i + 1;
-            let site = match &plan.hosts {
-                Some(h) => Site::hosts(h, case),
-                None => {
-                    let spec = plan.spec_for(case);
-                    if lab.as_ref().is_none_or(|l| l.spec() != spec) {
-                        lab = None; // removes the previous lab first
-                        check_stop()?;
-                        progress.show(k, n, 0, plan.repeats, "building the lab");
-                        lab = Some(build_lab(&plan, &spec).with_context(|| format!("case {k}: building the lab"))?);
-                    }
-                    Site::lab(lab.as_ref().unwrap(), spec)
+    for (i, case) in plan.cases.iter().enumerate() {
+        let k = i + 1;
+        let site = match &plan.hosts {
+            Some(h) => Site::hosts(h, case),
+            None => {
+                let spec = plan.spec_for(case);
+                if lab.as_ref().is_none_or(|l| l.spec() != spec) {
+                    drop(lab.take()); // removes the previous lab first
+                    check_stop()?;
+                    progress.show(k, n, 0, plan.repeats, "building the lab");
+                    lab = Some(build_lab(plan, &spec).with_context(|| format!("case {k}: building the lab"))?);
                 }
-            };
-            let mut samples = CaseSamples::default();
-            let mut delays: Vec<(u32, String, stats::Dist)> = Vec::new();
-            for rep in 1..=plan.repeats {
-                check_stop()?;
-                progress.show(k, n, rep, plan.repeats, &case_label(case));
-                let (s, rs) = one_run(&plan, &site, case, k, rep, &out)?;
-                for (node, r) in &rs {
-                    w.cases.row(&stats::cases_row(k, case, rep, node, &s, r))?;
-                    delays.extend(r.delay.clone().map(|d| (rep, node.clone(), d)));
-                }
-                let rs: Vec<RecvResult> = rs.into_iter().map(|(_, r)| r).collect();
-                samples.add_repeat(&s, &rs);
-                progress.repeat_done();
+                Site::lab(lab.as_ref().unwrap(), spec)
             }
-            w.summary.row(&stats::summary_row(k, case, &samples))?;
-            let entries: Vec<hlog::Entry> =
-                delays.iter().map(|(repeat, node, delay)| hlog::Entry { repeat: *repeat, node, delay }).collect();
-            let duration = std::time::Duration::from_secs_f64(case.duration);
-            hlog::write(&out.join(format!("c{k:03}-delay.hlog")), &entries, duration)?;
-            finished += 1;
-        }
-        Ok(())
-    })();
-    drop(lab);
-    progress.finish();
-    if finished > 0 {
-        crate::report::after_run(&out);
+        };
+        run_case(plan, &site, case, k, out, w, progress)?;
+        *finished += 1;
     }
+    Ok(())
+}
+
+/// Runs case number `k`'s repeats on `site`, writing their rows, the case's summary row and its delay histograms.
+fn run_case(
+    plan: &Plan,
+    site: &Site,
+    case: &Case,
+    k: usize,
+    out: &Path,
+    w: &mut Writer,
+    progress: &mut Progress,
+) -> Result<()> {
+    let n = plan.cases.len();
+    let mut samples = CaseSamples::default();
+    let mut delays: Vec<(u32, String, stats::Dist)> = Vec::new();
+    for rep in 1..=plan.repeats {
+        check_stop()?;
+        progress.show(k, n, rep, plan.repeats, &case_label(case));
+        let (s, rs) = one_run(plan, site, case, k, rep, out)?;
+        for (node, r) in &rs {
+            w.cases.row(&stats::cases_row(k, case, rep, node, &s, r))?;
+            delays.extend(r.delay.clone().map(|d| (rep, node.clone(), d)));
+        }
+        let rs: Vec<RecvResult> = rs.into_iter().map(|(_, r)| r).collect();
+        samples.add_repeat(&s, &rs);
+        progress.repeat_done();
+    }
+    w.summary.row(&stats::summary_row(k, case, &samples))?;
+    let entries: Vec<hlog::Entry> =
+        delays.iter().map(|(repeat, node, delay)| hlog::Entry { repeat: *repeat, node, delay }).collect();
+    let duration = std::time::Duration::from_secs_f64(case.duration);
+    hlog::write(&out.join(format!("c{k:03}-delay.hlog")), &entries, duration)?;
+    Ok(())
+}
+
+/// The run's exit: success, 130 when stopped (saying what finished), or the error with what finished.
+fn finish_run(res: Result<()>, finished: usize, n: usize, progress: &Progress, out: &Path) -> Result<ExitCode> {
     match res {
         Ok(()) => {
             eprintln!(
