@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use serde_yaml_ng::Value as Yaml;
 
 /// One host as mcblast reaches it.
 #[derive(Debug, Clone, PartialEq)]
@@ -155,13 +156,8 @@ fn valid_name(s: &str) -> bool {
 
 /// Parses the INI format; `file` names it in errors (`file:line: ...`).
 pub fn parse_ini(text: &str, file: &str) -> Result<Inventory> {
-    enum Sec {
-        Hosts(String),
-        Vars(String),
-        Children(String),
-    }
     let mut raw = Raw::default();
-    let mut sec = Sec::Hosts("ungrouped".into());
+    let mut sec = IniSection::Hosts("ungrouped".into());
     for (i, line) in text.lines().enumerate() {
         let n = i + 1;
         let t = line.trim();
@@ -169,23 +165,8 @@ pub fn parse_ini(text: &str, file: &str) -> Result<Inventory> {
             continue;
         }
         if let Some(rest) = t.strip_prefix('[') {
-            let Some(head) = rest.split_once(']').map(|(h, after)| (h.trim(), after.trim())) else {
-                bail!("{file}:{n}: section header without `]`: {t}");
-            };
-            if !(head.1.is_empty() || head.1.starts_with('#') || head.1.starts_with(';')) {
-                bail!("{file}:{n}: text after the section header: {t}");
-            }
-            let (name, kind) = head.0.split_once(':').unwrap_or((head.0, ""));
-            if !valid_name(name) || name.contains(':') {
-                bail!("{file}:{n}: bad group name `{name}` (letters, digits, `-`, `_`, `.`)");
-            }
-            sec = match kind {
-                "" => Sec::Hosts(name.into()),
-                "vars" => Sec::Vars(name.into()),
-                "children" => Sec::Children(name.into()),
-                k => bail!("{file}:{n}: unknown section kind `[{name}:{k}]`: use [{name}], [{name}:vars] or [{name}:children]"),
-            };
-            raw.group(name);
+            sec = ini_section(rest, t, file, n)?;
+            raw.group(sec.group());
             continue;
         }
         let words = split_words(t).map_err(|e| anyhow::anyhow!("{file}:{n}: {e}"))?;
@@ -193,39 +174,9 @@ pub fn parse_ini(text: &str, file: &str) -> Result<Inventory> {
             continue;
         }
         match &sec {
-            Sec::Hosts(g) => {
-                let host = &words[0];
-                if host.contains('[') {
-                    bail!("{file}:{n}: host ranges like `{host}` are not supported: list each host on its own line");
-                }
-                if host.contains('=') || !valid_name(host) {
-                    bail!("{file}:{n}: expected a host name first, then key=value pairs: {t}");
-                }
-                let mut vars = Vec::new();
-                for w in &words[1..] {
-                    let Some((k, v)) = w.split_once('=') else {
-                        bail!("{file}:{n}: `{w}` is not key=value (quote values with spaces: key=\"a b\")");
-                    };
-                    if k.is_empty() {
-                        bail!("{file}:{n}: `{w}`: empty variable name");
-                    }
-                    vars.push((k.to_string(), v.to_string()));
-                }
-                raw.group(g).hosts.push((host.clone(), vars));
-            }
-            Sec::Vars(g) => {
-                let Some((k, v)) = t.split_once('=') else {
-                    bail!("{file}:{n}: `{t}` is not key=value ([{g}:vars] holds variables)");
-                };
-                let k = k.trim();
-                if k.is_empty() || k.contains(char::is_whitespace) {
-                    bail!("{file}:{n}: bad variable name `{k}`");
-                }
-                let v = split_words(v.trim()).map_err(|e| anyhow::anyhow!("{file}:{n}: {e}"))?;
-                // a quoted value keeps its spaces; unquoted words are joined back
-                raw.group(g).vars.push((k.to_string(), v.join(" ")));
-            }
-            Sec::Children(g) => {
+            IniSection::Hosts(g) => ini_host(&mut raw, g, &words, t, file, n)?,
+            IniSection::Vars(g) => ini_var(&mut raw, g, t, file, n)?,
+            IniSection::Children(g) => {
                 if words.len() != 1 || !valid_name(&words[0]) {
                     bail!("{file}:{n}: [{g}:children] lists one group name per line: {t}");
                 }
@@ -238,10 +189,83 @@ pub fn parse_ini(text: &str, file: &str) -> Result<Inventory> {
     resolve(raw, file)
 }
 
+/// The kind of an INI section, with its group's name.
+enum IniSection {
+    Hosts(String),
+    Vars(String),
+    Children(String),
+}
+
+impl IniSection {
+    /// The section's group.
+    fn group(&self) -> &str {
+        match self {
+            IniSection::Hosts(g) | IniSection::Vars(g) | IniSection::Children(g) => g,
+        }
+    }
+}
+
+/// The section a header line `t` opens (`rest` is what follows its `[`; `n` its line number).
+fn ini_section(rest: &str, t: &str, file: &str, n: usize) -> Result<IniSection> {
+    let Some(head) = rest.split_once(']').map(|(h, after)| (h.trim(), after.trim())) else {
+        bail!("{file}:{n}: section header without `]`: {t}");
+    };
+    if !(head.1.is_empty() || head.1.starts_with('#') || head.1.starts_with(';')) {
+        bail!("{file}:{n}: text after the section header: {t}");
+    }
+    let (name, kind) = head.0.split_once(':').unwrap_or((head.0, ""));
+    if !valid_name(name) || name.contains(':') {
+        bail!("{file}:{n}: bad group name `{name}` (letters, digits, `-`, `_`, `.`)");
+    }
+    Ok(match kind {
+        "" => IniSection::Hosts(name.into()),
+        "vars" => IniSection::Vars(name.into()),
+        "children" => IniSection::Children(name.into()),
+        k => bail!("{file}:{n}: unknown section kind `[{name}:{k}]`: use [{name}], [{name}:vars] or [{name}:children]"),
+    })
+}
+
+/// Adds the host of a `[group]` line (its `words`: the name, then key=value pairs) to group `g`.
+fn ini_host(raw: &mut Raw, g: &str, words: &[String], t: &str, file: &str, n: usize) -> Result<()> {
+    let host = &words[0];
+    if host.contains('[') {
+        bail!("{file}:{n}: host ranges like `{host}` are not supported: list each host on its own line");
+    }
+    if host.contains('=') || !valid_name(host) {
+        bail!("{file}:{n}: expected a host name first, then key=value pairs: {t}");
+    }
+    let mut vars = Vec::new();
+    for w in &words[1..] {
+        let Some((k, v)) = w.split_once('=') else {
+            bail!("{file}:{n}: `{w}` is not key=value (quote values with spaces: key=\"a b\")");
+        };
+        if k.is_empty() {
+            bail!("{file}:{n}: `{w}`: empty variable name");
+        }
+        vars.push((k.to_string(), v.to_string()));
+    }
+    raw.group(g).hosts.push((host.clone(), vars));
+    Ok(())
+}
+
+/// Adds the variable of a `[group:vars]` line `t` to group `g`.
+fn ini_var(raw: &mut Raw, g: &str, t: &str, file: &str, n: usize) -> Result<()> {
+    let Some((k, v)) = t.split_once('=') else {
+        bail!("{file}:{n}: `{t}` is not key=value ([{g}:vars] holds variables)");
+    };
+    let k = k.trim();
+    if k.is_empty() || k.contains(char::is_whitespace) {
+        bail!("{file}:{n}: bad variable name `{k}`");
+    }
+    let v = split_words(v.trim()).map_err(|e| anyhow::anyhow!("{file}:{n}: {e}"))?;
+    // a quoted value keeps its spaces; unquoted words are joined back
+    raw.group(g).vars.push((k.to_string(), v.join(" ")));
+    Ok(())
+}
+
 /// Parses the YAML format; `file` names it in errors (`file:line: ...` for syntax).
 pub fn parse_yaml(text: &str, file: &str) -> Result<Inventory> {
-    use serde_yaml_ng::Value;
-    let doc: Value = serde_yaml_ng::from_str(text).map_err(|e| {
+    let doc: Yaml = serde_yaml_ng::from_str(text).map_err(|e| {
         let msg = e.to_string();
         let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
         match e.location() {
@@ -249,105 +273,117 @@ pub fn parse_yaml(text: &str, file: &str) -> Result<Inventory> {
             None => anyhow::anyhow!("{file}: {}", msg.split_whitespace().collect::<Vec<_>>().join(" ")),
         }
     })?;
-    let scalar = |v: &Value, what: &str| -> Result<String> {
-        Ok(match v {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            Value::Bool(b) => b.to_string(),
-            Value::Null => String::new(),
-            _ => bail!("{file}: {what}: expected a single value, not a list or mapping"),
-        })
-    };
-    let key = |k: &Value, what: &str| -> Result<String> {
-        match k {
-            Value::String(s) => Ok(s.clone()),
-            Value::Number(n) => Ok(n.to_string()),
-            _ => bail!("{file}: {what}: a name must be text"),
-        }
-    };
-    let vars_of = |v: &Value, what: &str| -> Result<Vec<(String, String)>> {
-        match v {
-            Value::Null => Ok(Vec::new()),
-            Value::Mapping(m) => m
-                .iter()
-                .map(|(k, v)| {
-                    let k = key(k, what)?;
-                    let val = scalar(v, &format!("{what} {k}"))?;
-                    Ok((k, val))
-                })
-                .collect(),
-            _ => bail!("{file}: {what}: expected a mapping of variables"),
-        }
-    };
-    type KeyFn<'a> = &'a dyn Fn(&Value, &str) -> Result<String>;
-    type VarsFn<'a> = &'a dyn Fn(&Value, &str) -> Result<Vec<(String, String)>>;
-    fn walk(raw: &mut Raw, name: &str, g: &Value, file: &str, depth: u32, key: KeyFn, vars_of: VarsFn) -> Result<()> {
-        if depth > 32 {
-            bail!("{file}: groups nested deeper than 32 levels");
-        }
-        if !valid_name(name) {
-            bail!("{file}: bad group name `{name}`");
-        }
-        raw.group(name);
-        let m = match g {
-            Value::Null => return Ok(()),
-            Value::Mapping(m) => m,
-            _ => bail!("{file}: group `{name}`: expected a mapping with hosts, vars or children"),
-        };
-        for (k, v) in m {
-            let k = key(k, &format!("group `{name}`"))?;
-            match k.as_str() {
-                "hosts" => match v {
-                    Value::Null => {}
-                    Value::Mapping(hosts) => {
-                        for (h, hv) in hosts {
-                            let h = key(h, &format!("group `{name}` hosts"))?;
-                            if h.contains('[') {
-                                bail!("{file}: host ranges like `{h}` are not supported: list each host");
-                            }
-                            if !valid_name(&h) {
-                                bail!("{file}: group `{name}`: bad host name `{h}`");
-                            }
-                            let vars = vars_of(hv, &format!("host `{h}`"))?;
-                            raw.group(name).hosts.push((h, vars));
-                        }
-                    }
-                    _ => bail!("{file}: group `{name}`: `hosts` must be a mapping (host: vars or empty), not a list"),
-                },
-                "vars" => {
-                    let vars = vars_of(v, &format!("group `{name}` vars"))?;
-                    raw.group(name).vars.extend(vars);
-                }
-                "children" => match v {
-                    Value::Null => {}
-                    Value::Mapping(children) => {
-                        for (c, cv) in children {
-                            let c = key(c, &format!("group `{name}` children"))?;
-                            if !raw.group(name).children.contains(&c) {
-                                raw.group(name).children.push(c.clone());
-                            }
-                            walk(raw, &c, cv, file, depth + 1, key, vars_of)?;
-                        }
-                    }
-                    _ => bail!("{file}: group `{name}`: `children` must be a mapping of groups"),
-                },
-                other => bail!("{file}: group `{name}`: unknown key `{other}` (a group has hosts, vars and children)"),
-            }
-        }
-        Ok(())
-    }
     let mut raw = Raw::default();
     match &doc {
-        Value::Mapping(top) => {
+        Yaml::Mapping(top) => {
             for (k, g) in top {
-                let name = key(k, "top level")?;
-                walk(&mut raw, &name, g, file, 0, &key, &vars_of)?;
+                let name = yaml_key(file, k, "top level")?;
+                yaml_group(&mut raw, &name, g, file, 0)?;
             }
         }
-        Value::Null => {}
+        Yaml::Null => {}
         _ => bail!("{file}: expected a mapping of groups (all: children: senders: hosts: ...)"),
     }
     resolve(raw, file)
+}
+
+/// A YAML scalar as text (null as empty); `what` names it in the error for a list or mapping.
+fn yaml_scalar(file: &str, v: &Yaml, what: &str) -> Result<String> {
+    Ok(match v {
+        Yaml::String(s) => s.clone(),
+        Yaml::Number(n) => n.to_string(),
+        Yaml::Bool(b) => b.to_string(),
+        Yaml::Null => String::new(),
+        _ => bail!("{file}: {what}: expected a single value, not a list or mapping"),
+    })
+}
+
+/// A YAML mapping key as a name (text or a number).
+fn yaml_key(file: &str, k: &Yaml, what: &str) -> Result<String> {
+    match k {
+        Yaml::String(s) => Ok(s.clone()),
+        Yaml::Number(n) => Ok(n.to_string()),
+        _ => bail!("{file}: {what}: a name must be text"),
+    }
+}
+
+/// The variables of a YAML mapping (none for null), in file order.
+fn yaml_vars(file: &str, v: &Yaml, what: &str) -> Result<Vec<(String, String)>> {
+    match v {
+        Yaml::Null => Ok(Vec::new()),
+        Yaml::Mapping(m) => m
+            .iter()
+            .map(|(k, v)| {
+                let k = yaml_key(file, k, what)?;
+                let val = yaml_scalar(file, v, &format!("{what} {k}"))?;
+                Ok((k, val))
+            })
+            .collect(),
+        _ => bail!("{file}: {what}: expected a mapping of variables"),
+    }
+}
+
+/// Adds group `name` (its YAML `g`: hosts, vars, children) and, recursively, its children to `raw`.
+fn yaml_group(raw: &mut Raw, name: &str, g: &Yaml, file: &str, depth: u32) -> Result<()> {
+    if depth > 32 {
+        bail!("{file}: groups nested deeper than 32 levels");
+    }
+    if !valid_name(name) {
+        bail!("{file}: bad group name `{name}`");
+    }
+    raw.group(name);
+    let m = match g {
+        Yaml::Null => return Ok(()),
+        Yaml::Mapping(m) => m,
+        _ => bail!("{file}: group `{name}`: expected a mapping with hosts, vars or children"),
+    };
+    for (k, v) in m {
+        let k = yaml_key(file, k, &format!("group `{name}`"))?;
+        match k.as_str() {
+            "hosts" => yaml_hosts(raw, name, v, file)?,
+            "vars" => {
+                let vars = yaml_vars(file, v, &format!("group `{name}` vars"))?;
+                raw.group(name).vars.extend(vars);
+            }
+            "children" => match v {
+                Yaml::Null => {}
+                Yaml::Mapping(children) => {
+                    for (c, cv) in children {
+                        let c = yaml_key(file, c, &format!("group `{name}` children"))?;
+                        if !raw.group(name).children.contains(&c) {
+                            raw.group(name).children.push(c.clone());
+                        }
+                        yaml_group(raw, &c, cv, file, depth + 1)?;
+                    }
+                }
+                _ => bail!("{file}: group `{name}`: `children` must be a mapping of groups"),
+            },
+            other => bail!("{file}: group `{name}`: unknown key `{other}` (a group has hosts, vars and children)"),
+        }
+    }
+    Ok(())
+}
+
+/// Adds the hosts of group `name`'s YAML `hosts` mapping (host: vars or empty) to `raw`.
+fn yaml_hosts(raw: &mut Raw, name: &str, v: &Yaml, file: &str) -> Result<()> {
+    match v {
+        Yaml::Null => {}
+        Yaml::Mapping(hosts) => {
+            for (h, hv) in hosts {
+                let h = yaml_key(file, h, &format!("group `{name}` hosts"))?;
+                if h.contains('[') {
+                    bail!("{file}: host ranges like `{h}` are not supported: list each host");
+                }
+                if !valid_name(&h) {
+                    bail!("{file}: group `{name}`: bad host name `{h}`");
+                }
+                let vars = yaml_vars(file, hv, &format!("host `{h}`"))?;
+                raw.group(name).hosts.push((h, vars));
+            }
+        }
+        _ => bail!("{file}: group `{name}`: `hosts` must be a mapping (host: vars or empty), not a list"),
+    }
+    Ok(())
 }
 
 /// Merges variables: `all` vars, each group's (parents first, file order), the host's own.
