@@ -235,23 +235,7 @@ fn pretty_time(ts: &str) -> String {
 
 /// Reads a run directory; errors are one line saying what to do.
 pub fn load(dir: &Path) -> Result<RunData> {
-    if !dir.is_dir() {
-        bail!(
-            "{} is not a directory: give a run directory that `mcblast run` wrote (its --out, default runs/<UTC time>)",
-            dir.display()
-        );
-    }
-    let summary_path = dir.join("summary.csv");
-    if !summary_path.is_file() {
-        bail!(
-            "{} is not a run directory (no summary.csv): give a directory that `mcblast run` wrote (its --out, default runs/<UTC time>)",
-            dir.display()
-        );
-    }
-    let cases_path = dir.join("cases.csv");
-    if !cases_path.is_file() {
-        bail!("{} is missing: the run directory is incomplete, run the plan again with `mcblast run`", cases_path.display());
-    }
+    let (summary_path, cases_path) = run_files(dir)?;
     let summary = read_csv(&summary_path)?;
     if summary.is_empty() {
         bail!(
@@ -278,62 +262,7 @@ pub fn load(dir: &Path) -> Result<RunData> {
         let mut recvs = Vec::new();
         let mut sender_begin = None;
         for r in rows.iter().filter(|r| r.get("case") == s.get("case")) {
-            let rep: u32 = r.get("repeat").parse().with_context(|| format!("{}: repeat {:?} is not a number", cases_path.display(), r.get("repeat")))?;
-            let node = r.get("receiver").to_string();
-            let raw = |who: &str| dir.join("raw").join(format!("c{k:03}-r{rep}-{who}.jsonl"));
-            let p = raw(&node);
-            if !p.is_file() {
-                bail!("{} is missing: the report needs the raw JSON Lines of every receiver of a finished case", p.display());
-            }
-            let lines = json_lines(&p)?;
-            let has = |c: &str| lines.iter().any(|l| l["type"] == "summary" && l["counter"] == c);
-            let counter = if has("kernel") { "kernel" } else { "socket" };
-            let intervals = lines
-                .iter()
-                .filter(|l| l["type"] == "interval" && l["counter"] == counter)
-                .map(|l| Interval {
-                    start_s: l["start_s"].as_f64().unwrap_or(0.0),
-                    end_s: l["end_s"].as_f64().unwrap_or(0.0),
-                    received: l["received"].as_u64().unwrap_or(0),
-                    lost: l["lost"].as_i64().unwrap_or(0),
-                    rate_bps: l["rate_bps"].as_f64().unwrap_or(0.0),
-                    delay_p50_us: l["delay_p50_us"].as_f64(),
-                    delay_p99_us: l["delay_p99_us"].as_f64(),
-                })
-                .collect();
-            let run_id = r.int("run_id");
-            let mut delay_hist: Vec<(u64, u64)> = Vec::new();
-            let (mut delay_tops, mut ipdv_tops) = (Vec::new(), Vec::new());
-            if let Some(sm) = lines.iter().find(|l| l["type"] == "summary" && l["counter"] == counter) {
-                for f in sm["flows"].as_array().into_iter().flatten().filter(|f| f["run"].as_u64() == run_id) {
-                    for (ge, n) in delay_octaves(&f["delay"]) {
-                        match delay_hist.iter_mut().find(|e| e.0 == ge) {
-                            Some(e) => e.1 += n,
-                            None => delay_hist.push((ge, n)),
-                        }
-                    }
-                    merge_tops(&mut delay_tops, &bucket_tops(&f["delay"]));
-                    merge_tops(&mut ipdv_tops, &bucket_tops(&f["ipdv"]));
-                }
-            }
-            delay_hist.sort();
-            let layers = lines.iter().find(|l| l["type"] == "summary" && l["counter"] == "layers").cloned();
-            let begin = lines.iter().find(|l| l["type"] == "begin").cloned();
-            if sender_begin.is_none() {
-                sender_begin = json_lines(&raw("sender")).ok().and_then(|l| l.into_iter().find(|l| l["type"] == "begin"));
-            }
-            recvs.push(RecvRun {
-                node,
-                repeat: rep,
-                row: r.clone(),
-                counter: counter.into(),
-                intervals,
-                layers,
-                begin,
-                delay_hist,
-                delay_tops,
-                ipdv_tops,
-            });
+            recvs.push(load_recv(dir, &cases_path, k, r, &mut sender_begin)?);
         }
         if recvs.is_empty() {
             bail!("{}: case {k} has no rows in cases.csv: the run directory is inconsistent", dir.display());
@@ -343,6 +272,99 @@ pub fn load(dir: &Path) -> Result<RunData> {
     let mut run = RunData { dir: dir.to_path_buf(), label: String::new(), plan_text, plan_file, plan, started, cases };
     run.label = default_label(&run);
     Ok(run)
+}
+
+/// The paths of a run directory's summary.csv and cases.csv, once it is seen to be one.
+fn run_files(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    if !dir.is_dir() {
+        bail!(
+            "{} is not a directory: give a run directory that `mcblast run` wrote (its --out, default runs/<UTC time>)",
+            dir.display()
+        );
+    }
+    let summary_path = dir.join("summary.csv");
+    if !summary_path.is_file() {
+        bail!(
+            "{} is not a run directory (no summary.csv): give a directory that `mcblast run` wrote (its --out, default runs/<UTC time>)",
+            dir.display()
+        );
+    }
+    let cases_path = dir.join("cases.csv");
+    if !cases_path.is_file() {
+        bail!("{} is missing: the run directory is incomplete, run the plan again with `mcblast run`", cases_path.display());
+    }
+    Ok((summary_path, cases_path))
+}
+
+/// One receiver's repeat of case `k` (its cases.csv row `r`) from its raw JSON Lines; the first time, the sender's
+/// begin line into `sender_begin`.
+fn load_recv(dir: &Path, cases_path: &Path, k: usize, r: &Row, sender_begin: &mut Option<Value>) -> Result<RecvRun> {
+    let rep: u32 = r.get("repeat").parse().with_context(|| format!("{}: repeat {:?} is not a number", cases_path.display(), r.get("repeat")))?;
+    let node = r.get("receiver").to_string();
+    let raw = |who: &str| dir.join("raw").join(format!("c{k:03}-r{rep}-{who}.jsonl"));
+    let p = raw(&node);
+    if !p.is_file() {
+        bail!("{} is missing: the report needs the raw JSON Lines of every receiver of a finished case", p.display());
+    }
+    let lines = json_lines(&p)?;
+    let has = |c: &str| lines.iter().any(|l| l["type"] == "summary" && l["counter"] == c);
+    let counter = if has("kernel") { "kernel" } else { "socket" };
+    let intervals = lines
+        .iter()
+        .filter(|l| l["type"] == "interval" && l["counter"] == counter)
+        .map(|l| Interval {
+            start_s: l["start_s"].as_f64().unwrap_or(0.0),
+            end_s: l["end_s"].as_f64().unwrap_or(0.0),
+            received: l["received"].as_u64().unwrap_or(0),
+            lost: l["lost"].as_i64().unwrap_or(0),
+            rate_bps: l["rate_bps"].as_f64().unwrap_or(0.0),
+            delay_p50_us: l["delay_p50_us"].as_f64(),
+            delay_p99_us: l["delay_p99_us"].as_f64(),
+        })
+        .collect();
+    let (delay_hist, delay_tops, ipdv_tops) = recv_delays(&lines, counter, r.int("run_id"));
+    let layers = lines.iter().find(|l| l["type"] == "summary" && l["counter"] == "layers").cloned();
+    let begin = lines.iter().find(|l| l["type"] == "begin").cloned();
+    if sender_begin.is_none() {
+        *sender_begin = json_lines(&raw("sender")).ok().and_then(|l| l.into_iter().find(|l| l["type"] == "begin"));
+    }
+    Ok(RecvRun {
+        node,
+        repeat: rep,
+        row: r.clone(),
+        counter: counter.into(),
+        intervals,
+        layers,
+        begin,
+        delay_hist,
+        delay_tops,
+        ipdv_tops,
+    })
+}
+
+/// A receiver's delay octaves (sorted), delay and IPDV histograms by bucket top, summed over the flows of run `run_id`
+/// in its `counter` summary.
+fn recv_delays(
+    lines: &[Value],
+    counter: &str,
+    run_id: Option<u64>,
+) -> (Vec<(u64, u64)>, Vec<(i64, u64)>, Vec<(i64, u64)>) {
+    let mut delay_hist: Vec<(u64, u64)> = Vec::new();
+    let (mut delay_tops, mut ipdv_tops) = (Vec::new(), Vec::new());
+    if let Some(sm) = lines.iter().find(|l| l["type"] == "summary" && l["counter"] == counter) {
+        for f in sm["flows"].as_array().into_iter().flatten().filter(|f| f["run"].as_u64() == run_id) {
+            for (ge, n) in delay_octaves(&f["delay"]) {
+                match delay_hist.iter_mut().find(|e| e.0 == ge) {
+                    Some(e) => e.1 += n,
+                    None => delay_hist.push((ge, n)),
+                }
+            }
+            merge_tops(&mut delay_tops, &bucket_tops(&f["delay"]));
+            merge_tops(&mut ipdv_tops, &bucket_tops(&f["ipdv"]));
+        }
+    }
+    delay_hist.sort();
+    (delay_hist, delay_tops, ipdv_tops)
 }
 
 /// The plan's preset (TGW, OVN), else its fabric, else the directory name.
