@@ -199,7 +199,17 @@ impl Xsk {
         let raw = step("socket(AF_XDP)", cvt(raw))?;
         // SAFETY: `raw` is a fresh descriptor nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let umem = Self::register_umem(&fd, cfg)?;
+        let (tx, cq) = Self::map_rings(&fd, cfg)?;
+        Self::bind(&fd, cfg)?;
+        let zerocopy = Self::bound_zerocopy(&fd)?;
+        let tx_prod = tx.producer().load(Ordering::Relaxed);
+        let cq_cons = cq.consumer().load(Ordering::Relaxed);
+        Ok(Xsk { tx, cq, fd, umem, tx_size: cfg.tx_size, cq_size: cfg.cq_size, tx_prod, cq_cons, zerocopy })
+    }
 
+    /// The UMEM, mapped and registered on `fd`, with the sizes of the fill, completion and TX rings set.
+    fn register_umem(fd: &OwnedFd, cfg: &XskConfig) -> Result<Map, XskError> {
         let umem_len = cfg.chunk as usize * cfg.chunks as usize;
         let umem = step("UMEM mmap", Map::anon(umem_len))?;
         let reg = libc::xdp_umem_reg {
@@ -210,12 +220,16 @@ impl Xsk {
             flags: 0,
             tx_metadata_len: 0,
         };
-        step("XDP_UMEM_REG", setsockopt(&fd, libc::SOL_XDP, libc::XDP_UMEM_REG, &reg))?;
+        step("XDP_UMEM_REG", setsockopt(fd, libc::SOL_XDP, libc::XDP_UMEM_REG, &reg))?;
         // The fill ring is only for receiving, but bind wants one: the smallest.
-        step("XDP_UMEM_FILL_RING", setsockopt(&fd, libc::SOL_XDP, libc::XDP_UMEM_FILL_RING, &16u32))?;
-        step("XDP_UMEM_COMPLETION_RING", setsockopt(&fd, libc::SOL_XDP, libc::XDP_UMEM_COMPLETION_RING, &cfg.cq_size))?;
-        step("XDP_TX_RING", setsockopt(&fd, libc::SOL_XDP, libc::XDP_TX_RING, &cfg.tx_size))?;
+        step("XDP_UMEM_FILL_RING", setsockopt(fd, libc::SOL_XDP, libc::XDP_UMEM_FILL_RING, &16u32))?;
+        step("XDP_UMEM_COMPLETION_RING", setsockopt(fd, libc::SOL_XDP, libc::XDP_UMEM_COMPLETION_RING, &cfg.cq_size))?;
+        step("XDP_TX_RING", setsockopt(fd, libc::SOL_XDP, libc::XDP_TX_RING, &cfg.tx_size))?;
+        Ok(umem)
+    }
 
+    /// The TX and completion rings of `fd`, mapped at the offsets the kernel gives.
+    fn map_rings(fd: &OwnedFd, cfg: &XskConfig) -> Result<(Ring, Ring), XskError> {
         // SAFETY: all-zero is a valid xdp_mmap_offsets (plain integers).
         let mut off: libc::xdp_mmap_offsets = unsafe { std::mem::zeroed() };
         let mut len = std::mem::size_of::<libc::xdp_mmap_offsets>() as libc::socklen_t;
@@ -239,15 +253,17 @@ impl Xsk {
         let desc = std::mem::size_of::<libc::xdp_desc>();
         let tx_map = step(
             "TX ring mmap",
-            Map::ring(&fd, off.tx.desc as usize + cfg.tx_size as usize * desc, libc::XDP_PGOFF_TX_RING as u64),
+            Map::ring(fd, off.tx.desc as usize + cfg.tx_size as usize * desc, libc::XDP_PGOFF_TX_RING as u64),
         )?;
         let cq_map = step(
             "completion ring mmap",
-            Map::ring(&fd, off.cr.desc as usize + cfg.cq_size as usize * 8, libc::XDP_UMEM_PGOFF_COMPLETION_RING),
+            Map::ring(fd, off.cr.desc as usize + cfg.cq_size as usize * 8, libc::XDP_UMEM_PGOFF_COMPLETION_RING),
         )?;
-        let tx = Ring::new(tx_map, &off.tx, cfg.tx_size);
-        let cq = Ring::new(cq_map, &off.cr, cfg.cq_size);
+        Ok((Ring::new(tx_map, &off.tx, cfg.tx_size), Ring::new(cq_map, &off.cr, cfg.cq_size)))
+    }
 
+    /// Binds `fd` to the interface's queue, in zero-copy or copy mode (and multi-buffer with `sg`).
+    fn bind(fd: &OwnedFd, cfg: &XskConfig) -> Result<(), XskError> {
         let mut flags = if cfg.zerocopy { libc::XDP_ZEROCOPY } else { libc::XDP_COPY };
         if cfg.sg {
             flags |= libc::XDP_USE_SG;
@@ -268,7 +284,11 @@ impl Xsk {
             )
         };
         step("bind", cvt(rc))?;
+        Ok(())
+    }
 
+    /// Whether the kernel bound `fd` in zero-copy mode (XDP_OPTIONS).
+    fn bound_zerocopy(fd: &OwnedFd) -> Result<bool, XskError> {
         let mut opts = libc::xdp_options { flags: 0 };
         let mut len = std::mem::size_of::<libc::xdp_options>() as libc::socklen_t;
         // SAFETY: `opts` and `len` are valid and writable; `len` is its size.
@@ -282,19 +302,7 @@ impl Xsk {
             )
         };
         step("XDP_OPTIONS", cvt(rc))?;
-        let tx_prod = tx.producer().load(Ordering::Relaxed);
-        let cq_cons = cq.consumer().load(Ordering::Relaxed);
-        Ok(Xsk {
-            tx,
-            cq,
-            fd,
-            umem,
-            tx_size: cfg.tx_size,
-            cq_size: cfg.cq_size,
-            tx_prod,
-            cq_cons,
-            zerocopy: opts.flags & libc::XDP_OPTIONS_ZEROCOPY != 0,
-        })
+        Ok(opts.flags & libc::XDP_OPTIONS_ZEROCOPY != 0)
     }
 
     /// Whether the kernel bound it in zero-copy mode.
