@@ -155,13 +155,7 @@ impl KernelCounter {
         if !features.tai_helper {
             cfg.mono_to_tai_ns = crate::clock::mono_to_tai_ns();
         }
-        let tai = u8::from(features.tai_helper);
-        let mut ebpf = EbpfLoader::new().override_global("TAI_HELPER", &tai, true).load(OBJECT).map_err(explain_load)?;
-        {
-            let mut config: Array<&mut MapData, Config> =
-                Array::try_from(ebpf.map_mut("CONFIG").context("eBPF object has no CONFIG map")?)?;
-            config.set(0, cfg, 0).context("cannot write the counter's configuration")?;
-        }
+        let mut ebpf = load_configured(&features, cfg)?;
         // The program keeps references to its maps; these handles stay open
         // with the counter. GROUP_COUNT starts at 0: no group filter.
         let groups = GroupMaps {
@@ -172,52 +166,10 @@ impl KernelCounter {
             ebpf.take_map("LOSS_EVENTS").context("eBPF object has no LOSS_EVENTS map")?,
         )?);
         // Each program is loaded when its attach point is first tried.
-        let (xdp_program, xdp_step, xdp_steps) = xdp_programs(&features);
-        let xdp = |ebpf: &mut Ebpf, flags: u32| -> Result<std::io::Result<Attachment>> {
-            let prog: &mut Xdp = ebpf
-                .program_mut(xdp_program)
-                .with_context(|| format!("eBPF object has no program {xdp_program}"))?
-                .try_into()?;
-            if prog.fd().is_err() {
-                prog.load().map_err(|e| explain_program(e, "XDP"))?;
-                let step: &mut Xdp =
-                    ebpf.program_mut(xdp_step).with_context(|| format!("eBPF object has no {xdp_step}"))?.try_into()?;
-                step.load().map_err(|e| explain_program(e, "XDP"))?;
-                let fd = step.fd()?.try_clone()?;
-                set_step(ebpf, xdp_steps, &fd)?;
-            }
-            let prog: &mut Xdp = ebpf.program_mut(xdp_program).expect("loaded above").try_into()?;
-            Ok(crate::sys::bpf::xdp_link_create(prog.fd()?.as_fd(), iface.index, flags).map(Attachment::Link))
-        };
-        let tc = |ebpf: &mut Ebpf| -> Result<std::io::Result<Attachment>> {
-            let prog: &mut SchedClassifier = ebpf
-                .program_mut(TC_PROGRAM)
-                .with_context(|| format!("eBPF object has no program {TC_PROGRAM}"))?
-                .try_into()?;
-            prog.load().map_err(|e| explain_program(e, "tc"))?;
-            let step: &mut SchedClassifier =
-                ebpf.program_mut(TC_STEP).with_context(|| format!("eBPF object has no {TC_STEP}"))?.try_into()?;
-            step.load().map_err(|e| explain_program(e, "tc"))?;
-            let fd = step.fd()?.try_clone()?;
-            set_step(ebpf, "TC_STEPS", &fd)?;
-            let prog: &mut SchedClassifier = ebpf.program_mut(TC_PROGRAM).expect("loaded above").try_into()?;
-            if features.tcx {
-                return Ok(crate::sys::bpf::tcx_link_create(prog.fd()?.as_fd(), iface.index).map(Attachment::Link));
-            }
-            Ok(match crate::recv::tc_classic::attach(prog, iface) {
-                Ok((owner, note)) => {
-                    if let Some(note) = note {
-                        eprintln!("{note}");
-                    }
-                    Ok(Attachment::Classic(owner))
-                }
-                Err(e) => Err(std::io::Error::other(format!("{e:#}"))),
-            })
-        };
         let mut attach = |point: AttachPoint| match point {
-            AttachPoint::Native => xdp(&mut ebpf, XDP_FLAGS_DRV_MODE),
-            AttachPoint::Generic => xdp(&mut ebpf, XDP_FLAGS_SKB_MODE),
-            AttachPoint::Tc => tc(&mut ebpf),
+            AttachPoint::Native => attach_xdp(&mut ebpf, &features, iface, XDP_FLAGS_DRV_MODE),
+            AttachPoint::Generic => attach_xdp(&mut ebpf, &features, iface, XDP_FLAGS_SKB_MODE),
+            AttachPoint::Tc => attach_tc(&mut ebpf, &features, iface),
         };
         let (link, point, reason) = match AttachPoint::forced(mode) {
             Some(point) => {
@@ -227,20 +179,7 @@ impl KernelCounter {
             None => auto_attach(iface, &mut attach)?,
         };
         let mode = point.mode();
-        let reason = match &link {
-            Attachment::Classic(_) => format!("{reason} (a classic tc filter: this kernel has no tcx links)"),
-            Attachment::Link(_) => reason,
-        };
-        let reason = if features.tai_helper {
-            reason
-        } else {
-            format!("{reason}; receive times from the monotonic clock plus its TAI offset (no bpf_ktime_get_tai_ns)")
-        };
-        let reason = if features.xdp_frags || point == AttachPoint::Tc {
-            reason
-        } else {
-            format!("{reason}; a one-buffer XDP program (no XDP multi-buffer in this kernel)")
-        };
+        let reason = attach_reason(reason, &link, point, &features);
         Ok(KernelCounter { link: Some(link), groups: Mutex::new(groups), loss, ebpf, mode, reason })
     }
 
@@ -496,6 +435,89 @@ impl Drop for KernelCounter {
         // Closing the link's only descriptor detaches the program now;
         // the program and maps go with `ebpf` afterwards.
         drop(self.link.take());
+    }
+}
+
+/// The eBPF object loaded (its TAI helper switched to what the kernel has), with `cfg` written to its CONFIG map.
+fn load_configured(features: &KernelFeatures, cfg: Config) -> Result<Ebpf> {
+    let tai = u8::from(features.tai_helper);
+    let mut ebpf = EbpfLoader::new().override_global("TAI_HELPER", &tai, true).load(OBJECT).map_err(explain_load)?;
+    {
+        let mut config: Array<&mut MapData, Config> =
+            Array::try_from(ebpf.map_mut("CONFIG").context("eBPF object has no CONFIG map")?)?;
+        config.set(0, cfg, 0).context("cannot write the counter's configuration")?;
+    }
+    Ok(ebpf)
+}
+
+/// The XDP program's link on `iface` with `flags` (native or generic), loading it and its step program the first
+/// time; the outer error is the program's, the inner the attach's.
+fn attach_xdp(
+    ebpf: &mut Ebpf,
+    features: &KernelFeatures,
+    iface: &Iface,
+    flags: u32,
+) -> Result<std::io::Result<Attachment>> {
+    let (xdp_program, xdp_step, xdp_steps) = xdp_programs(features);
+    let prog: &mut Xdp = ebpf
+        .program_mut(xdp_program)
+        .with_context(|| format!("eBPF object has no program {xdp_program}"))?
+        .try_into()?;
+    if prog.fd().is_err() {
+        prog.load().map_err(|e| explain_program(e, "XDP"))?;
+        let step: &mut Xdp =
+            ebpf.program_mut(xdp_step).with_context(|| format!("eBPF object has no {xdp_step}"))?.try_into()?;
+        step.load().map_err(|e| explain_program(e, "XDP"))?;
+        let fd = step.fd()?.try_clone()?;
+        set_step(ebpf, xdp_steps, &fd)?;
+    }
+    let prog: &mut Xdp = ebpf.program_mut(xdp_program).expect("loaded above").try_into()?;
+    Ok(crate::sys::bpf::xdp_link_create(prog.fd()?.as_fd(), iface.index, flags).map(Attachment::Link))
+}
+
+/// The tc program on `iface`'s ingress (a tcx link, else a classic filter), loading it and its step program; the
+/// outer error is the program's, the inner the attach's.
+fn attach_tc(ebpf: &mut Ebpf, features: &KernelFeatures, iface: &Iface) -> Result<std::io::Result<Attachment>> {
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(TC_PROGRAM)
+        .with_context(|| format!("eBPF object has no program {TC_PROGRAM}"))?
+        .try_into()?;
+    prog.load().map_err(|e| explain_program(e, "tc"))?;
+    let step: &mut SchedClassifier =
+        ebpf.program_mut(TC_STEP).with_context(|| format!("eBPF object has no {TC_STEP}"))?.try_into()?;
+    step.load().map_err(|e| explain_program(e, "tc"))?;
+    let fd = step.fd()?.try_clone()?;
+    set_step(ebpf, "TC_STEPS", &fd)?;
+    let prog: &mut SchedClassifier = ebpf.program_mut(TC_PROGRAM).expect("loaded above").try_into()?;
+    if features.tcx {
+        return Ok(crate::sys::bpf::tcx_link_create(prog.fd()?.as_fd(), iface.index).map(Attachment::Link));
+    }
+    Ok(match crate::recv::tc_classic::attach(prog, iface) {
+        Ok((owner, note)) => {
+            if let Some(note) = note {
+                eprintln!("{note}");
+            }
+            Ok(Attachment::Classic(owner))
+        }
+        Err(e) => Err(std::io::Error::other(format!("{e:#}"))),
+    })
+}
+
+/// Why the counter is attached where it is, with what this kernel lacks (tcx, the TAI helper, XDP multi-buffer).
+fn attach_reason(reason: String, link: &Attachment, point: AttachPoint, features: &KernelFeatures) -> String {
+    let reason = match link {
+        Attachment::Classic(_) => format!("{reason} (a classic tc filter: this kernel has no tcx links)"),
+        Attachment::Link(_) => reason,
+    };
+    let reason = if features.tai_helper {
+        reason
+    } else {
+        format!("{reason}; receive times from the monotonic clock plus its TAI offset (no bpf_ktime_get_tai_ns)")
+    };
+    if features.xdp_frags || point == AttachPoint::Tc {
+        reason
+    } else {
+        format!("{reason}; a one-buffer XDP program (no XDP multi-buffer in this kernel)")
     }
 }
 
