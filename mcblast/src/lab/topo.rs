@@ -421,87 +421,16 @@ pub(super) fn bridge_line(snooping: bool, igmp: &IgmpConfig, other_querier: bool
 pub(super) fn plan(prefix: &str, spec: &LabSpec, t: &Topology) -> Plan {
     let ns = |n: &str| format!("{prefix}{n}");
     let br = super::BRIDGE;
-    let m = spec.base.mtu;
-    let um = m + VXLAN_OVERHEAD;
     let querier = t.querier_node();
     let receivers: Vec<String> = (1..=t.receivers()).map(|k| format!("r{k}")).collect();
     let mut p = Plan::default();
 
     // The fabric switch first (its bridge stays down until the end when it is the querier).
     let fab = ns(t.fabric_node());
-    let mut s = String::from("link set lo up\n");
-    match t.fabric {
-        Fabric::Bridge => {
-            s += &bridge_line(spec.base.snooping, &spec.igmp, true);
-            s += &format!("\nlink set {br} mtu {m}\n");
-            if spec.base.querier {
-                s += &format!("link set {br} type bridge mcast_querier 1\n");
-            }
-            s += &format!("addr add {}/{} dev {br}\n", super::node_addr(super::SWITCH, 1).unwrap(), super::SUBNET_LEN);
-        }
-        Fabric::Vxlan | Fabric::Ovn => {
-            // The underlay carries unicast VXLAN only: a plain bridge.
-            s += &format!("link add {br} type bridge mcast_snooping 0\nlink set {br} mtu {um}\nlink set {br} up\n");
-        }
-    }
-    p.steps.push((fab.clone(), s));
-
+    p.steps.push((fab.clone(), fabric_steps(spec, t)));
     for k in 0..=t.hosts {
-        let h = host_name(k);
-        let hns = ns(&h);
-        let mut s = String::from("link set lo up\n");
-        s += &bridge_line(spec.base.snooping, &spec.igmp, true);
-        s += "\n";
-        if querier == h && spec.base.querier {
-            s += &format!("link set {br} type bridge mcast_querier 1\n");
-        }
-        let nodes: Vec<&str> = std::iter::once(super::SENDER)
-            .chain(receivers.iter().map(String::as_str))
-            .filter(|n| t.host_of(n) == Some(k))
-            .collect();
-        for n in nodes {
-            let nns = ns(n);
-            s += &format!(
-                "link add {n} mtu {m} type veth peer name {} mtu {m} netns {nns}\nlink set {n} master {br}\nlink set {n} up\n",
-                super::NODE_IF
-            );
-        }
-        match t.fabric {
-            Fabric::Bridge => {
-                s += &format!(
-                    "link add {UPLINK} mtu {m} type veth peer name {h} mtu {m} netns {fab}\n\
-                     link set {UPLINK} master {br}\nlink set {UPLINK} up\n"
-                );
-            }
-            Fabric::Vxlan | Fabric::Ovn => {
-                let me = underlay_addr(k);
-                s += &format!(
-                    "link add {UNDERLAY_IF} mtu {um} type veth peer name {h} mtu {um} netns {fab}\n\
-                     addr add {me}/24 dev {UNDERLAY_IF}\nlink set {UNDERLAY_IF} up\n"
-                );
-                let mut fdb = String::new();
-                for j in (0..=t.hosts).filter(|&j| j != k) {
-                    let port = tunnel_port(j);
-                    s += &format!(
-                        "link add {port} mtu {m} type vxlan id {} local {me} dstport {VXLAN_PORT} nolearning df set ttl 64\n\
-                         link set {port} master {br}\nlink set {port} type bridge_slave isolated on\nlink set {port} up\n",
-                        vni(k, j)
-                    );
-                    fdb += &format!("fdb append 00:00:00:00:00:00 dev {port} dst {}\n", underlay_addr(j));
-                }
-                p.fdb.push((hns.clone(), fdb));
-            }
-        }
-        s += &format!("link set {br} mtu {m}\n");
-        if querier == h {
-            s += &format!("addr add {}/{} dev {br}\n", super::node_addr(super::SWITCH, 1).unwrap(), super::SUBNET_LEN);
-        } else {
-            s += &format!("link set {br} up\n");
-        }
-        if k == 0 {
-            // Where `Lab::open` reads the topology back from.
-            s += &format!("link set {br} alias \"{}\"\n", t.encode());
-        }
+        let hns = ns(&host_name(k));
+        let s = host_steps(prefix, spec, t, k, &receivers, &mut p);
         p.steps.push((hns, s));
     }
 
@@ -514,6 +443,104 @@ pub(super) fn plan(prefix: &str, spec: &LabSpec, t: &Topology) -> Plan {
     p.steps.push((fab.clone(), s));
     p.querier_up = (ns(&querier), format!("link set {br} up\n"));
     p
+}
+
+/// The fabric switch's first batch: its bridge (the multicast fabric itself, or the underlay's plain bridge).
+fn fabric_steps(spec: &LabSpec, t: &Topology) -> String {
+    let br = super::BRIDGE;
+    let m = spec.base.mtu;
+    let mut s = String::from("link set lo up\n");
+    match t.fabric {
+        Fabric::Bridge => {
+            s += &bridge_line(spec.base.snooping, &spec.igmp, true);
+            s += &format!("\nlink set {br} mtu {m}\n");
+            if spec.base.querier {
+                s += &format!("link set {br} type bridge mcast_querier 1\n");
+            }
+            s += &format!("addr add {}/{} dev {br}\n", super::node_addr(super::SWITCH, 1).unwrap(), super::SUBNET_LEN);
+        }
+        Fabric::Vxlan | Fabric::Ovn => {
+            // The underlay carries unicast VXLAN only: a plain bridge.
+            let um = m + VXLAN_OVERHEAD;
+            s += &format!("link add {br} type bridge mcast_snooping 0\nlink set {br} mtu {um}\nlink set {br} up\n");
+        }
+    }
+    s
+}
+
+/// Host `k`'s batch: its bridge, its nodes' veths and its uplink (or underlay and tunnels, their fdb entries added
+/// to `p.fdb`).
+fn host_steps(prefix: &str, spec: &LabSpec, t: &Topology, k: u32, receivers: &[String], p: &mut Plan) -> String {
+    let br = super::BRIDGE;
+    let m = spec.base.mtu;
+    let fab = format!("{prefix}{}", t.fabric_node());
+    let querier = t.querier_node();
+    let h = host_name(k);
+    let mut s = String::from("link set lo up\n");
+    s += &bridge_line(spec.base.snooping, &spec.igmp, true);
+    s += "\n";
+    if querier == h && spec.base.querier {
+        s += &format!("link set {br} type bridge mcast_querier 1\n");
+    }
+    let nodes: Vec<&str> = std::iter::once(super::SENDER)
+        .chain(receivers.iter().map(String::as_str))
+        .filter(|n| t.host_of(n) == Some(k))
+        .collect();
+    for n in nodes {
+        let nns = format!("{prefix}{n}");
+        s += &format!(
+            "link add {n} mtu {m} type veth peer name {} mtu {m} netns {nns}\nlink set {n} master {br}\nlink set {n} up\n",
+            super::NODE_IF
+        );
+    }
+    match t.fabric {
+        Fabric::Bridge => {
+            s += &format!(
+                "link add {UPLINK} mtu {m} type veth peer name {h} mtu {m} netns {fab}\n\
+                 link set {UPLINK} master {br}\nlink set {UPLINK} up\n"
+            );
+        }
+        Fabric::Vxlan | Fabric::Ovn => {
+            let (tunnels, fdb) = host_tunnels(spec, t, k, &fab);
+            s += &tunnels;
+            p.fdb.push((format!("{prefix}{h}"), fdb));
+        }
+    }
+    s += &format!("link set {br} mtu {m}\n");
+    if querier == h {
+        s += &format!("addr add {}/{} dev {br}\n", super::node_addr(super::SWITCH, 1).unwrap(), super::SUBNET_LEN);
+    } else {
+        s += &format!("link set {br} up\n");
+    }
+    if k == 0 {
+        // Where `Lab::open` reads the topology back from.
+        s += &format!("link set {br} alias \"{}\"\n", t.encode());
+    }
+    s
+}
+
+/// Host `k`'s underlay link and its VXLAN tunnels to every other host, and the fdb entries those tunnels need.
+fn host_tunnels(spec: &LabSpec, t: &Topology, k: u32, fab: &str) -> (String, String) {
+    let br = super::BRIDGE;
+    let m = spec.base.mtu;
+    let um = m + VXLAN_OVERHEAD;
+    let h = host_name(k);
+    let me = underlay_addr(k);
+    let mut s = format!(
+        "link add {UNDERLAY_IF} mtu {um} type veth peer name {h} mtu {um} netns {fab}\n\
+         addr add {me}/24 dev {UNDERLAY_IF}\nlink set {UNDERLAY_IF} up\n"
+    );
+    let mut fdb = String::new();
+    for j in (0..=t.hosts).filter(|&j| j != k) {
+        let port = tunnel_port(j);
+        s += &format!(
+            "link add {port} mtu {m} type vxlan id {} local {me} dstport {VXLAN_PORT} nolearning df set ttl 64\n\
+             link set {port} master {br}\nlink set {port} type bridge_slave isolated on\nlink set {port} up\n",
+            vni(k, j)
+        );
+        fdb += &format!("fdb append 00:00:00:00:00:00 dev {port} dst {}\n", underlay_addr(j));
+    }
+    (s, fdb)
 }
 
 /// Reads the topology kept in the sender host's bridge alias.
