@@ -66,6 +66,69 @@ fn u32_at(b: &[u8], off: usize) -> Result<u32> {
     b.get(off..off + 4).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]])).ok_or_else(|| anyhow!("BTF truncated"))
 }
 
+/// The type and string sections of raw BTF, after its header is checked.
+fn sections(data: &[u8]) -> Result<(&[u8], &[u8])> {
+    if u16_at(data, 0)? != MAGIC {
+        bail!("not little-endian BTF (bad magic)");
+    }
+    let hdr_len = u32_at(data, 4)? as usize;
+    let type_off = u32_at(data, 8)? as usize;
+    let type_len = u32_at(data, 12)? as usize;
+    let str_off = u32_at(data, 16)? as usize;
+    let str_len = u32_at(data, 20)? as usize;
+    let types_sec = data
+        .get(hdr_len + type_off..hdr_len + type_off + type_len)
+        .ok_or_else(|| anyhow!("BTF type section out of bounds"))?;
+    let strs = data.get(hdr_len + str_off..hdr_len + str_off + str_len).ok_or_else(|| anyhow!("BTF string section out of bounds"))?;
+    Ok((types_sec, strs))
+}
+
+/// The NUL-terminated string at `off` of the string section (empty when out of bounds).
+fn str_at(strs: &[u8], off: u32) -> String {
+    let s = strs.get(off as usize..).unwrap_or_default();
+    let end = s.iter().position(|&c| c == 0).unwrap_or(s.len());
+    String::from_utf8_lossy(&s[..end]).into_owned()
+}
+
+/// The `vlen` members of a struct or union at `*p` (moved past them).
+fn members(types_sec: &[u8], p: &mut usize, vlen: usize, kflag: bool, strs: &[u8]) -> Result<Vec<Member>> {
+    let mut members = Vec::with_capacity(vlen);
+    for _ in 0..vlen {
+        let off = u32_at(types_sec, *p + 8)?;
+        members.push(Member {
+            name: str_at(strs, u32_at(types_sec, *p)?),
+            ty: u32_at(types_sec, *p + 4)?,
+            bit_offset: if kflag { off & 0x00ff_ffff } else { off },
+        });
+        *p += 12;
+    }
+    Ok(members)
+}
+
+/// The `vlen` values of a 32-bit enum at `*p` (moved past them), sign-extended when `kflag` says signed.
+fn enum_values(types_sec: &[u8], p: &mut usize, vlen: usize, kflag: bool, strs: &[u8]) -> Result<Vec<(String, u64)>> {
+    let mut values = Vec::with_capacity(vlen);
+    for _ in 0..vlen {
+        let v = u32_at(types_sec, *p + 4)?;
+        let v = if kflag { v as i32 as i64 as u64 } else { v as u64 };
+        values.push((str_at(strs, u32_at(types_sec, *p)?), v));
+        *p += 8;
+    }
+    Ok(values)
+}
+
+/// The `vlen` values of a 64-bit enum at `*p` (moved past them).
+fn enum64_values(types_sec: &[u8], p: &mut usize, vlen: usize, strs: &[u8]) -> Result<Vec<(String, u64)>> {
+    let mut values = Vec::with_capacity(vlen);
+    for _ in 0..vlen {
+        let lo = u32_at(types_sec, *p + 4)? as u64;
+        let hi = u32_at(types_sec, *p + 8)? as u64;
+        values.push((str_at(strs, u32_at(types_sec, *p)?), hi << 32 | lo));
+        *p += 12;
+    }
+    Ok(values)
+}
+
 impl Btf {
     /// The running kernel's BTF.
     pub fn from_kernel() -> Result<Btf> {
@@ -76,23 +139,8 @@ impl Btf {
 
     /// Parses a little-endian BTF blob.
     pub fn parse(data: &[u8]) -> Result<Btf> {
-        if u16_at(data, 0)? != MAGIC {
-            bail!("not little-endian BTF (bad magic)");
-        }
-        let hdr_len = u32_at(data, 4)? as usize;
-        let type_off = u32_at(data, 8)? as usize;
-        let type_len = u32_at(data, 12)? as usize;
-        let str_off = u32_at(data, 16)? as usize;
-        let str_len = u32_at(data, 20)? as usize;
-        let types_sec = data
-            .get(hdr_len + type_off..hdr_len + type_off + type_len)
-            .ok_or_else(|| anyhow!("BTF type section out of bounds"))?;
-        let strs = data.get(hdr_len + str_off..hdr_len + str_off + str_len).ok_or_else(|| anyhow!("BTF string section out of bounds"))?;
-        let name = |off: u32| -> String {
-            let s = strs.get(off as usize..).unwrap_or_default();
-            let end = s.iter().position(|&c| c == 0).unwrap_or(s.len());
-            String::from_utf8_lossy(&s[..end]).into_owned()
-        };
+        let (types_sec, strs) = sections(data)?;
+        let name = |off: u32| str_at(strs, off);
         let mut types = Vec::new();
         let mut by_name = HashMap::new();
         let mut p = 0usize;
@@ -121,38 +169,10 @@ impl Btf {
                     Type::Other
                 }
                 KIND_STRUCT | KIND_UNION => {
-                    let mut members = Vec::with_capacity(vlen);
-                    for _ in 0..vlen {
-                        let off = u32_at(types_sec, p + 8)?;
-                        members.push(Member {
-                            name: name(u32_at(types_sec, p)?),
-                            ty: u32_at(types_sec, p + 4)?,
-                            bit_offset: if kflag { off & 0x00ff_ffff } else { off },
-                        });
-                        p += 12;
-                    }
-                    Type::Composite { name: name(name_off), members }
+                    Type::Composite { name: name(name_off), members: members(types_sec, &mut p, vlen, kflag, strs)? }
                 }
-                KIND_ENUM => {
-                    let mut values = Vec::with_capacity(vlen);
-                    for _ in 0..vlen {
-                        let v = u32_at(types_sec, p + 4)?;
-                        let v = if kflag { v as i32 as i64 as u64 } else { v as u64 };
-                        values.push((name(u32_at(types_sec, p)?), v));
-                        p += 8;
-                    }
-                    Type::Enum { name: name(name_off), values }
-                }
-                KIND_ENUM64 => {
-                    let mut values = Vec::with_capacity(vlen);
-                    for _ in 0..vlen {
-                        let lo = u32_at(types_sec, p + 4)? as u64;
-                        let hi = u32_at(types_sec, p + 8)? as u64;
-                        values.push((name(u32_at(types_sec, p)?), hi << 32 | lo));
-                        p += 12;
-                    }
-                    Type::Enum { name: name(name_off), values }
-                }
+                KIND_ENUM => Type::Enum { name: name(name_off), values: enum_values(types_sec, &mut p, vlen, kflag, strs)? },
+                KIND_ENUM64 => Type::Enum { name: name(name_off), values: enum64_values(types_sec, &mut p, vlen, strs)? },
                 KIND_FUNC_PROTO => {
                     p += 8 * vlen;
                     Type::Proto(vlen)
