@@ -55,36 +55,7 @@ pub fn run(a: ProbeArgs) -> Result<ExitCode> {
     };
     let name = iface.as_ref().map(|i| i.name.clone());
     let s = engine_support(name.as_deref());
-    let mut checks = Vec::new();
-    match crate::sys::uring::probe() {
-        Ok(p) => {
-            checks.push(check_line("io_uring", Some(true), "yes", "io_uring_setup(8 entries) succeeded"));
-            for (n, ok, op) in [
-                ("io_uring IORING_OP_SENDMSG", p.sendmsg, "IORING_OP_SENDMSG"),
-                ("io_uring IORING_OP_SEND_ZC", p.send_zc, "IORING_OP_SEND_ZC"),
-                ("io_uring IORING_OP_SENDMSG_ZC", p.sendmsg_zc, "IORING_OP_SENDMSG_ZC"),
-            ] {
-                checks.push(check_line(
-                    n,
-                    Some(ok),
-                    if ok { "yes" } else { "no" },
-                    format!("IORING_REGISTER_PROBE lists {op} as {}", if ok { "supported" } else { "unsupported" }),
-                ));
-            }
-            checks.push(check_line(
-                "io_uring IORING_FEAT_EXT_ARG",
-                Some(p.ext_arg),
-                if p.ext_arg { "yes" } else { "no" },
-                "io_uring_setup's feature flags (the uring engine needs bounded waits)",
-            ));
-        }
-        Err(e) => checks.push(check_line(
-            "io_uring",
-            Some(false),
-            "no",
-            format!("io_uring_setup failed: {e}{}", io_uring_disabled_note()),
-        )),
-    }
+    let mut checks = uring_checks();
     checks.push(verdict("UDP GSO (kernel)", &gso_kernel(), ""));
     checks.push(gso_loopback());
     match &name {
@@ -122,20 +93,60 @@ pub fn run(a: ProbeArgs) -> Result<ExitCode> {
     if a.json {
         p.emit("probe", &out)?;
     } else {
-        let mut t = format!(
-            "mcblast probe: kernel {}, interface {}\n{:<36} {:<12} how\n",
-            out.kernel,
-            name.as_deref().unwrap_or("(none: give --interface IF for the interface checks)"),
-            "check",
-            "result"
-        );
-        for c in &out.checks {
-            t.push_str(&format!("{:<36} {:<12} {}\n", c.name, c.value, c.how));
-        }
-        t.push_str(&format!("{:<36} {:<12} {}", "send --engine auto would use", out.auto_engine, out.auto_reason));
-        p.human(&t)?;
+        p.human(&human(&out, name.as_deref()))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The io_uring checks: whether a ring can be set up, and the operations and features the uring engine uses.
+fn uring_checks() -> Vec<Check> {
+    let mut checks = Vec::new();
+    match crate::sys::uring::probe() {
+        Ok(p) => {
+            checks.push(check_line("io_uring", Some(true), "yes", "io_uring_setup(8 entries) succeeded"));
+            for (n, ok, op) in [
+                ("io_uring IORING_OP_SENDMSG", p.sendmsg, "IORING_OP_SENDMSG"),
+                ("io_uring IORING_OP_SEND_ZC", p.send_zc, "IORING_OP_SEND_ZC"),
+                ("io_uring IORING_OP_SENDMSG_ZC", p.sendmsg_zc, "IORING_OP_SENDMSG_ZC"),
+            ] {
+                checks.push(check_line(
+                    n,
+                    Some(ok),
+                    if ok { "yes" } else { "no" },
+                    format!("IORING_REGISTER_PROBE lists {op} as {}", if ok { "supported" } else { "unsupported" }),
+                ));
+            }
+            checks.push(check_line(
+                "io_uring IORING_FEAT_EXT_ARG",
+                Some(p.ext_arg),
+                if p.ext_arg { "yes" } else { "no" },
+                "io_uring_setup's feature flags (the uring engine needs bounded waits)",
+            ));
+        }
+        Err(e) => checks.push(check_line(
+            "io_uring",
+            Some(false),
+            "no",
+            format!("io_uring_setup failed: {e}{}", io_uring_disabled_note()),
+        )),
+    }
+    checks
+}
+
+/// The probe's table as text: one line a check, then what `--engine auto` would use.
+fn human(out: &ProbeOut, name: Option<&str>) -> String {
+    let mut t = format!(
+        "mcblast probe: kernel {}, interface {}\n{:<36} {:<12} how\n",
+        out.kernel,
+        name.unwrap_or("(none: give --interface IF for the interface checks)"),
+        "check",
+        "result"
+    );
+    for c in &out.checks {
+        t.push_str(&format!("{:<36} {:<12} {}\n", c.name, c.value, c.how));
+    }
+    t.push_str(&format!("{:<36} {:<12} {}", "send --engine auto would use", out.auto_engine, out.auto_reason));
+    t
 }
 
 /// A real two-segment GSO send over loopback, when loopback is up.
