@@ -361,8 +361,17 @@ fn on_off(b: bool) -> &'static str {
 impl LabStatus {
     /// Human text for `mcblast lab status`.
     pub fn render(&self) -> String {
-        let b = &self.bridge;
         let mut s = String::new();
+        self.render_bridge(&mut s);
+        self.render_nodes(&mut s);
+        self.render_mdb(&mut s);
+        self.render_loss(&mut s);
+        s
+    }
+
+    /// Appends the lab's bridge, its IGMP settings and the topology's summary line to `s`.
+    fn render_bridge(&self, s: &mut String) {
+        let b = &self.bridge;
         let _ = writeln!(
             s,
             "lab {}: bridge {} in {} {}, mtu {}, address {}",
@@ -399,6 +408,10 @@ impl LabStatus {
                 }
             );
         }
+    }
+
+    /// Appends the nodes' table to `s`: namespace, address, interface and bridge port of each.
+    fn render_nodes(&self, s: &mut String) {
         let w = self.nodes.iter().map(|n| n.namespace.len()).max().unwrap_or(9).max(9);
         let host_col = if self.topology.is_some() { " host" } else { "" };
         let _ = writeln!(s, "{:<8} {:<w$} {:<15} {:<18} port{host_col}", "node", "namespace", "address", NODE_IF);
@@ -411,11 +424,15 @@ impl LabStatus {
             let addr = n.addr.map_or("none".to_string(), |a| a.to_string());
             let _ = writeln!(s, "{:<8} {:<w$} {:<15} {:<18} {}", n.name, n.namespace, addr, eth, port);
         }
+    }
+
+    /// Appends the joined groups to `s`: the bridge's, or the switch's and each host's.
+    fn render_mdb(&self, s: &mut String) {
         match &self.topology {
-            None => render_groups(&mut s, "multicast groups (bridge mdb):", "", &self.mdb),
+            None => render_groups(s, "multicast groups (bridge mdb):", "", &self.mdb),
             Some(t) => {
                 if !t.hosts.iter().any(|h| h.namespace == self.bridge.namespace) {
-                    render_groups(&mut s, &format!("multicast groups on the switch {}:", self.bridge.namespace), "", &self.mdb);
+                    render_groups(s, &format!("multicast groups on the switch {}:", self.bridge.namespace), "", &self.mdb);
                 }
                 for h in &t.hosts {
                     let b = &h.bridge;
@@ -433,10 +450,14 @@ impl LabStatus {
                     );
                     let nodes = if h.nodes.is_empty() { "none".to_string() } else { h.nodes.join(" ") };
                     let _ = writeln!(s, "  nodes: {nodes}; fabric ports: {}", h.fabric_ports.join(" "));
-                    render_groups(&mut s, "  groups:", "    ", &h.mdb);
+                    render_groups(s, "  groups:", "    ", &h.mdb);
                 }
             }
         }
+    }
+
+    /// Appends the path counters to `s`, when the lab has them.
+    fn render_loss(&self, s: &mut String) {
         if let Some(loss) = &self.loss {
             let _ = writeln!(s, "path counters (nftables, mcblast datagrams toward each port):");
             for l in loss {
@@ -444,7 +465,6 @@ impl LabStatus {
                 let _ = writeln!(s, "  {:<8} offered {}{rule}", l.node, l.offered);
             }
         }
-        s
     }
 }
 
