@@ -103,21 +103,24 @@ pub fn begin(out: &mut Printer, p: &Plan, run: u32) -> io::Result<()> {
 
 /// The begin line, with the xdp engine's mode when it runs.
 pub fn begin_with_mode(out: &mut Printer, p: &Plan, run: u32, xdp_mode: Option<&str>) -> io::Result<()> {
-    let target_pps = p.pps;
-    let target_bps = p.pps.map(|pps| pps * p.length as f64 * 8.0);
     if !out.json()
         && let Some(why) = &p.engine_reason
     {
         eprintln!("mcblast: engine auto chose {}: {why}", p.engine.name());
     }
-    emit_with_mode(
-        out,
-        xdp_mode,
-        "begin",
-        &Begin {
-          engine_reason: p.engine_reason.clone(),
-          zerocopy: p.zerocopy,
-          base: SendBegin {
+    emit_with_mode(out, xdp_mode, "begin", &begin_record(p, run))?;
+    if out.json() {
+        return Ok(());
+    }
+    out.human(&begin_text(p, run, xdp_mode))
+}
+
+/// The `begin` record of run `run`.
+fn begin_record(p: &Plan, run: u32) -> Begin {
+    Begin {
+        engine_reason: p.engine_reason.clone(),
+        zerocopy: p.zerocopy,
+        base: SendBegin {
             role: "send",
             version: env!("CARGO_PKG_VERSION"),
             run,
@@ -128,16 +131,16 @@ pub fn begin_with_mode(out: &mut Printer, p: &Plan, run: u32, xdp_mode: Option<&
             length: p.length,
             flows: p.flows.len() as u32,
             threads: p.workers.len() as u32,
-            target_bps,
-            target_pps,
+            target_bps: p.pps.map(|pps| pps * p.length as f64 * 8.0),
+            target_pps: p.pps,
             time_s: p.duration_s,
             count: p.count,
-          },
         },
-    )?;
-    if out.json() {
-        return Ok(());
     }
+}
+
+/// The human begin lines of run `run` (and the interval table's head when there are intervals).
+fn begin_text(p: &Plan, run: u32, xdp_mode: Option<&str>) -> String {
     let groups: Vec<String> = p.groups.iter().map(|g| format!("{g}:{}", p.port)).collect();
     let via = match &p.iface {
         Some((i, src)) => {
@@ -184,7 +187,7 @@ pub fn begin_with_mode(out: &mut Printer, p: &Plan, run: u32, xdp_mode: Option<&
     if p.interval_s > 0.0 {
         text.push_str(TABLE_HEAD);
     }
-    out.human(&text)
+    text
 }
 
 /// Interval reports every `-i` seconds.
