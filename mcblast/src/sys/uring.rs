@@ -226,6 +226,18 @@ impl UringSender {
         for r in &mut self.res[..n] {
             *r = None;
         }
+        if let Err(err) = self.push_batch(sock, n) {
+            return (0, Some(err));
+        }
+        match self.wait_all(n) {
+            Ok(cancelled) => self.outcome(n, cancelled),
+            Err(e) => (0, Some(e)),
+        }
+    }
+
+    /// Queues `n` linked sends on socket `sock`; the push's error (the ring poisoned when part of the batch may be in
+    /// flight).
+    fn push_batch(&mut self, sock: usize, n: usize) -> io::Result<()> {
         for i in 0..n {
             let mut e = self.entry(i, sock);
             if i + 1 < n {
@@ -235,12 +247,18 @@ impl UringSender {
                 // Nothing of this batch may be in flight when we return:
                 // only possible if earlier pushes were submitted already.
                 if i == 0 {
-                    return (0, Some(err));
+                    return Err(err);
                 }
                 self.poisoned = Some(format!("io_uring: {err}"));
-                return (0, Some(err));
+                return Err(err);
             }
         }
+        Ok(())
+    }
+
+    /// Waits until all `n` sends (and their notifications) have completed, cancelling what is left after the send
+    /// timeout; whether it cancelled, or the error that poisoned the ring.
+    fn wait_all(&mut self, n: usize) -> io::Result<bool> {
         let mut done = 0usize;
         let mut notifs = 0usize;
         let mut deadline = super::clock_ns(libc::CLOCK_MONOTONIC) + self.timeout.as_nanos() as u64;
@@ -253,7 +271,7 @@ impl UringSender {
             let waited = self.ring.submitter().submit_with_args(want, &args);
             self.reap(&mut done, &mut notifs);
             if done == n && notifs == 0 {
-                break;
+                return Ok(cancelled);
             }
             want = (n - done + notifs).max(1);
             match waited {
@@ -263,7 +281,7 @@ impl UringSender {
                 Err(e) => {
                     // Cannot wait: the requests may still run.
                     self.poisoned = Some(format!("io_uring wait failed: {e}"));
-                    return (0, Some(e));
+                    return Err(e);
                 }
             }
             if super::clock_ns(libc::CLOCK_MONOTONIC) < deadline {
@@ -273,23 +291,32 @@ impl UringSender {
                 let why =
                     format!("io_uring: {} sends neither completed nor were cancelled in {CANCEL_WAIT:?}", n - done);
                 self.poisoned = Some(why.clone());
-                return (0, Some(io::Error::other(why)));
+                return Err(io::Error::other(why));
             }
-            // The socket buffer stayed full for the whole timeout: cancel
-            // what is left (in order, so the chain's head goes first).
-            for i in 0..n {
-                if self.res[i].is_none() {
-                    let c = opcode::AsyncCancel::new(i as u64).build().user_data(CANCEL_TAG);
-                    if let Err(e) = self.push(&c) {
-                        self.poisoned = Some(format!("io_uring: cannot cancel: {e}"));
-                        return (0, Some(e));
-                    }
-                }
-            }
+            self.cancel_rest(n)?;
             cancelled = true;
             deadline = super::clock_ns(libc::CLOCK_MONOTONIC) + CANCEL_WAIT.as_nanos() as u64;
         }
-        // Everything has completed: the prefix that succeeded, then the reason.
+    }
+
+    /// Queues a cancel for each of the `n` sends not completed yet; the push's error (the ring then poisoned).
+    fn cancel_rest(&mut self, n: usize) -> io::Result<()> {
+        // The socket buffer stayed full for the whole timeout: cancel
+        // what is left (in order, so the chain's head goes first).
+        for i in 0..n {
+            if self.res[i].is_none() {
+                let c = opcode::AsyncCancel::new(i as u64).build().user_data(CANCEL_TAG);
+                if let Err(e) = self.push(&c) {
+                    self.poisoned = Some(format!("io_uring: cannot cancel: {e}"));
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Once all `n` have completed: how many sends succeeded (a prefix), and the reason the next one failed.
+    fn outcome(&self, n: usize, cancelled: bool) -> (usize, Option<io::Error>) {
         let mut k = 0;
         while k < n && self.res[k].is_some_and(|r| r >= 0) {
             k += 1;
