@@ -235,6 +235,14 @@ struct Ctx {
     abort: Arc<AtomicBool>,
 }
 
+/// What the data loop keeps about failing sends: the rate-limited log, since when every send has failed, and the
+/// ENOBUFS back-off.
+struct Failures {
+    log: ErrLog,
+    since: Option<u64>,
+    enobufs: Backoff,
+}
+
 impl Ctx {
     fn stopping(&self) -> bool {
         crate::sys::stop_requested() || self.abort.load(Ordering::Relaxed)
@@ -302,9 +310,7 @@ impl Ctx {
         let deadline = self.duration_ns.map_or(u64::MAX, |d| start_ns.saturating_add(d));
         let mut active: Vec<usize> = (0..seq.len()).collect();
         let mut rr = 0usize;
-        let mut log = ErrLog::new(self.index);
-        let mut failing_since: Option<u64> = None;
-        let mut enobufs = Backoff::default();
+        let mut f = Failures { log: ErrLog::new(self.index), since: None, enobufs: Backoff::default() };
 
         'run: while !active.is_empty() {
             if self.stopping() {
@@ -340,45 +346,21 @@ impl Ctx {
                     left -= s.n;
                     c.sent += s.n as u64;
                     c.bytes += s.n as u64 * self.length;
-                    failing_since = None;
-                    enobufs.reset();
+                    f.since = None;
+                    f.enobufs.reset();
                 }
                 let err = match s.err {
                     Some(err) => err,
                     None if s.n == 0 => io::Error::other("the kernel took no datagram and gave no reason"),
                     None => continue,
                 };
-                let kind = classify(&err);
-                count_error(c, kind);
-                let now = mono_ns();
-                if kind != ErrKind::Interrupted
-                    && let Some(line) = log.note(now, self.ids[slot], &err)
-                {
-                    eprintln!("{line}");
-                }
-                match kind {
-                    ErrKind::TooBig => {
+                let now = match self.on_send_error(&err, slot, c, &mut f, deadline) {
+                    Ok(now) => now,
+                    Err(fatal) => {
                         me.publish(c);
-                        return Some(format!(
-                            "{}-byte datagrams do not fit the route's MTU ({err}); use a smaller -l, or --allow-fragments to let the kernel fragment them",
-                            self.length
-                        ));
+                        return Some(fatal);
                     }
-                    ErrKind::Other => {
-                        let since = *failing_since.get_or_insert(now);
-                        if now - since >= GIVE_UP_NS {
-                            me.publish(c);
-                            return Some(format!(
-                                "flow {}: every send failed for {} s: {err}",
-                                self.ids[slot],
-                                GIVE_UP_NS / 1_000_000_000
-                            ));
-                        }
-                        sleep_until_mono(now + ERROR_BACKOFF_NS);
-                    }
-                    ErrKind::Enobufs => sleep_until_mono(now.saturating_add(enobufs.wait_ns()).min(deadline)),
-                    ErrKind::Eagain | ErrKind::Interrupted => {}
-                }
+                };
                 if self.stopping() || now >= deadline {
                     break 'run;
                 }
@@ -392,6 +374,48 @@ impl Ctx {
         }
         me.publish(c);
         None
+    }
+
+    /// Counts and logs a failed send of flow slot `slot`, and backs off as its kind asks; the time it was noted, or
+    /// the reason to give up (a datagram too big for the route, or every send failing for [`GIVE_UP_NS`]).
+    fn on_send_error(
+        &self,
+        err: &io::Error,
+        slot: usize,
+        c: &mut Counts,
+        f: &mut Failures,
+        deadline: u64,
+    ) -> Result<u64, String> {
+        let kind = classify(err);
+        count_error(c, kind);
+        let now = mono_ns();
+        if kind != ErrKind::Interrupted
+            && let Some(line) = f.log.note(now, self.ids[slot], err)
+        {
+            eprintln!("{line}");
+        }
+        match kind {
+            ErrKind::TooBig => {
+                return Err(format!(
+                    "{}-byte datagrams do not fit the route's MTU ({err}); use a smaller -l, or --allow-fragments to let the kernel fragment them",
+                    self.length
+                ));
+            }
+            ErrKind::Other => {
+                let since = *f.since.get_or_insert(now);
+                if now - since >= GIVE_UP_NS {
+                    return Err(format!(
+                        "flow {}: every send failed for {} s: {err}",
+                        self.ids[slot],
+                        GIVE_UP_NS / 1_000_000_000
+                    ));
+                }
+                sleep_until_mono(now + ERROR_BACKOFF_NS);
+            }
+            ErrKind::Enobufs => sleep_until_mono(now.saturating_add(f.enobufs.wait_ns()).min(deadline)),
+            ErrKind::Eagain | ErrKind::Interrupted => {}
+        }
+        Ok(now)
     }
 
     /// Every flow's end marker, [`END_MARKERS`] times, [`END_GAP_NS`] apart.
