@@ -1040,14 +1040,24 @@ mod tests {
         let l = layers(&short, reason_counts(&drops, &names(), |_| None), HostDeltas::default());
         assert_eq!(l.unaccounted, 8);
         assert!(!l.adds_up);
+    }
 
-        // 1000 datagrams sent as fragments: every first fragment reached the
-        // driver and was counted in its flow, one twice (a duplicate); 37
-        // lost a later fragment and timed out in reassembly, the duplicate
-        // first fragment was dropped as such.
-        let frag = ReasonNames::from_pairs(&[(70, "FRAG_REASM_TIMEOUT"), (71, "DUP_FRAG")]);
-        let fdrops = BTreeMap::from([(key(70, DropClass::Fragment), 37), (key(71, DropClass::Fragment), 1)]);
-        let fragmented = Measured {
+    /// The fragment reasons the fragmentation tests name.
+    fn frag_names() -> ReasonNames {
+        ReasonNames::from_pairs(&[(70, "FRAG_REASM_TIMEOUT"), (71, "DUP_FRAG")])
+    }
+
+    /// 37 reassembly timeouts and one duplicate first fragment, as the tracer saw them.
+    fn frag_drops() -> BTreeMap<DropKey, u64> {
+        BTreeMap::from([(key(70, DropClass::Fragment), 37), (key(71, DropClass::Fragment), 1)])
+    }
+
+    /// 1000 datagrams sent as fragments: every first fragment reached the
+    /// driver and was counted in its flow, one twice (a duplicate); 37
+    /// lost a later fragment and timed out in reassembly, the duplicate
+    /// first fragment was dropped as such.
+    fn fragmented() -> Measured {
+        Measured {
             expected: 1000,
             at_driver: 1001,
             path_lost: 0,
@@ -1055,7 +1065,12 @@ mod tests {
             fragments: 1001,
             read: 963,
             ..Measured::default()
-        };
+        }
+    }
+
+    #[test]
+    fn waterfall_charges_lost_fragments_to_reassembly() {
+        let (frag, fdrops, fragmented) = (frag_names(), frag_drops(), fragmented());
         let l = layers(&fragmented, reason_counts(&fdrops, &frag, |_| None), HostDeltas::default());
         assert_eq!((l.reached_driver, l.path_lost, l.path_duplicates), (1001, 0, 1));
         assert_eq!((l.reassembly_failed, l.delivered_to_socket), (38, 963));
@@ -1074,6 +1089,15 @@ mod tests {
         assert_eq!((l.reached_driver, l.path_lost, l.reassembly_failed, l.unaccounted), (990, 10, 0, 0));
         assert!(l.adds_up, "{l:?}");
         assert!(human(&l).contains("a lost fragment would lose the whole datagram"), "{}", human(&l));
+        // A fragment the tracker did not see time out (the run stopped first).
+        let l = layers(&Measured { read: 962, ..fragmented }, reason_counts(&fdrops, &frag, |_| None), HostDeltas::default());
+        assert_eq!(l.unaccounted, 1);
+        assert!(!l.adds_up);
+    }
+
+    #[test]
+    fn waterfall_charges_untraced_reassembly_timeouts() {
+        let (frag, fdrops, fragmented) = (frag_names(), frag_drops(), fragmented());
         // The tracer missed 5 of the 37 timeouts the namespace counted: they
         // are charged to reassembly from Ip ReasmTimeout, named as such.
         let missed = BTreeMap::from([(key(70, DropClass::Fragment), 32), (key(71, DropClass::Fragment), 1)]);
@@ -1096,11 +1120,10 @@ mod tests {
         assert_eq!((l.reassembly_untraced, l.unaccounted), (0, 0));
         let l = layers(&Measured { fragments: 0, ..fragmented }, reason_counts(&missed, &frag, |_| None), counted);
         assert_eq!((l.reassembly_untraced, l.unaccounted), (0, 5));
-        // A fragment the tracker did not see time out (the run stopped first).
-        let l = layers(&Measured { read: 962, ..fragmented }, reason_counts(&fdrops, &frag, |_| None), HostDeltas::default());
-        assert_eq!(l.unaccounted, 1);
-        assert!(!l.adds_up);
+    }
 
+    #[test]
+    fn waterfall_counts_sunk_datagrams_under_sink() {
         // --sink: everything that reached the driver was dropped by design.
         let sunk = Measured { expected: 1000, at_driver: 990, path_lost: 10, sunk: 990, ..Measured::default() };
         let l = layers(&sunk, Vec::new(), HostDeltas::default());
