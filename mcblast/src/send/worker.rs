@@ -235,6 +235,23 @@ struct Ctx {
     abort: Arc<AtomicBool>,
 }
 
+/// Whether the pacer lets the next batch go at `now` (its slips and deficit copied into `c`); else it has slept
+/// toward its next send time (at most until `deadline`).
+fn pace(p: &mut Pacer, now: u64, deadline: u64, c: &mut Counts) -> bool {
+    match p.step(now, c.sent) {
+        Step::Sleep(t) => {
+            sleep_until_mono(t.min(deadline));
+            false
+        }
+        Step::Send => {
+            let s = p.stats();
+            c.slips = s.slips;
+            c.deficit = s.deficit as u64;
+            true
+        }
+    }
+}
+
 /// What the data loop keeps about failing sends: the rate-limited log, since when every send has failed, and the
 /// ENOBUFS back-off.
 struct Failures {
@@ -320,18 +337,10 @@ impl Ctx {
             if now >= deadline {
                 break;
             }
-            if let Some(p) = pacer.as_deref_mut() {
-                match p.step(now, c.sent) {
-                    Step::Sleep(t) => {
-                        sleep_until_mono(t.min(deadline));
-                        continue;
-                    }
-                    Step::Send => {
-                        let s = p.stats();
-                        c.slips = s.slips;
-                        c.deficit = s.deficit as u64;
-                    }
-                }
+            if let Some(p) = pacer.as_deref_mut()
+                && !pace(p, now, deadline, c)
+            {
+                continue;
             }
             if rr >= active.len() {
                 rr = 0;
