@@ -250,13 +250,13 @@ impl<T: Clone> Live<T> {
 }
 
 /// The running server; dropping it stops the thread.
-pub struct Server {
+pub struct MetricsServer {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl Drop for Server {
+impl Drop for MetricsServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
@@ -266,8 +266,8 @@ impl Drop for Server {
 }
 
 /// Listens on `addr` (errors are one line saying what to do) and serves
-/// `render()` at `/metrics` on a thread until the [`Server`] is dropped.
-pub fn serve(addr: SocketAddr, render: impl Fn() -> String + Send + 'static) -> Result<Server> {
+/// `render()` at `/metrics` on a thread until the [`MetricsServer`] is dropped.
+pub fn serve(addr: SocketAddr, render: impl Fn() -> String + Send + 'static) -> Result<MetricsServer> {
     let listener = match TcpListener::bind(addr) {
         Ok(l) => l,
         Err(e) if e.kind() == ErrorKind::AddrInUse => {
@@ -297,7 +297,7 @@ pub fn serve(addr: SocketAddr, render: impl Fn() -> String + Send + 'static) -> 
             }
         }
     })?;
-    Ok(Server { addr, stop, thread: Some(thread) })
+    Ok(MetricsServer { addr, stop, thread: Some(thread) })
 }
 
 /// Reads one request head and answers it.

@@ -334,7 +334,7 @@ pub fn check_af_xdp(result: Result<(), String>) -> Finding {
 
 /// The whole report.
 #[derive(Serialize, Debug)]
-pub struct Report {
+pub struct PreflightReport {
     pub role: &'static str,
     pub interface: String,
     pub findings: Vec<Finding>,
@@ -376,7 +376,7 @@ fn mcblast_socket_multicast_all_off() -> Option<bool> {
 }
 
 /// Measures and checks.
-pub fn gather(a: &PreflightArgs) -> Result<Report> {
+pub fn gather(a: &PreflightArgs) -> Result<PreflightReport> {
     crate::mcast::check_groups(&a.groups)?;
     let name = match &a.interface {
         Some(n) => n.clone(),
@@ -428,7 +428,7 @@ pub fn gather(a: &PreflightArgs) -> Result<Report> {
         f.push(check_af_xdp(crate::sys::probe::af_xdp_socket().map_err(|e| e.to_string())));
     }
     let worst = f.iter().map(|x| x.level).max().unwrap_or(Level::Ok);
-    Ok(Report {
+    Ok(PreflightReport {
         role: match a.role {
             PreflightRole::Send => "send",
             PreflightRole::Recv => "recv",
@@ -441,7 +441,7 @@ pub fn gather(a: &PreflightArgs) -> Result<Report> {
 }
 
 /// The human text.
-pub fn human(r: &Report) -> String {
+pub fn human(r: &PreflightReport) -> String {
     let mut t = format!("mcblast preflight on {} (role {}): {}\n", r.interface, r.role, r.worst.name());
     for f in &r.findings {
         t.push_str(&format!("{:<5} {:<20} {}\n      {}\n", f.level.name(), f.check, f.value, f.detail));

@@ -80,7 +80,7 @@ impl Encap {
 
 /// `--profile`: a deployment's settings as a whole.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Profile {
+pub enum OvnProfile {
     /// What OpenStack Neutron configures: snooping on, no querier, mcast_flood_unregistered=false.
     Neutron,
 }
@@ -93,7 +93,7 @@ pub struct OvnArgs {
     pub encap: Option<Encap>,
     /// --fabric ovn: a deployment profile; neutron = snooping on, no querier, unregistered groups not flooded.
     #[arg(long, value_enum)]
-    pub profile: Option<Profile>,
+    pub profile: Option<OvnProfile>,
     /// --fabric ovn: mcast_flood_unregistered, flood groups nobody joined (default off).
     #[arg(long, value_enum)]
     pub flood_unregistered: Option<super::OnOff>,
@@ -151,7 +151,7 @@ impl OvnSettings {
     /// `from_spec`, then the flags: a profile first, explicit flags over it.
     pub fn from_args(spec: &LabSpec, a: &OvnArgs, snooping_given: bool, querier_given: bool) -> OvnSettings {
         let mut s = OvnSettings::from_spec(spec);
-        if a.profile == Some(Profile::Neutron) {
+        if a.profile == Some(OvnProfile::Neutron) {
             s.snoop = if snooping_given { s.snoop } else { true };
             s.querier = if querier_given { s.querier } else { false };
         }
@@ -798,7 +798,7 @@ mod tests {
     fn settings_follow_the_spec_and_the_neutron_profile() {
         let s = OvnSettings::from_spec(&spec());
         assert_eq!((s.snoop, s.querier, s.flood_unregistered, s.idle_timeout_s, s.query_interval_s), (true, true, false, 260, 125));
-        let a = OvnArgs { profile: Some(Profile::Neutron), ..Default::default() };
+        let a = OvnArgs { profile: Some(OvnProfile::Neutron), ..Default::default() };
         let n = OvnSettings::from_args(&spec(), &a, false, false);
         assert_eq!((n.snoop, n.querier, n.flood_unregistered), (true, false, false));
         // explicit --querier on wins over the profile

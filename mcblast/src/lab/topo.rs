@@ -388,7 +388,7 @@ impl Preset {
 /// `ip -batch` scripts that build a hierarchical lab, per namespace, in the
 /// order they must run. Pure (no I/O) so the plan can be unit-tested.
 #[derive(Debug, Default)]
-pub(super) struct Plan {
+pub(super) struct BuildSteps {
     /// (namespace, script) in order.
     pub steps: Vec<(String, String)>,
     /// (namespace, `bridge -batch` script): static FDB entries.
@@ -418,12 +418,12 @@ pub(super) fn bridge_line(snooping: bool, igmp: &IgmpConfig, other_querier: bool
     s
 }
 
-pub(super) fn plan(prefix: &str, spec: &LabSpec, t: &Topology) -> Plan {
+pub(super) fn plan(prefix: &str, spec: &LabSpec, t: &Topology) -> BuildSteps {
     let ns = |n: &str| format!("{prefix}{n}");
     let br = super::BRIDGE;
     let querier = t.querier_node();
     let receivers: Vec<String> = (1..=t.receivers()).map(|k| format!("r{k}")).collect();
-    let mut p = Plan::default();
+    let mut p = BuildSteps::default();
 
     // The fabric switch first (its bridge stays down until the end when it is the querier).
     let fab = ns(t.fabric_node());
@@ -470,7 +470,7 @@ fn fabric_steps(spec: &LabSpec, t: &Topology) -> String {
 
 /// Host `k`'s batch: its bridge, its nodes' veths and its uplink (or underlay and tunnels, their fdb entries added
 /// to `p.fdb`).
-fn host_steps(prefix: &str, spec: &LabSpec, t: &Topology, k: u32, receivers: &[String], p: &mut Plan) -> String {
+fn host_steps(prefix: &str, spec: &LabSpec, t: &Topology, k: u32, receivers: &[String], p: &mut BuildSteps) -> String {
     let br = super::BRIDGE;
     let m = spec.base.mtu;
     let fab = format!("{prefix}{}", t.fabric_node());

@@ -28,7 +28,7 @@ use serde::Serialize;
 const READY: Duration = Duration::from_secs(5);
 
 /// The iperf2 server, running.
-pub struct Server {
+pub struct Iperf2Server {
     child: Child,
     /// Its output so far, appended line by line by `reader`.
     text: Arc<Mutex<String>>,
@@ -38,7 +38,7 @@ pub struct Server {
 
 /// What the iperf2 server reported at the end.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Report {
+pub struct Iperf2Report {
     /// The command line mcblast ran.
     pub command: String,
     /// iperf2's own Lost and Total, summed over its final reports (one per client).
@@ -53,9 +53,9 @@ pub struct Report {
     pub read: u64,
 }
 
-impl Server {
+impl Iperf2Server {
     /// Starts `iperf -s` on `group` and `port`, joined on `iface`.
-    pub fn start(group: Ipv4Addr, port: u16, iface: &str, extra: &[String]) -> Result<Server> {
+    pub fn start(group: Ipv4Addr, port: u16, iface: &str, extra: &[String]) -> Result<Iperf2Server> {
         let mut args: Vec<String> =
             ["-s", "-u", "-B", &format!("{group}%{iface}"), "-p", &port.to_string(), "-l", "65507"].map(String::from).into();
         args.extend(extra.iter().cloned());
@@ -77,7 +77,7 @@ impl Server {
                 t.push('\n');
             }
         });
-        let mut server = Server { child, text, reader: Some(reader), command };
+        let mut server = Iperf2Server { child, text, reader: Some(reader), command };
         server.wait_listening()?;
         Ok(server)
     }
@@ -100,7 +100,7 @@ impl Server {
 
     /// Waits up to `wait` for iperf2's own final report, then interrupts it
     /// so it prints one, and reads it. An error when it printed none.
-    pub fn stop(mut self, wait: Duration) -> Result<Report> {
+    pub fn stop(mut self, wait: Duration) -> Result<Iperf2Report> {
         let deadline = Instant::now() + wait;
         while Instant::now() < deadline && self.child.try_wait()?.is_none() && !self.reported() {
             std::thread::sleep(Duration::from_millis(50));
@@ -124,7 +124,7 @@ impl Server {
         let (lost, total) = finals.iter().fold((0, 0), |(l, t), (_, lost, total)| (l + lost, t + total));
         let reports = finals.len() as u64;
         let fins = if saw_fin { reports } else { 0 };
-        Ok(Report { command: self.command.clone(), lost, total, reports, saw_fin, read: (total - lost.min(total)).saturating_sub(fins) })
+        Ok(Iperf2Report { command: self.command.clone(), lost, total, reports, saw_fin, read: (total - lost.min(total)).saturating_sub(fins) })
     }
 
     /// Whether its output so far holds a final report (iperf2 prints one
@@ -134,7 +134,7 @@ impl Server {
     }
 }
 
-impl Drop for Server {
+impl Drop for Iperf2Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -171,7 +171,7 @@ pub struct Comparison {
     pub role: &'static str,
     pub counter: &'static str,
     #[serde(flatten)]
-    pub iperf2: Report,
+    pub iperf2: Iperf2Report,
     /// The data datagrams iperf2 missed: the flows' datagrams less what it read.
     pub missed: u64,
     /// FINs that reached this host but not iperf2 (dropped after the
@@ -195,7 +195,7 @@ pub struct Comparison {
 
 /// Compares iperf2's report with the waterfall `l` of the same run, in
 /// which the kernel counter saw `ended` flows end (their FINs reach the host).
-pub fn compare(r: &Report, l: &crate::recv::attrib::Layers, ended: u64) -> Comparison {
+pub fn compare(r: &Iperf2Report, l: &crate::recv::attrib::Layers, ended: u64) -> Comparison {
     let missed = l.expected.saturating_sub(r.read);
     let fins_dropped = ended.saturating_sub(if r.saw_fin { r.reports } else { 0 });
     // Those the tracer could not tell from data.

@@ -320,7 +320,7 @@ const IPERF2_WAIT: Duration = Duration::from_secs(2);
 const END_CHECK: Duration = Duration::from_millis(250);
 
 /// The resolved receive plan.
-struct Plan {
+struct RecvPlan {
     iface: Iface,
     groups: Vec<Ipv4Addr>,
     port: u16,
@@ -353,7 +353,7 @@ fn check_format(a: &RecvArgs) -> Result<()> {
     Ok(())
 }
 
-fn plan(a: &RecvArgs) -> Result<Plan> {
+fn plan(a: &RecvArgs) -> Result<RecvPlan> {
     check_groups(&a.common.groups)?;
     check_format(a)?;
     let name = match &a.common.interface {
@@ -402,7 +402,7 @@ fn plan(a: &RecvArgs) -> Result<Plan> {
     {
         bail!("--max-loss is a percentage from 0 to 100, not {p}");
     }
-    Ok(Plan {
+    Ok(RecvPlan {
         groups: a.common.groups.clone(),
         port: a.common.port,
         source: a.source,
@@ -434,7 +434,7 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
 /// in order: the memberships and the socket counter first, the live page and the printer last.
 struct Receiver {
     /// --iperf2-server: the iperf2 server reading the socket.
-    iperf2: Option<crate::recv::iperf2_server::Server>,
+    iperf2: Option<crate::recv::iperf2_server::Iperf2Server>,
     /// Kernel only: the joined socket, held (never read) for its membership.
     _membership: Option<OwnedFd>,
     socket: Option<SocketCounter>,
@@ -458,9 +458,9 @@ struct Receiver {
     syms: Option<Symbols>,
     /// Whether the clock is synchronized (read at the begin line).
     synced: bool,
-    live: Option<(Arc<crate::prom::Live<live::RecvLive>>, crate::prom::Server)>,
+    live: Option<(Arc<crate::prom::Live<live::RecvLive>>, crate::prom::MetricsServer)>,
     out: Printer,
-    p: Plan,
+    p: RecvPlan,
     a: RecvArgs,
 }
 
@@ -510,7 +510,7 @@ struct Finals {
     kernel_events_lost: Option<u64>,
     socket_loss: Option<LossBook>,
     /// --iperf2-server: its report (or why there is none).
-    iperf2: Option<Result<crate::recv::iperf2_server::Report>>,
+    iperf2: Option<Result<crate::recv::iperf2_server::Iperf2Report>>,
 }
 
 /// The drop tracer's counts by reason; with `per_flow`, also what they charged to each flow's layers. Kernel
@@ -533,7 +533,7 @@ fn tracer_counts(
 /// The kernel counter attached, counting only the groups (and source) joined, as the socket does; with the socket
 /// counter also the drop tracer. Loss attribution needs both counters and the tracer; without the tracer the
 /// receiver still counts, and says why there is no waterfall.
-fn attach_kernel(p: &Plan, a: &RecvArgs) -> Result<(KernelCounter, Option<ReasonNames>)> {
+fn attach_kernel(p: &RecvPlan, a: &RecvArgs) -> Result<(KernelCounter, Option<ReasonNames>)> {
     let mut k = KernelCounter::attach(&p.iface, a.xdp_mode, p.reader.config(p.sink))?;
     let joined: Vec<_> = p.groups.iter().map(|g| (*g, p.source)).collect();
     k.set_groups(&joined)?;
@@ -551,7 +551,7 @@ fn attach_kernel(p: &Plan, a: &RecvArgs) -> Result<(KernelCounter, Option<Reason
 }
 
 /// Joins the plan's group(s) (from its source, if any) on `fd`.
-fn join_groups(p: &Plan, fd: &OwnedFd) -> Result<()> {
+fn join_groups(p: &RecvPlan, fd: &OwnedFd) -> Result<()> {
     for g in &p.groups {
         match (p.source, p.iface.addr) {
             (Some(src), Some(ifa)) => net::join_source(fd, *g, src, ifa),
@@ -564,7 +564,7 @@ fn join_groups(p: &Plan, fd: &OwnedFd) -> Result<()> {
 
 /// The membership socket (the socket counter's own socket, or, kernel only, an unbound socket that joins but
 /// never queues datagrams), the IGMP query watch, the join, --leave-window's membership, the socket counter.
-fn join(p: &Plan, a: &RecvArgs, kernel: Option<&mut KernelCounter>, tracer: bool, loss_iv_ns: u64) -> Result<Joined> {
+fn join(p: &RecvPlan, a: &RecvArgs, kernel: Option<&mut KernelCounter>, tracer: bool, loss_iv_ns: u64) -> Result<Joined> {
     let (fd, granted) = if p.socket {
         net::recv_socket(&net::RecvSocketOpts { port: p.port, rcvbuf: a.rcvbuf })
             .with_context(|| format!("cannot bind UDP port {}", p.port))?
@@ -632,7 +632,7 @@ impl Receiver {
         let loss_iv_ns = p.interval.unwrap_or(Duration::from_secs(1)).as_nanos().max(1) as u64;
         let j = join(&p, &a, kernel.as_mut(), reason_names.is_some(), loss_iv_ns)?;
         let iperf2 = match p.iperf2_server {
-            true => Some(crate::recv::iperf2_server::Server::start(p.groups[0], p.port, &p.iface.name, &a.iperf2_arg)?),
+            true => Some(crate::recv::iperf2_server::Iperf2Server::start(p.groups[0], p.port, &p.iface.name, &a.iperf2_arg)?),
             false => None,
         };
         Ok(Receiver {

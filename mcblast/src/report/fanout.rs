@@ -10,7 +10,7 @@
 //! per counter ([`LossLine`]): per flow, run-length-encoded ranges
 //! `[first_seq, count]` grouped by interval.
 //!
-//! **Report** (`mcblast report r1.jsonl r2.jsonl …`, [`report`]). Merges
+//! **FanoutReport** (`mcblast report r1.jsonl r2.jsonl …`, [`report`]). Merges
 //! receivers' records into a receiver × interval matrix of lost datagrams
 //! and classifies every lost sequence number of every flow:
 //! * **common**: lost at every receiver that saw the flow: upstream of the
@@ -383,7 +383,7 @@ fn fmt_ranges(r: &[[u64; 2]], total_ranges: usize) -> String {
 // ------------------------------------------------------------ the report
 
 /// One receiver's input.
-struct Receiver {
+struct FanoutReceiver {
     name: String,
     file: PathBuf,
     /// "kernel", or "socket" when the receiver ran without the kernel counter.
@@ -417,7 +417,7 @@ struct SenderInfo {
 
 /// The report as one JSON object (`mcblast report --json`).
 #[derive(Serialize, Debug)]
-struct Report {
+struct FanoutReport {
     #[serde(rename = "type")]
     ty: &'static str,
     receivers: Vec<ReceiverRow>,
@@ -451,7 +451,7 @@ struct ReceiverRow {
 struct Totals {
     common: u64,
     partial: u64,
-    /// Receiver name to its unique loss (every receiver listed).
+    /// FanoutReceiver name to its unique loss (every receiver listed).
     unique: BTreeMap<String, u64>,
     /// Of the common loss, what the sender's ledger says its own host lost
     /// (at most; None without a sender input).
@@ -501,7 +501,7 @@ struct UniqueClass {
 
 /// What one input file is.
 enum Input {
-    Receiver(Receiver),
+    FanoutReceiver(FanoutReceiver),
     Sender(SenderInfo),
 }
 
@@ -560,7 +560,7 @@ fn read_input(path: &Path) -> Result<Input> {
         };
         flows.insert(id, f["lost"].as_u64().ok_or_else(|| not_ours("a flow has no lost count"))?);
     }
-    Ok(Input::Receiver(Receiver { name, file: path.to_path_buf(), counter: counter.into(), flows, loss }))
+    Ok(Input::FanoutReceiver(FanoutReceiver { name, file: path.to_path_buf(), counter: counter.into(), flows, loss }))
 }
 
 fn read_sender(path: &Path, lines: &[serde_json::Value]) -> Result<Input> {
@@ -589,7 +589,7 @@ fn read_sender(path: &Path, lines: &[serde_json::Value]) -> Result<Input> {
 }
 
 /// Builds the report from the inputs.
-fn build(inputs: Vec<Input>) -> Result<Report> {
+fn build(inputs: Vec<Input>) -> Result<FanoutReport> {
     let (recvs, sender) = sort_inputs(inputs)?;
     // All receivers must share a run (the sender's, when given).
     check_one_run(&recvs, sender.as_ref())?;
@@ -611,7 +611,7 @@ fn build(inputs: Vec<Input>) -> Result<Report> {
         totals.path = in_sender.map(|l| totals.common - l);
     }
     let complete = rows.iter().all(|r| r.complete);
-    Ok(Report {
+    Ok(FanoutReport {
         ty: "report",
         receivers: rows,
         interval_s: iv,
@@ -624,12 +624,12 @@ fn build(inputs: Vec<Input>) -> Result<Report> {
 }
 
 /// The receivers' outputs (at least one, names distinct) and the sender's (at most one), in input order.
-fn sort_inputs(inputs: Vec<Input>) -> Result<(Vec<Receiver>, Option<SenderInfo>)> {
-    let mut recvs: Vec<Receiver> = Vec::new();
+fn sort_inputs(inputs: Vec<Input>) -> Result<(Vec<FanoutReceiver>, Option<SenderInfo>)> {
+    let mut recvs: Vec<FanoutReceiver> = Vec::new();
     let mut sender: Option<SenderInfo> = None;
     for i in inputs {
         match i {
-            Input::Receiver(r) => {
+            Input::FanoutReceiver(r) => {
                 if let Some(o) = recvs.iter().find(|o| o.name == r.name) {
                     bail!(
                         "{} and {} both name receiver {}: give each receiver's output its own file name",
@@ -655,12 +655,12 @@ fn sort_inputs(inputs: Vec<Input>) -> Result<(Vec<Receiver>, Option<SenderInfo>)
 }
 
 /// The runs a receiver saw.
-fn runs_of(r: &Receiver) -> BTreeSet<u32> {
+fn runs_of(r: &FanoutReceiver) -> BTreeSet<u32> {
     r.flows.keys().map(|f| f.run).collect()
 }
 
 /// Refuses receivers that saw no run in common, or none the sender sent.
-fn check_one_run(recvs: &[Receiver], sender: Option<&SenderInfo>) -> Result<()> {
+fn check_one_run(recvs: &[FanoutReceiver], sender: Option<&SenderInfo>) -> Result<()> {
     if let Some(s) = sender
         && let Some(r) = recvs.iter().find(|r| !r.flows.is_empty() && !runs_of(r).contains(&(s.run as u32)))
     {
@@ -672,7 +672,7 @@ fn check_one_run(recvs: &[Receiver], sender: Option<&SenderInfo>) -> Result<()> 
             s.run
         );
     }
-    let with_flows: Vec<&Receiver> = recvs.iter().filter(|r| !r.flows.is_empty()).collect();
+    let with_flows: Vec<&FanoutReceiver> = recvs.iter().filter(|r| !r.flows.is_empty()).collect();
     if let Some(first) = with_flows.first() {
         let mut common = runs_of(first);
         for r in &with_flows[1..] {
@@ -693,7 +693,7 @@ fn check_one_run(recvs: &[Receiver], sender: Option<&SenderInfo>) -> Result<()> 
 }
 
 /// The matrix: the intervals' start times (columns) and each receiver's recorded loss per interval (rows).
-fn loss_matrix(recvs: &[Receiver]) -> (Vec<u64>, Vec<ReceiverRow>) {
+fn loss_matrix(recvs: &[FanoutReceiver]) -> (Vec<u64>, Vec<ReceiverRow>) {
     let columns: BTreeSet<u64> =
         recvs.iter().flat_map(|r| r.loss.flows.iter().flat_map(|f| f.intervals.iter().map(|i| i.start_tai_ns))).collect();
     let columns: Vec<u64> = columns.into_iter().collect();
@@ -722,12 +722,12 @@ fn loss_matrix(recvs: &[Receiver]) -> (Vec<u64>, Vec<ReceiverRow>) {
 }
 
 /// Per flow: who saw it and the classification of its loss over them; the totals of the classes (sender's share unset).
-fn split_flows(recvs: &[Receiver], sender: Option<&SenderInfo>) -> (Vec<FlowSplit>, Totals) {
+fn split_flows(recvs: &[FanoutReceiver], sender: Option<&SenderInfo>) -> (Vec<FlowSplit>, Totals) {
     let all_flows: BTreeSet<FlowId> = recvs.iter().flat_map(|r| r.flows.keys().cloned()).collect();
     let mut totals = Totals { unique: recvs.iter().map(|r| (r.name.clone(), 0)).collect(), ..Totals::default() };
     let mut flows = Vec::new();
     for id in all_flows {
-        let seen: Vec<&Receiver> = recvs.iter().filter(|r| r.flows.contains_key(&id)).collect();
+        let seen: Vec<&FanoutReceiver> = recvs.iter().filter(|r| r.flows.contains_key(&id)).collect();
         let lost: Vec<Vec<[u64; 2]>> = seen
             .iter()
             .map(|r| {
@@ -773,7 +773,7 @@ fn sep(s: String) -> String {
 }
 
 /// The human report.
-fn human(r: &Report) -> String {
+fn human(r: &FanoutReport) -> String {
     let n = r.receivers.len();
     let counters: BTreeSet<&str> = r.receivers.iter().map(|x| x.counter.as_str()).collect();
     let mut t = format!(
@@ -795,7 +795,7 @@ fn human(r: &Report) -> String {
 }
 
 /// The matrix, as text: lost datagrams per receiver and interval (receiver names padded to `width`).
-fn human_matrix(r: &Report, width: usize) -> String {
+fn human_matrix(r: &FanoutReport, width: usize) -> String {
     let cols = r.intervals_tai_ns.len().min(HUMAN_COLUMNS);
     let t0 = r.intervals_tai_ns.first().copied().unwrap_or(0);
     let mut t = format!("\nlost datagrams per receiver and {} s interval (columns: seconds from the first loss):\n", r.interval_s);
@@ -861,7 +861,7 @@ fn human_flow(f: &FlowSplit, width: usize) -> String {
 }
 
 /// The totals line, as text, and what the sender's ledger says of the common loss.
-fn human_totals(r: &Report) -> String {
+fn human_totals(r: &FanoutReport) -> String {
     let mut t = format!("\ntotal: common {}, partial {}", r.totals.common, r.totals.partial);
     let uniq: Vec<String> = r.totals.unique.iter().filter(|(_, v)| **v > 0).map(|(k, v)| format!("{k} {v}")).collect();
     t.push_str(&format!(", unique {}", if uniq.is_empty() { "0".to_string() } else { uniq.join(", ") }));

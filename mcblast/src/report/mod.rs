@@ -211,7 +211,7 @@ pub struct RunData {
     pub plan_text: Option<String>,
     pub plan_file: Option<crate::run::plan::PlanFile>,
     /// The resolved plan, or why it did not resolve.
-    pub plan: std::result::Result<crate::run::plan::Plan, String>,
+    pub plan: std::result::Result<crate::run::plan::TestPlan, String>,
     /// When the run started (the plan copy's modification time), UTC.
     pub started: Option<String>,
     pub cases: Vec<CaseData>,

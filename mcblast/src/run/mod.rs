@@ -39,7 +39,7 @@ use serde_json::Value;
 use crate::cli::RunArgs;
 use crate::lab::{Lab, LabSpec};
 use mcblast_common::maps::ImpairConfig;
-use plan::{Case, Hosts, Plan, Sender};
+use plan::{Case, Hosts, TestPlan, Sender};
 use stats::{CaseSamples, FlowPick, RecvResult};
 use transport::{Node, Proc};
 
@@ -83,7 +83,7 @@ pub(crate) fn timestamp(secs: u64) -> String {
 }
 
 /// The lab of a case: its spec, and TGW's limits in its fabric when the plan asks for them.
-fn build_lab(plan: &Plan, spec: &LabSpec) -> Result<Lab> {
+fn build_lab(plan: &TestPlan, spec: &LabSpec) -> Result<Lab> {
     let lab = Lab::up_spec(spec)?;
     if plan.tgw_limits {
         lab.tgw_limits_apply(&crate::lab::TgwLimits::aws(spec.base.receivers)).context("applying the TGW limits")?;
@@ -139,7 +139,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
 
 /// The results directory (`--out`, else `runs/TIMESTAMP`), created with its `raw/`, the plan and the inventory
 /// copied in.
-fn prepare_out(a: &RunArgs, plan: &Plan) -> Result<PathBuf> {
+fn prepare_out(a: &RunArgs, plan: &TestPlan) -> Result<PathBuf> {
     let out = a.out.clone().unwrap_or_else(|| {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         PathBuf::from("runs").join(timestamp(now))
@@ -155,7 +155,7 @@ fn prepare_out(a: &RunArgs, plan: &Plan) -> Result<PathBuf> {
 
 /// Runs every case in turn, counting those finished in `finished`; building a case's lab only when it differs from the
 /// previous case's, and removing the last one before returning.
-fn run_cases(plan: &Plan, out: &Path, w: &mut Writer, progress: &mut Progress, finished: &mut usize) -> Result<()> {
+fn run_cases(plan: &TestPlan, out: &Path, w: &mut Writer, progress: &mut Progress, finished: &mut usize) -> Result<()> {
     let n = plan.cases.len();
     let mut lab: Option<Lab> = None;
     for (i, case) in plan.cases.iter().enumerate() {
@@ -181,7 +181,7 @@ fn run_cases(plan: &Plan, out: &Path, w: &mut Writer, progress: &mut Progress, f
 
 /// Runs case number `k`'s repeats on `site`, writing their rows, the case's summary row and its delay histograms.
 fn run_case(
-    plan: &Plan,
+    plan: &TestPlan,
     site: &Site,
     case: &Case,
     k: usize,
@@ -408,7 +408,7 @@ fn fmt_s(x: f64) -> String {
 
 /// One run's fixed facts: its ids, the plan's group and port as arguments, the receivers' bound.
 struct RunCtx<'a> {
-    plan: &'a Plan,
+    plan: &'a TestPlan,
     site: &'a Site<'a>,
     case: &'a Case,
     k: usize,
@@ -442,7 +442,7 @@ fn iface(n: &Node) -> Vec<String> {
 
 /// One repeat of one case: returns the sender's result and (node, result) per receiver.
 fn one_run(
-    plan: &Plan,
+    plan: &TestPlan,
     site: &Site,
     case: &Case,
     k: usize,

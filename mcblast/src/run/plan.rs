@@ -57,7 +57,7 @@ pub struct PlanFile {
     #[serde(default)]
     pub matrix: Vec<MatrixBlock>,
     #[serde(default)]
-    pub profile: BTreeMap<String, Profile>,
+    pub profile: BTreeMap<String, PlanProfile>,
 }
 
 /// The lab every case runs on (the matrix may vary some of it).
@@ -165,7 +165,7 @@ impl ImpairKeys {
 /// `[profile.NAME]`: replaces durations, warm-up, repeats and the impairment keys.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Profile {
+pub struct PlanProfile {
     pub duration: Option<f64>,
     pub warmup: Option<f64>,
     pub repeats: Option<u32>,
@@ -190,7 +190,7 @@ impl PlanFile {
     }
 }
 
-impl Profile {
+impl PlanProfile {
     fn impair(&self) -> ImpairKeys {
         ImpairKeys {
             loss: self.loss,
@@ -398,7 +398,7 @@ pub enum Sender {
 
 /// The resolved plan.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub struct TestPlan {
     pub group: Ipv4Addr,
     pub port: u16,
     pub warmup: f64,
@@ -414,7 +414,7 @@ pub struct Plan {
     pub cases: Vec<Case>,
 }
 
-impl Plan {
+impl TestPlan {
     /// The lab a case runs on.
     pub fn spec_for(&self, c: &Case) -> LabSpec {
         let mut s = self.base.clone();
@@ -480,13 +480,13 @@ fn one_line(s: &str) -> String {
 }
 
 /// Reads and resolves a plan file; `profile` applies `[profile.NAME]`.
-pub fn load(path: &Path, profile: Option<&str>, default_prefix: &str) -> Result<Plan> {
+pub fn load(path: &Path, profile: Option<&str>, default_prefix: &str) -> Result<TestPlan> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading plan {}", path.display()))?;
     parse(&text, &path.display().to_string(), profile, default_prefix)
 }
 
 /// Parses plan text; `file` names it in errors.
-pub fn parse(text: &str, file: &str, profile: Option<&str>, default_prefix: &str) -> Result<Plan> {
+pub fn parse(text: &str, file: &str, profile: Option<&str>, default_prefix: &str) -> Result<TestPlan> {
     let f: PlanFile = toml::from_str(text).map_err(|e| {
         let line = e.span().map(|sp| text[..sp.start.min(text.len())].matches('\n').count() + 1);
         match line {
@@ -497,7 +497,7 @@ pub fn parse(text: &str, file: &str, profile: Option<&str>, default_prefix: &str
     resolve(f, file, profile, default_prefix)
 }
 
-fn resolve(f: PlanFile, file: &str, profile: Option<&str>, default_prefix: &str) -> Result<Plan> {
+fn resolve(f: PlanFile, file: &str, profile: Option<&str>, default_prefix: &str) -> Result<TestPlan> {
     let prof = resolve_profile(&f, file, profile)?;
     let group = f.group.unwrap_or(Ipv4Addr::new(239, 0, 0, 1));
     crate::mcast::check_groups(&[group]).with_context(|| format!("{file}: group"))?;
@@ -518,13 +518,13 @@ fn resolve(f: PlanFile, file: &str, profile: Option<&str>, default_prefix: &str)
              (see mcblast lab impair): use fabric \"bridge\" or \"vxlan\" for those cases"
         );
     }
-    Ok(Plan { group, port: f.port.unwrap_or(5001), warmup, repeats, engine, sender, base, tgw_limits, hosts, cases })
+    Ok(TestPlan { group, port: f.port.unwrap_or(5001), warmup, repeats, engine, sender, base, tgw_limits, hosts, cases })
 }
 
 /// The `[profile.NAME]` asked for (all keys unset without one); an error listing the profiles when it is missing.
-fn resolve_profile(f: &PlanFile, file: &str, profile: Option<&str>) -> Result<Profile> {
+fn resolve_profile(f: &PlanFile, file: &str, profile: Option<&str>) -> Result<PlanProfile> {
     match profile {
-        None => Ok(Profile::default()),
+        None => Ok(PlanProfile::default()),
         Some(p) => f.profile.get(p).cloned().with_context(|| {
             format!("{file}: no [profile.{p}] (profiles: {})", f.profile.keys().cloned().collect::<Vec<_>>().join(", "))
         }),
@@ -532,7 +532,7 @@ fn resolve_profile(f: &PlanFile, file: &str, profile: Option<&str>) -> Result<Pr
 }
 
 /// The real hosts of a `[hosts]` plan from its inventory (None for a lab plan), refusing `[lab]` and the impairment keys.
-fn resolve_hosts(f: &PlanFile, file: &str, profile: Option<&str>, prof: &Profile) -> Result<Option<Hosts>> {
+fn resolve_hosts(f: &PlanFile, file: &str, profile: Option<&str>, prof: &PlanProfile) -> Result<Option<Hosts>> {
     let Some(h) = &f.hosts else { return Ok(None) };
     if f.lab.is_some() {
         bail!("{file}: both [lab] and [hosts]: a plan runs on the lab or on real hosts, remove one");
@@ -617,7 +617,7 @@ fn tgw_limits(file: &str, l: &LabSection, preset: Option<Preset>, fabric: Fabric
 }
 
 /// (duration, warm-up, repeats): the profile's, else the file's, else the defaults; each checked against its range.
-fn resolve_timing(f: &PlanFile, prof: &Profile, file: &str) -> Result<(f64, f64, u32)> {
+fn resolve_timing(f: &PlanFile, prof: &PlanProfile, file: &str) -> Result<(f64, f64, u32)> {
     let duration = prof.duration.or(f.duration).unwrap_or(10.0);
     let warmup = prof.warmup.or(f.warmup).unwrap_or(0.0);
     let repeats = prof.repeats.or(f.repeats).unwrap_or(5);
@@ -647,7 +647,7 @@ struct CaseBase<'a> {
     file: &'a str,
     /// The top-level impairment keys.
     top: ImpairKeys,
-    prof: &'a Profile,
+    prof: &'a PlanProfile,
     base: &'a LabSpec,
     hosts: Option<&'a Hosts>,
     duration: f64,

@@ -1,7 +1,7 @@
 //! `mcblast send`: the sender.
 //!
 //! ```text
-//! flags → Plan (plan.rs) → sockets → N pinned workers (worker.rs)
+//! flags → SendPlan (plan.rs) → sockets → N pinned workers (worker.rs)
 //!           { Pacer (pacer.rs) → Engine (engine/: socket | mmsg | gso | uring) }
 //!         → per-worker counters (counters.rs) → reporter (report.rs)
 //! ```
@@ -41,7 +41,7 @@ pub mod worker;
 use counters::{FlowCounter, WorkerCounters, merge};
 use pacer::PaceStats;
 use engine::{FlowSocket, Template};
-pub use plan::Plan;
+pub use plan::SendPlan;
 use worker::{Outcome, START_LEAD_NS, Worker};
 
 /// Socket send buffer asked for (SO_SNDBUFFORCE as root, else capped by net.core.wmem_max).
@@ -80,7 +80,7 @@ impl Engine {
 
 /// Runs `mcblast send`.
 pub fn run(args: SendArgs) -> Result<ExitCode> {
-    let plan = Plan::resolve(&args, &plan::System)?;
+    let plan = SendPlan::resolve(&args, &plan::System)?;
     crate::sys::install_stop_signals().context("cannot install the Ctrl-C handler")?;
     if args.common.stop_on_stdin_eof {
         crate::sys::stop_on_stdin_eof();
@@ -127,7 +127,7 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
     if let Some(e) = report_err {
         return Err(e.into());
     }
-    let sent = Sent { run_id, start_ns, tx_start, src_ports: &src_ports, xdp_mode };
+    let sent = RunFacts { run_id, start_ns, tx_start, src_ports: &src_ports, xdp_mode };
     finish(&mut out, &plan, &mut reporter, &shared, outcomes, sent)
 }
 
@@ -141,7 +141,7 @@ struct Shared {
 
 impl Shared {
     /// Zeroed counters for the plan's workers and flows, not aborted.
-    fn new(plan: &Plan) -> Shared {
+    fn new(plan: &SendPlan) -> Shared {
         Shared {
             counters: (0..plan.workers.len()).map(|_| WorkerCounters::default()).collect(),
             flow_sent: (0..plan.flows.len()).map(|_| FlowCounter::default()).collect(),
@@ -151,7 +151,7 @@ impl Shared {
 }
 
 /// Each flow's socket (by flow id) and its source port.
-fn open_sockets(plan: &Plan) -> Result<(Vec<Option<FlowSocket>>, Vec<u16>)> {
+fn open_sockets(plan: &SendPlan) -> Result<(Vec<Option<FlowSocket>>, Vec<u16>)> {
     let mut sockets: Vec<Option<FlowSocket>> = Vec::with_capacity(plan.flows.len());
     let mut src_ports = Vec::with_capacity(plan.flows.len());
     for f in &plan.flows {
@@ -163,7 +163,7 @@ fn open_sockets(plan: &Plan) -> Result<(Vec<Option<FlowSocket>>, Vec<u16>)> {
 }
 
 /// The xdp engine's AF_XDP set-up of each worker and the mode's name (nothing for the other engines).
-fn open_xdp(plan: &Plan, src_ports: &[u16]) -> Result<(Vec<Option<engine::xdp::XdpSetup>>, Option<&'static str>)> {
+fn open_xdp(plan: &SendPlan, src_ports: &[u16]) -> Result<(Vec<Option<engine::xdp::XdpSetup>>, Option<&'static str>)> {
     Ok(match plan.engine {
         Engine::Xdp => {
             let (setups, mode) = engine::xdp::open_all(plan, src_ports)?;
@@ -176,11 +176,11 @@ fn open_xdp(plan: &Plan, src_ports: &[u16]) -> Result<(Vec<Option<engine::xdp::X
 /// The Prometheus endpoint of `--prometheus`, serving the shared counters and the ledger's once set.
 fn serve_prometheus(
     args: &SendArgs,
-    plan: &Plan,
+    plan: &SendPlan,
     run_id: u32,
     shared: &Shared,
     prom_ledger: &Arc<std::sync::OnceLock<(String, ledger::TxCounters)>>,
-) -> Result<Option<crate::prom::Server>> {
+) -> Result<Option<crate::prom::MetricsServer>> {
     let Some(addr) = args.common.prometheus else { return Ok(None) };
     let live = live::SendLive {
         run: run_id,
@@ -198,7 +198,7 @@ type Started = (Vec<mpsc::Sender<Option<u64>>>, Vec<std::thread::JoinHandle<Outc
 
 /// The workers' threads, each pinned and set up and waiting for its start; the first reason one could not be.
 fn start_workers(
-    plan: &Plan,
+    plan: &SendPlan,
     template: Template,
     sockets: &mut [Option<FlowSocket>],
     xdp: &mut [Option<engine::xdp::XdpSetup>],
@@ -276,7 +276,7 @@ fn report_while_sending(
 }
 
 /// What the finished run's summary needs besides the plan and the workers' outcomes.
-struct Sent<'a> {
+struct RunFacts<'a> {
     run_id: u32,
     start_ns: u64,
     /// The interface's transmit counters before the first datagram.
@@ -288,11 +288,11 @@ struct Sent<'a> {
 /// Prints the last interval and the summary (with the interface's ledger); the first worker's fatal error, if any.
 fn finish(
     out: &mut Printer,
-    plan: &Plan,
+    plan: &SendPlan,
     reporter: &mut report::Reporter,
     shared: &Shared,
     outcomes: Vec<Outcome>,
-    sent: Sent,
+    sent: RunFacts,
 ) -> Result<ExitCode> {
     let totals = merge(&shared.counters);
     let data_end = outcomes.iter().filter_map(|o| o.data_end_ns).max().unwrap_or_else(mono_ns);
@@ -359,7 +359,7 @@ fn abort_workers(starts: &[mpsc::Sender<Option<u64>>], handles: Vec<std::thread:
 
 /// One flow's socket: its own ephemeral source port, connected to the
 /// group, multicast out of the plan's interface.
-fn open_socket(plan: &Plan, group: Ipv4Addr) -> Result<UdpSocket> {
+fn open_socket(plan: &SendPlan, group: Ipv4Addr) -> Result<UdpSocket> {
     let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(|e| {
         if e.raw_os_error() == Some(libc::EMFILE) {
             anyhow!("{e}: too many open files for this many flows; raise the limit (ulimit -n) or use fewer --flows")

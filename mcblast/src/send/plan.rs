@@ -29,7 +29,7 @@ pub const MIN_PPS: f64 = 1e-3;
 pub const MAX_FLOWS: u32 = 65_535;
 
 /// What the plan needs from the machine (a fake one in tests).
-pub trait Host {
+pub trait Machine {
     /// Resolves an interface by name; the error lists the real ones.
     fn lookup(&self, name: &str) -> Result<Iface>;
     /// The interface the route to `group` uses, if any.
@@ -45,7 +45,7 @@ pub trait Host {
 /// The real machine.
 pub struct System;
 
-impl Host for System {
+impl Machine for System {
     fn lookup(&self, name: &str) -> Result<Iface> {
         crate::iface::lookup(name)
     }
@@ -94,7 +94,7 @@ pub struct WorkerPlan {
 
 /// The resolved plan of a send run.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub struct SendPlan {
     /// The engine the workers run: never `Auto` (resolved by probing).
     pub engine: Engine,
     /// Why `auto` chose `engine` (None when the user named the engine).
@@ -180,7 +180,7 @@ pub fn fmt_cpus(cpus: &[usize]) -> String {
 /// saying which probe failed and what to use instead), or what `auto` picks.
 fn resolve_engine(
     a: &SendArgs,
-    host: &dyn Host,
+    host: &dyn Machine,
     iface: Option<&str>,
     mtu: Option<u32>,
 ) -> Result<(Engine, Option<String>)> {
@@ -251,7 +251,7 @@ fn check_run_id_and_length(a: &SendArgs) -> Result<()> {
 }
 
 /// The outgoing interface (`--interface`, else the route to the first group; None: neither), its MTU checked.
-fn resolve_iface(a: &SendArgs, host: &dyn Host) -> Result<Option<(Iface, IfaceSource)>> {
+fn resolve_iface(a: &SendArgs, host: &dyn Machine) -> Result<Option<(Iface, IfaceSource)>> {
     let c = &a.common;
     let iface = match &c.interface {
         Some(name) => Some((host.lookup(name)?, IfaceSource::Flag)),
@@ -296,7 +296,7 @@ fn check_flows_and_threads(a: &SendArgs) -> Result<()> {
 }
 
 /// The CPUs of `--cpus` (empty without it), each one this process may use.
-fn resolve_cpus(a: &SendArgs, host: &dyn Host) -> Result<Vec<usize>> {
+fn resolve_cpus(a: &SendArgs, host: &dyn Machine) -> Result<Vec<usize>> {
     let Some(list) = &a.cpus else { return Ok(Vec::new()) };
     let have = host.cpus();
     if let Some(bad) = list.iter().find(|c| !have.contains(c)) {
@@ -378,9 +378,9 @@ fn resolve_flows(a: &SendArgs, cpus: &[usize], pps: Option<f64>) -> (Vec<FlowPla
     (flows, workers)
 }
 
-impl Plan {
+impl SendPlan {
     /// Resolves the flags against the machine, or says what is wrong.
-    pub fn resolve(a: &SendArgs, host: &dyn Host) -> Result<Plan> {
+    pub fn resolve(a: &SendArgs, host: &dyn Machine) -> Result<SendPlan> {
         let c = &a.common;
         check_groups_and_interval(c)?;
         check_run_id_and_length(a)?;
@@ -395,7 +395,7 @@ impl Plan {
         let mtu = iface.as_ref().map(|(i, _)| i.mtu);
         let (engine, engine_reason) = resolve_engine(a, host, iface.as_ref().map(|(i, _)| i.name.as_str()), mtu)?;
         let (flows, workers) = resolve_flows(a, &cpus, pps);
-        Ok(Plan {
+        Ok(SendPlan {
             engine,
             engine_reason,
             zerocopy: a.zerocopy,
@@ -437,7 +437,7 @@ mod tests {
         route: Option<&'static str>,
         tai: i32,
     }
-    impl Host for Fake {
+    impl Machine for Fake {
         fn lookup(&self, name: &str) -> Result<Iface> {
             match name {
                 "eth0" | "lo" => {
@@ -469,8 +469,8 @@ mod tests {
             _ => unreachable!(),
         }
     }
-    fn plan(extra: &[&str]) -> Result<Plan> {
-        Plan::resolve(&args(extra), &HOST)
+    fn plan(extra: &[&str]) -> Result<SendPlan> {
+        SendPlan::resolve(&args(extra), &HOST)
     }
     fn err(extra: &[&str]) -> String {
         let e = format!("{:#}", plan(extra).unwrap_err());
@@ -504,7 +504,7 @@ mod tests {
 
     #[test]
     fn no_route_lets_the_kernel_choose_and_skips_the_mtu_check() {
-        let p = Plan::resolve(&args(&["-l", "9000"]), &Fake { mtu: 1500, route: None, tai: 0 }).unwrap();
+        let p = SendPlan::resolve(&args(&["-l", "9000"]), &Fake { mtu: 1500, route: None, tai: 0 }).unwrap();
         assert!(p.iface.is_none());
         assert_eq!(p.iface_name(), "default");
     }
@@ -520,7 +520,7 @@ mod tests {
         let e = err(&["-I", "eth9"]);
         assert!(e.contains("interface eth9 not found; interfaces here: eth0, lo"), "{e}");
         // And on the real machine.
-        let e = format!("{:#}", Plan::resolve(&args(&["-I", "mcb-nope0"]), &System).unwrap_err());
+        let e = format!("{:#}", SendPlan::resolve(&args(&["-I", "mcb-nope0"]), &System).unwrap_err());
         assert!(e.contains("mcb-nope0 not found") && e.contains("lo"), "{e}");
     }
 
@@ -537,15 +537,15 @@ mod tests {
     #[test]
     fn over_mtu_says_fragments_and_tgw_and_the_way_out() {
         let host = Fake { mtu: 1500, route: Some("eth0"), tai: 0 };
-        let e = format!("{:#}", Plan::resolve(&args(&["-l", "1473"]), &host).unwrap_err());
+        let e = format!("{:#}", SendPlan::resolve(&args(&["-l", "1473"]), &host).unwrap_err());
         assert!(e.contains("1501-byte IP packets") && e.contains("1500-byte MTU of eth0"), "{e}");
         assert!(e.contains("fragment") && e.contains("Transit Gateway"), "{e}");
         assert!(e.contains("-l 1472 or less") && e.contains("--allow-fragments"), "{e}");
-        assert!(Plan::resolve(&args(&["-l", "1472"]), &host).is_ok());
-        let p = Plan::resolve(&args(&["-l", "8192", "--allow-fragments"]), &host).unwrap();
+        assert!(SendPlan::resolve(&args(&["-l", "1472"]), &host).is_ok());
+        let p = SendPlan::resolve(&args(&["-l", "8192", "--allow-fragments"]), &host).unwrap();
         assert!(p.allow_fragments);
         // Explicit interface too.
-        let e = format!("{:#}", Plan::resolve(&args(&["-I", "lo", "-l", "2000"]), &host).unwrap_err());
+        let e = format!("{:#}", SendPlan::resolve(&args(&["-I", "lo", "-l", "2000"]), &host).unwrap_err());
         assert!(e.contains("MTU of lo"), "{e}");
     }
 
@@ -590,7 +590,7 @@ mod tests {
     fn tai_offset_is_read_once_and_fits_eight_bits() {
         assert_eq!(plan(&[]).unwrap().tai_offset, 37);
         for (tai, want) in [(0, 0), (-5, 0), (300, 255)] {
-            let p = Plan::resolve(&args(&[]), &Fake { tai, ..HOST }).unwrap();
+            let p = SendPlan::resolve(&args(&[]), &Fake { tai, ..HOST }).unwrap();
             assert_eq!(p.tai_offset, want, "tai {tai}");
         }
     }
@@ -649,7 +649,7 @@ mod tests {
 
     /// HOST, but with the given engine probes.
     struct Probed(crate::send::support::EngineSupport);
-    impl Host for Probed {
+    impl Machine for Probed {
         fn lookup(&self, name: &str) -> Result<Iface> {
             HOST.lookup(name)
         }
@@ -685,7 +685,7 @@ mod tests {
         };
         let host = Probed(no);
         let e = |extra: &[&str]| {
-            let e = format!("{:#}", Plan::resolve(&args(extra), &host).unwrap_err());
+            let e = format!("{:#}", SendPlan::resolve(&args(extra), &host).unwrap_err());
             assert!(!e.contains('\n'), "{e}");
             e
         };
@@ -694,7 +694,7 @@ mod tests {
         let u = e(&["--engine", "uring"]);
         assert!(u.contains("--engine uring: io_uring_setup failed") && u.contains("use --engine mmsg"), "{u}");
         // auto falls through to mmsg and says why.
-        let p = Plan::resolve(&args(&[]), &host).unwrap();
+        let p = SendPlan::resolve(&args(&[]), &host).unwrap();
         assert_eq!(p.engine, cli::Engine::Mmsg);
         let why = p.engine_reason.unwrap();
         assert!(why.contains("skipped gso: setsockopt(UDP_SEGMENT) failed"), "{why}");
@@ -707,9 +707,9 @@ mod tests {
         assert_eq!((p.engine, p.zerocopy), (cli::Engine::Uring, true));
         // GSO cannot fragment.
         let host = Fake { mtu: 1500, ..HOST };
-        let e = format!("{:#}", Plan::resolve(&args(&["--engine", "gso", "-l", "8192", "--allow-fragments"]), &host).unwrap_err());
+        let e = format!("{:#}", SendPlan::resolve(&args(&["--engine", "gso", "-l", "8192", "--allow-fragments"]), &host).unwrap_err());
         assert!(e.contains("must fit the 1500-byte MTU"), "{e}");
-        let p = Plan::resolve(&args(&["-l", "8192", "--allow-fragments"]), &host).unwrap();
+        let p = SendPlan::resolve(&args(&["-l", "8192", "--allow-fragments"]), &host).unwrap();
         assert_ne!(p.engine, cli::Engine::Gso);
     }
 

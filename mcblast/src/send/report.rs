@@ -9,13 +9,13 @@ use std::io;
 use super::counters::Counts;
 use super::ledger::Ledger;
 use super::pacer::PaceStats;
-use super::plan::{IP_UDP_OVERHEAD, IfaceSource, Plan};
+use super::plan::{IP_UDP_OVERHEAD, IfaceSource, SendPlan};
 use crate::output::{Printer, SendBegin, SendFlow, SendInterval, SendSummary, fmt_bps};
 
 /// Flows listed one by one in the human summary (all of them in JSON).
 const HUMAN_FLOWS: usize = 16;
 
-fn engine_name(p: &Plan) -> String {
+fn engine_name(p: &SendPlan) -> String {
     let mut n = p.engine.name().to_string();
     if p.zerocopy {
         n.push_str(" (zero-copy)");
@@ -97,12 +97,12 @@ pub fn rates(c: &Counts, secs: f64) -> (f64, f64) {
 }
 
 /// The begin line.
-pub fn begin(out: &mut Printer, p: &Plan, run: u32) -> io::Result<()> {
+pub fn begin(out: &mut Printer, p: &SendPlan, run: u32) -> io::Result<()> {
     begin_with_mode(out, p, run, None)
 }
 
 /// The begin line, with the xdp engine's mode when it runs.
-pub fn begin_with_mode(out: &mut Printer, p: &Plan, run: u32, xdp_mode: Option<&str>) -> io::Result<()> {
+pub fn begin_with_mode(out: &mut Printer, p: &SendPlan, run: u32, xdp_mode: Option<&str>) -> io::Result<()> {
     if !out.json()
         && let Some(why) = &p.engine_reason
     {
@@ -116,7 +116,7 @@ pub fn begin_with_mode(out: &mut Printer, p: &Plan, run: u32, xdp_mode: Option<&
 }
 
 /// The `begin` record of run `run`.
-fn begin_record(p: &Plan, run: u32) -> Begin {
+fn begin_record(p: &SendPlan, run: u32) -> Begin {
     Begin {
         engine_reason: p.engine_reason.clone(),
         zerocopy: p.zerocopy,
@@ -140,7 +140,7 @@ fn begin_record(p: &Plan, run: u32) -> Begin {
 }
 
 /// The human begin lines of run `run` (and the interval table's head when there are intervals).
-fn begin_text(p: &Plan, run: u32, xdp_mode: Option<&str>) -> String {
+fn begin_text(p: &SendPlan, run: u32, xdp_mode: Option<&str>) -> String {
     let groups: Vec<String> = p.groups.iter().map(|g| format!("{g}:{}", p.port)).collect();
     let via = match &p.iface {
         Some((i, src)) => {
@@ -266,7 +266,7 @@ impl Reporter {
 
 /// What the summary needs.
 pub struct Final<'a> {
-    pub plan: &'a Plan,
+    pub plan: &'a SendPlan,
     pub run_id: u32,
     pub duration_s: f64,
     pub totals: Counts,
@@ -425,7 +425,7 @@ mod tests {
             else {
                 unreachable!()
             };
-            Plan::resolve(&a, &crate::send::plan::System).unwrap()
+            SendPlan::resolve(&a, &crate::send::plan::System).unwrap()
         };
         let f = Final {
             plan: &plan,

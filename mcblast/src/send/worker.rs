@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 
 use super::counters::{Counts, FlowCounter, WorkerCounters};
 use super::engine::xdp::XdpSetup;
-use super::engine::{Engine, FlowSocket, GsoEngine, MmsgEngine, SocketEngine, Template, UringEngine, XdpEngine};
+use super::engine::{Transmitter, FlowSocket, GsoEngine, MmsgEngine, SocketEngine, Template, UringEngine, XdpEngine};
 use super::pacer::{PaceStats, Pacer, Step, batch_len, quantum};
 use crate::clock::mono_ns;
 use crate::sys::send::{pin_current_thread, set_timer_slack_ns, sleep_until_mono};
@@ -265,7 +265,7 @@ impl Ctx {
         crate::sys::stop_requested() || self.abort.load(Ordering::Relaxed)
     }
 
-    fn go<E: Engine>(
+    fn go<E: Transmitter>(
         self,
         mut e: E,
         ready: Sender<(usize, Result<(), String>)>,
@@ -300,7 +300,7 @@ impl Ctx {
     /// The data loop. `seq[slot]` is the flow's next sequence number, which
     /// is also how many it has sent. Returns why it gave up, if it did, and
     /// how it kept to its schedule when paced.
-    fn send_data<E: Engine>(
+    fn send_data<E: Transmitter>(
         &self,
         e: &mut E,
         start_ns: u64,
@@ -313,7 +313,7 @@ impl Ctx {
         (fatal, pacer.map(|p| p.stats()))
     }
 
-    fn data_loop<E: Engine>(
+    fn data_loop<E: Transmitter>(
         &self,
         e: &mut E,
         start_ns: u64,
@@ -428,7 +428,7 @@ impl Ctx {
     }
 
     /// Every flow's end marker, [`END_MARKERS`] times, [`END_GAP_NS`] apart.
-    fn send_ends<E: Engine>(&self, e: &mut E, seq: &[u64], c: &mut Counts) {
+    fn send_ends<E: Transmitter>(&self, e: &mut E, seq: &[u64], c: &mut Counts) {
         let me = &self.counters[self.index];
         let mut log = ErrLog::new(self.index);
         for round in 0..END_MARKERS {
@@ -521,7 +521,7 @@ mod tests {
         }
     }
 
-    impl Engine for Flaky {
+    impl Transmitter for Flaky {
         fn name(&self) -> &'static str {
             "flaky"
         }
@@ -670,7 +670,7 @@ mod tests {
             flows: Vec<FlowSocket>,
             template: Template,
         }
-        impl Engine for Full {
+        impl Transmitter for Full {
             fn name(&self) -> &'static str {
                 "full"
             }
@@ -705,7 +705,7 @@ mod tests {
             flows: Vec<FlowSocket>,
             template: Template,
         }
-        impl Engine for Stall {
+        impl Transmitter for Stall {
             fn name(&self) -> &'static str {
                 "stall"
             }

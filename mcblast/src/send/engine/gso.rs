@@ -13,7 +13,7 @@
 
 use mcblast_common::wire::{Kind, Packet};
 
-use super::{Engine, FlowSocket, MmsgEngine, Sent, Template};
+use super::{Transmitter, FlowSocket, MmsgEngine, Sent, Template};
 use crate::sys::gso::{GsoBuf, max_segments};
 
 pub struct GsoEngine {
@@ -56,7 +56,7 @@ impl GsoEngine {
     }
 }
 
-impl Engine for GsoEngine {
+impl Transmitter for GsoEngine {
     fn name(&self) -> &'static str {
         if self.fallback.is_some() { "mmsg" } else { "gso" }
     }

@@ -6,7 +6,7 @@
 
 use mcblast_common::wire::{Kind, Packet};
 
-use super::{Engine, FlowSocket, Sent, Template};
+use super::{Transmitter, FlowSocket, Sent, Template};
 use crate::sys::send::MmsgBatch;
 
 pub struct MmsgEngine {
@@ -27,7 +27,7 @@ impl MmsgEngine {
     }
 }
 
-impl Engine for MmsgEngine {
+impl Transmitter for MmsgEngine {
     fn name(&self) -> &'static str {
         "mmsg"
     }

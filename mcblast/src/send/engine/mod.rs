@@ -37,7 +37,7 @@ pub struct Sent {
 }
 
 /// Sends a worker's flows.
-pub trait Engine {
+pub trait Transmitter {
     /// Short name for reports.
     fn name(&self) -> &'static str;
 
@@ -140,7 +140,7 @@ mod tests {
 
     const T: Template = Template { run: 0xfeed, clock: 99, clock_synced: true, tai_offset: 37, length: 100 };
 
-    fn check_engine(mut e: impl Engine, rxs: &[UdpSocket]) {
+    fn check_engine(mut e: impl Transmitter, rxs: &[UdpSocket]) {
         // Flow slot 1 then slot 0 then slot 1 again: ids and sequence numbers
         // follow the slot, the rest of the header is the template.
         assert_eq!(e.send_data(1, 0, 3).n, 3);
@@ -254,7 +254,7 @@ mod tests {
             let mmsg = kind == 1;
             let (flows, rxs) = pair(1);
             drop(rxs);
-            let mut e: Box<dyn Engine> = match kind {
+            let mut e: Box<dyn Transmitter> = match kind {
                 0 => Box::new(SocketEngine::new(flows, T)),
                 1 => Box::new(MmsgEngine::new(flows, T, 4)),
                 2 => Box::new(GsoEngine::new(flows, T, 4, 0)),

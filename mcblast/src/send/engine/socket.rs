@@ -3,7 +3,7 @@
 
 use mcblast_common::wire::{HEADER_LEN, Kind, Packet};
 
-use super::{Engine, FlowSocket, Sent, Template};
+use super::{Transmitter, FlowSocket, Sent, Template};
 
 pub struct SocketEngine {
     flows: Vec<FlowSocket>,
@@ -26,7 +26,7 @@ impl SocketEngine {
     }
 }
 
-impl Engine for SocketEngine {
+impl Transmitter for SocketEngine {
     fn name(&self) -> &'static str {
         "socket"
     }

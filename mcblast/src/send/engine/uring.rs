@@ -11,7 +11,7 @@ use std::os::fd::AsRawFd;
 
 use mcblast_common::wire::{Kind, Packet};
 
-use super::{Engine, FlowSocket, Sent, Template};
+use super::{Transmitter, FlowSocket, Sent, Template};
 use crate::sys::uring::UringSender;
 
 pub struct UringEngine {
@@ -44,7 +44,7 @@ impl UringEngine {
     }
 }
 
-impl Engine for UringEngine {
+impl Transmitter for UringEngine {
     fn name(&self) -> &'static str {
         "uring"
     }

@@ -50,8 +50,8 @@ use std::net::Ipv4Addr;
 use anyhow::{Result, anyhow, bail};
 use mcblast_common::wire::{HEADER_LEN, Kind, Packet};
 
-use super::{Engine, FlowSocket, Sent, Template};
-use crate::send::plan::{IP_UDP_OVERHEAD, Plan};
+use super::{Transmitter, FlowSocket, Sent, Template};
+use crate::send::plan::{IP_UDP_OVERHEAD, SendPlan};
 use crate::sys::xsk::{PKT_CONTD, Xsk, XskConfig, XskError};
 
 /// Ethernet + IPv4 + UDP header bytes.
@@ -184,7 +184,7 @@ pub fn descs_for(frame_len: usize) -> usize {
 }
 
 /// Refuses plans the xdp engine cannot send, one line each, saying what to use instead.
-pub fn check_plan(p: &Plan) -> Result<()> {
+pub fn check_plan(p: &SendPlan) -> Result<()> {
     let Some((ifc, _)) = &p.iface else {
         bail!("the xdp engine needs an interface (it builds whole Ethernet frames): give one with -I, e.g. -I eth0");
     };
@@ -273,7 +273,7 @@ fn explain(e: &XskError, ifname: &str, queue: u32, length: usize, sg: bool) -> S
 
 /// Opens every worker's socket: zero-copy first, copy mode when the driver
 /// has no zero-copy (then says so once on stderr). Returns them in worker order.
-pub fn open_all(p: &Plan, src_ports: &[u16]) -> Result<(Vec<XdpSetup>, Mode)> {
+pub fn open_all(p: &SendPlan, src_ports: &[u16]) -> Result<(Vec<XdpSetup>, Mode)> {
     check_plan(p)?;
     let (ifc, _) = p.iface.as_ref().expect("checked");
     let src_mac = crate::sys::xsk::mac_address(&ifc.name)
@@ -564,7 +564,7 @@ impl XdpEngine {
     }
 }
 
-impl Engine for XdpEngine {
+impl Transmitter for XdpEngine {
     fn name(&self) -> &'static str {
         "xdp"
     }
@@ -669,12 +669,12 @@ mod tests {
         }
     }
 
-    fn plan(args: &[&str]) -> Plan {
+    fn plan(args: &[&str]) -> SendPlan {
         use clap::Parser;
         let mut v = vec!["mcblast", "send", "-e", "xdp"];
         v.extend_from_slice(args);
         let crate::cli::Command::Send(a) = crate::cli::Cli::try_parse_from(v).unwrap().command else { unreachable!() };
-        Plan::resolve(&a, &crate::send::plan::System).unwrap()
+        SendPlan::resolve(&a, &crate::send::plan::System).unwrap()
     }
 
     fn refusal(args: &[&str]) -> String {
