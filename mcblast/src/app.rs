@@ -31,7 +31,7 @@ pub fn main() -> ExitCode {
         Command::Recv(a) => crate::recv::run(a),
         Command::Lab(c) => crate::lab::run(c),
         Command::Probe(a) => crate::check::probe::run(a),
-        Command::Run(a) => crate::run::run(a),
+        Command::Run(a) => crate::run::run(a, crate::report::after_run),
         Command::RunReaper(a) => crate::run::reaper::serve(a),
         Command::Preflight(a) => crate::check::preflight::run(a),
         Command::Report(a) => {

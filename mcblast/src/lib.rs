@@ -13,6 +13,7 @@ pub mod app;
 pub mod check;
 pub mod cli;
 pub mod clock;
+pub mod ebpf;
 pub mod iface;
 pub mod mcast;
 pub mod output;

@@ -31,7 +31,7 @@ use serde::Serialize;
 
 use super::{Lab, NODE_IF, SENDER, SWITCH, node_addr, run_in_ns};
 use crate::sys::kfeatures::KernelFeatures;
-use crate::recv::tc_classic;
+use crate::ebpf::tc_classic;
 
 /// Where bpffs is mounted.
 pub const BPFFS: &str = "/sys/fs/bpf";
@@ -55,12 +55,12 @@ const SEGMENTS_ALIAS: &str = "mcblast-impair: tx-udp-segmentation off";
 /// mcblast's eBPF object, loaded (not attached) for a lab program pinned
 /// under bpffs (`what` names it in errors): bpffs mounted, memlock raised.
 pub fn load_lab_object(what: &str) -> Result<aya::Ebpf> {
-    if crate::recv::kernel::OBJECT.is_empty() {
+    if crate::ebpf::OBJECT.is_empty() {
         bail!("this mcblast was built without its eBPF programs (AYA_BUILD_SKIP); rebuild without it");
     }
     crate::sys::bpf::ensure_bpffs(Path::new(BPFFS)).with_context(|| format!("cannot mount bpffs at {BPFFS}"))?;
     crate::sys::bpf::raise_memlock_limit();
-    EbpfLoader::new().load(crate::recv::kernel::OBJECT).with_context(|| format!("cannot load {what}'s maps"))
+    EbpfLoader::new().load(crate::ebpf::OBJECT).with_context(|| format!("cannot load {what}'s maps"))
 }
 
 pub fn lab_dir(prefix: &str) -> PathBuf {

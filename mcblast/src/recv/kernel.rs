@@ -27,15 +27,12 @@ use mcblast_common::maps::{
 use mcblast_common::tracker::FlowState;
 
 use crate::sys::kfeatures::KernelFeatures;
+use crate::ebpf::{OBJECT, TC_PROGRAM};
 use crate::iface::Iface;
 
-/// The eBPF object built by `build.rs` (empty when built with `AYA_BUILD_SKIP`).
-pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcblast"));
 
 /// Name of the XDP program in the object.
 const PROGRAM: &str = "mcblast_counter";
-/// Name of the same counter as a tc (`sched_cls`) program.
-pub(crate) const TC_PROGRAM: &str = "mcblast_tc";
 /// The counter's walk over the datagrams of a GSO or GRO packet goes on
 /// in these programs (tail calls through the named program arrays).
 const XDP_STEP: &str = "mcblast_counter_step";
@@ -116,7 +113,7 @@ enum Attachment {
     Link(OwnedFd),
     /// A classic tc filter (kernels without tcx), detached with the program.
     #[allow(dead_code)] // held: removed when dropped
-    Classic(crate::recv::tc_classic::Owner),
+    Classic(crate::ebpf::tc_classic::Owner),
 }
 
 /// The `GROUPS` and `GROUP_COUNT` maps of the program.
@@ -492,7 +489,7 @@ fn attach_tc(ebpf: &mut Ebpf, features: &KernelFeatures, iface: &Iface) -> Resul
     if features.tcx {
         return Ok(crate::sys::bpf::tcx_link_create(prog.fd()?.as_fd(), iface.index).map(Attachment::Link));
     }
-    Ok(match crate::recv::tc_classic::attach(prog, iface) {
+    Ok(match crate::ebpf::tc_classic::attach(prog, iface) {
         Ok((owner, note)) => {
             if let Some(note) = note {
                 eprintln!("{note}");

@@ -7,7 +7,6 @@ pub mod igmp_timing;
 pub mod iperf2_server;
 pub mod kernel;
 pub mod live;
-pub mod tc_classic;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;

@@ -91,7 +91,9 @@ fn build_lab(plan: &TestPlan, spec: &LabSpec) -> Result<Lab> {
     Ok(lab)
 }
 
-pub fn run(a: RunArgs) -> Result<ExitCode> {
+/// `mcblast run PLAN`: every case and repeat, the CSVs; then `after_run` with the results directory once a case
+/// has finished (`app` hands over `report::after_run`, which writes `report.html`: report reads run's files).
+pub fn run(a: RunArgs, after_run: impl FnOnce(&Path)) -> Result<ExitCode> {
     let default_prefix = std::env::var(crate::lab::PREFIX_ENV)
         .ok()
         .filter(|s| !s.is_empty())
@@ -132,7 +134,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
     let res = run_cases(&plan, &out, &mut w, &mut progress, &mut finished);
     progress.finish();
     if finished > 0 {
-        crate::report::after_run(&out);
+        after_run(&out);
     }
     finish_run(res, finished, n, &progress, &out)
 }

@@ -5,7 +5,7 @@
 //! |---|---|---|---|
 //! | `bpf_ktime_get_tai_ns` | `BPF_FUNC_ktime_get_tai_ns` in `enum bpf_func_id` | 6.1 | monotonic clock + offset measured at attach |
 //! | XDP multi-buffer | `BPF_FUNC_xdp_load_bytes` in `enum bpf_func_id` (it came with `frags` programs) | 5.18 | a one-buffer XDP program; frames that do not fit one buffer need tc |
-//! | tcx links | `BPF_TCX_INGRESS` in `enum bpf_attach_type` | 6.6 | a classic clsact qdisc + BPF filter ([`crate::recv::tc_classic`]) |
+//! | tcx links | `BPF_TCX_INGRESS` in `enum bpf_attach_type` | 6.6 | a classic clsact qdisc + BPF filter ([`crate::ebpf::tc_classic`]) |
 //!
 //! `MCBLAST_PRETEND_MISSING=tai,tcx,frags` (a test aid) makes this kernel look as
 //! if it lacked them, so the fallbacks run on any kernel.

@@ -90,7 +90,7 @@ pub fn attach(prog: &mut SchedClassifier, iface: &Iface) -> Result<(Owner, Optio
 
 /// Removes mcblast's filter from the ingress of `iface`.
 fn detach_stale(iface: &Iface) -> Result<()> {
-    match tc::qdisc_detach_program(&iface.name, TcAttachType::Ingress, crate::recv::kernel::TC_PROGRAM) {
+    match tc::qdisc_detach_program(&iface.name, TcAttachType::Ingress, super::TC_PROGRAM) {
         Ok(()) => Ok(()),
         Err(TcError::IoError(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).with_context(|| format!("cannot remove a stale mcblast tc filter from {}", iface.name)),
