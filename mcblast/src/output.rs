@@ -44,6 +44,12 @@ impl Printer {
         out.flush()
     }
 
+    /// Prints a record: its JSON line with `--json`, else its human text. Domain code builds records and hands
+    /// them here; it does not pair `emit` with text of its own.
+    pub fn print<R: Record>(&mut self, r: &R) -> io::Result<()> {
+        if self.json { self.emit(R::TYPE, r) } else { self.human(&r.human()) }
+    }
+
     /// Prints human text (human mode only).
     pub fn human(&mut self, text: &str) -> io::Result<()> {
         if self.json {
@@ -56,6 +62,14 @@ impl Printer {
         }
         out.flush()
     }
+}
+
+/// A line of output in both its forms: the JSON object (with `"type"` = [`Record::TYPE`]) and the human text.
+pub trait Record: Serialize {
+    /// The line's `"type"`.
+    const TYPE: &'static str;
+    /// The text a person reads in place of the JSON line.
+    fn human(&self) -> String;
 }
 
 /// Whether an error chain bottoms out in a broken pipe (`mcblast ... | head`).

@@ -441,6 +441,13 @@ pub fn gather(a: &PreflightArgs) -> Result<PreflightReport> {
 }
 
 /// The human text.
+impl crate::output::Record for PreflightReport {
+    const TYPE: &'static str = "preflight";
+    fn human(&self) -> String {
+        human(self)
+    }
+}
+
 pub fn human(r: &PreflightReport) -> String {
     let mut t = format!("mcblast preflight on {} (role {}): {}\n", r.interface, r.role, r.worst.name());
     for f in &r.findings {
@@ -457,8 +464,7 @@ pub fn human(r: &PreflightReport) -> String {
 pub fn run(a: PreflightArgs) -> Result<ExitCode> {
     let r = gather(&a)?;
     let mut out = Printer::new(a.json);
-    out.emit("preflight", &r)?;
-    out.human(&human(&r))?;
+    out.print(&r)?;
     Ok(if r.worst == Level::Fail { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 

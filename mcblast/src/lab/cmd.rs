@@ -222,6 +222,19 @@ struct ImpairLine<'a> {
     counts: Option<super::impair::ImpairReport>,
 }
 
+impl crate::output::Record for ImpairLine<'_> {
+    const TYPE: &'static str = "impair";
+    fn human(&self) -> String {
+        let (link, what) = (self.link, &self.impairment);
+        let counts = self.counts.as_ref().map(|r| r.counts()).unwrap_or_default();
+        match self.action {
+            "cleared" => format!("impair {link}: cleared ({what}); final counts: {counts}"),
+            "stats" => format!("impair {link}: {what}; {counts}"),
+            _ => format!("impair {link}: {what} (see `mcblast lab impair {link} --stats`, remove with --clear)"),
+        }
+    }
+}
+
 fn impair(prefix: &str, a: LabImpairArgs) -> Result<ExitCode> {
     let lab = Lab::open(prefix)?;
     let mut out = Printer::new(a.json);
@@ -241,13 +254,7 @@ fn impair(prefix: &str, a: LabImpairArgs) -> Result<ExitCode> {
     };
     if a.stats || a.clear {
         let r = if a.clear { lab.impair_clear(link)? } else { lab.impair_stats(link)? };
-        let what = super::impair::describe(&r.cfg);
-        if a.clear {
-            out.human(&format!("impair {link}: cleared ({what}); final counts: {}", r.counts()))?;
-        } else {
-            out.human(&format!("impair {link}: {what}; {}", r.counts()))?;
-        }
-        out.emit("impair", &line(if a.clear { "cleared" } else { "stats" }, &r.cfg, Some(r)))?;
+        out.print(&line(if a.clear { "cleared" } else { "stats" }, &r.cfg, Some(r)))?;
         return Ok(ExitCode::SUCCESS);
     }
     let cfg = mcblast_common::maps::ImpairConfig {
@@ -260,11 +267,7 @@ fn impair(prefix: &str, a: LabImpairArgs) -> Result<ExitCode> {
         seed: a.seed,
     };
     lab.impair(link, cfg)?;
-    out.human(&format!(
-        "impair {link}: {} (see `mcblast lab impair {link} --stats`, remove with --clear)",
-        super::impair::describe(&cfg)
-    ))?;
-    out.emit("impair", &line("attached", &cfg, None))?;
+    out.print(&line("attached", &cfg, None))?;
     Ok(ExitCode::SUCCESS)
 }
 

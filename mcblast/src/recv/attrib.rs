@@ -935,6 +935,13 @@ pub struct LayersSummary {
     pub layers: Layers,
 }
 
+impl crate::output::Record for LayersSummary {
+    const TYPE: &'static str = "summary";
+    fn human(&self) -> String {
+        human(&self.layers)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -296,6 +296,13 @@ pub fn report(
 }
 
 /// The human line(s).
+impl crate::output::Record for IgmpReport {
+    const TYPE: &'static str = "igmp";
+    fn human(&self) -> String {
+        human(self)
+    }
+}
+
 pub fn human(r: &IgmpReport) -> String {
     let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1} ms"));
     let mut t = String::from("igmp:");

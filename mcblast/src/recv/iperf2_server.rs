@@ -233,6 +233,13 @@ pub fn compare(r: &Iperf2Report, l: &crate::recv::attrib::Layers, ended: u64) ->
 }
 
 /// The human lines of a comparison.
+impl crate::output::Record for Comparison {
+    const TYPE: &'static str = "summary";
+    fn human(&self) -> String {
+        human(self)
+    }
+}
+
 pub fn human(c: &Comparison) -> String {
     let r = &c.iperf2;
     let pct = if r.total > 0 { 100.0 * r.lost as f64 / r.total as f64 } else { 0.0 };

@@ -936,8 +936,7 @@ impl Receiver {
                 let kernel = f.snaps.iter().find(|(n, _)| *n == "kernel").map(|(_, s)| s.flows.as_slice()).unwrap_or_default();
                 let ended = kernel.iter().filter(|(_, s)| s.ended != 0).count() as u64;
                 let c = crate::recv::iperf2_server::compare(&r, &l, ended);
-                self.out.emit("summary", &c)?;
-                self.out.human(&crate::recv::iperf2_server::human(&c))?;
+                self.out.print(&c)?;
             }
             (Some(Ok(_)), None) => eprintln!("mcblast: no comparison with iperf2: the drop tracer is not running"),
             (Some(Err(e)), _) => eprintln!("mcblast: no comparison with iperf2: {e:#}"),
@@ -1060,8 +1059,7 @@ impl Receiver {
         let fragmented = finals.iter().find(|(n, _)| *n == "kernel").map(|(_, s)| s.fragmented.as_slice());
         layers.flows = attrib::flow_layers(counted("kernel"), counted("socket"), fragmented, f.flow_drops.as_deref());
         layers.tracer_keys_full = f.tracer_keys_full.unwrap_or(0);
-        self.out.human(&attrib::human(&layers))?;
-        self.out.emit("summary", &LayersSummary { role: "recv", counter: "layers", duration_s: duration, layers: layers.clone() })?;
+        self.out.print(&LayersSummary { role: "recv", counter: "layers", duration_s: duration, layers: layers.clone() })?;
         Ok(layers)
     }
 
@@ -1087,8 +1085,7 @@ impl Receiver {
         });
         let mut r = crate::recv::igmp_timing::report(counter, &self.p.groups, self.join_ns, flows, &queries, &self.gaps.gaps, l.as_ref());
         r.queries_unavailable = unavailable;
-        self.out.emit("igmp", &r)?;
-        self.out.human(&crate::recv::igmp_timing::human(&r))?;
+        self.out.print(&r)?;
         Ok(())
     }
 }
