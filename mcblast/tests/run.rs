@@ -199,6 +199,9 @@ fn tgw_preset_plan_enforces_the_flow_rate_limit() {
     assert_eq!(rows.len(), 2);
     let lost: Vec<u64> = rows.iter().map(|r| num(r, "path_lost")).collect();
     assert!(lost[0] > 0 && lost[0] == lost[1], "the switch's bucket drops before replication: {rows:?}");
+    for r in &rows {
+        assert_eq!(num(r, "path_lost"), num(r, "fabric_dropped"), "the path loss is what the fabric counted: {r:?}");
+    }
     // nftables' byte bucket holds one second of its rate (plus the burst), full when the flow starts: over D
     // seconds at most (D + 1) s of 1 Gbit/s of IP bytes pass, of which 8192 / 8220 is payload.
     let bound = 1000.0 * 3.0 / 2.0 * 8192.0 / 8220.0 * 1.01;

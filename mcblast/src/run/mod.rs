@@ -480,6 +480,7 @@ fn one_run(
         None => None,
     };
     let (base, raw) = (format!("c{k:03}-r{rep}"), out.join("raw"));
+    let fabric_before = fabric_dropped(&r)?;
     let (s, pick) = match r.iperf2() {
         Some(_) => {
             let rep = send_iperf2(&r, "sender", case.duration, Some(&raw.join(format!("{base}-sender.txt"))))?;
@@ -492,6 +493,10 @@ fn one_run(
         }
     };
     let mut rows = collect_receivers(&r, recvs, &pick, &raw, &base)?;
+    let fabric = fabric_dropped(&r)?.zip(fabric_before).map(|(after, before)| after.saturating_sub(before));
+    for (_, row) in &mut rows {
+        row.fabric_dropped = fabric;
+    }
     // the receivers saw the flow's end marker, so it has passed the ports:
     // the counts are final
     if let Some(imp) = impaired.take() {
@@ -501,6 +506,16 @@ fn one_run(
         }
     }
     Ok((s, rows))
+}
+
+/// What the lab fabric's TGW limits have dropped so far (all flows); None without the limits or off the lab.
+fn fabric_dropped(r: &RunCtx) -> Result<Option<u64>> {
+    match &r.site.lab {
+        Some((lab, _)) if r.plan.tgw_limits => {
+            Ok(Some(lab.tgw_dropped().with_context(|| r.ctx("reading the TGW limits' counters"))?))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Preflight on every node before the case's first run: raw/cNNN-preflight-NODE.json, warnings once, a fail

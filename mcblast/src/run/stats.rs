@@ -132,6 +132,9 @@ pub struct RecvResult {
     pub reordered: u64,
     /// What the lab's impairment program did toward this receiver (None on real hosts).
     pub injected: Option<Injected>,
+    /// Datagrams the lab fabric's TGW limits dropped during the run (before replication: on every receiver's
+    /// path); None without the limits.
+    pub fabric_dropped: Option<u64>,
 }
 
 /// The impairment program's exact counts toward one receiver in one run.
@@ -218,6 +221,7 @@ pub fn parse_recv_flows(lines: &[Value], pick: &FlowPick) -> Result<RecvResult> 
         duplicates,
         reordered: sum("reordered"),
         injected: None,
+        fabric_dropped: None,
     })
 }
 
@@ -287,6 +291,7 @@ pub fn cases_header() -> Vec<String> {
         "injected_dropped",
         "injected_duplicated",
         "injected_reordered",
+        "fabric_dropped",
     ]));
     h
 }
@@ -326,6 +331,7 @@ pub fn cases_row(k: usize, c: &Case, repeat: u32, node: &str, s: &SendResult, r:
         opt(r.injected.map(|i| i.dropped)),
         opt(r.injected.map(|i| i.duplicated)),
         opt(r.injected.map(|i| i.reordered)),
+        opt(r.fabric_dropped),
     ]);
     v
 }
@@ -500,12 +506,12 @@ mod tests {
         assert_eq!(header.split(',').count(), row.split(',').count());
         assert_eq!(
             row,
-            "3,load,10M/1470,10000000,1470,3,on,125,5,every,1,0.5,0,7,same-host,2,2,77,r1,1000,950,50,5.0201,3.500,20.000,,,,,,,,,,,,,5.586,5.880,0.250,50,0,1,4,6,,,"
+            "3,load,10M/1470,10000000,1470,3,on,125,5,every,1,0.5,0,7,same-host,2,2,77,r1,1000,950,50,5.0201,3.500,20.000,,,,,,,,,,,,,5.586,5.880,0.250,50,0,1,4,6,,,,"
         );
         r.injected = Some(Injected { dropped: 50, duplicated: 4, reordered: 6 });
-        assert!(cases_row(3, &case(), 2, "r1", &s, &r).join(",").ends_with(",50,0,1,4,6,50,4,6"));
+        assert!(cases_row(3, &case(), 2, "r1", &s, &r).join(",").ends_with(",50,0,1,4,6,50,4,6,"));
         assert!(header.starts_with("case,block,load,rate_bps,length,receivers,snooping,query_interval_s,loss_injected_pct,loss_mode,burst,reorder_injected_pct,duplicate_injected_pct,seed,placement,duration_s,repeat,run_id,receiver,sent,received,lost,loss_pct"));
-        assert!(header.ends_with(",path_lost,kernel_dropped,socket_dropped,duplicates,reordered,injected_dropped,injected_duplicated,injected_reordered"));
+        assert!(header.ends_with(",path_lost,kernel_dropped,socket_dropped,duplicates,reordered,injected_dropped,injected_duplicated,injected_reordered,fabric_dropped"));
         // no loss, nothing random: no mode, burst or seed
         let clean = Case { impair: Default::default(), ..case() };
         assert!(cases_row(3, &clean, 2, "r1", &s, &r).join(",").starts_with("3,load,10M/1470,10000000,1470,3,on,125,0,,,0,0,,same-host,2,"));
