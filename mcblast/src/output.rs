@@ -180,6 +180,7 @@ pub struct RecvBegin {
     pub role: &'static str,
     pub version: &'static str,
     pub interface: String,
+    pub ifindex: u32,
     pub groups: Vec<String>,
     pub port: u16,
     pub source: Option<String>,

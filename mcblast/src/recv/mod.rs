@@ -668,6 +668,7 @@ impl Receiver {
             role: "recv",
             version: env!("CARGO_PKG_VERSION"),
             interface: p.iface.name.clone(),
+            ifindex: p.iface.index,
             groups: p.groups.iter().map(|g| g.to_string()).collect(),
             port: p.port,
             source: p.source.map(|s| s.to_string()),
@@ -679,24 +680,7 @@ impl Receiver {
             drop_tracer: self.reason_names.is_some(),
             sink: p.sink,
         };
-        self.out.emit("begin", &begin)?;
-        self.out.human(&format!(
-            "mcblast recv on {} (ifindex {}), group {} port {}{}; counters: {}{}{}",
-            p.iface.name,
-            p.iface.index,
-            begin.groups.join(","),
-            p.port,
-            p.source.map(|s| format!(" from {s}")).unwrap_or_default(),
-            counters.join(" + "),
-            kernel
-                .as_ref()
-                .map(|k| {
-                    let at = if k.mode() == "tc" { "tc ingress, tcx".to_string() } else { format!("XDP {}", k.mode()) };
-                    format!(" ({at}: {})", k.reason())
-                })
-                .unwrap_or_default(),
-            if p.sink { "; sink: counted datagrams are dropped there" } else { "" },
-        ))?;
+        self.out.print(&begin)?;
         if p.socket && self.granted < self.a.rcvbuf / 2 {
             self.out.human(&format!("note: socket receive buffer is {} bytes, not the {} asked for", self.granted, self.a.rcvbuf))?;
         }
@@ -987,12 +971,8 @@ impl Receiver {
                 coalesced: snap.coalesced,
                 unwalked: snap.unwalked,
             };
-            self.out.emit("summary", &summary)?;
-            self.out.human(&human_summary(
-                &summary,
-                if *name == "socket" { f.socket_drops } else { None },
-                self.a.verbose,
-            ))?;
+            let socket_drops = if *name == "socket" { f.socket_drops } else { None };
+            self.out.print(&SummaryLine { summary: &summary, socket_drops, verbose: self.a.verbose })?;
             let book = if *name == "kernel" { Some(&self.kernel_loss) } else { f.socket_loss.as_ref() };
             if let Some(book) = book {
                 let events_lost = if *name == "kernel" { f.kernel_events_lost } else { None };
@@ -1192,6 +1172,43 @@ fn interval_lines(
     }
     out.human(&human)?;
     Ok(())
+}
+
+impl output::Record for RecvBegin {
+    const TYPE: &'static str = "begin";
+    fn human(&self) -> String {
+        let at = |mode: &str| if mode == "tc" { "tc ingress, tcx".to_string() } else { format!("XDP {mode}") };
+        let kernel = self.xdp_mode.zip(self.attach_reason.as_deref());
+        format!(
+            "mcblast recv on {} (ifindex {}), group {} port {}{}; counters: {}{}{}",
+            self.interface,
+            self.ifindex,
+            self.groups.join(","),
+            self.port,
+            self.source.as_ref().map(|s| format!(" from {s}")).unwrap_or_default(),
+            self.counters.join(" + "),
+            kernel.map(|(mode, why)| format!(" ({}: {why})", at(mode))).unwrap_or_default(),
+            if self.sink { "; sink: counted datagrams are dropped there" } else { "" },
+        )
+    }
+}
+
+/// A counter's summary line, with what its human table shows besides: the socket's buffer drops and `-v`.
+#[derive(serde::Serialize)]
+struct SummaryLine<'a> {
+    #[serde(flatten)]
+    summary: &'a RecvSummary,
+    #[serde(skip)]
+    socket_drops: Option<u64>,
+    #[serde(skip)]
+    verbose: bool,
+}
+
+impl output::Record for SummaryLine<'_> {
+    const TYPE: &'static str = "summary";
+    fn human(&self) -> String {
+        human_summary(self.summary, self.socket_drops, self.verbose)
+    }
 }
 
 /// `verbose` (-v): a second table with every delay and IPDV percentile per flow.
