@@ -185,6 +185,7 @@ fn tgw_preset_plan_enforces_the_flow_rate_limit() {
     let prefix = format!("mcbt{}tgw-", std::process::id());
     let _gone = LabGone(prefix.clone());
     let d = tmpdir("tgw");
+    let _rm = common::TempDir(d.clone()); // removed also when an assertion fails
     let plan = d.join("tgw.toml");
     std::fs::write(
         &plan,
@@ -210,7 +211,6 @@ fn tgw_preset_plan_enforces_the_flow_rate_limit() {
         assert!(mbps <= bound && mbps < sent, "held to 1 Gbit/s per flow: {mbps} Mbit/s of {sent}: {r:?}");
     }
     assert!(mcblast::lab::Lab::open(&prefix).is_err(), "the run removed its lab");
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
