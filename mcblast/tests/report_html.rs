@@ -554,7 +554,7 @@ fn run_writes_report_on_the_lab() {
     let plan = work.join("tiny.toml");
     std::fs::write(
         &plan,
-        "duration = 1\nrepeats = 1\n[lab]\npreset = \"ovn\"\nhosts = 3\nper_host = 1\n\
+        "duration = 1\nrepeats = 1\n[lab]\npreset = \"ovn\"\nfabric = \"vxlan\"\nhosts = 3\nper_host = 1\n\
          [[matrix]]\nname = \"tiny\"\nload = [\"10M/1470\"]\nloss = [0, 5]\n",
     )
     .unwrap();

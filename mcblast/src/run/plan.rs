@@ -515,7 +515,8 @@ fn resolve(f: PlanFile, file: &str, profile: Option<&str>, default_prefix: &str)
     if hosts.is_none() && fabric == Fabric::Ovn && cases.iter().any(|c| c.impair_config().is_some()) {
         bail!(
             "{file}: loss, reorder and duplicate are not injected exactly on lab.fabric = \"ovn\" \
-             (see mcblast lab impair): use fabric \"bridge\" or \"vxlan\" for those cases"
+             (the real OVN, which preset = \"ovn\" picks where it is installed; see mcblast lab impair): \
+             set fabric = \"bridge\" or \"vxlan\" for those cases"
         );
     }
     Ok(TestPlan { group, port: f.port.unwrap_or(5001), warmup, repeats, engine, sender, base, tgw_limits, hosts, cases })
@@ -577,6 +578,8 @@ fn resolve_lab(l: LabSection, file: &str, default_prefix: &str) -> Result<(LabSp
         None => (Fabric::Bridge, IgmpConfig::default(), 9000, true, true),
     };
     let fabric = match l.fabric.as_deref() {
+        // preset = "ovn": the real OVN when it is installed, as with `lab up --preset ovn`
+        None if preset == Some(Preset::Ovn) && crate::lab::ovn::installed() => Fabric::Ovn,
         None => p_fabric,
         Some("bridge") => Fabric::Bridge,
         Some("vxlan") => Fabric::Vxlan,
@@ -918,6 +921,23 @@ repeats = 2
         assert!(!parse(&off, "g.toml", None, "x-").unwrap().tgw_limits);
         let vx = GOOD.replace("fabric = \"vxlan\"", "fabric = \"vxlan\"\ntgw_limits = true");
         assert!(parse(&vx, "g.toml", None, "x-").unwrap_err().to_string().contains("needs the bridge fabric"));
+    }
+
+    #[test]
+    fn the_ovn_preset_is_the_real_ovn_where_it_is_installed() {
+        let plain = GOOD.replace("fabric = \"vxlan\"", "preset = \"ovn\"");
+        let want = if crate::lab::ovn::installed() { Fabric::Ovn } else { Fabric::Vxlan };
+        let no_loss = plain.replace("loss = [0, 1, 5]", "loss = [0]");
+        assert_ne!(plain, no_loss, "GOOD's loss list changed: update this test");
+        assert_eq!(parse(&no_loss, "g.toml", None, "x-").unwrap().base.topology.unwrap().fabric, want);
+        // with injected loss, the real OVN is refused and says how to get the approximation
+        let with_loss = parse(&plain, "g.toml", None, "x-");
+        match want {
+            Fabric::Ovn => assert!(with_loss.unwrap_err().to_string().contains("set fabric = \"bridge\" or \"vxlan\"")),
+            _ => assert_eq!(with_loss.unwrap().base.topology.unwrap().fabric, Fabric::Vxlan),
+        }
+        let vx = plain.replace("preset = \"ovn\"", "preset = \"ovn\"\nfabric = \"vxlan\"");
+        assert_eq!(parse(&vx, "g.toml", None, "x-").unwrap().base.topology.unwrap().fabric, Fabric::Vxlan);
     }
 
     #[test]
