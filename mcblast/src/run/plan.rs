@@ -1129,6 +1129,20 @@ mod seed_tests {
         // durations 600 and 3600 (60 s at 100M/8192 is new too), loss 1/5 and 0 at 6, same-host
         assert_eq!(full.cases.len(), 4 + 2 + 1 + 3 + 3 + 2 + 1);
     }
+
+    /// The two halves of the platform comparison run the same cases, on their presets' fabrics.
+    #[test]
+    fn platform_examples() {
+        let ovn = parse(include_str!("../../../examples/platforms/ovn.toml"), "ovn.toml", None, "x-").unwrap();
+        let tgw = parse(include_str!("../../../examples/platforms/tgw.toml"), "tgw.toml", None, "x-").unwrap();
+        let loads = |p: &TestPlan| p.cases.iter().map(|c| (c.load.text.clone(), c.receivers)).collect::<Vec<_>>();
+        assert_eq!(loads(&ovn).len(), 4);
+        assert_eq!(loads(&ovn), loads(&tgw));
+        let want = if crate::lab::ovn::installed() { Fabric::Ovn } else { Fabric::Vxlan };
+        assert_eq!(ovn.base.topology.unwrap().fabric, want);
+        assert_eq!(tgw.base.topology.unwrap().fabric, Fabric::Bridge);
+        assert!(tgw.tgw_limits && !ovn.tgw_limits);
+    }
 }
 
 #[cfg(test)]
