@@ -27,7 +27,7 @@ pub fn main() -> ExitCode {
         Command::Generate(_) => false,
     };
     let res = match cli.command {
-        Command::Send(a) => crate::send::run(a),
+        Command::Send(a) => crate::commands::send::run(a),
         Command::Recv(a) => crate::recv::run(a),
         Command::Lab(c) => crate::lab::run(c),
         Command::Probe(a) => crate::check::probe::run(a),

@@ -14,7 +14,6 @@ pub use crate::mcast::check_groups;
 pub use crate::check::preflight::PreflightRole;
 pub use crate::prom::parse_listen;
 pub use crate::recv::{CounterMode, Format, SenderClock};
-pub use crate::send::Engine;
 pub use crate::version::VERSION;
 
 #[derive(Parser, Debug)]
@@ -191,8 +190,8 @@ pub struct SendArgs {
     /// Engine: socket (one sendto per datagram, the iperf-like baseline), mmsg (sendmmsg batches),
     /// gso (UDP GSO: up to 64 datagrams per sendmsg), uring (io_uring batches), or auto (the
     /// fastest this machine and interface support, found by probing; the reason is printed).
-    #[arg(short = 'e', long, value_enum, default_value_t = Engine::Auto)]
-    pub engine: Engine,
+    #[arg(short = 'e', long, value_enum, default_value_t = EngineArg::Auto)]
+    pub engine: EngineArg,
     /// uring engine: zero-copy sends (IORING_OP_SEND_ZC from a registered buffer).
     #[arg(long)]
     pub zerocopy: bool,
@@ -237,6 +236,21 @@ pub struct SendArgs {
     /// Run id to put in the header (default: random).
     #[arg(long)]
     pub run_id: Option<u32>,
+}
+
+/// `send --engine`: the engine the user asks for (`send::Engine`).
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineArg {
+    Socket,
+    Mmsg,
+    /// UDP GSO (UDP_SEGMENT): one sendmsg carries up to 64 datagrams.
+    Gso,
+    /// io_uring batched sendmsg (zero-copy send with --zerocopy).
+    Uring,
+    /// AF_XDP: whole frames through a UMEM and TX ring (zero-copy where the driver can).
+    Xdp,
+    /// The fastest engine this machine and interface support, by probing.
+    Auto,
 }
 
 #[derive(Args, Debug, Clone)]

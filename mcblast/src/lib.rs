@@ -12,6 +12,7 @@
 pub mod app;
 pub mod check;
 pub mod cli;
+pub mod commands;
 pub mod clock;
 pub mod ebpf;
 pub mod iface;

@@ -1,0 +1,5 @@
+//! Commands: each takes its flags (`cli`), resolves them into its domain's own
+//! plan (the user's words kept apart from what is run) and drives the domain.
+//! Only `app` names them all.
+
+pub mod send;
