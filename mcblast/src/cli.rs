@@ -7,13 +7,11 @@ use std::net::Ipv4Addr;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 // The domains' own types, named here so clap's derive and `mcblast::cli::...` paths keep working.
-pub use crate::recv::kernel::XdpMode;
 pub use crate::lab::OnOff;
 pub use crate::lab::ovn::OvnArgs;
 pub use crate::mcast::check_groups;
 pub use crate::check::preflight::PreflightRole;
 pub use crate::prom::parse_listen;
-pub use crate::recv::{CounterMode, Format, SenderClock};
 pub use crate::version::VERSION;
 
 #[derive(Parser, Debug)]
@@ -262,10 +260,10 @@ pub struct RecvArgs {
     pub source: Option<Ipv4Addr>,
     /// Which counters run: kernel (eBPF XDP), socket (recvmmsg), or both side by side
     /// (default both; kernel with --sink).
-    #[arg(long, value_enum, default_value_t = CounterMode::Both,
+    #[arg(long, value_enum, default_value_t = CounterModeArg::Both,
           default_value_if("sink", clap::builder::ArgPredicate::IsPresent, "kernel"),
           default_value_if("iperf2_server", clap::builder::ArgPredicate::IsPresent, "kernel"))]
-    pub counter: CounterMode,
+    pub counter: CounterModeArg,
     /// Sink: the kernel counter drops every mcblast datagram it counted (XDP_DROP), so the
     /// receiving stack never sees them and a saturation run measures the path. Needs the
     /// kernel counter alone (implies --counter kernel).
@@ -289,12 +287,12 @@ pub struct RecvArgs {
     pub run_id: Option<u32>,
     /// What the datagrams on the port are: mcblast's own, or iperf2's (`iperf -c GROUP -u`,
     /// one flow per sender address and port; see docs/iperf2.md).
-    #[arg(long, value_enum, default_value_t = Format::Mcblast)]
-    pub format: Format,
+    #[arg(long, value_enum, default_value_t = FormatArg::Mcblast)]
+    pub format: FormatArg,
     /// With --format iperf2: what the iperf2 sender's clock is (its datagrams do not say), so
     /// one-way delay can be trusted: shared (same host), synced (NTP/PTP), or unknown.
-    #[arg(long, value_enum, default_value_t = SenderClock::Unknown)]
-    pub sender_clock: SenderClock,
+    #[arg(long, value_enum, default_value_t = SenderClockArg::Unknown)]
+    pub sender_clock: SenderClockArg,
     /// With --format iperf2: run an iperf2 server (`iperf -s -u -B GROUP`) beside the kernel
     /// counter and set its Lost/Total against the layers (implies --counter kernel: the socket
     /// layer is iperf2's).
@@ -306,8 +304,8 @@ pub struct RecvArgs {
     /// Where the kernel counter attaches: auto (native XDP, then generic XDP, then tc
     /// ingress, saying which and why), native, generic, or tc (tc ingress through a tcx
     /// link, Linux 6.6+: whole frames of any size, where native XDP caps the MTU).
-    #[arg(long, value_enum, default_value_t = XdpMode::Auto)]
-    pub xdp_mode: XdpMode,
+    #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]
+    pub xdp_mode: XdpModeArg,
     /// Socket receive buffer in bytes (socket counter).
     #[arg(long, default_value_t = 4 << 20)]
     pub rcvbuf: usize,
@@ -322,6 +320,44 @@ pub struct RecvArgs {
     /// per datagram read, so its socket buffer overflows on purpose.
     #[arg(long, default_value_t = 0, hide = true, value_name = "US")]
     pub read_delay_us: u64,
+}
+
+/// `recv --counter`: which counters run (`recv::CounterMode`).
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CounterModeArg {
+    Kernel,
+    Socket,
+    Both,
+}
+
+/// `recv --format`: what the datagrams on the port are (`recv::Format`).
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FormatArg {
+    /// mcblast's own datagrams (`mcblast send`).
+    Mcblast,
+    /// iperf2's UDP datagrams (`iperf -c GROUP -u`), one flow per sender port.
+    Iperf2,
+}
+
+/// `recv --sender-clock`: what is known of an iperf2 sender's clock (`recv::SenderClock`).
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SenderClockArg {
+    /// Nothing: delay is shown untrusted (IPDV and jitter need no clock).
+    Unknown,
+    /// Synchronised (NTP/PTP): delay is trusted when this receiver's clock is too.
+    Synced,
+    /// The sender runs on this receiver's kernel clock (same host, or a namespace of it).
+    Shared,
+}
+
+/// `recv --xdp-mode`: where the kernel counter attaches (`recv::kernel::XdpMode`).
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpModeArg {
+    Auto,
+    Native,
+    Generic,
+    /// tc ingress (tcx link), not XDP.
+    Tc,
 }
 
 #[derive(Subcommand, Debug, Clone)]

@@ -2,4 +2,5 @@
 //! plan (the user's words kept apart from what is run) and drives the domain.
 //! Only `app` names them all.
 
+pub mod recv;
 pub mod send;
