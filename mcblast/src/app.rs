@@ -29,7 +29,7 @@ pub fn main() -> ExitCode {
     let res = match cli.command {
         Command::Send(a) => crate::commands::send::run(a),
         Command::Recv(a) => crate::commands::recv::run(a),
-        Command::Lab(c) => crate::lab::run(c),
+        Command::Lab(c) => crate::commands::lab::run(c),
         Command::Probe(a) => crate::check::probe::run(a),
         Command::Run(a) => crate::run::run(a, crate::report::after_run),
         Command::RunReaper(a) => crate::run::reaper::serve(a),

@@ -7,8 +7,6 @@ use std::net::Ipv4Addr;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 // The domains' own types, named here so clap's derive and `mcblast::cli::...` paths keep working.
-pub use crate::lab::OnOff;
-pub use crate::lab::ovn::OvnArgs;
 pub use crate::mcast::check_groups;
 pub use crate::check::preflight::PreflightRole;
 pub use crate::prom::parse_listen;
@@ -476,6 +474,53 @@ pub struct LabUpArgs {
     pub tgw_max_members: Option<u32>,
     #[command(flatten)]
     pub ovn: OvnArgs,
+}
+
+/// `lab up --encap`: tunnel encapsulation between the hypervisors (`lab::ovn::Encap`).
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncapArg {
+    Geneve,
+    Vxlan,
+}
+
+/// A switch the user turns on or off (`lab up --snooping`, `--querier`, `--flood-unregistered`).
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+/// `lab up --profile`: a deployment's settings as a whole.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OvnProfileArg {
+    /// What OpenStack Neutron configures: snooping on, no querier, mcast_flood_unregistered=false.
+    Neutron,
+}
+
+/// `lab up` flags of the OVN fabric (flattened into `mcblast lab up`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct OvnArgs {
+    /// --fabric ovn: tunnel encapsulation between hypervisors (default geneve).
+    #[arg(long, value_enum)]
+    pub encap: Option<EncapArg>,
+    /// --fabric ovn: a deployment profile; neutron = snooping on, no querier, unregistered groups not flooded.
+    #[arg(long, value_enum)]
+    pub profile: Option<OvnProfileArg>,
+    /// --fabric ovn: mcast_flood_unregistered, flood groups nobody joined (default off).
+    #[arg(long, value_enum)]
+    pub flood_unregistered: Option<OnOff>,
+    /// --fabric ovn: mcast_table_size, most groups per switch (default 2048).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=32766))]
+    pub mcast_table_size: Option<u32>,
+    /// --fabric ovn: mcast_query_max_response in seconds (default 1).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=25))]
+    pub query_max_response: Option<u64>,
+    /// --fabric ovn: options:mcast_flood=true on NODE's logical port: all multicast, joined or not (repeatable).
+    #[arg(long, value_name = "NODE")]
+    pub mcast_flood: Vec<String>,
+    /// --fabric ovn: options:mcast_flood_reports=true on NODE's logical port: the others' IGMP reports too (repeatable).
+    #[arg(long, value_name = "NODE")]
+    pub mcast_flood_reports: Vec<String>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
