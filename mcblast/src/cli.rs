@@ -8,7 +8,6 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 // The domains' own types, named here so clap's derive and `mcblast::cli::...` paths keep working.
 pub use crate::mcast::check_groups;
-pub use crate::check::preflight::PreflightRole;
 pub use crate::prom::parse_listen;
 pub use crate::version::VERSION;
 
@@ -104,14 +103,22 @@ pub struct PreflightArgs {
     #[arg(short = 'b', long, value_parser = parse_rate)]
     pub rate: Option<f64>,
     /// Which side this host plays.
-    #[arg(long, value_enum, default_value_t = PreflightRole::Both)]
-    pub role: PreflightRole,
+    #[arg(long, value_enum, default_value_t = PreflightRoleArg::Both)]
+    pub role: PreflightRoleArg,
     /// The IGMP version the path speaks: 2 for AWS TGW (checks force_igmp_version).
     #[arg(long, value_parser = clap::value_parser!(u8).range(2..=3))]
     pub igmp_version: Option<u8>,
     /// JSON output (one line).
     #[arg(long)]
     pub json: bool,
+}
+
+/// `preflight --role`: which side this host plays (`check::preflight::PreflightRole`).
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreflightRoleArg {
+    Send,
+    Recv,
+    Both,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -2,6 +2,7 @@
 //! plan (the user's words kept apart from what is run) and drives the domain.
 //! Only `app` names them all.
 
+pub mod check;
 pub mod lab;
 pub mod recv;
 pub mod send;
