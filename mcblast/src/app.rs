@@ -31,8 +31,8 @@ pub fn main() -> ExitCode {
         Command::Recv(a) => crate::commands::recv::run(a),
         Command::Lab(c) => crate::commands::lab::run(c),
         Command::Probe(a) => crate::commands::check::probe(a),
-        Command::Run(a) => crate::run::run(a, crate::report::after_run),
-        Command::RunReaper(a) => crate::run::reaper::serve(a),
+        Command::Run(a) => crate::commands::run::run(a, crate::report::after_run),
+        Command::RunReaper(a) => crate::commands::run::reaper(a),
         Command::Preflight(a) => crate::commands::check::preflight(a),
         Command::Report(a) => {
             if !a.compare && a.inputs.iter().all(|p| p.is_file()) {

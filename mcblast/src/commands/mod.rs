@@ -5,4 +5,5 @@
 pub mod check;
 pub mod lab;
 pub mod recv;
+pub mod run;
 pub mod send;
