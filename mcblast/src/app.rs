@@ -34,13 +34,7 @@ pub fn main() -> ExitCode {
         Command::Run(a) => crate::commands::run::run(a, crate::report::after_run),
         Command::RunReaper(a) => crate::commands::run::reaper(a),
         Command::Preflight(a) => crate::commands::check::preflight(a),
-        Command::Report(a) => {
-            if !a.compare && a.inputs.iter().all(|p| p.is_file()) {
-                crate::report::fanout::report(&a.inputs, a.json)
-            } else {
-                crate::report::run(a)
-            }
-        }
+        Command::Report(a) => crate::commands::report::run(a),
         Command::Generate(c) => generate(c),
     };
     match res {

@@ -5,5 +5,6 @@
 pub mod check;
 pub mod lab;
 pub mod recv;
+pub mod report;
 pub mod run;
 pub mod send;
