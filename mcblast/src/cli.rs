@@ -1,20 +1,17 @@
-//! Command-line flags (what the user typed). Each command turns its flags
-//! into a resolved plan before doing anything, so every error a user can
-//! cause is reported once, up front, in one line.
+//! Command-line flags (what the user typed): the clap types, their value
+//! parsers and `--help`. Nothing here names the rest of the crate; each
+//! command (`commands/`) turns its flags into its domain's resolved plan
+//! before doing anything, so every error a user can cause is reported once,
+//! up front, in one line.
 
 use std::net::Ipv4Addr;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-// The domains' own types, named here so clap's derive and `mcblast::cli::...` paths keep working.
-pub use crate::mcast::check_groups;
-pub use crate::prom::parse_listen;
-pub use crate::version::VERSION;
-
 #[derive(Parser, Debug)]
 #[command(
     name = "mcblast",
-    version = VERSION,
+    version = env!("MCBLAST_VERSION"),
     about = "Multicast saturation tester: line-rate sender, in-kernel per-flow counter, loss attribution",
     propagate_version = true
 )]
@@ -552,6 +549,11 @@ pub enum LabPlacement {
     SameHost,
 }
 
+/// Parses `--prometheus ADDR:PORT`.
+pub fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse().map_err(|_| format!("'{s}' is not ADDR:PORT: use e.g. 127.0.0.1:9464 (this host only) or 0.0.0.0:9464"))
+}
+
 /// Parses `100M`, `1.5G`, `64k`, `2500` (SI: k = 1000).
 pub fn parse_rate(s: &str) -> Result<f64, String> {
     let s = s.trim();
@@ -641,6 +643,12 @@ mod tests {
         assert!(e.contains("too large"), "{e}");
         assert!(parse_rate("inf").is_err());
         assert_eq!(parse_rate("1e300").unwrap(), 1e300);
+    }
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(parse_listen("127.0.0.1:9464").unwrap().port(), 9464);
+        assert!(parse_listen("9464").unwrap_err().contains("use e.g. 127.0.0.1:9464"));
+        assert!(parse_listen("localhost:9464").is_err());
     }
     #[test]
     fn cpu_lists() {
