@@ -27,20 +27,14 @@ pub fn main() -> ExitCode {
         Command::Generate(_) => false,
     };
     let res = match cli.command {
-        Command::Send(a) => crate::send::run(a),
-        Command::Recv(a) => crate::recv::run(a),
-        Command::Lab(c) => crate::lab::run(c),
-        Command::Probe(a) => crate::check::probe::run(a),
-        Command::Run(a) => crate::run::run(a, crate::report::after_run),
-        Command::RunReaper(a) => crate::run::reaper::serve(a),
-        Command::Preflight(a) => crate::check::preflight::run(a),
-        Command::Report(a) => {
-            if !a.compare && a.inputs.iter().all(|p| p.is_file()) {
-                crate::report::fanout::report(&a.inputs, a.json)
-            } else {
-                crate::report::run(a)
-            }
-        }
+        Command::Send(a) => crate::commands::send::run(a),
+        Command::Recv(a) => crate::commands::recv::run(a),
+        Command::Lab(c) => crate::commands::lab::run(c),
+        Command::Probe(a) => crate::commands::check::probe(a),
+        Command::Run(a) => crate::commands::run::run(a, crate::report::after_run),
+        Command::RunReaper(a) => crate::commands::run::reaper(a),
+        Command::Preflight(a) => crate::commands::check::preflight(a),
+        Command::Report(a) => crate::commands::report::run(a),
         Command::Generate(c) => generate(c),
     };
     match res {

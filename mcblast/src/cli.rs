@@ -1,26 +1,17 @@
-//! Command-line flags (what the user typed). Each command turns its flags
-//! into a resolved plan before doing anything, so every error a user can
-//! cause is reported once, up front, in one line.
+//! Command-line flags (what the user typed): the clap types, their value
+//! parsers and `--help`. Nothing here names the rest of the crate; each
+//! command (`commands/`) turns its flags into its domain's resolved plan
+//! before doing anything, so every error a user can cause is reported once,
+//! up front, in one line.
 
 use std::net::Ipv4Addr;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-// The domains' own types, named here so clap's derive and `mcblast::cli::...` paths keep working.
-pub use crate::recv::kernel::XdpMode;
-pub use crate::lab::OnOff;
-pub use crate::lab::ovn::OvnArgs;
-pub use crate::mcast::check_groups;
-pub use crate::check::preflight::PreflightRole;
-pub use crate::prom::parse_listen;
-pub use crate::recv::{CounterMode, Format, SenderClock};
-pub use crate::send::Engine;
-pub use crate::version::VERSION;
-
 #[derive(Parser, Debug)]
 #[command(
     name = "mcblast",
-    version = VERSION,
+    version = env!("MCBLAST_VERSION"),
     about = "Multicast saturation tester: line-rate sender, in-kernel per-flow counter, loss attribution",
     propagate_version = true
 )]
@@ -109,14 +100,22 @@ pub struct PreflightArgs {
     #[arg(short = 'b', long, value_parser = parse_rate)]
     pub rate: Option<f64>,
     /// Which side this host plays.
-    #[arg(long, value_enum, default_value_t = PreflightRole::Both)]
-    pub role: PreflightRole,
+    #[arg(long, value_enum, default_value_t = PreflightRoleArg::Both)]
+    pub role: PreflightRoleArg,
     /// The IGMP version the path speaks: 2 for AWS TGW (checks force_igmp_version).
     #[arg(long, value_parser = clap::value_parser!(u8).range(2..=3))]
     pub igmp_version: Option<u8>,
     /// JSON output (one line).
     #[arg(long)]
     pub json: bool,
+}
+
+/// `preflight --role`: which side this host plays (`check::preflight::PreflightRole`).
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreflightRoleArg {
+    Send,
+    Recv,
+    Both,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -191,8 +190,8 @@ pub struct SendArgs {
     /// Engine: socket (one sendto per datagram, the iperf-like baseline), mmsg (sendmmsg batches),
     /// gso (UDP GSO: up to 64 datagrams per sendmsg), uring (io_uring batches), or auto (the
     /// fastest this machine and interface support, found by probing; the reason is printed).
-    #[arg(short = 'e', long, value_enum, default_value_t = Engine::Auto)]
-    pub engine: Engine,
+    #[arg(short = 'e', long, value_enum, default_value_t = EngineArg::Auto)]
+    pub engine: EngineArg,
     /// uring engine: zero-copy sends (IORING_OP_SEND_ZC from a registered buffer).
     #[arg(long)]
     pub zerocopy: bool,
@@ -239,6 +238,21 @@ pub struct SendArgs {
     pub run_id: Option<u32>,
 }
 
+/// `send --engine`: the engine the user asks for (`send::Engine`).
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineArg {
+    Socket,
+    Mmsg,
+    /// UDP GSO (UDP_SEGMENT): one sendmsg carries up to 64 datagrams.
+    Gso,
+    /// io_uring batched sendmsg (zero-copy send with --zerocopy).
+    Uring,
+    /// AF_XDP: whole frames through a UMEM and TX ring (zero-copy where the driver can).
+    Xdp,
+    /// The fastest engine this machine and interface support, by probing.
+    Auto,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct RecvArgs {
     #[command(flatten)]
@@ -248,10 +262,10 @@ pub struct RecvArgs {
     pub source: Option<Ipv4Addr>,
     /// Which counters run: kernel (eBPF XDP), socket (recvmmsg), or both side by side
     /// (default both; kernel with --sink).
-    #[arg(long, value_enum, default_value_t = CounterMode::Both,
+    #[arg(long, value_enum, default_value_t = CounterModeArg::Both,
           default_value_if("sink", clap::builder::ArgPredicate::IsPresent, "kernel"),
           default_value_if("iperf2_server", clap::builder::ArgPredicate::IsPresent, "kernel"))]
-    pub counter: CounterMode,
+    pub counter: CounterModeArg,
     /// Sink: the kernel counter drops every mcblast datagram it counted (XDP_DROP), so the
     /// receiving stack never sees them and a saturation run measures the path. Needs the
     /// kernel counter alone (implies --counter kernel).
@@ -275,12 +289,12 @@ pub struct RecvArgs {
     pub run_id: Option<u32>,
     /// What the datagrams on the port are: mcblast's own, or iperf2's (`iperf -c GROUP -u`,
     /// one flow per sender address and port; see docs/iperf2.md).
-    #[arg(long, value_enum, default_value_t = Format::Mcblast)]
-    pub format: Format,
+    #[arg(long, value_enum, default_value_t = FormatArg::Mcblast)]
+    pub format: FormatArg,
     /// With --format iperf2: what the iperf2 sender's clock is (its datagrams do not say), so
     /// one-way delay can be trusted: shared (same host), synced (NTP/PTP), or unknown.
-    #[arg(long, value_enum, default_value_t = SenderClock::Unknown)]
-    pub sender_clock: SenderClock,
+    #[arg(long, value_enum, default_value_t = SenderClockArg::Unknown)]
+    pub sender_clock: SenderClockArg,
     /// With --format iperf2: run an iperf2 server (`iperf -s -u -B GROUP`) beside the kernel
     /// counter and set its Lost/Total against the layers (implies --counter kernel: the socket
     /// layer is iperf2's).
@@ -292,8 +306,8 @@ pub struct RecvArgs {
     /// Where the kernel counter attaches: auto (native XDP, then generic XDP, then tc
     /// ingress, saying which and why), native, generic, or tc (tc ingress through a tcx
     /// link, Linux 6.6+: whole frames of any size, where native XDP caps the MTU).
-    #[arg(long, value_enum, default_value_t = XdpMode::Auto)]
-    pub xdp_mode: XdpMode,
+    #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]
+    pub xdp_mode: XdpModeArg,
     /// Socket receive buffer in bytes (socket counter).
     #[arg(long, default_value_t = 4 << 20)]
     pub rcvbuf: usize,
@@ -308,6 +322,44 @@ pub struct RecvArgs {
     /// per datagram read, so its socket buffer overflows on purpose.
     #[arg(long, default_value_t = 0, hide = true, value_name = "US")]
     pub read_delay_us: u64,
+}
+
+/// `recv --counter`: which counters run (`recv::CounterMode`).
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CounterModeArg {
+    Kernel,
+    Socket,
+    Both,
+}
+
+/// `recv --format`: what the datagrams on the port are (`recv::Format`).
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FormatArg {
+    /// mcblast's own datagrams (`mcblast send`).
+    Mcblast,
+    /// iperf2's UDP datagrams (`iperf -c GROUP -u`), one flow per sender port.
+    Iperf2,
+}
+
+/// `recv --sender-clock`: what is known of an iperf2 sender's clock (`recv::SenderClock`).
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SenderClockArg {
+    /// Nothing: delay is shown untrusted (IPDV and jitter need no clock).
+    Unknown,
+    /// Synchronised (NTP/PTP): delay is trusted when this receiver's clock is too.
+    Synced,
+    /// The sender runs on this receiver's kernel clock (same host, or a namespace of it).
+    Shared,
+}
+
+/// `recv --xdp-mode`: where the kernel counter attaches (`recv::kernel::XdpMode`).
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpModeArg {
+    Auto,
+    Native,
+    Generic,
+    /// tc ingress (tcx link), not XDP.
+    Tc,
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -428,6 +480,53 @@ pub struct LabUpArgs {
     pub ovn: OvnArgs,
 }
 
+/// `lab up --encap`: tunnel encapsulation between the hypervisors (`lab::ovn::Encap`).
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncapArg {
+    Geneve,
+    Vxlan,
+}
+
+/// A switch the user turns on or off (`lab up --snooping`, `--querier`, `--flood-unregistered`).
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+/// `lab up --profile`: a deployment's settings as a whole.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OvnProfileArg {
+    /// What OpenStack Neutron configures: snooping on, no querier, mcast_flood_unregistered=false.
+    Neutron,
+}
+
+/// `lab up` flags of the OVN fabric (flattened into `mcblast lab up`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct OvnArgs {
+    /// --fabric ovn: tunnel encapsulation between hypervisors (default geneve).
+    #[arg(long, value_enum)]
+    pub encap: Option<EncapArg>,
+    /// --fabric ovn: a deployment profile; neutron = snooping on, no querier, unregistered groups not flooded.
+    #[arg(long, value_enum)]
+    pub profile: Option<OvnProfileArg>,
+    /// --fabric ovn: mcast_flood_unregistered, flood groups nobody joined (default off).
+    #[arg(long, value_enum)]
+    pub flood_unregistered: Option<OnOff>,
+    /// --fabric ovn: mcast_table_size, most groups per switch (default 2048).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=32766))]
+    pub mcast_table_size: Option<u32>,
+    /// --fabric ovn: mcast_query_max_response in seconds (default 1).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=25))]
+    pub query_max_response: Option<u64>,
+    /// --fabric ovn: options:mcast_flood=true on NODE's logical port: all multicast, joined or not (repeatable).
+    #[arg(long, value_name = "NODE")]
+    pub mcast_flood: Vec<String>,
+    /// --fabric ovn: options:mcast_flood_reports=true on NODE's logical port: the others' IGMP reports too (repeatable).
+    #[arg(long, value_name = "NODE")]
+    pub mcast_flood_reports: Vec<String>,
+}
+
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LabPreset {
     /// AWS TGW multicast: shared switch, IGMPv2 querier every 120 s, member dropped after 3 missed queries, MTU 8500.
@@ -448,6 +547,11 @@ pub enum LabFabric {
 pub enum LabPlacement {
     Spread,
     SameHost,
+}
+
+/// Parses `--prometheus ADDR:PORT`.
+pub fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse().map_err(|_| format!("'{s}' is not ADDR:PORT: use e.g. 127.0.0.1:9464 (this host only) or 0.0.0.0:9464"))
 }
 
 /// Parses `100M`, `1.5G`, `64k`, `2500` (SI: k = 1000).
@@ -539,6 +643,12 @@ mod tests {
         assert!(e.contains("too large"), "{e}");
         assert!(parse_rate("inf").is_err());
         assert_eq!(parse_rate("1e300").unwrap(), 1e300);
+    }
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(parse_listen("127.0.0.1:9464").unwrap().port(), 9464);
+        assert!(parse_listen("9464").unwrap_err().contains("use e.g. 127.0.0.1:9464"));
+        assert!(parse_listen("localhost:9464").is_err());
     }
     #[test]
     fn cpu_lists() {

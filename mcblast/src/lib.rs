@@ -1,5 +1,7 @@
 //! mcblast: multicast saturation tester.
 //!
+//! * [`app`] dispatches [`cli`]'s commands (the flags) to [`commands`], which
+//!   resolve them into each domain's plan;
 //! * [`send`]: the sender and its engines;
 //! * [`recv`]: the receiver: the eBPF kernel counter ([`recv::kernel`]) and the
 //!   socket baseline (recvmmsg) feeding the same tracker;
@@ -12,6 +14,7 @@
 pub mod app;
 pub mod check;
 pub mod cli;
+pub mod commands;
 pub mod clock;
 pub mod ebpf;
 pub mod iface;

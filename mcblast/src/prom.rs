@@ -34,11 +34,6 @@ const POLL: Duration = Duration::from_millis(25);
 /// Content type of the text exposition format.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Parses `--prometheus ADDR:PORT` (clap value parser).
-pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    s.parse().map_err(|_| format!("'{s}' is not ADDR:PORT: use e.g. 127.0.0.1:9464 (this host only) or 0.0.0.0:9464"))
-}
-
 /// A metric family's type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -443,13 +438,6 @@ mod tests {
         assert_eq!(fmt_value(123456789.0), "123456789");
         assert_eq!(fmt_value(f64::NAN), "NaN");
         assert_eq!(fmt_value(-0.25), "-0.25");
-    }
-
-    #[test]
-    fn listen_addresses() {
-        assert_eq!(parse_listen("127.0.0.1:9464").unwrap().port(), 9464);
-        assert!(parse_listen("9464").unwrap_err().contains("use e.g. 127.0.0.1:9464"));
-        assert!(parse_listen("localhost:9464").is_err());
     }
 
     fn request(addr: SocketAddr, req: &[u8]) -> String {

@@ -254,7 +254,7 @@ fn netfilter_and_no_listener(tag: &str, which: mcblast::recv::kernel::DropTracer
         .run(move || -> anyhow::Result<_> {
             let iface = mcblast::iface::lookup("vb")?;
             let cfg = Config { port: PORT, run_filter: 0, sink: 0, clock: 0, ..Config::default() };
-            let mut k = KernelCounter::attach(&iface, mcblast::cli::XdpMode::Auto, cfg)?;
+            let mut k = KernelCounter::attach(&iface, mcblast::recv::kernel::XdpMode::Auto, cfg)?;
             let got = k.trace_drops(&iface, unspecified, which)?;
             assert!(which == mcblast::recv::kernel::DropTracer::Auto || got == which);
             let fd = mcblast::sys::net::udp_socket()?;

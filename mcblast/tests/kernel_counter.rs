@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use mcblast::cli::XdpMode;
+use mcblast::recv::kernel::XdpMode;
 use mcblast::recv::kernel::KernelCounter;
 use mcblast::netns::NetNs;
 use mcblast_common::maps::{Config, FlowKey, GlobalCounter, MAX_FLOWS};

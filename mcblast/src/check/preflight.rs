@@ -12,11 +12,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 
-use crate::cli::PreflightArgs;
+use crate::iface::Iface;
 use crate::output::Printer;
 
 /// Which side this host plays (`preflight --role`).
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PreflightRole {
     Send,
     Recv,
@@ -375,23 +375,27 @@ fn mcblast_socket_multicast_all_off() -> Option<bool> {
     crate::sys::getsockopt_int(&fd, libc::IPPROTO_IP, libc::IP_MULTICAST_ALL).ok().map(|v| v == 0)
 }
 
+/// What `mcblast preflight` checks (resolved from its flags in `commands/check.rs`).
+#[derive(Debug, Clone)]
+pub struct PreflightPlan {
+    /// The interface checked.
+    pub iface: Iface,
+    /// The test's multicast groups (non-empty).
+    pub groups: Vec<std::net::Ipv4Addr>,
+    /// The UDP port the test uses.
+    pub port: u16,
+    /// The datagram length the test sends.
+    pub length: usize,
+    /// The test's rate in bit/s, for the socket buffer sizes.
+    pub rate: Option<f64>,
+    pub role: PreflightRole,
+    /// The IGMP version the path speaks, if given.
+    pub igmp_version: Option<u8>,
+}
+
 /// Measures and checks.
-pub fn gather(a: &PreflightArgs) -> Result<PreflightReport> {
-    crate::mcast::check_groups(&a.groups)?;
-    let name = match &a.interface {
-        Some(n) => n.clone(),
-        None => crate::iface::default_for_group(a.groups[0]).ok_or_else(|| {
-            anyhow!(
-                "no route for {} and no --interface: name the interface, e.g. -I eth0 (interfaces here: {})",
-                a.groups[0],
-                crate::iface::names().join(", ")
-            )
-        })?,
-    };
-    let iface = crate::iface::lookup(&name)?;
-    if !(mcblast_common::wire::HEADER_LEN..=crate::send::plan::MAX_DATAGRAM).contains(&a.length) {
-        bail!("-l {} is not a datagram length: use {}..{}", a.length, mcblast_common::wire::HEADER_LEN, crate::send::plan::MAX_DATAGRAM);
-    }
+pub fn gather(a: &PreflightPlan) -> Result<PreflightReport> {
+    let iface = &a.iface;
     let (sends, recvs) = match a.role {
         PreflightRole::Send => (true, false),
         PreflightRole::Recv => (false, true),
@@ -461,9 +465,9 @@ pub fn human(r: &PreflightReport) -> String {
 }
 
 /// Runs `mcblast preflight`: exit 0 with only ok/warn, 1 with a fail.
-pub fn run(a: PreflightArgs) -> Result<ExitCode> {
-    let r = gather(&a)?;
-    let mut out = Printer::new(a.json);
+pub fn run(a: &PreflightPlan, json: bool) -> Result<ExitCode> {
+    let r = gather(a)?;
+    let mut out = Printer::new(json);
     out.print(&r)?;
     Ok(if r.worst == Level::Fail { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

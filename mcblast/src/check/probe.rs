@@ -9,7 +9,6 @@ use std::process::ExitCode;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::cli::ProbeArgs;
 use crate::output::Printer;
 use crate::send::support::{Verdict, choose, engine_support, gso_iface, gso_kernel, io_uring_disabled_note};
 
@@ -47,9 +46,9 @@ fn verdict(name: &'static str, v: &Verdict, how: &str) -> Check {
     }
 }
 
-/// Runs `mcblast probe`.
-pub fn run(a: ProbeArgs) -> Result<ExitCode> {
-    let iface = match &a.interface {
+/// Runs `mcblast probe` (on interface `interface`, if given; one JSON line with `json`).
+pub fn run(interface: Option<&str>, json: bool) -> Result<ExitCode> {
+    let iface = match interface {
         Some(n) => Some(crate::iface::lookup(n)?),
         None => None,
     };
@@ -89,8 +88,8 @@ pub fn run(a: ProbeArgs) -> Result<ExitCode> {
         auto_engine: engine.name().to_string(),
         auto_reason: reason,
     };
-    let mut p = Printer::new(a.json);
-    if a.json {
+    let mut p = Printer::new(json);
+    if json {
         p.emit("probe", &out)?;
     } else {
         p.human(&human(&out, name.as_deref()))?;

@@ -36,7 +36,6 @@
 //! created only on first use, so a lab without impairment has no netfilter
 //! hook on its data path.
 
-mod cmd;
 mod igmp;
 pub mod impair;
 mod nft;
@@ -44,7 +43,7 @@ pub mod ovn;
 mod ovn_status;
 mod status;
 mod topo;
-mod tgw;
+pub mod tgw;
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
@@ -60,22 +59,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 
-pub use cmd::run;
 pub use igmp::IgmpListener;
 pub use ovn_status::OvnStatus;
 pub use tgw::{TgwDrops, TgwFlowDrop, TgwLimits};
 pub use status::{BridgeStatus, HostStatus, LabStatus, MdbEntry, NodeStatus, PortLoss, TopologyStatus};
 pub use topo::{
-    Fabric, HOST_PREFIX, IgmpConfig, LabSpec, Placement, Preset, Topology, UNDERLAY, VXLAN_OVERHEAD, host_name,
-    tunnel_port, underlay_addr,
+    Fabric, HOST_PREFIX, IgmpConfig, LabSpec, Placement, Preset, Topology, UNDERLAY, VXLAN_OVERHEAD,
+    default_membership_cs, host_name, tunnel_port, underlay_addr,
 };
-
-/// A switch the user turns on or off (`lab up --snooping`, `--querier`, `--flood-unregistered`).
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnOff {
-    On,
-    Off,
-}
 
 /// Namespace-name prefix used when none is given.
 pub const DEFAULT_PREFIX: &str = "mcb-";
@@ -764,7 +755,8 @@ fn describe(cmd: &Command) -> String {
     s
 }
 
-fn spawn_error(cmd: &Command, e: std::io::Error) -> anyhow::Error {
+/// Why `cmd` could not be started: a missing tool names its package.
+pub fn spawn_error(cmd: &Command, e: std::io::Error) -> anyhow::Error {
     let prog = cmd.get_program().to_string_lossy().into_owned();
     if e.kind() == std::io::ErrorKind::NotFound {
         LabError::MissingTool { package: package_of(&prog), tool: prog }.into()

@@ -54,7 +54,7 @@ const CLIENTS: &[&str] = &["ovs-vsctl", "ovn-nbctl", "ovn-sbctl", "ovs-appctl", 
 pub const CTL_TIMEOUT: &str = "--timeout=20";
 
 /// Tunnel encapsulation between the hypervisors.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Encap {
     #[default]
@@ -76,39 +76,6 @@ impl Encap {
             Encap::Vxlan => super::VXLAN_OVERHEAD,
         }
     }
-}
-
-/// `--profile`: a deployment's settings as a whole.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OvnProfile {
-    /// What OpenStack Neutron configures: snooping on, no querier, mcast_flood_unregistered=false.
-    Neutron,
-}
-
-/// `lab up` flags of the OVN fabric (flattened into `mcblast lab up`).
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct OvnArgs {
-    /// --fabric ovn: tunnel encapsulation between hypervisors (default geneve).
-    #[arg(long, value_enum)]
-    pub encap: Option<Encap>,
-    /// --fabric ovn: a deployment profile; neutron = snooping on, no querier, unregistered groups not flooded.
-    #[arg(long, value_enum)]
-    pub profile: Option<OvnProfile>,
-    /// --fabric ovn: mcast_flood_unregistered, flood groups nobody joined (default off).
-    #[arg(long, value_enum)]
-    pub flood_unregistered: Option<super::OnOff>,
-    /// --fabric ovn: mcast_table_size, most groups per switch (default 2048).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=32766))]
-    pub mcast_table_size: Option<u32>,
-    /// --fabric ovn: mcast_query_max_response in seconds (default 1).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=25))]
-    pub query_max_response: Option<u64>,
-    /// --fabric ovn: options:mcast_flood=true on NODE's logical port: all multicast, joined or not (repeatable).
-    #[arg(long, value_name = "NODE")]
-    pub mcast_flood: Vec<String>,
-    /// --fabric ovn: options:mcast_flood_reports=true on NODE's logical port: the others' IGMP reports too (repeatable).
-    #[arg(long, value_name = "NODE")]
-    pub mcast_flood_reports: Vec<String>,
 }
 
 /// The logical switch's multicast settings (its `other_config:mcast_*`).
@@ -146,22 +113,6 @@ impl OvnSettings {
             flood_ports: Vec::new(),
             flood_reports_ports: Vec::new(),
         }
-    }
-
-    /// `from_spec`, then the flags: a profile first, explicit flags over it.
-    pub fn from_args(spec: &LabSpec, a: &OvnArgs, snooping_given: bool, querier_given: bool) -> OvnSettings {
-        let mut s = OvnSettings::from_spec(spec);
-        if a.profile == Some(OvnProfile::Neutron) {
-            s.snoop = if snooping_given { s.snoop } else { true };
-            s.querier = if querier_given { s.querier } else { false };
-        }
-        s.encap = a.encap.unwrap_or(s.encap);
-        s.flood_unregistered = a.flood_unregistered.map_or(s.flood_unregistered, |x| x == super::OnOff::On);
-        s.table_size = a.mcast_table_size.unwrap_or(s.table_size);
-        s.query_max_response_s = a.query_max_response.unwrap_or(s.query_max_response_s);
-        s.flood_ports = dedup(&a.mcast_flood);
-        s.flood_reports_ports = dedup(&a.mcast_flood_reports);
-        s
     }
 
     /// Every port named by `--mcast-flood`/`--mcast-flood-reports` is a node of the topology.
@@ -241,17 +192,6 @@ impl OvnSettings {
             flood_reports_ports: list("flood_reports"),
         })
     }
-}
-
-/// The names in order, each once.
-fn dedup(v: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for x in v {
-        if !out.contains(x) {
-            out.push(x.clone());
-        }
-    }
-    out
 }
 
 /// The lab directory of a prefix (`lab-` in front, so no prefix can name `..`).
@@ -702,21 +642,8 @@ pub fn stop(prefix: &str) -> Result<usize> {
     Ok(pids.len())
 }
 
-/// The per-port flags name nodes of an OVN lab: a one-line error otherwise (before `lab up` needs root).
-pub fn check_args(spec: &LabSpec, a: &OvnArgs) -> Result<(), LabError> {
-    let t = match spec.topology {
-        Some(t) if t.fabric == Fabric::Ovn => t,
-        _ if a.mcast_flood.is_empty() && a.mcast_flood_reports.is_empty() => return Ok(()),
-        _ => return Err(LabError::Config("--mcast-flood and --mcast-flood-reports need --fabric ovn".into())),
-    };
-    let (flood_ports, flood_reports_ports) = (a.mcast_flood.clone(), a.mcast_flood_reports.clone());
-    let s = OvnSettings { flood_ports, flood_reports_ports, ..OvnSettings::from_spec(spec) };
-    s.check_ports(&t)
-}
-
-/// `mcblast lab up` with `--fabric ovn`.
-pub fn up_cmd(mut spec: LabSpec, a: &crate::cli::LabUpArgs) -> Result<std::process::ExitCode> {
-    let settings = OvnSettings::from_args(&spec, &a.ovn, a.snooping.is_some(), a.querier.is_some());
+/// `mcblast lab up` with `--fabric ovn`, the logical switch set up as `settings` say.
+pub fn up_cmd(mut spec: LabSpec, settings: OvnSettings) -> Result<std::process::ExitCode> {
     spec.base.snooping = settings.snoop;
     spec.base.querier = settings.querier;
     crate::sys::install_stop_signals().context("installing signal handlers")?;
@@ -792,36 +719,6 @@ mod tests {
         let p = OvnSettings { flood_ports, flood_reports_ports, ..s };
         assert_eq!(parse_spec_text("x-", &spec_text(&spec(), &p)).unwrap().1, p);
         assert!(parse_spec_text("x-", "garbage").is_none());
-    }
-
-    #[test]
-    fn settings_follow_the_spec_and_the_neutron_profile() {
-        let s = OvnSettings::from_spec(&spec());
-        assert_eq!((s.snoop, s.querier, s.flood_unregistered, s.idle_timeout_s, s.query_interval_s), (true, true, false, 260, 125));
-        let a = OvnArgs { profile: Some(OvnProfile::Neutron), ..Default::default() };
-        let n = OvnSettings::from_args(&spec(), &a, false, false);
-        assert_eq!((n.snoop, n.querier, n.flood_unregistered), (true, false, false));
-        // explicit --querier on wins over the profile
-        assert!(OvnSettings::from_args(&spec(), &a, false, true).querier);
-        let kv = n.other_config();
-        assert!(kv.contains(&("mcast_ip4_src".into(), "10.77.0.254".into())), "{kv:?}");
-        assert!(kv.contains(&("mcast_flood_unregistered".into(), "false".into())), "{kv:?}");
-        assert_eq!(kv.len(), 9);
-    }
-
-    #[test]
-    fn per_port_options_name_nodes_of_the_lab() {
-        let (mcast_flood, mcast_flood_reports) = (vec!["r2".into(), "r2".into()], vec!["sender".into()]);
-        let a = OvnArgs { mcast_flood, mcast_flood_reports, ..Default::default() };
-        let s = OvnSettings::from_args(&spec(), &a, false, false);
-        assert_eq!(s.port_options(), [("r2".to_string(), "mcast_flood"), ("sender".to_string(), "mcast_flood_reports")]);
-        assert!(check_args(&spec(), &a).is_ok());
-        let bad = OvnArgs { mcast_flood_reports: vec!["r10".into()], ..Default::default() };
-        let e = check_args(&spec(), &bad).unwrap_err().to_string();
-        assert!(e.contains("--mcast-flood-reports r10: no such node in this lab (sender, r1..r9)"), "{e}");
-        let vx = LabSpec { topology: spec().topology.map(|t| Topology { fabric: Fabric::Vxlan, ..t }), ..spec() };
-        assert!(check_args(&vx, &a).unwrap_err().to_string().contains("need --fabric ovn"));
-        assert!(check_args(&vx, &OvnArgs::default()).is_ok());
     }
 
     #[test]

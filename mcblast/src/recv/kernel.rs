@@ -48,7 +48,7 @@ const DROP_PROGRAM_NOSK: &str = "mcblast_drops_nosk";
 const DROP_PROGRAM_NOREASON: &str = "mcblast_drops_noreason";
 
 /// Where the user asks the kernel counter to attach (`recv --xdp-mode`).
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum XdpMode {
     Auto,
     Native,

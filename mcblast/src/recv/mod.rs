@@ -17,16 +17,14 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use mcblast_common::maps::{FORMAT_IPERF2, FORMAT_MCBLAST};
 use mcblast_common::wire::{FLAG_CLOCK_SYNCED, FLAG_TAI_SHIFT};
 use mcblast_common::{Config, FlowKey, FlowState, GlobalCounter, Header, iperf2};
 
-use crate::cli::RecvArgs;
-use crate::mcast::check_groups;
 use crate::clock;
-use crate::iface::{self, Iface};
+use crate::iface::Iface;
 use attrib::{LayersSummary, HostCounters, LayerDrops, Measured, ReasonCount, ReasonNames, Symbols};
 use crate::report::fanout::LossBook;
 use crate::recv::kernel::{DropTracer, KernelCounter};
@@ -34,7 +32,7 @@ use crate::output::{self, FlowReport, LayersInterval, Printer, RecvBegin, RecvIn
 use crate::sys::{self, net};
 
 /// Which counters `recv` runs (`--counter`).
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CounterMode {
     Kernel,
     Socket,
@@ -42,7 +40,7 @@ pub enum CounterMode {
 }
 
 /// What the datagrams on the port are (`--format`).
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Format {
     /// mcblast's own datagrams (`mcblast send`).
     #[default]
@@ -53,7 +51,7 @@ pub enum Format {
 
 /// What is known of an iperf2 sender's clock (`--sender-clock`): its
 /// datagrams do not say, so one-way delay is trusted only when the user does.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SenderClock {
     /// Nothing: delay is shown untrusted (IPDV and jitter need no clock).
     #[default]
@@ -75,7 +73,7 @@ impl Format {
 
 /// How the datagrams on the port are read into the tracker's headers.
 #[derive(Debug, Clone, Copy)]
-struct Reader {
+pub struct Reader {
     format: Format,
     /// mcblast format: only this run counts.
     run_filter: Option<u32>,
@@ -84,15 +82,17 @@ struct Reader {
 }
 
 impl Reader {
-    fn new(a: &RecvArgs) -> Reader {
+    /// A reader of `format` datagrams on `port` (of run `run_filter` only, if given), an iperf2 sender's clock
+    /// being `sender_clock`.
+    pub fn new(format: Format, sender_clock: SenderClock, run_filter: Option<u32>, port: u16) -> Reader {
         let local = clock::local();
-        let (flags, clock) = match a.sender_clock {
+        let (flags, clock) = match sender_clock {
             SenderClock::Unknown => (0, 0),
             SenderClock::Synced => (FLAG_CLOCK_SYNCED | (local.tai_offset as u16) << FLAG_TAI_SHIFT, 0),
             SenderClock::Shared => (0, local.id),
         };
         let iperf2 = iperf2::Reading { tai_minus_utc_ns: clock::tai_minus_utc_ns(), clock, flags, _pad: 0 };
-        Reader { format: a.format, run_filter: a.run_id, port: a.common.port, iperf2 }
+        Reader { format, run_filter, port, iperf2 }
     }
 
     /// The header of a datagram from UDP port `sport`, if it is one of the format (and run) counted.
@@ -300,7 +300,7 @@ fn kernel_snapshot(k: &KernelCounter) -> Result<Snapshot> {
 }
 
 /// Longest duration a flag may ask for (115 days).
-const MAX_SECS: f64 = 1e7;
+pub const MAX_SECS: f64 = 1e7;
 
 /// Longest the socket counter keeps reading its queue after the stop.
 const DRAIN: Duration = Duration::from_millis(200);
@@ -318,118 +318,57 @@ const IPERF2_WAIT: Duration = Duration::from_secs(2);
 /// How often the receiver checks whether every flow has ended.
 const END_CHECK: Duration = Duration::from_millis(250);
 
-/// The resolved receive plan.
-struct RecvPlan {
-    iface: Iface,
-    groups: Vec<Ipv4Addr>,
-    port: u16,
-    source: Option<Ipv4Addr>,
-    kernel: bool,
-    socket: bool,
-    sink: bool,
-    interval: Option<Duration>,
-    time: Option<Duration>,
-    grace: Duration,
-    reader: Reader,
+/// The resolved receive plan (from the flags in `commands/recv.rs`).
+pub struct RecvPlan {
+    pub iface: Iface,
+    pub groups: Vec<Ipv4Addr>,
+    pub port: u16,
+    pub source: Option<Ipv4Addr>,
+    pub kernel: bool,
+    pub socket: bool,
+    pub sink: bool,
+    pub interval: Option<Duration>,
+    pub time: Option<Duration>,
+    pub grace: Duration,
+    pub reader: Reader,
     /// --iperf2-server: iperf2 reads the socket beside the kernel counter.
-    iperf2_server: bool,
-}
-
-/// The flags of `--format iperf2` that only make sense together.
-fn check_format(a: &RecvArgs) -> Result<()> {
-    if a.format == Format::Iperf2 && a.run_id.is_some() {
-        bail!("--run-id picks an mcblast run; iperf2 flows are told apart by their source port: drop --run-id");
-    }
-    if a.iperf2_server && a.format != Format::Iperf2 {
-        bail!("--iperf2-server runs iperf2's server on iperf2 traffic: add --format iperf2");
-    }
-    if a.iperf2_server && (a.counter != CounterMode::Kernel || a.sink) {
-        bail!("--iperf2-server makes iperf2 the socket reader beside the kernel counter: drop --counter and --sink");
-    }
-    if a.format == Format::Mcblast && a.sender_clock != SenderClock::Unknown {
-        bail!("--sender-clock is for --format iperf2: mcblast datagrams carry their sender's clock themselves");
-    }
-    Ok(())
-}
-
-fn plan(a: &RecvArgs) -> Result<RecvPlan> {
-    check_groups(&a.common.groups)?;
-    check_format(a)?;
-    let name = match &a.common.interface {
-        Some(n) => n.clone(),
-        None => iface::default_for_group(a.common.groups[0]).with_context(|| {
-            format!(
-                "no route for {} and no --interface: name the interface to join on, e.g. --interface eth0 (interfaces here: {})",
-                a.common.groups[0],
-                iface::names().join(", ")
-            )
-        })?,
-    };
-    let iface = iface::lookup(&name)?;
-    if a.source.is_some() && iface.addr.is_none() {
-        bail!("interface {} has no IPv4 address: a source-specific join (--source) needs one", iface.name);
-    }
-    let (kernel, socket) = match a.counter {
-        CounterMode::Kernel => (true, false),
-        CounterMode::Socket => (false, true),
-        CounterMode::Both => (true, true),
-    };
-    if a.sink && a.counter != CounterMode::Kernel {
-        bail!("--sink drops mcblast datagrams in the kernel counter, so no socket would see them: use --sink with --counter kernel");
-    }
-    if kernel && !(sys::has_capability(39) || sys::has_capability(21)) || kernel && !sys::has_capability(12) {
-        bail!(
-            "the kernel counter needs CAP_BPF and CAP_NET_ADMIN to load and attach its XDP program: run as root, or use --counter socket"
-        );
-    }
-    let secs = |s: f64, what: &str| -> Result<Duration> {
-        if (0.0..=MAX_SECS).contains(&s) {
-            Ok(Duration::from_secs_f64(s))
-        } else {
-            bail!("{what} must be a number of seconds from 0 to {MAX_SECS:e}, not {s}")
-        }
-    };
-    if a.leave_window > 0.0 && !kernel {
-        bail!("--leave-window counts what arrives after the leave with the kernel counter: use --counter kernel or both");
-    }
-    secs(a.leave_window, "--leave-window")?;
-    if a.run_id == Some(0) {
-        bail!("--run-id 0 is not a run id: run ids are non-zero (the sender prints its run id)");
-    }
-    if let Some(p) = a.max_loss
-        && !(0.0..=100.0).contains(&p)
-    {
-        bail!("--max-loss is a percentage from 0 to 100, not {p}");
-    }
-    Ok(RecvPlan {
-        groups: a.common.groups.clone(),
-        port: a.common.port,
-        source: a.source,
-        kernel,
-        socket,
-        sink: a.sink,
-        interval: Some(secs(a.common.interval, "--interval")?).filter(|d| !d.is_zero()),
-        time: a.time.map(|t| secs(t, "--time")).transpose()?,
-        grace: secs(a.grace, "--grace")?,
-        reader: Reader::new(a),
-        iperf2_server: a.iperf2_server,
-        iface,
-    })
+    pub iperf2_server: bool,
+    /// Extra arguments of that iperf2 server.
+    pub iperf2_args: Vec<String>,
+    /// Where the kernel counter attaches.
+    pub xdp_mode: kernel::XdpMode,
+    /// Socket receive buffer asked for, in bytes (socket counter).
+    pub rcvbuf: usize,
+    /// Test aid: the socket counter sleeps this long per datagram read.
+    pub read_delay: Duration,
+    /// After the run, the kernel counter keeps counting this many seconds with the group(s) left (0: off).
+    pub leave_window: f64,
+    /// Wait for at least this many flows (0: any number).
+    pub expect_flows: u32,
+    /// Exit with status 1 when any flow's loss exceeds this percentage.
+    pub max_loss: Option<f64>,
+    /// Every percentile in the human summary.
+    pub verbose: bool,
+    pub json: bool,
+    /// Serve live counters in the Prometheus format here.
+    pub prometheus: Option<std::net::SocketAddr>,
+    /// Stop (as on Ctrl-C) when standard input ends.
+    pub stop_on_stdin_eof: bool,
 }
 
 /// How long the main loop sleeps between its checks.
 const STEP: Duration = Duration::from_millis(50);
 
-/// Runs `mcblast recv`, phase by phase: open, begin, count (the main loop), finish, report.
-pub fn run(a: RecvArgs) -> Result<ExitCode> {
-    let mut r = Receiver::open(a)?;
+/// Runs `mcblast recv` as planned, phase by phase: open, begin, count (the main loop), finish, report.
+pub fn run(p: RecvPlan) -> Result<ExitCode> {
+    let mut r = Receiver::open(p)?;
     r.begin()?;
     let (start, end) = r.count()?;
     let f = r.finish()?;
     r.report(f, (end - start) as f64 / 1e9)
 }
 
-/// A receiver between its phases: the plan and the flags it does not carry, and what `open` set up. Fields drop
+/// A receiver between its phases: the plan and what `open` set up. Fields drop
 /// in order: the memberships and the socket counter first, the live page and the printer last.
 struct Receiver {
     /// --iperf2-server: the iperf2 server reading the socket.
@@ -460,7 +399,6 @@ struct Receiver {
     live: Option<(Arc<crate::prom::Live<live::RecvLive>>, crate::prom::MetricsServer)>,
     out: Printer,
     p: RecvPlan,
-    a: RecvArgs,
 }
 
 /// The main loop's clocks (monotonic ns) and what the next interval line counts from.
@@ -532,8 +470,8 @@ fn tracer_counts(
 /// The kernel counter attached, counting only the groups (and source) joined, as the socket does; with the socket
 /// counter also the drop tracer. Loss attribution needs both counters and the tracer; without the tracer the
 /// receiver still counts, and says why there is no waterfall.
-fn attach_kernel(p: &RecvPlan, a: &RecvArgs) -> Result<(KernelCounter, Option<ReasonNames>)> {
-    let mut k = KernelCounter::attach(&p.iface, a.xdp_mode, p.reader.config(p.sink))?;
+fn attach_kernel(p: &RecvPlan) -> Result<(KernelCounter, Option<ReasonNames>)> {
+    let mut k = KernelCounter::attach(&p.iface, p.xdp_mode, p.reader.config(p.sink))?;
     let joined: Vec<_> = p.groups.iter().map(|g| (*g, p.source)).collect();
     k.set_groups(&joined)?;
     let mut reason_names = None;
@@ -563,9 +501,9 @@ fn join_groups(p: &RecvPlan, fd: &OwnedFd) -> Result<()> {
 
 /// The membership socket (the socket counter's own socket, or, kernel only, an unbound socket that joins but
 /// never queues datagrams), the IGMP query watch, the join, --leave-window's membership, the socket counter.
-fn join(p: &RecvPlan, a: &RecvArgs, kernel: Option<&mut KernelCounter>, tracer: bool, loss_iv_ns: u64) -> Result<Joined> {
+fn join(p: &RecvPlan, kernel: Option<&mut KernelCounter>, tracer: bool, loss_iv_ns: u64) -> Result<Joined> {
     let (fd, granted) = if p.socket {
-        net::recv_socket(&net::RecvSocketOpts { port: p.port, rcvbuf: a.rcvbuf })
+        net::recv_socket(&net::RecvSocketOpts { port: p.port, rcvbuf: p.rcvbuf })
             .with_context(|| format!("cannot bind UDP port {}", p.port))?
     } else {
         (net::udp_socket().context("creating a socket")?, 0)
@@ -581,7 +519,7 @@ fn join(p: &RecvPlan, a: &RecvArgs, kernel: Option<&mut KernelCounter>, tracer: 
     join_groups(p, &fd)?;
     // With --leave-window: a second membership that outlives the counting
     // socket, left explicitly at the end while the kernel counter counts.
-    let mut keep = if a.leave_window > 0.0 && p.socket {
+    let mut keep = if p.leave_window > 0.0 && p.socket {
         let k = net::udp_socket().context("creating a socket")?;
         join_groups(p, &k)?;
         Some(k)
@@ -590,12 +528,12 @@ fn join(p: &RecvPlan, a: &RecvArgs, kernel: Option<&mut KernelCounter>, tracer: 
     };
     // In kernel-only mode the joined socket is only kept alive (with its membership).
     let (socket, mut membership) = if p.socket {
-        (Some(SocketCounter::start(fd, p.groups[0], p.reader, Duration::from_micros(a.read_delay_us), loss_iv_ns)), None)
+        (Some(SocketCounter::start(fd, p.groups[0], p.reader, p.read_delay, loss_iv_ns)), None)
     } else {
         (None, Some(fd))
     };
     // Kernel only: that membership is the one --leave-window leaves.
-    if a.leave_window > 0.0 && keep.is_none() {
+    if p.leave_window > 0.0 && keep.is_none() {
         keep = membership.take();
     }
     Ok(Joined { socket, membership, keep, granted, query_watch, join_ns })
@@ -604,14 +542,13 @@ fn join(p: &RecvPlan, a: &RecvArgs, kernel: Option<&mut KernelCounter>, tracer: 
 impl Receiver {
     /// The plan, the signals, the Prometheus endpoint (first: a bad address stops the run before anything is
     /// attached), the kernel counter (before joining, so the first datagram is counted), then the join.
-    fn open(a: RecvArgs) -> Result<Receiver> {
-        let p = plan(&a)?;
-        let out = Printer::new(a.common.json);
+    fn open(p: RecvPlan) -> Result<Receiver> {
+        let out = Printer::new(p.json);
         sys::install_stop_signals().context("installing signal handlers")?;
-        if a.common.stop_on_stdin_eof {
+        if p.stop_on_stdin_eof {
             sys::stop_on_stdin_eof();
         }
-        let live = match a.common.prometheus {
+        let live = match p.prometheus {
             Some(addr) => {
                 let live = crate::prom::Live::new(live::RecvLive::default());
                 let (l, local) = (live.clone(), clock::local());
@@ -621,7 +558,7 @@ impl Receiver {
             None => None,
         };
         let (mut kernel, reason_names) = match p.kernel {
-            true => attach_kernel(&p, &a).map(|(k, names)| (Some(k), names))?,
+            true => attach_kernel(&p).map(|(k, names)| (Some(k), names))?,
             false => (None, None),
         };
         let host_start = HostCounters::read(&p.iface.name);
@@ -629,9 +566,9 @@ impl Receiver {
         // Loss records are grouped by the report interval (1 s without one),
         // aligned to the TAI clock so receivers line up.
         let loss_iv_ns = p.interval.unwrap_or(Duration::from_secs(1)).as_nanos().max(1) as u64;
-        let j = join(&p, &a, kernel.as_mut(), reason_names.is_some(), loss_iv_ns)?;
+        let j = join(&p, kernel.as_mut(), reason_names.is_some(), loss_iv_ns)?;
         let iperf2 = match p.iperf2_server {
-            true => Some(crate::recv::iperf2_server::Iperf2Server::start(p.groups[0], p.port, &p.iface.name, &a.iperf2_arg)?),
+            true => Some(crate::recv::iperf2_server::Iperf2Server::start(p.groups[0], p.port, &p.iface.name, &p.iperf2_args)?),
             false => None,
         };
         Ok(Receiver {
@@ -654,7 +591,6 @@ impl Receiver {
             live,
             out,
             p,
-            a,
         })
     }
 
@@ -681,8 +617,8 @@ impl Receiver {
             sink: p.sink,
         };
         self.out.print(&begin)?;
-        if p.socket && self.granted < self.a.rcvbuf / 2 {
-            self.out.human(&format!("note: socket receive buffer is {} bytes, not the {} asked for", self.granted, self.a.rcvbuf))?;
+        if p.socket && self.granted < self.p.rcvbuf / 2 {
+            self.out.human(&format!("note: socket receive buffer is {} bytes, not the {} asked for", self.granted, self.p.rcvbuf))?;
         }
         Ok(())
     }
@@ -824,7 +760,7 @@ impl Receiver {
         let seen = s.iter().map(|(_, c)| c.flows.len()).max().unwrap_or(0);
         let all_ended = seen > 0
             && s.iter().all(|(_, c)| c.flows.iter().all(|(_, f)| f.ended != 0))
-            && (self.a.expect_flows == 0 || seen >= self.a.expect_flows as usize);
+            && (self.p.expect_flows == 0 || seen >= self.p.expect_flows as usize);
         if !all_ended {
             t.ended_at = None;
         } else if t.ended_at.is_none() {
@@ -899,7 +835,7 @@ impl Receiver {
             .with_context(|| format!("cannot leave {g} on {}", p.iface.name))?;
         }
         drop(fd);
-        let until = clock::mono_ns() + (self.a.leave_window * 1e9) as u64;
+        let until = clock::mono_ns() + (self.p.leave_window * 1e9) as u64;
         while clock::mono_ns() < until && !sys::stop_requested() {
             std::thread::sleep(STEP.min(Duration::from_nanos(until.saturating_sub(clock::mono_ns()))));
         }
@@ -930,7 +866,7 @@ impl Receiver {
         if let Some(e) = f.socket_error {
             return Err(e.context("the socket counter failed (the summaries above are up to that point)"));
         }
-        if let Some(max) = self.a.max_loss
+        if let Some(max) = self.p.max_loss
             && worst > max
         {
             self.out.human(&format!("loss {worst:.3} % exceeds --max-loss {max} %"))?;
@@ -972,7 +908,7 @@ impl Receiver {
                 unwalked: snap.unwalked,
             };
             let socket_drops = if *name == "socket" { f.socket_drops } else { None };
-            self.out.print(&SummaryLine { summary: &summary, socket_drops, verbose: self.a.verbose })?;
+            self.out.print(&SummaryLine { summary: &summary, socket_drops, verbose: self.p.verbose })?;
             let book = if *name == "kernel" { Some(&self.kernel_loss) } else { f.socket_loss.as_ref() };
             if let Some(book) = book {
                 let events_lost = if *name == "kernel" { f.kernel_events_lost } else { None };

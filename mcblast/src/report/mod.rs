@@ -14,12 +14,9 @@ mod svg;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
-
-use crate::cli::ReportArgs;
 
 /// One CSV row: column name -> field.
 #[derive(Debug, Clone, Default)]
@@ -379,24 +376,6 @@ fn default_label(r: &RunData) -> String {
     r.dir_name()
 }
 
-/// Parses `--label A=OVN` / `--label B=TGW`.
-fn parse_labels(labels: &[String]) -> Result<[Option<String>; 2]> {
-    let mut out = [None, None];
-    for l in labels {
-        let (side, name) = l.split_once('=').unwrap_or(("", ""));
-        let i = match side.trim() {
-            "A" | "a" => 0,
-            "B" | "b" => 1,
-            _ => bail!("--label '{l}': write A=NAME or B=NAME, e.g. --label A=OVN --label B=TGW"),
-        };
-        if name.trim().is_empty() {
-            bail!("--label '{l}': the name is empty; write e.g. --label {}=OVN", side.trim());
-        }
-        out[i] = Some(name.trim().to_string());
-    }
-    Ok(out)
-}
-
 /// The page of one run directory.
 pub fn render_run(dir: &Path) -> Result<String> {
     Ok(html::run_page(&load(dir)?))
@@ -419,43 +398,23 @@ pub fn after_run(dir: &Path) {
     }
 }
 
-/// `mcblast report RUN_DIR [--out FILE]` and `mcblast report --compare RUN_A RUN_B [--label A=..] [--out FILE]`.
-pub fn run(a: ReportArgs) -> Result<ExitCode> {
-    let (page, out) = if a.compare {
-        if a.inputs.len() != 2 {
-            bail!("--compare takes two run directories, RUN_A and RUN_B (given {}): mcblast report --compare runs/A runs/B", a.inputs.len());
-        }
-        let labels = parse_labels(&a.label)?;
-        let mut ra = load(&a.inputs[0])?;
-        let mut rb = load(&a.inputs[1])?;
-        if let Some(l) = &labels[0] {
-            ra.label = l.clone();
-        }
-        if let Some(l) = &labels[1] {
-            rb.label = l.clone();
-        }
-        if ra.label == rb.label {
-            // same platform twice: tell the runs apart by directory
-            ra.label = format!("{} ({})", ra.label, ra.dir_name());
-            rb.label = format!("{} ({})", rb.label, rb.dir_name());
-        }
-        (html::compare_page(&ra, &rb), a.out.clone().unwrap_or_else(|| PathBuf::from("compare.html")))
-    } else {
-        if a.inputs.len() != 1 {
-            bail!(
-                "give one run directory (mcblast report runs/DIR), or two with --compare (given {})",
-                a.inputs.len()
-            );
-        }
-        if !a.label.is_empty() {
-            bail!("--label names the runs of --compare: add --compare RUN_A RUN_B, or leave --label out");
-        }
-        let dir = &a.inputs[0];
-        (render_run(dir)?, a.out.clone().unwrap_or_else(|| dir.join("report.html")))
-    };
-    std::fs::write(&out, page).with_context(|| format!("writing {}", out.display()))?;
-    println!("{}", out.display());
-    Ok(ExitCode::SUCCESS)
+/// The comparison page of run directories `a` and `b`, each labelled as `labels` say (else by its plan's preset or
+/// fabric, else its directory name); the same label twice gets the directory names added.
+pub fn render_compare(a: &Path, b: &Path, labels: &[Option<String>; 2]) -> Result<String> {
+    let mut ra = load(a)?;
+    let mut rb = load(b)?;
+    if let Some(l) = &labels[0] {
+        ra.label = l.clone();
+    }
+    if let Some(l) = &labels[1] {
+        rb.label = l.clone();
+    }
+    if ra.label == rb.label {
+        // same platform twice: tell the runs apart by directory
+        ra.label = format!("{} ({})", ra.label, ra.dir_name());
+        rb.label = format!("{} ({})", rb.label, rb.dir_name());
+    }
+    Ok(html::compare_page(&ra, &rb))
 }
 
 
@@ -612,14 +571,6 @@ mod tests {
         assert_eq!(cdf_quantile(&c, 0.5), Some(20.48));
         assert_eq!(cdf_quantile(&c, 1.0), Some(32.0));
         assert!(cdf(&[]).is_empty());
-    }
-
-    #[test]
-    fn labels() {
-        let l = parse_labels(&["A=OVN".into(), "b= TGW ".into()]).unwrap();
-        assert_eq!(l, [Some("OVN".into()), Some("TGW".into())]);
-        assert!(parse_labels(&["OVN".into()]).unwrap_err().to_string().contains("A=NAME"));
-        assert!(parse_labels(&["A=".into()]).unwrap_err().to_string().contains("empty"));
     }
 
     #[test]

@@ -36,7 +36,6 @@ use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
-use crate::cli::RunArgs;
 use crate::lab::{Lab, LabSpec};
 use mcblast_common::maps::ImpairConfig;
 use plan::{Case, Hosts, TestPlan, Sender};
@@ -91,17 +90,25 @@ fn build_lab(plan: &TestPlan, spec: &LabSpec) -> Result<Lab> {
     Ok(lab)
 }
 
-/// `mcblast run PLAN`: every case and repeat, the CSVs; then `after_run` with the results directory once a case
-/// has finished (`app` hands over `report::after_run`, which writes `report.html`: report reads run's files).
-pub fn run(a: RunArgs, after_run: impl FnOnce(&Path)) -> Result<ExitCode> {
+/// `mcblast run PLAN`: every case and repeat of the plan file `plan_file` (with its `[profile.NAME]` applied when
+/// `profile` names one), the CSVs into `out` (default `runs/TIMESTAMP`); `deploy`: copy this binary to hosts that
+/// lack it. Then `after_run` with the results directory once a case has finished (`app` hands over
+/// `report::after_run`, which writes `report.html`: report reads run's files).
+pub fn run(
+    plan_file: &Path,
+    profile: Option<&str>,
+    out: Option<PathBuf>,
+    deploy: bool,
+    after_run: impl FnOnce(&Path),
+) -> Result<ExitCode> {
     let default_prefix = std::env::var(crate::lab::PREFIX_ENV)
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| DEFAULT_RUN_PREFIX.to_string());
-    let mut plan = plan::load(&a.plan, a.quick.then_some("quick"), &default_prefix)?;
+    let mut plan = plan::load(plan_file, profile, &default_prefix)?;
     crate::sys::install_stop_signals().context("installing signal handlers")?;
-    if a.deploy && plan.hosts.is_none() {
-        let p = a.plan.display();
+    if deploy && plan.hosts.is_none() {
+        let p = plan_file.display();
         bail!("{p}: --deploy copies mcblast to the hosts of a [hosts] plan; a lab runs this binary itself: remove --deploy");
     }
     if plan.hosts.is_none() {
@@ -111,7 +118,7 @@ pub fn run(a: RunArgs, after_run: impl FnOnce(&Path)) -> Result<ExitCode> {
     let reaper = reaper::Reaper::start(plan.hosts.is_none().then_some(plan.base.base.prefix.as_str()))?;
     transport::set_run_group(reaper.group());
     if let Some(h) = &mut plan.hosts {
-        match prepare_hosts(h, a.deploy) {
+        match prepare_hosts(h, deploy) {
             Err(e) if is_stop(&e) => {
                 eprintln!("mcblast run: stopped during the version check; nothing was sent");
                 return Ok(ExitCode::from(130));
@@ -119,7 +126,7 @@ pub fn run(a: RunArgs, after_run: impl FnOnce(&Path)) -> Result<ExitCode> {
             r => r?,
         }
     }
-    let out = prepare_out(&a, &plan)?;
+    let out = prepare_out(out, plan_file, &plan)?;
     let mut w = Writer::create(&out)?;
     let n = plan.cases.len();
     eprintln!(
@@ -141,13 +148,13 @@ pub fn run(a: RunArgs, after_run: impl FnOnce(&Path)) -> Result<ExitCode> {
 
 /// The results directory (`--out`, else `runs/TIMESTAMP`), created with its `raw/`, the plan and the inventory
 /// copied in.
-fn prepare_out(a: &RunArgs, plan: &TestPlan) -> Result<PathBuf> {
-    let out = a.out.clone().unwrap_or_else(|| {
+fn prepare_out(out: Option<PathBuf>, plan_file: &Path, plan: &TestPlan) -> Result<PathBuf> {
+    let out = out.unwrap_or_else(|| {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         PathBuf::from("runs").join(timestamp(now))
     });
     std::fs::create_dir_all(out.join("raw")).with_context(|| format!("creating {}", out.display()))?;
-    std::fs::copy(&a.plan, out.join("plan.toml")).with_context(|| format!("copying the plan into {}", out.display()))?;
+    std::fs::copy(plan_file, out.join("plan.toml")).with_context(|| format!("copying the plan into {}", out.display()))?;
     if let Some(h) = &plan.hosts {
         std::fs::copy(&h.inventory, out.join("inventory"))
             .with_context(|| format!("copying the inventory into {}", out.display()))?;

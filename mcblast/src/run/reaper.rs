@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::cli::ReaperArgs;
 use crate::sys::proc as sysproc;
 
 /// How long the commands get to stop by themselves (they see the end of their stdin).
@@ -75,8 +74,9 @@ impl Drop for Reaper {
     }
 }
 
-/// `mcblast run-reaper`: waits for the run's end; cleans up unless it said `done`.
-pub fn serve(a: ReaperArgs) -> Result<ExitCode> {
+/// `mcblast run-reaper`: waits for the end of run `parent` (its pid); cleans up unless it said `done`, removing the
+/// labs of `lab_prefix` if given.
+pub fn serve(lab_prefix: Option<&str>, parent: u32) -> Result<ExitCode> {
     // a closed terminal or a Ctrl-C there is the run's business, not the reaper's
     sysproc::ignore_signals(&[libc::SIGHUP, libc::SIGINT, libc::SIGQUIT]).context("ignoring signals")?;
     let mut said = String::new();
@@ -85,7 +85,7 @@ pub fn serve(a: ReaperArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let (stopped, killed) = stop_group(std::process::id());
-    let removed = match &a.lab_prefix {
+    let removed = match lab_prefix {
         Some(p) => remove_lab(p),
         None => String::new(),
     };
@@ -93,7 +93,7 @@ pub fn serve(a: ReaperArgs) -> Result<ExitCode> {
     let _ = writeln!(
         std::io::stderr(),
         "\nmcblast run (pid {}) ended without cleaning up: its reaper stopped {stopped} and killed {killed} command(s){removed}",
-        a.parent
+        parent
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -1,7 +1,7 @@
 //! `mcblast send`: the sender.
 //!
 //! ```text
-//! flags → SendPlan (plan.rs) → sockets → N pinned workers (worker.rs)
+//! SendPlan (plan.rs; from the flags in commands/send.rs) → sockets → N pinned workers (worker.rs)
 //!           { Pacer (pacer.rs) → Engine (engine/: socket | mmsg | gso | uring) }
 //!         → per-worker counters (counters.rs) → reporter (report.rs)
 //! ```
@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 
-use crate::cli::SendArgs;
 use crate::clock::mono_ns;
 use crate::output::Printer;
 use crate::sys::send::{Buffer, set_buffer, set_dont_fragment, set_multicast_if, set_recverr};
@@ -50,7 +49,7 @@ pub const SNDBUF: usize = 4 << 20;
 pub const SEND_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// The engine the user asks for (`send --engine`); `Auto` is resolved in the plan.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
     Socket,
     Mmsg,
@@ -78,11 +77,10 @@ impl Engine {
     }
 }
 
-/// Runs `mcblast send`.
-pub fn run(args: SendArgs) -> Result<ExitCode> {
-    let plan = SendPlan::resolve(&args, &plan::System)?;
+/// Runs `mcblast send` as planned (`commands/send.rs` resolves the flags into the plan).
+pub fn run(plan: SendPlan) -> Result<ExitCode> {
     crate::sys::install_stop_signals().context("cannot install the Ctrl-C handler")?;
-    if args.common.stop_on_stdin_eof {
+    if plan.stop_on_stdin_eof {
         crate::sys::stop_on_stdin_eof();
     }
     let run_id = plan.run_id.unwrap_or_else(random_run_id);
@@ -106,7 +104,7 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
     // The Prometheus endpoint reads the workers' and the flows' counters; the ledger's
     // interface counters once their start values are known.
     let prom_ledger: Arc<std::sync::OnceLock<(String, ledger::TxCounters)>> = Arc::default();
-    let _prom = serve_prometheus(&args, &plan, run_id, &shared, &prom_ledger)?;
+    let _prom = serve_prometheus(&plan, run_id, &shared, &prom_ledger)?;
     let (starts, handles) = start_workers(&plan, template, &mut sockets, &mut xdp, &shared)?;
 
     // The interface's transmit counters before the first datagram.
@@ -175,13 +173,12 @@ fn open_xdp(plan: &SendPlan, src_ports: &[u16]) -> Result<(Vec<Option<engine::xd
 
 /// The Prometheus endpoint of `--prometheus`, serving the shared counters and the ledger's once set.
 fn serve_prometheus(
-    args: &SendArgs,
     plan: &SendPlan,
     run_id: u32,
     shared: &Shared,
     prom_ledger: &Arc<std::sync::OnceLock<(String, ledger::TxCounters)>>,
 ) -> Result<Option<crate::prom::MetricsServer>> {
-    let Some(addr) = args.common.prometheus else { return Ok(None) };
+    let Some(addr) = plan.prometheus else { return Ok(None) };
     let live = live::SendLive {
         run: run_id,
         flows: plan.flows.clone(),

@@ -416,17 +416,7 @@ mod tests {
 
     #[test]
     fn pacing_line_compares_target_and_achieved() {
-        let plan = {
-            use clap::Parser;
-            let crate::cli::Command::Send(a) =
-                crate::cli::Cli::try_parse_from(["mcblast", "send", "-I", "lo", "-l", "1250", "--pps", "10k"])
-                    .unwrap()
-                    .command
-            else {
-                unreachable!()
-            };
-            SendPlan::resolve(&a, &crate::send::plan::System).unwrap()
-        };
+        let plan = crate::commands::send::test_plan(&["-I", "lo", "-l", "1250", "--pps", "10k"]);
         let f = Final {
             plan: &plan,
             run_id: 1,

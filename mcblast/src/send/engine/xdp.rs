@@ -670,11 +670,9 @@ mod tests {
     }
 
     fn plan(args: &[&str]) -> SendPlan {
-        use clap::Parser;
-        let mut v = vec!["mcblast", "send", "-e", "xdp"];
+        let mut v = vec!["-e", "xdp"];
         v.extend_from_slice(args);
-        let crate::cli::Command::Send(a) = crate::cli::Cli::try_parse_from(v).unwrap().command else { unreachable!() };
-        SendPlan::resolve(&a, &crate::send::plan::System).unwrap()
+        crate::commands::send::test_plan(&v)
     }
 
     fn refusal(args: &[&str]) -> String {

@@ -1,13 +1,26 @@
-//! `mcblast lab up|status|exec|down`.
+//! `mcblast lab up|status|exec|down|impair`: the flags (`cli::LabCommand`) →
+//! the lab's own terms (`LabSpec`, `TgwLimits`, `OvnSettings`, `ImpairConfig`) → the lab.
 
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 
-use super::topo::{Fabric, IgmpConfig, LabSpec, Placement, Preset, Topology, default_membership_cs};
-use super::{Lab, LabConfig, OnOff, TgwLimits, SWITCH, down_counted, prefix_from_env, require_root};
-use crate::cli::{LabCommand, LabFabric, LabImpairArgs, LabPlacement, LabPreset, LabUpArgs};
+use crate::cli::{EncapArg, LabCommand, LabFabric, LabImpairArgs, LabPlacement, LabPreset, LabUpArgs, OnOff, OvnArgs, OvnProfileArg};
+use crate::lab::ovn::{Encap, OvnSettings};
+use crate::lab::{
+    Fabric, IgmpConfig, Lab, LabConfig, LabError, LabSpec, Placement, Preset, SWITCH, TgwLimits, Topology,
+    default_membership_cs, down_counted, prefix_from_env, require_root,
+};
 use crate::output::Printer;
+
+impl From<EncapArg> for Encap {
+    fn from(e: EncapArg) -> Encap {
+        match e {
+            EncapArg::Geneve => Encap::Geneve,
+            EncapArg::Vxlan => Encap::Vxlan,
+        }
+    }
+}
 
 /// Runs a lab command. The prefix comes from `$MCBLAST_LAB_PREFIX` (default `mcb-`).
 pub fn run(cmd: LabCommand) -> Result<ExitCode> {
@@ -17,18 +30,18 @@ pub fn run(cmd: LabCommand) -> Result<ExitCode> {
         LabCommand::Status => {
             let lab = Lab::open(&prefix)?;
             if lab.topology().is_some_and(|t| t.fabric == Fabric::Ovn) {
-                return super::ovn::status_cmd(&lab);
+                return crate::lab::ovn::status_cmd(&lab);
             }
             print!("{}", lab.status()?.render());
             if let Some((l, d)) = lab.tgw_limits()? {
-                print!("{}", super::tgw::render(&l, &d));
+                print!("{}", crate::lab::tgw::render(&l, &d));
             }
             let impaired = lab.impaired_links();
             if !impaired.is_empty() {
                 println!("impairments (eBPF at the port's tc egress; mcblast lab impair LINK --stats|--clear):");
                 for link in impaired {
                     match lab.impair_stats(&link) {
-                        Ok(r) => println!("  {link:<6} {}; {}", super::impair::describe(&r.cfg), r.counts()),
+                        Ok(r) => println!("  {link:<6} {}; {}", crate::lab::impair::describe(&r.cfg), r.counts()),
                         Err(e) => println!("  {link:<6} unreadable: {e:#}"),
                     }
                 }
@@ -38,7 +51,7 @@ pub fn run(cmd: LabCommand) -> Result<ExitCode> {
         LabCommand::Exec { node, cmd } => exec(&prefix, &node, &cmd),
         LabCommand::Impair(a) => impair(&prefix, a),
         LabCommand::Down => {
-            let impaired = super::impair::remove_all(&prefix)?;
+            let impaired = crate::lab::impair::remove_all(&prefix)?;
             if impaired != 0 {
                 println!("removed the impairment of {impaired} link(s) of lab {prefix}");
             }
@@ -87,7 +100,7 @@ pub fn spec_from_args(prefix: String, a: &LabUpArgs) -> Result<LabSpec> {
             Some(LabFabric::Vxlan) => Fabric::Vxlan,
             Some(LabFabric::Ovn) => Fabric::Ovn,
             // --preset ovn: the real OVN when it is installed
-            None if preset == Some(Preset::Ovn) && super::ovn::installed() => Fabric::Ovn,
+            None if preset == Some(Preset::Ovn) && crate::lab::ovn::installed() => Fabric::Ovn,
             None => p_fabric,
         },
         placement: match a.placement {
@@ -140,13 +153,53 @@ pub fn tgw_from_args(a: &LabUpArgs, spec: &LabSpec) -> Result<Option<TgwLimits>>
     Ok(Some(l))
 }
 
+/// The OVN fabric's settings: `OvnSettings::from_spec`, then the flags: a profile first, explicit flags over it.
+pub fn ovn_settings(spec: &LabSpec, a: &OvnArgs, snooping_given: bool, querier_given: bool) -> OvnSettings {
+    let mut s = OvnSettings::from_spec(spec);
+    if a.profile == Some(OvnProfileArg::Neutron) {
+        s.snoop = if snooping_given { s.snoop } else { true };
+        s.querier = if querier_given { s.querier } else { false };
+    }
+    s.encap = a.encap.map_or(s.encap, Encap::from);
+    s.flood_unregistered = a.flood_unregistered.map_or(s.flood_unregistered, |x| x == OnOff::On);
+    s.table_size = a.mcast_table_size.unwrap_or(s.table_size);
+    s.query_max_response_s = a.query_max_response.unwrap_or(s.query_max_response_s);
+    s.flood_ports = dedup(&a.mcast_flood);
+    s.flood_reports_ports = dedup(&a.mcast_flood_reports);
+    s
+}
+
+/// The names in order, each once.
+fn dedup(v: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for x in v {
+        if !out.contains(x) {
+            out.push(x.clone());
+        }
+    }
+    out
+}
+
+/// The per-port flags name nodes of an OVN lab: a one-line error otherwise (before `lab up` needs root).
+pub fn check_ovn_args(spec: &LabSpec, a: &OvnArgs) -> Result<(), LabError> {
+    let t = match spec.topology {
+        Some(t) if t.fabric == Fabric::Ovn => t,
+        _ if a.mcast_flood.is_empty() && a.mcast_flood_reports.is_empty() => return Ok(()),
+        _ => return Err(LabError::Config("--mcast-flood and --mcast-flood-reports need --fabric ovn".into())),
+    };
+    let (flood_ports, flood_reports_ports) = (a.mcast_flood.clone(), a.mcast_flood_reports.clone());
+    let s = OvnSettings { flood_ports, flood_reports_ports, ..OvnSettings::from_spec(spec) };
+    s.check_ports(&t)
+}
+
 fn up(prefix: String, a: LabUpArgs) -> Result<ExitCode> {
     let spec = spec_from_args(prefix, &a)?;
     let tgw = tgw_from_args(&a, &spec)?;
-    super::ovn::check_args(&spec, &a.ovn)?;
+    check_ovn_args(&spec, &a.ovn)?;
     require_root()?;
     if spec.topology.is_some_and(|t| t.fabric == Fabric::Ovn) {
-        return super::ovn::up_cmd(spec, &a);
+        let settings = ovn_settings(&spec, &a.ovn, a.snooping.is_some(), a.querier.is_some());
+        return crate::lab::ovn::up_cmd(spec, settings);
     }
     // Ctrl-C while building: stop, remove the half-built lab, exit.
     crate::sys::install_stop_signals().context("installing signal handlers")?;
@@ -169,7 +222,7 @@ fn up(prefix: String, a: LabUpArgs) -> Result<ExitCode> {
             ph = t.per_host,
             f = t.fabric.as_str(),
             ul = if t.fabric == Fabric::Vxlan {
-                format!(" (underlay {}ul mtu {})", cfg.prefix, cfg.mtu + super::VXLAN_OVERHEAD)
+                format!(" (underlay {}ul mtu {})", cfg.prefix, cfg.mtu + crate::lab::VXLAN_OVERHEAD)
             } else {
                 String::new()
             },
@@ -219,7 +272,7 @@ struct ImpairLine<'a> {
     reorder_ppm: u32,
     seed: u64,
     #[serde(flatten)]
-    counts: Option<super::impair::ImpairReport>,
+    counts: Option<crate::lab::impair::ImpairReport>,
 }
 
 impl crate::output::Record for ImpairLine<'_> {
@@ -243,7 +296,7 @@ fn impair(prefix: &str, a: LabImpairArgs) -> Result<ExitCode> {
         lab: prefix,
         link,
         action,
-        impairment: super::impair::describe(cfg),
+        impairment: crate::lab::impair::describe(cfg),
         every: cfg.every,
         burst: cfg.burst.max(1),
         loss_ppm: cfg.loss_ppm,
@@ -277,7 +330,7 @@ fn exec(prefix: &str, node: &str, argv: &[String]) -> Result<ExitCode> {
     let mut cmd = lab.exec_cmd(node, argv);
     // Replace this process: stdio, signals and the exit status are the command's own.
     let err = std::os::unix::process::CommandExt::exec(&mut cmd);
-    Err(super::spawn_error(&cmd, err))
+    Err(crate::lab::spawn_error(&cmd, err))
 }
 
 #[cfg(test)]
@@ -332,12 +385,51 @@ mod tests {
         let s = spec(&["--preset", "ovn", "--querier", "off", "--placement", "same-host"]).unwrap();
         let t = s.topology.unwrap();
         // the real OVN when it is installed here, else the VXLAN approximation
-        let want = if super::super::ovn::installed() { Fabric::Ovn } else { Fabric::Vxlan };
+        let want = if crate::lab::ovn::installed() { Fabric::Ovn } else { Fabric::Vxlan };
         assert_eq!((t.fabric, t.placement), (want, Placement::SameHost));
         assert_eq!((s.igmp.query_interval_cs, s.igmp.membership_interval_cs), (15_000, 30_000));
         assert!(!s.base.querier && s.base.snooping);
         // an explicit query interval without membership: derived from it, not the preset's
         let s = spec(&["--preset", "tgw", "--query-interval", "10"]).unwrap();
         assert_eq!((s.igmp.version, s.igmp.membership_interval_cs), (2, 3000));
+    }
+
+    /// A lab of 3 hosts of 3 receivers on the OVN fabric.
+    fn ovn_spec() -> LabSpec {
+        LabSpec {
+            base: LabConfig { prefix: "x-".into(), ..Default::default() },
+            igmp: IgmpConfig::default(),
+            topology: Some(Topology { hosts: 3, per_host: 3, fabric: Fabric::Ovn, placement: Placement::Spread }),
+        }
+    }
+
+    #[test]
+    fn settings_follow_the_spec_and_the_neutron_profile() {
+        let s = OvnSettings::from_spec(&ovn_spec());
+        assert_eq!((s.snoop, s.querier, s.flood_unregistered, s.idle_timeout_s, s.query_interval_s), (true, true, false, 260, 125));
+        let a = OvnArgs { profile: Some(OvnProfileArg::Neutron), ..Default::default() };
+        let n = ovn_settings(&ovn_spec(), &a, false, false);
+        assert_eq!((n.snoop, n.querier, n.flood_unregistered), (true, false, false));
+        // explicit --querier on wins over the profile
+        assert!(ovn_settings(&ovn_spec(), &a, false, true).querier);
+        let kv = n.other_config();
+        assert!(kv.contains(&("mcast_ip4_src".into(), "10.77.0.254".into())), "{kv:?}");
+        assert!(kv.contains(&("mcast_flood_unregistered".into(), "false".into())), "{kv:?}");
+        assert_eq!(kv.len(), 9);
+    }
+
+    #[test]
+    fn per_port_options_name_nodes_of_the_lab() {
+        let (mcast_flood, mcast_flood_reports) = (vec!["r2".into(), "r2".into()], vec!["sender".into()]);
+        let a = OvnArgs { mcast_flood, mcast_flood_reports, ..Default::default() };
+        let s = ovn_settings(&ovn_spec(), &a, false, false);
+        assert_eq!(s.port_options(), [("r2".to_string(), "mcast_flood"), ("sender".to_string(), "mcast_flood_reports")]);
+        assert!(check_ovn_args(&ovn_spec(), &a).is_ok());
+        let bad = OvnArgs { mcast_flood_reports: vec!["r10".into()], ..Default::default() };
+        let e = check_ovn_args(&ovn_spec(), &bad).unwrap_err().to_string();
+        assert!(e.contains("--mcast-flood-reports r10: no such node in this lab (sender, r1..r9)"), "{e}");
+        let vx = LabSpec { topology: ovn_spec().topology.map(|t| Topology { fabric: Fabric::Vxlan, ..t }), ..ovn_spec() };
+        assert!(check_ovn_args(&vx, &a).unwrap_err().to_string().contains("need --fabric ovn"));
+        assert!(check_ovn_args(&vx, &OvnArgs::default()).is_ok());
     }
 }
