@@ -10,7 +10,7 @@ use super::counters::Counts;
 use super::ledger::Ledger;
 use super::pacer::PaceStats;
 use super::plan::{IP_UDP_OVERHEAD, IfaceSource, SendPlan};
-use crate::output::{Printer, SendBegin, SendFlow, SendInterval, SendSummary, fmt_bps};
+use crate::output::{Printer, Record, SendBegin, SendFlow, SendInterval, SendSummary, fmt_bps};
 
 /// Flows listed one by one in the human summary (all of them in JSON).
 const HUMAN_FLOWS: usize = 16;
@@ -23,39 +23,56 @@ fn engine_name(p: &SendPlan) -> String {
     n
 }
 
-/// The JSON begin line: the common fields, and why `auto` chose the engine.
+/// The begin record: the common fields, why `auto` chose the engine, and the xdp engine's mode; its human form
+/// also tells what the plan says of the route, pinning and pacing.
 #[derive(serde::Serialize)]
-struct Begin {
+struct Begin<'a> {
     #[serde(flatten)]
     base: SendBegin,
     /// Set when `--engine auto` chose: which probe decided, in one line.
     engine_reason: Option<String>,
     /// uring engine with `--zerocopy`.
     zerocopy: bool,
-}
-
-/// A JSON line with `xdp_mode` (`"zerocopy"`/`"copy"`) added when the xdp
-/// engine runs; without it the line is unchanged.
-#[derive(serde::Serialize)]
-struct WithXdpMode<'a, T: serde::Serialize> {
-    #[serde(flatten)]
-    inner: &'a T,
+    /// `"zerocopy"`/`"copy"` when the xdp engine runs; without it the line is unchanged.
     #[serde(skip_serializing_if = "Option::is_none")]
     xdp_mode: Option<&'a str>,
+    #[serde(skip)]
+    plan: &'a SendPlan,
 }
 
-fn emit_with_mode<T: serde::Serialize>(out: &mut Printer, xdp_mode: Option<&str>, ty: &str, v: &T) -> io::Result<()> {
-    out.emit(ty, &WithXdpMode { inner: v, xdp_mode })
+impl Record for Begin<'_> {
+    const TYPE: &'static str = "begin";
+    fn human(&self) -> String {
+        begin_text(self.plan, self.base.run, self.xdp_mode)
+    }
 }
 
-/// The summary line with the sender's ledger (absent when the interface is
-/// not known: no route and no -I).
+/// The summary record: the sender's summary, its ledger (absent when the interface is not known: no route and
+/// no -I) and the xdp engine's mode; the plan tells the human block its table head and port.
 #[derive(serde::Serialize)]
-struct WithLedger<'a, T: serde::Serialize> {
+struct SummaryLine<'a> {
     #[serde(flatten)]
-    inner: &'a T,
+    summary: SendSummary,
     #[serde(skip_serializing_if = "Option::is_none")]
     ledger: Option<&'a Ledger>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    xdp_mode: Option<&'a str>,
+    #[serde(skip)]
+    plan: &'a SendPlan,
+}
+
+impl Record for SummaryLine<'_> {
+    const TYPE: &'static str = "summary";
+    fn human(&self) -> String {
+        summary_text(&self.summary, self.ledger, self.plan)
+    }
+}
+
+impl Record for SendInterval {
+    const TYPE: &'static str = "interval";
+    fn human(&self) -> String {
+        table_row("SUM", self)
+    }
 }
 
 /// `1.50 MiB`.
@@ -76,19 +93,42 @@ const TABLE_HEAD: &str = "[ ID] Interval           Datagrams     Transfer      B
 
 /// One human table row (schedule slips, when there were any, after the table).
 pub fn fmt_row(id: &str, start_s: f64, end_s: f64, c: &Counts, secs: f64) -> String {
-    let (bps, pps) = rates(c, secs);
+    table_row(id, &interval_of(start_s, end_s, c, secs))
+}
+
+/// A record's human table row.
+fn table_row(id: &str, r: &SendInterval) -> String {
     let mut row = format!(
-        "[{id:>3}] {start_s:6.2}-{end_s:<6.2} sec {:>10} {:>12} {:>14} {:>11.0}/s {:>8}",
-        c.sent,
-        fmt_bytes(c.bytes),
-        fmt_bps(bps),
-        pps,
-        c.errors()
+        "[{id:>3}] {:6.2}-{:<6.2} sec {:>10} {:>12} {:>14} {:>11.0}/s {:>8}",
+        r.start_s,
+        r.end_s,
+        r.sent,
+        fmt_bytes(r.bytes),
+        fmt_bps(r.rate_bps),
+        r.rate_pps,
+        r.errors
     );
-    if c.slips > 0 {
-        row.push_str(&format!("   {} slip{}", c.slips, if c.slips == 1 { "" } else { "s" }));
+    if r.pacing_slips > 0 {
+        row.push_str(&format!("   {} slip{}", r.pacing_slips, if r.pacing_slips == 1 { "" } else { "s" }));
     }
     row
+}
+
+/// The `interval` record of the counts `c` over `secs`, shown as the interval `start_s`-`end_s`.
+fn interval_of(start_s: f64, end_s: f64, c: &Counts, secs: f64) -> SendInterval {
+    let (rate_bps, rate_pps) = rates(c, secs);
+    SendInterval {
+        role: "send",
+        start_s,
+        end_s,
+        sent: c.sent,
+        bytes: c.bytes,
+        errors: c.errors(),
+        rate_bps,
+        rate_pps,
+        pacing_slips: c.slips,
+        pacing_deficit: c.deficit,
+    }
 }
 
 /// (bit/s, datagrams/s) over `secs`.
@@ -108,18 +148,16 @@ pub fn begin_with_mode(out: &mut Printer, p: &SendPlan, run: u32, xdp_mode: Opti
     {
         eprintln!("mcblast: engine auto chose {}: {why}", p.engine.name());
     }
-    emit_with_mode(out, xdp_mode, "begin", &begin_record(p, run))?;
-    if out.json() {
-        return Ok(());
-    }
-    out.human(&begin_text(p, run, xdp_mode))
+    out.print(&begin_record(p, run, xdp_mode))
 }
 
 /// The `begin` record of run `run`.
-fn begin_record(p: &SendPlan, run: u32) -> Begin {
+fn begin_record<'a>(p: &'a SendPlan, run: u32, xdp_mode: Option<&'a str>) -> Begin<'a> {
     Begin {
         engine_reason: p.engine_reason.clone(),
         zerocopy: p.zerocopy,
+        xdp_mode,
+        plan: p,
         base: SendBegin {
             role: "send",
             version: env!("CARGO_PKG_VERSION"),
@@ -242,25 +280,9 @@ impl Reporter {
         let d = totals.since(&self.prev);
         // Rates over the time that really passed since the last report.
         let secs = now.saturating_sub(self.prev_ns) as f64 / 1e9;
-        let (rate_bps, rate_pps) = rates(&d, secs);
         self.prev = *totals;
         self.prev_ns = now;
-        out.emit(
-            "interval",
-            &SendInterval {
-                role: "send",
-                start_s: a,
-                end_s: b,
-                sent: d.sent,
-                bytes: d.bytes,
-                errors: d.errors(),
-                rate_bps,
-                rate_pps,
-                pacing_slips: d.slips,
-                pacing_deficit: d.deficit,
-            },
-        )?;
-        out.human(&fmt_row("SUM", a, b, &d, secs))
+        out.print(&interval_of(a, b, &d, secs))
     }
 }
 
@@ -322,48 +344,59 @@ pub fn summary_of(f: &Final<'_>) -> SendSummary {
 
 /// The summary line / block.
 pub fn summary(out: &mut Printer, f: &Final<'_>) -> io::Result<()> {
-    let s = summary_of(f);
-    emit_with_mode(out, f.xdp_mode, "summary", &WithLedger { inner: &s, ledger: f.ledger })?;
-    if out.json() {
-        return Ok(());
-    }
-    let t = &f.totals;
+    out.print(&SummaryLine { summary: summary_of(f), ledger: f.ledger, xdp_mode: f.xdp_mode, plan: f.plan })
+}
+
+/// The human summary block: the whole run's row, errors and CPU, pacing, the ledger, the first flows.
+fn summary_text(s: &SendSummary, ledger: Option<&Ledger>, plan: &SendPlan) -> String {
     let mut text = String::new();
     text.push_str("- - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - -\n");
-    if f.plan.interval_s <= 0.0 {
+    if plan.interval_s <= 0.0 {
         text.push_str(TABLE_HEAD);
         text.push('\n');
     }
-    text.push_str(&fmt_row("SUM", 0.0, f.duration_s, t, f.duration_s));
+    let whole = SendInterval {
+        role: "send",
+        start_s: 0.0,
+        end_s: s.duration_s,
+        sent: s.sent,
+        bytes: s.bytes,
+        errors: s.errors,
+        rate_bps: s.rate_bps,
+        rate_pps: s.rate_pps,
+        pacing_slips: s.pacing_slips,
+        pacing_deficit: s.pacing_deficit,
+    };
+    text.push_str(&table_row("SUM", &whole));
     text.push_str("  sender\n");
     text.push_str(&format!(
         "      errors {} (ENOBUFS {}, EAGAIN {}, other {}), end markers {}, CPU {:.2} s ({:.0}% of one core)\n",
-        t.errors(),
-        t.enobufs,
-        t.eagain,
-        t.other,
-        t.end_markers,
-        f.cpu_s,
-        if f.duration_s > 0.0 { f.cpu_s / f.duration_s * 100.0 } else { 0.0 }
+        s.errors,
+        s.errors_enobufs,
+        s.errors_eagain,
+        s.errors_other,
+        s.end_markers,
+        s.cpu_s,
+        if s.duration_s > 0.0 { s.cpu_s / s.duration_s * 100.0 } else { 0.0 }
     ));
-    if let Some(line) = fmt_pacing(&s) {
+    if let Some(line) = fmt_pacing(s) {
         text.push_str(&line);
         text.push('\n');
     }
-    if let Some(l) = f.ledger {
+    if let Some(l) = ledger {
         text.push_str(&l.human());
         text.push('\n');
     }
     for fl in s.flows.iter().take(HUMAN_FLOWS) {
         text.push_str(&format!(
             "[{:>3}] {}:{} from port {}: {} datagrams\n",
-            fl.flow, fl.group, f.plan.port, fl.src_port, fl.sent
+            fl.flow, fl.group, plan.port, fl.src_port, fl.sent
         ));
     }
     if s.flows.len() > HUMAN_FLOWS {
         text.push_str(&format!("      … and {} more flows (all of them with --json)\n", s.flows.len() - HUMAN_FLOWS));
     }
-    out.human(&text)
+    text
 }
 
 /// The human pacing line: the rate asked for against the rate achieved, and
