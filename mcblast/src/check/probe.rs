@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::output::Printer;
+use crate::output::{Printer, Record};
 use crate::send::support::{Verdict, choose, engine_support, gso_iface, gso_kernel, io_uring_disabled_note};
 
 /// One line of `mcblast probe`.
@@ -83,17 +83,12 @@ pub fn run(interface: Option<&str>, json: bool) -> Result<ExitCode> {
         role: "probe",
         version: env!("CARGO_PKG_VERSION"),
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
-        interface: name.clone(),
+        interface: name,
         checks,
         auto_engine: engine.name().to_string(),
         auto_reason: reason,
     };
-    let mut p = Printer::new(json);
-    if json {
-        p.emit("probe", &out)?;
-    } else {
-        p.human(&human(&out, name.as_deref()))?;
-    }
+    Printer::new(json).print(&out)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -132,20 +127,23 @@ fn uring_checks() -> Vec<Check> {
     checks
 }
 
-/// The probe's table as text: one line a check, then what `--engine auto` would use.
-fn human(out: &ProbeOut, name: Option<&str>) -> String {
-    let mut t = format!(
-        "mcblast probe: kernel {}, interface {}\n{:<36} {:<12} how\n",
-        out.kernel,
-        name.unwrap_or("(none: give --interface IF for the interface checks)"),
-        "check",
-        "result"
-    );
-    for c in &out.checks {
-        t.push_str(&format!("{:<36} {:<12} {}\n", c.name, c.value, c.how));
+impl Record for ProbeOut {
+    const TYPE: &'static str = "probe";
+    /// The probe's table as text: one line a check, then what `--engine auto` would use.
+    fn human(&self) -> String {
+        let mut t = format!(
+            "mcblast probe: kernel {}, interface {}\n{:<36} {:<12} how\n",
+            self.kernel,
+            self.interface.as_deref().unwrap_or("(none: give --interface IF for the interface checks)"),
+            "check",
+            "result"
+        );
+        for c in &self.checks {
+            t.push_str(&format!("{:<36} {:<12} {}\n", c.name, c.value, c.how));
+        }
+        t.push_str(&format!("{:<36} {:<12} {}", "send --engine auto would use", self.auto_engine, self.auto_reason));
+        t
     }
-    t.push_str(&format!("{:<36} {:<12} {}", "send --engine auto would use", out.auto_engine, out.auto_reason));
-    t
 }
 
 /// A real two-segment GSO send over loopback, when loopback is up.
