@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use mcblast_common::FlowKey;
 use mcblast_common::tracker::LossEvent;
 
-use crate::output::Printer;
+use crate::output::{Printer, Record};
 
 /// Most lost ranges a receiver keeps per flow; beyond it the flow's record
 /// says `truncated` (its `lost` count stays exact in the summary).
@@ -415,11 +415,9 @@ struct SenderInfo {
     lost_in_sender: Option<u64>,
 }
 
-/// The report as one JSON object (`mcblast report --json`).
+/// The report as one record: one JSON object (`"type"` = `"report"`, `mcblast report --json`) or the text.
 #[derive(Serialize, Debug)]
 struct FanoutReport {
-    #[serde(rename = "type")]
-    ty: &'static str,
     receivers: Vec<ReceiverRow>,
     interval_s: f64,
     /// Start of each matrix column, ns of CLOCK_TAI.
@@ -612,7 +610,6 @@ fn build(inputs: Vec<Input>) -> Result<FanoutReport> {
     }
     let complete = rows.iter().all(|r| r.complete);
     Ok(FanoutReport {
-        ty: "report",
         receivers: rows,
         interval_s: iv,
         intervals_tai_ns: columns,
@@ -772,6 +769,13 @@ fn sep(s: String) -> String {
     if s.is_empty() { s } else { format!("  {s}") }
 }
 
+impl Record for FanoutReport {
+    const TYPE: &'static str = "report";
+    fn human(&self) -> String {
+        human(self)
+    }
+}
+
 /// The human report.
 fn human(r: &FanoutReport) -> String {
     let n = r.receivers.len();
@@ -886,14 +890,7 @@ pub fn report(inputs: &[PathBuf], json: bool) -> Result<ExitCode> {
     }
     let parsed = inputs.iter().map(|p| read_input(p)).collect::<Result<Vec<_>>>()?;
     let r = build(parsed)?;
-    let mut out = Printer::new(json);
-    if json {
-        let mut o = std::io::stdout().lock();
-        serde_json::to_writer(&mut o, &r)?;
-        std::io::Write::write_all(&mut o, b"\n")?;
-    } else {
-        out.human(&human(&r))?;
-    }
+    Printer::new(json).print(&r)?;
     Ok(ExitCode::SUCCESS)
 }
 
