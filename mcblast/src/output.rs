@@ -44,10 +44,14 @@ impl Printer {
         out.flush()
     }
 
-    /// Prints a record: its JSON line with `--json`, else its human text. Domain code builds records and hands
-    /// them here; it does not pair `emit` with text of its own.
+    /// Prints a record: its JSON line with `--json`, else its human text (nothing when that is empty). Domain
+    /// code builds records and hands them here; it does not pair `emit` with text of its own.
     pub fn print<R: Record>(&mut self, r: &R) -> io::Result<()> {
-        if self.json { self.emit(R::TYPE, r) } else { self.human(&r.human()) }
+        if self.json {
+            return self.emit(R::TYPE, r);
+        }
+        let text = r.human();
+        if text.is_empty() { Ok(()) } else { self.human(&text) }
     }
 
     /// Prints human text (human mode only).
@@ -68,7 +72,7 @@ impl Printer {
 pub trait Record: Serialize {
     /// The line's `"type"`.
     const TYPE: &'static str;
-    /// The text a person reads in place of the JSON line.
+    /// The text a person reads in place of the JSON line; empty when the line has nothing to tell them.
     fn human(&self) -> String;
 }
 

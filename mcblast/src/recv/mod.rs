@@ -912,17 +912,7 @@ impl Receiver {
             let book = if *name == "kernel" { Some(&self.kernel_loss) } else { f.socket_loss.as_ref() };
             if let Some(book) = book {
                 let events_lost = if *name == "kernel" { f.kernel_events_lost } else { None };
-                self.out.emit("loss", &book.line(name, self.loss_iv_ns, events_lost))?;
-                let text = book.human(name);
-                if !text.is_empty() {
-                    self.out.human(&text)?;
-                }
-                if events_lost.is_some_and(|n| n > 0) {
-                    self.out.human(&format!(
-                        "warning: {} loss events found the kernel's ring buffer full: the lost ranges above are incomplete (the counts are exact)",
-                        events_lost.unwrap_or(0)
-                    ))?;
-                }
+                self.out.print(&book.record(name, self.loss_iv_ns, events_lost))?;
             }
             reports.push((name, flows));
         }

@@ -204,6 +204,11 @@ impl LossBook {
         }
     }
 
+    /// The `loss` record of a counter: its line ([`LossBook::line`]) with this book for the human form.
+    pub fn record(&self, counter: &'static str, interval_ns: u64, events_lost: Option<u64>) -> LossRecord<'_> {
+        LossRecord { line: self.line(counter, interval_ns, events_lost), book: self }
+    }
+
     /// One human line per flow with loss, e.g. `lost ranges (kernel), flow 0
     /// of 10.0.0.1: 1000+3, 2000+1 … (12 ranges)`; empty when nothing was lost.
     pub fn human(&self, counter: &str) -> String {
@@ -223,6 +228,30 @@ impl LossBook {
                 r.len(),
                 l.lost(),
                 if l.truncated() { ", truncated" } else { "" }
+            ));
+        }
+        t
+    }
+}
+
+/// A counter's `loss` record: the JSON line, or one human line per flow with loss (nothing when nothing was
+/// lost) and a warning when loss events found the kernel's ring buffer full.
+#[derive(Serialize)]
+pub struct LossRecord<'a> {
+    #[serde(flatten)]
+    pub line: LossLine,
+    #[serde(skip)]
+    pub book: &'a LossBook,
+}
+
+impl Record for LossRecord<'_> {
+    const TYPE: &'static str = "loss";
+    fn human(&self) -> String {
+        let mut t = self.book.human(&self.line.counter);
+        if let Some(n) = self.line.events_lost.filter(|n| *n > 0) {
+            t.push_str(&format!(
+                "warning: {n} loss events found the kernel's ring buffer full: \
+                 the lost ranges above are incomplete (the counts are exact)"
             ));
         }
         t
@@ -979,6 +1008,21 @@ mod tests {
         // JSON round trip, as `report` reads it back.
         let v = serde_json::to_string(&line).unwrap();
         assert_eq!(serde_json::from_str::<LossLine>(&v).unwrap(), line);
+    }
+
+    #[test]
+    fn loss_record_is_the_line_and_the_books_text() {
+        let mut b = LossBook::default();
+        assert_eq!(b.record("kernel", 1_000_000_000, Some(0)).human(), "", "nothing lost: no human text");
+        b.apply(key(), LossEvent::Gap { from: 5, to: 8 }, 2_500_000_000, 1_000_000_000);
+        let r = b.record("kernel", 1_000_000_000, Some(2));
+        let line = b.line("kernel", 1_000_000_000, Some(2));
+        assert_eq!(serde_json::to_value(&r).unwrap(), serde_json::to_value(line).unwrap(), "the JSON is the line's");
+        let text = r.human();
+        assert!(text.starts_with(&b.human("kernel")), "{text}");
+        let warning = "warning: 2 loss events found the kernel's ring buffer full: \
+                       the lost ranges above are incomplete (the counts are exact)";
+        assert!(text.ends_with(warning), "{text}");
     }
 
     #[test]
