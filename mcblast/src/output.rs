@@ -1,8 +1,9 @@
 //! The output contract. Human text by default; with `--json`, JSON Lines:
 //! one object per line, each with `"type"` = `"begin"`, `"interval"`,
 //! `"summary"`, `"loss"` (a receiver's exact lost ranges, see
-//! `report::fanout::LossLine`) or `"error"`. The types here are serialize-only; tests
-//! deserialize the program's real output to check the contract.
+//! `report::fanout::LossLine`), `"notice"` (a receiver's notice) or `"error"`.
+//! The types here are serialize-only; tests deserialize the program's real
+//! output to check the contract.
 
 use std::io::{self, Write};
 

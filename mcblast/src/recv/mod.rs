@@ -618,7 +618,8 @@ impl Receiver {
         };
         self.out.print(&begin)?;
         if p.socket && self.granted < self.p.rcvbuf / 2 {
-            self.out.human(&format!("note: socket receive buffer is {} bytes, not the {} asked for", self.granted, self.p.rcvbuf))?;
+            let small = Notice::RcvbufSmall { rcvbuf_granted: self.granted, rcvbuf_asked: self.p.rcvbuf };
+            self.out.print(&RecvNotice::of(small))?;
         }
         Ok(())
     }
@@ -869,7 +870,7 @@ impl Receiver {
         if let Some(max) = self.p.max_loss
             && worst > max
         {
-            self.out.human(&format!("loss {worst:.3} % exceeds --max-loss {max} %"))?;
+            self.out.print(&RecvNotice::of(Notice::MaxLoss { loss_pct: worst, max_loss_pct: max }))?;
             return Ok(ExitCode::from(1));
         }
         Ok(ExitCode::SUCCESS)
@@ -1119,6 +1120,44 @@ impl output::Record for RecvBegin {
     }
 }
 
+/// A receiver's notice (`"type":"notice"`): what a person should be told that no other line says in words.
+#[derive(serde::Serialize)]
+struct RecvNotice {
+    role: &'static str,
+    #[serde(flatten)]
+    notice: Notice,
+}
+
+impl RecvNotice {
+    fn of(notice: Notice) -> RecvNotice {
+        RecvNotice { role: "recv", notice }
+    }
+}
+
+/// What a notice is about: its `notice` name and its numbers.
+#[derive(serde::Serialize)]
+#[serde(tag = "notice", rename_all = "snake_case")]
+enum Notice {
+    /// The kernel granted the socket less than half the receive buffer `--rcvbuf` asked for (bytes).
+    RcvbufSmall { rcvbuf_granted: usize, rcvbuf_asked: usize },
+    /// The worst flow's loss (%) exceeded `--max-loss`: the exit status is 1.
+    MaxLoss { loss_pct: f64, max_loss_pct: f64 },
+}
+
+impl output::Record for RecvNotice {
+    const TYPE: &'static str = "notice";
+    fn human(&self) -> String {
+        match self.notice {
+            Notice::RcvbufSmall { rcvbuf_granted, rcvbuf_asked } => {
+                format!("note: socket receive buffer is {rcvbuf_granted} bytes, not the {rcvbuf_asked} asked for")
+            }
+            Notice::MaxLoss { loss_pct, max_loss_pct } => {
+                format!("loss {loss_pct:.3} % exceeds --max-loss {max_loss_pct} %")
+            }
+        }
+    }
+}
+
 /// A counter's summary line, with what its human table shows besides: the socket's buffer drops and `-v`.
 #[derive(serde::Serialize)]
 struct SummaryLine<'a> {
@@ -1277,6 +1316,23 @@ fn compare(kernel: &[FlowReport], socket: &[FlowReport]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notices_have_a_json_form_and_the_old_text() {
+        use crate::output::Record;
+        let small = RecvNotice::of(Notice::RcvbufSmall { rcvbuf_granted: 425984, rcvbuf_asked: 4 << 20 });
+        assert_eq!(
+            serde_json::to_string(&small).unwrap(),
+            r#"{"role":"recv","notice":"rcvbuf_small","rcvbuf_granted":425984,"rcvbuf_asked":4194304}"#
+        );
+        assert_eq!(small.human(), "note: socket receive buffer is 425984 bytes, not the 4194304 asked for");
+        let loss = RecvNotice::of(Notice::MaxLoss { loss_pct: 10.0, max_loss_pct: 5.0 });
+        assert_eq!(
+            serde_json::to_string(&loss).unwrap(),
+            r#"{"role":"recv","notice":"max_loss","loss_pct":10.0,"max_loss_pct":5.0}"#
+        );
+        assert_eq!(loss.human(), "loss 10.000 % exceeds --max-loss 5 %");
+    }
 
     #[test]
     fn verbose_summary_adds_every_percentile() {
