@@ -55,6 +55,17 @@ impl Printer {
         if text.is_empty() { Ok(()) } else { self.human(&text) }
     }
 
+    /// Prints records a person reads as one line: each record's JSON line with `--json`, else the group's text.
+    pub fn print_group<G: Group>(&mut self, g: &G) -> io::Result<()> {
+        if !self.json {
+            return self.human(&g.human());
+        }
+        for r in g.records() {
+            self.emit(G::Item::TYPE, r)?;
+        }
+        Ok(())
+    }
+
     /// Prints human text (human mode only).
     pub fn human(&mut self, text: &str) -> io::Result<()> {
         if self.json {
@@ -74,6 +85,14 @@ pub trait Record: Serialize {
     /// The line's `"type"`.
     const TYPE: &'static str;
     /// The text a person reads in place of the JSON line; empty when the line has nothing to tell them.
+    fn human(&self) -> String;
+}
+
+/// Records printed together ([`Printer::print_group`]): a JSON line each, but one human text for all of them.
+pub trait Group {
+    type Item: Record;
+    fn records(&self) -> &[Self::Item];
+    /// The text a person reads in place of the records' JSON lines.
     fn human(&self) -> String;
 }
 

@@ -1051,7 +1051,7 @@ fn interval_lines(
     t1: f64,
 ) -> Result<()> {
     let dt = (t1 - t0).max(1e-9);
-    let mut human = format!("[{t0:6.1}-{t1:6.1} s]");
+    let mut parts = Vec::new();
     for (name, s) in snaps {
         let (r, b, l) = s.totals();
         let (pr, pb, pl) = prev.totals.insert(name, (r, b, l)).unwrap_or((0, 0, 0));
@@ -1069,36 +1069,74 @@ fn interval_lines(
             dist,
             flows,
         };
-        out.emit("interval", &iv)?;
-        human.push_str(&format!(
-            "  {name}: {:>8} dgrams {:>14} lost {:>6}{}",
-            iv.received,
-            output::fmt_bps(iv.rate_bps),
-            iv.lost,
-            delay_p99(&iv.dist)
-        ));
+        parts.push(IntervalPart::Counter(iv));
     }
     if let Some(d) = drops {
-        out.emit(
-            "interval",
-            &LayersInterval {
-                role: "recv",
-                counter: "layers",
-                start_s: t0,
-                end_s: t1,
-                kernel_dropped: d.kernel,
-                unspecified: d.unspecified,
-                no_listener: d.no_listener,
-                socket_dropped: d.socket,
-                unread_at_close: d.unread,
-                reassembly_failed: d.reassembly,
-                driver_dropped: d.driver,
-            },
-        )?;
-        human.push_str(&format!("  dropped: kernel {:>6} socket {:>6}", d.kernel, d.socket));
+        parts.push(IntervalPart::Layers(LayersInterval {
+            role: "recv",
+            counter: "layers",
+            start_s: t0,
+            end_s: t1,
+            kernel_dropped: d.kernel,
+            unspecified: d.unspecified,
+            no_listener: d.no_listener,
+            socket_dropped: d.socket,
+            unread_at_close: d.unread,
+            reassembly_failed: d.reassembly,
+            driver_dropped: d.driver,
+        }));
     }
-    out.human(&human)?;
+    out.print_group(&IntervalLine { start_s: t0, end_s: t1, parts })?;
     Ok(())
+}
+
+/// A counter's `interval` line, or the drop tracer's (`"counter":"layers"`).
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum IntervalPart {
+    Counter(RecvInterval),
+    Layers(LayersInterval),
+}
+
+impl output::Record for IntervalPart {
+    const TYPE: &'static str = "interval";
+    /// Its piece of the interval's human line.
+    fn human(&self) -> String {
+        match self {
+            IntervalPart::Counter(iv) => format!(
+                "  {}: {:>8} dgrams {:>14} lost {:>6}{}",
+                iv.counter,
+                iv.received,
+                output::fmt_bps(iv.rate_bps),
+                iv.lost,
+                delay_p99(&iv.dist)
+            ),
+            IntervalPart::Layers(d) => {
+                format!("  dropped: kernel {:>6} socket {:>6}", d.kernel_dropped, d.socket_dropped)
+            }
+        }
+    }
+}
+
+/// An interval's lines, each counter's and the drop tracer's: one human line for them all.
+struct IntervalLine {
+    start_s: f64,
+    end_s: f64,
+    parts: Vec<IntervalPart>,
+}
+
+impl output::Group for IntervalLine {
+    type Item = IntervalPart;
+    fn records(&self) -> &[IntervalPart] {
+        &self.parts
+    }
+    fn human(&self) -> String {
+        let mut t = format!("[{:6.1}-{:6.1} s]", self.start_s, self.end_s);
+        for p in &self.parts {
+            t.push_str(&output::Record::human(p));
+        }
+        t
+    }
 }
 
 impl output::Record for RecvBegin {
@@ -1316,6 +1354,48 @@ fn compare(kernel: &[FlowReport], socket: &[FlowReport]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_interval_is_a_json_line_per_counter_and_one_human_line() {
+        use crate::output::{Group, Record};
+        let iv = RecvInterval {
+            role: "recv",
+            counter: "kernel",
+            start_s: 1.0,
+            end_s: 2.0,
+            received: 700,
+            bytes: 1_000_000,
+            lost: 3,
+            rate_bps: 8e6,
+            rate_pps: 700.0,
+            dist: output::IntervalDist { delay_p99_us: Some(26.6), delay_trusted: Some(true), ..Default::default() },
+            flows: Vec::new(),
+        };
+        let layers = LayersInterval {
+            role: "recv",
+            counter: "layers",
+            start_s: 1.0,
+            end_s: 2.0,
+            kernel_dropped: 4,
+            unspecified: 0,
+            no_listener: 0,
+            socket_dropped: 5,
+            unread_at_close: 0,
+            reassembly_failed: 0,
+            driver_dropped: None,
+        };
+        let json = serde_json::to_value(IntervalPart::Counter(iv.clone())).unwrap();
+        assert_eq!(json, serde_json::to_value(&iv).unwrap(), "the part's JSON is the counter's line");
+        let parts = vec![IntervalPart::Counter(iv), IntervalPart::Layers(layers)];
+        let line = IntervalLine { start_s: 1.0, end_s: 2.0, parts };
+        assert_eq!(line.records().len(), 2);
+        assert_eq!(line.records()[1].human(), "  dropped: kernel      4 socket      5");
+        assert_eq!(
+            line.human(),
+            "[   1.0-   2.0 s]  kernel:      700 dgrams    8.00 Mbit/s lost      3 p99      27 us  \
+             dropped: kernel      4 socket      5"
+        );
+    }
 
     #[test]
     fn notices_have_a_json_form_and_the_old_text() {
