@@ -425,7 +425,7 @@ pub fn gather(a: &PreflightPlan) -> Result<PreflightReport> {
         chrony_offset(),
     ));
     if recvs {
-        let drv = crate::sys::probe::driver(n).map_err(|e| format!("unknown (ETHTOOL_GDRVINFO: {e})"));
+        let drv = crate::sys::ethtool::driver(n).map_err(|e| format!("unknown (ETHTOOL_GDRVINFO: {e})"));
         f.push(check_xdp(drv.as_deref().map_err(String::as_str), a.length, Path::new("/sys/kernel/btf/vmlinux").exists()));
     }
     if sends {

@@ -185,7 +185,7 @@ fn gso_loopback_send() -> io::Result<()> {
 /// What can be said about XDP on `i` without attaching anything.
 fn xdp_checks(i: &crate::iface::Iface) -> Vec<Check> {
     let mut v = Vec::new();
-    let drv = crate::sys::probe::driver(&i.name);
+    let drv = crate::sys::ethtool::driver(&i.name);
     let how_drv = match &drv {
         Ok(d) => format!("driver {d} (ETHTOOL_GDRVINFO)"),
         Err(e) => format!("ETHTOOL_GDRVINFO failed: {e}"),
@@ -320,12 +320,11 @@ fn kfree_skb_check() -> Check {
     }
     // No tracefs: the kernel's BTF has the tracepoint's typedef (what
     // tp_btf programs attach to) and the enum its `reason` field has.
-    use aya_obj::btf::BtfKind;
     let no_tracefs = "tracefs is not mounted (/sys/kernel/tracing, /sys/kernel/debug/tracing)";
-    match aya::Btf::from_sys_fs() {
+    match crate::sys::btf::Btf::from_kernel() {
         Ok(btf) => {
-            let tp = btf.id_by_type_name_kind("btf_trace_kfree_skb", BtfKind::Typedef).is_ok();
-            let reason = btf.id_by_type_name_kind("skb_drop_reason", BtfKind::Enum).is_ok();
+            let tp = btf.tracepoint_args("kfree_skb").is_ok();
+            let reason = btf.enum_values("skb_drop_reason").is_ok();
             let ok = tp && reason;
             check_line(
                 NAME,

@@ -687,7 +687,7 @@ fn auto_attach(
     iface: &Iface,
     attach: &mut impl FnMut(AttachPoint) -> Result<std::io::Result<Attachment>>,
 ) -> Result<(Attachment, AttachPoint, String)> {
-    let driver = crate::sys::probe::driver(&iface.name).ok();
+    let driver = crate::sys::ethtool::driver(&iface.name).ok();
     let (order, known) = auto_order(driver.as_deref());
     let mut why: Vec<String> = known.map(str::to_string).into_iter().collect();
     for point in order {

@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 use super::inventory::{self, Host};
 use crate::lab::{Fabric, IgmpConfig, LabConfig, LabSpec, Placement, Preset, Topology};
+use crate::send::Engine;
 use mcblast_common::maps::{ImpairConfig, PPM};
 
 /// RFC 3376 membership interval for a query interval (as `mcblast lab up --query-interval`): 2 x q + 10 s.
@@ -638,9 +639,11 @@ fn resolve_timing(f: &PlanFile, prof: &PlanProfile, file: &str) -> Result<(f64, 
 
 /// The plan's `engine` (default `auto`), one of the names `mcblast send` knows.
 fn resolve_engine(f: &PlanFile, file: &str) -> Result<String> {
-    let engine = f.engine.clone().unwrap_or_else(|| "auto".into());
-    if !["auto", "socket", "mmsg", "gso", "uring", "xdp"].contains(&engine.as_str()) {
-        bail!("{file}: engine '{engine}': use auto, socket, mmsg, gso, uring or xdp");
+    let engine = f.engine.clone().unwrap_or_else(|| Engine::Auto.name().into());
+    if !Engine::ALL.iter().any(|e| e.name() == engine) {
+        let names: Vec<&str> = Engine::ALL.iter().map(|e| e.name()).collect();
+        let (last, rest) = names.split_last().expect("engines");
+        bail!("{file}: engine '{engine}': use {} or {last}", rest.join(", "));
     }
     Ok(engine)
 }
@@ -712,7 +715,7 @@ fn block_axes(cx: &CaseBase, bi: usize, b: &MatrixBlock) -> Result<BlockAxes> {
     };
     let durations = b.duration.clone().unwrap_or(vec![cx.duration]);
     for ld in loads.iter().filter(|_| cx.hosts.is_none()) {
-        if ld.length + 28 > base.base.mtu {
+        if ld.length + crate::mcast::IP_UDP_OVERHEAD as u32 > base.base.mtu {
             bail!("{file}: load {}: a {}-byte datagram does not fit the lab's MTU {}", ld.text, ld.length, base.base.mtu);
         }
     }
@@ -938,6 +941,17 @@ repeats = 2
         }
         let vx = plain.replace("preset = \"ovn\"", "preset = \"ovn\"\nfabric = \"vxlan\"");
         assert_eq!(parse(&vx, "g.toml", None, "x-").unwrap().base.topology.unwrap().fabric, Fabric::Vxlan);
+    }
+
+    #[test]
+    fn engines_are_the_senders_own_names() {
+        let bad = format!("engine = \"turbo\"\n{GOOD}");
+        let e = parse(&bad, "g.toml", None, "x-").unwrap_err().to_string();
+        assert_eq!(e, "g.toml: engine 'turbo': use auto, socket, mmsg, gso, uring or xdp");
+        for name in ["auto", "socket", "mmsg", "gso", "uring", "xdp"] {
+            let ok = format!("engine = \"{name}\"\n{GOOD}");
+            assert_eq!(parse(&ok, "g.toml", None, "x-").unwrap().engine, name);
+        }
     }
 
     #[test]

@@ -64,6 +64,9 @@ pub enum Engine {
 }
 
 impl Engine {
+    /// Every engine, `auto` first, in the order the docs and errors list them.
+    pub const ALL: [Engine; 6] = [Engine::Auto, Engine::Socket, Engine::Mmsg, Engine::Gso, Engine::Uring, Engine::Xdp];
+
     /// The name the user types and the reports print.
     pub fn name(self) -> &'static str {
         match self {

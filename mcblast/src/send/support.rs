@@ -83,7 +83,7 @@ pub(crate) fn gso_kernel() -> Verdict {
 
 /// The device must checksum in hardware, else a GSO send fails with EIO.
 pub(crate) fn gso_iface(iface: &str) -> Verdict {
-    match crate::sys::probe::tx_checksum(iface) {
+    match crate::sys::ethtool::tx_checksum(iface) {
         Ok(true) => Ok(format!("{iface} checksums in hardware (ETHTOOL_GTXCSUM on)")),
         Ok(false) => Err(format!(
             "{iface} does not checksum in hardware (ETHTOOL_GTXCSUM off): the kernel refuses UDP GSO sends with EIO"

@@ -1,7 +1,10 @@
-//! `ethtool -S` without the ethtool binary: the driver's statistics
-//! (`ETH_SS_STATS` names and values) through the `SIOCETHTOOL` ioctl.
+//! ethtool without the ethtool binary, through the `SIOCETHTOOL` ioctl: the
+//! driver's name (`ethtool -i`), whether it checksums what it sends, and its
+//! statistics (`ethtool -S`: `ETH_SS_STATS` names and values).
 //!
 //! ```text
+//! ETHTOOL_GDRVINFO    the driver's name (and n_stats)
+//! ETHTOOL_GTXCSUM     transmit checksumming on or off
 //! ETHTOOL_GSSET_INFO  how many stats the driver has (ETHTOOL_GDRVINFO's n_stats on old drivers)
 //! ETHTOOL_GSTRINGS    their names, 32 bytes each, NUL-padded
 //! ETHTOOL_GSTATS      their values, u64 each, in the same order
@@ -14,6 +17,7 @@ use std::os::fd::AsRawFd;
 use super::net::udp_socket;
 
 const ETHTOOL_GDRVINFO: u32 = 0x03;
+const ETHTOOL_GTXCSUM: u32 = 0x16;
 const ETHTOOL_GSTRINGS: u32 = 0x1b;
 const ETHTOOL_GSTATS: u32 = 0x1d;
 const ETHTOOL_GSSET_INFO: u32 = 0x37;
@@ -25,6 +29,8 @@ pub const ETH_GSTRING_LEN: usize = 32;
 /// 32-byte strings, 12 reserved bytes and n_priv_flags.
 const DRVINFO_N_STATS: usize = 4 + 5 * 32 + 12 + 4;
 const DRVINFO_LEN: usize = DRVINFO_N_STATS + 4 * 4;
+/// `driver` in `struct ethtool_drvinfo`: the 32 bytes after cmd, NUL-padded.
+const DRVINFO_DRIVER: std::ops::Range<usize> = 4..36;
 /// The kernel writes as many entries as the driver has *now*, whatever the
 /// request said: room for this many more than counted a moment before.
 const SLACK: usize = 64;
@@ -51,6 +57,28 @@ pub fn stats(iface: &str) -> io::Result<Vec<(String, u64)>> {
         )));
     }
     Ok(names.into_iter().zip(values).collect())
+}
+
+/// Whether the device checksums outgoing packets itself (ETHTOOL_GTXCSUM):
+/// UDP GSO needs it, else the kernel refuses GSO sends with EIO.
+pub fn tx_checksum(iface: &str) -> io::Result<bool> {
+    let fd = udp_socket()?;
+    // struct ethtool_value { u32 cmd; u32 data; }
+    let mut buf = [0u64; 1];
+    set_u32(&mut buf, 0, ETHTOOL_GTXCSUM);
+    Query { fd: fd.as_raw_fd(), iface }.ioctl(&mut buf)?;
+    Ok(get_u32(&buf, 4) != 0)
+}
+
+/// The interface's driver name (ETHTOOL_GDRVINFO), e.g. `veth`, `ena`.
+pub fn driver(iface: &str) -> io::Result<String> {
+    let fd = udp_socket()?;
+    // struct ethtool_drvinfo { u32 cmd; char driver[32]; ... }
+    let mut buf = vec![0u64; DRVINFO_LEN.div_ceil(8)];
+    set_u32(&mut buf, 0, ETHTOOL_GDRVINFO);
+    Query { fd: fd.as_raw_fd(), iface }.ioctl(&mut buf)?;
+    let bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    Ok(parse_names(&bytes[DRVINFO_DRIVER], 1).remove(0))
 }
 
 /// The names of an `ETHTOOL_GSTRINGS` answer: `n` NUL-padded 32-byte strings.
@@ -190,6 +218,14 @@ mod tests {
         set_u32(&mut b, 16, 17);
         assert_eq!((get_u32(&b, 0), get_u32(&b, 4), get_u32(&b, 16), get_u32(&b, 8)), (0x37, 9, 17, 0));
         assert_eq!(DRVINFO_N_STATS, 180, "offsetof(struct ethtool_drvinfo, n_stats)");
+    }
+
+    #[test]
+    fn loopback_driver_and_checksum() {
+        // lo answers GDRVINFO only on some kernels; GTXCSUM always (it checksums in "hardware").
+        assert!(tx_checksum("lo").unwrap());
+        assert!(tx_checksum("mcb-nope0").is_err());
+        assert!(tx_checksum("a-name-longer-than-ifnamsiz").is_err());
     }
 
     /// Loopback has no driver statistics: an empty list, not an error.

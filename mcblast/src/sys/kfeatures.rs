@@ -67,7 +67,7 @@ pub fn virtio_net_xdp_frags() -> bool {
 /// known and explains it; None otherwise. The kernel only says "Invalid
 /// argument" (the driver's reason goes to dmesg).
 pub fn native_xdp_mtu_refusal(ifname: &str, mtu: u32) -> Option<String> {
-    match crate::sys::probe::driver(ifname).ok()?.as_str() {
+    match crate::sys::ethtool::driver(ifname).ok()?.as_str() {
         "virtio_net" if mtu >= VIRTIO_NET_XDP_MTU && !virtio_net_xdp_frags() => Some(format!(
             "virtio_net in this kernel takes native XDP only below MTU {VIRTIO_NET_XDP_MTU} (no XDP multi-buffer \
              in the driver) and {ifname} has MTU {mtu}"
