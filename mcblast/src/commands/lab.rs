@@ -100,8 +100,7 @@ pub fn spec_from_args(prefix: String, a: &LabUpArgs) -> Result<LabSpec> {
             Some(LabFabric::Vxlan) => Fabric::Vxlan,
             Some(LabFabric::Ovn) => Fabric::Ovn,
             // --preset ovn: the real OVN when it is installed
-            None if preset == Some(Preset::Ovn) && crate::lab::ovn::installed() => Fabric::Ovn,
-            None => p_fabric,
+            None => preset.map_or(p_fabric, Preset::fabric),
         },
         placement: match a.placement {
             Some(LabPlacement::SameHost) => Placement::SameHost,

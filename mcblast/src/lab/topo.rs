@@ -360,6 +360,15 @@ pub const OVN_IDLE_CS: u64 = 30_000;
 pub const OVN_QUERY_INTERVAL_CS: u64 = OVN_IDLE_CS / 2;
 
 impl Preset {
+    /// The fabric the preset builds on this machine: OVN's is the real OVN
+    /// where it is installed, else its VXLAN approximation (`settings`).
+    pub fn fabric(self) -> Fabric {
+        match self {
+            Preset::Ovn if super::ovn::installed() => Fabric::Ovn,
+            p => p.settings().0,
+        }
+    }
+
     /// (fabric, IGMP settings, MTU, snooping, querier) of the platform.
     pub fn settings(self) -> (Fabric, IgmpConfig, u32, bool, bool) {
         match self {

@@ -580,8 +580,7 @@ fn resolve_lab(l: LabSection, file: &str, default_prefix: &str) -> Result<(LabSp
     };
     let fabric = match l.fabric.as_deref() {
         // preset = "ovn": the real OVN when it is installed, as with `lab up --preset ovn`
-        None if preset == Some(Preset::Ovn) && crate::lab::ovn::installed() => Fabric::Ovn,
-        None => p_fabric,
+        None => preset.map_or(p_fabric, Preset::fabric),
         Some("bridge") => Fabric::Bridge,
         Some("vxlan") => Fabric::Vxlan,
         // a real OVN (lab/ovn.rs): snooping, querier, query and membership intervals become ls0's mcast_* knobs

@@ -48,18 +48,16 @@ pub const SNDBUF: usize = 4 << 20;
 /// How long a send may block on a full socket buffer before it counts as EAGAIN.
 pub const SEND_TIMEOUT: Duration = Duration::from_millis(200);
 
-/// The engine the user asks for (`send --engine`); `Auto` is resolved in the plan.
+/// The engine the user asks for (`send --engine`; what each does for the user
+/// is its `--help` text, `cli::EngineArg`): one `engine/` module each, `Auto`
+/// resolved to one of them in the plan (`support.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
     Socket,
     Mmsg,
-    /// UDP GSO (UDP_SEGMENT): one sendmsg carries up to 64 datagrams.
     Gso,
-    /// io_uring batched sendmsg (zero-copy send with --zerocopy).
     Uring,
-    /// AF_XDP: whole frames through a UMEM and TX ring (zero-copy where the driver can).
     Xdp,
-    /// The fastest engine this machine and interface support, by probing.
     Auto,
 }
 
