@@ -520,35 +520,49 @@ impl LossRecord {
     }
 }
 
-/// The lab's TGW member cap (`lab up --tgw-max-members`): groups it tracks,
-/// and (group, member) pairs.
+/// The lab's TGW member cap (`lab up --tgw-max-members`): groups it tracks
+/// (allocated as reports for them arrive), and member slots per group: every
+/// lab receiver fits (`MAX_RECEIVERS` is 243), so a cap above it caps nothing.
 pub const MAX_TGW_GROUPS: u32 = 1024;
-pub const MAX_TGW_MEMBERS: u32 = 16384;
+pub const TGW_SLOTS: usize = 256;
 
-/// A member of a group, as the TGW member cap admitted it: network byte order addresses.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct TgwMemberKey {
-    pub group: u32,
-    pub member: u32,
-}
-
-/// One group of the TGW member cap (`L` as in [`FlowEntry`]): members
-/// admitted, and reports refused because the group was full.
+/// One group of the TGW member cap (`L` as in [`FlowEntry`]); its lock also
+/// guards the group's [`TgwSlots`] (a map of their own: a value holding a
+/// spin lock cannot be copied in from a template, and the slots are too large
+/// for the program's stack).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TgwGroup<L: Copy> {
     pub lock: L,
-    pub members: u32,
+    /// Slots in use (live members and aged-out ones not yet reused).
+    pub occupied: u32,
+    /// Reports refused because every slot within the cap held a live member.
     pub refused: u64,
+    /// Slots taken over from members that had aged out.
+    pub aged_out: u64,
 }
 
-/// Element 0 of the member cap's config array: the most members a group may have.
+/// The member slots of one group. Slot `i` holds a member (its address in
+/// network byte order, 0: free) and when its last IGMPv1/v2 report passed
+/// (`bpf_ktime_get_ns`, CLOCK_MONOTONIC). A member silent for longer than the
+/// config's `age_ns` has aged out: its slot goes to the next new member, as
+/// TGW drops a member after 3 missed queries.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct TgwSlots {
+    pub member: [u32; TGW_SLOTS],
+    pub seen_ns: [u64; TGW_SLOTS],
+}
+
+/// Element 0 of the member cap's config array: the most members a group may
+/// have, and how long a member stays without reporting (the lab's IGMP
+/// membership interval).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TgwMemberConfig {
     pub cap: u32,
     pub _pad: u32,
+    pub age_ns: u64,
 }
 
 #[cfg(feature = "user")]
@@ -570,11 +584,11 @@ mod user {
     // SAFETY: as above; u32/u64 fields, FlowKey and a byte array, laid out
     // without padding (checked in the tests below).
     unsafe impl aya::Pod for ImpairEntry<u32> {}
-    // SAFETY: as above; two u32 fields.
-    unsafe impl aya::Pod for TgwMemberKey {}
-    // SAFETY: as above; two u32 fields and a u64, no padding.
+    // SAFETY: as above; two u32 fields and two u64s, no padding.
     unsafe impl aya::Pod for TgwGroup<u32> {}
-    // SAFETY: as above; two u32 fields.
+    // SAFETY: as above; a u32 array of even length and a u64 array, no padding.
+    unsafe impl aya::Pod for TgwSlots {}
+    // SAFETY: as above; two u32 fields and a u64.
     unsafe impl aya::Pod for TgwMemberConfig {}
 }
 

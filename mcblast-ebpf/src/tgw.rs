@@ -2,34 +2,44 @@
 //! (`mcblast_tgw_members`, tcx **ingress** of each receiver's access port,
 //! before the bridge snoops) that admits at most `cap` members per group,
 //! across the whole lab: every port's program shares these maps. An IGMPv1/v2
-//! report of a member already admitted passes; of a new member, it passes and
-//! the member is admitted while the group has room, else it is dropped (the
-//! bridge never learns the member, so the fabric sends it nothing) and counted.
-//! An IGMPv2 leave frees the member's place. IGMPv3 reports pass untouched (the
-//! TGW fabric drops them anyway, see the nftables side).
+//! report of a member already holding a slot passes and renews it; of a new
+//! member, it passes and the member takes a free slot, or the slot of a member
+//! silent for longer than the membership interval (aged out, as TGW drops a
+//! member after 3 missed queries), while the group has one within the cap;
+//! else it is dropped (the bridge never learns the member, so the fabric sends
+//! it nothing) and counted. An IGMPv2 leave frees the member's slot. IGMPv3
+//! reports pass untouched (the TGW fabric drops them anyway, see the nftables
+//! side).
 
 use aya_ebpf::{
-    bindings::{BPF_NOEXIST, TC_ACT_SHOT, TC_ACT_UNSPEC, bpf_spin_lock},
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, TC_ACT_SHOT, TC_ACT_UNSPEC, bpf_spin_lock},
     btf_maps::{Array, HashMap},
-    helpers::generated::{bpf_spin_lock as spin_lock, bpf_spin_unlock as spin_unlock},
+    helpers::generated::{bpf_ktime_get_ns, bpf_spin_lock as spin_lock, bpf_spin_unlock as spin_unlock},
     macros::{btf_map, classifier},
     programs::TcContext,
 };
-use mcblast_common::maps::{MAX_TGW_GROUPS, MAX_TGW_MEMBERS, TgwGroup, TgwMemberConfig, TgwMemberKey};
+use mcblast_common::maps::{MAX_TGW_GROUPS, TGW_SLOTS, TgwGroup, TgwMemberConfig, TgwSlots};
 
 use super::{ETH_HLEN, ETH_P_IP};
 
 type Group = TgwGroup<bpf_spin_lock>;
 
-/// Element 0: the cap, written by userspace before attach.
+/// Element 0: the cap and the membership interval, written by userspace before attach.
 #[btf_map]
 static TGW_CONFIG: Array<TgwMemberConfig, 1> = Array::new();
 
 #[btf_map]
 static TGW_GROUPS: HashMap<u32, Group, { MAX_TGW_GROUPS as usize }> = HashMap::new();
 
+/// Each group's member slots, under its TGW_GROUPS lock. Allocated as groups
+/// appear (3 KiB each; most labs use a few groups).
 #[btf_map]
-static TGW_MEMBERS: HashMap<TgwMemberKey, u32, { MAX_TGW_MEMBERS as usize }> = HashMap::new();
+static TGW_SLOTS_MAP: HashMap<u32, TgwSlots, { MAX_TGW_GROUPS as usize }, { BPF_F_NO_PREALLOC as usize }> =
+    HashMap::new();
+
+/// Element 0 stays zero: the slots a new group starts from (too large for the stack).
+#[btf_map]
+static TGW_NO_SLOTS: Array<TgwSlots, 1> = Array::new();
 
 const PASS: i32 = TC_ACT_UNSPEC;
 const DROP: i32 = TC_ACT_SHOT as i32;
@@ -58,21 +68,21 @@ fn members(ctx: &TcContext) -> i32 {
         return PASS;
     }
     let Ok(igmp) = ctx.load::<[u8; 8]>(ETH_HLEN + ihl) else { return PASS };
-    let key = TgwMemberKey {
-        group: u32::from_ne_bytes([igmp[4], igmp[5], igmp[6], igmp[7]]),
-        member: u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]),
-    };
+    let group = u32::from_ne_bytes([igmp[4], igmp[5], igmp[6], igmp[7]]);
+    let member = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
+    if member == 0 {
+        return PASS; // no address to hold a slot by
+    }
     match igmp[0] {
-        IGMPV1_REPORT | IGMPV2_REPORT => report(&key),
+        IGMPV1_REPORT | IGMPV2_REPORT => report(group, member),
         IGMPV2_LEAVE => {
-            if TGW_MEMBERS.remove(&key).is_ok()
-                && let Some(g) = TGW_GROUPS.get_ptr_mut(&key.group)
-            {
-                // SAFETY: `g` points to a live TGW_GROUPS value; its lock field
-                // is the value's bpf_spin_lock; no helper call while it is held.
+            if let (Some(g), Some(slots)) = (TGW_GROUPS.get_ptr_mut(&group), TGW_SLOTS_MAP.get_ptr_mut(&group)) {
+                // SAFETY: `g` and `slots` point to live map values; `g`'s lock
+                // field is its bpf_spin_lock, which guards both; no helper call
+                // while it is held.
                 unsafe {
                     spin_lock(&raw mut (*g).lock);
-                    (*g).members = (*g).members.saturating_sub(1);
+                    leave_locked(&mut *g, &mut *slots, member);
                     spin_unlock(&raw mut (*g).lock);
                 }
             }
@@ -83,34 +93,78 @@ fn members(ctx: &TcContext) -> i32 {
 }
 
 #[inline(always)]
-fn report(key: &TgwMemberKey) -> i32 {
-    if TGW_MEMBERS.get_ptr(key).is_some() {
-        return PASS;
-    }
+fn report(group: u32, member: u32) -> i32 {
     let Some(cfg) = TGW_CONFIG.get_ptr(0) else { return PASS };
     // SAFETY: element 0 of an array map, valid for the program's run.
-    let cap = unsafe { (*cfg).cap };
-    if TGW_GROUPS.get_ptr_mut(&key.group).is_none() {
-        let fresh = Group { lock: bpf_spin_lock { val: 0 }, members: 0, refused: 0 };
-        // NOEXIST: another CPU may have created it meanwhile.
-        let _ = TGW_GROUPS.insert(&key.group, &fresh, BPF_NOEXIST as u64);
+    let (cap, age_ns) = unsafe { ((*cfg).cap, (*cfg).age_ns) };
+    if TGW_SLOTS_MAP.get_ptr_mut(&group).is_none() {
+        let Some(empty) = TGW_NO_SLOTS.get_ptr(0) else { return PASS };
+        // NOEXIST: another CPU may have created them meanwhile.
+        // SAFETY: element 0 of an array map, valid for the program's run.
+        let _ = TGW_SLOTS_MAP.insert(&group, unsafe { &*empty }, BPF_NOEXIST as u64);
     }
-    let Some(g) = TGW_GROUPS.get_ptr_mut(&key.group) else { return PASS };
+    if TGW_GROUPS.get_ptr_mut(&group).is_none() {
+        let fresh = Group { lock: bpf_spin_lock { val: 0 }, occupied: 0, refused: 0, aged_out: 0 };
+        let _ = TGW_GROUPS.insert(&group, &fresh, BPF_NOEXIST as u64);
+    }
+    let (Some(g), Some(slots)) = (TGW_GROUPS.get_ptr_mut(&group), TGW_SLOTS_MAP.get_ptr_mut(&group)) else {
+        return PASS;
+    };
+    // SAFETY: a helper without arguments; read before the lock (no calls under it).
+    let now = unsafe { bpf_ktime_get_ns() };
     let admit;
     // SAFETY: as in the leave above.
     unsafe {
         spin_lock(&raw mut (*g).lock);
-        admit = (*g).members < cap;
-        if admit {
-            (*g).members += 1;
-        } else {
-            (*g).refused += 1;
-        }
+        admit = admit_locked(&mut *g, &mut *slots, member, cap as usize, age_ns, now);
         spin_unlock(&raw mut (*g).lock);
     }
-    if !admit {
-        return DROP;
+    if admit { PASS } else { DROP }
+}
+
+/// With the group's lock held (no helper calls): renews `member`'s slot, or
+/// gives it a free or aged-out one within the first `cap`; false when every
+/// one of those holds a live member.
+#[inline(always)]
+fn admit_locked(g: &mut Group, s: &mut TgwSlots, member: u32, cap: usize, age_ns: u64, now: u64) -> bool {
+    for i in 0..TGW_SLOTS {
+        if i >= cap {
+            break;
+        }
+        if s.member[i] == member {
+            s.seen_ns[i] = now;
+            return true;
+        }
     }
-    let _ = TGW_MEMBERS.insert(key, &1, 0);
-    PASS
+    for i in 0..TGW_SLOTS {
+        if i >= cap {
+            break;
+        }
+        let free = s.member[i] == 0;
+        if free || now.wrapping_sub(s.seen_ns[i]) > age_ns {
+            if free {
+                g.occupied += 1;
+            } else {
+                g.aged_out += 1;
+            }
+            s.member[i] = member;
+            s.seen_ns[i] = now;
+            return true;
+        }
+    }
+    g.refused += 1;
+    false
+}
+
+/// With the group's lock held: frees `member`'s slot.
+#[inline(always)]
+fn leave_locked(g: &mut Group, s: &mut TgwSlots, member: u32) {
+    for i in 0..TGW_SLOTS {
+        if s.member[i] == member {
+            s.member[i] = 0;
+            s.seen_ns[i] = 0;
+            g.occupied = g.occupied.saturating_sub(1);
+            return;
+        }
+    }
 }

@@ -266,3 +266,48 @@ fn a_member_over_the_cap_gets_nothing() {
     assert!(g.refused > 0, "{d:?}");
     drop(r3);
 }
+
+/// TGW drops a member after 3 missed queries and its place goes to the next: a cap of 2, queries every 2 s,
+/// membership 7 s. r1 and r2 (host h1) are admitted and r3 (host h2) refused; then r1 falls silent (nftables in
+/// r1 drops its own IGMP reports; its socket stays joined), the bridges and the cap age it out, and r3's next
+/// answer to a query takes its place: r3 becomes a member and reads every datagram sent afterwards, r1 none.
+#[test]
+fn a_silent_member_ages_out_and_its_place_goes_to_the_next() {
+    if common::skip(NEEDS) {
+        return;
+    }
+    let _serial = serial();
+    let mut l = limits(None, None);
+    l.max_members = Some(2);
+    let (_, mut igmp, _, _, _) = Preset::Tgw.settings();
+    (igmp.query_interval_cs, igmp.membership_interval_cs) = (200, 700);
+    let lab = tgw_lab_with("a", &l, igmp, 2, 2);
+    let group = Ipv4Addr::new(239, 0, 0, 1);
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let r1 = start_recv(&lab, "r1", &["-t", "40"]);
+    let r2 = start_recv(&lab, "r2", &["-t", "40"]);
+    lab.wait_members(group, &names(&["r1", "r2"]), Duration::from_secs(15)).expect("r1, r2 join");
+    let r3 = start_recv(&lab, "r3", &["-t", "40"]);
+    let early = lab.wait_members(group, &names(&["r3"]), Duration::from_secs(3));
+    assert!(early.is_err(), "r3 became the third member while r1 and r2 report: {early:?}");
+    let quiet = "table ip mcbt_quiet {\n chain out {\n  type filter hook output priority 0; policy accept;\n  \
+                 ip protocol igmp counter drop\n }\n}\n";
+    nft_load(&lab.ns_name("r1"), "quiet", quiet);
+    lab.wait_members(group, &names(&["r3"]), Duration::from_secs(20)).expect("r3 takes r1's place");
+    let (_, d) = lab.tgw_limits().expect("read").expect("limits in force");
+    let g = *d.groups.iter().find(|g| g.group == group).unwrap_or_else(|| panic!("{d:?}"));
+    assert_eq!((g.members, g.aged_out), (2, 1), "r2 and r3 live, r1 aged out: {g:?}");
+    assert!(g.refused > 0, "r3's early reports were refused: {g:?}");
+    assert!(nft_counter(&lab.ns_name("r1"), "ip", "mcbt_quiet") > 0, "r1 never tried to report");
+    lab.watch_fabric().expect("fabric counters");
+    let sent = u(&sender_summary(spawn_send(&lab, &["--engine", "mmsg", "-n", "300", "--pps", "1000", "-l", "64"])), "sent");
+    assert_eq!(sent, 300);
+    for r in [r2, r3] {
+        let node = r.node.clone();
+        let lines = finish(r);
+        assert_eq!(u(summary(&lines, "layers"), "read"), sent, "{node}");
+    }
+    let to_h2 = lab.fabric_delivered(2).unwrap();
+    assert_eq!(to_h2, sent + 3, "h2 (r3's host): one copy of each datagram and of the 3 end markers");
+    drop(r1);
+}

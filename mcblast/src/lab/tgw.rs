@@ -29,6 +29,7 @@ use std::net::Ipv4Addr;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+use mcblast_common::maps::{TgwGroup, TgwMemberConfig, TgwSlots};
 use mcblast_common::wire::MAGIC;
 use serde::Serialize;
 use serde_json::Value;
@@ -210,14 +211,18 @@ pub fn render(l: &TgwLimits, d: &TgwDrops) -> String {
     );
     s += &format!("  {:<32} {:<24} dropped {}\n", "IGMPv3 reports ignored", on(l.igmpv2_only), d.igmpv3_reports);
     s += &format!(
-        "  {:<32} {:<24} refused {} report(s)\n",
+        "  {:<32} {:<24} refused {} report(s), {} member(s) aged out\n",
         "members per group",
         l.max_members.map_or("off".to_string(), |m| format!("at most {m}")),
-        d.groups.iter().map(|g| g.refused).sum::<u64>()
+        d.groups.iter().map(|g| g.refused).sum::<u64>(),
+        d.groups.iter().map(|g| g.aged_out).sum::<u64>()
     );
     s += &format!("  {:<32} {}\n", "IGMP queries from 0.0.0.0", on(l.queries_from_zero));
     for g in &d.groups {
-        s += &format!("  group {}: {} member(s) admitted, {} report(s) refused\n", g.group, g.members, g.refused);
+        s += &format!(
+            "  group {}: {} member(s), {} report(s) refused, {} member(s) aged out\n",
+            g.group, g.members, g.refused, g.aged_out
+        );
     }
     for f in &d.flows {
         s += &format!("  flow {}:{} -> {}:{}  dropped {} (over a rate)\n", f.source, f.sport, f.group, f.dport, f.dropped);
@@ -249,6 +254,7 @@ fn parse_flow_drops(v: &Value) -> Vec<TgwFlowDrop> {
 const MEMBERS_PROGRAM: &str = "mcblast_tgw_members";
 const MEMBERS_CONFIG: &str = "TGW_CONFIG";
 const MEMBERS_GROUPS: &str = "TGW_GROUPS";
+const MEMBERS_SLOTS: &str = "TGW_SLOTS_MAP";
 /// TGW: 100 members per group (by default).
 pub const TGW_MAX_MEMBERS: u32 = 100;
 
@@ -256,19 +262,45 @@ fn members_pin(prefix: &str, what: &str) -> std::path::PathBuf {
     super::impair::lab_dir(prefix).join(format!("tgw-members-{what}"))
 }
 
-/// One group of the member cap: members admitted, reports refused (the group was full).
+/// The pinned hash map at `pin`.
+fn pinned_hash<V: aya::Pod>(pin: &std::path::Path) -> Result<aya::maps::HashMap<aya::maps::MapData, u32, V>> {
+    let data = aya::maps::MapData::from_pin(pin).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", pin.display()))?;
+    Ok(aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data))?)
+}
+
+/// One group of the member cap: live members (reported within the membership
+/// interval), reports refused (every slot held a live member), members aged
+/// out (silent longer than the membership interval, their slot given to a new one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct TgwGroupCount {
     pub group: Ipv4Addr,
     pub members: u32,
     pub refused: u64,
+    pub aged_out: u64,
+}
+
+impl TgwGroupCount {
+    /// Counts `g`'s live members at `now_ns` (CLOCK_MONOTONIC) with membership interval `age_ns`.
+    fn of(group: u32, g: &TgwGroup<u32>, slots: Option<&TgwSlots>, age_ns: u64, now_ns: u64) -> Self {
+        let live = slots.map_or(0, |s| {
+            s.member.iter().zip(&s.seen_ns).filter(|&(&m, &t)| m != 0 && now_ns.wrapping_sub(t) <= age_ns).count()
+        });
+        TgwGroupCount {
+            group: Ipv4Addr::from(group.to_ne_bytes()),
+            members: live as u32,
+            refused: g.refused,
+            aged_out: g.aged_out,
+        }
+    }
 }
 
 impl Lab {
     /// Admits at most `cap` members per group, lab-wide: the eBPF program
     /// `mcblast_tgw_members` at the tcx ingress of every receiver's access
     /// port, all sharing one map, drops the IGMP reports of members beyond
-    /// it before the bridge snoops them. Pinned under the lab's bpffs
+    /// it before the bridge snoops them. A member silent for the lab's
+    /// membership interval (as long as the bridges keep it) ages out and its
+    /// place goes to the next new member. Pinned under the lab's bpffs
     /// directory, so `lab down` removes it.
     pub fn tgw_members_apply(&self, cap: u32) -> Result<()> {
         use std::os::fd::{AsFd, OwnedFd};
@@ -280,18 +312,20 @@ impl Lab {
             bail!("the TGW member cap needs tcx links (Linux 6.6 or later)");
         }
         let mut ebpf = super::impair::load_lab_object("the member cap")?;
-        let mut cfg: aya::maps::Array<aya::maps::MapData, mcblast_common::maps::TgwMemberConfig> =
+        let mut cfg: aya::maps::Array<aya::maps::MapData, TgwMemberConfig> =
             aya::maps::Array::try_from(ebpf.take_map(MEMBERS_CONFIG).context("eBPF object has no TGW_CONFIG map")?)?;
-        cfg.set(0, mcblast_common::maps::TgwMemberConfig { cap, _pad: 0 }, 0)?;
+        cfg.set(0, TgwMemberConfig { cap, _pad: 0, age_ns: self.tgw_member_age_ns() }, 0)?;
         let dir = super::impair::lab_dir(&prefix);
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let groups = ebpf.take_map(MEMBERS_GROUPS).context("eBPF object has no TGW_GROUPS map")?;
+        let slots = ebpf.take_map(MEMBERS_SLOTS).context("eBPF object has no TGW_SLOTS_MAP map")?;
         let prog: &mut aya::programs::SchedClassifier =
             ebpf.program_mut(MEMBERS_PROGRAM).context("eBPF object has no member cap program")?.try_into()?;
         prog.load().map_err(|e| anyhow::anyhow!("the kernel refused the member cap program: {e}"))?;
         let prog_fd: OwnedFd = prog.fd()?.as_fd().try_clone_to_owned()?;
         cfg.pin(members_pin(&prefix, "config")).map_err(|e| anyhow::anyhow!("cannot pin the member cap config: {e}"))?;
         groups.pin(members_pin(&prefix, "groups")).map_err(|e| anyhow::anyhow!("cannot pin the member cap map: {e}"))?;
+        slots.pin(members_pin(&prefix, "slots")).map_err(|e| anyhow::anyhow!("cannot pin the member slots: {e}"))?;
         for node in self.receivers() {
             let ns = self.access_ns(&node);
             let fd = prog_fd.try_clone()?;
@@ -309,6 +343,11 @@ impl Lab {
         Ok(())
     }
 
+    /// How long a member keeps its place without reporting: the bridges' membership interval.
+    fn tgw_member_age_ns(&self) -> u64 {
+        self.igmp().membership_interval_cs * 10_000_000
+    }
+
     /// The member cap in force, None without one.
     fn tgw_members_cap(&self) -> Result<Option<u32>> {
         let pin = members_pin(self.prefix(), "config");
@@ -316,7 +355,7 @@ impl Lab {
             return Ok(None);
         }
         let data = aya::maps::MapData::from_pin(&pin).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", pin.display()))?;
-        let map: aya::maps::Array<aya::maps::MapData, mcblast_common::maps::TgwMemberConfig> =
+        let map: aya::maps::Array<aya::maps::MapData, TgwMemberConfig> =
             aya::maps::Array::try_from(aya::maps::Map::Array(data))?;
         Ok(Some(map.get(&0, 0)?.cap))
     }
@@ -333,19 +372,19 @@ impl Lab {
         Ok(())
     }
 
-    /// The member cap's groups (members admitted, reports refused); None without a cap.
+    /// The member cap's groups (live members, reports refused, members aged out); None without a cap.
     pub fn tgw_members(&self) -> Result<Option<Vec<TgwGroupCount>>> {
         let pin = members_pin(self.prefix(), "groups");
         if !pin.exists() {
             return Ok(None);
         }
-        let data = aya::maps::MapData::from_pin(&pin).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", pin.display()))?;
-        let map: aya::maps::HashMap<aya::maps::MapData, u32, mcblast_common::maps::TgwGroup<u32>> =
-            aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data))?;
+        let groups: aya::maps::HashMap<_, u32, TgwGroup<u32>> = pinned_hash(&pin)?;
+        let slots: aya::maps::HashMap<_, u32, TgwSlots> = pinned_hash(&members_pin(self.prefix(), "slots"))?;
+        let (age_ns, now_ns) = (self.tgw_member_age_ns(), crate::clock::mono_ns());
         let mut v = Vec::new();
-        for kv in map.iter() {
+        for kv in groups.iter() {
             let (g, e) = kv?;
-            v.push(TgwGroupCount { group: Ipv4Addr::from(g.to_ne_bytes()), members: e.members, refused: e.refused });
+            v.push(TgwGroupCount::of(g, &e, slots.get(&g, 0).ok().as_ref(), age_ns, now_ns));
         }
         v.sort_by_key(|g| g.group);
         Ok(Some(v))
