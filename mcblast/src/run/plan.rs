@@ -1149,8 +1149,11 @@ mod seed_tests {
         let ovn = parse(include_str!("../../../examples/platforms/ovn.toml"), "ovn.toml", None, "x-").unwrap();
         let tgw = parse(include_str!("../../../examples/platforms/tgw.toml"), "tgw.toml", None, "x-").unwrap();
         let loads = |p: &TestPlan| p.cases.iter().map(|c| (c.load.text.clone(), c.receivers)).collect::<Vec<_>>();
-        assert_eq!(loads(&ovn).len(), 4);
+        assert_eq!(loads(&ovn).len(), 5);
         assert_eq!(loads(&ovn), loads(&tgw));
+        let snooping = |p: &TestPlan| p.cases.iter().map(|c| c.snooping).collect::<Vec<_>>();
+        assert_eq!(snooping(&ovn), [true, true, true, true, false], "the last case is the seed's snooping toggle");
+        assert_eq!(snooping(&ovn), snooping(&tgw));
         let want = if crate::lab::ovn::installed() { Fabric::Ovn } else { Fabric::Vxlan };
         assert_eq!(ovn.base.topology.unwrap().fabric, want);
         assert_eq!(tgw.base.topology.unwrap().fabric, Fabric::Bridge);
