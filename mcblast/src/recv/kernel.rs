@@ -87,6 +87,11 @@ const CAP_BPF: u32 = 39;
 /// Lines of the verifier log shown when the program is rejected.
 const VERIFIER_TAIL: usize = 20;
 
+/// How far CLOCK_TAI − CLOCK_MONOTONIC may move before the counter's copy is
+/// rewritten: above the spread of its measurement (a few µs), below any delay
+/// worth reporting.
+pub const TAI_OFFSET_SLACK_NS: u64 = 10_000;
+
 /// The XDP per-flow counter, attached to one interface.
 pub struct KernelCounter {
     /// The BPF link (closing it detaches the program), or a classic tc
@@ -99,6 +104,10 @@ pub struct KernelCounter {
     /// The `LOSS_EVENTS` ring buffer (gaps and fills of every flow), taken
     /// out of `ebpf` so [`drain_loss`](Self::drain_loss) works through `&self`.
     loss: Mutex<RingBuf<MapData>>,
+    /// The `CONFIG` map, taken out of `ebpf` where the kernel has no
+    /// `bpf_ktime_get_tai_ns`, so [`refresh_tai_offset`](Self::refresh_tai_offset)
+    /// can correct the offset the program adds to its monotonic clock.
+    tai_offset: Option<Mutex<Array<MapData, Config>>>,
     ebpf: Ebpf,
     mode: &'static str,
     /// Why the counter sits there (see [`auto_order`]).
@@ -162,6 +171,10 @@ impl KernelCounter {
         let loss = Mutex::new(RingBuf::try_from(
             ebpf.take_map("LOSS_EVENTS").context("eBPF object has no LOSS_EVENTS map")?,
         )?);
+        let tai_offset = match features.tai_helper {
+            true => None,
+            false => Some(Mutex::new(Array::try_from(ebpf.take_map("CONFIG").context("eBPF object has no CONFIG map")?)?)),
+        };
         // Each program is loaded when its attach point is first tried.
         let mut attach = |point: AttachPoint| match point {
             AttachPoint::Native => attach_xdp(&mut ebpf, &features, iface, XDP_FLAGS_DRV_MODE),
@@ -177,7 +190,28 @@ impl KernelCounter {
         };
         let mode = point.mode();
         let reason = attach_reason(reason, &link, point, &features);
-        Ok(KernelCounter { link: Some(link), groups: Mutex::new(groups), loss, ebpf, mode, reason })
+        Ok(KernelCounter { link: Some(link), groups: Mutex::new(groups), loss, tai_offset, ebpf, mode, reason })
+    }
+
+    /// Without `bpf_ktime_get_tai_ns` the program adds the CLOCK_TAI −
+    /// CLOCK_MONOTONIC offset measured at attach to its monotonic clock; a
+    /// step of the system clock since (NTP at boot, `date -s`, a VM's clock
+    /// synced by its host) moves TAI against CLOCK_MONOTONIC and every delay
+    /// with it. Measures the offset again and writes it when it moved by more
+    /// than [`TAI_OFFSET_SLACK_NS`], so a step skews the delays of one interval
+    /// at most. Returns how far it moved (ns) when it wrote it.
+    pub fn refresh_tai_offset(&self) -> Result<Option<i64>> {
+        let Some(config) = &self.tai_offset else { return Ok(None) };
+        let mut config = config.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut cfg = config.get(&0, 0).context("cannot read the counter's configuration")?;
+        let now = crate::clock::mono_to_tai_ns();
+        let moved = now.wrapping_sub(cfg.mono_to_tai_ns) as i64;
+        if moved.unsigned_abs() <= TAI_OFFSET_SLACK_NS {
+            return Ok(None);
+        }
+        cfg.mono_to_tai_ns = now;
+        config.set(0, cfg, 0).context("cannot write the counter's configuration")?;
+        Ok(Some(moved))
     }
 
     /// Counts only datagrams to these groups from now on, each with the one

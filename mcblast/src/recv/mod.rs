@@ -283,6 +283,8 @@ impl SocketCounter {
 }
 
 fn kernel_snapshot(k: &KernelCounter) -> Result<Snapshot> {
+    // Each interval, so a step of the system clock skews one interval's delays at most (kernels before 6.1).
+    k.refresh_tai_offset()?;
     let entries = k.flow_entries()?;
     let g = k.globals()?;
     Ok(Snapshot {
