@@ -198,8 +198,9 @@ impl KernelCounter {
     /// step of the system clock since (NTP at boot, `date -s`, a VM's clock
     /// synced by its host) moves TAI against CLOCK_MONOTONIC and every delay
     /// with it. Measures the offset again and writes it when it moved by more
-    /// than [`TAI_OFFSET_SLACK_NS`], so a step skews the delays of one interval
-    /// at most. Returns how far it moved (ns) when it wrote it.
+    /// than [`TAI_OFFSET_SLACK_NS`]; called every 0.1 s, so a step skews the
+    /// delays of the 0.1 s after it at most. Returns how far it moved (ns)
+    /// when it wrote it.
     pub fn refresh_tai_offset(&self) -> Result<Option<i64>> {
         let Some(config) = &self.tai_offset else { return Ok(None) };
         let mut config = config.lock().unwrap_or_else(PoisonError::into_inner);

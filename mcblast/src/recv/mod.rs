@@ -283,8 +283,6 @@ impl SocketCounter {
 }
 
 fn kernel_snapshot(k: &KernelCounter) -> Result<Snapshot> {
-    // Each interval, so a step of the system clock skews one interval's delays at most (kernels before 6.1).
-    k.refresh_tai_offset()?;
     let entries = k.flow_entries()?;
     let g = k.globals()?;
     Ok(Snapshot {
@@ -650,6 +648,7 @@ impl Receiver {
             if now - t.last_gap_poll >= GAP_POLL.as_nanos() as u64 {
                 t.last_gap_poll = now;
                 self.poll_gaps()?;
+                self.follow_clock(now - start)?;
             }
             let elapsed = Duration::from_nanos(now - start);
             let snaps = self.interval(&mut t, now)?;
@@ -664,6 +663,18 @@ impl Receiver {
             }
         }
         Ok((start, clock::mono_ns()))
+    }
+
+    /// Keeps the kernel counter's TAI offset true where the kernel has no TAI
+    /// helper (before 6.1), and says when the system clock stepped: the
+    /// delays of what arrived since the last check (`GAP_POLL`) are off by it.
+    fn follow_clock(&mut self, elapsed_ns: u64) -> Result<()> {
+        let Some(k) = &self.kernel else { return Ok(()) };
+        if let Some(moved_ns) = k.refresh_tai_offset()? {
+            let step = Notice::ClockStep { step_us: moved_ns as f64 / 1e3, at_s: elapsed_ns as f64 / 1e9 };
+            self.out.print(&RecvNotice::of(step))?;
+        }
+        Ok(())
     }
 
     /// Both counters' snapshots, kernel first.
@@ -1182,6 +1193,9 @@ enum Notice {
     RcvbufSmall { rcvbuf_granted: usize, rcvbuf_asked: usize },
     /// The worst flow's loss (%) exceeded `--max-loss`: the exit status is 1.
     MaxLoss { loss_pct: f64, max_loss_pct: f64 },
+    /// The system clock stepped by `step_us` (CLOCK_TAI against CLOCK_MONOTONIC) before `at_s` into the run; the
+    /// kernel counter (no TAI helper) now adds the new offset.
+    ClockStep { step_us: f64, at_s: f64 },
 }
 
 impl output::Record for RecvNotice {
@@ -1194,6 +1208,10 @@ impl output::Record for RecvNotice {
             Notice::MaxLoss { loss_pct, max_loss_pct } => {
                 format!("loss {loss_pct:.3} % exceeds --max-loss {max_loss_pct} %")
             }
+            Notice::ClockStep { step_us, at_s } => format!(
+                "note: the system clock stepped by {step_us:+.1} us before {at_s:.1} s; the kernel counter's delays \
+                 of datagrams received in the 0.1 s before are off by it (this kernel has no TAI helper)"
+            ),
         }
     }
 }
@@ -1414,6 +1432,12 @@ mod tests {
             r#"{"role":"recv","notice":"max_loss","loss_pct":10.0,"max_loss_pct":5.0}"#
         );
         assert_eq!(loss.human(), "loss 10.000 % exceeds --max-loss 5 %");
+        let step = RecvNotice::of(Notice::ClockStep { step_us: 5000.25, at_s: 2.6 });
+        assert_eq!(
+            serde_json::to_string(&step).unwrap(),
+            r#"{"role":"recv","notice":"clock_step","step_us":5000.25,"at_s":2.6}"#
+        );
+        assert!(step.human().starts_with("note: the system clock stepped by +5000.2 us before 2.6 s;"), "{}", step.human());
     }
 
     #[test]
