@@ -534,8 +534,7 @@ pub const TGW_SLOTS: usize = 256;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TgwGroup<L: Copy> {
     pub lock: L,
-    /// Slots in use (live members and aged-out ones not yet reused).
-    pub occupied: u32,
+    pub _pad: u32,
     /// Reports refused because every slot within the cap held a live member.
     pub refused: u64,
     /// Slots taken over from members that had aged out.

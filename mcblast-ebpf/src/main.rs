@@ -55,9 +55,11 @@ use mcblast_common::{
 /// field's BTF type must be the struct named `bpf_spin_lock`.
 type Entry = FlowEntry<bpf_spin_lock>;
 
-/// Bytes of one entry; the zero source below must be at least this big.
+/// Bytes of one entry; the zero source below must be at least this big,
+/// and as big as the TGW member cap's slots (`tgw.rs`), which start from it too.
 const ENTRY_LEN: usize = core::mem::size_of::<Entry>();
-const ZERO_WORDS: usize = ENTRY_LEN.div_ceil(8);
+const SLOTS_LEN: usize = core::mem::size_of::<mcblast_common::maps::TgwSlots>();
+const ZERO_WORDS: usize = if ENTRY_LEN > SLOTS_LEN { ENTRY_LEN } else { SLOTS_LEN }.div_ceil(8);
 
 /// Per-flow state, keyed by sender, group, run and flow.
 #[btf_map]
@@ -82,8 +84,8 @@ static GROUPS: HashMap<u32, u32, { MAX_GROUPS as usize }> = HashMap::new();
 #[btf_map]
 static GROUP_COUNT: Array<u32, 1> = Array::new();
 
-/// One all-zero entry-sized value, the source new flow entries are copied
-/// from (an entry is larger than the 512-byte BPF stack). Read-only for the
+/// One all-zero value, the source new flow entries (and the TGW member cap's
+/// slots) are copied from (both are larger than the 512-byte BPF stack). Read-only for the
 /// program; userspace never writes it.
 #[btf_map]
 static ZERO: Array<[u64; ZERO_WORDS], 1, { BPF_F_RDONLY_PROG as usize }> = Array::new();

@@ -37,9 +37,6 @@ static TGW_GROUPS: HashMap<u32, Group, { MAX_TGW_GROUPS as usize }> = HashMap::n
 static TGW_SLOTS_MAP: HashMap<u32, TgwSlots, { MAX_TGW_GROUPS as usize }, { BPF_F_NO_PREALLOC as usize }> =
     HashMap::new();
 
-/// Element 0 stays zero: the slots a new group starts from (too large for the stack).
-#[btf_map]
-static TGW_NO_SLOTS: Array<TgwSlots, 1> = Array::new();
 
 const PASS: i32 = TC_ACT_UNSPEC;
 const DROP: i32 = TC_ACT_SHOT as i32;
@@ -82,7 +79,7 @@ fn members(ctx: &TcContext) -> i32 {
                 // while it is held.
                 unsafe {
                     spin_lock(&raw mut (*g).lock);
-                    leave_locked(&mut *g, &mut *slots, member);
+                    leave_locked(&mut *slots, member);
                     spin_unlock(&raw mut (*g).lock);
                 }
             }
@@ -98,13 +95,15 @@ fn report(group: u32, member: u32) -> i32 {
     // SAFETY: element 0 of an array map, valid for the program's run.
     let (cap, age_ns) = unsafe { ((*cfg).cap, (*cfg).age_ns) };
     if TGW_SLOTS_MAP.get_ptr_mut(&group).is_none() {
-        let Some(empty) = TGW_NO_SLOTS.get_ptr(0) else { return PASS };
-        // NOEXIST: another CPU may have created them meanwhile.
-        // SAFETY: element 0 of an array map, valid for the program's run.
-        let _ = TGW_SLOTS_MAP.insert(&group, unsafe { &*empty }, BPF_NOEXIST as u64);
+        let Some(zero) = super::ZERO.get_ptr(0) else { return PASS };
+        // SAFETY: ZERO's value is at least size_of::<TgwSlots>() bytes,
+        // 8-aligned, all zero, valid for the program's run; all-zero slots
+        // are all free. NOEXIST: another CPU may have created them meanwhile.
+        let empty: &TgwSlots = unsafe { &*zero.cast::<TgwSlots>() };
+        let _ = TGW_SLOTS_MAP.insert(&group, empty, BPF_NOEXIST as u64);
     }
     if TGW_GROUPS.get_ptr_mut(&group).is_none() {
-        let fresh = Group { lock: bpf_spin_lock { val: 0 }, occupied: 0, refused: 0, aged_out: 0 };
+        let fresh = Group { lock: bpf_spin_lock { val: 0 }, _pad: 0, refused: 0, aged_out: 0 };
         let _ = TGW_GROUPS.insert(&group, &fresh, BPF_NOEXIST as u64);
     }
     let (Some(g), Some(slots)) = (TGW_GROUPS.get_ptr_mut(&group), TGW_SLOTS_MAP.get_ptr_mut(&group)) else {
@@ -140,11 +139,8 @@ fn admit_locked(g: &mut Group, s: &mut TgwSlots, member: u32, cap: usize, age_ns
         if i >= cap {
             break;
         }
-        let free = s.member[i] == 0;
-        if free || now.wrapping_sub(s.seen_ns[i]) > age_ns {
-            if free {
-                g.occupied += 1;
-            } else {
+        if s.member[i] == 0 || now.wrapping_sub(s.seen_ns[i]) > age_ns {
+            if s.member[i] != 0 {
                 g.aged_out += 1;
             }
             s.member[i] = member;
@@ -158,12 +154,11 @@ fn admit_locked(g: &mut Group, s: &mut TgwSlots, member: u32, cap: usize, age_ns
 
 /// With the group's lock held: frees `member`'s slot.
 #[inline(always)]
-fn leave_locked(g: &mut Group, s: &mut TgwSlots, member: u32) {
+fn leave_locked(s: &mut TgwSlots, member: u32) {
     for i in 0..TGW_SLOTS {
         if s.member[i] == member {
             s.member[i] = 0;
             s.seen_ns[i] = 0;
-            g.occupied = g.occupied.saturating_sub(1);
             return;
         }
     }

@@ -53,6 +53,11 @@ fn tgw_lab_with(tag: &str, limits: &TgwLimits, igmp: IgmpConfig, hosts: u32, per
     lab
 }
 
+/// Member cap `cap`, no rate limits.
+fn capped(cap: u32) -> TgwLimits {
+    TgwLimits { max_members: Some(cap), ..limits(None, None) }
+}
+
 fn limits(pps: Option<u64>, bps: Option<u64>) -> TgwLimits {
     TgwLimits { fragments: true, flow_pps: pps, flow_bps: bps, igmpv2_only: true, max_members: None, queries_from_zero: true }
 }
@@ -242,9 +247,7 @@ fn a_member_over_the_cap_gets_nothing() {
         return;
     }
     let _serial = serial();
-    let mut l = limits(None, None);
-    l.max_members = Some(2);
-    let lab = tgw_lab_hosts("m", &l, 2, 2, 2);
+    let lab = tgw_lab_hosts("m", &capped(2), 2, 2, 2);
     lab.watch_fabric().expect("fabric counters");
     let group = Ipv4Addr::new(239, 0, 0, 1);
     let first: Vec<Recv> = ["r1", "r2"].iter().map(|n| start_recv(&lab, n, &["-t", "20"])).collect();
@@ -277,11 +280,9 @@ fn a_silent_member_ages_out_and_its_place_goes_to_the_next() {
         return;
     }
     let _serial = serial();
-    let mut l = limits(None, None);
-    l.max_members = Some(2);
     let (_, mut igmp, _, _, _) = Preset::Tgw.settings();
     (igmp.query_interval_cs, igmp.membership_interval_cs) = (200, 700);
-    let lab = tgw_lab_with("a", &l, igmp, 2, 2);
+    let lab = tgw_lab_with("a", &capped(2), igmp, 2, 2);
     let group = Ipv4Addr::new(239, 0, 0, 1);
     let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let r1 = start_recv(&lab, "r1", &["-t", "40"]);

@@ -90,7 +90,7 @@ const VERIFIER_TAIL: usize = 20;
 /// How far CLOCK_TAI − CLOCK_MONOTONIC may move before the counter's copy is
 /// rewritten: above the spread of its measurement (a few µs), below any delay
 /// worth reporting.
-pub const TAI_OFFSET_SLACK_NS: u64 = 10_000;
+const TAI_OFFSET_SLACK_NS: u64 = 10_000;
 
 /// The XDP per-flow counter, attached to one interface.
 pub struct KernelCounter {
