@@ -122,9 +122,11 @@ struct Case {
     median_pps: f64,
     ratio_to_join: f64,
     median_machine_cpu_us_per_dgram: f64,
-    median_bpf_ns_per_dgram: f64,
-    /// Over the repeats: datagrams the counters received, and lost, summed
-    /// over receivers; sent × receivers for comparison.
+    /// From `cost_sample`, the run with the kernel's BPF statistics on.
+    bpf_ns_per_dgram: f64,
+    cost_sample: Option<Sample>,
+    /// Over the repeats and the cost run: datagrams the counters received,
+    /// and lost, summed over receivers; sent × receivers for comparison.
     received: u64,
     lost: u64,
     expected: u64,
@@ -226,7 +228,10 @@ fn finish(rx: Rx) -> Result<(u64, u64)> {
     rx.kernel_totals()
 }
 
-fn run_case(lab: &Lab, o: &Opts, engine: &str, mode: &str) -> Result<Sample> {
+/// One run of `mode`; with `stats` the kernel's BPF run-time statistics are on
+/// for it (and the counters' run time read), else off (and it reads 0).
+fn run_case(lab: &Lab, o: &Opts, engine: &str, mode: &str, stats: bool) -> Result<Sample> {
+    let _stats = if stats { Some(BpfStats::on()?) } else { None };
     let rx = start(lab, o, mode)?;
     let pids: Vec<u32> = match &rx {
         Rx::Counters(r) => r.0.iter().map(|(_, c)| c.id()).collect(),
@@ -281,29 +286,43 @@ impl Drop for BpfStats {
 
 fn measure(lab: &Lab, o: &Opts, engine: &str, offload: bool) -> Result<Vec<Case>> {
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); o.modes.len()];
+    let show = |mode: &str, run: &str, s: &Sample| {
+        eprintln!(
+            "{engine:>5} segmentation {}: {mode:>12}, {run}: {:.0} dgram/s, {:.2} us machine CPU/dgram, {:.0} ns BPF/dgram, received {} lost {}",
+            if offload { "offloaded" } else { "by sender" },
+            s.pps,
+            s.machine_cpu_us_per_dgram,
+            s.bpf_ns_per_dgram,
+            s.received,
+            s.lost
+        )
+    };
     // Repeats outermost: drift on a shared machine spreads over every mode.
     for k in 0..o.repeats {
         for (i, mode) in o.modes.iter().enumerate() {
-            let s = run_case(lab, o, engine, mode)?;
-            eprintln!(
-                "{engine:>5} segmentation {}: {mode:>12}, repeat {}: {:.0} dgram/s, {:.2} us machine CPU/dgram, {:.0} ns BPF/dgram, received {} lost {}",
-                if offload { "offloaded" } else { "by sender" },
-                k + 1,
-                s.pps,
-                s.machine_cpu_us_per_dgram,
-                s.bpf_ns_per_dgram,
-                s.received,
-                s.lost
-            );
+            let s = run_case(lab, o, engine, mode, false)?;
+            show(mode, &format!("repeat {}", k + 1), &s);
             samples[i].push(s);
+        }
+    }
+    // The counters' own run time, from one more run of each counter mode with
+    // the kernel's BPF statistics on: they read the clock twice a program run,
+    // which the rates above must not pay.
+    let mut costs: Vec<Option<Sample>> = Vec::new();
+    for mode in &o.modes {
+        costs.push(if mode == "join" { None } else { Some(run_case(lab, o, engine, mode, true)?) });
+        if let Some(s) = costs.last().unwrap() {
+            show(mode, "BPF statistics on", s);
         }
     }
     let join_pps = median(samples[o.modes.iter().position(|m| m == "join").expect("checked")].iter().map(|s| s.pps).collect());
     Ok(o.modes
         .iter()
         .zip(samples)
-        .map(|(mode, s)| {
+        .zip(costs)
+        .map(|((mode, s), cost)| {
             let pps = median(s.iter().map(|x| x.pps).collect());
+            let all = || s.iter().chain(cost.iter());
             Case {
                 engine: engine.to_string(),
                 segmented_by_sender: !offload,
@@ -311,11 +330,12 @@ fn measure(lab: &Lab, o: &Opts, engine: &str, offload: bool) -> Result<Vec<Case>
                 median_pps: pps,
                 ratio_to_join: if join_pps > 0.0 { pps / join_pps } else { 0.0 },
                 median_machine_cpu_us_per_dgram: median(s.iter().map(|x| x.machine_cpu_us_per_dgram).collect()),
-                median_bpf_ns_per_dgram: median(s.iter().map(|x| x.bpf_ns_per_dgram).collect()),
-                received: s.iter().map(|x| x.received).sum(),
-                lost: s.iter().map(|x| x.lost).sum(),
-                expected: if mode == "join" { 0 } else { s.iter().map(|x| x.sent).sum::<u64>() * o.receivers as u64 },
+                bpf_ns_per_dgram: cost.as_ref().map_or(0.0, |c| c.bpf_ns_per_dgram),
+                received: all().map(|x| x.received).sum(),
+                lost: all().map(|x| x.lost).sum(),
+                expected: if mode == "join" { 0 } else { all().map(|x| x.sent).sum::<u64>() * o.receivers as u64 },
                 samples: s,
+                cost_sample: cost,
             }
         })
         .collect())
@@ -326,8 +346,9 @@ fn table(cases: &[Case], o: &Opts, command: &str) -> String {
         "Command: `{command}`  \nSender flat out, {} B datagrams, {} receivers, each case {} s, {} repeats, medians. \
          `× join` is the sender's datagrams/s over its rate with join-only receivers in the same run. \
          Machine CPU is all busy time of the machine (sender and every receiver's stack) per sent datagram; \
-         BPF ns is the counter's own run time per datagram it counted (`kernel.bpf_stats_enabled`). \
-         received/lost: the kernel counters' totals over receivers and repeats, against sent × receivers.\n\n",
+         BPF ns is the counter's own run time per datagram it counted, from one more run of the case with \
+         `kernel.bpf_stats_enabled` on (off for the measured rates: it reads the clock twice a program run). \
+         received/lost: the kernel counters' totals over receivers, repeats and that run, against sent × receivers.\n\n",
         o.length, o.receivers, o.seconds, o.repeats
     );
     md.push_str("| engine | UDP segmentation | receivers | datagrams/s | × join | machine CPU µs/datagram | BPF ns/datagram | received / expected | lost |\n");
@@ -346,7 +367,7 @@ fn table(cases: &[Case], o: &Opts, command: &str) -> String {
             c.median_pps,
             c.ratio_to_join,
             c.median_machine_cpu_us_per_dgram,
-            if c.mode == "join" { "—".to_string() } else { format!("{:.0}", c.median_bpf_ns_per_dgram) },
+            if c.mode == "join" { "—".to_string() } else { format!("{:.0}", c.bpf_ns_per_dgram) },
             counted,
             if c.mode == "join" { "—".to_string() } else { c.lost.to_string() },
         ));
@@ -362,7 +383,6 @@ fn main() -> Result<()> {
     let shown: Vec<String> =
         std::env::args().skip(1).collect::<Vec<_>>().chunks(2).filter(|p| p[0] != "--mcblast").flat_map(|p| p.to_vec()).collect();
     let command = format!("cargo xtask bench recv {}", shown.join(" ")).trim_end().to_string();
-    let _stats = BpfStats::on()?;
     let cfg = LabConfig { prefix: format!("mcbr{}-", std::process::id()), receivers: o.receivers, ..LabConfig::default() };
     let lab = Lab::up(&cfg)?.with_mcblast(&o.mcblast);
     let mut cases = Vec::new();
