@@ -11,8 +11,9 @@
 #   sudo benches/scripts/counter-cost.sh OLD/mcblast NEW/mcblast [ROUNDS]
 #
 # Packets (built here, to 239.0.0.1:5001 from 10.77.0.1, as the lab's
-# sender's): one mcblast datagram of 1400 B, and a coalesced packet of
-# three 1000 B datagrams (a GRO/GSO shape, linear as test runs make it).
+# sender's): one mcblast datagram of 1400 B, and coalesced packets of
+# three 1000 B and of seven 400 B datagrams (GRO/GSO shapes, linear as test runs
+# make them).
 # After the first run each is a duplicate for the counter, so this measures
 # the parse, the flow lookup and the lock, not the histograms.
 set -euo pipefail
@@ -40,6 +41,7 @@ def packet(count, n):
     return bytes.fromhex('01005e000001' '020000000001' '0800') + ip + udp + pay
 open(sys.argv[1] + '/one.bin', 'wb').write(packet(1, 1400))
 open(sys.argv[1] + '/three.bin', 'wb').write(packet(3, 1000))
+open(sys.argv[1] + '/seven.bin', 'wb').write(packet(7, 400))
 PY
 "$lab" lab up --receivers ${#bins[@]} >/dev/null
 ids=()
@@ -54,7 +56,7 @@ done
 declare -A best
 for _ in $(seq "$rounds"); do
     for i in "${!ids[@]}"; do
-        for p in one three; do
+        for p in one three seven; do
             ns=$(ip netns exec "${MCBLAST_LAB_PREFIX}r1" bpftool prog run id "${ids[$i]}" data_in "$work/$p.bin" repeat 1000000 |
                 grep -o 'average): [0-9]*' | grep -o '[0-9]*$')
             k="$i $p"
@@ -62,10 +64,11 @@ for _ in $(seq "$rounds"); do
         done
     done
 done
-echo "| binary | 1 datagram of 1400 B, ns | × first | 3 coalesced datagrams of 1000 B, ns | × first |"
-echo "|---|---:|---:|---:|---:|"
+echo "| binary | 1 datagram of 1400 B, ns | × first | 3 coalesced datagrams of 1000 B, ns | × first | 7 coalesced datagrams of 400 B, ns | × first |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
 for i in "${!bins[@]}"; do
     r1=$(printf "%.2f" "$(echo "scale=4; ${best[$i one]} / ${best[0 one]}" | bc)")
     r3=$(printf "%.2f" "$(echo "scale=4; ${best[$i three]} / ${best[0 three]}" | bc)")
-    echo "| \`${bins[$i]}\` | ${best[$i one]} | $r1 | ${best[$i three]} | $r3 |"
+    r7=$(printf "%.2f" "$(echo "scale=4; ${best[$i seven]} / ${best[0 seven]}" | bc)")
+    echo "| \`${bins[$i]}\` | ${best[$i one]} | $r1 | ${best[$i three]} | $r3 | ${best[$i seven]} | $r7 |"
 done

@@ -151,6 +151,13 @@ pub const MAX_FRAGS: u32 = 8192;
 /// Most joined groups the kernel counter's `GROUPS` map holds.
 pub const MAX_GROUPS: u32 = 256;
 
+/// Elements of the kernel counter's `GROUP_COUNT` array: the number of
+/// groups in `GROUPS` ([`GROUP_COUNT_INDEX`]) and the list's generation
+/// ([`GROUP_GENERATION_INDEX`]), which userspace bumps after every change.
+pub const GROUP_COUNT_LEN: u32 = 2;
+pub const GROUP_COUNT_INDEX: u32 = 0;
+pub const GROUP_GENERATION_INDEX: u32 = 1;
+
 /// Configuration of the drop tracer (the `skb:kfree_skb` tp_btf program),
 /// element 0 of the `DROP_CONFIG` array map. The field offsets are resolved
 /// by userspace from the running kernel's BTF (`/sys/kernel/btf/vmlinux`),

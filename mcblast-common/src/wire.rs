@@ -305,16 +305,19 @@ impl Header {
 
 /// Datagrams each step of the kernel counter's walk over a GSO or GRO
 /// packet counts (each step is a program of its own, reached by a tail
-/// call, with this many copies of the tracker for the verifier to check).
-pub const WALK_PER_STEP: usize = 2;
+/// call, with this many copies of the tracker for the verifier to check);
+/// those of one flow are counted under one hold of the flow's lock. Two in
+/// the one-buffer XDP program of kernels before 5.18, whose verifiers run
+/// out of budget on four.
+pub const WALK_PER_STEP: usize = 4;
 
-/// Most datagrams of one packet the kernel counter counts: the first, then
-/// [`WALK_PER_STEP`] per tail call, of which the kernel allows 33 a packet.
-/// Enough for mcblast's own GSO batches (64 at most) and UDP GRO (64 at
-/// most, `UDP_GRO_CNT_MAX`); other senders' GSO batches can be up to
-/// `UDP_MAX_SEGMENTS` (128 on current kernels): the rest of such a packet
-/// is counted as unwalked, never guessed.
-pub const MAX_WALKED: usize = 1 + 33 * WALK_PER_STEP;
+/// Most datagrams of one packet the kernel counter counts: [`WALK_PER_STEP`]
+/// per tail call, of which the kernel allows 33 a packet. More than any
+/// GSO batch (`UDP_MAX_SEGMENTS`, 128 on current kernels) or UDP GRO packet
+/// (64, `UDP_GRO_CNT_MAX`) holds; a longer packet's rest would be counted as
+/// unwalked, never guessed. (Half as many, 66, in one-buffer XDP before
+/// 5.18: still more than mcblast's sender puts in one batch.)
+pub const MAX_WALKED: usize = 33 * WALK_PER_STEP;
 
 /// How a UDP payload of `payload_len` bytes is cut into mcblast datagrams,
 /// given the length field of the first header in it (`first_len`): the

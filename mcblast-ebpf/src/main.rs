@@ -45,9 +45,11 @@ use aya_ebpf::{
 use mcblast_common::{
     iperf2,
     maps::{
-        Config, DropConfig, FORMAT_IPERF2, DropKey, FlowEntry, FlowKey, FragKey, GLOBAL_COUNTERS, GlobalCounter, LOSS_RING_BYTES,
-        LossRecord, MAX_DROP_KEYS, MAX_FLOWS, MAX_FRAGS, MAX_GROUPS, TupleKey,
+        Config, DropConfig, DropKey, FORMAT_IPERF2, FlowEntry, FlowKey, FragKey, GLOBAL_COUNTERS, GROUP_COUNT_INDEX,
+        GROUP_COUNT_LEN, GROUP_GENERATION_INDEX, GlobalCounter, LOSS_RING_BYTES, LossRecord, MAX_DROP_KEYS, MAX_FLOWS,
+        MAX_FRAGS, MAX_GROUPS, TupleKey,
     },
+    tracker::Change,
     wire::{HEADER_LEN, Header, Kind, Packet, WALK_PER_STEP, WireError, datagrams, stride},
 };
 
@@ -80,9 +82,19 @@ static CONFIG: Array<Config, 1> = Array::new();
 static GROUPS: HashMap<u32, u32, { MAX_GROUPS as usize }> = HashMap::new();
 
 /// Element 0: how many entries userspace wrote to `GROUPS`; 0 means no group
-/// filter (every group is counted). Written after the entries.
+/// filter (every group is counted). Written after the entries. Element 1:
+/// the list's generation, bumped by userspace after every change (it
+/// retires the verdicts of [`JOIN_CACHE`]).
 #[btf_map]
-static GROUP_COUNT: Array<u32, 1> = Array::new();
+static GROUP_COUNT: Array<u32, { GROUP_COUNT_LEN as usize }> = Array::new();
+
+/// The last group verdict of this CPU's counter: a packet to the same group
+/// from the same source under the same generation of the list skips the
+/// `GROUPS` lookup (a hash of the group and a bucket walk, about a fifth of
+/// the counter's run time a packet, by `BPF_PROG_TEST_RUN`). Used only by
+/// the XDP and tc programs, which never run nested on one CPU.
+#[btf_map]
+static JOIN_CACHE: PerCpuArray<JoinVerdict, 1> = PerCpuArray::new();
 
 /// One all-zero value, the source new flow entries (and the TGW member cap's
 /// slots) are copied from (both are larger than the 512-byte BPF stack). Read-only for the
@@ -225,6 +237,8 @@ pub fn mcblast_tc_step(ctx: TcContext) -> i32 {
 
 /// Where the counter reads a frame from, offsets from the Ethernet header.
 trait Frame {
+    /// Datagrams a walk step counts (at most `WALK_PER_STEP`).
+    const STEP: usize = WALK_PER_STEP;
     /// `N` bytes at `offset`, copied out; None past the end of the frame.
     fn bytes<const N: usize>(&self, offset: usize) -> Option<[u8; N]>;
     /// Goes on with the walk in the step program of this program type (a
@@ -261,6 +275,10 @@ impl Frame for XdpFrame<'_> {
 struct XdpLinearFrame<'a>(&'a XdpContext);
 
 impl Frame for XdpLinearFrame<'_> {
+    /// Two: the verifiers of the kernels this program is for (before 5.18)
+    /// run out of budget on a step of four.
+    const STEP: usize = 2;
+
     #[inline(always)]
     fn bytes<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
         // SAFETY: `ptr_at` checked the N bytes lie inside the frame.
@@ -338,7 +356,10 @@ fn ptr_at<T>(ctx: &XdpContext, offset: usize, max: usize) -> Option<*const T> {
 #[inline(always)]
 fn ptr_in<T>(start: usize, end: usize, offset: usize, max: usize) -> Option<*const T> {
     // The verifier takes a variable packet offset only when offset and
-    // size stay below 64 KiB.
+    // size stay below 64 KiB. (Through `black_box`, so LLVM checks the
+    // offset itself, not a sum it was computed from, whose bound the
+    // verifier cannot carry back to it.)
+    let offset = core::hint::black_box(offset);
     if offset > max {
         return None;
     }
@@ -358,9 +379,52 @@ fn be16_at<F: Frame>(f: &F, offset: usize) -> Option<u16> {
 /// userspace listed none.
 #[inline(always)]
 fn joined(group: u32, source: u32) -> bool {
-    if GROUP_COUNT.get(0).is_none_or(|&n| n == 0) {
+    if GROUP_COUNT.get(GROUP_COUNT_INDEX).is_none_or(|&n| n == 0) {
         return true;
     }
+    in_groups(group, source)
+}
+
+/// [`joined`] for the counter: the verdict of the last packet of this CPU
+/// when it was for the same group, source and list (see [`JOIN_CACHE`]).
+#[inline(always)]
+fn joined_cached(group: u32, source: u32) -> bool {
+    if GROUP_COUNT.get(GROUP_COUNT_INDEX).is_none_or(|&n| n == 0) {
+        return true;
+    }
+    let generation = GROUP_COUNT.get(GROUP_GENERATION_INDEX).copied().unwrap_or(0);
+    let Some(cache) = JOIN_CACHE.get_ptr_mut(0) else { return in_groups(group, source) };
+    // SAFETY: this CPU's slot of a per-CPU array; the XDP and tc programs
+    // never run nested on one CPU, and nothing else uses the map.
+    let cache = unsafe { &mut *cache };
+    if cache.verdict != 0 && cache.group == group && cache.source == source && cache.generation == generation {
+        return cache.verdict == JoinVerdict::JOINED;
+    }
+    let yes = in_groups(group, source);
+    let verdict = if yes { JoinVerdict::JOINED } else { JoinVerdict::NOT_JOINED };
+    *cache = JoinVerdict { group, source, generation, verdict };
+    yes
+}
+
+/// A verdict of [`joined_cached`], kept per CPU.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct JoinVerdict {
+    group: u32,
+    source: u32,
+    generation: u32,
+    /// 0: none yet; else [`Self::JOINED`] or [`Self::NOT_JOINED`].
+    verdict: u32,
+}
+
+impl JoinVerdict {
+    const JOINED: u32 = 1;
+    const NOT_JOINED: u32 = 2;
+}
+
+/// Whether `GROUPS` lists `group` for any source or for `source`.
+#[inline(always)]
+fn in_groups(group: u32, source: u32) -> bool {
     let Some(p) = GROUPS.get_ptr(group) else { return false };
     // SAFETY: `p` points to a live u32 value of GROUPS (hash map values stay
     // valid for the program's run, RCU); an aligned 4-byte read.
@@ -417,7 +481,7 @@ fn try_count<F: Frame>(ctx: &F, cfg: &Config) -> Verdict {
     if u16::from_be_bytes([udp[2], udp[3]]) != port {
         return Verdict::Pass;
     }
-    if !joined(daddr, saddr) {
+    if !joined_cached(daddr, saddr) {
         // Flooded to this interface, but not a group (or source) the
         // receiver joined: not ours, whatever it carries.
         count(GlobalCounter::OtherGroup);
@@ -448,7 +512,7 @@ fn try_count<F: Frame>(ctx: &F, cfg: &Config) -> Verdict {
         stride: payload_len as u32,
         rx_ns: rx_ns(cfg),
         pieces: 1,
-        next: 1,
+        next: 0,
         counted: 0,
         sport: u16::from_ne_bytes([udp[0], udp[1]]),
         dport: u16::from_ne_bytes([udp[2], udp[3]]),
@@ -474,37 +538,45 @@ fn try_count<F: Frame>(ctx: &F, cfg: &Config) -> Verdict {
     let pieces = datagrams(payload_len, stride);
     pkt.stride = stride as u32;
     pkt.pieces = pieces as u32;
-    let verdict = datagram(&pkt, &first, stride);
     if pieces == 1 {
-        return verdict;
+        return datagram(&pkt, &first, stride);
     }
+    // Every datagram of a coalesced packet, the first too, is counted by the
+    // walk, so the first shares its flow's lookup and lock with the next.
     count(GlobalCounter::Coalesced);
-    pkt.counted = matches!(verdict, Verdict::Counted) as u32;
-    let Some(walk) = WALK.get_ptr_mut(0) else { return verdict };
+    pkt.next = 0;
+    let Some(walk) = WALK.get_ptr_mut(0) else { return Verdict::Pass };
     // SAFETY: this CPU's slot of a per-CPU array; the counter does not run
     // nested on one CPU, so nothing else uses it until the walk is done.
     unsafe { *walk = pkt };
     ctx.walk_on();
-    // The tail call failed (no step program loaded): the rest is unwalked.
-    count_n(GlobalCounter::Unwalked, (pieces - 1) as u64);
-    verdict
+    // The tail call failed (no step program loaded): nothing is walked.
+    count_n(GlobalCounter::Unwalked, pieces as u64);
+    Verdict::Pass
 }
 
-/// The walk of a coalesced packet: datagram `next` on, `WALK_PER_STEP` at a
+/// The walk of a coalesced packet: datagram `next` on, `F::STEP` at a
 /// time, then the next step by a tail call: a program of its own, so the
 /// tracker in it is verified once. In a loop (bounded, or `bpf_loop`) the
 /// verifier checks the tracker once per pass and runs out of budget. The
 /// kernel allows 33 tail calls a packet (`wire::MAX_WALKED` datagrams);
-/// the rest are `Unwalked`. Returns the packet's verdict.
+/// the rest are `Unwalked`. The datagrams of a step that belong to one
+/// flow are counted together, with one lookup of the flow and one hold of
+/// its lock (see [`account_batch`]); one of another flow ends the step and
+/// starts the next. Returns the packet's verdict.
 #[inline(always)]
 fn walk_step<F: Frame>(ctx: &F) -> Verdict {
     let Some(walk) = WALK.get_ptr_mut(0) else { return Verdict::Pass };
     // SAFETY: this CPU's slot, handed over by the program that tail-called
     // this one (see `try_count`).
     let mut pkt = unsafe { *walk };
+    let Some(batch) = BATCH.get_ptr_mut(0) else { return Verdict::Pass };
+    // SAFETY: this CPU's slot of a per-CPU array, used by one step at a time.
+    let batch = unsafe { &mut *batch };
     let (payload_len, stride) = (pkt.payload_len as usize, pkt.stride as usize);
+    let mut n = 0;
     let mut k = 0;
-    while k < WALK_PER_STEP && pkt.next < pkt.pieces {
+    while k < F::STEP && pkt.next < pkt.pieces {
         let off = pkt.next as usize * stride;
         if off >= payload_len {
             break;
@@ -512,15 +584,24 @@ fn walk_step<F: Frame>(ctx: &F) -> Verdict {
         let rest = payload_len - off;
         let len = if rest < stride { rest } else { stride };
         match ctx.bytes::<HEADER_LEN>(pkt.l4 as usize + UDP_HLEN + off) {
-            Some(h) => {
-                if matches!(datagram(&pkt, &h, len), Verdict::Counted) {
-                    pkt.counted = 1;
+            Some(raw) => match valid(&pkt, &raw, len) {
+                // Another flow: the next step starts with it.
+                Some(h) if n > 0 && (h.run, h.flow) != (batch.headers[0].run, batch.headers[0].flow) => break,
+                // (Always below: the verifier wants the index bounded.)
+                Some(h) if n < WALK_PER_STEP => {
+                    batch.headers[n] = h;
+                    n += 1;
                 }
-            }
+                // Foreign (counted by `valid`).
+                _ => {}
+            },
             None => count(GlobalCounter::Foreign),
         }
         pkt.next += 1;
         k += 1;
+    }
+    if n > 0 && matches!(account_batch::<F>(&pkt, batch, n), Verdict::Counted) {
+        pkt.counted = 1;
     }
     if pkt.next < pkt.pieces {
         // SAFETY: as above.
@@ -531,6 +612,19 @@ fn walk_step<F: Frame>(ctx: &F) -> Verdict {
     }
     if pkt.counted != 0 { Verdict::Counted } else { Verdict::Pass }
 }
+
+/// The datagrams of one flow counted together, and what each did to the
+/// flow's lost set: kept in a per-CPU map, as the BPF stack has no room.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Batch {
+    headers: [Header; WALK_PER_STEP],
+    changes: [Change; WALK_PER_STEP],
+}
+
+/// This CPU's [`Batch`] (the counter does not run nested on one CPU).
+#[btf_map]
+static BATCH: PerCpuArray<Batch, 1> = PerCpuArray::new();
 
 /// Whether the last piece of a payload cut at `stride` holds a valid
 /// mcblast header of its own length: checked before any piece is counted,
@@ -621,15 +715,23 @@ fn rx_ns(cfg: &Config) -> u64 {
 /// not a valid datagram of a counted run or its flow found no room.
 #[inline(always)]
 fn datagram(pkt: &Carrier, hdr: &[u8; HEADER_LEN], len: usize) -> Verdict {
-    let Ok(h) = Header::parse(&Packet::new_unchecked(&hdr[..]), len) else {
-        count(GlobalCounter::Foreign);
-        return Verdict::Pass;
-    };
-    if pkt.run_filter != 0 && h.run != pkt.run_filter {
-        count(GlobalCounter::Foreign);
-        return Verdict::Pass;
+    match valid(pkt, hdr, len) {
+        Some(h) => account(pkt, &h),
+        None => Verdict::Pass,
     }
-    account(pkt, &h)
+}
+
+/// The header of a valid datagram of `len` bytes of a counted run; None
+/// (and the datagram counted as foreign) for anything else.
+#[inline(always)]
+fn valid(pkt: &Carrier, hdr: &[u8; HEADER_LEN], len: usize) -> Option<Header> {
+    match Header::parse(&Packet::new_unchecked(&hdr[..]), len) {
+        Ok(h) if pkt.run_filter == 0 || h.run == pkt.run_filter => Some(h),
+        _ => {
+            count(GlobalCounter::Foreign);
+            None
+        }
+    }
 }
 
 /// Counts the packet's iperf2 datagram in its flow (see
@@ -653,14 +755,7 @@ fn iperf2_datagram<F: Frame>(ctx: &F, pkt: &Carrier, r: &iperf2::Reading) -> Ver
 /// when the flow found no room.
 #[inline(always)]
 fn account(pkt: &Carrier, h: &Header) -> Verdict {
-    let rx_ns = pkt.rx_ns;
-    let len = h.len as usize;
-    let key = FlowKey { sender: pkt.saddr, group: pkt.daddr, run: h.run, flow: h.flow };
-    let tuple = TupleKey { sender: pkt.saddr, group: pkt.daddr, sport: pkt.sport, dport: pkt.dport };
-    let Some(entry) = flow_entry(&key, &tuple) else {
-        count(GlobalCounter::MapFull);
-        return Verdict::Pass;
-    };
+    let Some((key, entry)) = flow_of(pkt, h, 1) else { return Verdict::Pass };
     if pkt.first_fragment != 0 {
         count(GlobalCounter::Fragments);
         // Its later fragments are matched by this entry, noted before the
@@ -668,32 +763,71 @@ fn account(pkt: &Carrier, h: &Header) -> Verdict {
         // first. A full LRU map evicts the oldest datagram; the insert
         // cannot fail otherwise.
         let fk = FragKey { sender: pkt.saddr, group: pkt.daddr, id: pkt.ip_id as u16, proto: IPPROTO_UDP, _pad: 0 };
-        let _ = FRAGS.insert(&fk, &((len + UDP_HLEN) as u32), 0);
+        let _ = FRAGS.insert(&fk, &((h.len as usize + UDP_HLEN) as u32), 0);
     }
-
     // SAFETY: `entry` points to a live value of FLOWS (hash map values stay
     // valid for the program's run, RCU); the lock field is the value's
     // bpf_spin_lock, and every path below unlocks it before returning.
     let ev = unsafe {
         spin_lock(&raw mut (*entry).lock);
-        let st = &mut (*entry).state;
-        let ev = match h.kind {
-            Kind::Data => st.on_data(h.seq, h.len, h.tx_ns, rx_ns, h.flags, h.clock),
-            Kind::End => st.on_end(h.seq, rx_ns, h.flags, h.clock),
-        };
+        let ev = (*entry).state.on_header(h, pkt.rx_ns);
         if pkt.first_fragment != 0 && matches!(h.kind, Kind::Data) {
             (*entry).fragmented += 1;
         }
         spin_unlock(&raw mut (*entry).lock);
         ev
     };
-    // The lost set changed: tell userspace, now that the lock is released.
+    report(key, ev, pkt.rx_ns);
+    Verdict::Counted
+}
+
+/// Runs the tracker of one flow on the first `n` of the batch's datagrams
+/// (of one run and flow id, in their order in a coalesced packet, which
+/// holds no fragment), with one lookup of the flow and one hold of its
+/// lock: [`Verdict::Counted`], or `Pass` when the flow found no room.
+#[inline(always)]
+fn account_batch<F: Frame>(pkt: &Carrier, batch: &mut Batch, n: usize) -> Verdict {
+    let Some((key, entry)) = flow_of(pkt, &batch.headers[0], n) else { return Verdict::Pass };
+    // SAFETY: as in `account`.
+    unsafe {
+        spin_lock(&raw mut (*entry).lock);
+        let st = &mut (*entry).state;
+        let mut i = 0;
+        while i < F::STEP {
+            batch.changes[i] = if i < n { st.on_header(&batch.headers[i], pkt.rx_ns) } else { Change::NONE };
+            i += 1;
+        }
+        spin_unlock(&raw mut (*entry).lock);
+    }
+    for ev in batch.changes.iter().take(F::STEP) {
+        report(key, *ev, pkt.rx_ns);
+    }
+    Verdict::Counted
+}
+
+/// The key and entry of `h`'s flow; None (and `n` datagrams counted as
+/// finding no room) when the flow map is full.
+#[inline(always)]
+fn flow_of(pkt: &Carrier, h: &Header, n: usize) -> Option<(FlowKey, *mut Entry)> {
+    let key = FlowKey { sender: pkt.saddr, group: pkt.daddr, run: h.run, flow: h.flow };
+    let tuple = TupleKey { sender: pkt.saddr, group: pkt.daddr, sport: pkt.sport, dport: pkt.dport };
+    match flow_entry(&key, &tuple) {
+        Some(entry) => Some((key, entry)),
+        None => {
+            count_n(GlobalCounter::MapFull, n as u64);
+            None
+        }
+    }
+}
+
+/// Tells userspace that the lost set changed (called with no lock held).
+#[inline(always)]
+fn report(key: FlowKey, ev: Change, rx_ns: u64) {
     if let Some(rec) = LossRecord::of(key, ev, rx_ns)
         && LOSS_EVENTS.output(&rec, 0).is_err()
     {
         count(GlobalCounter::LossEventsLost);
     }
-    Verdict::Counted
 }
 
 /// A later fragment (offset not 0) of a UDP datagram from `saddr` to

@@ -22,7 +22,8 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, ProgramArra
 use aya::programs::{BtfTracePoint, ProgramError, SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use mcblast_common::maps::{
-    Config, DropConfig, DropKey, FlowEntry, FlowKey, GLOBAL_COUNTERS, GlobalCounter, LossRecord, MAX_GROUPS, NO_DROP_REASON,
+    Config, DropConfig, DropKey, FlowEntry, FlowKey, GLOBAL_COUNTERS, GROUP_COUNT_INDEX, GROUP_GENERATION_INDEX,
+    GlobalCounter, LossRecord, MAX_GROUPS, NO_DROP_REASON,
 };
 use mcblast_common::tracker::FlowState;
 
@@ -259,7 +260,7 @@ impl KernelCounter {
         // a poisoned one is taken all the same.
         let mut m = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
         if want.is_empty() {
-            m.count.set(0, 0, 0).context("cannot turn off the kernel counter's group filter")?;
+            m.count.set(GROUP_COUNT_INDEX, 0, 0).context("cannot turn off the kernel counter's group filter")?;
         }
         // Old entries go first, so old and new together never need more
         // than MAX_GROUPS slots.
@@ -274,8 +275,12 @@ impl KernelCounter {
         for (&group, &src) in &want {
             m.groups.insert(group, src, 0).context("cannot write the kernel counter's joined groups")?;
         }
-        // Last: the filter takes effect once every entry is in place.
-        m.count.set(0, want.len() as u32, 0).context("cannot turn on the kernel counter's group filter")?;
+        // Last: the filter takes effect once every entry is in place, and a
+        // new generation retires the verdicts the counter kept per CPU.
+        let on = "cannot turn on the kernel counter's group filter";
+        m.count.set(GROUP_COUNT_INDEX, want.len() as u32, 0).context(on)?;
+        let generation = m.count.get(&GROUP_GENERATION_INDEX, 0).context(on)?;
+        m.count.set(GROUP_GENERATION_INDEX, generation.wrapping_add(1), 0).context(on)?;
         Ok(())
     }
 
