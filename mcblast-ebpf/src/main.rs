@@ -544,7 +544,6 @@ fn try_count<F: Frame>(ctx: &F, cfg: &Config) -> Verdict {
     // Every datagram of a coalesced packet, the first too, is counted by the
     // walk, so the first shares its flow's lookup and lock with the next.
     count(GlobalCounter::Coalesced);
-    pkt.next = 0;
     let Some(walk) = WALK.get_ptr_mut(0) else { return Verdict::Pass };
     // SAFETY: this CPU's slot of a per-CPU array; the counter does not run
     // nested on one CPU, so nothing else uses it until the walk is done.

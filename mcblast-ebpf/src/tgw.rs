@@ -37,7 +37,6 @@ static TGW_GROUPS: HashMap<u32, Group, { MAX_TGW_GROUPS as usize }> = HashMap::n
 static TGW_SLOTS_MAP: HashMap<u32, TgwSlots, { MAX_TGW_GROUPS as usize }, { BPF_F_NO_PREALLOC as usize }> =
     HashMap::new();
 
-
 const PASS: i32 = TC_ACT_UNSPEC;
 const DROP: i32 = TC_ACT_SHOT as i32;
 const IPPROTO_IGMP: u8 = 2;
