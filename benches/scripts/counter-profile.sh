@@ -32,8 +32,8 @@ trap cleanup EXIT
 # One case: receivers of `$1` (join or MODE), the sender flat out under perf;
 # writes $work/$1.txt (samples, comm, symbol) and $work/$1.sent.
 profile() {
-    local m=$1 point=${1%+sink} sink=""
-    [ "$m" != "$point" ] && sink=--sink
+    local m=$1 point=${1%+sink} sink=--sink=off
+    [ "$m" != "$point" ] && sink=--sink=on
     "$bin" lab up --receivers 9 >/dev/null
     for i in $(seq 1 9); do
         if [ "$m" = join ]; then

@@ -1,7 +1,8 @@
 //! `lab-bench`: the sender's engines × datagram length × receiver count on
 //! the namespace lab, flat out, each case repeated; receivers use the kernel
 //! counter only (a socket receiver would measure the receivers, not the
-//! sender). Results are medians with min–max ranges, and ratios against the
+//! sender), with the sink off, as in every table so far and beside the
+//! iperf2 reference's `iperf -s`. Results are medians with min–max ranges, and ratios against the
 //! reference engine measured in the same run (this machine is shared and
 //! noisy: absolute figures drift, ratios hold).
 //!
@@ -223,7 +224,7 @@ fn start_receivers(lab: &Lab, o: &Opts) -> Result<Receivers> {
                 &node,
                 &[
                     "mcblast", "recv", "--interface", "eth0", "--counter", "kernel", "--xdp-mode", &o.xdp_mode, "--json",
-                    "-i", "0", "-t", &t,
+                    "-i", "0", "-t", &t, "--sink=off",
                 ],
             )
             .stdout(Stdio::piped())

@@ -3,7 +3,7 @@
 //! against 9 receivers that (a) only join the group (a socket bound to no
 //! port of it, as `mcblast recv --counter kernel` joins), or run the kernel
 //! counter at (b) native XDP, (c) generic XDP, (d) tc ingress, each with and
-//! without `--sink`. Per case: the sender's datagrams/s and its ratio to the
+//! without `--sink`, and (e) with mcblast's own choices (`auto`: attach point and sink). Per case: the sender's datagrams/s and its ratio to the
 //! join-only receivers in the same run (this machine is shared and noisy:
 //! ratios hold, absolute figures drift), the machine's CPU per sent datagram
 //! (sender and every receiver's stack: the lab runs on one machine), the
@@ -35,7 +35,9 @@ use shared::{Receivers, median};
 
 const GROUP: Ipv4Addr = Ipv4Addr::new(239, 0, 0, 1);
 /// The receiver set-ups, in table order: `join` has no counter.
-const MODES: [&str; 7] = ["join", "native", "native+sink", "generic", "generic+sink", "tc", "tc+sink"];
+/// `auto` runs the receivers as `mcblast recv --counter kernel` with nothing else: the attach point and
+/// the sink (`--sink auto`) are what it chooses; the others set both (`--sink=off` without `+sink`).
+const MODES: [&str; 8] = ["join", "auto", "native", "native+sink", "generic", "generic+sink", "tc", "tc+sink"];
 
 struct Opts {
     mcblast: PathBuf,
@@ -111,6 +113,8 @@ struct Sample {
     /// Datagrams the receivers' kernel counters received, summed (0 for join).
     received: u64,
     lost: u64,
+    /// What the receivers run as, from their begin lines: attach point, and `+sink` with the sink on.
+    chosen: String,
 }
 
 #[derive(Serialize)]
@@ -162,7 +166,8 @@ fn bpf_run_time_ns(pid: u32) -> u64 {
 /// kernel-only receiver holds, without its counter, so datagrams take the
 /// same path up the stack (no listener on the port) in every mode.
 enum Rx {
-    Counters(Receivers),
+    /// The receivers, and what they chose (see [`Sample::chosen`]).
+    Counters(Receivers, String),
     Joiners(#[allow(dead_code)] Vec<UdpSocket>),
 }
 
@@ -182,29 +187,31 @@ fn start(lab: &Lab, o: &Opts, mode: &str) -> Result<Rx> {
         return Ok(Rx::Joiners(socks));
     }
     let (point, sink) = match mode.strip_suffix("+sink") {
-        Some(p) => (p, true),
-        None => (mode, false),
+        Some(p) => (p, "--sink=on"),
+        None if mode == "auto" => (mode, "--sink=auto"),
+        None => (mode, "--sink=off"),
     };
+    let mut chosen = std::collections::BTreeSet::new();
     let life = format!("{}", o.seconds + 60.0);
     let mut rx = Receivers(Vec::new());
     for node in lab.receivers() {
-        let mut argv = vec![
+        let argv = [
             "mcblast", "recv", "--interface", "eth0", "--counter", "kernel", "--xdp-mode", point, "--json", "-i", "0",
-            "-t", &life, "--grace", "3",
+            "-t", &life, "--grace", "3", sink,
         ];
-        if sink {
-            argv.push("--sink");
-        }
         let mut child: Child = lab.exec_cmd(&node, &argv).stdout(Stdio::piped()).spawn()?;
         let mut first = String::new();
         BufReader::new(child.stdout.as_mut().expect("stdout")).read_line(&mut first)?;
-        if !first.contains("\"begin\"") {
+        let begin: Value = serde_json::from_str(&first).unwrap_or_default();
+        if begin["type"] != "begin" {
             bail!("receiver {node} did not start at {point}: {first}");
         }
+        let on = if begin["sink"] == true { "+sink" } else { "" };
+        chosen.insert(format!("{}{on}", begin["xdp_mode"].as_str().unwrap_or("?")));
         rx.0.push((node, child));
     }
     lab.wait_members(GROUP, &lab.receivers(), Duration::from_secs(15))?;
-    Ok(Rx::Counters(rx))
+    Ok(Rx::Counters(rx, chosen.into_iter().collect::<Vec<_>>().join(" / ")))
 }
 
 /// The sender, flat out for `o.seconds`: its JSON summary.
@@ -224,7 +231,7 @@ fn send(lab: &Lab, o: &Opts, engine: &str) -> Result<Value> {
 
 /// The receivers' kernel summaries, once each has stopped: (received, lost).
 fn finish(rx: Rx) -> Result<(u64, u64)> {
-    let Rx::Counters(rx) = rx else { return Ok((0, 0)) };
+    let Rx::Counters(rx, _) = rx else { return Ok((0, 0)) };
     rx.kernel_totals()
 }
 
@@ -234,8 +241,12 @@ fn run_case(lab: &Lab, o: &Opts, engine: &str, mode: &str, stats: bool) -> Resul
     let _stats = if stats { Some(BpfStats::on()?) } else { None };
     let rx = start(lab, o, mode)?;
     let pids: Vec<u32> = match &rx {
-        Rx::Counters(r) => r.0.iter().map(|(_, c)| c.id()).collect(),
+        Rx::Counters(r, _) => r.0.iter().map(|(_, c)| c.id()).collect(),
         Rx::Joiners(_) => Vec::new(),
+    };
+    let chosen = match &rx {
+        Rx::Counters(_, c) => c.clone(),
+        Rx::Joiners(_) => String::new(),
     };
     let bpf0: u64 = pids.iter().map(|&p| bpf_run_time_ns(p)).sum();
     let cpu0 = cpu_jiffies();
@@ -253,6 +264,7 @@ fn run_case(lab: &Lab, o: &Opts, engine: &str, mode: &str, stats: bool) -> Resul
         bpf_ns_per_dgram: if received == 0 { 0.0 } else { bpf_ns as f64 / received as f64 },
         received,
         lost,
+        chosen,
     })
 }
 
@@ -363,7 +375,10 @@ fn table(cases: &[Case], o: &Opts, command: &str) -> String {
             "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {} |\n",
             c.engine,
             if c.segmented_by_sender { "sender's stack (off)" } else { "offloaded (lab as is)" },
-            c.mode,
+            match c.samples.first() {
+                Some(s) if c.mode == "auto" => format!("auto → {}", s.chosen),
+                _ => c.mode.clone(),
+            },
             c.median_pps,
             c.ratio_to_join,
             c.median_machine_cpu_us_per_dgram,

@@ -118,10 +118,14 @@ pub enum GlobalCounter {
     /// ([`crate::wire::MAX_WALKED`]): in no flow, so their flow shows
     /// them as lost. Non-zero means the counts are not exact.
     Unwalked = 10,
+    /// Data datagrams counted in their flows that the sink then dropped
+    /// (with their packet): the layers' `sunk`. Counted by the kernel, as
+    /// `--sink auto` can turn the sink off in the middle of a run.
+    Sunk = 11,
 }
 
 /// Number of entries in the `GLOBAL` array.
-pub const GLOBAL_COUNTERS: u32 = 11;
+pub const GLOBAL_COUNTERS: u32 = 12;
 
 /// Most flows one receiver tracks in the kernel.
 pub const MAX_FLOWS: u32 = 4096;

@@ -182,10 +182,23 @@ fn xdp_count<F: Frame>(f: &F) -> u32 {
     count(GlobalCounter::Packets);
     // The configuration is read once per packet, here.
     let Some(&cfg) = CONFIG.get(0) else { return xdp_action::XDP_PASS };
-    match try_count(f, &cfg) {
-        Verdict::Pass => xdp_action::XDP_PASS,
-        Verdict::Counted | Verdict::LaterFragment if cfg.sink != 0 => xdp_action::XDP_DROP,
-        Verdict::Counted | Verdict::LaterFragment => xdp_action::XDP_PASS,
+    if sinks(try_count(f, &cfg), &cfg) { xdp_action::XDP_DROP } else { xdp_action::XDP_PASS }
+}
+
+/// Whether the packet is dropped: with the sink on, when it was counted (its data datagrams are then
+/// counted as sunk) or is a later fragment of a counted datagram.
+#[inline(always)]
+fn sinks(v: Verdict, cfg: &Config) -> bool {
+    if cfg.sink == 0 {
+        return false;
+    }
+    match v {
+        Verdict::Pass => false,
+        Verdict::Counted(data) => {
+            count_n(GlobalCounter::Sunk, data as u64);
+            true
+        }
+        Verdict::LaterFragment => true,
     }
 }
 
@@ -198,10 +211,7 @@ fn xdp_count<F: Frame>(f: &F) -> u32 {
 pub fn mcblast_tc(ctx: TcContext) -> i32 {
     count(GlobalCounter::Packets);
     let Some(&cfg) = CONFIG.get(0) else { return TC_ACT_UNSPEC };
-    match try_count(&TcFrame(&ctx), &cfg) {
-        Verdict::Counted | Verdict::LaterFragment if cfg.sink != 0 => TC_ACT_SHOT as i32,
-        _ => TC_ACT_UNSPEC,
-    }
+    if sinks(try_count(&TcFrame(&ctx), &cfg), &cfg) { TC_ACT_SHOT as i32 } else { TC_ACT_UNSPEC }
 }
 
 /// The walk's next step over a coalesced packet in XDP (see [`walk_step`]).
@@ -219,20 +229,14 @@ pub fn mcblast_counter_linear_step(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn xdp_step<F: Frame>(f: &F) -> u32 {
     let Some(&cfg) = CONFIG.get(0) else { return xdp_action::XDP_PASS };
-    match walk_step(f) {
-        Verdict::Counted if cfg.sink != 0 => xdp_action::XDP_DROP,
-        _ => xdp_action::XDP_PASS,
-    }
+    if sinks(walk_step(f), &cfg) { xdp_action::XDP_DROP } else { xdp_action::XDP_PASS }
 }
 
 /// The walk's next step at tc ingress.
 #[classifier]
 pub fn mcblast_tc_step(ctx: TcContext) -> i32 {
     let Some(&cfg) = CONFIG.get(0) else { return TC_ACT_UNSPEC };
-    match walk_step(&TcFrame(&ctx)) {
-        Verdict::Counted if cfg.sink != 0 => TC_ACT_SHOT as i32,
-        _ => TC_ACT_UNSPEC,
-    }
+    if sinks(walk_step(&TcFrame(&ctx)), &cfg) { TC_ACT_SHOT as i32 } else { TC_ACT_UNSPEC }
 }
 
 /// Where the counter reads a frame from, offsets from the Ethernet header.
@@ -319,8 +323,8 @@ impl Frame for TcFrame<'_> {
 enum Verdict {
     /// Not ours, or not counted in a flow: let it through.
     Pass,
-    /// Accounted in a flow.
-    Counted,
+    /// Accounted in a flow, with this many data datagrams (not end markers).
+    Counted(u32),
     /// A later fragment of a datagram counted in a flow: passed, or
     /// dropped with the sink (so the sink drops the whole datagram).
     LaterFragment,
@@ -514,6 +518,7 @@ fn try_count<F: Frame>(ctx: &F, cfg: &Config) -> Verdict {
         pieces: 1,
         next: 0,
         counted: 0,
+        data: 0,
         sport: u16::from_ne_bytes([udp[0], udp[1]]),
         dport: u16::from_ne_bytes([udp[2], udp[3]]),
     };
@@ -599,8 +604,11 @@ fn walk_step<F: Frame>(ctx: &F) -> Verdict {
         pkt.next += 1;
         k += 1;
     }
-    if n > 0 && matches!(account_batch::<F>(&pkt, batch, n), Verdict::Counted) {
+    if n > 0
+        && let Verdict::Counted(data) = account_batch::<F>(&pkt, batch, n)
+    {
         pkt.counted = 1;
+        pkt.data += data;
     }
     if pkt.next < pkt.pieces {
         // SAFETY: as above.
@@ -609,7 +617,7 @@ fn walk_step<F: Frame>(ctx: &F) -> Verdict {
         // Past the kernel's tail-call limit.
         count_n(GlobalCounter::Unwalked, (pkt.pieces - pkt.next) as u64);
     }
-    if pkt.counted != 0 { Verdict::Counted } else { Verdict::Pass }
+    if pkt.counted != 0 { Verdict::Counted(pkt.data) } else { Verdict::Pass }
 }
 
 /// The datagrams of one flow counted together, and what each did to the
@@ -665,8 +673,9 @@ struct Carrier {
     /// Datagrams in the packet, and the next one to count.
     pieces: u32,
     next: u32,
-    /// 1 once a datagram of the packet was counted in its flow.
+    /// 1 once a datagram of the packet was counted in its flow, and how many of those were data.
     counted: u32,
+    data: u32,
     /// The UDP ports, as in the header.
     sport: u16,
     dport: u16,
@@ -777,7 +786,7 @@ fn account(pkt: &Carrier, h: &Header) -> Verdict {
         ev
     };
     report(key, ev, pkt.rx_ns);
-    Verdict::Counted
+    Verdict::Counted(matches!(h.kind, Kind::Data) as u32)
 }
 
 /// Runs the tracker of one flow on the first `n` of the batch's datagrams
@@ -798,10 +807,12 @@ fn account_batch<F: Frame>(pkt: &Carrier, batch: &mut Batch, n: usize) -> Verdic
         }
         spin_unlock(&raw mut (*entry).lock);
     }
-    for ev in batch.changes.iter().take(F::STEP) {
+    let mut data = 0;
+    for (i, ev) in batch.changes.iter().take(F::STEP).enumerate() {
         report(key, *ev, pkt.rx_ns);
+        data += (i < n && matches!(batch.headers[i].kind, Kind::Data)) as u32;
     }
-    Verdict::Counted
+    Verdict::Counted(data)
 }
 
 /// The key and entry of `h`'s flow; None (and `n` datagrams counted as

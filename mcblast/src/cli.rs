@@ -263,14 +263,17 @@ pub struct RecvArgs {
     /// Which counters run: kernel (eBPF XDP), socket (recvmmsg), or both side by side
     /// (default both; kernel with --sink).
     #[arg(long, value_enum, default_value_t = CounterModeArg::Both,
-          default_value_if("sink", clap::builder::ArgPredicate::IsPresent, "kernel"),
+          default_value_if("sink", "on", "kernel"),
           default_value_if("iperf2_server", clap::builder::ArgPredicate::IsPresent, "kernel"))]
     pub counter: CounterModeArg,
-    /// Sink: the kernel counter drops every mcblast datagram it counted (XDP_DROP), so the
-    /// receiving stack never sees them and a saturation run measures the path. Needs the
-    /// kernel counter alone (implies --counter kernel).
-    #[arg(long)]
-    pub sink: bool,
+    /// Sink: the kernel counter drops every mcblast datagram it counted (XDP_DROP, or TC_ACT_SHOT at tc),
+    /// so the stack past it never sees them. auto (the default): on for the kernel counter alone when
+    /// nothing else on this host would take them (no socket bound to the port, the interface no port of a
+    /// bridge or other device, no multicast routing on it), else off; the begin line says which and why.
+    /// `--sink` alone is `--sink=on`, which implies --counter kernel.
+    #[arg(long, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "on",
+          default_value_t = SinkArg::Auto, value_name = "WHEN")]
+    pub sink: SinkArg,
     /// Stop after this many seconds at the latest (recv also stops once every flow has ended, plus --grace, and on Ctrl-C).
     #[arg(short = 't', long, value_name = "SECS")]
     pub time: Option<f64>,
@@ -330,6 +333,15 @@ pub enum CounterModeArg {
     Kernel,
     Socket,
     Both,
+}
+
+/// `recv --sink`: whether the kernel counter drops what it counted.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkArg {
+    /// On when nothing else on this host would take the datagrams (see `recv::sink`).
+    Auto,
+    On,
+    Off,
 }
 
 /// `recv --format`: what the datagrams on the port are (`recv::Format`).

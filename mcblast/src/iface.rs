@@ -38,6 +38,25 @@ pub fn lookup(name: &str) -> Result<Iface> {
     Ok(Iface { name: name.to_string(), index, mtu, addr })
 }
 
+/// The devices that take the interface's packets besides its own IP stack: the master it is a port of (a
+/// bridge, bond, team, VRF) and its upper devices (VLAN, macvlan, ...), from /sys/class/net.
+pub fn takers(name: &str) -> Vec<String> {
+    let dir = format!("/sys/class/net/{name}");
+    let master = std::fs::read_link(format!("{dir}/master")).ok().and_then(|p| Some(p.file_name()?.to_string_lossy().into_owned()));
+    let uppers = std::fs::read_dir(&dir).into_iter().flatten().filter_map(|e| {
+        let n = e.ok()?.file_name().to_string_lossy().into_owned();
+        n.strip_prefix("upper_").map(str::to_string)
+    });
+    let mut v: Vec<String> = master.into_iter().chain(uppers).collect();
+    v.dedup();
+    v
+}
+
+/// Whether multicast routing forwards what arrives on the interface (a multicast routing daemon runs).
+pub fn mc_forwarding(name: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{name}/mc_forwarding")).is_ok_and(|s| s.trim() == "1")
+}
+
 /// The interface the kernel would use for a multicast group: the one with a
 /// route for it, from `ip route get`. Returns None when there is no route.
 pub fn default_for_group(group: Ipv4Addr) -> Option<String> {

@@ -223,6 +223,10 @@ pub struct RecvBegin {
     pub drop_tracer: bool,
     /// `--sink`: the kernel counter drops the mcblast datagrams it counted.
     pub sink: bool,
+    /// What `--sink auto` (the default, for the kernel counter alone) found and chose; absent when the flags
+    /// decided.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sink_reason: Option<String>,
 }
 
 #[derive(Serialize, Debug, Clone, PartialEq)]

@@ -310,10 +310,10 @@ fn sink_counts_every_datagram_at_the_driver_and_none_reach_the_stack() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("--sink") && err.contains("--counter kernel"), "{err}");
 
-    // Control: the kernel counter alone passes what it counted on to the
-    // stack, which has no listener for it (Udp IgnoredMulti grows).
+    // Control: the kernel counter alone with the sink off passes what it
+    // counted on to the stack, which has no listener for it (Udp IgnoredMulti grows).
     let before = udp_seen(&lab, "r1");
-    let r = start_recv(&lab, "r1", &["--counter", "kernel"]);
+    let r = start_recv(&lab, "r1", &["--counter", "kernel", "--sink=off"]);
     assert_eq!(r.begin["sink"], false);
     wait_members(&lab);
     let s = send(&lab, &["-n", "500", "--pps", "5000", "-l", "1470"]);
@@ -345,6 +345,52 @@ fn sink_counts_every_datagram_at_the_driver_and_none_reach_the_stack() {
     assert_eq!(l["adds_up"], true, "{l}");
     // Ground truth: the receiver's UDP stack saw none of them (nor the end markers).
     assert_eq!(udp_seen(&lab, "r1") - before, 0, "sunk datagrams must not reach the UDP stack");
+}
+
+#[test]
+fn sink_auto_drops_only_what_nothing_else_takes_and_stops_once_a_socket_binds_the_port() {
+    if common::skip(NEEDS) {
+        return;
+    }
+    let _serial = serial();
+    let lab = lab("sa", 1);
+    // The kernel counter alone, nothing else on r1: `--sink auto` (the default) turns the sink on and says why.
+    // A long grace keeps it running from the first run's end marker into the second run.
+    let before = udp_seen(&lab, "r1");
+    let k = start_recv(&lab, "r1", &["--counter", "kernel", "-t", "40", "--grace", "8"]);
+    assert_eq!(k.begin["sink"], true, "{}", k.begin);
+    let why = k.begin["sink_reason"].as_str().unwrap_or_default().to_string();
+    assert!(why.contains("nothing else here takes port 5001"), "{}", k.begin);
+    wait_members(&lab);
+    let first = send(&lab, &["-n", "300", "--pps", "5000", "-l", "1470"]);
+    assert_eq!(first["sent"].as_u64(), Some(300));
+    assert_eq!(udp_seen(&lab, "r1") - before, 0, "sunk datagrams must not reach the UDP stack");
+
+    // A socket bound to the port: the sink goes off (checked every 0.1 s), and what follows reaches it.
+    let sock = start_recv(&lab, "r1", &["--counter", "socket", "-t", "40", "--grace", "3"]);
+    // Meanwhile a new kernel-only receiver sees the socket and leaves the sink off, saying why.
+    let other = start_recv(&lab, "r1", &["--counter", "kernel", "-t", "0.5"]);
+    assert_eq!(other.begin["sink"], false, "{}", other.begin);
+    assert_eq!(other.begin["sink_reason"], "1 socket is bound to port 5001 here", "{}", other.begin);
+    finish(other);
+    std::thread::sleep(Duration::from_millis(1500));
+    let second = send(&lab, &["-n", "400", "--pps", "5000", "-l", "1470"]);
+    assert_eq!(second["sent"].as_u64(), Some(400));
+
+    let s = only_flow(summary(&finish(sock), "socket")).clone();
+    assert_eq!((s["received"].as_u64(), s["lost"].as_u64()), (Some(400), Some(0)), "the socket gets the second run: {s}");
+    let lines = finish(k);
+    let off: Vec<&Value> = lines.iter().filter(|l| l["type"] == "notice" && l["notice"] == "sink_off").collect();
+    assert_eq!(off.len(), 1, "{lines:?}");
+    assert_eq!(off[0]["why"], "1 socket is bound to port 5001 here", "{}", off[0]);
+    let flows = summary(&lines, "kernel")["flows"].as_array().expect("flows").clone();
+    let mut received: Vec<u64> = flows.iter().map(|f| f["received"].as_u64().unwrap_or(0)).collect();
+    received.sort();
+    assert_eq!(received, [300, 400], "the kernel counter counts both runs: {flows:?}");
+    assert!(flows.iter().all(|f| f["lost"].as_u64() == Some(0)), "{flows:?}");
+    // Ground truth: exactly the first run's datagrams were dropped after counting.
+    let l = summary(&lines, "layers");
+    assert_eq!(l["sunk"].as_u64(), Some(300), "{l}");
 }
 
 /// Programs on the tcx ingress hook of a node's eth0 (from the kernel, BPF_PROG_QUERY).

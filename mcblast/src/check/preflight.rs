@@ -345,21 +345,6 @@ fn sysctl_int(key: &str) -> Option<i64> {
     std::fs::read_to_string(format!("/proc/sys/{}", key.replace('.', "/"))).ok()?.trim().parse().ok()
 }
 
-/// UDP sockets of this network namespace bound to `port` (/proc/net/udp).
-pub fn udp_sockets_on(port: u16) -> Option<usize> {
-    let t = std::fs::read_to_string("/proc/net/udp").ok()?;
-    Some(count_port(&t, port))
-}
-
-fn count_port(proc_net_udp: &str, port: u16) -> usize {
-    let want = format!("{port:04X}");
-    proc_net_udp
-        .lines()
-        .skip(1)
-        .filter(|l| l.split_whitespace().nth(1).and_then(|a| a.split(':').nth(1)) == Some(want.as_str()))
-        .count()
-}
-
 /// chrony's current offset in seconds (`chronyc -c tracking`, field 5), when chrony runs.
 fn chrony_offset() -> Option<f64> {
     let o = std::process::Command::new("chronyc").args(["-c", "tracking"]).output().ok()?;
@@ -412,7 +397,7 @@ pub fn gather(a: &PreflightPlan) -> Result<PreflightReport> {
             sysctl_int("net.ipv4.conf.all.force_igmp_version"),
         ));
         f.push(check_rp_filter(n, sysctl_int(&format!("net.ipv4.conf.{n}.rp_filter")), sysctl_int("net.ipv4.conf.all.rp_filter")));
-        f.push(check_multicast_all(a.port, mcblast_socket_multicast_all_off(), udp_sockets_on(a.port)));
+        f.push(check_multicast_all(a.port, mcblast_socket_multicast_all_off(), crate::sys::net::udp_sockets_on(a.port)));
         f.push(check_memberships(a.groups.len(), sysctl_int("net.ipv4.igmp_max_memberships")));
         f.push(check_rcvbuf(a.rate, sysctl_int("net.core.rmem_max").map(|v| v.max(0) as u64), privileged));
     }
@@ -603,9 +588,6 @@ mod tests {
         assert_eq!(f.level, Level::Warn);
         assert!(f.fix.unwrap().contains("sport = :5001"));
         assert_eq!(check_multicast_all(5001, Some(false), Some(0)).level, Level::Fail);
-        let udp = "  sl  local_address rem_address   st\n   1: 00000000:1389 00000000:0000 07\n   2: 0100007F:1389 00000000:0000 07\n   3: 00000000:1388 00000000:0000 07\n";
-        assert_eq!(count_port(udp, 5001), 2);
-        assert_eq!(count_port(udp, 5000), 1);
     }
 
     #[test]

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::cli::{CounterModeArg, FormatArg, RecvArgs, SenderClockArg, XdpModeArg};
+use crate::cli::{CounterModeArg, FormatArg, RecvArgs, SenderClockArg, SinkArg, XdpModeArg};
 use crate::iface;
 use crate::mcast::check_groups;
 use crate::recv::kernel::XdpMode;
+use crate::recv::sink::Sink;
 use crate::recv::{CounterMode, Format, MAX_SECS, Reader, RecvPlan, SenderClock};
 use crate::sys;
 
@@ -68,7 +69,7 @@ fn check_format(a: &RecvArgs) -> Result<()> {
     if a.iperf2_server && format != Format::Iperf2 {
         bail!("--iperf2-server runs iperf2's server on iperf2 traffic: add --format iperf2");
     }
-    if a.iperf2_server && (counter != CounterMode::Kernel || a.sink) {
+    if a.iperf2_server && (counter != CounterMode::Kernel || a.sink == SinkArg::On) {
         bail!("--iperf2-server makes iperf2 the socket reader beside the kernel counter: drop --counter and --sink");
     }
     if format == Format::Mcblast && sender_clock != SenderClock::Unknown {
@@ -101,9 +102,14 @@ pub fn plan(a: &RecvArgs) -> Result<RecvPlan> {
         CounterMode::Socket => (false, true),
         CounterMode::Both => (true, true),
     };
-    if a.sink && counter != CounterMode::Kernel {
-        bail!("--sink drops mcblast datagrams in the kernel counter, so no socket would see them: use --sink with --counter kernel");
-    }
+    let sink = match a.sink {
+        SinkArg::On if counter != CounterMode::Kernel => bail!(
+            "--sink drops mcblast datagrams in the kernel counter, so no socket would see them: use --sink with --counter kernel"
+        ),
+        SinkArg::On => Sink::asked(true),
+        SinkArg::Auto if counter == CounterMode::Kernel && !a.iperf2_server => Sink::auto(&iface, a.common.port),
+        SinkArg::Auto | SinkArg::Off => Sink::asked(false),
+    };
     if kernel && !(sys::has_capability(39) || sys::has_capability(21)) || kernel && !sys::has_capability(12) {
         bail!(
             "the kernel counter needs CAP_BPF and CAP_NET_ADMIN to load and attach its XDP program: run as root, or use --counter socket"
@@ -134,7 +140,7 @@ pub fn plan(a: &RecvArgs) -> Result<RecvPlan> {
         source: a.source,
         kernel,
         socket,
-        sink: a.sink,
+        sink,
         interval: Some(secs(a.common.interval, "--interval")?).filter(|d| !d.is_zero()),
         time: a.time.map(|t| secs(t, "--time")).transpose()?,
         grace: secs(a.grace, "--grace")?,

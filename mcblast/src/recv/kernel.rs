@@ -105,10 +105,12 @@ pub struct KernelCounter {
     /// The `LOSS_EVENTS` ring buffer (gaps and fills of every flow), taken
     /// out of `ebpf` so [`drain_loss`](Self::drain_loss) works through `&self`.
     loss: Mutex<RingBuf<MapData>>,
-    /// The `CONFIG` map, taken out of `ebpf` where the kernel has no
-    /// `bpf_ktime_get_tai_ns`, so [`refresh_tai_offset`](Self::refresh_tai_offset)
-    /// can correct the offset the program adds to its monotonic clock.
-    tai_offset: Option<Mutex<Array<MapData, Config>>>,
+    /// The `CONFIG` map, taken out of `ebpf` so [`set_sink`](Self::set_sink) and, where the kernel has no
+    /// `bpf_ktime_get_tai_ns`, [`refresh_tai_offset`](Self::refresh_tai_offset) (which corrects the offset
+    /// the program adds to its monotonic clock) write it through `&self`.
+    config: Mutex<Array<MapData, Config>>,
+    /// Whether the program adds a measured TAI offset to its monotonic clock.
+    tai_offset: bool,
     ebpf: Ebpf,
     mode: &'static str,
     /// Why the counter sits there (see [`auto_order`]).
@@ -172,10 +174,8 @@ impl KernelCounter {
         let loss = Mutex::new(RingBuf::try_from(
             ebpf.take_map("LOSS_EVENTS").context("eBPF object has no LOSS_EVENTS map")?,
         )?);
-        let tai_offset = match features.tai_helper {
-            true => None,
-            false => Some(Mutex::new(Array::try_from(ebpf.take_map("CONFIG").context("eBPF object has no CONFIG map")?)?)),
-        };
+        let config = Mutex::new(Array::try_from(ebpf.take_map("CONFIG").context("eBPF object has no CONFIG map")?)?);
+        let tai_offset = !features.tai_helper;
         // Each program is loaded when its attach point is first tried.
         let mut attach = |point: AttachPoint| match point {
             AttachPoint::Native => attach_xdp(&mut ebpf, &features, iface, XDP_FLAGS_DRV_MODE),
@@ -191,7 +191,7 @@ impl KernelCounter {
         };
         let mode = point.mode();
         let reason = attach_reason(reason, &link, point, &features);
-        Ok(KernelCounter { link: Some(link), groups: Mutex::new(groups), loss, tai_offset, ebpf, mode, reason })
+        Ok(KernelCounter { link: Some(link), groups: Mutex::new(groups), loss, config, tai_offset, ebpf, mode, reason })
     }
 
     /// Without `bpf_ktime_get_tai_ns` the program adds the CLOCK_TAI −
@@ -203,8 +203,10 @@ impl KernelCounter {
     /// delays of the 0.1 s after it at most. Returns how far it moved (ns)
     /// when it wrote it.
     pub fn refresh_tai_offset(&self) -> Result<Option<i64>> {
-        let Some(config) = &self.tai_offset else { return Ok(None) };
-        let mut config = config.lock().unwrap_or_else(PoisonError::into_inner);
+        if !self.tai_offset {
+            return Ok(None);
+        }
+        let mut config = self.config.lock().unwrap_or_else(PoisonError::into_inner);
         let mut cfg = config.get(&0, 0).context("cannot read the counter's configuration")?;
         let now = crate::clock::mono_to_tai_ns();
         let moved = now.wrapping_sub(cfg.mono_to_tai_ns) as i64;
@@ -214,6 +216,15 @@ impl KernelCounter {
         cfg.mono_to_tai_ns = now;
         config.set(0, cfg, 0).context("cannot write the counter's configuration")?;
         Ok(Some(moved))
+    }
+
+    /// Turns the sink on or off from the next packet on. The datagrams it dropped are counted in
+    /// [`GlobalCounter::Sunk`].
+    pub fn set_sink(&self, on: bool) -> Result<()> {
+        let mut config = self.config.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut cfg = config.get(&0, 0).context("cannot read the counter's configuration")?;
+        cfg.sink = on.into();
+        config.set(0, cfg, 0).context("cannot write the counter's configuration")
     }
 
     /// Counts only datagrams to these groups from now on, each with the one

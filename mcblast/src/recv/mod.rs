@@ -7,6 +7,7 @@ pub mod igmp_timing;
 pub mod iperf2_server;
 pub mod kernel;
 pub mod live;
+pub mod sink;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -148,6 +149,8 @@ pub struct Snapshot {
     /// GRO), and datagrams in them past the counter's walk (not counted).
     pub coalesced: Option<u64>,
     pub unwalked: Option<u64>,
+    /// Kernel counter only: data datagrams the sink dropped after counting them.
+    pub sunk: Option<u64>,
 }
 
 impl Snapshot {
@@ -296,6 +299,7 @@ fn kernel_snapshot(k: &KernelCounter) -> Result<Snapshot> {
         other_group: Some(g[GlobalCounter::OtherGroup as usize]),
         coalesced: Some(g[GlobalCounter::Coalesced as usize]),
         unwalked: Some(g[GlobalCounter::Unwalked as usize]),
+        sunk: Some(g[GlobalCounter::Sunk as usize]),
     })
 }
 
@@ -326,7 +330,8 @@ pub struct RecvPlan {
     pub source: Option<Ipv4Addr>,
     pub kernel: bool,
     pub socket: bool,
-    pub sink: bool,
+    /// Whether the kernel counter drops what it counted (`--sink`), and why when `auto` chose.
+    pub sink: sink::Sink,
     pub interval: Option<Duration>,
     pub time: Option<Duration>,
     pub grace: Duration,
@@ -471,7 +476,7 @@ fn tracer_counts(
 /// counter also the drop tracer. Loss attribution needs both counters and the tracer; without the tracer the
 /// receiver still counts, and says why there is no waterfall.
 fn attach_kernel(p: &RecvPlan) -> Result<(KernelCounter, Option<ReasonNames>)> {
-    let mut k = KernelCounter::attach(&p.iface, p.xdp_mode, p.reader.config(p.sink))?;
+    let mut k = KernelCounter::attach(&p.iface, p.xdp_mode, p.reader.config(p.sink.on))?;
     let joined: Vec<_> = p.groups.iter().map(|g| (*g, p.source)).collect();
     k.set_groups(&joined)?;
     let mut reason_names = None;
@@ -614,7 +619,8 @@ impl Receiver {
             attach_reason: kernel.as_ref().map(|k| k.reason().to_string()),
             clock_synced: self.synced,
             drop_tracer: self.reason_names.is_some(),
-            sink: p.sink,
+            sink: p.sink.on,
+            sink_reason: p.sink.why.clone(),
         };
         self.out.print(&begin)?;
         if p.socket && self.granted < self.p.rcvbuf / 2 {
@@ -649,6 +655,7 @@ impl Receiver {
                 t.last_gap_poll = now;
                 self.poll_gaps()?;
                 self.follow_clock(now - start)?;
+                self.follow_readers(now - start)?;
             }
             let elapsed = Duration::from_nanos(now - start);
             let snaps = self.interval(&mut t, now)?;
@@ -674,6 +681,17 @@ impl Receiver {
             let step = Notice::ClockStep { step_us: moved_ns as f64 / 1e3, at_s: elapsed_ns as f64 / 1e9 };
             self.out.print(&RecvNotice::of(step))?;
         }
+        Ok(())
+    }
+
+    /// `--sink auto`: turns the sink off, saying so, once a socket is bound to the port, so whatever reads it
+    /// gets the datagrams from then on.
+    fn follow_readers(&mut self, elapsed_ns: u64) -> Result<()> {
+        let Some(k) = &self.kernel else { return Ok(()) };
+        let Some(sockets) = self.p.sink.follow(self.p.port) else { return Ok(()) };
+        k.set_sink(false)?;
+        let off = Notice::SinkOff { why: sink::sockets_bound(sockets, self.p.port), at_s: elapsed_ns as f64 / 1e9 };
+        self.out.print(&RecvNotice::of(off))?;
         Ok(())
     }
 
@@ -861,7 +879,7 @@ impl Receiver {
     /// counted), the IGMP timing; then the socket counter's failure, or --max-loss's verdict.
     fn report(mut self, mut f: Finals, duration: f64) -> Result<ExitCode> {
         let worst = self.summaries(&f, duration)?;
-        let layers = match f.reasons.take().or_else(|| self.p.sink.then(Vec::new)) {
+        let layers = match f.reasons.take().or_else(|| self.p.sink.on.then(Vec::new)) {
             Some(reasons) => Some(self.layers(&f, reasons, duration)?),
             None => None,
         };
@@ -957,9 +975,9 @@ impl Receiver {
                 .iter()
                 .find(|(n, _)| *n == "kernel")
                 .map_or(0, |(_, s)| s.fragmented.iter().map(|(_, n)| n).sum()),
-            // The program drops every datagram it counted in a flow (a
-            // fragmented one with all its matched fragments).
-            sunk: if self.p.sink { sum(kf, |s| s.received) } else { 0 },
+            // The program counts the data datagrams it dropped after counting them in their flow (a fragmented
+            // one with all its matched fragments).
+            sunk: finals.iter().find(|(n, _)| *n == "kernel").and_then(|(_, s)| s.sunk).unwrap_or(0),
         };
         let mut layers = attrib::layers(&m, reasons, f.host_end.since(&self.host_start));
         if f.kernel_mode == Some("tc") {
@@ -1166,7 +1184,12 @@ impl output::Record for RecvBegin {
             self.source.as_ref().map(|s| format!(" from {s}")).unwrap_or_default(),
             self.counters.join(" + "),
             kernel.map(|(mode, why)| format!(" ({}: {why})", at(mode))).unwrap_or_default(),
-            if self.sink { "; sink: counted datagrams are dropped there" } else { "" },
+            match (self.sink, &self.sink_reason) {
+                (true, Some(why)) => format!("; sink (auto: {why}): counted datagrams are dropped there"),
+                (true, None) => "; sink: counted datagrams are dropped there".into(),
+                (false, Some(why)) if self.counters == ["kernel"] => format!("; no sink (auto: {why})"),
+                (false, _) => String::new(),
+            },
         )
     }
 }
@@ -1196,6 +1219,8 @@ enum Notice {
     /// The system clock stepped by `step_us` (CLOCK_TAI against CLOCK_MONOTONIC) before `at_s` into the run; the
     /// kernel counter (no TAI helper) now adds the new offset.
     ClockStep { step_us: f64, at_s: f64 },
+    /// `--sink auto` turned the sink off `at_s` into the run, because of `why` (a socket bound to the port).
+    SinkOff { why: String, at_s: f64 },
 }
 
 impl output::Record for RecvNotice {
@@ -1211,6 +1236,9 @@ impl output::Record for RecvNotice {
             Notice::ClockStep { step_us, at_s } => format!(
                 "note: the system clock stepped by {step_us:+.1} us before {at_s:.1} s; the kernel counter's delays \
                  of datagrams received in the 0.1 s before are off by it (this kernel has no TAI helper)"
+            ),
+            Notice::SinkOff { ref why, at_s } => format!(
+                "note: the sink is off from {at_s:.1} s: {why} now (what came before was dropped after counting;                  --sink off keeps it off from the start)"
             ),
         }
     }

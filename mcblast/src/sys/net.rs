@@ -259,3 +259,36 @@ pub fn socket_drops(fd: &OwnedFd) -> io::Result<u32> {
     }
     Ok(v[SK_MEMINFO_DROPS])
 }
+
+/// UDP sockets of this network namespace bound to `port`, IPv4 and IPv6 (a dual-stack socket takes IPv4
+/// datagrams too), from /proc/net/udp and /proc/net/udp6; None when /proc/net/udp is unreadable.
+pub fn udp_sockets_on(port: u16) -> Option<usize> {
+    let v4 = std::fs::read_to_string("/proc/net/udp").ok()?;
+    let v6 = std::fs::read_to_string("/proc/net/udp6").unwrap_or_default();
+    Some(count_port(&v4, port) + count_port(&v6, port))
+}
+
+/// Rows of a /proc/net/udp table whose local port is `port`.
+fn count_port(proc_net_udp: &str, port: u16) -> usize {
+    let want = format!("{port:04X}");
+    proc_net_udp
+        .lines()
+        .skip(1)
+        .filter(|l| l.split_whitespace().nth(1).and_then(|a| a.split(':').nth(1)) == Some(want.as_str()))
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_the_sockets_bound_to_a_port() {
+        let udp = "  sl  local_address rem_address   st\n   1: 00000000:1389 00000000:0000 07\n   2: 0100007F:1389 00000000:0000 07\n   3: 00000000:1388 00000000:0000 07\n";
+        assert_eq!(count_port(udp, 5001), 2);
+        assert_eq!(count_port(udp, 5000), 1);
+        let udp6 = "  sl  local_address                         remote_address                        st\n   0: 00000000000000000000000000000000:1389 00000000000000000000000000000000:0000 07\n";
+        assert_eq!(count_port(udp6, 5001), 1);
+        assert_eq!(count_port(udp6, 5000), 0);
+    }
+}
