@@ -248,6 +248,11 @@ trait Frame {
     /// Goes on with the walk in the step program of this program type (a
     /// tail call: returns only when it failed).
     fn walk_on(&self);
+    /// The UDP payload bytes of each segment of a GSO (or UDP GRO) skb, 0 for anything else (and in XDP).
+    #[inline(always)]
+    fn gso_size(&self) -> usize {
+        0
+    }
 }
 
 /// An XDP frame: the linear part directly, the rest (multi-buffer frames)
@@ -317,6 +322,12 @@ impl Frame for TcFrame<'_> {
     fn walk_on(&self) {
         // SAFETY: a tail call into a tc program.
         unsafe { TC_STEPS.tail_call(self.0, 0) };
+    }
+
+    #[inline(always)]
+    fn gso_size(&self) -> usize {
+        // SAFETY: the program's context, a valid `__sk_buff` for its run; `gso_size` is a readable field.
+        unsafe { (*self.0.skb.skb).gso_size as usize }
     }
 }
 
@@ -508,8 +519,8 @@ fn try_count<F: Frame>(ctx: &F, cfg: &Config) -> Verdict {
     let mut pkt = Carrier {
         saddr,
         daddr,
-        ip_id: u16::from_ne_bytes([ip[4], ip[5]]) as u32,
-        first_fragment: first_fragment as u32,
+        ip_id: u16::from_ne_bytes([ip[4], ip[5]]),
+        first_fragment: first_fragment as u8,
         run_filter,
         l4: l4 as u32,
         payload_len: payload_len as u32,
@@ -519,6 +530,8 @@ fn try_count<F: Frame>(ctx: &F, cfg: &Config) -> Verdict {
         next: 0,
         counted: 0,
         data: 0,
+        pending: 0,
+        _pad: 0,
         sport: u16::from_ne_bytes([udp[0], udp[1]]),
         dport: u16::from_ne_bytes([udp[2], udp[3]]),
     };
@@ -536,26 +549,35 @@ fn try_count<F: Frame>(ctx: &F, cfg: &Config) -> Verdict {
     // A GSO or GRO packet carries several datagrams back to back behind
     // one UDP header (see `wire::stride`): each is counted on its own.
     let mut stride = stride(Packet::new_unchecked(&first[..]).len_field(), payload_len);
-    if stride < payload_len && !last_piece_parses(ctx, l4, payload_len, stride) {
+    // (A GSO skb cut at the same stride is datagrams back to back by the kernel's own word.)
+    if stride < payload_len && ctx.gso_size() != stride && !last_piece_parses(ctx, l4, payload_len, stride) {
         // Not datagrams back to back: one whose length field is wrong.
         stride = payload_len;
     }
     let pieces = datagrams(payload_len, stride);
     pkt.stride = stride as u32;
-    pkt.pieces = pieces as u32;
+    pkt.pieces = pieces as u16;
     if pieces == 1 {
         return datagram(&pkt, &first, stride);
     }
     // Every datagram of a coalesced packet, the first too, is counted by the
     // walk, so the first shares its flow's lookup and lock with the next.
     count(GlobalCounter::Coalesced);
+    // The first datagram's header, read above, waits in the batch: the walk does not read it again.
+    let Some(batch) = BATCH.get_ptr_mut(0) else { return Verdict::Pass };
+    if let Some(h) = valid(&pkt, &first, stride) {
+        // SAFETY: this CPU's slot of a per-CPU array, used by one walk at a time (see `WALK`).
+        unsafe { (*batch).headers[0] = h };
+        pkt.pending = 1;
+    }
+    pkt.next = 1;
     let Some(walk) = WALK.get_ptr_mut(0) else { return Verdict::Pass };
     // SAFETY: this CPU's slot of a per-CPU array; the counter does not run
     // nested on one CPU, so nothing else uses it until the walk is done.
     unsafe { *walk = pkt };
     ctx.walk_on();
-    // The tail call failed (no step program loaded): nothing is walked.
-    count_n(GlobalCounter::Unwalked, pieces as u64);
+    // The tail call failed (no step program loaded): nothing is walked (a foreign first datagram was counted).
+    count_n(GlobalCounter::Unwalked, (pieces - 1) as u64 + pkt.pending as u64);
     Verdict::Pass
 }
 
@@ -578,8 +600,10 @@ fn walk_step<F: Frame>(ctx: &F) -> Verdict {
     // SAFETY: this CPU's slot of a per-CPU array, used by one step at a time.
     let batch = unsafe { &mut *batch };
     let (payload_len, stride) = (pkt.payload_len as usize, pkt.stride as usize);
-    let mut n = 0;
-    let mut k = 0;
+    // The packet's first datagram, when valid, is in the batch already (see `try_count`).
+    let mut n = if pkt.pending != 0 { 1 } else { 0 };
+    pkt.pending = 0;
+    let mut k = n;
     while k < F::STEP && pkt.next < pkt.pieces {
         let off = pkt.next as usize * stride;
         if off >= payload_len {
@@ -608,7 +632,7 @@ fn walk_step<F: Frame>(ctx: &F) -> Verdict {
         && let Verdict::Counted(data) = account_batch::<F>(&pkt, batch, n)
     {
         pkt.counted = 1;
-        pkt.data += data;
+        pkt.data += data as u16;
     }
     if pkt.next < pkt.pieces {
         // SAFETY: as above.
@@ -617,7 +641,7 @@ fn walk_step<F: Frame>(ctx: &F) -> Verdict {
         // Past the kernel's tail-call limit.
         count_n(GlobalCounter::Unwalked, (pkt.pieces - pkt.next) as u64);
     }
-    if pkt.counted != 0 { Verdict::Counted(pkt.data) } else { Verdict::Pass }
+    if pkt.counted != 0 { Verdict::Counted(pkt.data as u32) } else { Verdict::Pass }
 }
 
 /// The datagrams of one flow counted together, and what each did to the
@@ -656,10 +680,6 @@ struct Carrier {
     /// Source and destination (group) address, network byte order.
     saddr: u32,
     daddr: u32,
-    /// The IP id, as in the header.
-    ip_id: u32,
-    /// 1: the datagram is the first fragment of a fragmented one.
-    first_fragment: u32,
     /// Only datagrams of this run count (0: any run).
     run_filter: u32,
     /// Offset of the UDP header in the frame.
@@ -670,15 +690,24 @@ struct Carrier {
     /// The receive time, read once for the packet, before any flow lock
     /// is taken (no helper calls while it is held).
     rx_ns: u64,
-    /// Datagrams in the packet, and the next one to count.
-    pieces: u32,
-    next: u32,
-    /// 1 once a datagram of the packet was counted in its flow, and how many of those were data.
-    counted: u32,
-    data: u32,
+    /// The IP id, as in the header.
+    ip_id: u16,
+    /// Datagrams in the packet (at most 64 KiB / `HEADER_LEN`), and the next one to count.
+    pieces: u16,
+    next: u16,
+    /// How many data datagrams of the packet were counted in their flows.
+    data: u16,
     /// The UDP ports, as in the header.
     sport: u16,
     dport: u16,
+    /// 1: the datagram is the first fragment of a fragmented one.
+    first_fragment: u8,
+    /// 1 once a datagram of the packet was counted in its flow.
+    counted: u8,
+    /// 1 when the first step starts with the packet's first datagram in the batch already.
+    pending: u8,
+    /// (Explicit, so the stack copy is fully initialised for older verifiers.)
+    _pad: u8,
 }
 
 /// The coalesced packet being walked on this CPU (the counter does not run
@@ -770,7 +799,7 @@ fn account(pkt: &Carrier, h: &Header) -> Verdict {
         // tracker runs so a later fragment on another CPU rarely comes
         // first. A full LRU map evicts the oldest datagram; the insert
         // cannot fail otherwise.
-        let fk = FragKey { sender: pkt.saddr, group: pkt.daddr, id: pkt.ip_id as u16, proto: IPPROTO_UDP, _pad: 0 };
+        let fk = FragKey { sender: pkt.saddr, group: pkt.daddr, id: pkt.ip_id, proto: IPPROTO_UDP, _pad: 0 };
         let _ = FRAGS.insert(&fk, &((h.len as usize + UDP_HLEN) as u32), 0);
     }
     // SAFETY: `entry` points to a live value of FLOWS (hash map values stay
@@ -897,11 +926,17 @@ fn note_tuple(tuple: &TupleKey, key: &FlowKey) {
     // SAFETY: `p` points to a live FlowKey value of TUPLES (valid for the
     // program's run, RCU); a plain 16-byte read.
     let value = match TUPLES.get_ptr(tuple).map(|p| unsafe { *p }) {
-        None => *key,
+        None => key,
         Some(seen) if seen == *key => return,
-        Some(_) => FlowKey::default(),
+        // The all-zero key from ZERO: a `FlowKey::default()` here is a call to a memset subprogram, whose
+        // frame takes the step program past 5.10's combined stack limit (512 bytes).
+        Some(_) => match ZERO.get_ptr(0) {
+            // SAFETY: ZERO's value is at least 16 bytes, 8-aligned, all zero: a valid FlowKey.
+            Some(z) => unsafe { &*z.cast::<FlowKey>() },
+            None => return,
+        },
     };
-    let _ = TUPLES.insert(tuple, &value, 0);
+    let _ = TUPLES.insert(tuple, value, 0);
 }
 
 #[cfg(not(test))]
