@@ -636,7 +636,7 @@ mod tests {
         assert_eq!(LossRecord::of(key, crate::tracker::LossEvent::None, 5), None);
         assert_eq!(LossRecord::from_bytes(&bytes[..47]), None);
         // The last counter's index is the array's last slot.
-        assert_eq!(GlobalCounter::Unwalked as u32 + 1, GLOBAL_COUNTERS);
+        assert_eq!(GlobalCounter::Sunk as u32 + 1, GLOBAL_COUNTERS);
         assert_eq!(core::mem::size_of::<LossRecord>(), 48);
         assert_eq!(
             core::mem::size_of::<FlowEntry<u32>>(),
