@@ -78,6 +78,18 @@ fn check_format(a: &RecvArgs) -> Result<()> {
     Ok(())
 }
 
+/// `--sink`: as asked, or, with `auto` (the default) for the kernel counter alone, what this host allows.
+fn sink(a: &RecvArgs, counter: CounterMode, iface: &iface::Iface) -> Result<Sink> {
+    Ok(match a.sink {
+        SinkArg::On if counter != CounterMode::Kernel => bail!(
+            "--sink drops mcblast datagrams in the kernel counter, so no socket would see them: use --sink with --counter kernel"
+        ),
+        SinkArg::On => Sink::asked(true),
+        SinkArg::Auto if counter == CounterMode::Kernel && !a.iperf2_server => Sink::auto(iface, a.common.port),
+        SinkArg::Auto | SinkArg::Off => Sink::asked(false),
+    })
+}
+
 /// Resolves the flags against this machine (interface, capabilities), or says what is wrong.
 pub fn plan(a: &RecvArgs) -> Result<RecvPlan> {
     check_groups(&a.common.groups)?;
@@ -102,14 +114,7 @@ pub fn plan(a: &RecvArgs) -> Result<RecvPlan> {
         CounterMode::Socket => (false, true),
         CounterMode::Both => (true, true),
     };
-    let sink = match a.sink {
-        SinkArg::On if counter != CounterMode::Kernel => bail!(
-            "--sink drops mcblast datagrams in the kernel counter, so no socket would see them: use --sink with --counter kernel"
-        ),
-        SinkArg::On => Sink::asked(true),
-        SinkArg::Auto if counter == CounterMode::Kernel && !a.iperf2_server => Sink::auto(&iface, a.common.port),
-        SinkArg::Auto | SinkArg::Off => Sink::asked(false),
-    };
+    let sink = sink(a, counter, &iface)?;
     if kernel && !(sys::has_capability(39) || sys::has_capability(21)) || kernel && !sys::has_capability(12) {
         bail!(
             "the kernel counter needs CAP_BPF and CAP_NET_ADMIN to load and attach its XDP program: run as root, or use --counter socket"
